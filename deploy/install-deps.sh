@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs, from Debian 12's packages, everything Starling needs to build, test and benchmark.
+# Idempotent: packages already present are skipped, and apt is not touched when nothing is missing.
+#
+#   deploy/install-deps.sh            build + test dependencies
+#   deploy/install-deps.sh --runtime  only what building and running starlingd needs
+set -euo pipefail
+
+runtime_pkgs=(
+  build-essential cmake ninja-build pkg-config
+  libasio-dev libmbedtls-dev libpugixml-dev libflatbuffers-dev flatbuffers-compiler
+  librocksdb-dev prometheus-cpp-dev zlib1g-dev libidn-dev libtomlplusplus-dev
+)
+test_pkgs=(
+  libgtest-dev libgmock-dev libbenchmark-dev libexpat1-dev
+  clang libclang-rt-14-dev
+  python3 python3-slixmpp
+  gcc-arm-none-eabi libstdc++-arm-none-eabi-newlib binutils
+)
+
+pkgs=("${runtime_pkgs[@]}")
+if [[ "${1:-}" != "--runtime" ]]; then
+  pkgs+=("${test_pkgs[@]}")
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps: all ${#pkgs[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+echo "install-deps: installing ${#missing[@]} packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "install-deps: done"
