@@ -5,6 +5,10 @@
 #include <array>
 #include <cstdint>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace xmpp::xml::chars {
 
 // Byte classes, one bit each, so that one table lookup answers "can the fast loop go on?".
@@ -12,7 +16,7 @@ enum : std::uint8_t {
     k_text_plain = 1 << 0,   // ordinary character data: not '<', '&', ']', control or non-ASCII
     k_value_plain = 1 << 1,  // ordinary attribute value byte: not '<', '&', quotes, \t\r\n, control
     k_name_start = 1 << 2,   // ASCII NameStartChar (letters, '_', ':')
-    k_name = 1 << 3,         // ASCII NameChar
+    k_name = 1 << 3,         // ASCII NameChar, except ':'
     k_space = 1 << 4,        // S production: space, tab, CR, LF
     k_cdata_plain = 1 << 5,  // ordinary CDATA byte: not ']', control or non-ASCII
 };
@@ -30,7 +34,9 @@ constexpr std::array<std::uint8_t, 256> make_table() {
     for (int c = 'a'; c <= 'z'; ++c) t[c] |= k_name_start | k_name;
     for (int c = 'A'; c <= 'Z'; ++c) t[c] |= k_name_start | k_name;
     for (int c = '0'; c <= '9'; ++c) t[c] |= k_name;
-    for (int c : {'_', ':'}) t[c] |= k_name_start | k_name;
+    // ':' starts a name but is not in k_name: name scans stop at it to note the prefix.
+    for (int c : {'_', ':'}) t[c] |= k_name_start;
+    t['_'] |= k_name;
     for (int c : {'-', '.'}) t[c] |= k_name;
     return t;
 }
@@ -38,6 +44,48 @@ constexpr std::array<std::uint8_t, 256> make_table() {
 inline constexpr std::array<std::uint8_t, 256> k_table = make_table();
 
 inline bool is(std::uint8_t cls, unsigned char c) noexcept { return (k_table[c] & cls) != 0; }
+
+#if defined(__SSE2__)
+// Index of the first of 16 bytes at p that equals a, b, c or d, or is below 0x20 or above 0x7F
+// (a signed compare catches both); 16 when none does.
+inline int find_special16(const unsigned char* p, char a, char b, char c, char d) noexcept {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    __m128i m = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8(a)), _mm_cmpeq_epi8(v, _mm_set1_epi8(b)));
+    m = _mm_or_si128(m, _mm_cmpeq_epi8(v, _mm_set1_epi8(c)));
+    m = _mm_or_si128(m, _mm_cmpeq_epi8(v, _mm_set1_epi8(d)));
+    m = _mm_or_si128(m, _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
+    const int mask = _mm_movemask_epi8(m);
+    return mask ? __builtin_ctz(static_cast<unsigned>(mask)) : 16;
+}
+#endif
+
+// Skips ordinary attribute-value bytes; stops at a quote, '<', '&', a control byte or a
+// non-ASCII byte (which the caller handles one by one).
+inline const unsigned char* skip_value_plain(const unsigned char* p, const unsigned char* end) noexcept {
+#if defined(__SSE2__)
+    while (end - p >= 16) {
+        const int i = find_special16(p, '"', '\'', '<', '&');
+        if (i < 16) return p + i;
+        p += 16;
+    }
+#endif
+    while (p < end && is(k_value_plain, *p)) ++p;
+    return p;
+}
+
+// Skips ordinary character data; stops at '<', '&', ']', a control byte (tab, CR and LF
+// included: the caller lets them through) or a non-ASCII byte.
+inline const unsigned char* skip_text_plain(const unsigned char* p, const unsigned char* end) noexcept {
+#if defined(__SSE2__)
+    while (end - p >= 16) {
+        const int i = find_special16(p, '<', '&', ']', '<');
+        if (i < 16) return p + i;
+        p += 16;
+    }
+#endif
+    while (p < end && is(k_text_plain, *p)) ++p;
+    return p;
+}
 
 // XML 1.0 Char production: #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF].
 constexpr bool is_xml_char(char32_t c) noexcept {
@@ -149,7 +197,7 @@ inline Ref parse_reference(const unsigned char* p, const unsigned char* end) noe
     if (!is(k_name_start, *q) && *q < 0x80) return {RefStatus::not_well_formed, 0, 0};
     const unsigned char* name = q;
     while (q < limit && *q != ';') {
-        if (*q < 0x80 && !is(k_name, *q)) return {RefStatus::not_well_formed, 0, 0};
+        if (*q < 0x80 && !is(k_name, *q) && *q != ':') return {RefStatus::not_well_formed, 0, 0};
         ++q;
     }
     if (q == limit) return {limit == end ? RefStatus::incomplete : RefStatus::not_well_formed, 0, 0};

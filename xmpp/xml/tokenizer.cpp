@@ -98,6 +98,7 @@ struct Tokenizer::Impl {
     std::uint16_t name_colon = 0;
     std::uint8_t quote = 0;
     bool value_refs = false;
+    bool saw_colon = false;  // the name being scanned has a ':' (checked when it ends)
 
     std::vector<RawAttr> attrs;        // attributes of the current start tag
     std::vector<RawAttr> stanza_attrs; // attributes of the current stanza's start tag
@@ -286,14 +287,22 @@ Event Tokenizer::next() noexcept {
 
     // Checks a complete QName: at most one colon, neither first nor last (Namespaces in XML §3).
     auto check_qname = [&](std::uint64_t npos, std::uint32_t len, std::uint16_t& colon) -> bool {
-        const char* s = ptr(npos);
-        const void* c = std::memchr(s, ':', len);
-        if (!c) {
+        if (!m.saw_colon) {
             colon = 0;
             return true;
         }
-        const auto ci = static_cast<std::uint32_t>(static_cast<const char*>(c) - s);
-        if (ci == 0 || ci + 1 == len || std::memchr(s + ci + 1, ':', len - ci - 1)) return false;
+        // Names are short: a plain loop beats a call to memchr.
+        const char* s = ptr(npos);
+        std::uint32_t ci = 0;
+        while (ci < len && s[ci] != ':') ++ci;
+        if (ci == len) {
+            colon = 0;
+            return true;
+        }
+        if (ci == 0 || ci + 1 == len) return false;
+        for (std::uint32_t k = ci + 1; k < len; ++k) {
+            if (s[k] == ':') return false;
+        }
         colon = static_cast<std::uint16_t>(ci);
         return true;
     };
@@ -302,9 +311,14 @@ Event Tokenizer::next() noexcept {
     // unit), true at the first byte that is not a name character. Sets `err` on bad input.
     const char* name_err = nullptr;
     StreamError name_cond = StreamError::not_well_formed;
-    auto scan_name = [&](std::uint64_t start) -> bool {
+    auto scan_name = [&](std::uint64_t start) __attribute__((always_inline)) -> bool {
         for (;;) {
             while (p < end && is(k_name, *p)) ++p;
+            if (p < end && *p == ':') {
+                m.saw_colon = true;
+                ++p;
+                continue;
+            }
             if (p - ub - static_cast<std::ptrdiff_t>(start - org) > static_cast<std::ptrdiff_t>(_limits.max_name_bytes)) {
                 name_err = "name too long";
                 name_cond = StreamError::policy_violation;
@@ -372,6 +386,7 @@ Event Tokenizer::next() noexcept {
                 m.name_pos = pos(p);
                 m.attrs.clear();
                 m.space_before_attr = false;
+                m.saw_colon = c == ':';
                 if (c >= 0x80) {
                     char32_t cp;
                     const int n = chars::decode_utf8(p, end, cp);
@@ -487,6 +502,15 @@ Event Tokenizer::next() noexcept {
                 if (!check_qname(a.name_pos, len, a.colon)) {
                     return fail(StreamError::not_well_formed, at(p), "invalid attribute name");
                 }
+                if (end - p >= 2 && p[0] == '=' && (p[1] == '\'' || p[1] == '"')) {
+                    // The usual name='value': straight into the value.
+                    m.quote = p[1];
+                    p += 2;
+                    a.value_pos = pos(p);
+                    m.value_refs = false;
+                    m.state = State::attr_value;
+                    break;
+                }
                 m.state = State::attr_eq;
             }
             break;
@@ -525,6 +549,7 @@ Event Tokenizer::next() noexcept {
                 }
             }
             m.attrs.push_back(RawAttr{pos(p), 0, 0, 0, 0, false});
+            m.saw_colon = false;
             m.state = State::attr_name;
             break;
         }
@@ -551,7 +576,7 @@ Event Tokenizer::next() noexcept {
 
         case State::attr_value: {
             for (;;) {
-                while (p < end && is(chars::k_value_plain, *p)) ++p;
+                p = chars::skip_value_plain(p, end);
                 if (p == end) goto need_more;
                 const uchar c = *p;
                 if (c == m.quote) break;
@@ -624,7 +649,7 @@ Event Tokenizer::next() noexcept {
                 ev._kind = EventKind::stream_close;
                 return ev;
             }
-            m.decls.resize(m.open.back().decl_mark);
+            while (m.decls.size() > m.open.back().decl_mark) m.decls.pop_back();
             m.open.pop_back();
             --_depth;
             m.state = State::text;
@@ -645,11 +670,13 @@ Event Tokenizer::next() noexcept {
                 break;
             }
             for (;;) {
-                while (p < end && is(chars::k_text_plain, *p)) ++p;
+                p = chars::skip_text_plain(p, end);
                 if (p == end) goto need_more;
                 const uchar c = *p;
                 if (c == '<') break;
-                if (c == '&') {
+                if (c == '\n' || c == '\t' || c == '\r') {
+                    ++p;
+                } else if (c == '&') {
                     const auto ref = chars::parse_reference(p, end);
                     if (ref.status == chars::RefStatus::incomplete) goto need_more;
                     if (ref.status == chars::RefStatus::restricted) {
@@ -881,7 +908,7 @@ Event Tokenizer::next() noexcept {
         }
 
         if (self_closed) {
-            m.decls.resize(mark);
+            while (m.decls.size() > mark) m.decls.pop_back();
             m.state = State::text;
             if (_depth == 1) goto stanza_done;
         } else {
