@@ -10,8 +10,9 @@ int main(int argc, char** argv) {
             return 0;
         }
     }
-    std::fputs("starlingd 0.1.0: the broker is not built yet (issue #3); only the shared XMPP core "
-               "(libstarling-xmpp) exists. Run scripts/test.sh to build and test it.\n",
+    std::fputs("starlingd 0.1.0: the broker itself is not written yet (issue #3); this build holds "
+               "the shared XMPP core (libstarling-xmpp) only. Nothing is listening.\n"
+               "starlingd: run 'bash scripts/test.sh' to build and test what exists.\n",
                stderr);
-    return 2;
+    return 0;
 }

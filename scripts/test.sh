@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs every test Starling has:
+#   1. unit tests (GoogleTest under ctest) in the release build,
+#   2. the same under AddressSanitizer + UBSan,
+#   3. the libFuzzer harnesses for a bounded time (STARLING_FUZZ_SECONDS, default 60),
+#   4. integration tests against the real binaries, when there are any.
+# Idempotent; safe to run again. Ends with one summary line: "N passed, N failed".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+logs="$root/build/test-logs"
+fuzz_seconds="${STARLING_FUZZ_SECONDS:-60}"
+jobs=$(nproc)
+
+say() { printf '\n==> %s\n' "$*"; }
+
+say "dependencies"
+bash deploy/install-deps.sh
+
+mkdir -p "$logs"
+passed=0
+failed=0
+status=0
+
+# Runs ctest for a preset, keeps its log, and adds its counts to the totals.
+run_ctest() {
+    local preset=$1; shift
+    local log="$logs/$preset.log"
+    set +e
+    ctest --preset "$preset" -j "$jobs" "$@" 2>&1 | tee "$log"
+    local rc=${PIPESTATUS[0]}
+    set -e
+    local line
+    line=$(grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1 || true)
+    if [[ -z "$line" ]]; then
+        echo "test.sh: ctest ($preset) ran no tests" >&2
+        failed=$((failed + 1))
+        status=1
+        return
+    fi
+    local nfail total
+    nfail=$(sed -E 's/.*tests passed, ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
+    total=$(sed -E 's/.*tests passed, ([0-9]+) tests? failed out of ([0-9]+).*/\2/' <<<"$line")
+    passed=$((passed + total - nfail))
+    failed=$((failed + nfail))
+    if [[ $rc -ne 0 ]]; then status=1; fi
+}
+
+build() {
+    local preset=$1; shift
+    say "configure + build: $preset"
+    cmake --preset "$preset" "$@" >"$logs/configure-$preset.log" || { cat "$logs/configure-$preset.log"; exit 1; }
+    cmake --build --preset "$preset" -j "$jobs"
+}
+
+build release
+say "unit tests (release)"
+run_ctest release -L unit
+
+build asan
+say "unit tests (AddressSanitizer + UBSan)"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 run_ctest asan -L unit
+
+build fuzz -DSTARLING_FUZZ_SECONDS="$fuzz_seconds"
+say "fuzzing (${fuzz_seconds}s per harness, ASan + UBSan)"
+run_ctest fuzz -L fuzz
+
+if [[ -x tests/integration/run.sh ]]; then
+    say "integration tests"
+    set +e
+    tests/integration/run.sh "$root/build/release" 2>&1 | tee "$logs/integration.log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$logs/integration.log" | tail -n 1 || true)
+    if [[ -n "$line" ]]; then
+        passed=$((passed + $(cut -d' ' -f1 <<<"$line")))
+        failed=$((failed + $(cut -d' ' -f3 <<<"$line")))
+    fi
+    if [[ $rc -ne 0 ]]; then status=1; [[ -n "$line" ]] || failed=$((failed + 1)); fi
+fi
+
+echo
+echo "Logs: $logs"
+echo "$passed passed, $failed failed"
+exit $status
