@@ -1,0 +1,62 @@
+// AccountStore: user accounts in the "accounts" column family. Only SCRAM salted keys are kept
+// (DESIGN §6, RFC 5802 §3): a stolen store does not reveal passwords, nor let anyone log in
+// with PLAIN without first cracking the PBKDF2 hash.
+//
+// Thread-safe (RocksDB is); each call is one synchronous RocksDB operation.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "broker/src/storage/errc.hpp"
+#include "xmpp/result.hpp"
+
+namespace starling::storage {
+
+class Store;
+
+// Salted keys for one hash function.
+struct ScramKeys {
+    std::uint32_t iterations = 0;
+    std::string salt;
+    std::string stored_key;
+    std::string server_key;
+    bool empty() const noexcept { return stored_key.empty(); }
+};
+
+struct AccountRecord {
+    ScramKeys sha1;
+    ScramKeys sha256;
+    std::int64_t created_unix_ms = 0;
+    bool disabled = false;
+};
+
+class AccountStore {
+public:
+    explicit AccountStore(Store& store) noexcept : _store(store) {}
+
+    // `bare_jid` must already be normalised (xmpp::Jid).
+    xmpp::Result<void, Errc> put(std::string_view bare_jid, const AccountRecord& record) noexcept;
+    xmpp::Result<AccountRecord, Errc> get(std::string_view bare_jid) const noexcept;
+    xmpp::Result<bool, Errc> exists(std::string_view bare_jid) const noexcept;
+    // True when it existed.
+    xmpp::Result<bool, Errc> remove(std::string_view bare_jid) noexcept;
+    // Bare JIDs in key order, starting after `after` (empty: from the start), at most `limit`.
+    xmpp::Result<std::vector<std::string>, Errc> list(std::string_view after, std::size_t limit) const noexcept;
+
+    // Many accounts in one durable write (bulk provisioning).
+    xmpp::Result<void, Errc> put_many(const std::vector<std::pair<std::string, AccountRecord>>& records) noexcept;
+
+    // Record <-> bytes, exposed for tests.
+    static std::string encode(const AccountRecord& record);
+    static xmpp::Result<AccountRecord, Errc> decode(std::string_view bytes) noexcept;
+
+private:
+    Store& _store;
+};
+
+}  // namespace starling::storage

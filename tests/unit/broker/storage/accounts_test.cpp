@@ -1,0 +1,113 @@
+#include "broker/src/storage/accounts.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <random>
+
+#include "broker/src/storage/store.hpp"
+
+namespace {
+
+using starling::storage::AccountRecord;
+using starling::storage::AccountStore;
+using starling::storage::Errc;
+using starling::storage::Store;
+using starling::storage::StoreError;
+
+class TempDir {
+public:
+    TempDir() {
+        std::random_device rd;
+        _path = std::filesystem::temp_directory_path() / ("starling-test-" + std::to_string(rd()));
+        std::filesystem::create_directories(_path);
+    }
+    ~TempDir() { std::filesystem::remove_all(_path); }
+    std::string str() const { return _path.string(); }
+
+private:
+    std::filesystem::path _path;
+};
+
+AccountRecord sample(std::uint32_t iterations = 4096) {
+    AccountRecord r;
+    r.sha256 = {iterations, std::string("salt\0salt", 9), std::string(32, '\x01'), std::string(32, '\x02')};
+    r.sha1 = {iterations, "s1", std::string(20, '\x03'), std::string(20, '\x04')};
+    r.created_unix_ms = 1700000000000;
+    return r;
+}
+
+TEST(AccountStore, PutGetRemoveRoundTrip) {
+    TempDir dir;
+    auto store = Store::open(dir.str());
+    AccountStore accounts(*store);
+    ASSERT_TRUE(accounts.put("juliet@example.com", sample()));
+    auto got = accounts.get("juliet@example.com");
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->sha256.iterations, 4096u);
+    EXPECT_EQ(got->sha256.salt, std::string("salt\0salt", 9));
+    EXPECT_EQ(got->sha256.stored_key, std::string(32, '\x01'));
+    EXPECT_EQ(got->sha1.server_key, std::string(20, '\x04'));
+    EXPECT_EQ(got->created_unix_ms, 1700000000000);
+    EXPECT_FALSE(got->disabled);
+    auto missing = accounts.get("romeo@example.com");
+    ASSERT_FALSE(missing);
+    EXPECT_EQ(missing.error(), Errc::not_found);
+    EXPECT_TRUE(*accounts.remove("juliet@example.com"));
+    EXPECT_FALSE(*accounts.remove("juliet@example.com"));
+    EXPECT_FALSE(*accounts.exists("juliet@example.com"));
+}
+
+TEST(AccountStore, SurvivesReopen) {
+    TempDir dir;
+    {
+        auto store = Store::open(dir.str());
+        AccountStore accounts(*store);
+        ASSERT_TRUE(accounts.put("a@example.com", sample()));
+    }
+    auto store = Store::open(dir.str());
+    AccountStore accounts(*store);
+    EXPECT_TRUE(*accounts.exists("a@example.com"));
+}
+
+TEST(AccountStore, ListsInKeyOrderWithPaging) {
+    TempDir dir;
+    auto store = Store::open(dir.str());
+    AccountStore accounts(*store);
+    std::vector<std::pair<std::string, AccountRecord>> many;
+    for (int i = 0; i < 25; ++i) {
+        char name[32];
+        std::snprintf(name, sizeof name, "dev%03d@example.com", i);
+        many.emplace_back(name, sample());
+    }
+    ASSERT_TRUE(accounts.put_many(many));
+    auto first = accounts.list("", 10);
+    ASSERT_TRUE(first);
+    ASSERT_EQ(first->size(), 10u);
+    EXPECT_EQ(first->front(), "dev000@example.com");
+    auto second = accounts.list(first->back(), 100);
+    ASSERT_TRUE(second);
+    EXPECT_EQ(second->size(), 15u);
+    EXPECT_EQ(second->front(), "dev010@example.com");
+}
+
+TEST(AccountStore, RejectsCorruptRecords) {
+    auto bad = AccountStore::decode("not a flatbuffer");
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.error(), Errc::corrupt);
+    auto ok = AccountStore::decode(AccountStore::encode(sample()));
+    ASSERT_TRUE(ok);
+}
+
+TEST(Store, SecondOpenOfTheSameDirectoryIsAClearError) {
+    TempDir dir;
+    auto store = Store::open(dir.str());
+    try {
+        auto again = Store::open(dir.str());
+        FAIL() << "a second open must fail while the first holds the lock";
+    } catch (const StoreError& e) {
+        EXPECT_NE(std::string(e.what()).find("is starlingd running"), std::string::npos) << e.what();
+    }
+}
+
+}  // namespace
