@@ -1,6 +1,8 @@
 #include "broker/src/storage/accounts.hpp"
 
 #include <flatbuffers/flatbuffers.h>
+#include <cstddef>
+#include <cstdint>
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 
@@ -62,6 +64,16 @@ std::string AccountStore::encode(const AccountRecord& r) {
 }
 
 xmpp::Result<AccountRecord, Errc> AccountStore::decode(std::string_view bytes) noexcept {
+    // FlatBuffers reads fields in place and needs them aligned; RocksDB values need not be.
+    std::string aligned;
+    if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(std::max_align_t) != 0) {
+        try {
+            aligned.assign(bytes);
+        } catch (...) {
+            return xmpp::Unexpected(Errc::io_error);
+        }
+        bytes = aligned;
+    }
     flatbuffers::Verifier v(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
     if (!fb::VerifyAccountBuffer(v)) return xmpp::Unexpected(Errc::corrupt);
     const auto* a = fb::GetAccount(bytes.data());

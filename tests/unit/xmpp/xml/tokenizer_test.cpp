@@ -219,6 +219,9 @@ struct BadCase {
     StreamError expected;
 };
 
+// gtest prints a parameter's bytes unless told better.
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.name; }
+
 class TokenizerRejects : public ::testing::TestWithParam<BadCase> {};
 
 TEST_P(TokenizerRejects, WithTheRightStreamError) {
