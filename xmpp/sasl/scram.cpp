@@ -1,0 +1,510 @@
+#include "xmpp/sasl/scram.hpp"
+
+#include "xmpp/base64.hpp"
+#include "xmpp/sasl/saslprep.hpp"
+
+#include <mbedtls/md.h>
+#include <mbedtls/pkcs5.h>
+#include <mbedtls/platform_util.h>
+
+#include <algorithm>
+
+namespace xmpp::sasl {
+namespace {
+
+constexpr std::size_t k_max_digest = 32;
+
+const mbedtls_md_info_t* md_info(ScramAlgorithm a) noexcept {
+    return mbedtls_md_info_from_type(a == ScramAlgorithm::sha_1 ? MBEDTLS_MD_SHA1 : MBEDTLS_MD_SHA256);
+}
+
+void wipe(std::string& s) noexcept {
+    mbedtls_platform_zeroize(s.data(), s.size());
+    s.clear();
+}
+
+const unsigned char* bytes(std::string_view s) noexcept {
+    return reinterpret_cast<const unsigned char*>(s.data());
+}
+
+// HMAC(key, data) into out (digest_size bytes).
+bool hmac(ScramAlgorithm a, std::string_view key, std::string_view data, std::string& out) noexcept {
+    unsigned char buf[k_max_digest];
+    if (mbedtls_md_hmac(md_info(a), bytes(key), key.size(), bytes(data), data.size(), buf) != 0) return false;
+    out.assign(reinterpret_cast<const char*>(buf), digest_size(a));
+    mbedtls_platform_zeroize(buf, sizeof buf);
+    return true;
+}
+
+bool hash(ScramAlgorithm a, std::string_view data, std::string& out) noexcept {
+    unsigned char buf[k_max_digest];
+    if (mbedtls_md(md_info(a), bytes(data), data.size(), buf) != 0) return false;
+    out.assign(reinterpret_cast<const char*>(buf), digest_size(a));
+    return true;
+}
+
+// Hi() of RFC 5802 §2.2 is PBKDF2 (RFC 8018) with HMAC and one output block.
+bool salted_password(ScramAlgorithm a, std::string_view password, std::string_view salt,
+                     std::uint32_t iterations, std::string& out) noexcept {
+    mbedtls_md_context_t ctx;
+    mbedtls_md_init(&ctx);
+    unsigned char buf[k_max_digest];
+    bool ok = mbedtls_md_setup(&ctx, md_info(a), 1) == 0 &&
+              mbedtls_pkcs5_pbkdf2_hmac(&ctx, bytes(password), password.size(), bytes(salt), salt.size(),
+                                        iterations, static_cast<std::uint32_t>(digest_size(a)), buf) == 0;
+    mbedtls_md_free(&ctx);
+    if (ok) out.assign(reinterpret_cast<const char*>(buf), digest_size(a));
+    mbedtls_platform_zeroize(buf, sizeof buf);
+    return ok;
+}
+
+// ClientKey, StoredKey and ServerKey from the salted password (RFC 5802 §3).
+struct Keys {
+    std::string client_key, stored_key, server_key;
+    ~Keys() { wipe(client_key); wipe(stored_key); wipe(server_key); }
+};
+
+bool derive_keys(ScramAlgorithm a, std::string_view salted, Keys& k) noexcept {
+    return hmac(a, salted, "Client Key", k.client_key) && hash(a, k.client_key, k.stored_key) &&
+           hmac(a, salted, "Server Key", k.server_key);
+}
+
+bool equal_ct(std::string_view x, std::string_view y) noexcept {
+    // Lengths are public (the digest size); only the contents must not leak through timing.
+    // (mbedtls_ct_memcmp would do, but 2.28's constant_time.h lacks extern "C" for C++.)
+    if (x.size() != y.size()) return false;
+    volatile unsigned char diff = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        diff = static_cast<unsigned char>(diff | (static_cast<unsigned char>(x[i]) ^ static_cast<unsigned char>(y[i])));
+    }
+    return diff == 0;
+}
+
+// RFC 5802 §7: printable = %x21-2B / %x2D-7E, i.e. visible ASCII except ','.
+bool is_valid_nonce(std::string_view n) noexcept {
+    return !n.empty() && std::all_of(n.begin(), n.end(), [](char c) {
+        return c >= 0x21 && c <= 0x7e && c != ',';
+    });
+}
+
+// Splits off the next ','-separated field of `s`.
+std::string_view next_field(std::string_view& s) noexcept {
+    const std::size_t comma = s.find(',');
+    std::string_view f = s.substr(0, comma);
+    s = comma == std::string_view::npos ? std::string_view() : s.substr(comma + 1);
+    return f;
+}
+
+// "x=value" with x == name: the value; false otherwise.
+bool attribute(std::string_view field, char name, std::string_view& value) noexcept {
+    if (field.size() < 2 || field[0] != name || field[1] != '=') return false;
+    value = field.substr(2);
+    return true;
+}
+
+// RFC 5802 §7 attr-val: an ALPHA, '=', and a value (extensions we ignore).
+bool is_attr_val(std::string_view field) noexcept {
+    if (field.size() < 2 || field[1] != '=') return false;
+    const char c = field[0];
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+Result<std::uint32_t, ScramError> parse_iterations(std::string_view s) noexcept {
+    if (s.empty() || s.size() > 10 || s[0] == '0') return Unexpected(ScramError::invalid_encoding);
+    std::uint64_t v = 0;
+    for (char c : s) {
+        if (c < '0' || c > '9') return Unexpected(ScramError::invalid_encoding);
+        v = v * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    if (v > 0xffffffffu) return Unexpected(ScramError::iteration_count_too_high);
+    return static_cast<std::uint32_t>(v);
+}
+
+}  // namespace
+
+std::string_view to_string(ScramAlgorithm a) noexcept {
+    return a == ScramAlgorithm::sha_1 ? "SCRAM-SHA-1" : "SCRAM-SHA-256";
+}
+
+std::size_t digest_size(ScramAlgorithm a) noexcept { return a == ScramAlgorithm::sha_1 ? 20 : 32; }
+
+std::string_view to_string(ScramError e) noexcept {
+    switch (e) {
+        case ScramError::invalid_encoding: return "invalid-encoding";
+        case ScramError::extensions_not_supported: return "extensions-not-supported";
+        case ScramError::invalid_proof: return "invalid-proof";
+        case ScramError::channel_bindings_dont_match: return "channel-bindings-dont-match";
+        case ScramError::server_does_support_channel_binding: return "server-does-support-channel-binding";
+        case ScramError::channel_binding_not_supported: return "channel-binding-not-supported";
+        case ScramError::unsupported_channel_binding_type: return "unsupported-channel-binding-type";
+        case ScramError::unknown_user: return "unknown-user";
+        case ScramError::invalid_username_encoding: return "invalid-username-encoding";
+        case ScramError::no_resources: return "no-resources";
+        case ScramError::other_error: return "other-error";
+        case ScramError::message_too_long: return "message-too-long";
+        case ScramError::nonce_mismatch: return "nonce-mismatch";
+        case ScramError::bad_nonce: return "bad-nonce";
+        case ScramError::iteration_count_too_low: return "iteration-count-too-low";
+        case ScramError::iteration_count_too_high: return "iteration-count-too-high";
+        case ScramError::bad_server_signature: return "bad-server-signature";
+        case ScramError::bad_password: return "bad-password";
+        case ScramError::bad_credentials: return "bad-credentials";
+        case ScramError::out_of_order: return "out-of-order";
+        case ScramError::crypto_failure: return "crypto-failure";
+    }
+    return "unknown";
+}
+
+std::string_view server_error_value(ScramError e) noexcept {
+    switch (e) {
+        case ScramError::message_too_long:
+        case ScramError::bad_nonce: return "invalid-encoding";
+        case ScramError::crypto_failure: return "no-resources";
+        case ScramError::nonce_mismatch:
+        case ScramError::iteration_count_too_low:
+        case ScramError::iteration_count_too_high:
+        case ScramError::bad_server_signature:
+        case ScramError::bad_password:
+        case ScramError::bad_credentials:
+        case ScramError::out_of_order: return "other-error";
+        default: return to_string(e);
+    }
+}
+
+std::string server_final_error(ScramError e) {
+    std::string s = "e=";
+    s += server_error_value(e);
+    return s;
+}
+
+std::string escape_saslname(std::string_view name) {
+    std::string out;
+    out.reserve(name.size());
+    for (char c : name) {
+        if (c == '=') out += "=3D";
+        else if (c == ',') out += "=2C";
+        else out.push_back(c);
+    }
+    return out;
+}
+
+Result<std::string, ScramError> unescape_saslname(std::string_view name) noexcept {
+    std::string out;
+    out.reserve(name.size());
+    for (std::size_t i = 0; i < name.size(); ++i) {
+        const char c = name[i];
+        if (c == ',' || c == '\0') return Unexpected(ScramError::invalid_username_encoding);
+        if (c != '=') { out.push_back(c); continue; }
+        const std::string_view esc = name.substr(i + 1, 2);
+        if (esc == "3D") out.push_back('=');
+        else if (esc == "2C") out.push_back(',');
+        else return Unexpected(ScramError::invalid_username_encoding);
+        i += 2;
+    }
+    if (!is_valid_utf8(out)) return Unexpected(ScramError::invalid_username_encoding);
+    return out;
+}
+
+Result<ScramCredentials, ScramError> derive_credentials(ScramAlgorithm algorithm, std::string_view password,
+                                                        std::string_view salt,
+                                                        std::uint32_t iterations) noexcept {
+    if (salt.empty()) return Unexpected(ScramError::bad_credentials);
+    if (iterations < k_min_iterations) return Unexpected(ScramError::iteration_count_too_low);
+    if (iterations > k_max_iterations) return Unexpected(ScramError::iteration_count_too_high);
+    auto prepared = saslprep(password, SaslprepMode::stored);
+    if (!prepared) return Unexpected(ScramError::bad_password);
+    std::string salted;
+    const bool ok = salted_password(algorithm, *prepared, salt, iterations, salted);
+    wipe(*prepared);
+    if (!ok) return Unexpected(ScramError::crypto_failure);
+    Keys k;
+    const bool keys_ok = derive_keys(algorithm, salted, k);
+    wipe(salted);
+    if (!keys_ok) return Unexpected(ScramError::crypto_failure);
+    return ScramCredentials{algorithm, std::string(salt), iterations, k.stored_key, k.server_key};
+}
+
+Result<void, ScramError> verify_password(const ScramCredentials& c, std::string_view password) noexcept {
+    if (c.stored_key.size() != digest_size(c.algorithm) || c.salt.empty() || c.iterations == 0 ||
+        c.iterations > k_max_iterations) {
+        return Unexpected(ScramError::bad_credentials);
+    }
+    auto prepared = saslprep(password, SaslprepMode::query);
+    if (!prepared) return Unexpected(ScramError::invalid_proof);
+    std::string salted;
+    const bool ok = salted_password(c.algorithm, *prepared, c.salt, c.iterations, salted);
+    wipe(*prepared);
+    if (!ok) return Unexpected(ScramError::crypto_failure);
+    Keys k;
+    const bool keys_ok = derive_keys(c.algorithm, salted, k);
+    wipe(salted);
+    if (!keys_ok) return Unexpected(ScramError::crypto_failure);
+    if (!equal_ct(k.stored_key, c.stored_key)) return Unexpected(ScramError::invalid_proof);
+    return {};
+}
+
+// ---- server ----
+
+ScramServer::ScramServer(ScramAlgorithm algorithm, Options options) noexcept
+    : _algorithm(algorithm), _options(options) {}
+
+ScramServer::~ScramServer() {
+    wipe(_stored_key);
+    wipe(_server_key);
+}
+
+Unexpected<ScramError> ScramServer::fail(ScramError e) noexcept {
+    if (_state != State::failed) {  // the first error wins
+        _state = State::failed;
+        _error = e;
+    }
+    return Unexpected(_error);
+}
+
+Result<void, ScramError> ScramServer::receive_client_first(std::string_view m) noexcept {
+    if (_state == State::failed) return Unexpected(_error);
+    if (_state != State::initial) return fail(ScramError::out_of_order);
+    if (m.size() > _options.max_message) return fail(ScramError::message_too_long);
+    std::string_view rest = m;
+    // gs2-header = gs2-cbind-flag "," [ authzid ] ","   (RFC 5802 §7)
+    const std::string_view flag = next_field(rest);
+    if (flag.size() >= 2 && flag[0] == 'p' && flag[1] == '=') {
+        // RFC 5802 §6: the client wants channel binding and we offer none.
+        return fail(ScramError::channel_binding_not_supported);
+    }
+    if (flag == "y") {
+        if (_options.channel_binding_offered) return fail(ScramError::server_does_support_channel_binding);
+    } else if (flag != "n") {
+        return fail(ScramError::invalid_encoding);
+    }
+    if (rest.data() == nullptr || rest.empty()) return fail(ScramError::invalid_encoding);
+    const std::string_view authz_field = next_field(rest);
+    if (!authz_field.empty()) {
+        std::string_view value;
+        if (!attribute(authz_field, 'a', value) || value.empty()) return fail(ScramError::invalid_encoding);
+        auto authz = unescape_saslname(value);
+        if (!authz) return fail(authz.error());
+        _authzid = std::move(*authz);
+    }
+    if (rest.data() == nullptr) return fail(ScramError::invalid_encoding);  // no ',' after authzid
+    _gs2_header.assign(m.data(), static_cast<std::size_t>(rest.data() - m.data()));
+    // client-first-message-bare = [reserved-mext ","] username "," nonce ["," extensions]
+    _client_first_bare.assign(rest);
+    std::string_view field = next_field(rest);
+    std::string_view value;
+    if (attribute(field, 'm', value)) return fail(ScramError::extensions_not_supported);
+    if (!attribute(field, 'n', value) || value.empty()) return fail(ScramError::invalid_encoding);
+    auto user = unescape_saslname(value);
+    if (!user) return fail(user.error());
+    _username = std::move(*user);
+    if (!attribute(next_field(rest), 'r', value)) return fail(ScramError::invalid_encoding);
+    if (!is_valid_nonce(value)) return fail(ScramError::bad_nonce);
+    _nonce.assign(value);
+    while (!rest.empty()) {
+        if (!is_attr_val(next_field(rest))) return fail(ScramError::invalid_encoding);
+    }
+    if (!_client_first_bare.empty() && _client_first_bare.back() == ',') return fail(ScramError::invalid_encoding);
+    _state = State::have_client_first;
+    return {};
+}
+
+Result<std::string, ScramError> ScramServer::server_first(const ScramCredentials& c,
+                                                          std::string_view server_nonce) noexcept {
+    if (_state == State::failed) return Unexpected(_error);
+    if (_state != State::have_client_first) return fail(ScramError::out_of_order);
+    if (c.algorithm != _algorithm || c.stored_key.size() != digest_size(_algorithm) ||
+        c.server_key.size() != digest_size(_algorithm) || c.salt.empty() || c.iterations == 0) {
+        return fail(ScramError::bad_credentials);
+    }
+    if (!is_valid_nonce(server_nonce)) return fail(ScramError::bad_nonce);
+    _nonce.append(server_nonce);
+    _stored_key = c.stored_key;
+    _server_key = c.server_key;
+    _server_first = "r=";
+    _server_first += _nonce;
+    _server_first += ",s=";
+    base64_encode_append(c.salt, _server_first);
+    _server_first += ",i=";
+    _server_first += std::to_string(c.iterations);
+    _state = State::sent_server_first;
+    return _server_first;
+}
+
+Result<std::string, ScramError> ScramServer::receive_client_final(std::string_view m) noexcept {
+    if (_state == State::failed) return Unexpected(_error);
+    if (_state != State::sent_server_first) return fail(ScramError::out_of_order);
+    if (m.size() > _options.max_message) return fail(ScramError::message_too_long);
+    // client-final-message = channel-binding "," nonce ["," extensions] "," proof
+    const std::size_t proof_at = m.rfind(",p=");
+    if (proof_at == std::string_view::npos) return fail(ScramError::invalid_encoding);
+    const std::string_view without_proof = m.substr(0, proof_at);
+    std::string_view rest = without_proof;
+    std::string_view value;
+    if (!attribute(next_field(rest), 'c', value)) return fail(ScramError::invalid_encoding);
+    auto cbind = base64_decode(value, _options.max_message);
+    if (!cbind) return fail(ScramError::invalid_encoding);
+    // Without channel binding, c= carries the gs2-header exactly as sent (RFC 5802 §7 cbind-input);
+    // a difference means someone rewrote the first message.
+    if (*cbind != _gs2_header) return fail(ScramError::channel_bindings_dont_match);
+    if (!attribute(next_field(rest), 'r', value)) return fail(ScramError::invalid_encoding);
+    if (value != _nonce) return fail(ScramError::nonce_mismatch);
+    while (!rest.empty()) {
+        if (!is_attr_val(next_field(rest))) return fail(ScramError::invalid_encoding);
+    }
+    auto proof = base64_decode(m.substr(proof_at + 3), _options.max_message);
+    if (!proof) return fail(ScramError::invalid_encoding);
+    if (proof->size() != digest_size(_algorithm)) return fail(ScramError::invalid_proof);
+
+    std::string auth_message;
+    auth_message.reserve(_client_first_bare.size() + _server_first.size() + without_proof.size() + 2);
+    auth_message.append(_client_first_bare).append(",").append(_server_first).append(",").append(without_proof);
+    // ClientKey = ClientProof XOR HMAC(StoredKey, AuthMessage); it must hash to StoredKey.
+    Keys k;
+    std::string signature;
+    if (!hmac(_algorithm, _stored_key, auth_message, signature)) return fail(ScramError::crypto_failure);
+    k.client_key = *proof;
+    for (std::size_t i = 0; i < signature.size(); ++i) k.client_key[i] ^= signature[i];
+    if (!hash(_algorithm, k.client_key, k.stored_key)) return fail(ScramError::crypto_failure);
+    if (!equal_ct(k.stored_key, _stored_key)) return fail(ScramError::invalid_proof);
+    std::string server_signature;
+    if (!hmac(_algorithm, _server_key, auth_message, server_signature)) return fail(ScramError::crypto_failure);
+    std::string out = "v=";
+    base64_encode_append(server_signature, out);
+    _state = State::done;
+    wipe(_stored_key);
+    wipe(_server_key);
+    return out;
+}
+
+// ---- client ----
+
+ScramClient::ScramClient(ScramAlgorithm algorithm, Options options) noexcept
+    : _algorithm(algorithm), _options(options) {}
+
+ScramClient::~ScramClient() {
+    wipe(_password);
+    wipe(_server_signature);
+}
+
+Unexpected<ScramError> ScramClient::fail(ScramError e) noexcept {
+    if (_state != State::failed) {
+        _state = State::failed;
+        _error = e;
+        wipe(_password);
+    }
+    return Unexpected(_error);
+}
+
+Result<std::string, ScramError> ScramClient::client_first(std::string_view username, std::string_view password,
+                                                          std::string_view client_nonce,
+                                                          std::string_view authzid) noexcept {
+    if (_state == State::failed) return Unexpected(_error);
+    if (_state != State::initial) return fail(ScramError::out_of_order);
+    if (username.empty() || !is_valid_utf8(username) || username.find('\0') != std::string_view::npos ||
+        !is_valid_utf8(authzid) || authzid.find('\0') != std::string_view::npos) {
+        return fail(ScramError::invalid_username_encoding);
+    }
+    if (!is_valid_nonce(client_nonce)) return fail(ScramError::bad_nonce);
+    auto prepared = saslprep(password, SaslprepMode::query);
+    if (!prepared) return fail(ScramError::bad_password);
+    _password = std::move(*prepared);
+    // We never bind channels, so the flag is 'n' (RFC 5802 §6).
+    _gs2_header = "n,";
+    if (!authzid.empty()) {
+        _gs2_header += "a=";
+        _gs2_header += escape_saslname(authzid);
+    }
+    _gs2_header += ',';
+    _client_first_bare = "n=";
+    _client_first_bare += escape_saslname(username);
+    _client_first_bare += ",r=";
+    _client_first_bare += client_nonce;
+    _nonce.assign(client_nonce);
+    if (_gs2_header.size() + _client_first_bare.size() > _options.max_message) {
+        return fail(ScramError::message_too_long);
+    }
+    _state = State::sent_client_first;
+    return _gs2_header + _client_first_bare;
+}
+
+Result<std::string, ScramError> ScramClient::receive_server_first(std::string_view m) noexcept {
+    if (_state == State::failed) return Unexpected(_error);
+    if (_state != State::sent_client_first) return fail(ScramError::out_of_order);
+    if (m.size() > _options.max_message) return fail(ScramError::message_too_long);
+    // server-first-message = [reserved-mext ","] nonce "," salt "," iteration-count ["," extensions]
+    std::string_view rest = m;
+    std::string_view field = next_field(rest);
+    std::string_view value;
+    if (attribute(field, 'm', value)) return fail(ScramError::extensions_not_supported);
+    if (!attribute(field, 'r', value)) return fail(ScramError::invalid_encoding);
+    // The server appends to our nonce; it may not change or omit it.
+    if (value.size() <= _nonce.size() || value.substr(0, _nonce.size()) != _nonce) {
+        return fail(ScramError::nonce_mismatch);
+    }
+    if (!is_valid_nonce(value)) return fail(ScramError::bad_nonce);
+    const std::string_view nonce = value;
+    if (!attribute(next_field(rest), 's', value)) return fail(ScramError::invalid_encoding);
+    auto salt = base64_decode(value, _options.max_message);
+    if (!salt || salt->empty()) return fail(ScramError::invalid_encoding);
+    if (!attribute(next_field(rest), 'i', value)) return fail(ScramError::invalid_encoding);
+    auto iterations = parse_iterations(value);
+    if (!iterations) return fail(iterations.error());
+    if (*iterations < _options.min_iterations) return fail(ScramError::iteration_count_too_low);
+    if (*iterations > _options.max_iterations) return fail(ScramError::iteration_count_too_high);
+    while (!rest.empty()) {
+        if (!is_attr_val(next_field(rest))) return fail(ScramError::invalid_encoding);
+    }
+    if (!m.empty() && m.back() == ',') return fail(ScramError::invalid_encoding);
+
+    std::string salted;
+    const bool ok = salted_password(_algorithm, _password, *salt, *iterations, salted);
+    wipe(_password);
+    if (!ok) return fail(ScramError::crypto_failure);
+    Keys k;
+    const bool keys_ok = derive_keys(_algorithm, salted, k);
+    wipe(salted);
+    if (!keys_ok) return fail(ScramError::crypto_failure);
+
+    std::string out = "c=";
+    base64_encode_append(_gs2_header, out);
+    out += ",r=";
+    out += nonce;
+    std::string auth_message;
+    auth_message.append(_client_first_bare).append(",").append(m).append(",").append(out);
+    std::string client_signature;
+    if (!hmac(_algorithm, k.stored_key, auth_message, client_signature) ||
+        !hmac(_algorithm, k.server_key, auth_message, _server_signature)) {
+        return fail(ScramError::crypto_failure);
+    }
+    std::string proof = k.client_key;
+    for (std::size_t i = 0; i < proof.size(); ++i) proof[i] ^= client_signature[i];
+    out += ",p=";
+    base64_encode_append(proof, out);
+    wipe(proof);
+    _state = State::sent_client_final;
+    return out;
+}
+
+Result<void, ScramError> ScramClient::receive_server_final(std::string_view m) noexcept {
+    if (_state == State::failed) return Unexpected(_error);
+    if (_state != State::sent_client_final) return fail(ScramError::out_of_order);
+    if (m.size() > _options.max_message) return fail(ScramError::message_too_long);
+    std::string_view rest = m;
+    std::string_view field = next_field(rest);
+    std::string_view value;
+    if (attribute(field, 'e', value)) {
+        // The server's verdict, spelled as one of RFC 5802 §7's values (or an unknown one).
+        for (int i = 0; i <= static_cast<int>(ScramError::other_error); ++i) {
+            if (to_string(static_cast<ScramError>(i)) == value) return fail(static_cast<ScramError>(i));
+        }
+        return fail(ScramError::other_error);
+    }
+    if (!attribute(field, 'v', value)) return fail(ScramError::invalid_encoding);
+    auto signature = base64_decode(value, _options.max_message);
+    if (!signature) return fail(ScramError::invalid_encoding);
+    if (!equal_ct(*signature, _server_signature)) return fail(ScramError::bad_server_signature);
+    _state = State::done;
+    return {};
+}
+
+}  // namespace xmpp::sasl
