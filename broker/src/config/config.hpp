@@ -1,0 +1,232 @@
+// starlingd's configuration: a TOML file (deploy/starlingd.toml documents every option) and the
+// command line, which overrides the file. Precedence: built-in defaults < file < flags.
+//
+// This header is the single source of the defaults (the member initialisers below) and of the
+// bounds (namespace `bounds`); the example file, usage() and the tests follow it.
+// Start-up only: everything here may throw ConfigError (CONVENTIONS §3); nothing here runs once
+// the shards are up. The resulting BrokerConfig is immutable and read by every shard.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace starling::config {
+
+// Inclusive bounds of a numeric option.
+struct Range {
+    std::uint64_t min;
+    std::uint64_t max;
+};
+
+namespace bounds {
+inline constexpr Range shards{0, 1024};  // 0: one shard per core
+inline constexpr Range port{0, 65535};   // 0: that listener is disabled
+inline constexpr Range pre_auth_timeout_ms{1'000, 3'600'000};
+inline constexpr Range idle_timeout_ms{0, 86'400'000};  // 0: no idle timeout
+inline constexpr Range auth_failure_delay_ms{0, 60'000};
+inline constexpr Range max_auth_failures{1, 10};
+inline constexpr Range stanzas_per_second{1, 1'000'000};
+inline constexpr Range max_output_bytes{4096, 1u << 30};
+inline constexpr Range max_resources_per_user{1, 1000};
+inline constexpr Range max_connections_per_ip{1, 1'000'000};
+// RFC 6120 §13.12: a server must accept client stanzas of at least 10000 bytes.
+inline constexpr Range max_stanza_bytes{10'000, 16u << 20};
+inline constexpr Range max_depth{4, 1024};
+// A stream header alone carries about 7 attributes (RFC 6120 §4.7).
+inline constexpr Range max_attributes{8, 4096};
+inline constexpr Range scram_iterations{4096, 1'000'000};
+}  // namespace bounds
+
+enum class LogLevel : std::uint8_t { trace, debug, info, warn, error };
+// "trace", "debug", ...; parse_log_level returns nullopt for anything else.
+std::string_view to_string(LogLevel l) noexcept;
+std::optional<LogLevel> parse_log_level(std::string_view s) noexcept;
+
+// Who may create accounts over XMPP (XEP-0077). `closed`: only starlingctl.
+enum class Registration : std::uint8_t { closed, open };
+std::string_view to_string(Registration r) noexcept;
+std::optional<Registration> parse_registration(std::string_view s) noexcept;
+
+struct GeneralConfig {
+    LogLevel log_level = LogLevel::info;
+    std::filesystem::path data_dir = "./data";
+    std::uint32_t shards = 0;  // 0: one per core
+    // Secret that derives decoy SCRAM salts for unknown users (RFC 5802 §9). Unset: the broker
+    // keeps one in <data_dir>. Set: the file must exist and be readable.
+    std::optional<std::filesystem::path> server_secret_file;
+
+    friend bool operator==(const GeneralConfig&, const GeneralConfig&) = default;
+};
+
+struct C2sConfig {
+    std::string bind_address = "0.0.0.0";  // an IPv4 or IPv6 literal
+    std::uint16_t port = 5222;             // STARTTLS (RFC 6120 §5); 0 disables
+    std::uint16_t tls_port = 5223;         // direct TLS (XEP-0368); 0 disables
+    bool require_tls = true;
+    // Authenticate without TLS (benchmarks on loopback). Wins over require_tls; logs a warning.
+    bool allow_plaintext = false;
+    std::uint32_t pre_auth_timeout_ms = 30'000;
+    std::uint32_t idle_timeout_ms = 600'000;  // 0: none
+    std::uint32_t auth_failure_delay_ms = 1'000;
+    std::uint32_t max_auth_failures = 3;  // RFC 6120 §6.4.5 suggests 2 to 5 retries
+    std::uint32_t stanzas_per_second = 200;  // per session, with a burst of the same
+    std::uint64_t max_output_bytes = 1u << 20;  // a reader slower than this is disconnected
+    std::uint32_t max_resources_per_user = 16;
+    std::uint32_t max_connections_per_ip = 64;
+    std::uint64_t max_stanza_bytes = 262'144;
+    std::uint32_t max_depth = 32;
+    std::uint32_t max_attributes = 64;
+
+    friend bool operator==(const C2sConfig&, const C2sConfig&) = default;
+};
+
+// One certificate and its key (PEM). `domains` are the names it serves by SNI ("*.example.com"
+// allowed); empty means the default certificate, used when no other entry matches.
+struct CertificateConfig {
+    std::vector<std::string> domains;
+    std::filesystem::path cert_file;
+    std::filesystem::path key_file;
+
+    friend bool operator==(const CertificateConfig&, const CertificateConfig&) = default;
+};
+
+struct TlsConfig {
+    // Empty: a self-signed certificate for the domains, made in self_signed_dir() at first start.
+    std::vector<CertificateConfig> certificates;
+
+    friend bool operator==(const TlsConfig&, const TlsConfig&) = default;
+};
+
+struct MetricsConfig {
+    std::string bind_address = "127.0.0.1";  // an IPv4 or IPv6 literal
+    std::uint16_t port = 9522;               // Prometheus text format at /metrics; 0 disables
+
+    friend bool operator==(const MetricsConfig&, const MetricsConfig&) = default;
+};
+
+struct AccountsConfig {
+    std::uint32_t scram_iterations = 4096;  // for new and changed passwords
+    Registration registration = Registration::closed;
+
+    friend bool operator==(const AccountsConfig&, const AccountsConfig&) = default;
+};
+
+struct AdminConfig {
+    std::filesystem::path socket;  // empty: <data_dir>/admin.sock; relative: under data_dir
+
+    friend bool operator==(const AdminConfig&, const AdminConfig&) = default;
+};
+
+struct StorageConfig {
+    std::filesystem::path path;  // RocksDB folder. Empty: <data_dir>/db; relative: under data_dir
+
+    friend bool operator==(const StorageConfig&, const StorageConfig&) = default;
+};
+
+// The whole configuration. A default-constructed BrokerConfig is the configuration of a
+// `starlingd` started with no file and no flags (before resolve_paths()).
+struct BrokerConfig {
+    GeneralConfig general;
+    std::vector<std::string> domains{"localhost"};  // normalised domainparts (RFC 7622 §3.2)
+    C2sConfig c2s;
+    TlsConfig tls;
+    MetricsConfig metrics;
+    AccountsConfig accounts;
+    AdminConfig admin;
+    StorageConfig storage;
+
+    friend bool operator==(const BrokerConfig&, const BrokerConfig&) = default;
+};
+
+// A configuration that cannot be used. Thrown at start-up only; main() prints what() and exits
+// non-zero. what() reads, depending on what is known:
+//   starlingd.toml:12:8: key 'c2s.port': must be between 0 and 65535 (got 70000)
+//   starlingd.toml: cannot read: No such file or directory
+//   key 'c2s.tls_port': same port as c2s.port (5222)       (validate(): no position)
+//   --c2s-port: must be an integer between 0 and 65535 (got abc)
+class ConfigError : public std::runtime_error {
+public:
+    // A problem in a file; line and column are 1-based, 0 when unknown.
+    ConfigError(std::string file, std::uint32_t line, std::uint32_t column, std::string key,
+                std::string message);
+    // A problem with a command-line flag ("--c2s-port") or with a setting whatever its origin
+    // ("c2s.port"); a key starting with '-' is a flag.
+    ConfigError(std::string key, std::string message);
+
+    const std::string& file() const noexcept { return _file; }
+    std::uint32_t line() const noexcept { return _line; }
+    std::uint32_t column() const noexcept { return _column; }
+    // "c2s.port", "--c2s-port", or empty when the error is not about one key (syntax, I/O).
+    const std::string& key() const noexcept { return _key; }
+    // The reason alone, without file, position or key.
+    const std::string& message() const noexcept { return _message; }
+
+private:
+    std::string _file;
+    std::uint32_t _line = 0;
+    std::uint32_t _column = 0;
+    std::string _key;
+    std::string _message;
+};
+
+// Parses TOML text over the defaults. Unknown tables and keys, wrong types and out-of-range
+// values are ConfigErrors positioned in `source_name`. Checks each value on its own; validate()
+// does the cross-field checks.
+BrokerConfig parse_config(std::string_view toml_text, std::string_view source_name);
+BrokerConfig load_config_file(const std::filesystem::path& file);
+
+// Cross-field checks and bounds (for values set by flags or code): at least one domain, no
+// duplicate domain, every certificate has a readable cert_file and key_file, no two listeners
+// on one port, max_output_bytes >= max_stanza_bytes, server_secret_file readable if set.
+void validate(const BrokerConfig& config);
+
+// Things that are allowed but worth a loud log line (allow_plaintext, no client listener, a
+// certificate for a domain not served...). One sentence each.
+std::vector<std::string> warnings(const BrokerConfig& config);
+
+// Derived paths: storage.path and admin.socket default to data_dir/"db" and
+// data_dir/"admin.sock"; relative ones are taken under data_dir. Idempotent.
+void resolve_paths(BrokerConfig& config);
+// Where the self-signed certificate lives when tls.certificates is empty.
+std::filesystem::path self_signed_dir(const BrokerConfig& config);
+
+// Every option key the file accepts ("general.log_level", "domains", "tls.certificates", ...).
+std::vector<std::string> option_keys();
+
+// The command line. Each set override replaces the file's value.
+struct CliOptions {
+    std::optional<std::filesystem::path> config;
+    bool check_config = false;
+    bool help = false;
+    bool version = false;
+
+    std::optional<std::filesystem::path> data_dir;
+    std::vector<std::string> domains;  // normalised; non-empty replaces the file's list
+    std::optional<std::uint16_t> c2s_port;
+    std::optional<std::uint16_t> c2s_tls_port;
+    std::optional<std::uint16_t> metrics_port;
+    std::optional<std::uint32_t> shards;
+    std::optional<LogLevel> log_level;
+    bool allow_plaintext = false;  // only ever turns it on
+
+    friend bool operator==(const CliOptions&, const CliOptions&) = default;
+};
+
+// `--flag value` and `--flag=value`. Throws ConfigError (key = the flag) on an unknown flag, a
+// missing or bad value, a value given to a switch, or a positional argument.
+CliOptions parse_command_line(int argc, char** argv);
+void apply_overrides(BrokerConfig& config, const CliOptions& cli);
+// Help text: every flag, one line each.
+std::string usage();
+
+// All of start-up: parse the command line (into *out if given), load --config if given, apply
+// the flags, validate, resolve_paths. With --help or --version the file is not read and the
+// defaults are returned.
+BrokerConfig load(int argc, char** argv, CliOptions* out = nullptr);
+
+}  // namespace starling::config
