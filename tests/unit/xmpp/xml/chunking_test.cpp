@@ -104,6 +104,11 @@ const std::vector<std::string> k_corpus = {
     k_header + "<message><body>" + std::string(300, 'x') + "</body></mess age>",
     k_header + "<iq><query xmlns='jabber:iq:roster'><item jid='a' jid='b'/></query></iq>",
     k_header + "<a><b><c>&#x10FFFF;</c></b></a><d xmlns='urn:d'>]]&gt;</d>",
+    // End tags of every name length, with and without white space, nested attributes that must
+    // not leak into the stanza's, then an end tag that misses by its last byte.
+    k_header + "<abcdefghijklmnopqrstu a='1'><abcdefgh b='2' c='3'></abcdefgh ><abcd/></abcdefghijklmnopqrstu>"
+        "<p:q xmlns:p='urn:p' to='x'><p:r s='t'></p:r\n></p:q><ab><abcdefghijk></abcdefghijl></ab>",
+    k_header + "<message to='a'><x y='1' y='2'/></message>",
 };
 
 TEST(TokenizerChunking, EverySplitPointGivesTheSameEvents) {
@@ -133,6 +138,9 @@ TEST(TokenizerChunking, CorpusProducesTheExpectedOutcome) {
     EXPECT_EQ(whole(k_corpus[5]).events.back().substr(0, 21), "error:not-well-formed");
     EXPECT_EQ(whole(k_corpus[6]).events.back().substr(0, 21), "error:not-well-formed");
     EXPECT_EQ(whole(k_corpus[7]).events.size(), 3u);
+    EXPECT_EQ(whole(k_corpus[8]).events.size(), 1u + 2u + 1u);
+    EXPECT_EQ(whole(k_corpus[8]).events.back().substr(0, 21), "error:not-well-formed");
+    EXPECT_EQ(whole(k_corpus[9]).events.back().substr(0, 21), "error:not-well-formed");
 }
 
 }  // namespace

@@ -276,6 +276,42 @@ const BadCase k_bad_cases[] = {
     {"space_after_lt", stream("< a/>"), StreamError::not_well_formed},
     {"slash_without_gt", stream("<a/ >"), StreamError::not_well_formed},
     {"bad_xml_declaration", "<?xml encoding='UTF-8'?>", StreamError::not_well_formed},
+    // End tags: the "</name>" fast path compares the bytes of the open name; near misses of
+    // every length class must still be caught.
+    {"end_tag_prefix_of_open_name", stream("<message></messag>"), StreamError::not_well_formed},
+    {"end_tag_longer_than_open_name", stream("<message></messages>"), StreamError::not_well_formed},
+    {"end_tag_differs_in_last_byte_short", stream("<abc></abd>"), StreamError::not_well_formed},
+    {"end_tag_differs_in_last_byte_4_to_8", stream("<abcdef></abcdeg>"), StreamError::not_well_formed},
+    {"end_tag_differs_in_first_byte_8_to_16", stream("<abcdefghij></xbcdefghij>"), StreamError::not_well_formed},
+    {"end_tag_differs_in_middle_long", stream("<abcdefghijklmnopqrstuvwxyz></abcdefghijkXmnopqrstuvwxyz>"),
+     StreamError::not_well_formed},
+    {"end_tag_differs_in_last_byte_long", stream("<abcdefghijklmnopqrstuvwxyz></abcdefghijklmnopqrstuvwxyZ>"),
+     StreamError::not_well_formed},
+    {"end_tag_of_outer_element", stream("<a><b></a></b>"), StreamError::not_well_formed},
+    {"end_tag_with_equivalent_prefix", stream("<p:a xmlns:p='urn:p' xmlns:q='urn:p'></q:a>"),
+     StreamError::not_well_formed},
+    {"end_tag_followed_by_junk", stream("<message></message x>"), StreamError::not_well_formed},
+    {"end_tag_empty_name", stream("<message></>"), StreamError::not_well_formed},
+    // Duplicate detection and namespace checks across many attributes.
+    {"duplicate_attribute_first_and_last",
+     stream("<a a1='' a2='' a3='' a4='' a5='' a6='' a7='' a8='' a9='' a1=''/>"), StreamError::not_well_formed},
+    {"duplicate_long_attribute", stream("<a abcdefghijklmnopqrstu='1' abcdefghijklmnopqrstu='2'/>"),
+     StreamError::not_well_formed},
+    {"duplicate_attribute_in_nested_element", stream("<message><x y='1' z='2' y='3'/></message>"),
+     StreamError::not_well_formed},
+    {"prefix_that_looks_like_xmlns", stream("<message xmlnx:a='1'/>"), StreamError::not_well_formed},
+    {"unbound_prefix_deep_under_default_namespace", stream("<message xmlns='urn:x'><a><p:b/></a></message>"),
+     StreamError::not_well_formed},
+    {"unbound_attribute_prefix_deep", stream("<message><a><b p:c='1'/></a></message>"),
+     StreamError::not_well_formed},
+    {"xml_namespace_bound_to_other_prefix", stream("<a xmlns:foo='http://www.w3.org/XML/1998/namespace'/>"),
+     StreamError::not_well_formed},
+    {"xmlns_namespace_declared", stream("<a xmlns:p='http://www.w3.org/2000/xmlns/'/>"),
+     StreamError::not_well_formed},
+    {"xmlns_namespace_declared_with_reference", stream("<a xmlns:p='http://www.w3.org/2000/xmlns&#x2F;'/>"),
+     StreamError::not_well_formed},
+    {"xmlns_namespace_as_default", stream("<a xmlns='http://www.w3.org/2000/xmlns/'/>"),
+     StreamError::not_well_formed},
     // Invalid UTF-8 and characters outside XML's Char production.
     {"invalid_utf8_continuation", stream("<message><body>\x80</body></message>"), StreamError::not_well_formed},
     {"overlong_utf8", stream("<message><body>\xC0\xAF</body></message>"), StreamError::not_well_formed},
@@ -390,3 +426,119 @@ TEST(Tokenizer, BufferDoesNotGrowAcrossManyStanzas) {
 }
 
 }  // namespace
+
+namespace {
+
+// Feeds `input` one byte at a time and returns every stanza's bytes and attributes, to check
+// that what a stanza reports survives chunk boundaries and the elements nested in it.
+std::vector<std::string> stanza_attrs_bytewise(std::string_view input) {
+    Tokenizer tok;
+    std::vector<std::string> out;
+    for (char c : input) {
+        tok.append(std::string_view(&c, 1));
+        for (;;) {
+            auto ev = tok.next();
+            if (ev.kind() == EventKind::need_more) break;
+            if (ev.kind() == EventKind::error) {
+                out.push_back("error");
+                return out;
+            }
+            if (ev.kind() != EventKind::stanza) continue;
+            std::string s(ev.element().qualified_name());
+            for (const auto& a : ev.element().attributes()) {
+                s += " " + std::string(a.name) + "=" + a.value.unescape();
+            }
+            s += " ns=" + ev.element().ns().unescape();
+            out.push_back(s);
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST(Tokenizer, AcceptsEndTagsWithSpaceAndNamesOfEveryLength) {
+    auto out = run(stream("<abcdefghijklmnopq><abcdefghijklmnopr></abcdefghijklmnopr ></abcdefghijklmnopq\n>"
+                          "<a><ab><abc><abcd><abcdefgh><abcdefghi/></abcdefgh></abcd></abc></ab></a>"
+                          "<p:x xmlns:p='urn:p'><p:y></p:y></p:x></stream:stream>"));
+    EXPECT_FALSE(out.failed);
+    EXPECT_EQ(out.stanzas.size(), 3u);
+    EXPECT_TRUE(out.closed);
+}
+
+TEST(Tokenizer, StanzaAttributesSurviveNestedElementsWithAttributes) {
+    const std::string in = stream(
+        "<message to='a@b' from='c@d/e'><x xmlns='urn:x' y='1' z='2'><w q='3' r='4' s='5'/></x>"
+        "<body>hi &amp; bye</body></message><iq id='7' type='get'><ping xmlns='urn:xmpp:ping' a='b'/></iq>"
+        "<presence/>");
+    const std::vector<std::string> want = {
+        "message to=a@b from=c@d/e ns=jabber:client",
+        "iq id=7 type=get ns=jabber:client",
+        "presence ns=jabber:client",
+    };
+    EXPECT_EQ(stanza_attrs_bytewise(in), want);
+    // And whole, through the views handed out with each event.
+    Tokenizer tok;
+    tok.append(in);
+    ASSERT_EQ(tok.next().kind(), EventKind::stream_open);
+    auto m = tok.next();
+    ASSERT_EQ(m.kind(), EventKind::stanza);
+    ASSERT_EQ(m.element().attributes().size(), 2u);
+    EXPECT_EQ(m.element().to().raw(), "a@b");
+    EXPECT_EQ(m.element().from().raw(), "c@d/e");
+    EXPECT_FALSE(m.element().attribute("y").present());
+    auto iq = tok.next();
+    ASSERT_EQ(iq.kind(), EventKind::stanza);
+    EXPECT_EQ(iq.element().id().raw(), "7");
+    EXPECT_FALSE(iq.element().attribute("a").present());
+}
+
+TEST(Tokenizer, NestedDefaultNamespacesDoNotChangeTheStanzaNamespace) {
+    const std::string in = stream(
+        "<message><x xmlns='urn:x'><y/></x></message>"
+        "<message xmlns='urn:m'><x xmlns='urn:x'/><z/></message>"
+        "<p:q xmlns:p='urn:p' xmlns='urn:d'><r/></p:q>");
+    const std::vector<std::string> want = {
+        "message ns=jabber:client",
+        "message xmlns=urn:m ns=urn:m",
+        "p:q xmlns:p=urn:p xmlns=urn:d ns=urn:p",
+    };
+    EXPECT_EQ(stanza_attrs_bytewise(in), want);
+}
+
+TEST(TokenizerLimits, FullOpenStackAndAttributeListAreReusedAcrossStanzas) {
+    Limits limits;
+    limits.max_depth = 4;
+    limits.max_attributes = 4;
+    // The deepest element is not self-closed, so the open-element stack fills up.
+    const std::string deep = "<a><b w='1' x='2' y='3' z='4'><c><d w='1' x='2' y='3' z='4'></d></c></b></a>";
+    auto ok = run(stream(deep + deep + deep), limits);
+    EXPECT_FALSE(ok.failed);
+    EXPECT_EQ(ok.stanzas.size(), 3u);
+    auto bad = run(stream(deep + "<a><b><c><d><e></e></d></c></b></a>"), limits);
+    ASSERT_TRUE(bad.failed);
+    EXPECT_EQ(bad.error, StreamError::policy_violation);
+    EXPECT_EQ(bad.stanzas.size(), 1u);
+}
+
+TEST(TokenizerLimits, DefaultDepthAndAttributeLimitsHold) {
+    std::string open, close;
+    for (int i = 0; i < 32; ++i) {
+        open += "<e" + std::to_string(i) + ">";
+        close = "</e" + std::to_string(i) + ">" + close;
+    }
+    auto ok = run(stream(open + close));
+    EXPECT_FALSE(ok.failed);
+    EXPECT_EQ(ok.stanzas.size(), 1u);
+    auto bad = run(stream(open + "<x></x>" + close));
+    ASSERT_TRUE(bad.failed);
+    EXPECT_EQ(bad.error, StreamError::policy_violation);
+
+    std::string attrs;
+    for (int i = 0; i < 64; ++i) attrs += " a" + std::to_string(i) + "='" + std::to_string(i) + "'";
+    auto ok_attrs = run(stream("<m" + attrs + "><n" + attrs + "/></m>"));
+    EXPECT_FALSE(ok_attrs.failed);
+    auto bad_attrs = run(stream("<m" + attrs + " z='1'/>"));
+    ASSERT_TRUE(bad_attrs.failed);
+    EXPECT_EQ(bad_attrs.error, StreamError::policy_violation);
+}
