@@ -12,6 +12,11 @@ target_include_directories(starling_mbedtls SYSTEM INTERFACE ${MBEDTLS_INCLUDE_D
 target_link_libraries(starling_mbedtls INTERFACE ${MBEDTLS_LIB} ${MBEDX509_LIB} ${MBEDCRYPTO_LIB})
 add_library(starling::mbedtls ALIAS starling_mbedtls)
 
+# OpenSSL's libcrypto: only its SHA-1/SHA-256 block functions, which use SHA-NI, for PBKDF2 in
+# xmpp/sasl/scram.cpp and broker/src/admin/scram_pair.cpp (bulk account provisioning: mbedTLS
+# 2.28 does not use SHA-NI).
+find_package(OpenSSL REQUIRED COMPONENTS Crypto)
+
 # libidn: stringprep profiles for JID normalisation of non-ASCII parts.
 pkg_check_modules(LIBIDN REQUIRED IMPORTED_TARGET libidn)
 

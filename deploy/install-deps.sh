@@ -8,7 +8,7 @@ set -euo pipefail
 
 runtime_pkgs=(
   build-essential cmake ninja-build pkg-config
-  libasio-dev libmbedtls-dev libpugixml-dev libflatbuffers-dev flatbuffers-compiler
+  libasio-dev libmbedtls-dev libssl-dev libpugixml-dev libflatbuffers-dev flatbuffers-compiler
   librocksdb-dev prometheus-cpp-dev zlib1g-dev libidn-dev libtomlplusplus-dev
 )
 test_pkgs=(
