@@ -1,18 +1,52 @@
-// starlingd entry point. The broker itself (shards, c2s, routing, storage) is issue #3; until it
-// lands this binary only reports that, so the README's run command stays honest.
+// starlingd: the broker. Reads the configuration (file, then command line), starts the
+// services and serves until SIGTERM/SIGINT. Start-up errors are one line on stderr and exit 1;
+// usage errors exit 2.
 #include <cstdio>
-#include <cstring>
+#include <exception>
+
+#include "broker/src/config/config.hpp"
+#include "broker/src/server/broker.hpp"
+#include "broker/src/util/log.hpp"
 
 int main(int argc, char** argv) {
-    for (int i = 1; i < argc; ++i) {
-        if (std::strcmp(argv[i], "--version") == 0) {
-            std::puts("starlingd 0.1.0");
-            return 0;
-        }
+    using namespace starling;
+    config::CliOptions cli;
+    config::BrokerConfig cfg;
+    try {
+        cfg = config::load(argc, argv, &cli);
+    } catch (const config::ConfigError& e) {
+        std::fprintf(stderr, "starlingd: %s\n", e.what());
+        std::fprintf(stderr, "starlingd: run 'starlingd --help' for the options\n");
+        return 2;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "starlingd: %s\n", e.what());
+        return 2;
     }
-    std::fputs("starlingd 0.1.0: the broker itself is not written yet (issue #3); this build holds "
-               "the shared XMPP core (libstarling-xmpp) only. Nothing is listening.\n"
-               "starlingd: run 'bash scripts/test.sh' to build and test what exists.\n",
-               stderr);
+    if (cli.help) {
+        std::fputs(config::usage().c_str(), stdout);
+        return 0;
+    }
+    if (cli.version) {
+        std::puts("starlingd 0.1.0");
+        return 0;
+    }
+    for (const auto& w : config::warnings(cfg)) std::fprintf(stderr, "starlingd: warning: %s\n", w.c_str());
+    if (cli.check_config) {
+        std::printf("starlingd: configuration OK (%s)\n",
+                    cli.config ? cli.config->c_str() : "built-in defaults and command line");
+        return 0;
+    }
+    util::g_log_level.store(static_cast<int>(cfg.general.log_level));
+    if (cfg.c2s.allow_plaintext) {
+        STARLING_LOG(warn, "*** --allow-plaintext: clients may authenticate WITHOUT TLS; passwords can be "
+                           "read on the network. Use it on loopback and for benchmarks only. ***");
+    }
+    try {
+        server::Broker broker(cfg);
+        broker.run();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "starlingd: %s\n", e.what());
+        return 1;
+    }
     return 0;
 }

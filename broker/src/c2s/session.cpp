@@ -1,0 +1,590 @@
+// C2sSession, part 1: life cycle, input, stream header and features, STARTTLS, output,
+// timers. SASL and binding are in session_auth.cpp, stanzas in session_stanza.cpp.
+#include "broker/src/c2s/session.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <cstdio>
+
+#include <asio/post.hpp>
+#include <asio/write.hpp>
+#include <mbedtls/md.h>
+#include <unistd.h>
+
+#include "broker/src/c2s/options.hpp"
+#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/c2s/session_detail.hpp"
+#include "broker/src/c2s/stamp.hpp"
+#include "broker/src/modules/host.hpp"
+#include "broker/src/router/router.hpp"
+#include "broker/src/storage/accounts.hpp"
+#include "broker/src/util/dom.hpp"
+#include "broker/src/util/log.hpp"
+#include "broker/src/util/random.hpp"
+#include "xmpp/base64.hpp"
+#include "xmpp/ns.hpp"
+#include "xmpp/sasl/plain.hpp"
+#include "xmpp/xml/raw_text.hpp"
+#include "xmpp/xml/writer.hpp"
+
+namespace starling::c2s {
+
+using namespace detail;
+
+// ---- Life cycle ----------------------------------------------------------------------------
+
+void C2sSession::start(ShardContext& ctx, asio::ip::tcp::socket socket, bool direct_tls) {
+    asio::error_code ec;
+    const auto remote = socket.remote_endpoint(ec);
+    if (ec) return;  // gone already
+    const std::string ip = remote.address().to_string();
+    if (ctx.draining) return;
+    auto& count = ctx.per_ip[ip];
+    if (count >= ctx.options.max_connections_per_ip) {
+        ++ctx.counters.refused_per_ip;
+        if (count == 0) ctx.per_ip.erase(ip);
+        return;  // closing the socket is the answer: nothing was said yet
+    }
+    ++count;
+    auto s = std::make_shared<C2sSession>(ctx, std::move(socket), direct_tls);
+    s->_peer = ip;
+    ctx.sessions.emplace(s.get(), s);
+    ++ctx.counters.connections_accepted;
+    s->arm_deadline(ctx.options.pre_auth_timeout);
+    if (direct_tls) {
+        if (ctx.tls == nullptr) {
+            s->teardown();
+            return;
+        }
+        auto tls = xmpp::tls::TlsSession::server(*ctx.tls);
+        if (!tls) {
+            s->teardown();
+            return;
+        }
+        s->_tls.emplace(std::move(*tls));
+        s->_cipher_in.resize(k_tls_read_chunk);
+        s->_phase = Phase::tls_handshake;
+    }
+    s->read();
+}
+
+C2sSession::C2sSession(ShardContext& ctx, asio::ip::tcp::socket socket, bool direct_tls)
+    : _ctx(&ctx),
+      _socket(std::move(socket)),
+      _tok(std::make_unique<xmpp::xml::Tokenizer>(ctx.options.xml_limits)) {
+    (void)direct_tls;
+    asio::error_code ec;
+    _v6 = _socket->local_endpoint(ec).address().is_v6();
+    _tokens = static_cast<double>(ctx.options.stanzas_per_second);
+    _refill_at = _last_read = std::chrono::steady_clock::now();
+}
+
+C2sSession::~C2sSession() = default;
+
+std::size_t next_slot_id() noexcept {
+    static std::atomic<std::size_t> next{0};
+    return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+void C2sSession::teardown() {
+    if (_phase == Phase::closed) return;
+    const bool was_bound = _phase == Phase::bound || _phase == Phase::closing || _phase == Phase::lingering;
+    _phase = Phase::closed;
+    if (_deadline) _deadline->cancel();
+    if (_pause) _pause->cancel();
+    if (_socket) {
+        asio::error_code ignored;
+        _socket->shutdown(asio::socket_base::shutdown_both, ignored);
+        _socket->close(ignored);
+    }
+    if (was_bound && _jid) {
+        _ctx->router.remove(this);
+        if (_ctx->modules != nullptr) {
+            // RFC 6121 §4.5.2: a session that ends while available goes unavailable first.
+            if (_available) {
+                _available = false;
+                _last_presence.clear();
+                _ctx->modules->session_event(*this, modules::SessionEvent::unavailable);
+            }
+            _ctx->modules->session_event(*this, modules::SessionEvent::closed);
+        }
+    }
+    auto ip = _ctx->per_ip.find(_peer);
+    if (ip != _ctx->per_ip.end() && --ip->second == 0) _ctx->per_ip.erase(ip);
+    ++_ctx->counters.connections_closed;
+    // Last: this may destroy the session once the running handler lets go of it.
+    _ctx->sessions.erase(this);
+}
+
+// ---- Input ---------------------------------------------------------------------------------
+
+void C2sSession::read() {
+    if (_reading || _paused || _starttls_pending || !_socket) return;
+    if (_phase == Phase::migrating || _phase == Phase::closing || _phase == Phase::lingering || _phase == Phase::closed) return;
+    _reading = true;
+    auto self = shared_from_this();
+    if (_tls) {
+        const std::size_t room = std::min(_cipher_in.size(), _tls->ciphertext_space());
+        if (room == 0) {  // cannot happen while plaintext is pulled after each read
+            _reading = false;
+            close(StreamError::resource_constraint, "TLS input buffer full");
+            return;
+        }
+        _socket->async_read_some(asio::buffer(_cipher_in.data(), room),
+                                 [self](const asio::error_code& ec, std::size_t n) { self->on_read(ec, n); });
+    } else {
+        auto span = _tok->prepare(_ctx->options.read_chunk_bytes);
+        _socket->async_read_some(asio::buffer(span.data(), span.size()),
+                                 [self](const asio::error_code& ec, std::size_t n) { self->on_read(ec, n); });
+    }
+}
+
+void C2sSession::on_read(const asio::error_code& ec, std::size_t n) {
+    _reading = false;
+    if (_phase == Phase::closed) return;
+    if (_phase == Phase::lingering) {
+        _discarded += n;
+        if (ec || _discarded > k_linger_bytes) {
+            teardown();
+        } else {
+            discard_input();
+        }
+        return;
+    }
+    if (ec) {
+        // The peer went away (or reset): nothing can be said to it any more.
+        teardown();
+        return;
+    }
+    _ctx->counters.bytes_in += n;
+    _last_read = std::chrono::steady_clock::now();
+    if (_tls) {
+        if (!_tls->receive_ciphertext(std::span<const char>(_cipher_in.data(), n))) {
+            close(StreamError::resource_constraint, "TLS input buffer full");
+            after_turn();
+            return;
+        }
+        if (!pump_tls()) {
+            after_turn();
+            return;
+        }
+    } else {
+        _tok->commit(n);
+    }
+    process_input();
+    after_turn();
+    read();
+}
+
+// Drives the handshake, then decrypts everything available into the tokenizer. False when the
+// connection is over.
+bool C2sSession::pump_tls() {
+    if (!_tls->is_handshake_done()) {
+        auto st = _tls->handshake();
+        schedule_flush();  // the handshake's own records (or the alert) go out this turn
+        if (!st) {
+            ++_ctx->counters.tls_failures;
+            STARLING_LOG(debug, "c2s {}: TLS handshake failed: {}", _peer, _tls->error_detail());
+            _close_after_write = true;  // the alert, if any, goes out first
+            _phase = Phase::closing;
+            return false;
+        }
+        if (!_tls->is_handshake_done()) return true;
+        ++_ctx->counters.tls_handshakes;
+        if (_phase == Phase::tls_handshake) _phase = Phase::header;
+    }
+    for (;;) {
+        auto span = _tok->prepare(k_tls_read_chunk);
+        auto got = _tls->read_plaintext(span);
+        if (!got) {
+            ++_ctx->counters.tls_failures;
+            teardown();
+            return false;
+        }
+        if (*got == 0) break;
+        _tok->commit(*got);
+    }
+    if (_tls->is_peer_closed()) {
+        teardown();
+        return false;
+    }
+    return true;
+}
+
+void C2sSession::process_input() {
+    while (!_paused && !_starttls_pending &&
+           (_phase == Phase::header || _phase == Phase::negotiating || _phase == Phase::bound)) {
+        const auto ev = _tok->next();
+        switch (ev.kind()) {
+            case EventKind::need_more:
+                return;
+            case EventKind::stream_open:
+                on_stream_open(ev.element());
+                break;
+            case EventKind::stanza:
+                if (_phase == Phase::header) {
+                    close(StreamError::not_well_formed, "element before the stream header");
+                    return;
+                }
+                on_element(ev.element());
+                break;
+            case EventKind::stream_close:
+                // RFC 6120 §4.4: answer with our own closing tag, then close.
+                if (!_header_sent) write_stream_header_for_error();
+                xmpp::xml::write_stream_close(_out);
+                _close_after_write = true;
+                _phase = Phase::closing;
+                schedule_flush();
+                return;
+            case EventKind::error: {
+                const auto& err = ev.error();
+                STARLING_LOG(debug, "c2s {}: stream error {} at byte {} ({})", _peer,
+                             xmpp::to_string(err.condition), err.offset, err.detail);
+                close(err.condition, err.detail);
+                return;
+            }
+        }
+    }
+}
+
+// End of a reactor turn for this session: wake the shards that got mail from us.
+void C2sSession::after_turn() {
+    if (_phase != Phase::closed) _ctx->router.flush();
+}
+
+void C2sSession::write_stream_header_for_error() {
+    xmpp::xml::StreamHeader h;
+    h.content_ns = xmpp::ns::client;
+    h.from = _domain.empty() ? std::string_view(_ctx->options.domains.front()) : std::string_view(_domain);
+    const std::string id = _ctx->random.alnum(16);
+    h.id = id;
+    xmpp::xml::write_stream_header(_out, h);
+    _header_sent = true;
+}
+
+// ---- Stream header and features (RFC 6120 §4.7, §4.3.2) -------------------------------------
+
+void C2sSession::on_stream_open(const ElementView& header) {
+    // The tokenizer has checked well-formedness; the rest is ours (RFC 6120 §4.9.3).
+    if (header.local_name() != "stream" || !is_ns(header, xmpp::ns::streams)) {
+        close(StreamError::invalid_namespace, "expected stream:stream in the streams namespace");
+        return;
+    }
+    if (!header.attribute("xmlns").equals(xmpp::ns::client)) {
+        close(StreamError::invalid_namespace, "content namespace must be jabber:client");
+        return;
+    }
+    const std::string to = unescaped(header.to());
+    auto domain = xmpp::BareJid::parse(to);
+    if (!domain || domain->has_localpart() || !_ctx->options.serves(domain->domainpart())) {
+        close(StreamError::host_unknown, to.empty() ? "no 'to' on the stream header" : "");
+        return;
+    }
+    if (!_domain.empty() && _domain != domain->domainpart()) {
+        close(StreamError::host_unknown, "the domain changed between stream restarts");
+        return;
+    }
+    _domain = std::string(domain->domainpart());
+    const auto version = header.attribute("version");
+    if (!version.equals("1.0")) {
+        // RFC 6120 §4.7.5: a stream without version is pre-1.0 XMPP, which we do not speak.
+        close(StreamError::unsupported_version, "version='1.0' required");
+        return;
+    }
+    _ns_decls = outer_namespace_declarations(header);
+
+    xmpp::xml::StreamHeader h;
+    h.content_ns = xmpp::ns::client;
+    h.from = _domain;
+    const std::string id = _ctx->random.alnum(16);
+    h.id = id;
+    std::string client_from;
+    if (auto f = header.from(); f.present()) {
+        client_from = f.unescape();
+        h.to = client_from;
+    }
+    xmpp::xml::write_stream_header(_out, h);
+    _header_sent = true;
+    _phase = Phase::negotiating;
+    send_features();
+}
+
+bool C2sSession::tls_required() const noexcept {
+    return _ctx->options.require_tls && !_ctx->options.allow_plaintext && _ctx->tls != nullptr;
+}
+
+void C2sSession::send_features() {
+    const auto& o = _ctx->options;
+    _out += "<stream:features>";
+    if (!_authed) {
+        if (!is_secure() && _ctx->tls != nullptr) {
+            _out += "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>";
+            if (tls_required()) _out += "<required/>";
+            _out += "</starttls>";
+        }
+        if (is_secure() || !tls_required()) {
+            _out += "<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>";
+            _out += "<mechanism>SCRAM-SHA-256</mechanism>";
+            if (o.offer_scram_sha1) _out += "<mechanism>SCRAM-SHA-1</mechanism>";
+            // RFC 6120 §13.8: PLAIN only under TLS, unless the operator said plaintext is fine.
+            if (o.offer_plain && (is_secure() || o.allow_plaintext)) _out += "<mechanism>PLAIN</mechanism>";
+            _out += "</mechanisms>";
+        }
+    } else {
+        _out += "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>";
+        // RFC 6121 dropped session establishment; old clients still ask (draft-cridland-xmpp-session).
+        _out += "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>";
+    }
+    if (_ctx->modules != nullptr) _ctx->modules->stream_features(*this, _authed.has_value(), _out);
+    _out += "</stream:features>";
+    schedule_flush();
+}
+
+void C2sSession::on_element(const ElementView& el) {
+    if (_phase == Phase::bound) {
+        on_stanza(el);
+        return;
+    }
+    // Negotiation: STARTTLS, SASL, then binding.
+    if (!_authed) {
+        if (is_ns(el, xmpp::ns::tls) && el.local_name() == "starttls") {
+            on_starttls();
+            return;
+        }
+        if (is_ns(el, xmpp::ns::sasl)) {
+            if (tls_required() && !is_secure()) {
+                // RFC 6120 §6.4.5 encryption-required; TLS must come first.
+                _out += "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><encryption-required/></failure>";
+                schedule_flush();
+                return;
+            }
+            const auto name = el.local_name();
+            if (name == "auth") {
+                on_auth(el);
+            } else if (name == "response") {
+                on_sasl_response(el);
+            } else if (name == "abort") {
+                sasl_failure("aborted", false);
+            } else {
+                close(StreamError::unsupported_stanza_type);
+            }
+            return;
+        }
+        // RFC 6120 §4.9.3.12: anything else before authentication.
+        close(StreamError::not_authorized, "authenticate first");
+        return;
+    }
+    if (el.local_name() == "iq" && is_ns(el, xmpp::ns::client)) {
+        on_bind(el);
+        return;
+    }
+    close(StreamError::not_authorized, "bind a resource first");
+}
+
+// ---- STARTTLS (RFC 6120 §5.4) ---------------------------------------------------------------
+
+void C2sSession::on_starttls() {
+    if (is_secure() || _ctx->tls == nullptr) {
+        // §5.4.2.2: failure, then close the stream.
+        _out += "<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>";
+        xmpp::xml::write_stream_close(_out);
+        _close_after_write = true;
+        _phase = Phase::closing;
+        schedule_flush();
+        return;
+    }
+    _out += "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>";
+    // Nothing the client sent after <starttls/> belongs to the new stream (§5.4.3.3).
+    _tok->discard_unscanned();
+    _starttls_pending = true;
+    schedule_flush();
+}
+
+void C2sSession::start_tls() {
+    _starttls_pending = false;
+    auto tls = xmpp::tls::TlsSession::server(*_ctx->tls);
+    if (!tls) {
+        teardown();
+        return;
+    }
+    _tls.emplace(std::move(*tls));
+    _cipher_in.resize(k_tls_read_chunk);
+    _tok->reset();
+    _header_sent = false;
+    _phase = Phase::tls_handshake;
+    read();
+}
+
+// ---- Output --------------------------------------------------------------------------------
+
+void C2sSession::deliver(std::string_view stanza) {
+    if (_phase == Phase::closed || _phase == Phase::closing || _phase == Phase::lingering) return;
+    _out += stanza;
+    ++_ctx->counters.stanzas_out;
+    if (_out.size() + _wire.size() > _ctx->options.max_output_bytes) {
+        // A reader slower than what it is sent: it would hold our memory forever.
+        _out.clear();
+        close(StreamError::resource_constraint, "output queue full: the client reads too slowly");
+        return;
+    }
+    schedule_flush();
+}
+
+void C2sSession::schedule_flush() {
+    if (_flush_scheduled || _writing || _phase == Phase::closed) return;
+    _flush_scheduled = true;
+    // Runs after every handler queued in this turn: all of them share one write (DESIGN §3.5).
+    asio::post(_ctx->io, [self = shared_from_this()] {
+        self->_flush_scheduled = false;
+        self->flush();
+    });
+}
+
+void C2sSession::flush() {
+    if (_writing || !_socket || _phase == Phase::closed) return;
+    if (_tls) {
+        if (!_out.empty() && _tls->is_handshake_done()) {
+            auto took = _tls->write_plaintext(std::span<const char>(_out.data(), _out.size()));
+            if (took) _out.erase(0, *took);
+        }
+        if (_close_after_write && _out.empty()) (void)_tls->close();
+        _tls->drain_ciphertext(_wire);
+    } else if (!_out.empty()) {
+        _wire.swap(_out);
+        _out.clear();
+    }
+    if (_wire.empty()) {
+        if (_close_after_write && _out.empty()) linger();
+        else if (_phase == Phase::migrating) try_migrate();
+        return;
+    }
+    _writing = true;
+    _ctx->counters.bytes_out += _wire.size();
+    _socket->async_write_some(asio::buffer(_wire), [self = shared_from_this()](const asio::error_code& ec,
+                                                                               std::size_t n) {
+        self->on_written(ec, n);
+    });
+}
+
+void C2sSession::on_written(const asio::error_code& ec, std::size_t n) {
+    _writing = false;
+    if (_phase == Phase::closed) return;
+    if (ec) {
+        teardown();
+        return;
+    }
+    _wire.erase(0, n);
+    if (!_wire.empty()) {  // a partial write: finish it before anything else
+        _writing = true;
+        _socket->async_write_some(asio::buffer(_wire), [self = shared_from_this()](const asio::error_code& e,
+                                                                                   std::size_t m) {
+            self->on_written(e, m);
+        });
+        return;
+    }
+    if (_starttls_pending && _out.empty()) {
+        start_tls();
+        return;
+    }
+    flush();
+}
+
+// Half-closes the connection and drains what the peer still sends (RFC 6120 §4.4: the peer may
+// go on until it sees our closing tag). A plain close() with unread input would send a reset,
+// and the peer's kernel could drop our stream error before the peer reads it.
+void C2sSession::linger() {
+    if (_phase == Phase::lingering || _phase == Phase::closed) return;
+    _phase = Phase::lingering;
+    asio::error_code ignored;
+    _socket->shutdown(asio::socket_base::shutdown_send, ignored);
+    arm_deadline(k_linger);
+    discard_input();
+}
+
+void C2sSession::discard_input() {
+    if (_reading || !_socket) return;
+    if (_cipher_in.size() < 4096) _cipher_in.resize(4096);
+    _reading = true;
+    _socket->async_read_some(asio::buffer(_cipher_in.data(), _cipher_in.size()),
+                             [self = shared_from_this()](const asio::error_code& ec, std::size_t n) {
+                                 self->on_read(ec, n);
+                             });
+}
+
+void C2sSession::close(StreamError condition, std::string_view text) {
+    if (_phase == Phase::closing || _phase == Phase::lingering || _phase == Phase::closed) return;
+    // §4.9.1.2: an error before our header still gets a header first.
+    if (!_header_sent) write_stream_header_for_error();
+    xmpp::xml::write_stream_error(_out, condition, text);
+    ++_ctx->counters.stream_errors[static_cast<std::size_t>(condition)];
+    STARLING_LOG(debug, "c2s {}: closing with {}", _jid ? _jid->full() : _peer, xmpp::to_string(condition));
+    if (_phase == Phase::bound && _jid) _ctx->router.remove(this);
+    _phase = Phase::closing;
+    _close_after_write = true;
+    _starttls_pending = false;
+    // A peer that never reads must not hold the connection open.
+    arm_deadline(k_close_grace);
+    schedule_flush();
+}
+
+// RFC 6120 §4.9.3.19: <system-shutdown/> tells the client the server, not its stream, is going
+// away, so it should reconnect later rather than report an error.
+void C2sSession::close_gracefully() { close(StreamError::system_shutdown, "the server is shutting down"); }
+
+// ---- Timers --------------------------------------------------------------------------------
+
+void C2sSession::arm_deadline(std::chrono::milliseconds after) {
+    if (!_socket) return;
+    if (!_deadline) _deadline.emplace(_ctx->io);
+    if (after.count() <= 0) {
+        _deadline->cancel();
+        return;
+    }
+    _deadline->expires_after(after);
+    _deadline->async_wait([w = weak_from_this()](const asio::error_code& ec) {
+        if (ec) return;  // cancelled or re-armed; the session may be on another shard by now
+        if (auto s = w.lock()) s->on_deadline();
+    });
+}
+
+void C2sSession::on_deadline() {
+    if (_phase == Phase::closed) return;
+    if (_phase == Phase::closing || _phase == Phase::lingering) {
+        teardown();  // the peer did not take our last words in time, or kept talking
+        return;
+    }
+    if (!_authed) {
+        close(StreamError::connection_timeout, "authentication took too long");
+        return;
+    }
+    const auto idle = _ctx->options.idle_timeout;
+    const auto quiet = std::chrono::steady_clock::now() - _last_read;
+    if (quiet >= idle) {
+        close(StreamError::connection_timeout, "idle");
+    } else {
+        arm_deadline(std::chrono::duration_cast<std::chrono::milliseconds>(idle - quiet) + std::chrono::milliseconds(1));
+    }
+}
+
+void C2sSession::pause_for(std::chrono::milliseconds after) {
+    if (_paused || !_socket) return;
+    _paused = true;
+    if (!_pause) _pause.emplace(_ctx->io);
+    _pause->expires_after(after);
+    _pause->async_wait([w = weak_from_this()](const asio::error_code& ec) {
+        if (ec) return;
+        if (auto s = w.lock()) s->on_pause_over();
+    });
+}
+
+void C2sSession::on_pause_over() {
+    _paused = false;
+    if (_phase == Phase::closed) return;
+    if (!_pending_failure.empty()) send_sasl_failure();
+    process_input();
+    after_turn();
+    read();
+}
+
+}  // namespace starling::c2s

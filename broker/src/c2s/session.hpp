@@ -1,0 +1,206 @@
+// C2sSession: one client-to-server stream (RFC 6120), from the accepted socket to the closing
+// handshake: stream header and features, STARTTLS or direct TLS (XEP-0368), SASL
+// (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN), resource binding, then stanzas.
+//
+// I/O is Asio callbacks (no coroutines): at most one read and one write in flight, each
+// handler holding a shared_ptr to the session; timers hold a weak_ptr (the shard's session
+// table owns every session). Bytes flow
+//   socket -> [TLS] -> Tokenizer (zero-copy views) -> handlers -> _out batch -> [TLS] -> socket
+// and the _out batch is written once per reactor turn: one TLS record (up to 16 KiB) and one
+// write for all the stanzas produced in that turn (DESIGN §3.5).
+//
+// Lives on: the shard that accepted it until resource binding, then the home shard of its bare
+// JID. It migrates once, between two reads, with no write, flush or timer pending: the socket's
+// descriptor, the TLS state and the unread input move with it (DESIGN §2).
+#pragma once
+
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "xmpp/jid.hpp"
+#include "xmpp/sasl/scram.hpp"
+#include "xmpp/stream_error.hpp"
+#include "xmpp/tls/tls_session.hpp"
+#include "xmpp/xml/tokenizer.hpp"
+
+namespace starling::c2s {
+
+struct ShardContext;
+
+std::size_t next_slot_id() noexcept;
+template <class T>
+std::size_t slot_id() noexcept {
+    static const std::size_t id = next_slot_id();
+    return id;
+}
+
+class C2sSession : public std::enable_shared_from_this<C2sSession> {
+public:
+    // Starts a session on an accepted socket; the shard's session table owns it. `direct_tls`:
+    // the port speaks TLS from the first byte (XEP-0368).
+    static void start(ShardContext& ctx, asio::ip::tcp::socket socket, bool direct_tls);
+
+    C2sSession(ShardContext& ctx, asio::ip::tcp::socket socket, bool direct_tls);
+    ~C2sSession();
+    C2sSession(const C2sSession&) = delete;
+    C2sSession& operator=(const C2sSession&) = delete;
+
+    // On the home shard, after migration: takes over the socket and answers the bind.
+    void adopt(ShardContext& ctx, int fd);
+
+    // Router-facing, on the session's shard.
+    const xmpp::Jid* jid() const noexcept { return _jid ? &*_jid : nullptr; }
+    bool is_available() const noexcept { return _available; }
+    int priority() const noexcept { return _priority; }
+    const std::string& peer_address() const noexcept { return _peer; }
+    ShardContext& shard() noexcept { return *_ctx; }
+    // The last available presence this session sent, stamped, as it is broadcast (empty when
+    // unavailable). Kept for presence probes (RFC 6121 §4.3.2).
+    const std::string& last_presence() const noexcept { return _last_presence; }
+
+    // Per-session state of a module (CONVENTIONS §5): created on first use, destroyed with the
+    // session. One slot per type T.
+    template <class T>
+    T& slot() {
+        const std::size_t id = slot_id<T>();
+        if (_slots.size() <= id) _slots.resize(id + 1);
+        if (!_slots[id]) _slots[id] = std::make_shared<T>();
+        return *static_cast<T*>(_slots[id].get());
+    }
+    template <class T>
+    T* find_slot() const noexcept {
+        const std::size_t id = slot_id<T>();
+        return id < _slots.size() ? static_cast<T*>(_slots[id].get()) : nullptr;
+    }
+    // Appends a stanza to the output batch (written at the end of this reactor turn).
+    void deliver(std::string_view stanza);
+    // Ends the stream with an error (e.g. conflict when replaced by a newer session).
+    void close(xmpp::StreamError condition, std::string_view text = {});
+    // SIGTERM: <system-shutdown/> and </stream:stream>, then the connection is closed.
+    void close_gracefully();
+
+private:
+    enum class Phase : std::uint8_t {
+        tls_handshake,  // direct TLS, or after <proceed/>
+        header,         // waiting for a stream header
+        negotiating,    // header answered, features sent: STARTTLS, SASL or bind
+        migrating,      // bind received; moving to the home shard
+        bound,          // resource bound: stanzas
+        closing,        // error or </stream:stream> queued; closed once written
+        lingering,      // written and half-closed; draining the peer's input before closing
+        closed,
+    };
+
+    void read();
+    void on_read(const asio::error_code& ec, std::size_t n);
+    bool pump_tls();
+    void process_input();
+    void after_turn();
+    void on_stream_open(const xmpp::xml::ElementView& header);
+    void on_element(const xmpp::xml::ElementView& el);
+    void send_features();
+    void write_stream_header_for_error();
+    bool is_secure() const noexcept { return _tls.has_value(); }
+    bool tls_required() const noexcept;
+
+    // STARTTLS, RFC 6120 §5.
+    void on_starttls();
+    void start_tls();
+
+    // SASL, RFC 6120 §6.
+    void on_auth(const xmpp::xml::ElementView& el);
+    void on_sasl_response(const xmpp::xml::ElementView& el);
+    void sasl_step(std::string_view payload_b64);
+    void sasl_plain(std::string_view decoded);
+    void sasl_scram_first(std::string_view decoded);
+    void sasl_success(const xmpp::BareJid& who, std::string_view additional);
+    void sasl_failure(std::string_view condition, bool counts);
+    void send_sasl_failure();
+    xmpp::sasl::ScramCredentials credentials_for(const xmpp::BareJid& who, xmpp::sasl::ScramAlgorithm alg,
+                                                 bool& known);
+
+    // Binding, RFC 6120 §7.
+    void on_bind(const xmpp::xml::ElementView& el);
+    void try_migrate();
+    void hand_off();
+    void finish_bind();
+
+    // Stanzas, RFC 6120 §8 and §10.
+    void on_stanza(const xmpp::xml::ElementView& el);
+    void on_own_presence(const xmpp::xml::ElementView& el, std::string_view type);
+    void dispatch_iq(const xmpp::xml::ElementView& el, std::string_view to, bool to_account, bool get);
+    void reply_error(const xmpp::xml::ElementView& el, xmpp::StanzaError condition);
+    void route(const xmpp::xml::ElementView& el, int kind, const xmpp::Jid& to, std::string type);
+    bool take_token();
+
+    // Output.
+    void schedule_flush();
+    void flush();
+    void on_written(const asio::error_code& ec, std::size_t n);
+    void linger();
+    void discard_input();
+    void teardown();
+
+    // Timers.
+    void arm_deadline(std::chrono::milliseconds after);
+    void on_deadline();
+    void pause_for(std::chrono::milliseconds after);
+    void on_pause_over();
+
+    ShardContext* _ctx;
+    std::optional<asio::ip::tcp::socket> _socket;
+    std::optional<asio::steady_timer> _deadline;  // pre-auth, then idle
+    std::optional<asio::steady_timer> _pause;     // SASL failure delay, rate limit
+    std::unique_ptr<xmpp::xml::Tokenizer> _tok;
+    std::optional<xmpp::tls::TlsSession> _tls;
+    std::vector<char> _cipher_in;  // ciphertext read buffer, only with TLS
+    std::string _out;              // plaintext batch of this turn
+    std::string _wire;             // bytes being written
+    std::string _peer;             // remote address, for logs and per-IP limits
+    std::string _domain;           // the domain the client asked for
+    std::string _ns_decls;         // namespace declarations of its stream header
+    std::optional<xmpp::Jid> _jid;
+    std::optional<xmpp::Jid> _binding;     // the JID being bound, while migrating
+    std::optional<xmpp::BareJid> _authed;  // after SASL success
+    std::string _bind_id;                  // id of the bind IQ, answered after migration
+    bool _bind_generated = false;
+
+    // SASL exchange in progress.
+    enum class Sasl : std::uint8_t { none, plain_initial, scram_initial, scram_final };
+    Sasl _sasl = Sasl::none;
+    xmpp::sasl::ScramAlgorithm _scram_alg = xmpp::sasl::ScramAlgorithm::sha_256;
+    std::unique_ptr<xmpp::sasl::ScramServer> _scram;
+    std::optional<xmpp::BareJid> _scram_user;
+    bool _scram_user_known = false;
+    std::string _pending_failure;  // SASL condition sent when the failure delay is over
+    std::uint32_t _auth_failures = 0;
+    std::size_t _discarded = 0;  // bytes dropped while lingering
+
+    // Rate limit: a token bucket refilled at options.stanzas_per_second, burst of the same.
+    double _tokens = 0;
+    std::chrono::steady_clock::time_point _refill_at{};
+    std::chrono::steady_clock::time_point _last_read{};
+
+    Phase _phase = Phase::header;
+    bool _v6 = false;
+    bool _reading = false;
+    bool _writing = false;
+    bool _flush_scheduled = false;
+    bool _header_sent = false;
+    bool _paused = false;            // reading paused (auth failure delay, rate limit)
+    bool _starttls_pending = false;  // <proceed/> queued: TLS starts once it is written
+    bool _close_after_write = false; // the stream is over: close once the batch is out
+    bool _handoff_pending = false;   // hand_off() is posted
+    bool _available = false;
+    int _priority = 0;
+    std::string _last_presence;
+    std::vector<std::shared_ptr<void>> _slots;  // module state, by slot_id<T>()
+};
+
+}  // namespace starling::c2s

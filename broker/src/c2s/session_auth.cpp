@@ -1,0 +1,400 @@
+// C2sSession, part 2: SASL (RFC 6120 §6) and resource binding with home-shard migration (§7).
+#include "broker/src/c2s/session.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+
+#include <asio/post.hpp>
+#include <asio/write.hpp>
+#include <mbedtls/md.h>
+#include <unistd.h>
+
+#include "broker/src/c2s/options.hpp"
+#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/c2s/session_detail.hpp"
+#include "broker/src/c2s/stamp.hpp"
+#include "broker/src/modules/host.hpp"
+#include "broker/src/router/router.hpp"
+#include "broker/src/storage/accounts.hpp"
+#include "broker/src/util/dom.hpp"
+#include "broker/src/util/log.hpp"
+#include "broker/src/util/random.hpp"
+#include "xmpp/base64.hpp"
+#include "xmpp/ns.hpp"
+#include "xmpp/sasl/plain.hpp"
+#include "xmpp/xml/raw_text.hpp"
+#include "xmpp/xml/writer.hpp"
+
+namespace starling::c2s {
+
+using namespace detail;
+
+namespace {
+
+// HMAC-SHA-256(secret, label || name), for decoy SCRAM credentials.
+std::string keyed_digest(std::string_view secret, std::string_view label, std::string_view name) {
+    std::string msg;
+    msg.reserve(label.size() + name.size());
+    msg += label;
+    msg += name;
+    unsigned char out[32];
+    mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256),
+                    reinterpret_cast<const unsigned char*>(secret.data()), secret.size(),
+                    reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), out);
+    return std::string(reinterpret_cast<const char*>(out), sizeof out);
+}
+
+}  // namespace
+
+// ---- SASL (RFC 6120 §6.4) -------------------------------------------------------------------
+
+void C2sSession::on_auth(const ElementView& el) {
+    const auto mech = el.attribute("mechanism");
+    _scram.reset();
+    _sasl = Sasl::none;
+    const bool plain_ok = _ctx->options.offer_plain && (is_secure() || _ctx->options.allow_plaintext);
+    if (mech.equals("SCRAM-SHA-256")) {
+        _scram_alg = xmpp::sasl::ScramAlgorithm::sha_256;
+        _sasl = Sasl::scram_initial;
+    } else if (mech.equals("SCRAM-SHA-1") && _ctx->options.offer_scram_sha1) {
+        _scram_alg = xmpp::sasl::ScramAlgorithm::sha_1;
+        _sasl = Sasl::scram_initial;
+    } else if (mech.equals("PLAIN") && plain_ok) {
+        _sasl = Sasl::plain_initial;
+    } else {
+        sasl_failure("invalid-mechanism", false);
+        return;
+    }
+    const std::string_view payload = inner_text(el);
+    if (payload.empty()) {
+        // §6.4.2: no initial response; an empty challenge asks for it.
+        _out += "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>";
+        schedule_flush();
+        return;
+    }
+    sasl_step(payload);
+}
+
+void C2sSession::on_sasl_response(const ElementView& el) {
+    if (_sasl == Sasl::none) {
+        sasl_failure("malformed-request", true);
+        return;
+    }
+    sasl_step(inner_text(el));
+}
+
+void C2sSession::sasl_step(std::string_view payload_b64) {
+    std::string decoded;
+    if (payload_b64 != "=") {  // "=" is the empty response (§6.4.2)
+        auto d = xmpp::base64_decode(payload_b64, k_max_sasl_payload);
+        if (!d) {
+            sasl_failure("incorrect-encoding", true);
+            return;
+        }
+        decoded = std::move(*d);
+    }
+    switch (_sasl) {
+        case Sasl::plain_initial:
+            sasl_plain(decoded);
+            return;
+        case Sasl::scram_initial:
+            sasl_scram_first(decoded);
+            return;
+        case Sasl::scram_final: {
+            auto final_msg = _scram->receive_client_final(decoded);
+            if (!final_msg || !_scram_user_known) {
+                sasl_failure("not-authorized", true);
+                return;
+            }
+            sasl_success(*_scram_user, *final_msg);
+            return;
+        }
+        case Sasl::none:
+            break;
+    }
+    sasl_failure("malformed-request", true);
+}
+
+void C2sSession::sasl_plain(std::string_view decoded) {
+    auto msg = xmpp::sasl::parse_plain(decoded);
+    if (!msg) {
+        sasl_failure("malformed-request", true);
+        return;
+    }
+    auto who = xmpp::BareJid::parse(std::string(msg->authcid) + "@" + _domain);
+    if (!who || who->localpart().empty()) {
+        sasl_failure("not-authorized", true);
+        return;
+    }
+    if (!msg->authzid.empty()) {
+        auto authz = xmpp::BareJid::parse(msg->authzid);
+        if (!authz || *authz != *who) {
+            sasl_failure("invalid-authzid", true);
+            return;
+        }
+    }
+    bool known = false;
+    const auto creds = credentials_for(*who, xmpp::sasl::ScramAlgorithm::sha_256, known);
+    // The decoy costs the same PBKDF2 as a real account: timing does not tell who exists.
+    const bool ok = static_cast<bool>(xmpp::sasl::verify_password(creds, msg->password));
+    if (!ok || !known) {
+        sasl_failure("not-authorized", true);
+        return;
+    }
+    sasl_success(*who, {});
+}
+
+void C2sSession::sasl_scram_first(std::string_view decoded) {
+    _scram = std::make_unique<xmpp::sasl::ScramServer>(_scram_alg);
+    if (!_scram->receive_client_first(decoded)) {
+        sasl_failure("malformed-request", true);
+        return;
+    }
+    auto who = xmpp::BareJid::parse(std::string(_scram->username()) + "@" + _domain);
+    if (!who || _scram->username().empty()) {
+        sasl_failure("not-authorized", true);
+        return;
+    }
+    if (!_scram->authzid().empty()) {
+        auto authz = xmpp::BareJid::parse(_scram->authzid());
+        if (!authz || *authz != *who) {
+            sasl_failure("invalid-authzid", true);
+            return;
+        }
+    }
+    const auto creds = credentials_for(*who, _scram_alg, _scram_user_known);
+    auto first = _scram->server_first(creds, _ctx->random.alnum(24));
+    if (!first) {
+        sasl_failure("temporary-auth-failure", false);
+        return;
+    }
+    _scram_user = std::move(*who);
+    _sasl = Sasl::scram_final;
+    _out += "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>";
+    xmpp::base64_encode_append(*first, _out);
+    _out += "</challenge>";
+    schedule_flush();
+}
+
+// The stored keys of an account, or decoys derived from the server secret (RFC 5802 §9) so
+// that an unknown user and a wrong password look the same from outside.
+xmpp::sasl::ScramCredentials C2sSession::credentials_for(const xmpp::BareJid& who,
+                                                         xmpp::sasl::ScramAlgorithm alg, bool& known) {
+    known = false;
+    xmpp::sasl::ScramCredentials c;
+    c.algorithm = alg;
+    auto rec = _ctx->accounts.get(who.str());
+    if (rec && !rec->disabled) {
+        const auto& keys = alg == xmpp::sasl::ScramAlgorithm::sha_256 ? rec->sha256 : rec->sha1;
+        if (!keys.empty()) {
+            c.salt = keys.salt;
+            c.iterations = keys.iterations;
+            c.stored_key = keys.stored_key;
+            c.server_key = keys.server_key;
+            known = true;
+            return c;
+        }
+    } else if (!rec && rec.error() != storage::Errc::not_found) {
+        STARLING_LOG(warn, "c2s: account lookup for {} failed: {}", who.str(), storage::to_string(rec.error()));
+    }
+    const std::size_t n = xmpp::sasl::digest_size(alg);
+    const std::string& secret = _ctx->options.server_secret;
+    c.salt = keyed_digest(secret, "salt:", who.str()).substr(0, 16);
+    c.iterations = _ctx->options.scram_iterations;
+    c.stored_key = keyed_digest(secret, "stored:", who.str()).substr(0, n);
+    c.server_key = keyed_digest(secret, "server:", who.str()).substr(0, n);
+    return c;
+}
+
+void C2sSession::sasl_success(const xmpp::BareJid& who, std::string_view additional) {
+    _scram.reset();
+    _sasl = Sasl::none;
+    _authed = who;
+    ++_ctx->counters.auth_success;
+    _out += "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>";
+    if (!additional.empty()) xmpp::base64_encode_append(additional, _out);
+    _out += "</success>";
+    // §6.4.6: the client opens a new stream over the same connection.
+    _tok->restart();
+    _header_sent = false;
+    _phase = Phase::header;
+    const auto idle = _ctx->options.idle_timeout;
+    arm_deadline(idle.count() > 0 ? idle : std::chrono::milliseconds(0));
+    schedule_flush();
+}
+
+void C2sSession::sasl_failure(std::string_view condition, bool counts) {
+    _scram.reset();
+    _sasl = Sasl::none;
+    _pending_failure = std::string(condition);
+    if (!counts) {
+        send_sasl_failure();
+        return;
+    }
+    ++_auth_failures;
+    ++_ctx->counters.auth_failure;
+    // §6.4.5 and §13.4: slow down guessing; nothing else is read meanwhile.
+    pause_for(_ctx->options.auth_failure_delay);
+}
+
+void C2sSession::send_sasl_failure() {
+    _out += "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><";
+    _out += _pending_failure;
+    _out += "/></failure>";
+    _pending_failure.clear();
+    if (_auth_failures >= _ctx->options.max_auth_failures) {
+        close(StreamError::policy_violation, "too many authentication failures");
+        return;
+    }
+    schedule_flush();
+}
+
+// ---- Binding (RFC 6120 §7) ------------------------------------------------------------------
+
+void C2sSession::on_bind(const ElementView& el) {
+    util::StanzaDom dom(el.bytes(), xmpp::ns::client);
+    const auto root = dom.root();
+    const std::string_view type = root.attribute("type").value();
+    _bind_id = root.attribute("id").value();
+    if (dom.ok()) {
+        if (auto sess = dom.child(root, "session", k_ns_session); sess && type == "set") {
+            // Legacy session establishment before binding: nothing to do.
+            std::string reply;
+            xmpp::xml::Writer w(reply);
+            w.open("iq").attr("type", "result").attr("id", _bind_id).close();
+            deliver(reply);
+            return;
+        }
+    }
+    const auto bind = dom.ok() ? dom.child(root, "bind", xmpp::ns::bind) : pugi::xml_node();
+    if (!bind || type != "set") {
+        close(StreamError::not_authorized, "bind a resource first");
+        return;
+    }
+    std::string resource = dom.child(bind, "resource", xmpp::ns::bind).text().get();
+    _bind_generated = resource.empty();
+    if (_bind_generated) resource = _ctx->random.alnum(12);  // §7.6.2.1
+    auto jid = xmpp::Jid::with_resource(*_authed, resource);
+    if (!jid) {
+        std::string reply;
+        xmpp::xml::Writer w(reply);
+        w.open("iq").attr("type", "error").attr("id", _bind_id);
+        w.finish();
+        reply.resize(reply.size() - 5);  // reopen to append the error before </iq>
+        xmpp::xml::write_stanza_error(reply, StanzaError::bad_request, "invalid resourcepart");
+        reply += "</iq>";
+        deliver(reply);
+        return;
+    }
+    _binding = std::move(*jid);
+    _phase = Phase::migrating;
+    try_migrate();
+}
+
+void C2sSession::try_migrate() {
+    if (_phase != Phase::migrating || _writing || _flush_scheduled || _handoff_pending) return;
+    const auto home = _ctx->router.home_of(_binding->bare_view());
+    if (home == _ctx->shard) {
+        finish_bind();
+        return;
+    }
+    // The hand-off runs as a handler of its own, so that no frame of the current handler
+    // (on_read, on_written...) is left to touch the session once the home shard owns it.
+    _handoff_pending = true;
+    asio::post(_ctx->io, [self = shared_from_this()] { self->hand_off(); });
+}
+
+void C2sSession::hand_off() {
+    _handoff_pending = false;
+    if (_phase != Phase::migrating) return;
+    if (_writing || _flush_scheduled) return;  // on_written/flush come back to try_migrate()
+    const auto home = _ctx->router.home_of(_binding->bare_view());
+    // Nothing may be pending on this shard's io_context once we leave it: no read (read()
+    // refuses while migrating), no write or flush (checked above), no timer (destroyed here;
+    // their handlers hold weak pointers and see operation_aborted).
+    _deadline.reset();
+    _pause.reset();
+    asio::error_code ec;
+    const int fd = _socket->release(ec);
+    _socket.reset();
+    if (ec) {
+        teardown();
+        return;
+    }
+    auto& old = *_ctx;
+    auto ip = old.per_ip.find(_peer);
+    if (ip != old.per_ip.end() && --ip->second == 0) old.per_ip.erase(ip);
+    router::Envelope env;
+    env.kind = router::Envelope::Kind::adopt;
+    env.session = shared_from_this();
+    env.fd = fd;
+    old.sessions.erase(this);
+    // From here on the session belongs to the home shard: only `old` may be touched.
+    if (!old.router.send_session(home, std::move(env))) {
+        ::close(fd);  // the home shard is flooded; the client will reconnect
+        ++old.counters.connections_closed;
+        return;
+    }
+    old.router.flush();
+}
+
+void C2sSession::adopt(ShardContext& ctx, int fd) {
+    _ctx = &ctx;
+    ctx.sessions.emplace(this, shared_from_this());
+    ++ctx.per_ip[_peer];
+    _socket.emplace(ctx.io);
+    asio::error_code ec;
+    _socket->assign(_v6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, ec);
+    if (ec) {
+        ::close(fd);
+        teardown();
+        return;
+    }
+    const auto idle = ctx.options.idle_timeout;
+    arm_deadline(idle.count() > 0 ? idle : std::chrono::milliseconds(0));
+    finish_bind();
+    read();
+}
+
+void C2sSession::finish_bind() {
+    auto& router = _ctx->router;
+    std::string reply;
+    xmpp::xml::Writer w(reply);
+    if (router.resource_count(_binding->bare_view()) >= _ctx->options.max_resources_per_user) {
+        // §7.6.2.1 resource-constraint: the account has too many connected resources.
+        _binding.reset();
+        _phase = Phase::negotiating;
+        reply += "<iq type='error' id='";
+        xmpp::xml::escape_attribute_into(reply, _bind_id);
+        reply += "'>";
+        xmpp::xml::write_stanza_error(reply, StanzaError::resource_constraint);
+        reply += "</iq>";
+        deliver(reply);
+        process_input();
+        return;
+    }
+    while (auto* old = router.find(_binding->full())) {
+        if (_bind_generated) {  // our own random resource collided: draw again
+            _binding = xmpp::Jid::with_resource(*_authed, _ctx->random.alnum(12)).value();
+            continue;
+        }
+        // §7.7.2.2: the newer session wins; the older one gets <conflict/>.
+        router.remove(old);
+        old->close(StreamError::conflict, "replaced by a new connection");
+    }
+    _jid = std::move(_binding);
+    _binding.reset();
+    router.add(this);
+    ++_ctx->counters.sessions_bound;
+    _phase = Phase::bound;
+    if (_ctx->modules != nullptr) _ctx->modules->session_event(*this, modules::SessionEvent::bound);
+    w.open("iq").attr("type", "result").attr("id", _bind_id);
+    w.open("bind").attr("xmlns", xmpp::ns::bind).leaf("jid", _jid->full()).close();
+    w.close();
+    deliver(reply);
+    process_input();
+    after_turn();
+}
+
+}  // namespace starling::c2s

@@ -1,0 +1,75 @@
+// ShardContext: what every session of one shard shares — that shard's io_context, router,
+// random generator and counters, plus the broker-wide read-only pieces (options, TLS context,
+// account store). Handed to a session by reference; a session that migrates switches to the
+// context of its new shard.
+//
+// Lives on: one shard. The references to broker-wide objects are to immutable or thread-safe
+// things.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include <asio/io_context.hpp>
+
+#include "broker/src/router/router.hpp"
+#include "xmpp/stream_error.hpp"
+
+namespace xmpp::tls {
+class TlsServerContext;
+}
+namespace starling::storage {
+class AccountStore;
+}
+namespace starling::util {
+class Random;
+}
+namespace starling::modules {
+class ModuleHost;
+}
+
+namespace starling::c2s {
+
+class C2sSession;
+struct C2sOptions;
+
+// Plain per-shard integers, summed over shards at scrape time (CONVENTIONS §4).
+struct C2sCounters {
+    std::uint64_t connections_accepted = 0;
+    std::uint64_t connections_closed = 0;
+    std::uint64_t tls_handshakes = 0;
+    std::uint64_t tls_failures = 0;
+    std::uint64_t refused_per_ip = 0;
+    std::uint64_t auth_success = 0;
+    std::uint64_t auth_failure = 0;
+    std::uint64_t sessions_bound = 0;
+    std::uint64_t stanzas_in[3] = {0, 0, 0};  // by router::StanzaKind
+    std::uint64_t stanzas_out = 0;
+    std::uint64_t bytes_in = 0;
+    std::uint64_t bytes_out = 0;
+    std::array<std::uint64_t, 25> stream_errors{};  // by xmpp::StreamError
+};
+
+struct ShardContext {
+    router::ShardId shard;
+    asio::io_context& io;
+    const C2sOptions& options;
+    const xmpp::tls::TlsServerContext* tls;  // null: no TLS configured
+    storage::AccountStore& accounts;
+    router::ShardRouter& router;
+    util::Random& random;
+    const modules::ModuleHost* modules = nullptr;  // null: no modules (unit tests)
+    C2sCounters counters{};
+    // Every session on this shard (bound or not). The table owns them: a session is destroyed
+    // when it leaves the table and no handler holds it any more.
+    std::unordered_map<C2sSession*, std::shared_ptr<C2sSession>> sessions{};
+    // Open connections per remote address on this shard (the limit is per shard: the kernel
+    // spreads one address's connections over the shards' listeners).
+    std::unordered_map<std::string, std::uint32_t> per_ip{};
+    bool draining = false;  // SIGTERM: no new sessions
+};
+
+}  // namespace starling::c2s

@@ -1,0 +1,167 @@
+#include "broker/src/metrics/metrics.hpp"
+
+#include <prometheus/exposer.h>
+#include <prometheus/text_serializer.h>
+
+#include "xmpp/stream_error.hpp"
+
+namespace starling::metrics {
+
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+MetricFamily family(std::string name, std::string help, MetricType type) {
+    MetricFamily f;
+    f.name = std::move(name);
+    f.help = std::move(help);
+    f.type = type;
+    return f;
+}
+
+void add(MetricFamily& f, std::vector<ClientMetric::Label> labels, double value) {
+    ClientMetric m;
+    m.label = std::move(labels);
+    if (f.type == MetricType::Counter) m.counter.value = value;
+    else m.gauge.value = value;
+    f.metric.push_back(std::move(m));
+}
+
+std::string shard_label(const ShardSnapshot& s) { return std::to_string(s.shard); }
+
+}  // namespace
+
+std::vector<MetricFamily> BrokerCollector::families(const std::vector<ShardSnapshot>& shards) {
+    std::vector<MetricFamily> out;
+    auto per_shard = [&](const char* name, const char* help, MetricType type, auto value) {
+        auto f = family(name, help, type);
+        for (const auto& s : shards) add(f, {{"shard", shard_label(s)}}, static_cast<double>(value(s)));
+        out.push_back(std::move(f));
+    };
+    per_shard("starling_connections", "Open client connections", MetricType::Gauge,
+              [](const ShardSnapshot& s) { return s.connections; });
+    per_shard("starling_sessions_bound", "Sessions with a bound resource", MetricType::Gauge,
+              [](const ShardSnapshot& s) { return s.bound; });
+    per_shard("starling_mailbox_depth", "Cross-shard messages waiting for this shard", MetricType::Gauge,
+              [](const ShardSnapshot& s) { return s.mailbox_depth; });
+    per_shard("starling_connections_accepted_total", "Client connections accepted", MetricType::Counter,
+              [](const ShardSnapshot& s) { return s.c2s.connections_accepted; });
+    per_shard("starling_connections_refused_total", "Connections refused by the per-address limit",
+              MetricType::Counter, [](const ShardSnapshot& s) { return s.c2s.refused_per_ip; });
+    per_shard("starling_tls_handshakes_total", "TLS handshakes completed", MetricType::Counter,
+              [](const ShardSnapshot& s) { return s.c2s.tls_handshakes; });
+    per_shard("starling_tls_failures_total", "TLS handshakes or records that failed", MetricType::Counter,
+              [](const ShardSnapshot& s) { return s.c2s.tls_failures; });
+
+    {
+        auto f = family("starling_auth_total", "SASL authentications by result", MetricType::Counter);
+        std::uint64_t ok = 0, bad = 0;
+        for (const auto& s : shards) {
+            ok += s.c2s.auth_success;
+            bad += s.c2s.auth_failure;
+        }
+        add(f, {{"result", "success"}}, static_cast<double>(ok));
+        add(f, {{"result", "failure"}}, static_cast<double>(bad));
+        out.push_back(std::move(f));
+    }
+    {
+        auto f = family("starling_stanzas_in_total", "Stanzas received from clients", MetricType::Counter);
+        static constexpr const char* k_kinds[] = {"message", "presence", "iq"};
+        for (int k = 0; k < 3; ++k) {
+            std::uint64_t n = 0;
+            for (const auto& s : shards) n += s.c2s.stanzas_in[k];
+            add(f, {{"kind", k_kinds[k]}}, static_cast<double>(n));
+        }
+        out.push_back(std::move(f));
+    }
+    per_shard("starling_stanzas_out_total", "Stanzas written to clients", MetricType::Counter,
+              [](const ShardSnapshot& s) { return s.c2s.stanzas_out; });
+    {
+        auto f = family("starling_bytes_total", "Bytes on client sockets (TLS included)", MetricType::Counter);
+        std::uint64_t in = 0, outb = 0;
+        for (const auto& s : shards) {
+            in += s.c2s.bytes_in;
+            outb += s.c2s.bytes_out;
+        }
+        add(f, {{"direction", "in"}}, static_cast<double>(in));
+        add(f, {{"direction", "out"}}, static_cast<double>(outb));
+        out.push_back(std::move(f));
+    }
+    {
+        auto f = family("starling_stream_errors_total", "Streams closed with an error, by condition",
+                        MetricType::Counter);
+        for (std::size_t c = 0; c < std::size(shards.empty() ? c2s::C2sCounters{}.stream_errors
+                                                             : shards.front().c2s.stream_errors);
+             ++c) {
+            std::uint64_t n = 0;
+            for (const auto& s : shards) n += s.c2s.stream_errors[c];
+            if (n == 0) continue;
+            add(f, {{"condition", std::string(xmpp::to_string(static_cast<xmpp::StreamError>(c)))}},
+                static_cast<double>(n));
+        }
+        out.push_back(std::move(f));
+    }
+    {
+        auto f = family("starling_routed_total", "Routing outcomes", MetricType::Counter);
+        router::RouterCounters sum;
+        for (const auto& s : shards) {
+            sum.delivered += s.router.delivered;
+            sum.hops += s.router.hops;
+            sum.bounced += s.router.bounced;
+            sum.dropped += s.router.dropped;
+            sum.mailbox_full += s.router.mailbox_full;
+        }
+        add(f, {{"outcome", "delivered"}}, static_cast<double>(sum.delivered));
+        add(f, {{"outcome", "cross_shard"}}, static_cast<double>(sum.hops));
+        add(f, {{"outcome", "bounced"}}, static_cast<double>(sum.bounced));
+        add(f, {{"outcome", "dropped"}}, static_cast<double>(sum.dropped));
+        add(f, {{"outcome", "mailbox_full"}}, static_cast<double>(sum.mailbox_full));
+        out.push_back(std::move(f));
+    }
+    {
+        auto f = family("starling_routing_latency_seconds",
+                        "From a stanza's routing to its delivery to the recipient's session",
+                        MetricType::Histogram);
+        ClientMetric m;
+        std::uint64_t cumulative = 0;
+        double sum_us = 0;
+        for (std::size_t b = 0; b < router::k_latency_buckets; ++b) {
+            for (const auto& s : shards) cumulative += s.router.latency[b];
+            ClientMetric::Bucket bucket;
+            bucket.cumulative_count = cumulative;
+            bucket.upper_bound = b < std::size(router::k_latency_bounds_us)
+                                     ? static_cast<double>(router::k_latency_bounds_us[b]) / 1e6
+                                     : std::numeric_limits<double>::infinity();
+            m.histogram.bucket.push_back(bucket);
+        }
+        for (const auto& s : shards) sum_us += s.router.latency_sum_us;
+        m.histogram.sample_count = cumulative;
+        m.histogram.sample_sum = sum_us / 1e6;
+        f.metric.push_back(std::move(m));
+        out.push_back(std::move(f));
+    }
+    return out;
+}
+
+std::vector<MetricFamily> BrokerCollector::Collect() const { return families(_snapshot()); }
+
+std::string render_text(const std::vector<ShardSnapshot>& shards) {
+    return prometheus::TextSerializer().Serialize(BrokerCollector::families(shards));
+}
+
+MetricsServer::MetricsServer(const std::string& bind, BrokerCollector::Snapshot snapshot)
+    : _collector(std::make_shared<BrokerCollector>(std::move(snapshot))),
+      _exposer(std::make_unique<prometheus::Exposer>(bind, 2)) {
+    _exposer->RegisterCollectable(_collector);
+}
+
+MetricsServer::~MetricsServer() = default;
+
+std::uint16_t MetricsServer::port() const {
+    auto ports = _exposer->GetListeningPorts();
+    return ports.empty() ? 0 : static_cast<std::uint16_t>(ports.front());
+}
+
+}  // namespace starling::metrics

@@ -1,0 +1,148 @@
+#include "broker/src/modules/host.hpp"
+
+#include <algorithm>
+
+#include "broker/src/c2s/session.hpp"
+#include "broker/src/util/dom.hpp"
+#include "xmpp/xml/raw_text.hpp"
+#include "xmpp/xml/writer.hpp"
+
+namespace starling::modules {
+
+// ---- IqEvent ---------------------------------------------------------------------------------
+
+IqEvent::IqEvent(c2s::C2sSession& s, const xmpp::xml::ElementView& el, util::StanzaDom& d, pugi::xml_node p,
+                 std::string_view t, bool account, IqType ty, std::string i)
+    : session(s), element(el), dom(d), payload(p), to(t), to_account(account), type(ty), id(std::move(i)) {}
+
+const xmpp::Jid& IqEvent::from() const noexcept { return *session.jid(); }
+
+bool IqEvent::is_to_self_or_server() const noexcept { return !to_account || to == from().bare_view(); }
+
+namespace {
+void open_reply(std::string& out, std::string_view from, std::string_view to, std::string_view type,
+                std::string_view id) {
+    out += "<iq from='";
+    xmpp::xml::escape_attribute_into(out, from);
+    out += "' to='";
+    xmpp::xml::escape_attribute_into(out, to);
+    out += "' type='";
+    out += type;
+    out += "' id='";
+    xmpp::xml::escape_attribute_into(out, id);
+    out += "'";
+}
+}  // namespace
+
+void IqEvent::reply_result(std::string_view inner_xml) {
+    if (_replied) return;
+    _replied = true;
+    std::string out;
+    open_reply(out, to, from().full(), "result", id);
+    if (inner_xml.empty()) {
+        out += "/>";
+    } else {
+        out += '>';
+        out += inner_xml;
+        out += "</iq>";
+    }
+    session.deliver(out);
+}
+
+void IqEvent::reply_error(xmpp::StanzaError condition, std::string_view text) {
+    if (_replied) return;
+    _replied = true;
+    std::string out;
+    open_reply(out, to, from().full(), "error", id);
+    out += '>';
+    xmpp::xml::write_stanza_error(out, condition, text);
+    out += "</iq>";
+    session.deliver(out);
+}
+
+// ---- ModuleContext ---------------------------------------------------------------------------
+
+void ModuleContext::add_disco_feature(std::string_view var) {
+    auto& f = _host._features;
+    if (std::find(f.begin(), f.end(), var) == f.end()) f.emplace_back(var);
+    std::sort(f.begin(), f.end());
+}
+
+void ModuleContext::on_iq(IqType type, std::string_view ns, std::string_view name, IqHandler handler) {
+    _host._iq.push_back({type, std::string(ns), std::string(name), std::move(handler)});
+}
+
+void ModuleContext::on_outbound(router::StanzaKind kind, OutboundHandler handler, int priority) {
+    auto& v = _host._outbound[static_cast<int>(kind)];
+    v.push_back({priority, std::move(handler)});
+    std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.priority > b.priority; });
+}
+
+void ModuleContext::on_inbound(router::StanzaKind kind, InboundHandler handler, int priority) {
+    auto& v = _host._inbound[static_cast<int>(kind)];
+    v.push_back({priority, std::move(handler)});
+    std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.priority > b.priority; });
+}
+
+void ModuleContext::on_session(SessionHandler handler) { _host._session.push_back(std::move(handler)); }
+
+void ModuleContext::on_undeliverable(UndeliverableHandler handler) {
+    _host._undeliverable.push_back(std::move(handler));
+}
+
+void ModuleContext::on_stream_features(FeaturesHandler handler) {
+    _host._features_handlers.push_back(std::move(handler));
+}
+
+// ---- ModuleHost ------------------------------------------------------------------------------
+
+void ModuleHost::install(c2s::ShardContext& shard, std::vector<std::unique_ptr<Module>> modules) {
+    ModuleContext ctx(*this, shard);
+    for (auto& m : modules) {
+        m->install(ctx);
+        _modules.push_back(std::move(m));
+    }
+}
+
+Handled ModuleHost::handle_iq(IqEvent& ev) const {
+    if (!ev.payload) return Handled::no;
+    const auto ns = ev.dom.ns_of(ev.payload);
+    const auto name = util::StanzaDom::local_name(ev.payload);
+    for (const auto& e : _iq) {
+        if (e.type == ev.type && e.name == name && e.ns == ns) {
+            if (e.handler(ev) == Handled::yes) return Handled::yes;
+        }
+    }
+    return Handled::no;
+}
+
+Handled ModuleHost::outbound(OutboundEvent& ev) const {
+    for (const auto& h : _outbound[static_cast<int>(ev.kind)]) {
+        if (h.handler(ev) == Handled::yes) return Handled::yes;
+    }
+    return Handled::no;
+}
+
+Handled ModuleHost::inbound(InboundEvent& ev) const {
+    for (const auto& h : _inbound[static_cast<int>(ev.env.stanza)]) {
+        if (h.handler(ev) == Handled::yes) return Handled::yes;
+    }
+    return Handled::no;
+}
+
+Handled ModuleHost::undeliverable(router::Envelope& env, c2s::ShardContext& shard) const {
+    for (const auto& h : _undeliverable) {
+        if (h(env, shard) == Handled::yes) return Handled::yes;
+    }
+    return Handled::no;
+}
+
+void ModuleHost::session_event(c2s::C2sSession& session, SessionEvent event) const {
+    for (const auto& h : _session) h(session, event);
+}
+
+void ModuleHost::stream_features(c2s::C2sSession& session, bool authenticated, std::string& out) const {
+    for (const auto& h : _features_handlers) h(session, authenticated, out);
+}
+
+}  // namespace starling::modules

@@ -1,0 +1,131 @@
+// Modules: one protocol feature each (DESIGN §4, CONVENTIONS §5). A module registers handlers
+// on its shard's ModuleHost at install time: IQ handlers by (namespace, payload name, type),
+// hooks on stanzas leaving a local session (outbound) and reaching a local account on its home
+// shard (inbound), session events, and disco features. The table is frozen before traffic;
+// the core knows no XEP.
+//
+// Lives on: one instance of every module per shard, installed before the shard runs; each
+// handler runs on that shard's thread, for sessions and accounts whose home shard it is.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <pugixml.hpp>
+
+#include "broker/src/router/router.hpp"
+#include "xmpp/jid.hpp"
+#include "xmpp/stream_error.hpp"
+#include "xmpp/xml/tokenizer.hpp"
+
+namespace starling::c2s {
+class C2sSession;
+struct ShardContext;
+}  // namespace starling::c2s
+namespace starling::util {
+class StanzaDom;
+}
+
+namespace starling::modules {
+
+class ModuleHost;
+
+enum class Handled : std::uint8_t { no, yes };
+enum class IqType : std::uint8_t { get, set };
+
+// An IQ of type get or set addressed to the server or to an account (the sender's own bare
+// JID, or another local account: RFC 6120 §10.5.3.2, the server answers for it).
+class IqEvent {
+public:
+    IqEvent(c2s::C2sSession& session, const xmpp::xml::ElementView& el, util::StanzaDom& dom,
+            pugi::xml_node payload, std::string_view to, bool to_account, IqType type, std::string id);
+
+    c2s::C2sSession& session;  // the sender, bound, on its home shard
+    const xmpp::xml::ElementView& element;
+    util::StanzaDom& dom;
+    pugi::xml_node payload;  // the first child element of the <iq/>
+    std::string_view to;     // normalised: the domain or a bare JID; the reply's 'from'
+    bool to_account;         // to a bare JID with a localpart
+    IqType type;
+    std::string id;  // unescaped
+
+    const xmpp::Jid& from() const noexcept;
+    // True when addressed to the sender's own account or to the server (not another user).
+    bool is_to_self_or_server() const noexcept;
+    // <iq type='result'> with `inner_xml` (already serialized, may be empty) as its content.
+    void reply_result(std::string_view inner_xml = {});
+    void reply_error(xmpp::StanzaError condition, std::string_view text = {});
+    bool replied() const noexcept { return _replied; }
+
+private:
+    bool _replied = false;
+};
+
+// A stanza a bound local session sends, before it is routed (blocking, carbons, archive,
+// presence broadcast and subscriptions...). `to` is null when the stanza had no 'to'.
+struct OutboundEvent {
+    c2s::C2sSession& session;
+    const xmpp::xml::ElementView& element;
+    router::StanzaKind kind;
+    const xmpp::Jid* to;
+    std::string_view type;  // unescaped
+};
+
+// A stanza for a local account, on the account's home shard, before the directory picks
+// sessions (probes, subscriptions, blocking, carbons, archive). Handlers may edit env.bytes.
+struct InboundEvent {
+    router::Envelope& env;
+    c2s::ShardContext& shard;
+};
+
+enum class SessionEvent : std::uint8_t {
+    bound,        // resource bound on the home shard
+    available,    // first available presence (RFC 6121 §4.2: initial presence)
+    unavailable,  // unavailable presence after being available
+    closed,       // the stream is over (after unavailable, if it was available)
+};
+
+using IqHandler = std::function<Handled(IqEvent&)>;
+using OutboundHandler = std::function<Handled(OutboundEvent&)>;
+using InboundHandler = std::function<Handled(InboundEvent&)>;
+using SessionHandler = std::function<void(c2s::C2sSession&, SessionEvent)>;
+// A stanza for an account with no session that takes it (RFC 6121 §8.5.2.2): Handled::yes when
+// kept (offline storage); otherwise the router applies the RFC's default.
+using UndeliverableHandler = std::function<Handled(router::Envelope&, c2s::ShardContext&)>;
+// Extra <stream:features/> children for an authenticated (true) or not yet authenticated stream.
+using FeaturesHandler = std::function<void(c2s::C2sSession&, bool authenticated, std::string& out)>;
+
+// What a module sees at install time.
+class ModuleContext {
+public:
+    ModuleContext(ModuleHost& host, c2s::ShardContext& shard) : _host(host), _shard(shard) {}
+
+    c2s::ShardContext& shard() noexcept { return _shard; }
+    void add_disco_feature(std::string_view var);
+    void on_iq(IqType type, std::string_view ns, std::string_view name, IqHandler handler);
+    void on_outbound(router::StanzaKind kind, OutboundHandler handler, int priority = 0);
+    void on_inbound(router::StanzaKind kind, InboundHandler handler, int priority = 0);
+    void on_session(SessionHandler handler);
+    void on_undeliverable(UndeliverableHandler handler);
+    void on_stream_features(FeaturesHandler handler);
+
+private:
+    ModuleHost& _host;
+    c2s::ShardContext& _shard;
+};
+
+class Module {
+public:
+    virtual ~Module() = default;
+    virtual std::string_view name() const noexcept = 0;
+    virtual void install(ModuleContext& ctx) = 0;
+};
+
+// One line per module: modules/module_list.cpp.
+std::vector<std::unique_ptr<Module>> make_modules();
+
+}  // namespace starling::modules

@@ -1,0 +1,18 @@
+// The modules every shard installs, in order. Adding a feature: one folder under modules/ and
+// one line here (CONVENTIONS §5).
+#include "broker/src/modules/disco/disco_module.hpp"
+#include "broker/src/modules/module.hpp"
+#include "broker/src/modules/ping/ping_module.hpp"
+#include "broker/src/modules/version/version_module.hpp"
+
+namespace starling::modules {
+
+std::vector<std::unique_ptr<Module>> make_modules() {
+    std::vector<std::unique_ptr<Module>> m;
+    m.push_back(std::make_unique<DiscoModule>());
+    m.push_back(std::make_unique<PingModule>());
+    m.push_back(std::make_unique<VersionModule>());
+    return m;
+}
+
+}  // namespace starling::modules

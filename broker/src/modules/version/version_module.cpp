@@ -1,0 +1,26 @@
+#include "broker/src/modules/version/version_module.hpp"
+
+#include "broker/src/c2s/options.hpp"
+#include "broker/src/c2s/shard_context.hpp"
+#include "xmpp/xml/writer.hpp"
+
+namespace starling::modules {
+
+namespace {
+constexpr std::string_view k_ns_version = "jabber:iq:version";
+}
+
+void VersionModule::install(ModuleContext& ctx) {
+    ctx.add_disco_feature(k_ns_version);
+    const std::string version = ctx.shard().options.version;
+    ctx.on_iq(IqType::get, k_ns_version, "query", [version](IqEvent& ev) {
+        if (ev.to_account) return Handled::no;  // an account's version is its client's to tell
+        std::string inner;
+        xmpp::xml::Writer w(inner);
+        w.open("query").attr("xmlns", k_ns_version).leaf("name", "Starling").leaf("version", version).close();
+        ev.reply_result(inner);
+        return Handled::yes;
+    });
+}
+
+}  // namespace starling::modules

@@ -1,0 +1,281 @@
+#include "broker/src/router/router.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+#include "broker/src/c2s/session.hpp"
+#include "broker/src/modules/host.hpp"
+#include "xmpp/jid.hpp"
+#include "xmpp/xml/raw_text.hpp"
+#include "xmpp/xml/writer.hpp"
+
+namespace starling::router {
+
+namespace {
+
+std::string_view bare_of(std::string_view jid) noexcept {
+    // A localpart or domainpart never holds '/' (RFC 7622 §3.1), so the first one starts the
+    // resource.
+    return jid.substr(0, jid.find('/'));
+}
+
+std::string_view kind_name(StanzaKind k) noexcept {
+    switch (k) {
+        case StanzaKind::message: return "message";
+        case StanzaKind::presence: return "presence";
+        case StanzaKind::iq: return "iq";
+    }
+    return "message";
+}
+
+std::int64_t now_ns() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+}  // namespace
+
+ShardRouter::ShardRouter(ShardId self, Mailboxes<Envelope>& mailboxes, const c2s::C2sOptions& options,
+                         Adopt adopt)
+    : _self(self), _mailboxes(mailboxes), _options(options), _adopt(std::move(adopt)) {}
+
+ShardId ShardRouter::home_of(std::string_view bare_jid) const noexcept {
+    return static_cast<ShardId>(std::hash<std::string_view>{}(bare_jid) % _mailboxes.shards());
+}
+
+bool ShardRouter::route(Envelope&& env) {
+    if (env.routed_ns == 0) env.routed_ns = now_ns();
+    const ShardId home = home_of(bare_of(env.to));
+    if (home == _self) {
+        deliver_local(std::move(env));
+        return true;
+    }
+    if (!_mailboxes.send(_self, home, env)) {
+        ++_counters.mailbox_full;
+        return false;
+    }
+    ++_counters.hops;
+    return true;
+}
+
+bool ShardRouter::send_session(ShardId to, Envelope&& env) {
+    if (to == _self) {
+        _adopt(std::move(env));
+        return true;
+    }
+    if (!_mailboxes.send(_self, to, env)) {
+        ++_counters.mailbox_full;
+        return false;
+    }
+    return true;
+}
+
+void ShardRouter::on_mail(Envelope&& env) {
+    if (env.kind == Envelope::Kind::adopt) {
+        _adopt(std::move(env));
+    } else {
+        deliver_local(std::move(env));
+    }
+}
+
+void ShardRouter::flush() { _mailboxes.flush(_self); }
+
+void ShardRouter::deliver_to(c2s::C2sSession& session, const Envelope& env) {
+    session.deliver(env.bytes);
+    ++_counters.delivered;
+    if (env.routed_ns != 0) {
+        const std::int64_t us = (now_ns() - env.routed_ns) / 1000;
+        std::size_t b = 0;
+        while (b < std::size(k_latency_bounds_us) && us > k_latency_bounds_us[b]) ++b;
+        ++_counters.latency[b];
+        _counters.latency_sum_us += static_cast<double>(us);
+    }
+}
+
+// RFC 6121 §8.5.3: the 'to' is a full JID.
+void ShardRouter::deliver_local(Envelope&& env) {
+    if (_modules != nullptr) {
+        modules::InboundEvent ev{env, *_shard};
+        if (_modules->inbound(ev) == modules::Handled::yes) return;
+    }
+    const std::string_view bare = bare_of(env.to);
+    if (bare.size() == env.to.size()) {
+        deliver_to_bare(std::move(env));
+        return;
+    }
+    if (auto* s = find(env.to)) {
+        deliver_to(*s, env);  // §8.5.3.1: a connected resource gets it, available or not
+        return;
+    }
+    // §8.5.3.2: no such resource.
+    switch (env.stanza) {
+        case StanzaKind::message:
+            // §8.5.3.2.1: normal and chat are treated as if sent to the bare JID; groupchat
+            // gets service-unavailable; headline and error are dropped.
+            if (env.type.empty() || env.type == "normal" || env.type == "chat") {
+                env.to.resize(bare.size());
+                deliver_to_bare(std::move(env));
+            } else if (env.type == "groupchat") {
+                bounce(env, xmpp::StanzaError::service_unavailable);
+            } else {
+                ++_counters.dropped;
+            }
+            return;
+        case StanzaKind::iq:
+            // §8.5.3.2.2: get and set get service-unavailable; result and error are dropped.
+            if (env.type == "get" || env.type == "set") {
+                bounce(env, xmpp::StanzaError::service_unavailable);
+            } else {
+                ++_counters.dropped;
+            }
+            return;
+        case StanzaKind::presence:
+            // §8.5.3.2.3: dropped (subscription states belong to the roster module, issue 4).
+            ++_counters.dropped;
+            return;
+    }
+}
+
+// RFC 6121 §8.5.2: the 'to' is a bare JID of a local account. IQs to a bare JID are answered
+// by the sender's session on the account's behalf (§8.5.2.1.3) and never get here.
+void ShardRouter::deliver_to_bare(Envelope&& env) {
+    auto it = _by_bare.find(env.to);
+    // Available resources with a non-negative priority (§8.5.2.1: negative priority never
+    // receives bare-JID traffic).
+    std::vector<c2s::C2sSession*> targets;
+    int best = -129;
+    if (it != _by_bare.end()) {
+        for (auto* s : it->second) {
+            if (!s->is_available() || s->priority() < 0) continue;
+            targets.push_back(s);
+            best = std::max(best, s->priority());
+        }
+    }
+    if (env.stanza == StanzaKind::message) {
+        if (env.type == "groupchat") {
+            bounce(env, xmpp::StanzaError::service_unavailable);  // §8.5.2.1.1, §8.5.2.2.1
+            return;
+        }
+        if (env.type == "error") {
+            ++_counters.dropped;
+            return;
+        }
+        if (targets.empty()) {
+            // §8.5.2.2.1: no available resource. A module may keep it (offline storage);
+            // otherwise chat and normal get service-unavailable, headline is dropped.
+            if (env.type == "headline") {
+                ++_counters.dropped;
+            } else if (_modules != nullptr && _modules->undeliverable(env, *_shard) == modules::Handled::yes) {
+                return;  // kept (offline storage)
+            } else {
+                bounce(env, xmpp::StanzaError::service_unavailable);
+            }
+            return;
+        }
+        if (env.type == "headline") {
+            for (auto* s : targets) deliver_to(*s, env);
+            return;
+        }
+        // normal and chat: the resources of highest priority (§8.5.2.1.1 lets us pick all of
+        // them; every device of the user then sees the message).
+        for (auto* s : targets) {
+            if (s->priority() == best) deliver_to(*s, env);
+        }
+        return;
+    }
+    if (env.stanza == StanzaKind::presence) {
+        // §8.5.2.1.2 (available resources) / §8.5.2.2.2 (none: dropped). Subscription handling
+        // is the roster module's (issue 4).
+        if (targets.empty()) {
+            ++_counters.dropped;
+            return;
+        }
+        for (auto* s : targets) deliver_to(*s, env);
+        return;
+    }
+    // An IQ result or error addressed to a bare JID: nobody asked, drop it.
+    ++_counters.dropped;
+}
+
+void ShardRouter::bounce(const Envelope& env, xmpp::StanzaError condition) {
+    if (env.type == "error" || env.from.empty()) {
+        ++_counters.dropped;  // RFC 6120 §8.3.1: never answer an error with an error
+        return;
+    }
+    ++_counters.bounced;
+    Envelope back;
+    back.kind = Envelope::Kind::deliver;
+    back.stanza = env.stanza;
+    back.to = env.from;
+    back.from = env.to;
+    back.type = "error";
+    const std::string_view name = kind_name(env.stanza);
+    std::string& out = back.bytes;
+    out += '<';
+    out += name;
+    out += " from='";
+    xmpp::xml::escape_attribute_into(out, env.to);
+    out += "' to='";
+    xmpp::xml::escape_attribute_into(out, env.from);
+    out += "' type='error'";
+    if (!env.id.empty()) {
+        out += " id='";
+        xmpp::xml::escape_attribute_into(out, env.id);
+        out += '\'';
+    }
+    out += '>';
+    xmpp::xml::write_stanza_error(out, condition);
+    out += "</";
+    out += name;
+    out += '>';
+    if (!route(std::move(back))) ++_counters.dropped;
+}
+
+c2s::C2sSession* ShardRouter::add(c2s::C2sSession* session) {
+    const xmpp::Jid& jid = *session->jid();
+    c2s::C2sSession* replaced = nullptr;
+    auto [it, inserted] = _by_full.try_emplace(jid.full(), session);
+    if (!inserted) {
+        replaced = it->second;
+        remove(replaced);
+        _by_full.emplace(jid.full(), session);
+    }
+    _by_bare[std::string(jid.bare_view())].push_back(session);
+    return replaced;
+}
+
+void ShardRouter::remove(c2s::C2sSession* session) noexcept {
+    const xmpp::Jid* jid = session->jid();
+    if (jid == nullptr) return;
+    auto it = _by_full.find(jid->full());
+    if (it == _by_full.end() || it->second != session) return;
+    _by_full.erase(it);
+    auto b = _by_bare.find(std::string(jid->bare_view()));
+    if (b != _by_bare.end()) {
+        std::erase(b->second, session);
+        if (b->second.empty()) _by_bare.erase(b);
+    }
+}
+
+c2s::C2sSession* ShardRouter::find(std::string_view full_jid) const noexcept {
+    auto it = _by_full.find(std::string(full_jid));
+    return it == _by_full.end() ? nullptr : it->second;
+}
+
+const std::vector<c2s::C2sSession*>& ShardRouter::sessions_of(std::string_view bare_jid) const noexcept {
+    static const std::vector<c2s::C2sSession*> k_none;
+    auto it = _by_bare.find(std::string(bare_jid));
+    return it == _by_bare.end() ? k_none : it->second;
+}
+
+std::size_t ShardRouter::resource_count(std::string_view bare_jid) const noexcept {
+    auto it = _by_bare.find(std::string(bare_jid));
+    return it == _by_bare.end() ? 0 : it->second.size();
+}
+
+void ShardRouter::for_each_session(const std::function<void(c2s::C2sSession&)>& f) const {
+    for (const auto& [full, s] : _by_full) f(*s);
+}
+
+}  // namespace starling::router

@@ -1,0 +1,124 @@
+// ShardRouter: where a stanza goes (RFC 6120 §10, RFC 6121 §8). Every bare JID has a home shard,
+// hash(bare JID) % N, and every bound session of that user lives there (the session migrates
+// after binding, DESIGN §2). So a stanza costs at most one hop: the sender's shard hands it to
+// the recipient's home shard, which writes it to the recipient's sockets.
+//
+// Lives on: one per shard; its directory holds only sessions of this shard.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <iterator>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "broker/src/router/mailboxes.hpp"
+#include "xmpp/stream_error.hpp"
+
+namespace starling::c2s {
+class C2sSession;
+struct C2sOptions;
+struct ShardContext;
+}  // namespace starling::c2s
+namespace starling::modules {
+class ModuleHost;
+}
+
+namespace starling::router {
+
+enum class StanzaKind : std::uint8_t { message, presence, iq };
+
+// A cross-shard message. Moves by value; nothing in it points into another shard's memory
+// except the session being handed over, which its old shard no longer touches.
+struct Envelope {
+    enum class Kind : std::uint8_t { deliver, adopt };
+    Kind kind = Kind::deliver;
+    StanzaKind stanza = StanzaKind::message;
+    std::string to;     // normalised bare or full JID of the recipient
+    std::string from;   // normalised full JID of the sender, for bounces
+    std::string type;   // the stanza's type attribute, unescaped
+    std::string id;     // the stanza's id attribute, unescaped, for bounces
+    std::string bytes;  // the stanza as it is to be written: start tag stamped
+    std::int64_t routed_ns = 0;                // steady clock when routed, for the latency histogram
+    std::shared_ptr<c2s::C2sSession> session;  // adopt: the session moving here
+    int fd = -1;                               // adopt: its socket
+};
+
+// Routing latency buckets (upper bounds in microseconds; the last is +Inf).
+inline constexpr std::int64_t k_latency_bounds_us[] = {10, 25, 50, 100, 250, 500, 1'000, 2'500,
+                                                      5'000, 10'000, 25'000, 100'000};
+inline constexpr std::size_t k_latency_buckets = std::size(k_latency_bounds_us) + 1;
+
+struct RouterCounters {
+    std::uint64_t delivered = 0;
+    std::uint64_t hops = 0;        // handed to another shard
+    std::uint64_t bounced = 0;     // answered with an error
+    std::uint64_t dropped = 0;     // silently, as the RFC says for that case
+    std::uint64_t mailbox_full = 0;
+    std::array<std::uint64_t, k_latency_buckets> latency{};  // non-cumulative counts
+    double latency_sum_us = 0;
+};
+
+class ShardRouter {
+public:
+    using Adopt = std::function<void(Envelope&&)>;
+
+    ShardRouter(ShardId self, Mailboxes<Envelope>& mailboxes, const c2s::C2sOptions& options, Adopt adopt);
+
+    // The shard's modules see stanzas for local accounts before the directory does (DESIGN §4).
+    void set_modules(const modules::ModuleHost* host, c2s::ShardContext* shard) noexcept {
+        _modules = host;
+        _shard = shard;
+    }
+
+    ShardId self() const noexcept { return _self; }
+    ShardId home_of(std::string_view bare_jid) const noexcept;
+
+    // Routes a stanza from a session of this shard (RFC 6121 §8.5 decides who gets it on the
+    // home shard). False when the destination's mailbox is full: the stanza is not taken; the
+    // caller answers it with resource-constraint and slows its reader (back-pressure).
+    bool route(Envelope&& env);
+    // Answers `env` to its sender with a stanza error (never for type='error', RFC 6120 §8.3.1).
+    void bounce_to_sender(const Envelope& env, xmpp::StanzaError condition) { bounce(env, condition); }
+    // Hands a session to its home shard (or adopts it here when that is this shard).
+    bool send_session(ShardId to, Envelope&& env);
+    // Mail from another shard.
+    void on_mail(Envelope&& env);
+    // Wakes the shards that got mail during this turn.
+    void flush();
+
+    // The directory of bound sessions on this shard.
+    // Returns the session it replaced (same full JID), if any: the caller kicks it.
+    c2s::C2sSession* add(c2s::C2sSession* session);
+    void remove(c2s::C2sSession* session) noexcept;
+    c2s::C2sSession* find(std::string_view full_jid) const noexcept;
+    // Every bound session of an account on this shard (its home shard); empty if none.
+    const std::vector<c2s::C2sSession*>& sessions_of(std::string_view bare_jid) const noexcept;
+    std::size_t resource_count(std::string_view bare_jid) const noexcept;
+    std::size_t session_count() const noexcept { return _by_full.size(); }
+    void for_each_session(const std::function<void(c2s::C2sSession&)>& f) const;
+
+    const RouterCounters& counters() const noexcept { return _counters; }
+
+private:
+    void deliver_local(Envelope&& env);
+    void deliver_to_bare(Envelope&& env);
+    void deliver_to(c2s::C2sSession& session, const Envelope& env);
+    void bounce(const Envelope& env, xmpp::StanzaError condition);
+
+    ShardId _self;
+    Mailboxes<Envelope>& _mailboxes;
+    const c2s::C2sOptions& _options;
+    Adopt _adopt;
+    const modules::ModuleHost* _modules = nullptr;
+    c2s::ShardContext* _shard = nullptr;
+    std::unordered_map<std::string, c2s::C2sSession*> _by_full;
+    std::unordered_map<std::string, std::vector<c2s::C2sSession*>> _by_bare;
+    RouterCounters _counters;
+};
+
+}  // namespace starling::router

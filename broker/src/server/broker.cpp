@@ -1,0 +1,332 @@
+#include "broker/src/server/broker.hpp"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include <asio/io_context.hpp>
+#include <asio/post.hpp>
+#include <asio/signal_set.hpp>
+
+#include "broker/src/admin/admin_server.hpp"
+#include "broker/src/c2s/options.hpp"
+#include "broker/src/c2s/session.hpp"
+#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/metrics/metrics.hpp"
+#include "broker/src/modules/host.hpp"
+#include "broker/src/net/listener.hpp"
+#include "broker/src/net/shard.hpp"
+#include "broker/src/router/mailboxes.hpp"
+#include "broker/src/router/router.hpp"
+#include "broker/src/storage/accounts.hpp"
+#include "broker/src/storage/store.hpp"
+#include "broker/src/util/log.hpp"
+#include "broker/src/util/random.hpp"
+#include "xmpp/tls/self_signed.hpp"
+#include "xmpp/tls/tls_context.hpp"
+
+namespace starling::server {
+
+namespace {
+
+constexpr std::size_t k_mailbox_capacity = 16 * 1024;
+constexpr auto k_drain_limit = std::chrono::seconds(8);
+
+c2s::C2sOptions make_options(const config::BrokerConfig& cfg, std::string secret) {
+    c2s::C2sOptions o;
+    o.domains = cfg.domains;
+    o.require_tls = cfg.c2s.require_tls;
+    o.allow_plaintext = cfg.c2s.allow_plaintext;
+    o.xml_limits.max_stanza_bytes = cfg.c2s.max_stanza_bytes;
+    o.xml_limits.max_depth = cfg.c2s.max_depth;
+    o.xml_limits.max_attributes = cfg.c2s.max_attributes;
+    o.pre_auth_timeout = std::chrono::milliseconds(cfg.c2s.pre_auth_timeout_ms);
+    o.idle_timeout = std::chrono::milliseconds(cfg.c2s.idle_timeout_ms);
+    o.auth_failure_delay = std::chrono::milliseconds(cfg.c2s.auth_failure_delay_ms);
+    o.max_auth_failures = cfg.c2s.max_auth_failures;
+    o.scram_iterations = cfg.accounts.scram_iterations;
+    o.max_output_bytes = cfg.c2s.max_output_bytes;
+    o.stanzas_per_second = cfg.c2s.stanzas_per_second;
+    o.max_resources_per_user = cfg.c2s.max_resources_per_user;
+    o.max_connections_per_ip = cfg.c2s.max_connections_per_ip;
+    o.server_secret = std::move(secret);
+    return o;
+}
+
+// A per-installation secret for decoy SCRAM salts (RFC 5802 §9): read, or made on first start
+// (0600). Stable across restarts so that an unknown user's salt does not change either.
+std::string load_server_secret(const config::BrokerConfig& cfg) {
+    const auto path = cfg.general.server_secret_file ? *cfg.general.server_secret_file
+                                                     : cfg.general.data_dir / "server-secret";
+    {
+        std::ifstream in(path, std::ios::binary);
+        if (in) {
+            std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+            if (s.size() >= 16) return s;
+            throw std::runtime_error(path.string() + ": server secret shorter than 16 bytes");
+        }
+    }
+    if (cfg.general.server_secret_file) throw std::runtime_error(path.string() + ": cannot read the server secret");
+    util::Random random;
+    const std::string secret = random.alnum(48);
+    const auto tmp = path.string() + ".tmp";
+    {
+        const mode_t old = ::umask(077);
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        ::umask(old);
+        out << secret;
+        if (!out.flush()) throw std::runtime_error(tmp + ": cannot write the server secret");
+    }
+    std::filesystem::rename(tmp, path);
+    return secret;
+}
+
+}  // namespace
+
+struct Broker::Impl {
+    struct ShardState {
+        util::Random random;
+        std::unique_ptr<router::ShardRouter> router;
+        std::unique_ptr<c2s::ShardContext> ctx;
+        modules::ModuleHost modules;
+        std::vector<std::unique_ptr<net::Listener>> listeners;
+    };
+
+    config::BrokerConfig cfg;
+    c2s::C2sOptions options;
+    std::unique_ptr<storage::Store> store;
+    std::unique_ptr<storage::AccountStore> accounts;
+    std::unique_ptr<xmpp::tls::TlsServerContext> tls;
+    std::unique_ptr<net::ShardSet> shards;
+    std::unique_ptr<router::Mailboxes<router::Envelope>> mailboxes;
+    std::vector<std::unique_ptr<ShardState>> states;
+    std::unique_ptr<metrics::MetricsServer> metrics_server;
+    std::unique_ptr<admin::AdminServer> admin_server;
+
+    explicit Impl(const config::BrokerConfig& c) : cfg(c) {
+        std::filesystem::create_directories(cfg.general.data_dir);
+        ::chmod(cfg.general.data_dir.c_str(), 0700);
+        options = make_options(cfg, load_server_secret(cfg));
+
+        store = storage::Store::open(cfg.storage.path.string());
+        accounts = std::make_unique<storage::AccountStore>(*store);
+        make_tls();
+
+        shards = std::make_unique<net::ShardSet>(cfg.general.shards);
+        const std::size_t n = shards->size();
+        mailboxes = std::make_unique<router::Mailboxes<router::Envelope>>(
+            n, k_mailbox_capacity, [this](router::ShardId to) { wake(to); });
+        for (std::size_t i = 0; i < n; ++i) make_shard(static_cast<router::ShardId>(i));
+    }
+
+    void make_tls() {
+        xmpp::tls::TlsServerConfig tc;
+        if (cfg.tls.certificates.empty()) {
+            const auto dir = config::self_signed_dir(cfg);
+            auto files = xmpp::tls::ensure_self_signed(dir, cfg.domains);
+            STARLING_LOG(info, "{} self-signed certificate {} for {}", files.created ? "created" : "using",
+                         files.cert_file.string(), cfg.domains.front());
+            tc.identities.push_back({xmpp::tls::PemSource::file(files.cert_file.string()),
+                                     xmpp::tls::PemSource::file(files.key_file.string()), {}, cfg.domains});
+        } else {
+            for (const auto& cert : cfg.tls.certificates) {
+                tc.identities.push_back({xmpp::tls::PemSource::file(cert.cert_file.string()),
+                                         xmpp::tls::PemSource::file(cert.key_file.string()), {}, cert.domains});
+            }
+        }
+        tls = std::make_unique<xmpp::tls::TlsServerContext>(tc);
+    }
+
+    void make_shard(router::ShardId id) {
+        auto st = std::make_unique<ShardState>();
+        auto& shard = (*shards)[id];
+        auto* state = st.get();
+        st->router = std::make_unique<router::ShardRouter>(
+            id, *mailboxes, options, [state](router::Envelope&& env) {
+                auto session = std::move(env.session);
+                session->adopt(*state->ctx, env.fd);
+            });
+        st->ctx.reset(new c2s::ShardContext{id, shard.io(), options, tls.get(), *accounts, *st->router,
+                                            st->random});
+        st->ctx->modules = &st->modules;
+        st->modules.install_default(*st->ctx);
+        st->router->set_modules(&st->modules, st->ctx.get());
+        const auto address = asio::ip::make_address(cfg.c2s.bind_address);
+        auto listen = [&](std::uint16_t port, bool direct_tls) {
+            if (port == 0) return;
+            auto* ctx = st->ctx.get();
+            st->listeners.push_back(std::make_unique<net::Listener>(
+                shard.io(), asio::ip::tcp::endpoint(address, port),
+                [ctx, direct_tls](asio::ip::tcp::socket s) {
+                    c2s::C2sSession::start(*ctx, std::move(s), direct_tls);
+                }));
+        };
+        listen(cfg.c2s.port, false);
+        listen(cfg.c2s.tls_port, true);
+        states.push_back(std::move(st));
+    }
+
+    // From any shard: run a drain on shard `to`.
+    void wake(router::ShardId to) {
+        asio::post((*shards)[to].io(), [this, to] {
+            auto& r = *states[to]->router;
+            mailboxes->drain(to, [&r](router::Envelope&& env) { r.on_mail(std::move(env)); });
+            r.flush();
+        });
+    }
+
+    // Runs `f` on every shard and waits for all of them (admin and metrics threads only).
+    template <class F>
+    auto on_every_shard(F f) -> std::vector<decltype(f(std::declval<ShardState&>()))> {
+        using R = decltype(f(std::declval<ShardState&>()));
+        std::vector<std::future<R>> futures;
+        for (std::size_t i = 0; i < states.size(); ++i) {
+            auto task = std::make_shared<std::packaged_task<R()>>([this, i, f] { return f(*states[i]); });
+            futures.push_back(task->get_future());
+            asio::post((*shards)[i].io(), [task] { (*task)(); });
+        }
+        std::vector<R> out;
+        for (auto& fu : futures) out.push_back(fu.get());
+        return out;
+    }
+
+    std::vector<metrics::ShardSnapshot> snapshot() {
+        return on_every_shard([this](ShardState& s) {
+            metrics::ShardSnapshot snap;
+            snap.shard = s.ctx->shard;
+            snap.c2s = s.ctx->counters;
+            snap.router = s.router->counters();
+            snap.connections = s.ctx->sessions.size();
+            snap.bound = s.router->session_count();
+            snap.mailbox_depth = mailboxes->depth(s.ctx->shard);
+            return snap;
+        });
+    }
+
+    void start_services() {
+        if (cfg.metrics.port != 0) {
+            const bool v6 = cfg.metrics.bind_address.find(':') != std::string::npos;
+            const std::string bind = v6 ? "[" + cfg.metrics.bind_address + "]:" + std::to_string(cfg.metrics.port)
+                                        : cfg.metrics.bind_address + ":" + std::to_string(cfg.metrics.port);
+            metrics_server = std::make_unique<metrics::MetricsServer>(bind, [this] { return snapshot(); });
+        }
+        admin::AdminHooks hooks;
+        hooks.sessions = [this] {
+            auto lists = on_every_shard([](ShardState& s) {
+                std::string text;
+                s.router->for_each_session([&](c2s::C2sSession& session) {
+                    text += session.jid()->full();
+                    text += ' ';
+                    text += session.peer_address();
+                    text += " shard=";
+                    text += std::to_string(s.ctx->shard);
+                    text += '\n';
+                });
+                return text;
+            });
+            std::string all;
+            for (auto& l : lists) all += l;
+            return all;
+        };
+        hooks.kick = [this](std::string_view jid) {
+            const std::string target(jid);
+            auto kicked = on_every_shard([target](ShardState& s) {
+                std::vector<c2s::C2sSession*> victims;
+                s.router->for_each_session([&](c2s::C2sSession& session) {
+                    const auto* j = session.jid();
+                    if (j->full() == target || j->bare_view() == target) victims.push_back(&session);
+                });
+                for (auto* v : victims) v->close(xmpp::StreamError::policy_violation, "disconnected by the administrator");
+                return victims.size();
+            });
+            std::size_t n = 0;
+            for (auto k : kicked) n += k;
+            return n > 0;
+        };
+        hooks.stats = [this] { return metrics::render_text(snapshot()); };
+        admin::AdminConfig ac;
+        ac.domains = cfg.domains;
+        ac.scram_iterations = cfg.accounts.scram_iterations;
+        admin_server = std::make_unique<admin::AdminServer>(cfg.admin.socket, *accounts, ac, std::move(hooks));
+        admin_server->start();
+        // Clients last: once a port answers, accounts can already be managed and scraped.
+        for (auto& st : states) {
+            for (auto& l : st->listeners) l->start();
+        }
+        shards->start();
+    }
+
+    void report_listening() {
+        if (cfg.c2s.port != 0)
+            STARLING_LOG(info, "listening for clients on {}:{} (STARTTLS{})", cfg.c2s.bind_address, cfg.c2s.port,
+                         options.allow_plaintext ? ", plaintext allowed" : ", required");
+        if (cfg.c2s.tls_port != 0)
+            STARLING_LOG(info, "listening for clients on {}:{} (direct TLS, XEP-0368)", cfg.c2s.bind_address,
+                         cfg.c2s.tls_port);
+        if (metrics_server)
+            STARLING_LOG(info, "listening for metrics on http://{}:{}/metrics", cfg.metrics.bind_address,
+                         metrics_server->port());
+        STARLING_LOG(info, "admin socket {}; add a user with: starlingctl --data-dir {} user add user@{} PASSWORD",
+                     cfg.admin.socket.string(), cfg.general.data_dir.string(), cfg.domains.front());
+        STARLING_LOG(info, "serving {} with {} shard(s); data in {}", cfg.domains.front(), states.size(),
+                     cfg.storage.path.string());
+    }
+
+    void drain() {
+        STARLING_LOG(info, "shutting down: closing streams");
+        on_every_shard([](ShardState& s) {
+            s.ctx->draining = true;
+            for (auto& l : s.listeners) l->stop();
+            std::vector<std::shared_ptr<c2s::C2sSession>> all;
+            for (auto& [p, sp] : s.ctx->sessions) all.push_back(sp);
+            for (auto& sp : all) sp->close_gracefully();
+            return 0;
+        });
+        const auto deadline = std::chrono::steady_clock::now() + k_drain_limit;
+        while (std::chrono::steady_clock::now() < deadline) {
+            auto left = on_every_shard([](ShardState& s) { return s.ctx->sessions.size(); });
+            std::size_t n = 0;
+            for (auto l : left) n += l;
+            if (n == 0) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+    }
+
+    void stop_all() {
+        if (admin_server) admin_server->stop();
+        metrics_server.reset();
+        if (shards) shards->stop();
+        // Sessions hold sockets of the shards' io_contexts: release them before the shards go.
+        for (auto& st : states) {
+            st->ctx->sessions.clear();
+            st->listeners.clear();
+        }
+    }
+};
+
+Broker::Broker(const config::BrokerConfig& config) : _impl(std::make_unique<Impl>(config)) {}
+
+Broker::~Broker() {
+    if (_impl) _impl->stop_all();
+}
+
+void Broker::run() {
+    asio::io_context main_io;
+    asio::signal_set signals(main_io, SIGINT, SIGTERM);
+    std::signal(SIGPIPE, SIG_IGN);
+    signals.async_wait([](const asio::error_code&, int sig) {
+        STARLING_LOG(info, "received signal {}", sig);
+    });
+    _impl->start_services();
+    _impl->report_listening();
+    main_io.run();
+    _impl->drain();
+    _impl->stop_all();
+    STARLING_LOG(info, "stopped");
+}
+
+}  // namespace starling::server
