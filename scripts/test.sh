@@ -65,18 +65,27 @@ build fuzz -DSTARLING_FUZZ_SECONDS="$fuzz_seconds"
 say "fuzzing (${fuzz_seconds}s per harness, ASan + UBSan)"
 run_ctest fuzz -L fuzz
 
-if [[ -x tests/integration/run.sh ]]; then
-    say "integration tests"
+# Integration tests: the real starlingd driven by slixmpp, once from the release build and once
+# from the ASan + UBSan build (a sanitizer report aborts the broker or fails its exit status).
+run_integration() {
+    local build=$1 log="$logs/integration-$2.log"
+    say "integration tests ($2)"
     set +e
-    tests/integration/run.sh "$root/build/release" 2>&1 | tee "$logs/integration.log"
-    rc=${PIPESTATUS[0]}
+    tests/integration/run.sh "$build" 2>&1 | tee "$log"
+    local rc=${PIPESTATUS[0]}
     set -e
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$logs/integration.log" | tail -n 1 || true)
+    local line
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1 || true)
     if [[ -n "$line" ]]; then
         passed=$((passed + $(cut -d' ' -f1 <<<"$line")))
         failed=$((failed + $(cut -d' ' -f3 <<<"$line")))
     fi
     if [[ $rc -ne 0 ]]; then status=1; [[ -n "$line" ]] || failed=$((failed + 1)); fi
+}
+if [[ -x tests/integration/run.sh ]]; then
+    run_integration "$root/build/release" release
+    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        run_integration "$root/build/asan" asan
 fi
 
 echo
