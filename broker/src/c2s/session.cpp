@@ -371,6 +371,19 @@ void C2sSession::on_element(const ElementView& el) {
             }
             return;
         }
+        if (el.local_name() == "iq" && is_ns(el, xmpp::ns::client) && _ctx->modules != nullptr &&
+            (is_secure() || !tls_required())) {
+            // XEP-0077 in-band registration and the like, when a module offers it.
+            const std::string type = unescaped(el.type());
+            if (type == "get" || type == "set") {
+                util::StanzaDom dom(el.bytes(), xmpp::ns::client);
+                const auto payload = dom.ok() ? util::StanzaDom::first_element(dom.root()) : pugi::xml_node();
+                modules::PreauthIqEvent ev{*this, el, dom, payload,
+                                           type == "get" ? modules::IqType::get : modules::IqType::set,
+                                           unescaped(el.id()), _domain};
+                if (payload && _ctx->modules->preauth_iq(ev) == modules::Handled::yes) return;
+            }
+        }
         // RFC 6120 §4.9.3.12: anything else before authentication.
         close(StreamError::not_authorized, "authenticate first");
         return;

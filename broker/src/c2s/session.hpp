@@ -60,6 +60,11 @@ public:
     int priority() const noexcept { return _priority; }
     const std::string& peer_address() const noexcept { return _peer; }
     ShardContext& shard() noexcept { return *_ctx; }
+    // The domain the client's stream is for (empty before its header).
+    const std::string& domain() const noexcept { return _domain; }
+    // When the client last sent anything (XEP-0199 server pings use it).
+    std::chrono::steady_clock::time_point last_read() const noexcept { return _last_read; }
+    bool is_secure() const noexcept { return _tls.has_value(); }
     // The last available presence this session sent, stamped, as it is broadcast (empty when
     // unavailable). Kept for presence probes (RFC 6121 §4.3.2).
     const std::string& last_presence() const noexcept { return _last_presence; }
@@ -106,7 +111,6 @@ private:
     void on_element(const xmpp::xml::ElementView& el);
     void send_features();
     void write_stream_header_for_error();
-    bool is_secure() const noexcept { return _tls.has_value(); }
     bool tls_required() const noexcept;
 
     // STARTTLS, RFC 6120 §5.

@@ -94,6 +94,10 @@ void ModuleContext::on_stream_features(FeaturesHandler handler) {
     _host._features_handlers.push_back(std::move(handler));
 }
 
+void ModuleContext::on_preauth_iq(std::string_view ns, std::string_view name, PreauthIqHandler handler) {
+    _host._preauth.push_back({std::string(ns), std::string(name), std::move(handler)});
+}
+
 // ---- ModuleHost ------------------------------------------------------------------------------
 
 void ModuleHost::install(c2s::ShardContext& shard, std::vector<std::unique_ptr<Module>> modules) {
@@ -143,6 +147,16 @@ void ModuleHost::session_event(c2s::C2sSession& session, SessionEvent event) con
 
 void ModuleHost::stream_features(c2s::C2sSession& session, bool authenticated, std::string& out) const {
     for (const auto& h : _features_handlers) h(session, authenticated, out);
+}
+
+Handled ModuleHost::preauth_iq(PreauthIqEvent& ev) const {
+    if (!ev.payload) return Handled::no;
+    const auto ns = ev.dom.ns_of(ev.payload);
+    const auto name = util::StanzaDom::local_name(ev.payload);
+    for (const auto& e : _preauth) {
+        if (e.name == name && e.ns == ns && e.handler(ev) == Handled::yes) return Handled::yes;
+    }
+    return Handled::no;
 }
 
 }  // namespace starling::modules

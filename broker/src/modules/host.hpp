@@ -30,6 +30,7 @@ public:
     Handled undeliverable(router::Envelope& env, c2s::ShardContext& shard) const;
     void session_event(c2s::C2sSession& session, SessionEvent event) const;
     void stream_features(c2s::C2sSession& session, bool authenticated, std::string& out) const;
+    Handled preauth_iq(PreauthIqEvent& ev) const;
 
     // Disco features of the server, sorted and unique (XEP-0030 §3.1).
     const std::vector<std::string>& disco_features() const noexcept { return _features; }
@@ -57,6 +58,12 @@ private:
     std::vector<SessionHandler> _session;
     std::vector<UndeliverableHandler> _undeliverable;
     std::vector<FeaturesHandler> _features_handlers;
+    struct PreauthEntry {
+        std::string ns;
+        std::string name;
+        PreauthIqHandler handler;
+    };
+    std::vector<PreauthEntry> _preauth;
 };
 
 }  // namespace starling::modules

@@ -82,6 +82,18 @@ struct InboundEvent {
     c2s::ShardContext& shard;
 };
 
+// An IQ on a stream that has not authenticated yet (XEP-0077 in-band registration). There is no
+// 'from': answer with session.deliver() (no 'to' on the reply, RFC 6120 §8.1.1.1).
+struct PreauthIqEvent {
+    c2s::C2sSession& session;
+    const xmpp::xml::ElementView& element;
+    util::StanzaDom& dom;
+    pugi::xml_node payload;
+    IqType type;
+    std::string id;           // unescaped
+    std::string_view domain;  // the domain the stream is for
+};
+
 enum class SessionEvent : std::uint8_t {
     bound,        // resource bound on the home shard
     available,    // first available presence (RFC 6121 §4.2: initial presence)
@@ -97,6 +109,7 @@ using SessionHandler = std::function<void(c2s::C2sSession&, SessionEvent)>;
 // kept (offline storage); otherwise the router applies the RFC's default.
 using UndeliverableHandler = std::function<Handled(router::Envelope&, c2s::ShardContext&)>;
 // Extra <stream:features/> children for an authenticated (true) or not yet authenticated stream.
+using PreauthIqHandler = std::function<Handled(PreauthIqEvent&)>;
 using FeaturesHandler = std::function<void(c2s::C2sSession&, bool authenticated, std::string& out)>;
 
 // What a module sees at install time.
@@ -112,6 +125,7 @@ public:
     void on_session(SessionHandler handler);
     void on_undeliverable(UndeliverableHandler handler);
     void on_stream_features(FeaturesHandler handler);
+    void on_preauth_iq(std::string_view ns, std::string_view name, PreauthIqHandler handler);
 
 private:
     ModuleHost& _host;

@@ -4,6 +4,14 @@
 #include "broker/src/modules/module.hpp"
 #include "broker/src/modules/ping/ping_module.hpp"
 #include "broker/src/modules/version/version_module.hpp"
+// --- includes: roster/presence ---
+// --- end includes: roster/presence ---
+// --- includes: offline/blocking ---
+// --- end includes: offline/blocking ---
+// --- includes: carbons/mam ---
+// --- end includes: carbons/mam ---
+// --- includes: register/vcard/ping ---
+// --- end includes: register/vcard/ping ---
 
 namespace starling::modules {
 
@@ -12,6 +20,14 @@ std::vector<std::unique_ptr<Module>> make_modules() {
     m.push_back(std::make_unique<DiscoModule>());
     m.push_back(std::make_unique<PingModule>());
     m.push_back(std::make_unique<VersionModule>());
+    // --- roster/presence ---
+    // --- end roster/presence ---
+    // --- offline/blocking ---
+    // --- end offline/blocking ---
+    // --- carbons/mam ---
+    // --- end carbons/mam ---
+    // --- register/vcard/ping ---
+    // --- end register/vcard/ping ---
     return m;
 }
 

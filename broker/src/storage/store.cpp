@@ -19,6 +19,9 @@ std::string_view to_string(Column c) noexcept {
     case Column::pubsub_items: return "pubsub_items";
     case Column::mam: return "mam";
     case Column::sm: return "sm";
+    case Column::blocking: return "blocking";
+    case Column::vcards: return "vcards";
+    case Column::meta: return "meta";
     case Column::count_: break;
     }
     return "unknown";

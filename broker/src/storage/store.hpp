@@ -26,6 +26,9 @@ enum class Column : std::uint8_t {
     pubsub_items,
     mam,
     sm,
+    blocking,  // XEP-0191 block lists
+    vcards,    // XEP-0054 vCard-temp
+    meta,      // per-account small records (roster version counters, registration...)
     count_,
 };
 
