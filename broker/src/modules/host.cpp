@@ -68,6 +68,12 @@ void ModuleContext::add_disco_feature(std::string_view var) {
     std::sort(f.begin(), f.end());
 }
 
+void ModuleContext::add_account_disco_feature(std::string_view var) {
+    auto& f = _host._account_features;
+    if (std::find(f.begin(), f.end(), var) == f.end()) f.emplace_back(var);
+    std::sort(f.begin(), f.end());
+}
+
 void ModuleContext::on_iq(IqType type, std::string_view ns, std::string_view name, IqHandler handler) {
     _host._iq.push_back({type, std::string(ns), std::string(name), std::move(handler)});
 }

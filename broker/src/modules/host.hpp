@@ -34,6 +34,7 @@ public:
 
     // Disco features of the server, sorted and unique (XEP-0030 §3.1).
     const std::vector<std::string>& disco_features() const noexcept { return _features; }
+    const std::vector<std::string>& account_disco_features() const noexcept { return _account_features; }
     std::size_t module_count() const noexcept { return _modules.size(); }
 
 private:
@@ -52,6 +53,7 @@ private:
 
     std::vector<std::unique_ptr<Module>> _modules;
     std::vector<std::string> _features;
+    std::vector<std::string> _account_features;
     std::vector<IqEntry> _iq;
     std::vector<Prioritised<OutboundHandler>> _outbound[3];
     std::vector<Prioritised<InboundHandler>> _inbound[3];

@@ -119,6 +119,8 @@ public:
 
     c2s::ShardContext& shard() noexcept { return _shard; }
     void add_disco_feature(std::string_view var);
+    // A feature of every account (disco#info to a bare JID), e.g. urn:xmpp:mam:2.
+    void add_account_disco_feature(std::string_view var);
     void on_iq(IqType type, std::string_view ns, std::string_view name, IqHandler handler);
     void on_outbound(router::StanzaKind kind, OutboundHandler handler, int priority = 0);
     void on_inbound(router::StanzaKind kind, InboundHandler handler, int priority = 0);

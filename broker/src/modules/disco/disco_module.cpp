@@ -27,6 +27,9 @@ void DiscoModule::install(ModuleContext& ctx) {
             // XEP-0030 §3.1 and the registry: a registered account.
             w.open("identity").attr("category", "account").attr("type", "registered").close();
             w.open("feature").attr("var", k_ns_info).close();
+            for (const auto& f : shard->modules->account_disco_features()) {
+                if (f != k_ns_info) w.open("feature").attr("var", f).close();
+            }
         } else {
             w.open("identity").attr("category", "server").attr("type", "im").attr("name", "Starling").close();
             for (const auto& f : shard->modules->disco_features()) w.open("feature").attr("var", f).close();
