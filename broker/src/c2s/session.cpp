@@ -594,6 +594,15 @@ void C2sSession::pause_for(std::chrono::milliseconds after) {
 void C2sSession::on_pause_over() {
     _paused = false;
     if (_phase == Phase::closed) return;
+    if (_held) {
+        if (!_ctx->router.route(std::move(*_held))) {
+            _hold_backoff = std::min(_hold_backoff * 2, std::chrono::milliseconds(32));
+            pause_for(_hold_backoff);
+            return;
+        }
+        _held.reset();
+        _ctx->router.flush();
+    }
     if (!_pending_failure.empty()) send_sasl_failure();
     process_input();
     after_turn();

@@ -29,6 +29,10 @@
 #include "xmpp/tls/tls_session.hpp"
 #include "xmpp/xml/tokenizer.hpp"
 
+namespace starling::router {
+struct Envelope;
+}
+
 namespace starling::c2s {
 
 struct ShardContext;
@@ -185,6 +189,11 @@ private:
     std::string _pending_failure;  // SASL condition sent when the failure delay is over
     std::uint32_t _auth_failures = 0;
     std::size_t _discarded = 0;  // bytes dropped while lingering
+
+    // A stanza the recipient's shard could not take yet (its mailbox was full); reading stays
+    // paused until it is handed over.
+    std::unique_ptr<router::Envelope> _held;
+    std::chrono::milliseconds _hold_backoff{1};
 
     // Rate limit: a token bucket refilled at options.stanzas_per_second, burst of the same.
     double _tokens = 0;

@@ -130,9 +130,12 @@ void C2sSession::route(const ElementView& el, int kind, const xmpp::Jid& to, std
     env.id = unescaped(el.id());
     stamp_into(env.bytes, el, _jid->full(), _ns_decls);
     if (!_ctx->router.route(std::move(env))) {
-        // The recipient's shard is flooded: tell the sender, and slow it down.
-        reply_error(el, StanzaError::resource_constraint);
-        pause_for(std::chrono::milliseconds(10));
+        // The recipient's shard is flooded (its mailbox from us is full). Keep the stanza and
+        // stop reading this client until it is taken: back-pressure, never a wait and never a
+        // loss (CONVENTIONS §4). route() leaves `env` intact when it fails.
+        _held = std::make_unique<router::Envelope>(std::move(env));
+        _hold_backoff = std::chrono::milliseconds(1);
+        pause_for(_hold_backoff);
     }
 }
 

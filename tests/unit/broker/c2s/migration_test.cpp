@@ -13,6 +13,7 @@
 #include <future>
 #include <random>
 #include <string>
+#include <thread>
 
 #include <asio/post.hpp>
 
@@ -61,11 +62,12 @@ struct TwoShards {
     storage::AccountStore accounts{*store};
     c2s::C2sOptions options;
     net::ShardSet shards{2};
-    router::Mailboxes<router::Envelope> mailboxes{2, 1024, [this](router::ShardId to) { wake(to); }};
+    router::Mailboxes<router::Envelope> mailboxes;
     PerShard per[2];
     std::unique_ptr<net::Listener> listener;
 
-    TwoShards() {
+    explicit TwoShards(std::size_t mailbox_capacity = 1024)
+        : mailboxes(2, mailbox_capacity, [this](router::ShardId to) { wake(to); }) {
         options.require_tls = false;
         options.allow_plaintext = true;
         options.auth_failure_delay = 0ms;
@@ -92,6 +94,14 @@ struct TwoShards {
             mailboxes.drain(to, [&r](router::Envelope&& env) { r.on_mail(std::move(env)); });
             r.flush();
         });
+    }
+
+    void add_account(const std::string& bare, const std::string& password) {
+        auto creds = xmpp::sasl::derive_credentials(xmpp::sasl::ScramAlgorithm::sha_256, password, "saltsaltsaltsalt", 4096);
+        ASSERT_TRUE(creds);
+        storage::AccountRecord rec;
+        rec.sha256 = {creds->iterations, creds->salt, creds->stored_key, creds->server_key};
+        ASSERT_TRUE(accounts.put(bare, rec));
     }
 
     std::uint16_t listen_on(router::ShardId shard) {
@@ -228,6 +238,72 @@ TEST(Migration, ANewSessionForTheSameFullJidReplacesTheOldOneWithConflict) {
     EXPECT_NE(login(second).find("bob@localhost/same"), std::string::npos);
     EXPECT_NE(first.read_until("</stream:stream>").find("<conflict"), std::string::npos);
     EXPECT_EQ(t.on_shard(home, [&] { return t.per[home].router->session_count(); }), 1u);
+}
+
+// PLAIN login and bind of `user` with `password`; returns the bind answer.
+std::string login(Client& c, const std::string& user, const std::string& password, const std::string& resource) {
+    c.open_stream();
+    c.read_until("</stream:features>");
+    std::string plain = std::string(1, '\0') + user + std::string(1, '\0') + password;
+    c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + xmpp::base64_encode(plain) + "</auth>");
+    c.read_until("<success");
+    c.open_stream();
+    c.read_until("</stream:features>");
+    c.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>" + resource +
+           "</resource></bind></iq><presence/>");
+    return c.read_until("</iq>");
+}
+
+TEST(Backpressure, AFullMailboxHoldsTheSenderAndLosesNothing) {
+    // Rings of 4 messages between the shards: a stalled recipient shard fills one at once.
+    TwoShards t(4);
+    // Two accounts whose home shards differ.
+    std::string sender, receiver;
+    for (int i = 0; sender.empty() || receiver.empty(); ++i) {
+        const std::string name = "u" + std::to_string(i) + "@localhost";
+        const auto home = t.per[0].router->home_of(name);
+        if (home == 0 && sender.empty()) sender = name;
+        if (home == 1 && receiver.empty()) receiver = name;
+    }
+    t.add_account(sender, "pw");
+    t.add_account(receiver, "pw");
+    const auto port = t.listen_on(0);
+    t.options.stanzas_per_second = 100000;
+    t.shards.start();
+
+    Client rx(port), tx(port);
+    const auto rx_local = receiver.substr(0, receiver.find('@'));
+    const auto tx_local = sender.substr(0, sender.find('@'));
+    EXPECT_NE(login(rx, rx_local, "pw", "r").find(receiver + "/r"), std::string::npos);
+    EXPECT_NE(login(tx, tx_local, "pw", "t").find(sender + "/t"), std::string::npos);
+
+    // Stall the receiver's shard while the sender fires 200 messages at it.
+    std::promise<void> release;
+    auto released = release.get_future().share();
+    asio::post(t.shards[1].io(), [released] { released.wait(); });
+    std::string burst;
+    constexpr int k_count = 200;
+    for (int i = 0; i < k_count; ++i) {
+        burst += "<message type='chat' to='" + receiver + "/r'><body>n" + std::to_string(i) + "</body></message>";
+    }
+    tx.send(burst);
+    std::this_thread::sleep_for(300ms);
+    const auto full = t.on_shard(0, [&] { return t.per[0].router->counters().mailbox_full; });
+    release.set_value();
+    EXPECT_GT(full, 0u) << "the ring never filled: the test did not exercise back-pressure";
+
+    // Every message arrives, in order, and the sender got no error.
+    const auto got = rx.read_until("<body>n" + std::to_string(k_count - 1) + "</body>");
+    std::size_t at = 0;
+    for (int i = 0; i < k_count; ++i) {
+        const auto next = got.find("<body>n" + std::to_string(i) + "</body>", at);
+        ASSERT_NE(next, std::string::npos) << "message " << i << " missing or out of order";
+        at = next;
+    }
+    // A note to itself ends the sender's stream of answers: nothing before it may be an error.
+    tx.send("<message to='" + sender + "/t'><body>end</body></message>");
+    const auto answers = tx.read_until("<body>end</body>");
+    EXPECT_EQ(answers.find("type='error'"), std::string::npos) << answers;
 }
 
 }  // namespace
