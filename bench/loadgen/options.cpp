@@ -1,0 +1,153 @@
+#include "bench/loadgen/options.hpp"
+
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+#include <string_view>
+
+namespace starling::loadgen {
+
+namespace {
+
+constexpr const char* k_usage = R"(usage: starling-loadgen SCENARIO [OPTIONS]
+
+Scenarios:
+  connect   open --users sessions at --rate sessions/s, hold them idle for --hold seconds;
+            report the connect rate, failures and (with --server-pid) the server's RSS per session
+  chat      log in --users sessions, then each sends messages to random other sessions for
+            --duration seconds at --rate msgs/s in total (0: as fast as the --window allows);
+            report delivered/s, loss, duplicates and latency percentiles
+
+Options:
+  --host ADDR          server address (default 127.0.0.1)
+  --port N             c2s port (default 5222)
+  --domain NAME        XMPP domain (default localhost)
+  --users N            sessions, accounts PREFIX<first>..PREFIX<first+N-1> (default 100)
+  --first N            number of the first account (default 1)
+  --prefix TEXT        account name prefix (default user)
+  --password TEXT      password of every account (default pass)
+  --resource TEXT      resource to bind (default lg)
+  --sasl MECH          auto, plain, scram-sha-1, scram-sha-256 (default auto: PLAIN if offered)
+  --threads N          worker threads, one io_context each (default 1)
+  --rate R             connect: sessions/s; chat: messages/s in total (default 0: unpaced)
+  --connect-rate R     chat: sessions/s while logging in (default 0: unpaced)
+  --connect-window N   logins in flight per thread when unpaced (default 64)
+  --duration S         chat: seconds of sending (default 10)
+  --hold S             connect: seconds to hold the sessions idle (default 5)
+  --drain S            chat: seconds to wait for messages in flight at the end (default 5)
+  --window W           chat: outstanding messages per session, 0 = unbounded (default 8)
+  --body-bytes N       chat: pad message bodies to at least N bytes (default 0)
+  --no-spread          do not bind sockets to 127.0.0.1-254 (only done when --host is on 127/8)
+  --server-pid PID     sample the server's RSS (and CPU time) from /proc
+  --json FILE          also write the JSON summary to FILE
+  --timeout S          hard bound on the whole run (default 300)
+  --max-loss N         lost + duplicated messages + errors tolerated before exit 1 (default 0)
+  --no-progress        no progress display on stderr
+  -h, --help           this text
+
+Output: progress on stderr (one live line on a terminal, else a line every 5 s), the JSON
+summary on stdout. Exit status: 0 ok; 1 a login failed, loss or errors over --max-loss, or the
+timeout hit; 2 usage.
+)";
+
+template <class T>
+T parse_number(std::string_view flag, std::string_view v) {
+    T out{};
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+    if (v.empty() || ec != std::errc() || end != v.data() + v.size()) {
+        throw UsageError(std::string(flag) + ": not a number: \"" + std::string(v) + "\"");
+    }
+    return out;
+}
+
+double parse_seconds(std::string_view flag, std::string_view v) {
+    // from_chars for double is in libstdc++ 11+.
+    const double d = parse_number<double>(flag, v);
+    if (d < 0) throw UsageError(std::string(flag) + ": must not be negative");
+    return d;
+}
+
+}  // namespace
+
+const char* usage_text() noexcept { return k_usage; }
+
+const char* to_string(Scenario s) noexcept {
+    switch (s) {
+        case Scenario::connect: return "connect";
+        case Scenario::chat: return "chat";
+    }
+    return "?";
+}
+
+const char* to_string(Mechanism m) noexcept {
+    switch (m) {
+        case Mechanism::automatic: return "auto";
+        case Mechanism::plain: return "PLAIN";
+        case Mechanism::scram_sha_1: return "SCRAM-SHA-1";
+        case Mechanism::scram_sha_256: return "SCRAM-SHA-256";
+    }
+    return "?";
+}
+
+bool parse_options(int argc, char** argv, Options& o) {
+    bool have_scenario = false;
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view a = argv[i];
+        if (a == "-h" || a == "--help") {
+            std::fputs(k_usage, stdout);
+            return false;
+        }
+        if (a == "--no-spread") { o.spread_sources = false; continue; }
+        if (a == "--no-progress") { o.progress = false; continue; }
+        if (a.starts_with("--")) {
+            if (i + 1 >= argc) throw UsageError(std::string(a) + " needs a value");
+            const std::string_view v = argv[++i];
+            if (a == "--host") o.host = v;
+            else if (a == "--port") o.port = parse_number<std::uint16_t>(a, v);
+            else if (a == "--domain") o.domain = v;
+            else if (a == "--users") o.users = parse_number<std::uint32_t>(a, v);
+            else if (a == "--first") o.first_user = parse_number<std::uint32_t>(a, v);
+            else if (a == "--prefix") o.prefix = v;
+            else if (a == "--password") o.password = v;
+            else if (a == "--resource") o.resource = v;
+            else if (a == "--sasl") {
+                if (v == "auto") o.mechanism = Mechanism::automatic;
+                else if (v == "plain" || v == "PLAIN") o.mechanism = Mechanism::plain;
+                else if (v == "scram-sha-1" || v == "SCRAM-SHA-1") o.mechanism = Mechanism::scram_sha_1;
+                else if (v == "scram-sha-256" || v == "SCRAM-SHA-256") o.mechanism = Mechanism::scram_sha_256;
+                else throw UsageError("--sasl: one of auto, plain, scram-sha-1, scram-sha-256");
+            }
+            else if (a == "--threads") o.threads = parse_number<unsigned>(a, v);
+            else if (a == "--rate") o.rate = parse_seconds(a, v);
+            else if (a == "--connect-rate") o.connect_rate = parse_seconds(a, v);
+            else if (a == "--connect-window") o.connect_window = parse_number<std::uint32_t>(a, v);
+            else if (a == "--duration") o.duration_s = parse_seconds(a, v);
+            else if (a == "--hold") o.hold_s = parse_seconds(a, v);
+            else if (a == "--drain") o.drain_s = parse_seconds(a, v);
+            else if (a == "--window") o.window = parse_number<std::uint32_t>(a, v);
+            else if (a == "--body-bytes") o.body_bytes = parse_number<std::uint32_t>(a, v);
+            else if (a == "--server-pid") o.server_pid = parse_number<long>(a, v);
+            else if (a == "--json") o.json_file = v;
+            else if (a == "--timeout") o.timeout_s = parse_seconds(a, v);
+            else if (a == "--max-loss") o.max_loss = parse_number<std::uint64_t>(a, v);
+            else throw UsageError("unknown option " + std::string(a));
+            continue;
+        }
+        if (have_scenario) throw UsageError("one scenario only (got \"" + std::string(a) + "\")");
+        if (a == "connect") o.scenario = Scenario::connect;
+        else if (a == "chat") o.scenario = Scenario::chat;
+        else throw UsageError("unknown scenario \"" + std::string(a) + "\" (connect, chat)");
+        have_scenario = true;
+    }
+    if (!have_scenario) throw UsageError("a scenario is required (connect, chat)");
+    if (o.users == 0) throw UsageError("--users must be at least 1");
+    if (o.scenario == Scenario::chat && o.users < 2) throw UsageError("chat needs at least 2 --users");
+    if (o.threads == 0 || o.threads > 256) throw UsageError("--threads must be 1..256");
+    if (o.connect_window == 0) throw UsageError("--connect-window must be at least 1");
+    if (o.scenario == Scenario::chat && o.rate == 0 && o.window == 0) {
+        throw UsageError("chat with --rate 0 needs a --window (unpaced and unbounded would only fill buffers)");
+    }
+    return true;
+}
+
+}  // namespace starling::loadgen

@@ -1,0 +1,54 @@
+// Command line of starling-loadgen. Parsing throws UsageError (start-up only); main prints it
+// and exits 2.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace starling::loadgen {
+
+enum class Scenario : std::uint8_t { connect, chat };
+// SASL mechanism to use. `automatic` picks PLAIN when offered (cheapest for the generator),
+// then SCRAM-SHA-256, then SCRAM-SHA-1.
+enum class Mechanism : std::uint8_t { automatic, plain, scram_sha_1, scram_sha_256 };
+
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+struct Options {
+    Scenario scenario = Scenario::connect;
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 5222;
+    std::string domain = "localhost";
+    std::uint32_t users = 100;
+    std::uint32_t first_user = 1;     // accounts first_user .. first_user + users - 1
+    std::string prefix = "user";
+    std::string password = "pass";
+    std::string resource = "lg";
+    Mechanism mechanism = Mechanism::automatic;
+    unsigned threads = 1;
+    double rate = 0;                  // connect: sessions/s; chat: messages/s; 0 = unpaced
+    double connect_rate = 0;          // chat: sessions/s while logging in; 0 = unpaced
+    std::uint32_t connect_window = 64;  // logins in flight per thread when unpaced
+    double duration_s = 10;           // chat: how long to send
+    double hold_s = 5;                // connect: how long to hold the sessions idle
+    double drain_s = 5;               // chat: wait this long at most for messages in flight
+    std::uint32_t window = 8;         // chat: outstanding messages per session (0 = unbounded)
+    std::uint32_t body_bytes = 0;     // chat: pad bodies to at least this many bytes
+    bool spread_sources = true;       // bind to 127.0.0.1-254 when the host is on 127/8
+    long server_pid = 0;
+    std::string json_file;
+    double timeout_s = 300;           // the whole run, hard bound
+    std::uint64_t max_loss = 0;       // lost + duplicated + errors tolerated before exit 1
+    bool progress = true;
+};
+
+// Throws UsageError. Returns false when --help was asked (usage already printed).
+bool parse_options(int argc, char** argv, Options& out);
+const char* usage_text() noexcept;
+const char* to_string(Scenario s) noexcept;
+const char* to_string(Mechanism m) noexcept;
+
+}  // namespace starling::loadgen

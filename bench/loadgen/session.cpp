@@ -1,0 +1,454 @@
+#include "bench/loadgen/session.hpp"
+
+#include <charconv>
+#include <cstring>
+
+#include "bench/loadgen/worker.hpp"
+#include "xmpp/base64.hpp"
+
+namespace starling::loadgen {
+
+namespace {
+
+using xmpp::xml::ElementView;
+using xmpp::xml::EventKind;
+
+constexpr std::size_t k_read_chunk = 4096;
+constexpr std::string_view k_ns_sasl = "urn:ietf:params:xml:ns:xmpp-sasl";
+constexpr std::string_view k_body_tag = "<body>";
+constexpr std::string_view k_body_magic = "lg ";
+
+xmpp::xml::Limits generator_limits() {
+    xmpp::xml::Limits l;
+    l.max_stanza_bytes = 128 * 1024;
+    l.max_depth = 16;
+    l.max_attributes = 16;
+    return l;
+}
+
+// Text between the start tag and the end tag of a simple element (SASL payloads).
+std::string_view inner_text(const ElementView& el) {
+    if (el.is_empty_element()) return {};
+    std::string_view b = el.bytes();
+    b.remove_prefix(el.start_tag().size());
+    const auto end = b.rfind("</");
+    return end == std::string_view::npos ? std::string_view{} : b.substr(0, end);
+}
+
+void append_number(std::string& out, std::uint64_t v) {
+    char buf[24];
+    auto r = std::to_chars(buf, buf + sizeof buf, v);
+    out.append(buf, r.ptr);
+}
+
+bool parse_u64(std::string_view& s, std::uint64_t& v) {
+    auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (r.ec != std::errc()) return false;
+    s.remove_prefix(static_cast<std::size_t>(r.ptr - s.data()));
+    if (!s.empty() && s.front() == ' ') s.remove_prefix(1);
+    return true;
+}
+
+}  // namespace
+
+Session::Session(Worker& worker, std::uint32_t index)
+    : _worker(worker), _index(index), _transport(worker.io()) {}
+
+void Session::start() {
+    _state = State::connecting;
+    _started = std::chrono::steady_clock::now();
+    _tok = std::make_unique<xmpp::xml::Tokenizer>(generator_limits());
+    const auto& sources = _worker.run().sources;
+    const asio::ip::address source = sources.empty() ? asio::ip::address{} : sources[_index % sources.size()];
+    _transport.async_connect(_worker.run().server, source,
+                             [this](const asio::error_code& ec) { on_connected(ec); });
+}
+
+void Session::on_connected(const asio::error_code& ec) {
+    if (ec) {
+        fail("connect: " + ec.message());
+        return;
+    }
+    _transport.set_nodelay();
+    _state = State::header;
+    send_header();
+    read();
+}
+
+void Session::send_header() {
+    std::string h = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+                    "xmlns:stream='http://etherx.jabber.org/streams' version='1.0' to='";
+    h += _worker.opt().domain;
+    h += "'>";
+    queue(h);
+}
+
+void Session::read() {
+    if (_reading || _state == State::failed || _state == State::closed) return;
+    _reading = true;
+    auto buf = _tok->prepare(k_read_chunk);
+    _transport.async_read_some(asio::buffer(buf.data(), buf.size()),
+                               [this](const asio::error_code& ec, std::size_t n) { on_read(ec, n); });
+}
+
+void Session::on_read(const asio::error_code& ec, std::size_t n) {
+    _reading = false;
+    if (_state == State::failed || _state == State::closed) return;
+    if (ec) {
+        fail(ec == asio::error::eof ? std::string("server closed the connection") : "read: " + ec.message());
+        return;
+    }
+    _tok->commit(n);
+    for (;;) {
+        const auto ev = _tok->next();
+        switch (ev.kind()) {
+            case EventKind::need_more:
+                read();
+                return;
+            case EventKind::stream_open:
+                if (_state == State::header) {
+                    _state = State::features;
+                } else if (_state == State::header2) {
+                    _state = State::features2;
+                } else {
+                    fail("unexpected stream header");
+                    return;
+                }
+                break;
+            case EventKind::stanza:
+                if (!on_element(ev.element())) return;
+                break;
+            case EventKind::stream_close:
+                fail("server closed the stream");
+                return;
+            case EventKind::error: {
+                std::string why = "xml: ";
+                why += ev.error().detail;
+                fail(why);
+                return;
+            }
+        }
+    }
+}
+
+bool Session::on_element(const ElementView& el) {
+    const auto name = el.local_name();
+    if (_state == State::online) {
+        // The hot path: bodies are found by a search in the bytes, nothing is parsed.
+        if (name == "message") {
+            on_message(el);
+        } else if (name == "iq") {
+            on_iq(el);
+        } else if (el.qualified_name() == "stream:error") {
+            fail("stream error: " + std::string(el.bytes().substr(0, 200)));
+            return false;
+        } else {
+            _worker.counters.other_stanzas.add();
+        }
+        return true;
+    }
+    if (el.qualified_name() == "stream:error") {
+        fail("stream error: " + std::string(el.bytes().substr(0, 200)));
+        return false;
+    }
+    switch (_state) {
+        case State::features:
+            if (name != "features") break;
+            return on_features(el.bytes());
+        case State::sasl:
+            return on_sasl(el);
+        case State::features2:
+            if (name != "features") break;
+            return on_features2(el.bytes());
+        case State::binding:
+            if (name != "iq") break;
+            if (!el.id().equals("bind1")) return true;
+            if (!el.type().equals("result")) {
+                fail("bind refused: " + std::string(el.bytes().substr(0, 200)));
+                return false;
+            }
+            if (_session_required) {
+                _state = State::session;
+                queue("<iq type='set' id='sess1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>");
+                return true;
+            }
+            go_online();
+            return true;
+        case State::session:
+            if (name != "iq" || !el.id().equals("sess1")) return true;
+            if (!el.type().equals("result")) {
+                fail("session refused");
+                return false;
+            }
+            go_online();
+            return true;
+        default:
+            break;
+    }
+    // Anything else during negotiation (a stray presence, an unknown feature): ignore.
+    return true;
+}
+
+bool Session::on_features(std::string_view bytes) {
+    _state = State::sasl;
+    return start_sasl(bytes);
+}
+
+bool Session::start_sasl(std::string_view features) {
+    const bool has_plain = features.find(">PLAIN<") != std::string_view::npos;
+    const bool has_256 = features.find(">SCRAM-SHA-256<") != std::string_view::npos;
+    const bool has_1 = features.find(">SCRAM-SHA-1<") != std::string_view::npos;
+    Mechanism m = _worker.opt().mechanism;
+    if (m == Mechanism::automatic) {
+        m = has_plain ? Mechanism::plain
+            : has_256 ? Mechanism::scram_sha_256
+            : has_1   ? Mechanism::scram_sha_1
+                      : Mechanism::automatic;
+    }
+    const bool offered = (m == Mechanism::plain && has_plain) || (m == Mechanism::scram_sha_256 && has_256) ||
+                         (m == Mechanism::scram_sha_1 && has_1);
+    if (!offered) {
+        fail(features.find("starttls") != std::string_view::npos && !has_plain && !has_1 && !has_256
+                 ? "server requires STARTTLS (not implemented yet)"
+                 : std::string("mechanism not offered: ") + to_string(_worker.opt().mechanism));
+        return false;
+    }
+    const auto& o = _worker.opt();
+    std::string user = o.prefix;
+    append_number(user, o.first_user + _index);
+    std::string out = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='";
+    out += to_string(m);
+    out += "'>";
+    if (m == Mechanism::plain) {
+        std::string raw;
+        raw += '\0';
+        raw += user;
+        raw += '\0';
+        raw += o.password;
+        xmpp::base64_encode_append(raw, out);
+    } else {
+        const auto alg =
+            m == Mechanism::scram_sha_1 ? xmpp::sasl::ScramAlgorithm::sha_1 : xmpp::sasl::ScramAlgorithm::sha_256;
+        _scram = std::make_unique<xmpp::sasl::ScramClient>(alg);
+        // The nonce only has to be unique per exchange here: this is a load generator.
+        std::string nonce = "lg";
+        append_number(nonce, now_ns());
+        append_number(nonce, _index);
+        auto first = _scram->client_first(user, o.password, nonce);
+        if (!first) {
+            fail("scram: " + std::string(xmpp::sasl::to_string(first.error())));
+            return false;
+        }
+        xmpp::base64_encode_append(*first, out);
+    }
+    out += "</auth>";
+    queue(out);
+    return true;
+}
+
+bool Session::on_sasl(const ElementView& el) {
+    const auto name = el.local_name();
+    if (!el.ns().equals(k_ns_sasl)) return true;
+    if (name == "failure") {
+        fail("sasl failure: " + std::string(el.bytes().substr(0, 200)));
+        return false;
+    }
+    if (name == "challenge") {
+        if (!_scram) {
+            fail("sasl: unexpected challenge");
+            return false;
+        }
+        auto decoded = xmpp::base64_decode(inner_text(el));
+        if (!decoded) {
+            fail("sasl: bad base64 in challenge");
+            return false;
+        }
+        auto final_msg = _scram->receive_server_first(*decoded);
+        if (!final_msg) {
+            fail("scram: " + std::string(xmpp::sasl::to_string(final_msg.error())));
+            return false;
+        }
+        std::string out = "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>";
+        xmpp::base64_encode_append(*final_msg, out);
+        out += "</response>";
+        queue(out);
+        return true;
+    }
+    if (name == "success") {
+        if (_scram) {
+            auto decoded = xmpp::base64_decode(inner_text(el));
+            if (!decoded || !_scram->receive_server_final(*decoded)) {
+                fail("scram: server signature did not verify");
+                return false;
+            }
+            _scram.reset();
+        }
+        // RFC 6120 §6.4.6: a new stream over the same connection.
+        _tok->restart();
+        _state = State::header2;
+        send_header();
+        return true;
+    }
+    return true;
+}
+
+bool Session::on_features2(std::string_view bytes) {
+    if (bytes.find("urn:ietf:params:xml:ns:xmpp-bind") == std::string_view::npos) {
+        fail("no resource binding offered");
+        return false;
+    }
+    // RFC 3921 session establishment, only when the server does not mark it optional.
+    const auto sess = bytes.find("urn:ietf:params:xml:ns:xmpp-session");
+    _session_required = sess != std::string_view::npos && bytes.find("<optional/>", sess) == std::string_view::npos;
+    std::string out = "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>";
+    out += _worker.opt().resource;
+    out += "</resource></bind></iq>";
+    queue(out);
+    _state = State::binding;
+    return true;
+}
+
+void Session::go_online() {
+    queue("<presence/>");
+    _state = State::online;
+    const auto latency = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - _started);
+    _worker.on_login_done(*this, true, {}, static_cast<std::uint64_t>(latency.count()));
+}
+
+void Session::on_message(const ElementView& el) {
+    if (el.type().equals("error")) {
+        _worker.counters.errors_received.add();
+        _worker.on_bounce(el.bytes());
+        return;
+    }
+    const std::string_view b = el.bytes();
+    const auto at = b.find(k_body_tag);
+    if (at == std::string_view::npos) {
+        _worker.counters.other_stanzas.add();  // chat states, receipts, server notices
+        return;
+    }
+    std::string_view body = b.substr(at + k_body_tag.size());
+    if (!body.starts_with(k_body_magic)) {
+        _worker.counters.other_stanzas.add();
+        return;
+    }
+    body.remove_prefix(k_body_magic.size());
+    std::uint64_t sender = 0, seq = 0, sent_at = 0, target = 0;
+    if (!parse_u64(body, sender) || !parse_u64(body, seq) || !parse_u64(body, sent_at) ||
+        !parse_u64(body, target) || sender >= _worker.run().sessions.size()) {
+        _worker.counters.other_stanzas.add();
+        return;
+    }
+    if (target != _index) {
+        // Delivered to the wrong session: counted, and not taken as a delivery.
+        _worker.counters.misrouted.add();
+        return;
+    }
+    _worker.on_chat_message(static_cast<std::uint32_t>(sender), seq, sent_at, now_ns());
+}
+
+void Session::on_iq(const ElementView& el) {
+    // Answer get/set (a server ping, a disco query) so the server does not time us out; a
+    // result satisfies a ping and is harmless elsewhere.
+    if (el.type().equals("get") || el.type().equals("set")) {
+        std::string out = "<iq type='result' id='";
+        out += el.id().raw();
+        out += '\'';
+        if (el.from().present()) {
+            out += " to='";
+            out += el.from().raw();
+            out += '\'';
+        }
+        out += "/>";
+        queue(out);
+    }
+    _worker.counters.other_stanzas.add();
+}
+
+void Session::pump() noexcept {
+    // Paced mode (--rate) sends from Worker::rate_tick only.
+    if (_state != State::online || !_worker.sending() || _worker.opt().rate > 0) return;
+    const std::uint32_t window = _worker.opt().window;
+    const std::uint64_t now = now_ns();
+    while (_worker.sending() && _inflight.load(std::memory_order_relaxed) < window) send_one(now);
+}
+
+std::uint64_t Session::now_ns_for_send() noexcept { return now_ns(); }
+
+void Session::send_one(std::uint64_t now) noexcept {
+    const std::uint32_t target = _worker.random_target(_index);
+    const auto& o = _worker.opt();
+    _out += "<message type='chat' to='";
+    _out += o.prefix;
+    append_number(_out, o.first_user + target);
+    _out += _worker.run().jid_suffix;
+    _out += "'><body>lg ";
+    append_number(_out, _index);
+    _out += ' ';
+    append_number(_out, _next_seq++);
+    _out += ' ';
+    append_number(_out, now);
+    _out += ' ';
+    append_number(_out, target);
+    if (!_worker.run().body_padding.empty()) {
+        _out += ' ';
+        _out += _worker.run().body_padding;
+    }
+    _out += "</body></message>";
+    _inflight.fetch_add(1, std::memory_order_relaxed);
+    _worker.counters.sent.add();
+    _worker.mark_dirty(*this);
+}
+
+void Session::on_delivered() noexcept {
+    const std::uint32_t before = _inflight.fetch_sub(1, std::memory_order_relaxed);
+    if (before == _worker.opt().window && _worker.opt().rate == 0) {
+        // The window was full: wake the sender on its own thread.
+        _worker.wake(*this);
+    }
+}
+
+void Session::queue(std::string_view bytes) {
+    _out += bytes;
+    _worker.mark_dirty(*this);
+}
+
+void Session::flush() noexcept {
+    _dirty = false;
+    if (_write_busy || _out.empty() || _state == State::failed || _state == State::closed) return;
+    _writing.swap(_out);
+    _out.clear();
+    _write_busy = true;
+    _transport.async_write(asio::buffer(_writing), [this](const asio::error_code& ec, std::size_t) { on_written(ec); });
+}
+
+void Session::on_written(const asio::error_code& ec) {
+    _write_busy = false;
+    _writing.clear();
+    if (_state == State::failed || _state == State::closed) return;
+    if (ec) {
+        fail("write: " + ec.message());
+        return;
+    }
+    if (!_out.empty()) flush();
+}
+
+void Session::fail(std::string_view reason) {
+    const bool was_online = _state == State::online;
+    if (_state == State::failed || _state == State::closed) return;
+    _state = State::failed;
+    _transport.close();
+    if (was_online) {
+        _worker.on_session_error(*this, reason);
+    } else {
+        _worker.on_login_done(*this, false, reason, 0);
+    }
+}
+
+void Session::close() noexcept {
+    if (_state == State::closed) return;
+    _state = State::closed;
+    _transport.close();
+}
+
+}  // namespace starling::loadgen
