@@ -30,6 +30,16 @@ struct C2sOptions {
     std::uint32_t stanzas_per_second = 200;   // per session, with a burst of the same
     std::uint32_t max_resources_per_user = 16;
     std::uint32_t max_connections_per_ip = 64;  // per shard
+    // Modules (issue 4): register/, vcard/, ping/.
+    bool registration_open = false;                     // XEP-0077 before authentication
+    std::uint32_t registrations_per_ip_per_minute = 5;  // per shard; 0: no limit
+    bool inband_password_change = true;                 // XEP-0077 §3.3
+    bool inband_cancel = true;                          // XEP-0077 §3.2
+    std::size_t vcard_max_bytes = 64 * 1024;            // XEP-0054, serialized
+    std::uint32_t offline_max_messages = 1000;          // XEP-0160, per user
+    std::uint32_t blocklist_max_items = 1000;           // XEP-0191, per user
+    std::chrono::milliseconds server_ping_idle{60'000};    // XEP-0199 §4.1; 0: no server pings
+    std::chrono::milliseconds server_ping_timeout{30'000};
     std::string version = "0.1.0";  // answered to XEP-0092 queries
     std::string server_secret;  // derives decoy SCRAM salts for unknown users (RFC 5802 §9)
 

@@ -87,9 +87,26 @@ std::size_t next_slot_id() noexcept {
     return next.fetch_add(1, std::memory_order_relaxed);
 }
 
+// The session stops being a destination as soon as its stream is ending, not when the socket
+// finally closes: a stanza routed in between would reach a session that can no longer write it,
+// and be lost instead of going to another resource or to offline storage.
+void C2sSession::leave_directory() {
+    if (!_jid || _left_directory) return;
+    _left_directory = true;
+    _ctx->router.remove(this);
+    if (_ctx->modules == nullptr) return;
+    // RFC 6121 §4.5.2: a session that ends while available goes unavailable first.
+    if (_available) {
+        _available = false;
+        _last_presence.clear();
+        _ctx->modules->session_event(*this, modules::SessionEvent::unavailable);
+    }
+    _ctx->modules->session_event(*this, modules::SessionEvent::closed);
+}
+
 void C2sSession::teardown() {
     if (_phase == Phase::closed) return;
-    const bool was_bound = _phase == Phase::bound || _phase == Phase::closing || _phase == Phase::lingering;
+    leave_directory();
     _phase = Phase::closed;
     if (_deadline) _deadline->cancel();
     if (_pause) _pause->cancel();
@@ -97,18 +114,6 @@ void C2sSession::teardown() {
         asio::error_code ignored;
         _socket->shutdown(asio::socket_base::shutdown_both, ignored);
         _socket->close(ignored);
-    }
-    if (was_bound && _jid) {
-        _ctx->router.remove(this);
-        if (_ctx->modules != nullptr) {
-            // RFC 6121 §4.5.2: a session that ends while available goes unavailable first.
-            if (_available) {
-                _available = false;
-                _last_presence.clear();
-                _ctx->modules->session_event(*this, modules::SessionEvent::unavailable);
-            }
-            _ctx->modules->session_event(*this, modules::SessionEvent::closed);
-        }
     }
     auto ip = _ctx->per_ip.find(_peer);
     if (ip != _ctx->per_ip.end() && --ip->second == 0) _ctx->per_ip.erase(ip);
@@ -233,6 +238,7 @@ void C2sSession::process_input() {
                 // RFC 6120 §4.4: answer with our own closing tag, then close.
                 if (!_header_sent) write_stream_header_for_error();
                 xmpp::xml::write_stream_close(_out);
+                leave_directory();
                 _close_after_write = true;
                 _phase = Phase::closing;
                 schedule_flush();
@@ -532,7 +538,7 @@ void C2sSession::close(StreamError condition, std::string_view text) {
     xmpp::xml::write_stream_error(_out, condition, text);
     ++_ctx->counters.stream_errors[static_cast<std::size_t>(condition)];
     STARLING_LOG(debug, "c2s {}: closing with {}", _jid ? _jid->full() : _peer, xmpp::to_string(condition));
-    if (_phase == Phase::bound && _jid) _ctx->router.remove(this);
+    leave_directory();
     _phase = Phase::closing;
     _close_after_write = true;
     _starttls_pending = false;

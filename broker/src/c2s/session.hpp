@@ -151,6 +151,7 @@ private:
     void schedule_flush();
     void flush();
     void on_written(const asio::error_code& ec, std::size_t n);
+    void leave_directory();
     void linger();
     void discard_input();
     void teardown();
@@ -210,6 +211,7 @@ private:
     bool _starttls_pending = false;  // <proceed/> queued: TLS starts once it is written
     bool _close_after_write = false; // the stream is over: close once the batch is out
     bool _handoff_pending = false;   // hand_off() is posted
+    bool _left_directory = false;    // removed from the router, unavailable/closed announced
     bool _available = false;
     int _priority = 0;
     std::string _last_presence;

@@ -23,6 +23,7 @@ class TlsServerContext;
 }
 namespace starling::storage {
 class AccountStore;
+class Store;
 }
 namespace starling::util {
 class Random;
@@ -62,6 +63,7 @@ struct ShardContext {
     router::ShardRouter& router;
     util::Random& random;
     const modules::ModuleHost* modules = nullptr;  // null: no modules (unit tests)
+    storage::Store* store = nullptr;               // for modules' column families (thread-safe)
     C2sCounters counters{};
     // Every session on this shard (bound or not). The table owns them: a session is destroyed
     // when it leaves the table and no handler holds it any more.

@@ -57,12 +57,21 @@ void for_each_option(C& c, V&& v) {
     v("c2s", "max_stanza_bytes", c.c2s.max_stanza_bytes, bounds::max_stanza_bytes);
     v("c2s", "max_depth", c.c2s.max_depth, bounds::max_depth);
     v("c2s", "max_attributes", c.c2s.max_attributes, bounds::max_attributes);
+    v("c2s", "ping_idle_ms", c.c2s.ping_idle_ms, bounds::ping_idle_ms);
+    v("c2s", "ping_timeout_ms", c.c2s.ping_timeout_ms, bounds::ping_timeout_ms);
 
     v("metrics", "bind_address", c.metrics.bind_address, Text::ip);
     v("metrics", "port", c.metrics.port, bounds::port);
 
     v("accounts", "scram_iterations", c.accounts.scram_iterations, bounds::scram_iterations);
     v("accounts", "registration", c.accounts.registration);
+    v("accounts", "registrations_per_ip_per_minute", c.accounts.registrations_per_ip_per_minute,
+      bounds::registrations_per_ip_per_minute);
+    v("accounts", "password_change", c.accounts.password_change);
+    v("accounts", "cancel", c.accounts.cancel);
+    v("accounts", "vcard_max_bytes", c.accounts.vcard_max_bytes, bounds::vcard_max_bytes);
+    v("accounts", "offline_max_messages", c.accounts.offline_max_messages, bounds::offline_max_messages);
+    v("accounts", "blocklist_max_items", c.accounts.blocklist_max_items, bounds::blocklist_max_items);
 
     v("admin", "socket", c.admin.socket, Text::any);
     v("storage", "path", c.storage.path, Text::any);

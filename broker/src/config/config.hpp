@@ -40,6 +40,12 @@ inline constexpr Range max_depth{4, 1024};
 // A stream header alone carries about 7 attributes (RFC 6120 §4.7).
 inline constexpr Range max_attributes{8, 4096};
 inline constexpr Range scram_iterations{4096, 1'000'000};
+inline constexpr Range ping_idle_ms{0, 86'400'000};  // 0: no server pings
+inline constexpr Range ping_timeout_ms{100, 3'600'000};
+inline constexpr Range registrations_per_ip_per_minute{0, 1'000'000};  // 0: no limit
+inline constexpr Range vcard_max_bytes{1'024, 16u << 20};
+inline constexpr Range offline_max_messages{1, 1'000'000};
+inline constexpr Range blocklist_max_items{1, 1'000'000};
 }  // namespace bounds
 
 enum class LogLevel : std::uint8_t { trace, debug, info, warn, error };
@@ -81,6 +87,8 @@ struct C2sConfig {
     std::uint64_t max_stanza_bytes = 262'144;
     std::uint32_t max_depth = 32;
     std::uint32_t max_attributes = 64;
+    std::uint32_t ping_idle_ms = 60'000;     // XEP-0199 §4.1: ping a client silent this long; 0: never
+    std::uint32_t ping_timeout_ms = 30'000;  // then close its stream if nothing arrives in this time
 
     friend bool operator==(const C2sConfig&, const C2sConfig&) = default;
 };
@@ -112,6 +120,12 @@ struct MetricsConfig {
 struct AccountsConfig {
     std::uint32_t scram_iterations = 4096;  // for new and changed passwords
     Registration registration = Registration::closed;
+    std::uint32_t registrations_per_ip_per_minute = 5;  // per shard; 0: no limit
+    bool password_change = true;  // XEP-0077 §3.3 for authenticated users
+    bool cancel = true;           // XEP-0077 §3.2 for authenticated users
+    std::uint64_t vcard_max_bytes = 65'536;
+    std::uint32_t offline_max_messages = 1000;  // XEP-0160: kept per user while offline
+    std::uint32_t blocklist_max_items = 1000;   // XEP-0191: JIDs one user may block
 
     friend bool operator==(const AccountsConfig&, const AccountsConfig&) = default;
 };

@@ -7,10 +7,14 @@
 // --- includes: roster/presence ---
 // --- end includes: roster/presence ---
 // --- includes: offline/blocking ---
+#include "broker/src/modules/blocking/blocking_module.hpp"
+#include "broker/src/modules/offline/offline_module.hpp"
 // --- end includes: offline/blocking ---
 // --- includes: carbons/mam ---
 // --- end includes: carbons/mam ---
 // --- includes: register/vcard/ping ---
+#include "broker/src/modules/register/register_module.hpp"
+#include "broker/src/modules/vcard/vcard_module.hpp"
 // --- end includes: register/vcard/ping ---
 
 namespace starling::modules {
@@ -23,10 +27,14 @@ std::vector<std::unique_ptr<Module>> make_modules() {
     // --- roster/presence ---
     // --- end roster/presence ---
     // --- offline/blocking ---
+    m.push_back(std::make_unique<BlockingModule>());
+    m.push_back(std::make_unique<OfflineModule>());
     // --- end offline/blocking ---
     // --- carbons/mam ---
     // --- end carbons/mam ---
     // --- register/vcard/ping ---
+    m.push_back(std::make_unique<RegisterModule>());
+    m.push_back(std::make_unique<VcardModule>());
     // --- end register/vcard/ping ---
     return m;
 }

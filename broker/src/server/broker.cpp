@@ -53,6 +53,15 @@ c2s::C2sOptions make_options(const config::BrokerConfig& cfg, std::string secret
     o.stanzas_per_second = cfg.c2s.stanzas_per_second;
     o.max_resources_per_user = cfg.c2s.max_resources_per_user;
     o.max_connections_per_ip = cfg.c2s.max_connections_per_ip;
+    o.registration_open = cfg.accounts.registration == config::Registration::open;
+    o.registrations_per_ip_per_minute = cfg.accounts.registrations_per_ip_per_minute;
+    o.inband_password_change = cfg.accounts.password_change;
+    o.inband_cancel = cfg.accounts.cancel;
+    o.vcard_max_bytes = cfg.accounts.vcard_max_bytes;
+    o.offline_max_messages = cfg.accounts.offline_max_messages;
+    o.blocklist_max_items = cfg.accounts.blocklist_max_items;
+    o.server_ping_idle = std::chrono::milliseconds(cfg.c2s.ping_idle_ms);
+    o.server_ping_timeout = std::chrono::milliseconds(cfg.c2s.ping_timeout_ms);
     o.server_secret = std::move(secret);
     return o;
 }
@@ -153,6 +162,7 @@ struct Broker::Impl {
         st->ctx.reset(new c2s::ShardContext{id, shard.io(), options, tls.get(), *accounts, *st->router,
                                             st->random});
         st->ctx->modules = &st->modules;
+        st->ctx->store = store.get();
         st->modules.install_default(*st->ctx);
         st->router->set_modules(&st->modules, st->ctx.get());
         const auto address = asio::ip::make_address(cfg.c2s.bind_address);

@@ -366,7 +366,13 @@ INSTANTIATE_TEST_SUITE_P(
                       Bound{"c2s", "max_depth", bounds::max_depth},
                       Bound{"c2s", "max_attributes", bounds::max_attributes},
                       Bound{"metrics", "port", bounds::port},
-                      Bound{"accounts", "scram_iterations", bounds::scram_iterations}),
+                      Bound{"accounts", "scram_iterations", bounds::scram_iterations},
+                      Bound{"c2s", "ping_idle_ms", bounds::ping_idle_ms},
+                      Bound{"c2s", "ping_timeout_ms", bounds::ping_timeout_ms},
+                      Bound{"accounts", "registrations_per_ip_per_minute", bounds::registrations_per_ip_per_minute},
+                      Bound{"accounts", "vcard_max_bytes", bounds::vcard_max_bytes},
+                      Bound{"accounts", "offline_max_messages", bounds::offline_max_messages},
+                      Bound{"accounts", "blocklist_max_items", bounds::blocklist_max_items}),
     [](const auto& p) { return std::string(p.param.table) + "_" + p.param.name; });
 
 TEST(NumericBounds, CoverEveryIntegerOption) {
@@ -381,7 +387,7 @@ TEST(NumericBounds, CoverEveryIntegerOption) {
             if (e.message() == "must be an integer (got a string)") ++numeric;
         }
     }
-    EXPECT_EQ(numeric, 16u);
+    EXPECT_EQ(numeric, 22u);
 }
 
 // --- files on disk ---

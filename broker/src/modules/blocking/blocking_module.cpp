@@ -1,0 +1,279 @@
+#include "broker/src/modules/blocking/blocking_module.hpp"
+
+#include <vector>
+
+#include "broker/src/c2s/options.hpp"
+#include "broker/src/c2s/session.hpp"
+#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/modules/offline/store_access.hpp"
+#include "broker/src/util/dom.hpp"
+#include "broker/src/util/log.hpp"
+#include "xmpp/xml/raw_text.hpp"
+#include "xmpp/xml/writer.hpp"
+
+namespace starling::modules {
+
+namespace {
+
+constexpr std::string_view k_ns = "urn:xmpp:blocking";
+constexpr std::string_view k_ns_errors = "urn:xmpp:blocking:errors";
+
+// Which of a user's sessions asked for the block list: XEP-0191 §3.3-§3.5 push only to those.
+struct BlockingSession {
+    bool requested = false;
+};
+
+std::string_view bare_of(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
+
+enum class ItemsError : std::uint8_t { none, malformed };
+
+// The <item jid='...'/> children of a <block/> or <unblock/>, normalised (RFC 7622).
+ItemsError read_items(const IqEvent& ev, std::vector<std::string>& out) {
+    for (auto c = ev.payload.first_child(); c; c = c.next_sibling()) {
+        if (c.type() != pugi::node_element || util::StanzaDom::local_name(c) != "item" || ev.dom.ns_of(c) != k_ns) {
+            continue;
+        }
+        auto jid = xmpp::Jid::parse(c.attribute("jid").value());
+        if (!jid) return ItemsError::malformed;
+        out.push_back(jid.value().full());
+    }
+    return ItemsError::none;
+}
+
+void write_items(std::string& out, std::string_view element, const std::vector<std::string>& items) {
+    xmpp::xml::Writer w(out);
+    w.open(element).attr("xmlns", k_ns);
+    for (const auto& i : items) w.open("item").attr("jid", i).close();
+    w.close();
+}
+
+}  // namespace
+
+void BlockingModule::install(ModuleContext& ctx) {
+    _shard = &ctx.shard();
+    _db = std::make_unique<blocking::BlockStore>(store_of(ctx.shard()));
+    ctx.add_disco_feature(k_ns);  // XEP-0191 §3.1
+    ctx.on_iq(IqType::get, k_ns, "blocklist", [this](IqEvent& ev) { return on_get(ev); });
+    ctx.on_iq(IqType::set, k_ns, "block", [this](IqEvent& ev) { return on_block(ev); });
+    ctx.on_iq(IqType::set, k_ns, "unblock", [this](IqEvent& ev) { return on_unblock(ev); });
+    // Before the other modules (carbons, archive, presence...): a blocked stanza goes nowhere.
+    for (auto kind : {router::StanzaKind::message, router::StanzaKind::presence, router::StanzaKind::iq}) {
+        ctx.on_outbound(kind, [this](OutboundEvent& ev) { return on_outbound(ev); }, 50);
+        ctx.on_inbound(kind, [this](InboundEvent& ev) { return on_inbound(ev); }, 50);
+    }
+}
+
+const blocking::BlockList* BlockingModule::list_of(std::string_view bare_jid) {
+    if (auto it = _lists.find(bare_jid); it != _lists.end()) return &it->second;
+    auto loaded = _db->load(bare_jid);
+    if (!loaded) {
+        ++_counters.storage_errors;
+        STARLING_LOG(error, "blocking: reading the block list of {} failed: {}", bare_jid,
+                     storage::to_string(loaded.error()));
+        return nullptr;
+    }
+    // Bounded: drop the whole cache rather than track recency; it is rebuilt from the store.
+    if (_lists.size() >= _options.max_cached_lists) _lists.clear();
+    return &_lists.emplace(std::string(bare_jid), std::move(loaded).value()).first->second;
+}
+
+// XEP-0191 §3.2.
+Handled BlockingModule::on_get(IqEvent& ev) {
+    if (!ev.is_to_self_or_server()) return Handled::no;  // not another user's list
+    const auto* list = list_of(ev.from().bare_view());
+    if (list == nullptr) {
+        ev.reply_error(xmpp::StanzaError::internal_server_error);
+        return Handled::yes;
+    }
+    ev.session.slot<BlockingSession>().requested = true;
+    std::string inner;
+    write_items(inner, "blocklist", std::vector<std::string>(list->items().begin(), list->items().end()));
+    ev.reply_result(inner);
+    return Handled::yes;
+}
+
+// XEP-0191 §3.3.
+Handled BlockingModule::on_block(IqEvent& ev) {
+    if (!ev.is_to_self_or_server()) return Handled::no;
+    std::vector<std::string> items;
+    if (read_items(ev, items) == ItemsError::malformed) {
+        ev.reply_error(xmpp::StanzaError::jid_malformed);
+        return Handled::yes;
+    }
+    if (items.empty()) {
+        ev.reply_error(xmpp::StanzaError::bad_request);  // §3.3: at least one <item/>
+        return Handled::yes;
+    }
+    const std::string bare(ev.from().bare_view());
+    const auto* current = list_of(bare);
+    if (current == nullptr) {
+        ev.reply_error(xmpp::StanzaError::internal_server_error);
+        return Handled::yes;
+    }
+    blocking::BlockList next = *current;
+    std::vector<std::string> added;
+    for (const auto& i : items) {
+        if (next.add(i)) added.push_back(i);
+    }
+    if (next.size() > _options.max_items) {
+        ev.reply_error(xmpp::StanzaError::policy_violation, "block list full");
+        return Handled::yes;
+    }
+    if (!added.empty()) {
+        if (auto r = _db->save(bare, next); !r) {
+            ++_counters.storage_errors;
+            STARLING_LOG(error, "blocking: saving the block list of {} failed: {}", bare, storage::to_string(r.error()));
+            ev.reply_error(xmpp::StanzaError::internal_server_error);
+            return Handled::yes;
+        }
+        _lists.insert_or_assign(bare, std::move(next));
+    }
+    ev.reply_result();  // after the synced write
+    std::string push_xml;
+    write_items(push_xml, "block", items);
+    push(bare, push_xml);
+    // §3.3: the user now appears offline to the contact. Only local accounts can be reached, and
+    // a domain item names no one to tell.
+    // TODO(#4): only contacts allowed to see the user's presence (subscription from/both) should
+    // get it, once the roster module can be asked; until then every newly blocked local JID does.
+    for (const auto& jid : added) {
+        const auto parsed = xmpp::Jid::parse(jid);
+        if (!parsed || !parsed.value().has_localpart() || !_shard->options.serves(parsed.value().domainpart())) {
+            continue;
+        }
+        for (auto* s : _shard->router.sessions_of(bare)) {
+            if (s->is_available()) send_presence(*s, jid, false);
+        }
+    }
+    return Handled::yes;
+}
+
+// XEP-0191 §3.4 (items) and §3.5 (none: everything).
+Handled BlockingModule::on_unblock(IqEvent& ev) {
+    if (!ev.is_to_self_or_server()) return Handled::no;
+    std::vector<std::string> items;
+    if (read_items(ev, items) == ItemsError::malformed) {
+        ev.reply_error(xmpp::StanzaError::jid_malformed);
+        return Handled::yes;
+    }
+    const std::string bare(ev.from().bare_view());
+    const auto* current = list_of(bare);
+    if (current == nullptr) {
+        ev.reply_error(xmpp::StanzaError::internal_server_error);
+        return Handled::yes;
+    }
+    blocking::BlockList next = *current;
+    bool changed = false;
+    if (items.empty()) {
+        changed = !next.empty();
+        next.clear();
+    } else {
+        for (const auto& i : items) changed = next.remove(i) || changed;
+    }
+    if (changed) {
+        if (auto r = _db->save(bare, next); !r) {
+            ++_counters.storage_errors;
+            STARLING_LOG(error, "blocking: saving the block list of {} failed: {}", bare, storage::to_string(r.error()));
+            ev.reply_error(xmpp::StanzaError::internal_server_error);
+            return Handled::yes;
+        }
+        _lists.insert_or_assign(bare, std::move(next));
+    }
+    ev.reply_result();
+    std::string push_xml;
+    write_items(push_xml, "unblock", items);  // an empty <unblock/> for "unblock all"
+    push(bare, push_xml);
+    // §3.4 asks for the user's current presence to go to the contact when the contact may see it
+    // (subscription from/both). That needs the roster: the presence module owns it.
+    // TODO(#4): hook the presence module's "resend presence to contact" here.
+    return Handled::yes;
+}
+
+void BlockingModule::push(std::string_view bare_jid, std::string_view inner_xml) {
+    for (auto* s : _shard->router.sessions_of(bare_jid)) {
+        const auto* st = s->find_slot<BlockingSession>();
+        if (st == nullptr || !st->requested || s->jid() == nullptr) continue;
+        std::string out;
+        out += "<iq to='";
+        xmpp::xml::escape_attribute_into(out, s->jid()->full());
+        out += "' type='set' id='block-push-";
+        out += std::to_string(++_push_id);
+        out += "'>";
+        out += inner_xml;
+        out += "</iq>";
+        s->deliver(out);
+    }
+}
+
+void BlockingModule::send_presence(c2s::C2sSession& from, std::string_view to, bool available) {
+    router::Envelope env;
+    env.kind = router::Envelope::Kind::deliver;
+    env.stanza = router::StanzaKind::presence;
+    env.to = std::string(to);
+    env.from = from.jid()->full();
+    if (available) {
+        if (from.last_presence().empty()) return;
+        env.bytes = from.last_presence();
+    } else {
+        env.type = "unavailable";
+        xmpp::xml::Writer w(env.bytes);
+        w.open("presence").attr("from", env.from).attr("to", env.to).attr("type", "unavailable").close();
+    }
+    (void)_shard->router.route(std::move(env));  // a full mailbox drops it: presence is best effort
+}
+
+// XEP-0191 §3.3: "the user's server MUST NOT route the stanza to the contact but instead MUST
+// return a <not-acceptable/> error containing <blocked xmlns='urn:xmpp:blocking:errors'/>".
+Handled BlockingModule::on_outbound(OutboundEvent& ev) {
+    if (ev.to == nullptr) return Handled::no;
+    const xmpp::Jid* me = ev.session.jid();
+    if (me == nullptr) return Handled::no;
+    const auto* list = list_of(me->bare_view());
+    if (list == nullptr || list->empty() || !list->blocks(ev.to->full())) return Handled::no;
+    ++_counters.outbound_refused;
+    // RFC 6120 §8.3.1: no error for an error; a result cannot be answered either.
+    if (ev.type == "error" || (ev.kind == router::StanzaKind::iq && ev.type == "result")) return Handled::yes;
+    const std::string name(ev.element.local_name());
+    std::string out;
+    out += '<';
+    out += name;
+    out += " from='";
+    xmpp::xml::escape_attribute_into(out, ev.to->full());
+    out += "' to='";
+    xmpp::xml::escape_attribute_into(out, me->full());
+    out += "' type='error'";
+    if (auto id = ev.element.id(); id.present()) {
+        out += " id='";
+        xmpp::xml::escape_attribute_into(out, id.unescape());
+        out += '\'';
+    }
+    out += "><error type='cancel'><not-acceptable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><blocked xmlns='";
+    out += k_ns_errors;
+    out += "'/></error></";
+    out += name;
+    out += '>';
+    ev.session.deliver(out);
+    return Handled::yes;
+}
+
+// XEP-0191 §3.3, for a stanza from a blocked JID: presence is dropped without an answer;
+// a message SHOULD get service-unavailable (the user seems offline); an IQ get or set MUST get
+// an error, service-unavailable; IQ results and errors are dropped.
+Handled BlockingModule::on_inbound(InboundEvent& ev) {
+    auto& env = ev.env;
+    if (env.from.empty()) return Handled::no;
+    const auto* list = list_of(bare_of(env.to));
+    if (list == nullptr || list->empty() || !list->blocks(env.from)) return Handled::no;
+    const bool answer = env.type != "error" &&
+                        (env.stanza == router::StanzaKind::message ||
+                         (env.stanza == router::StanzaKind::iq && (env.type == "get" || env.type == "set")));
+    if (answer) {
+        ++_counters.inbound_bounced;
+        _shard->router.bounce_to_sender(env, xmpp::StanzaError::service_unavailable);
+    } else {
+        ++_counters.inbound_dropped;
+    }
+    return Handled::yes;
+}
+
+}  // namespace starling::modules

@@ -1,0 +1,70 @@
+// XEP-0191 Blocking Command: block list get, block and unblock (one, several, all), pushes to
+// the user's resources that asked for the list, persistence in the "blocking" column, and the
+// enforcement: the user's stanzas to a blocked JID bounce with <not-acceptable/> +
+// <blocked xmlns='urn:xmpp:blocking:errors'/>, and a blocked JID's stanzas to the user are
+// handled as if the user were offline (§3.3).
+//
+// Lives on: every shard. Block lists are cached per shard, keyed by bare JID; a user's list is
+// only read and changed on the user's home shard (IQs and outbound hooks run on the sender's
+// home shard, inbound hooks on the recipient's: both are the user's). Which sessions asked for
+// the list is a per-session slot.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "broker/src/modules/blocking/blocklist.hpp"
+#include "broker/src/modules/module.hpp"
+
+namespace starling::modules {
+
+struct BlockingOptions {
+    // Items per block list; a block beyond it gets <policy-violation/>.
+    // TODO(#4): read from the configuration as `blocking.max_items` (default 1000, min 1).
+    std::size_t max_items = 1000;
+    // Lists cached per shard before the cache is dropped and rebuilt on demand.
+    std::size_t max_cached_lists = 1u << 16;
+};
+
+struct BlockingCounters {
+    std::uint64_t outbound_refused = 0;  // the user wrote to a blocked JID
+    std::uint64_t inbound_dropped = 0;   // from a blocked JID, silently (presence, errors)
+    std::uint64_t inbound_bounced = 0;   // from a blocked JID, service-unavailable
+    std::uint64_t storage_errors = 0;
+};
+
+class BlockingModule final : public Module {
+public:
+    explicit BlockingModule(BlockingOptions options = {}) : _options(options) {}
+    std::string_view name() const noexcept override { return "blocking"; }
+    void install(ModuleContext& ctx) override;
+
+    const BlockingCounters& counters() const noexcept { return _counters; }
+
+private:
+    struct StringHash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+    };
+
+    // The user's list (loaded on first use); null when the store failed.
+    const blocking::BlockList* list_of(std::string_view bare_jid);
+    Handled on_get(IqEvent& ev);
+    Handled on_block(IqEvent& ev);
+    Handled on_unblock(IqEvent& ev);
+    Handled on_outbound(OutboundEvent& ev);
+    Handled on_inbound(InboundEvent& ev);
+    void push(std::string_view bare_jid, std::string_view inner_xml);
+    void send_presence(c2s::C2sSession& from, std::string_view to, bool available);
+
+    BlockingOptions _options;
+    c2s::ShardContext* _shard = nullptr;
+    std::unique_ptr<blocking::BlockStore> _db;
+    std::unordered_map<std::string, blocking::BlockList, StringHash, std::equal_to<>> _lists;
+    std::uint64_t _push_id = 0;
+    BlockingCounters _counters;
+};
+
+}  // namespace starling::modules

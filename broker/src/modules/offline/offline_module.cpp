@@ -1,0 +1,191 @@
+#include "broker/src/modules/offline/offline_module.hpp"
+
+#include <asio/steady_timer.hpp>
+#include <chrono>
+#include <vector>
+
+#include "broker/src/c2s/session.hpp"
+#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/modules/offline/delay.hpp"
+#include "broker/src/modules/offline/store_access.hpp"
+#include "broker/src/util/dom.hpp"
+#include "broker/src/util/log.hpp"
+#include "xmpp/ns.hpp"
+
+namespace starling::modules {
+
+namespace {
+
+constexpr std::string_view k_feature = "msgoffline";  // XEP-0160 §5
+constexpr std::string_view k_ns_chatstates = "http://jabber.org/protocol/chatstates";
+constexpr std::string_view k_ns_hints = "urn:xmpp:hints";
+constexpr auto k_continue_after = std::chrono::milliseconds(10);
+
+std::string_view bare_of(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
+
+std::int64_t now_unix_ms() noexcept {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+enum class Keep : std::uint8_t { store, drop, refuse };
+
+// What XEP-0160 §4 and XEP-0334 say about this message's payload.
+Keep classify(std::string_view bytes) {
+    util::StanzaDom dom(bytes, xmpp::ns::client);
+    if (!dom.ok()) return Keep::store;  // the tokenizer accepted it: keep it as it is
+    bool only_chat_state = true;
+    bool any_child = false;
+    for (auto c = dom.root().first_child(); c; c = c.next_sibling()) {
+        if (c.type() != pugi::node_element) continue;
+        const auto ns = dom.ns_of(c);
+        const auto name = util::StanzaDom::local_name(c);
+        // XEP-0334 §4.3: <no-store/> asks that nobody, offline storage included, keeps it.
+        if (ns == k_ns_hints && name == "no-store") return Keep::refuse;
+        if (ns == k_ns_hints) continue;
+        if (ns == xmpp::ns::client && name == "thread") continue;
+        any_child = true;
+        if (ns != k_ns_chatstates) only_chat_state = false;
+    }
+    // XEP-0160 §4: a chat state notification alone (XEP-0085) is not worth storing.
+    if (any_child && only_chat_state) return Keep::drop;
+    return Keep::store;
+}
+
+}  // namespace
+
+OfflineModule::~OfflineModule() { _alive.reset(); }
+
+void OfflineModule::install(ModuleContext& ctx) {
+    _shard = &ctx.shard();
+    _db = std::make_unique<offline::OfflineStore>(store_of(ctx.shard()));
+    ctx.add_disco_feature(k_feature);
+    ctx.on_undeliverable([this](router::Envelope& env, c2s::ShardContext&) { return store(env); });
+    ctx.on_session([this](c2s::C2sSession& s, SessionEvent e) {
+        // XEP-0160 §2: delivered to the resource that sends non-negative available presence.
+        if (e == SessionEvent::available && s.priority() >= 0) deliver_stored(s);
+    });
+    // A resource that was available with a negative priority and now says priority >= 0 gets
+    // no `available` event: catch that presence on its way out. Never stops the chain.
+    ctx.on_outbound(
+        router::StanzaKind::presence,
+        [this](OutboundEvent& ev) {
+            if (ev.to == nullptr && ev.type.empty() && ev.session.is_available() && ev.session.priority() >= 0) {
+                deliver_stored(ev.session);
+            }
+            return Handled::no;
+        },
+        100);
+}
+
+offline::QueueState* OfflineModule::queue(std::string_view bare_jid) {
+    const std::string key(bare_jid);
+    if (auto it = _queues.find(key); it != _queues.end()) return &it->second;
+    auto st = _db->state(bare_jid);
+    if (!st) {
+        ++_counters.storage_errors;
+        STARLING_LOG(error, "offline: reading the queue of {} failed: {}", key, storage::to_string(st.error()));
+        return nullptr;
+    }
+    // Bounded: drop the whole cache rather than track recency; it is rebuilt from the store.
+    if (_queues.size() >= _options.max_cached_queues) _queues.clear();
+    return &_queues.emplace(key, st.value()).first->second;
+}
+
+Handled OfflineModule::store(router::Envelope& env) {
+    if (env.stanza != router::StanzaKind::message) return Handled::no;
+    // XEP-0160 §4: normal (or no type) and chat are stored; groupchat, headline and error are not
+    // (the router handles those before asking us).
+    if (!(env.type.empty() || env.type == "normal" || env.type == "chat")) return Handled::no;
+    switch (classify(env.bytes)) {
+        case Keep::drop: ++_counters.dropped_chat_state; return Handled::yes;
+        case Keep::refuse: ++_counters.rejected_no_store; return Handled::no;  // service-unavailable
+        case Keep::store: break;
+    }
+    const std::string_view bare = bare_of(env.to);
+    auto* q = queue(bare);
+    if (q == nullptr) return Handled::no;  // not stored: RFC 6121 §8.5.2.2.1 service-unavailable
+    if (q->count == 0) {
+        // RFC 6121 §8.5.1: no such account gets service-unavailable, not a queue: anyone could
+        // otherwise fill the disk with messages to made-up JIDs. Checked while the queue is
+        // empty only (an account with messages exists, or had them stored while it did).
+        auto exists = _shard->accounts.exists(bare);
+        if (!exists || !exists.value()) {
+            ++_counters.rejected_no_account;
+            return Handled::no;
+        }
+    }
+    if (q->count >= _options.max_messages) {
+        // XEP-0160 §2 (step 3): the queue is full, so the server cannot store it and returns
+        // <service-unavailable/>; RFC 6121 §8.5.2.2.1 names the same condition for a message it
+        // does not store. (resource-constraint would tell the sender the recipient's server is
+        // overloaded and invite a retry; service-unavailable also hides the queue's state.)
+        ++_counters.rejected_full;
+        return Handled::no;  // the router bounces it with service-unavailable
+    }
+    offline::OfflineRecord rec;
+    rec.seq = q->next_seq;
+    rec.stanza = env.bytes;
+    rec.received_unix_ms = now_unix_ms();
+    if (auto r = _db->append(bare, rec); !r) {
+        ++_counters.storage_errors;
+        STARLING_LOG(error, "offline: storing a message for {} failed: {}", bare, storage::to_string(r.error()));
+        _queues.erase(std::string(bare));  // unknown state now: re-read next time
+        return Handled::no;
+    }
+    ++q->count;
+    ++q->next_seq;
+    ++_counters.stored;
+    return Handled::yes;  // on disk (synced) before we say so
+}
+
+void OfflineModule::deliver_stored(c2s::C2sSession& session) {
+    const xmpp::Jid* jid = session.jid();
+    if (jid == nullptr) return;
+    const std::string_view bare = jid->bare_view();
+    auto* q = queue(bare);
+    if (q == nullptr || q->count == 0) return;
+    auto batch = _db->oldest(bare, q->count, _options.flush_bytes);
+    if (!batch) {
+        ++_counters.storage_errors;
+        STARLING_LOG(error, "offline: loading the queue of {} failed: {}", bare, storage::to_string(batch.error()));
+        return;
+    }
+    std::vector<std::uint64_t> seqs;
+    seqs.reserve(batch.value().size());
+    for (auto& rec : batch.value()) {
+        seqs.push_back(rec.seq);
+        if (rec.stanza.empty()) continue;  // a corrupt record: deleted, not delivered
+        // XEP-0160 §2 recommends a XEP-0203 <delay/>, from the server that stored it.
+        offline::insert_delay(rec.stanza, jid->domainpart(), rec.received_unix_ms);
+        session.deliver(rec.stanza);
+        ++_counters.delivered;
+    }
+    // Handed to the session's output first, then deleted: a crash in between delivers twice
+    // rather than never.
+    if (auto r = _db->erase(bare, seqs); !r) {
+        ++_counters.storage_errors;
+        STARLING_LOG(error, "offline: deleting delivered messages of {} failed: {}", bare,
+                     storage::to_string(r.error()));
+        _queues.erase(std::string(bare));
+        return;
+    }
+    q->count = seqs.size() >= q->count ? 0 : q->count - seqs.size();
+    if (q->count > 0) continue_later(session);
+}
+
+void OfflineModule::continue_later(c2s::C2sSession& session) {
+    auto timer = std::make_shared<asio::steady_timer>(_shard->io, k_continue_after);
+    std::weak_ptr<c2s::C2sSession> weak = session.weak_from_this();
+    std::weak_ptr<int> alive = _alive;
+    timer->async_wait([this, timer, weak, alive](const asio::error_code& ec) {
+        if (ec || alive.expired()) return;
+        auto s = weak.lock();
+        // Gone, or no longer taking offline messages: the rest stays stored for next time.
+        if (!s || !s->is_available() || s->priority() < 0) return;
+        deliver_stored(*s);
+    });
+}
+
+}  // namespace starling::modules

@@ -1,0 +1,66 @@
+// XEP-0160 Best Practices for Handling Offline Messages: chat and normal messages to an account
+// with no available resource of non-negative priority are stored durably in the "offline"
+// column (OfflineStore) and delivered, oldest first, with a XEP-0203 <delay/>, to the first
+// resource that sends available presence of non-negative priority; then they are deleted.
+//
+// Lives on: every shard (one instance each). Everything about one user's queue happens on the
+// home shard of its bare JID: on_undeliverable and the session events run there. The per-shard
+// cache of queue sizes is keyed by bare JID and only ever touched by that shard's thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "broker/src/modules/module.hpp"
+#include "broker/src/modules/offline/offline_store.hpp"
+
+namespace starling::modules {
+
+struct OfflineOptions {
+    // Messages kept per user; one more gets <service-unavailable/> (XEP-0160 §2).
+    // TODO(#4): read from the configuration as `offline.max_messages` (default 1000, min 1).
+    std::uint32_t max_messages = 1000;
+    // Stanza bytes handed to a session per reactor turn when flushing a queue, so that a long
+    // queue does not overrun the session's output limit (c2s.max_output_bytes) in one go.
+    std::size_t flush_bytes = 256u << 10;
+    // Queue sizes cached per shard before the cache is dropped and rebuilt on demand.
+    std::size_t max_cached_queues = 1u << 16;
+};
+
+// Plain per-shard integers (CONVENTIONS §4).
+struct OfflineCounters {
+    std::uint64_t stored = 0;
+    std::uint64_t delivered = 0;
+    std::uint64_t rejected_full = 0;      // answered service-unavailable: queue full
+    std::uint64_t rejected_no_store = 0;  // XEP-0334 <no-store/>: not ours to keep
+    std::uint64_t dropped_chat_state = 0; // XEP-0160 §4: chat states alone are not stored
+    std::uint64_t rejected_no_account = 0;  // RFC 6121 §8.5.1: no such user
+    std::uint64_t storage_errors = 0;
+};
+
+class OfflineModule final : public Module {
+public:
+    explicit OfflineModule(OfflineOptions options = {}) : _options(options) {}
+    ~OfflineModule() override;
+    std::string_view name() const noexcept override { return "offline"; }
+    void install(ModuleContext& ctx) override;
+
+    const OfflineCounters& counters() const noexcept { return _counters; }
+
+private:
+    Handled store(router::Envelope& env);
+    void deliver_stored(c2s::C2sSession& session);
+    void continue_later(c2s::C2sSession& session);
+    offline::QueueState* queue(std::string_view bare_jid);
+
+    OfflineOptions _options;
+    c2s::ShardContext* _shard = nullptr;
+    std::unique_ptr<offline::OfflineStore> _db;
+    std::unordered_map<std::string, offline::QueueState> _queues;  // bare JID -> size (cache)
+    std::shared_ptr<int> _alive = std::make_shared<int>(0);         // timers check it
+    OfflineCounters _counters;
+};
+
+}  // namespace starling::modules

@@ -1,0 +1,63 @@
+// OfflineStore: the "offline" column family (XEP-0160 storage). One record per stored message,
+// keyed `bare JID, 0x00, big-endian uint64 sequence`, so a prefix scan yields one user's
+// messages oldest first and a user's queue is one key range (DESIGN §6). Values are the
+// FlatBuffers table OfflineMessage (schemas/storage/offline.fbs).
+//
+// Each call is one synchronous RocksDB operation (thread-safe). Appends and deletes are written
+// with the store's sync option: a message counts as stored only once it is on disk.
+// TODO(#4): the calls block the shard thread; move them to a storage thread with a
+// completion posted back when the store grows an asynchronous interface.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "broker/src/storage/errc.hpp"
+#include "xmpp/result.hpp"
+
+namespace starling::storage {
+class Store;
+}
+
+namespace starling::modules::offline {
+
+struct OfflineRecord {
+    std::uint64_t seq = 0;
+    std::string stanza;  // the <message/> as routed (start tag stamped)
+    std::int64_t received_unix_ms = 0;
+};
+
+// What a user's queue holds now: the number of messages and the next free sequence number.
+struct QueueState {
+    std::uint64_t count = 0;
+    std::uint64_t next_seq = 1;
+};
+
+class OfflineStore {
+public:
+    explicit OfflineStore(storage::Store& store) noexcept : _store(store) {}
+
+    // Counts the user's messages and finds the next sequence number (one prefix scan).
+    xmpp::Result<QueueState, storage::Errc> state(std::string_view bare_jid) const noexcept;
+    // Durably appends one message (synced write when the store syncs).
+    xmpp::Result<void, storage::Errc> append(std::string_view bare_jid, const OfflineRecord& record) noexcept;
+    // The oldest messages, at most `max_count`, stopping after the one that reaches
+    // `max_bytes` of stanza text (at least one message when there is any).
+    xmpp::Result<std::vector<OfflineRecord>, storage::Errc> oldest(std::string_view bare_jid, std::size_t max_count,
+                                                                  std::size_t max_bytes) const noexcept;
+    // Durably deletes the messages with these sequence numbers, in one batch.
+    xmpp::Result<void, storage::Errc> erase(std::string_view bare_jid, const std::vector<std::uint64_t>& seqs) noexcept;
+
+    // Keys and values, exposed for tests.
+    static std::string key(std::string_view bare_jid, std::uint64_t seq);
+    static std::string prefix(std::string_view bare_jid);
+    static std::string encode(const OfflineRecord& record);
+    static xmpp::Result<OfflineRecord, storage::Errc> decode(std::string_view bytes) noexcept;
+
+private:
+    storage::Store& _store;
+};
+
+}  // namespace starling::modules::offline

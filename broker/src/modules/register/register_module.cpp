@@ -1,0 +1,309 @@
+#include "broker/src/modules/register/register_module.hpp"
+
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "broker/src/admin/users.hpp"
+#include "broker/src/c2s/options.hpp"
+#include "broker/src/c2s/session.hpp"
+#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/modules/register/register_limiter.hpp"
+#include "broker/src/modules/vcard/shard_store.hpp"
+#include "broker/src/modules/vcard/vcard_store.hpp"
+#include "broker/src/storage/accounts.hpp"
+#include "broker/src/util/dom.hpp"
+#include "broker/src/util/log.hpp"
+#include "xmpp/xml/writer.hpp"
+
+namespace starling::modules {
+
+namespace {
+
+using xmpp::StanzaError;
+
+constexpr std::string_view k_ns_register = "jabber:iq:register";
+constexpr std::string_view k_ns_feature = "http://jabber.org/features/iq-register";
+constexpr std::string_view k_ns_data = "jabber:x:data";
+
+// Two shards may register one username at the same moment: the existence check and the write
+// must not interleave. Held only around exists()+put() (not the key derivation), on the
+// registration path only, which is pre-authentication and rate-limited: never on the stanza
+// path. TODO(#4): an atomic AccountStore::create() (shared with starlingctl's add) replaces it.
+std::mutex g_create_mutex;
+
+// Per stream: XEP-0077 §3.1.1 lets a server refuse a second registration on one stream.
+struct RegisterState {
+    bool registered = false;
+};
+
+// TODO(#4): C2sOptions gets these fields (README); until then the defaults apply. The detection
+// keeps this compiling before and after (see vcard/shard_store.hpp).
+template <class Options>
+RegisterOptions options_from(const Options& o) {
+    RegisterOptions r;
+    if constexpr (requires(const Options& x) { static_cast<bool>(x.registration_open); }) {
+        r.open = o.registration_open;
+    }
+    if constexpr (requires(const Options& x) { static_cast<std::uint32_t>(x.registrations_per_ip_per_minute); }) {
+        r.per_ip_per_window = o.registrations_per_ip_per_minute;
+    }
+    if constexpr (requires(const Options& x) { static_cast<bool>(x.inband_password_change); }) {
+        r.allow_password_change = o.inband_password_change;
+    }
+    if constexpr (requires(const Options& x) { static_cast<bool>(x.inband_cancel); }) {
+        r.allow_cancel = o.inband_cancel;
+    }
+    return r;
+}
+
+// Replies on a stream that has not authenticated: no 'to' and no 'from' (RFC 6120 §8.1.1.1).
+void preauth_result(PreauthIqEvent& ev, std::string_view inner = {}) {
+    std::string out;
+    xmpp::xml::Writer w(out);
+    w.open("iq").attr("type", "result").attr("id", ev.id);
+    if (!inner.empty()) w.raw(inner);
+    w.close();
+    ev.session.deliver(out);
+}
+
+void preauth_error(PreauthIqEvent& ev, StanzaError condition, std::string_view text = {}) {
+    std::string out;
+    xmpp::xml::Writer w(out);
+    w.open("iq").attr("type", "error").attr("id", ev.id).raw("");
+    xmpp::xml::write_stanza_error(out, condition, text);
+    w.close();
+    ev.session.deliver(out);
+}
+
+std::string registration_form() {
+    std::string inner;
+    xmpp::xml::Writer w(inner);
+    w.open("query").attr("xmlns", k_ns_register)
+        .leaf("instructions", "Choose a username and password for this server.")
+        .open("username").close()
+        .open("password").close()
+        .close();
+    return inner;
+}
+
+bool secure_enough(c2s::C2sSession& s) { return s.is_secure() || s.shard().options.allow_plaintext; }
+
+std::string text_of(pugi::xml_node n) { return n.text().get(); }
+
+}  // namespace
+
+RegisterFields parse_register_fields(const util::StanzaDom& dom, pugi::xml_node query) {
+    RegisterFields f;
+    for (pugi::xml_node c = query.first_child(); c; c = c.next_sibling()) {
+        if (c.type() != pugi::node_element) continue;
+        const auto name = util::StanzaDom::local_name(c);
+        const auto ns = dom.ns_of(c);
+        if (ns == k_ns_register && name == "remove") {
+            f.remove = true;
+            continue;
+        }
+        f.has_other_children = true;
+        if (ns == k_ns_register && name == "username") {
+            f.username = text_of(c);
+        } else if (ns == k_ns_register && name == "password") {
+            f.password = text_of(c);
+        } else if (ns == k_ns_data && name == "x") {
+            // XEP-0077 §4 and §6: a submitted form takes precedence over the plain fields.
+            for (pugi::xml_node field = c.first_child(); field; field = field.next_sibling()) {
+                if (field.type() != pugi::node_element || util::StanzaDom::local_name(field) != "field") continue;
+                const std::string_view var = field.attribute("var").value();
+                const auto value = dom.child(field, "value", k_ns_data);
+                if (var == "username") f.username = value ? text_of(value) : std::string();
+                if (var == "password") f.password = value ? text_of(value) : std::string();
+            }
+        }
+    }
+    return f;
+}
+
+RegisterModule::RegisterModule() = default;
+RegisterModule::RegisterModule(RegisterOptions options) : _options(options) {}
+RegisterModule::~RegisterModule() = default;
+
+void RegisterModule::install(ModuleContext& ctx) {
+    const RegisterOptions opts = _options ? *_options : options_from(ctx.shard().options);
+    _limiter = std::make_unique<RegistrationLimiter>(opts.per_ip_per_window, opts.window);
+    RegistrationLimiter* limiter = _limiter.get();
+    c2s::ShardContext* shard = &ctx.shard();
+
+    if (opts.open || opts.allow_password_change || opts.allow_cancel) ctx.add_disco_feature(k_ns_register);
+
+    // XEP-0077 §8: the stream feature, before authentication, once the stream is safe for a
+    // password in the clear.
+    ctx.on_stream_features([opts](c2s::C2sSession& s, bool authenticated, std::string& out) {
+        if (authenticated || !opts.open || !secure_enough(s)) return;
+        out += "<register xmlns='";
+        out += k_ns_feature;
+        out += "'/>";
+    });
+
+    // §3.1: registration before authentication.
+    ctx.on_preauth_iq(k_ns_register, "query", [opts, limiter, shard](PreauthIqEvent& ev) {
+        if (!opts.open) {
+            preauth_error(ev, StanzaError::service_unavailable);  // §3.1: registration not supported
+            return Handled::yes;
+        }
+        if (ev.type == IqType::get) {
+            preauth_result(ev, registration_form());
+            return Handled::yes;
+        }
+        if (!secure_enough(ev.session)) {
+            // §3.3's answer for a channel not safe for a password (the session normally never
+            // lets a pre-TLS IQ through when TLS is required).
+            preauth_error(ev, StanzaError::not_authorized, "use TLS to register");
+            return Handled::yes;
+        }
+        auto& state = ev.session.slot<RegisterState>();
+        if (state.registered) {
+            preauth_error(ev, StanzaError::not_acceptable, "one registration per stream; authenticate now");  // §3.1.1
+            return Handled::yes;
+        }
+        const RegisterFields f = parse_register_fields(ev.dom, ev.payload);
+        if (f.remove) {
+            preauth_error(ev, StanzaError::unexpected_request, "not registered");  // §3.2: no 'from'
+            return Handled::yes;
+        }
+        if (!f.username || f.username->empty() || !f.password || f.password->empty()) {
+            // §3.1: a missing or empty field, including an empty password.
+            preauth_error(ev, StanzaError::not_acceptable, "username and password are required");
+            return Handled::yes;
+        }
+        if (!limiter->try_acquire(ev.session.peer_address(), std::chrono::steady_clock::now())) {
+            // §3.1.1: not-acceptable for too many registrations.
+            preauth_error(ev, StanzaError::not_acceptable, "too many registrations from your address; try again later");
+            return Handled::yes;
+        }
+        const auto& o = shard->options;
+        if (f.username->find_first_of("@/") != std::string::npos || !o.serves(ev.domain)) {
+            preauth_error(ev, StanzaError::jid_malformed, "not a valid username");
+            return Handled::yes;
+        }
+        auto jid = xmpp::Jid::from_parts(*f.username, ev.domain, {});
+        if (!jid || !jid->has_localpart()) {
+            preauth_error(ev, StanzaError::jid_malformed, "not a valid username");
+            return Handled::yes;
+        }
+        const std::string bare(jid->bare_view());
+        auto exists = shard->accounts.exists(bare);
+        if (!exists) {
+            preauth_error(ev, StanzaError::internal_server_error);
+            return Handled::yes;
+        }
+        if (*exists) {
+            preauth_error(ev, StanzaError::conflict, "username taken");  // §3.1
+            return Handled::yes;
+        }
+        auto record = admin::make_account_record(*f.password, o.scram_iterations, shard->random);
+        if (!record) {
+            preauth_error(ev, StanzaError::not_acceptable, record.error().message);
+            return Handled::yes;
+        }
+        {
+            std::lock_guard lock(g_create_mutex);
+            auto again = shard->accounts.exists(bare);
+            if (again && *again) {
+                preauth_error(ev, StanzaError::conflict, "username taken");
+                return Handled::yes;
+            }
+            auto put = again ? shard->accounts.put(bare, *record) : xmpp::Result<void, storage::Errc>(xmpp::Unexpected(again.error()));
+            if (!put) {
+                STARLING_LOG(warn, "register: storing {} failed: {}", bare, storage::to_string(put.error()));
+                preauth_error(ev, StanzaError::internal_server_error);
+                return Handled::yes;
+            }
+        }
+        state.registered = true;
+        STARLING_LOG(info, "register: {} registered from {}", bare, ev.session.peer_address());
+        preauth_result(ev);
+        return Handled::yes;
+    });
+
+    // §3.1: an authenticated user asks what is on file.
+    ctx.on_iq(IqType::get, k_ns_register, "query", [](IqEvent& ev) {
+        if (!ev.is_to_self_or_server()) return Handled::no;
+        std::string inner;
+        xmpp::xml::Writer w(inner);
+        w.open("query").attr("xmlns", k_ns_register)
+            .open("registered").close()
+            .leaf("username", ev.from().localpart())
+            .close();
+        ev.reply_result(inner);
+        return Handled::yes;
+    });
+
+    // §3.2 cancellation and §3.3 password change.
+    ctx.on_iq(IqType::set, k_ns_register, "query", [opts, shard](IqEvent& ev) {
+        if (!ev.is_to_self_or_server()) return Handled::no;
+        const RegisterFields f = parse_register_fields(ev.dom, ev.payload);
+        const std::string bare(ev.from().bare_view());
+        if (f.remove) {
+            if (f.has_other_children) {
+                ev.reply_error(StanzaError::bad_request, "<remove/> must be alone");
+                return Handled::yes;
+            }
+            if (!opts.allow_cancel) {
+                ev.reply_error(StanzaError::not_allowed);
+                return Handled::yes;
+            }
+            auto removed = shard->accounts.remove(bare);
+            if (!removed) {
+                ev.reply_error(StanzaError::internal_server_error);
+                return Handled::yes;
+            }
+            if (!*removed) {
+                ev.reply_error(StanzaError::registration_required);  // already gone (starlingctl)
+                return Handled::yes;
+            }
+            if (auto* store = shard_store(*shard)) (void)VcardStore(*store).remove(bare);
+            STARLING_LOG(info, "register: {} cancelled its account", bare);
+            ev.reply_result();
+            // §3.2: then a <not-authorized/> stream error on every stream of the account. They
+            // all live on this shard, its home (DESIGN §2). Copied: close() edits the directory.
+            std::vector<std::shared_ptr<c2s::C2sSession>> streams;
+            for (auto* s : shard->router.sessions_of(bare)) streams.push_back(s->shared_from_this());
+            for (auto& s : streams) s->close(xmpp::StreamError::not_authorized, "account removed");
+            return Handled::yes;
+        }
+        if (!opts.allow_password_change) {
+            ev.reply_error(StanzaError::not_allowed);  // §3.3
+            return Handled::yes;
+        }
+        if (!secure_enough(ev.session)) {
+            ev.reply_error(StanzaError::not_authorized, "use TLS to change the password");  // §3.3
+            return Handled::yes;
+        }
+        if (!f.password || f.password->empty()) {
+            // §3.3: never an empty password; the old one stays.
+            ev.reply_error(StanzaError::bad_request, "a new password is required");
+            return Handled::yes;
+        }
+        if (f.username) {
+            auto named = xmpp::Jid::from_parts(*f.username, ev.from().domainpart(), {});
+            if (!named || named->bare_view() != ev.from().bare_view()) {
+                ev.reply_error(StanzaError::forbidden, "you may change only your own password");
+                return Handled::yes;
+            }
+        }
+        admin::UserContext uc{shard->accounts, shard->options.domains, shard->options.scram_iterations, shard->random};
+        auto changed = admin::change_password(uc, bare, *f.password);
+        if (!changed) {
+            switch (changed.error().code) {
+            case admin::AdminErrc::bad_password: ev.reply_error(StanzaError::not_acceptable, changed.error().message); break;
+            case admin::AdminErrc::not_found: ev.reply_error(StanzaError::registration_required); break;
+            default: ev.reply_error(StanzaError::internal_server_error); break;
+            }
+            return Handled::yes;
+        }
+        STARLING_LOG(info, "register: {} changed its password", bare);
+        ev.reply_result();
+        return Handled::yes;
+    });
+}
+
+}  // namespace starling::modules
