@@ -102,6 +102,9 @@ void C2sSession::leave_directory() {
         _ctx->modules->session_event(*this, modules::SessionEvent::unavailable);
     }
     _ctx->modules->session_event(*this, modules::SessionEvent::closed);
+    // The unavailable broadcast may have mail for other shards: wake them now, not at some
+    // later unrelated turn.
+    _ctx->router.flush();
 }
 
 void C2sSession::teardown() {

@@ -5,6 +5,8 @@
 #include "broker/src/modules/ping/ping_module.hpp"
 #include "broker/src/modules/version/version_module.hpp"
 // --- includes: roster/presence ---
+#include "broker/src/modules/presence/presence_module.hpp"
+#include "broker/src/modules/roster/roster_module.hpp"
 // --- end includes: roster/presence ---
 // --- includes: offline/blocking ---
 #include "broker/src/modules/blocking/blocking_module.hpp"
@@ -25,6 +27,8 @@ std::vector<std::unique_ptr<Module>> make_modules() {
     m.push_back(std::make_unique<PingModule>());
     m.push_back(std::make_unique<VersionModule>());
     // --- roster/presence ---
+    m.push_back(std::make_unique<RosterModule>());
+    m.push_back(std::make_unique<PresenceModule>());
     // --- end roster/presence ---
     // --- offline/blocking ---
     m.push_back(std::make_unique<BlockingModule>());

@@ -185,13 +185,19 @@ void ShardRouter::deliver_to_bare(Envelope&& env) {
         return;
     }
     if (env.stanza == StanzaKind::presence) {
-        // §8.5.2.1.2 (available resources) / §8.5.2.2.2 (none: dropped). Subscription handling
-        // is the roster module's (issue 4).
-        if (targets.empty()) {
+        // §8.5.2.1.2: every available resource, whatever its priority (a negative priority only
+        // keeps bare-JID messages away, RFC 6121 §4.7.2.3); none: dropped (§8.5.2.2.2).
+        std::vector<c2s::C2sSession*> available;
+        if (it != _by_bare.end()) {
+            for (auto* s : it->second) {
+                if (s->is_available()) available.push_back(s);
+            }
+        }
+        if (available.empty()) {
             ++_counters.dropped;
             return;
         }
-        for (auto* s : targets) deliver_to(*s, env);
+        for (auto* s : available) deliver_to(*s, env);
         return;
     }
     // An IQ result or error addressed to a bare JID: nobody asked, drop it.

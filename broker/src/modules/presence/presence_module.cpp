@@ -1,0 +1,162 @@
+#include "broker/src/modules/presence/presence_module.hpp"
+
+#include <algorithm>
+#include <vector>
+
+#include "broker/src/c2s/options.hpp"
+#include "broker/src/c2s/session.hpp"
+#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/c2s/stamp.hpp"
+#include "broker/src/modules/blocking/blocklist.hpp"
+#include "broker/src/modules/presence/presence_util.hpp"
+#include "broker/src/storage/accounts.hpp"
+#include "xmpp/jid.hpp"
+
+namespace starling::modules {
+
+namespace {
+// Per-session presence state.
+struct PresenceSession {
+    std::vector<std::string> directed;  // JIDs that got directed available presence (§4.6)
+    std::string unavailable;            // the client's own unavailable presence, stamped
+    std::string last_broadcast;         // the last available presence broadcast
+};
+
+std::string_view bare_of(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
+}  // namespace
+
+void PresenceModule::install(ModuleContext& ctx) {
+    _shard = &ctx.shard();
+    _store = std::make_unique<roster::RosterStore>(roster::store_of(ctx.shard()));
+    ctx.on_outbound(router::StanzaKind::presence, [this](OutboundEvent& ev) { return on_outbound(ev); });
+    ctx.on_inbound(router::StanzaKind::presence, [this](InboundEvent& ev) { return on_inbound(ev); });
+    ctx.on_session([this](c2s::C2sSession& s, SessionEvent e) {
+        if (e == SessionEvent::available) on_available(s);
+        if (e == SessionEvent::unavailable) on_unavailable(s);
+    });
+}
+
+void PresenceModule::broadcast(c2s::C2sSession& session, std::string_view type, std::string_view bytes,
+                               bool to_self) {
+    const std::string owner(session.jid()->bare_view());
+    const std::string& full = session.jid()->full();
+    // §4.2.2 / §4.4.2: the user's available resources (including this one for available
+    // presence), then every contact subscribed to the user.
+    for (auto* s : presence::sessions_of(*_shard, owner)) {
+        if (!s->is_available() || (s == &session && !to_self)) continue;
+        s->deliver(presence::with_to(bytes, s->jid()->full()));
+    }
+    // XEP-0191 §3.3: contacts the user blocked get no available presence (the blocking module
+    // refuses stanzas the client addresses to them, but a broadcast is ours to build).
+    // FIXME(#4): read from the blocking module's store; a host-level "is blocked" query would
+    // decouple the two modules.
+    blocking::BlockList blocked;
+    if (type.empty()) {
+        if (auto list = blocking::BlockStore(roster::store_of(*_shard)).load(owner)) blocked = std::move(*list);
+    }
+    for (const auto& item : _store->load_all(owner)) {
+        if (!roster::has_from(item.sub)) continue;
+        if (!blocked.empty() && blocked.blocks(item.jid)) continue;
+        presence::route_presence(*_shard, full, item.jid, type, presence::with_to(bytes, item.jid));
+    }
+}
+
+Handled PresenceModule::on_outbound(OutboundEvent& ev) {
+    auto& st = ev.session.slot<PresenceSession>();
+    if (ev.to == nullptr) {
+        if (ev.type.empty()) {
+            // §4.2 initial presence / §4.4 update. The session stamped it as last_presence().
+            const std::string& bytes = ev.session.last_presence();
+            // DESIGN §5: unchanged presence (ignoring its id) is not re-broadcast.
+            std::string fingerprint = presence::without_attribute(bytes, "id");
+            if (fingerprint == st.last_broadcast) {
+                ++_suppressed;
+                return Handled::yes;
+            }
+            st.last_broadcast = std::move(fingerprint);
+            broadcast(ev.session, "", bytes, true);
+        } else if (ev.type == "unavailable") {
+            // Broadcast by the session's unavailable event, which follows: keep its status.
+            st.unavailable.clear();
+            c2s::stamp_into(st.unavailable, ev.element, ev.session.jid()->full(), {});
+        }
+        return Handled::yes;
+    }
+    if (ev.type == "probe") return Handled::yes;  // §4.3: probes are the server's business
+    if (!ev.type.empty() && ev.type != "unavailable") return Handled::no;
+    // §4.6 directed presence: remember who saw us, to tell them when we go away.
+    const std::string_view to_bare = ev.to->bare_view();
+    if (to_bare == ev.session.jid()->bare_view()) return Handled::no;
+    auto& d = st.directed;
+    const auto it = std::find(d.begin(), d.end(), ev.to->full());
+    if (ev.type.empty()) {
+        if (it == d.end() && d.size() < 1000) d.push_back(ev.to->full());
+    } else if (it != d.end()) {
+        d.erase(it);
+    }
+    return Handled::no;  // routed by the core, from the full JID
+}
+
+Handled PresenceModule::on_inbound(InboundEvent& ev) {
+    auto& env = ev.env;
+    if (env.type != "probe") return Handled::no;
+    // §4.3.2, on the probed user's home shard.
+    const std::string owner(bare_of(env.to));
+    const std::string prober(bare_of(env.from));
+    if (prober.empty()) return Handled::yes;
+    auto exists = _shard->accounts.exists(owner);
+    if (!exists || !*exists) {
+        presence::route_presence(*_shard, owner, env.from, "unsubscribed",
+                                 presence::make_presence(owner, env.from, "unsubscribed"));
+        return Handled::yes;
+    }
+    auto item = _store->load(owner, prober);
+    if (!item || !roster::has_from(item->sub)) return Handled::yes;  // MUST NOT reveal presence
+    if (presence::send_current_presence(*_shard, owner, env.from) == 0) {
+        presence::route_presence(*_shard, owner, env.from, "unavailable",
+                                 presence::make_presence(owner, env.from, "unavailable"));
+    }
+    return Handled::yes;
+}
+
+void PresenceModule::on_available(c2s::C2sSession& session) {
+    auto& st = session.slot<PresenceSession>();
+    st.unavailable.clear();
+    const std::string owner(session.jid()->bare_view());
+    // §4.2.2: the new resource learns about the user's other available resources...
+    for (auto* s : presence::sessions_of(*_shard, owner)) {
+        if (s == &session || !s->is_available() || s->last_presence().empty()) continue;
+        session.deliver(presence::with_to(s->last_presence(), session.jid()->full()));
+    }
+    // ...and probes go to the contacts the user is subscribed to (from the bare JID, §4.3.1).
+    for (const auto& item : _store->load_all(owner)) {
+        if (!roster::has_to(item.sub)) continue;
+        const auto at = item.jid.find('@');
+        const std::string_view domain = std::string_view(item.jid).substr(at == std::string::npos ? 0 : at + 1);
+        if (!_shard->options.serves(domain)) continue;  // no s2s yet
+        presence::route_presence(*_shard, owner, item.jid, "probe", presence::make_presence(owner, item.jid, "probe"));
+    }
+}
+
+void PresenceModule::on_unavailable(c2s::C2sSession& session) {
+    auto& st = session.slot<PresenceSession>();
+    const std::string& full = session.jid()->full();
+    std::string bytes = st.unavailable.empty() ? presence::make_presence(full, {}, "unavailable") : st.unavailable;
+    st.unavailable.clear();
+    st.last_broadcast.clear();
+    broadcast(session, "unavailable", bytes, false);
+    // §4.6.3: directed-presence recipients that the broadcast did not reach.
+    const std::string owner(session.jid()->bare_view());
+    for (const auto& to : st.directed) {
+        auto item = _store->load(owner, bare_of(to));
+        if (item && roster::has_from(item->sub)) continue;
+        presence::route_presence(*_shard, full, to, "unavailable", presence::with_to(bytes, to));
+    }
+    st.directed.clear();
+    // FIXME(#4): a session torn down by its reader (connection lost) ends its turn without
+    // C2sSession::after_turn()'s flush (it skips closed sessions), so mail queued here for other
+    // shards would wait for the next unrelated flush. Wake them now.
+    _shard->router.flush();
+}
+
+}  // namespace starling::modules

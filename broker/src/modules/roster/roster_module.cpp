@@ -1,0 +1,375 @@
+#include "broker/src/modules/roster/roster_module.hpp"
+
+#include <algorithm>
+
+#include "broker/src/c2s/options.hpp"
+#include "broker/src/c2s/session.hpp"
+#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/modules/presence/presence_util.hpp"
+#include "broker/src/storage/accounts.hpp"
+#include "broker/src/util/dom.hpp"
+#include "broker/src/util/log.hpp"
+#include "xmpp/jid.hpp"
+#include "xmpp/xml/writer.hpp"
+
+namespace starling::modules {
+
+using roster::RosterItem;
+
+namespace {
+constexpr std::string_view k_ns_roster = "jabber:iq:roster";
+constexpr std::size_t k_max_items = 1000;       // per roster; a set past it is not-allowed
+constexpr std::size_t k_max_groups = 64;        // per item
+constexpr std::size_t k_max_text = 1023;        // name or group, in bytes (RFC 6121 §2.3.3)
+
+// Per-session: did this resource ask for the roster (RFC 6121 §2.1.6 "interested resource")?
+struct RosterSession {
+    bool interested = false;
+    bool versioned = false;  // asked with a 'ver' (XEP-0237): results and pushes carry it
+};
+
+std::string_view bare_of(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
+
+bool is_subscription_type(std::string_view t) noexcept {
+    return t == "subscribe" || t == "subscribed" || t == "unsubscribe" || t == "unsubscribed";
+}
+
+std::string query_open(std::uint64_t ver, bool versioned) {
+    if (!versioned) return "<query xmlns='jabber:iq:roster'>";
+    std::string out = "<query xmlns='jabber:iq:roster' ver='";
+    out += std::to_string(ver);
+    out += "'>";
+    return out;
+}
+}  // namespace
+
+void RosterModule::install(ModuleContext& ctx) {
+    _shard = &ctx.shard();
+    _store = std::make_unique<roster::RosterStore>(roster::store_of(ctx.shard()));
+    ctx.on_iq(IqType::get, k_ns_roster, "query", [this](IqEvent& ev) {
+        on_get(ev);
+        return Handled::yes;
+    });
+    ctx.on_iq(IqType::set, k_ns_roster, "query", [this](IqEvent& ev) {
+        on_set(ev);
+        return Handled::yes;
+    });
+    ctx.on_outbound(router::StanzaKind::presence, [this](OutboundEvent& ev) { return on_outbound_subscription(ev); },
+                    10);
+    ctx.on_inbound(router::StanzaKind::presence, [this](InboundEvent& ev) { return on_inbound_subscription(ev); },
+                   10);
+    ctx.on_session([this](c2s::C2sSession& s, SessionEvent e) {
+        if (e == SessionEvent::available) on_available(s);
+    });
+    ctx.on_stream_features([](c2s::C2sSession&, bool authenticated, std::string& out) {
+        if (!authenticated) return;
+        out += "<ver xmlns='urn:xmpp:features:rosterver'/>";  // XEP-0237 §3
+        out += "<sub xmlns='urn:xmpp:features:pre-approval'/>";  // RFC 6121 §3.4
+    });
+}
+
+// ---- Roster get (RFC 6121 §2.2, XEP-0237) ------------------------------------------------------
+
+void RosterModule::on_get(IqEvent& ev) {
+    if (!ev.is_to_self_or_server()) {
+        ev.reply_error(xmpp::StanzaError::forbidden);  // §2.1.5: only one's own roster
+        return;
+    }
+    const std::string owner(ev.from().bare_view());
+    auto& st = ev.session.slot<RosterSession>();
+    st.interested = true;
+    const auto v = ev.payload.attribute("ver");
+    // XEP-0237 §2.3: a client that sends 'ver' (even empty) understands versioning; one that
+    // does not gets no 'ver' back.
+    st.versioned = !v.empty();
+    const std::uint64_t ver = _store->version(owner);
+    if (v && std::string_view(v.value()) == std::to_string(ver)) {
+        // XEP-0237 §2.3: the client's copy is current: an empty result, changes come as pushes.
+        ev.reply_result();
+        return;
+    }
+    // No history of deltas is kept: any other version gets the whole roster (XEP-0237 §2.3
+    // lets the server choose).
+    std::string inner = query_open(ver, st.versioned);
+    for (const auto& item : _store->load_all(owner)) {
+        if (item.in_roster) item.write_xml(inner);
+    }
+    inner += "</query>";
+    ev.reply_result(inner);
+}
+
+// ---- Roster set and remove (RFC 6121 §2.3, §2.5) -----------------------------------------------
+
+void RosterModule::on_set(IqEvent& ev) {
+    if (!ev.is_to_self_or_server()) {
+        ev.reply_error(xmpp::StanzaError::forbidden);
+        return;
+    }
+    const std::string owner(ev.from().bare_view());
+    pugi::xml_node el;
+    int items = 0;
+    for (auto c = ev.payload.first_child(); c; c = c.next_sibling()) {
+        if (c.type() != pugi::node_element) continue;
+        if (util::StanzaDom::local_name(c) == "item" && ev.dom.ns_of(c) == k_ns_roster) {
+            el = c;
+            ++items;
+        }
+    }
+    if (items != 1) {
+        ev.reply_error(xmpp::StanzaError::bad_request, "a roster set holds exactly one item");  // §2.3.3
+        return;
+    }
+    auto jid = xmpp::Jid::parse(el.attribute("jid").value());
+    if (!el.attribute("jid") || !jid) {
+        ev.reply_error(xmpp::StanzaError::jid_malformed);
+        return;
+    }
+    if (jid->has_resource()) {
+        ev.reply_error(xmpp::StanzaError::bad_request, "roster items are bare JIDs");
+        return;
+    }
+    const std::string contact = jid->full();
+    if (contact == owner) {
+        ev.reply_error(xmpp::StanzaError::not_allowed, "your own JID is not a contact");
+        return;
+    }
+    const std::string_view sub_attr = el.attribute("subscription").value();
+    auto existing = _store->load(owner, contact);
+
+    if (sub_attr == "remove") {
+        if (!existing || !existing->in_roster) {
+            ev.reply_error(xmpp::StanzaError::item_not_found);  // §2.5.3
+            return;
+        }
+        const RosterItem old = *existing;
+        if (!_store->erase(owner, contact)) {
+            ev.reply_error(xmpp::StanzaError::internal_server_error);
+            return;
+        }
+        ev.reply_result();
+        std::string gone;
+        xmpp::xml::Writer(gone).open("item").attr("jid", contact).attr("subscription", "remove").close();
+        push(owner, gone, _store->version(owner));
+        // §2.5.2: cancel both directions, and the contact stops seeing us.
+        if (roster::has_to(old.sub) || old.ask_out) {
+            presence::route_presence(*_shard, owner, contact, "unsubscribe",
+                                     presence::make_presence(owner, contact, "unsubscribe"));
+        }
+        if (roster::has_from(old.sub) || old.pending_in) {
+            if (roster::has_from(old.sub)) presence::send_unavailable_from_all(*_shard, owner, contact);
+            presence::route_presence(*_shard, owner, contact, "unsubscribed",
+                                     presence::make_presence(owner, contact, "unsubscribed"));
+        }
+        return;
+    }
+
+    // Add or update (§2.3.2). 'subscription' values other than "remove" and 'ask' are the
+    // server's to set: ignored (clients echo them back).
+    const std::string_view name = el.attribute("name").value();
+    if (name.size() > k_max_text) {
+        ev.reply_error(xmpp::StanzaError::not_acceptable, "name too long");
+        return;
+    }
+    std::vector<std::string> groups;
+    for (auto g = el.first_child(); g; g = g.next_sibling()) {
+        if (g.type() != pugi::node_element || util::StanzaDom::local_name(g) != "group") continue;
+        std::string text = g.text().get();
+        if (text.empty() || text.size() > k_max_text) {
+            ev.reply_error(xmpp::StanzaError::not_acceptable, "empty or too long group");  // §2.3.3
+            return;
+        }
+        if (std::find(groups.begin(), groups.end(), text) != groups.end()) {
+            ev.reply_error(xmpp::StanzaError::bad_request, "duplicate group");  // §2.3.3
+            return;
+        }
+        groups.push_back(std::move(text));
+    }
+    if (groups.size() > k_max_groups) {
+        ev.reply_error(xmpp::StanzaError::not_acceptable, "too many groups");
+        return;
+    }
+    RosterItem item;
+    if (existing) {
+        item = *existing;
+    } else {
+        item.jid = contact;
+    }
+    if (!item.in_roster) {
+        std::size_t visible = 0;
+        for (const auto& i : _store->load_all(owner)) visible += i.in_roster ? 1 : 0;
+        if (visible >= k_max_items) {
+            ev.reply_error(xmpp::StanzaError::not_allowed, "roster full");
+            return;
+        }
+    }
+    const std::string before = item.visible();
+    item.in_roster = true;
+    item.name = name;
+    item.groups = std::move(groups);
+    const std::string after = item.visible();
+    const auto ver = _store->save(owner, item, after != before);
+    if (!ver) {
+        ev.reply_error(xmpp::StanzaError::internal_server_error);
+        return;
+    }
+    ev.reply_result();
+    if (after != before) push(owner, after, *ver);
+}
+
+bool RosterModule::commit(std::string_view owner, const std::string& before, const RosterItem& item) {
+    const std::string after = item.visible();
+    const auto ver = _store->save(owner, item, after != before);
+    if (!ver) return false;
+    if (after != before) {
+        if (after.empty()) {
+            std::string gone;
+            xmpp::xml::Writer(gone).open("item").attr("jid", item.jid).attr("subscription", "remove").close();
+            push(owner, gone, *ver);
+        } else {
+            push(owner, after, *ver);
+        }
+    }
+    return true;
+}
+
+void RosterModule::push(std::string_view owner, std::string_view item_xml, std::uint64_t ver) {
+    // §2.1.6: to every interested resource; XEP-0237 §2.4: each push carries the new version,
+    // and is the delta itself.
+    for (auto* s : presence::sessions_of(*_shard, owner)) {
+        const auto* st = s->find_slot<RosterSession>();
+        if (st == nullptr || !st->interested) continue;
+        std::string out;
+        xmpp::xml::Writer w(out);
+        w.open("iq").attr("to", s->jid()->full()).attr("type", "set").attr("id", "rp" + std::to_string(++_push_seq));
+        w.raw(query_open(ver, st->versioned)).raw(item_xml).raw("</query>");
+        w.close();
+        s->deliver(out);
+    }
+}
+
+int RosterModule::deliver_to_available(std::string_view owner, std::string_view bytes) {
+    int n = 0;
+    for (auto* s : presence::sessions_of(*_shard, owner)) {
+        if (!s->is_available()) continue;
+        s->deliver(bytes);
+        ++n;
+    }
+    return n;
+}
+
+// ---- Subscription stanzas from the user (RFC 6121 §3, sender's home shard) ----------------------
+
+Handled RosterModule::on_outbound_subscription(OutboundEvent& ev) {
+    if (ev.to == nullptr || !is_subscription_type(ev.type)) return Handled::no;
+    const std::string owner(ev.session.jid()->bare_view());
+    // §3.1.2: subscriptions are between bare JIDs; 'from' is stamped as the bare JID.
+    const std::string contact(ev.to->bare_view());
+    if (contact == owner) return Handled::yes;  // one is always subscribed to oneself
+    auto loaded = _store->load(owner, contact);
+    RosterItem item;
+    if (loaded) {
+        item = std::move(*loaded);
+    } else {
+        item.jid = contact;
+    }
+    const std::string before = item.visible();
+    const std::string id = ev.element.id().present() ? ev.element.id().unescape() : std::string();
+    const bool routable = _shard->options.serves(ev.to->domainpart());  // no s2s yet
+    auto route = [&](std::string_view type, std::string_view inner = {}) {
+        if (!routable) return;
+        presence::route_presence(*_shard, owner, contact, type, presence::make_presence(owner, contact, type, id, inner));
+    };
+    if (ev.type == "subscribe") {
+        roster::user_sends_subscribe(item);
+        if (!commit(owner, before, item)) return Handled::yes;
+        // Children (status, XEP-0172 nick) travel with the request.
+        route("subscribe", presence::inner_xml(ev.element.bytes(), ev.element.start_tag().size()));
+    } else if (ev.type == "subscribed") {
+        const auto r = roster::user_sends_subscribed(item);
+        if (!commit(owner, before, item)) return Handled::yes;
+        if (r.route) route("subscribed");
+        if (r.send_presence && routable) presence::send_current_presence(*_shard, owner, contact);
+    } else if (ev.type == "unsubscribe") {
+        const auto r = roster::user_sends_unsubscribe(item);
+        if (!commit(owner, before, item)) return Handled::yes;
+        if (r.route) route("unsubscribe");
+    } else {
+        const auto r = roster::user_sends_unsubscribed(item);
+        if (!commit(owner, before, item)) return Handled::yes;
+        if (r.send_unavailable && routable) presence::send_unavailable_from_all(*_shard, owner, contact);
+        if (r.route) route("unsubscribed");
+    }
+    return Handled::yes;
+}
+
+// ---- Subscription stanzas for the user (RFC 6121 §3, the user's home shard) ---------------------
+
+Handled RosterModule::on_inbound_subscription(InboundEvent& ev) {
+    auto& env = ev.env;
+    if (!is_subscription_type(env.type)) return Handled::no;
+    const std::string owner(bare_of(env.to));
+    const std::string contact(bare_of(env.from));
+    if (contact.empty() || owner == contact) return Handled::yes;
+    // The stanza is delivered addressed to the bare JID (§3.1.3: to a full JID is treated as
+    // to the bare JID).
+    std::string bytes = env.to.size() != owner.size() ? presence::with_to(env.bytes, owner) : env.bytes;
+    auto exists = _shard->accounts.exists(owner);
+    if (!exists || !*exists) {
+        // §3.1.3: no such user: the server answers for it.
+        if (env.type == "subscribe") {
+            presence::route_presence(*_shard, owner, contact, "unsubscribed",
+                                     presence::make_presence(owner, contact, "unsubscribed"));
+        }
+        return Handled::yes;
+    }
+    auto loaded = _store->load(owner, contact);
+    RosterItem item;
+    if (loaded) {
+        item = std::move(*loaded);
+    } else {
+        item.jid = contact;
+    }
+    const std::string before = item.visible();
+    if (env.type == "subscribe") {
+        switch (roster::contact_sends_subscribe(item)) {
+            case roster::InSubscribe::auto_subscribed:
+                presence::route_presence(*_shard, owner, contact, "subscribed",
+                                         presence::make_presence(owner, contact, "subscribed"));
+                break;
+            case roster::InSubscribe::pre_approved:
+                if (!commit(owner, before, item)) break;
+                presence::route_presence(*_shard, owner, contact, "subscribed",
+                                         presence::make_presence(owner, contact, "subscribed"));
+                presence::send_current_presence(*_shard, owner, contact);
+                break;
+            case roster::InSubscribe::deliver:
+                // Kept until answered, and delivered again at each login (§3.1.3).
+                item.pending_stanza = bytes;
+                if (!commit(owner, before, item)) break;
+                deliver_to_available(owner, bytes);
+                break;
+        }
+    } else if (env.type == "subscribed") {
+        if (roster::contact_sends_subscribed(item) && commit(owner, before, item)) deliver_to_available(owner, bytes);
+    } else if (env.type == "unsubscribe") {
+        const bool had_from = roster::has_from(item.sub);
+        if (roster::contact_sends_unsubscribe(item) && commit(owner, before, item)) {
+            deliver_to_available(owner, bytes);
+            // §3.3.3: the former subscriber gets unavailable from each available resource.
+            if (had_from) presence::send_unavailable_from_all(*_shard, owner, contact);
+        }
+    } else {
+        if (roster::contact_sends_unsubscribed(item) && commit(owner, before, item)) deliver_to_available(owner, bytes);
+    }
+    return Handled::yes;
+}
+
+void RosterModule::on_available(c2s::C2sSession& session) {
+    // §3.1.3: pending inbound requests go to the user's newly available resource.
+    const std::string owner(session.jid()->bare_view());
+    for (const auto& item : _store->load_all(owner)) {
+        if (item.pending_in && !item.pending_stanza.empty()) session.deliver(item.pending_stanza);
+    }
+}
+
+}  // namespace starling::modules

@@ -1,0 +1,53 @@
+// RFC 6121 §2 (roster management), §3 (presence subscriptions, with §3.4 pre-approval) and
+// XEP-0237 (roster versioning).
+//
+// - jabber:iq:roster get/set/remove on the user's own account; pushes to every resource that
+//   asked for the roster in this session ("interested resources", §2.1.6).
+// - Subscription stanzas (subscribe, subscribed, unsubscribe, unsubscribed): outbound on the
+//   sender's home shard (update the sender's item, stamp from = bare JID per §3.1.2, route) and
+//   inbound on the contact's home shard (update the contact's item, push, deliver or store).
+// - Inbound subscription requests are stored with the item and delivered again each time the
+//   user becomes available until answered (§3.1.3).
+// - Stream features <ver xmlns='urn:xmpp:features:rosterver'/> and
+//   <sub xmlns='urn:xmpp:features:pre-approval'/>.
+//
+// Lives on: every shard; handlers run on the home shard of the roster's owner. State: the
+// RosterStore (RocksDB) and a per-session "interested" flag.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "broker/src/modules/module.hpp"
+#include "broker/src/modules/roster/roster_item.hpp"
+#include "broker/src/modules/roster/roster_store.hpp"
+
+namespace starling::modules {
+
+class RosterModule final : public Module {
+public:
+    std::string_view name() const noexcept override { return "roster"; }
+    void install(ModuleContext& ctx) override;
+
+private:
+    void on_get(IqEvent& ev);
+    void on_set(IqEvent& ev);
+    Handled on_outbound_subscription(OutboundEvent& ev);
+    Handled on_inbound_subscription(InboundEvent& ev);
+    void on_available(c2s::C2sSession& session);
+
+    // Saves `item` for `owner`; when its visible form changed (`before`), bumps the version and
+    // pushes it. False when the write failed (nothing was pushed).
+    bool commit(std::string_view owner, const std::string& before, const roster::RosterItem& item);
+    void push(std::string_view owner, std::string_view item_xml, std::uint64_t ver);
+    // Delivers a subscription stanza to every available resource of a local user (§3.1.3:
+    // whatever their priority). Returns how many got it.
+    int deliver_to_available(std::string_view owner, std::string_view bytes);
+
+    c2s::ShardContext* _shard = nullptr;
+    std::unique_ptr<roster::RosterStore> _store;
+    std::uint64_t _push_seq = 0;
+};
+
+}  // namespace starling::modules

@@ -1,0 +1,80 @@
+// One shard wired as the broker wires it (store, router, modules), without sockets or threads
+// (same shape as offline/'s fixture, kept here so the two test folders stay independent):
+// the tests route envelopes straight into the router and read the modules' counters.
+#pragma once
+
+#include <asio/io_context.hpp>
+
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "broker/src/c2s/options.hpp"
+#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/modules/host.hpp"
+#include "broker/src/router/mailboxes.hpp"
+#include "broker/src/router/router.hpp"
+#include "broker/src/storage/accounts.hpp"
+#include "broker/src/storage/store.hpp"
+#include "broker/src/util/random.hpp"
+
+namespace starling::roster_test {
+
+class OneShard {
+public:
+    explicit OneShard(std::vector<std::unique_ptr<modules::Module>> mods) {
+        std::random_device rd;
+        _dir = std::filesystem::temp_directory_path() / ("starling-roster-test-" + std::to_string(rd()));
+        std::filesystem::create_directories(_dir);
+        store = storage::Store::open(_dir.string());
+        accounts = std::make_unique<storage::AccountStore>(*store);
+        mailboxes = std::make_unique<router::Mailboxes<router::Envelope>>(1, 16, [](router::ShardId) {});
+        router = std::make_unique<router::ShardRouter>(0, *mailboxes, options, [](router::Envelope&&) {});
+        ctx.reset(new c2s::ShardContext{0, io, options, nullptr, *accounts, *router, random});
+        ctx->modules = &host;
+        ctx->store = store.get();
+        host.install(*ctx, std::move(mods));
+        router->set_modules(&host, ctx.get());
+    }
+    ~OneShard() {
+        ctx.reset();
+        router.reset();
+        accounts.reset();
+        store.reset();
+        std::filesystem::remove_all(_dir);
+    }
+
+    void add_account(const std::string& bare) {
+        storage::AccountRecord r;
+        r.created_unix_ms = 1;
+        (void)accounts->put(bare, r);
+    }
+
+    // A stanza from `from` (full JID) to `to`, as a session would route it.
+    void route(router::StanzaKind kind, std::string from, std::string to, std::string type, std::string bytes,
+               std::string id = "id1") {
+        router::Envelope env;
+        env.stanza = kind;
+        env.from = std::move(from);
+        env.to = std::move(to);
+        env.type = std::move(type);
+        env.id = std::move(id);
+        env.bytes = std::move(bytes);
+        router->route(std::move(env));
+    }
+
+    std::filesystem::path _dir;
+    asio::io_context io;
+    c2s::C2sOptions options;
+    util::Random random;
+    std::unique_ptr<storage::Store> store;
+    std::unique_ptr<storage::AccountStore> accounts;
+    std::unique_ptr<router::Mailboxes<router::Envelope>> mailboxes;
+    std::unique_ptr<router::ShardRouter> router;
+    modules::ModuleHost host;
+    std::unique_ptr<c2s::ShardContext> ctx;
+};
+
+}  // namespace starling::roster_test

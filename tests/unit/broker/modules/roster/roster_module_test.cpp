@@ -1,0 +1,105 @@
+// RosterModule's inbound subscription handling on one shard, without sessions: what is stored
+// for the contact (RFC 6121 §3.1.3, §3.4, Appendix A.3).
+#include "broker/src/modules/roster/roster_module.hpp"
+
+#include <gtest/gtest.h>
+
+#include "broker/src/modules/presence/presence_module.hpp"
+#include "broker/src/modules/roster/roster_store.hpp"
+#include "tests/unit/broker/modules/roster/one_shard.hpp"
+
+namespace {
+
+using namespace starling;
+using modules::roster::RosterItem;
+using modules::roster::RosterStore;
+using modules::roster::Sub;
+using router::StanzaKind;
+
+constexpr const char* k_alice = "alice@localhost";
+constexpr const char* k_bob = "bob@localhost";
+
+struct Fixture {
+    std::unique_ptr<roster_test::OneShard> shard;
+    Fixture() {
+        std::vector<std::unique_ptr<modules::Module>> mods;
+        mods.push_back(std::make_unique<modules::RosterModule>());
+        mods.push_back(std::make_unique<modules::PresenceModule>());
+        shard = std::make_unique<roster_test::OneShard>(std::move(mods));
+        shard->add_account(k_alice);
+        shard->add_account(k_bob);
+    }
+    RosterStore db() { return RosterStore(*shard->store); }
+    void from_alice_to_bob(const std::string& type) {
+        shard->route(StanzaKind::presence, k_alice, k_bob, type,
+                     "<presence from='alice@localhost' to='bob@localhost' type='" + type + "'/>");
+    }
+};
+
+TEST(RosterModule, StoresAnInboundRequestAsHiddenPendingInWithItsStanza) {
+    Fixture f;
+    f.from_alice_to_bob("subscribe");
+    auto item = f.db().load(k_bob, k_alice);
+    ASSERT_TRUE(item);
+    EXPECT_TRUE(item->pending_in);
+    EXPECT_FALSE(item->in_roster);  // §3.1.3: not a roster item (no push, no version bump)
+    EXPECT_NE(item->pending_stanza.find("type='subscribe'"), std::string::npos);
+    EXPECT_EQ(f.db().version(k_bob), 0u);
+    f.from_alice_to_bob("subscribe");  // a repeat keeps one item
+    EXPECT_EQ(f.db().load_all(k_bob).size(), 1u);
+}
+
+TEST(RosterModule, IgnoresSubscribedWithoutAnOutstandingRequest) {
+    Fixture f;
+    f.from_alice_to_bob("subscribed");
+    EXPECT_FALSE(f.db().load(k_bob, k_alice));
+    f.from_alice_to_bob("unsubscribed");
+    f.from_alice_to_bob("unsubscribe");
+    EXPECT_TRUE(f.db().load_all(k_bob).empty());
+}
+
+TEST(RosterModule, GrantsAPreApprovedRequestAtOnce) {
+    Fixture f;
+    RosterItem pre;
+    pre.jid = k_alice;
+    pre.approved = true;
+    pre.in_roster = true;
+    ASSERT_TRUE(f.db().save(k_bob, pre, true));
+    f.from_alice_to_bob("subscribe");
+    auto item = f.db().load(k_bob, k_alice);
+    ASSERT_TRUE(item);
+    EXPECT_EQ(item->sub, Sub::from);
+    EXPECT_FALSE(item->approved);
+    EXPECT_FALSE(item->pending_in);
+    EXPECT_EQ(f.db().version(k_bob), 2u);  // the visible item changed: one bump
+}
+
+TEST(RosterModule, InboundSubscribedAndUnsubscribeFollowTheStateTable) {
+    Fixture f;
+    RosterItem asked;
+    asked.jid = k_alice;
+    asked.ask_out = true;
+    asked.sub = Sub::from;
+    asked.in_roster = true;
+    ASSERT_TRUE(f.db().save(k_bob, asked, true));
+    f.from_alice_to_bob("subscribed");
+    EXPECT_EQ(f.db().load(k_bob, k_alice)->sub, Sub::both);
+    f.from_alice_to_bob("unsubscribe");  // alice stops seeing bob
+    EXPECT_EQ(f.db().load(k_bob, k_alice)->sub, Sub::to);
+    f.from_alice_to_bob("unsubscribed");  // and cancels bob's subscription to her
+    auto item = f.db().load(k_bob, k_alice);
+    ASSERT_TRUE(item);  // still in the roster, with nothing left
+    EXPECT_EQ(item->sub, Sub::none);
+    EXPECT_TRUE(item->in_roster);
+}
+
+TEST(RosterModule, StoresNothingForAnAccountThatDoesNotExist) {
+    Fixture f;
+    f.shard->route(StanzaKind::presence, k_alice, "ghost@localhost", "subscribe",
+                   "<presence from='alice@localhost' to='ghost@localhost' type='subscribe'/>");
+    EXPECT_TRUE(f.db().load_all("ghost@localhost").empty());
+    // alice's item for the ghost is untouched by the 'unsubscribed' answer (she asked nothing).
+    EXPECT_TRUE(f.db().load_all(k_alice).empty());
+}
+
+}  // namespace
