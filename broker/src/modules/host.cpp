@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "broker/src/c2s/session.hpp"
+#include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/util/dom.hpp"
 #include "xmpp/xml/raw_text.hpp"
 #include "xmpp/xml/writer.hpp"
@@ -113,6 +114,8 @@ void ModuleHost::install(c2s::ShardContext& shard, std::vector<std::unique_ptr<M
         _modules.push_back(std::move(m));
     }
 }
+
+void ModuleHost::install_default(c2s::ShardContext& shard) { install(shard, make_modules(shard.options)); }
 
 Handled ModuleHost::handle_iq(IqEvent& ev) const {
     if (!ev.payload) return Handled::no;

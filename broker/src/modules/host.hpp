@@ -21,7 +21,7 @@ public:
 
     // Installs every module of make_modules() (or `modules`) for this shard.
     void install(c2s::ShardContext& shard, std::vector<std::unique_ptr<Module>> modules);
-    void install_default(c2s::ShardContext& shard) { install(shard, make_modules()); }
+    void install_default(c2s::ShardContext& shard);
 
     // Core entry points.
     Handled handle_iq(IqEvent& ev) const;

@@ -24,6 +24,7 @@
 
 namespace starling::c2s {
 class C2sSession;
+struct C2sOptions;
 struct ShardContext;
 }  // namespace starling::c2s
 namespace starling::util {
@@ -141,7 +142,8 @@ public:
     virtual void install(ModuleContext& ctx) = 0;
 };
 
-// One line per module: modules/module_list.cpp.
-std::vector<std::unique_ptr<Module>> make_modules();
+// One line per module: modules/module_list.cpp. Module options come from the configuration
+// through `options`.
+std::vector<std::unique_ptr<Module>> make_modules(const c2s::C2sOptions& options);
 
 }  // namespace starling::modules

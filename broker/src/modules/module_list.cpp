@@ -1,5 +1,6 @@
 // The modules every shard installs, in order. Adding a feature: one folder under modules/ and
 // one line here (CONVENTIONS §5).
+#include "broker/src/c2s/options.hpp"
 #include "broker/src/modules/disco/disco_module.hpp"
 #include "broker/src/modules/module.hpp"
 #include "broker/src/modules/ping/ping_module.hpp"
@@ -21,7 +22,7 @@
 
 namespace starling::modules {
 
-std::vector<std::unique_ptr<Module>> make_modules() {
+std::vector<std::unique_ptr<Module>> make_modules(const c2s::C2sOptions& options) {
     std::vector<std::unique_ptr<Module>> m;
     m.push_back(std::make_unique<DiscoModule>());
     m.push_back(std::make_unique<PingModule>());
@@ -31,8 +32,12 @@ std::vector<std::unique_ptr<Module>> make_modules() {
     m.push_back(std::make_unique<PresenceModule>());
     // --- end roster/presence ---
     // --- offline/blocking ---
-    m.push_back(std::make_unique<BlockingModule>());
-    m.push_back(std::make_unique<OfflineModule>());
+    BlockingOptions blocking;
+    blocking.max_items = options.blocklist_max_items;
+    m.push_back(std::make_unique<BlockingModule>(blocking));
+    OfflineOptions offline;
+    offline.max_messages = options.offline_max_messages;
+    m.push_back(std::make_unique<OfflineModule>(offline));
     // --- end offline/blocking ---
     // --- carbons/mam ---
     // --- end carbons/mam ---

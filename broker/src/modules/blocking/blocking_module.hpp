@@ -22,7 +22,7 @@ namespace starling::modules {
 
 struct BlockingOptions {
     // Items per block list; a block beyond it gets <policy-violation/>.
-    // TODO(#4): read from the configuration as `blocking.max_items` (default 1000, min 1).
+    // Configured as accounts.blocklist_max_items / accounts.offline_max_messages.
     std::size_t max_items = 1000;
     // Lists cached per shard before the cache is dropped and rebuilt on demand.
     std::size_t max_cached_lists = 1u << 16;

@@ -20,7 +20,7 @@ namespace starling::modules {
 
 struct OfflineOptions {
     // Messages kept per user; one more gets <service-unavailable/> (XEP-0160 §2).
-    // TODO(#4): read from the configuration as `offline.max_messages` (default 1000, min 1).
+    // Configured as accounts.blocklist_max_items / accounts.offline_max_messages.
     std::uint32_t max_messages = 1000;
     // Stanza bytes handed to a session per reactor turn when flushing a queue, so that a long
     // queue does not overrun the session's output limit (c2s.max_output_bytes) in one go.
