@@ -7,13 +7,13 @@
 #include <rocksdb/write_batch.h>
 
 #include "account_generated.h"
+#include "broker/src/storage/rocks.hpp"
 #include "broker/src/storage/store.hpp"
 
 namespace starling::storage {
 
 namespace {
 
-rocksdb::Slice slice(std::string_view s) { return {s.data(), s.size()}; }
 
 flatbuffers::Offset<fb::ScramKeys> write_keys(flatbuffers::FlatBufferBuilder& b, const ScramKeys& k) {
     if (k.empty()) return 0;
@@ -39,19 +39,7 @@ ScramKeys read_keys(const fb::ScramKeys* k) {
     return out;
 }
 
-Errc errc_of(const rocksdb::Status& st) noexcept {
-    if (st.IsNotFound()) return Errc::not_found;
-    if (st.IsCorruption()) return Errc::corrupt;
-    if (st.IsBusy() || st.IsTryAgain()) return Errc::busy;
-    if (st.IsInvalidArgument()) return Errc::invalid_argument;
-    return Errc::io_error;
-}
 
-rocksdb::WriteOptions write_options(const Store& store) {
-    rocksdb::WriteOptions w;
-    w.sync = store.options().sync_writes;
-    return w;
-}
 
 }  // namespace
 

@@ -5,26 +5,16 @@
 #include <rocksdb/db.h>
 
 #include "blocking_generated.h"
+#include "broker/src/storage/rocks.hpp"
 #include "broker/src/storage/store.hpp"
 
 namespace starling::modules::blocking {
 
+using storage::errc_of;
+using storage::slice;
+using storage::write_options;
 using storage::Column;
 using storage::Errc;
-
-namespace {
-
-rocksdb::Slice slice(std::string_view s) { return {s.data(), s.size()}; }
-
-Errc errc_of(const rocksdb::Status& st) noexcept {
-    if (st.IsNotFound()) return Errc::not_found;
-    if (st.IsCorruption()) return Errc::corrupt;
-    if (st.IsBusy() || st.IsTryAgain()) return Errc::busy;
-    if (st.IsInvalidArgument()) return Errc::invalid_argument;
-    return Errc::io_error;
-}
-
-}  // namespace
 
 bool BlockList::add(std::string_view jid) { return _items.emplace(jid).second; }
 

@@ -6,31 +6,23 @@
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 
+#include "broker/src/storage/rocks.hpp"
 #include "broker/src/storage/store.hpp"
 #include "offline_generated.h"
 
 namespace starling::modules::offline {
+
+using storage::errc_of;
+using storage::slice;
+using storage::write_options;
 
 using storage::Column;
 using storage::Errc;
 
 namespace {
 
-rocksdb::Slice slice(std::string_view s) { return {s.data(), s.size()}; }
 
-Errc errc_of(const rocksdb::Status& st) noexcept {
-    if (st.IsNotFound()) return Errc::not_found;
-    if (st.IsCorruption()) return Errc::corrupt;
-    if (st.IsBusy() || st.IsTryAgain()) return Errc::busy;
-    if (st.IsInvalidArgument()) return Errc::invalid_argument;
-    return Errc::io_error;
-}
 
-rocksdb::WriteOptions write_options(const storage::Store& store) {
-    rocksdb::WriteOptions w;
-    w.sync = store.options().sync_writes;  // DESIGN §6: stored means on disk
-    return w;
-}
 
 constexpr std::size_t k_seq_bytes = 8;
 

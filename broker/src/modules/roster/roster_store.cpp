@@ -10,20 +10,16 @@
 
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/storage/accounts.hpp"
+#include "broker/src/storage/rocks.hpp"
 #include "broker/src/storage/store.hpp"
 #include "broker/src/util/log.hpp"
 
 namespace starling::modules::roster {
 
-namespace {
-rocksdb::Slice slice(std::string_view s) { return {s.data(), s.size()}; }
+using storage::errc_of;
+using storage::slice;
+using storage::write_options;
 
-rocksdb::WriteOptions write_options(const storage::Store& store) {
-    rocksdb::WriteOptions w;
-    w.sync = store.options().sync_writes;
-    return w;
-}
-}  // namespace
 
 std::string RosterStore::item_key(std::string_view owner, std::string_view contact) {
     std::string k;

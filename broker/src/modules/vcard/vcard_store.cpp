@@ -2,29 +2,15 @@
 
 #include <rocksdb/db.h>
 
+#include "broker/src/storage/rocks.hpp"
 #include "broker/src/storage/store.hpp"
 
 namespace starling::modules {
 
-namespace {
+using storage::errc_of;
+using storage::slice;
+using storage::write_options;
 
-rocksdb::Slice slice(std::string_view s) noexcept { return {s.data(), s.size()}; }
-
-storage::Errc errc_of(const rocksdb::Status& st) noexcept {
-    if (st.IsNotFound()) return storage::Errc::not_found;
-    if (st.IsCorruption()) return storage::Errc::corrupt;
-    if (st.IsBusy() || st.IsTryAgain()) return storage::Errc::busy;
-    if (st.IsInvalidArgument()) return storage::Errc::invalid_argument;
-    return storage::Errc::io_error;
-}
-
-rocksdb::WriteOptions write_options(const storage::Store& store) noexcept {
-    rocksdb::WriteOptions w;
-    w.sync = store.options().sync_writes;
-    return w;
-}
-
-}  // namespace
 
 xmpp::Result<std::string, storage::Errc> VcardStore::get(std::string_view bare_jid) const noexcept {
     try {
