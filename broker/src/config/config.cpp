@@ -72,6 +72,9 @@ void for_each_option(C& c, V&& v) {
     v("accounts", "vcard_max_bytes", c.accounts.vcard_max_bytes, bounds::vcard_max_bytes);
     v("accounts", "offline_max_messages", c.accounts.offline_max_messages, bounds::offline_max_messages);
     v("accounts", "blocklist_max_items", c.accounts.blocklist_max_items, bounds::blocklist_max_items);
+    v("accounts", "mam_retention_days", c.accounts.mam_retention_days, bounds::mam_retention_days);
+    v("accounts", "mam_max_messages_per_user", c.accounts.mam_max_messages_per_user,
+      bounds::mam_max_messages_per_user);
 
     v("admin", "socket", c.admin.socket, Text::any);
     v("storage", "path", c.storage.path, Text::any);

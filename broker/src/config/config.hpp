@@ -46,6 +46,8 @@ inline constexpr Range registrations_per_ip_per_minute{0, 1'000'000};  // 0: no 
 inline constexpr Range vcard_max_bytes{1'024, 16u << 20};
 inline constexpr Range offline_max_messages{1, 1'000'000};
 inline constexpr Range blocklist_max_items{1, 1'000'000};
+inline constexpr Range mam_retention_days{0, 36'500};             // 0: forever
+inline constexpr Range mam_max_messages_per_user{0, 100'000'000};  // 0: unbounded
 }  // namespace bounds
 
 enum class LogLevel : std::uint8_t { trace, debug, info, warn, error };
@@ -126,6 +128,8 @@ struct AccountsConfig {
     std::uint64_t vcard_max_bytes = 65'536;
     std::uint32_t offline_max_messages = 1000;  // XEP-0160: kept per user while offline
     std::uint32_t blocklist_max_items = 1000;   // XEP-0191: JIDs one user may block
+    std::uint32_t mam_retention_days = 365;         // XEP-0313 archive: older records expire
+    std::uint32_t mam_max_messages_per_user = 10'000;  // ...and the oldest beyond this count
 
     friend bool operator==(const AccountsConfig&, const AccountsConfig&) = default;
 };

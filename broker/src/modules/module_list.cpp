@@ -14,6 +14,8 @@
 #include "broker/src/modules/offline/offline_module.hpp"
 // --- end includes: offline/blocking ---
 // --- includes: carbons/mam ---
+#include "broker/src/modules/carbons/carbons_module.hpp"
+#include "broker/src/modules/mam/mam_module.hpp"
 // --- end includes: carbons/mam ---
 // --- includes: register/vcard/ping ---
 #include "broker/src/modules/register/register_module.hpp"
@@ -40,6 +42,11 @@ std::vector<std::unique_ptr<Module>> make_modules(const c2s::C2sOptions& options
     m.push_back(std::make_unique<OfflineModule>(offline));
     // --- end offline/blocking ---
     // --- carbons/mam ---
+    MamOptions mam;
+    mam.retention_days = options.mam_retention_days;
+    mam.max_messages_per_user = options.mam_max_messages_per_user;
+    m.push_back(std::make_unique<MamModule>(mam));
+    m.push_back(std::make_unique<CarbonsModule>());
     // --- end carbons/mam ---
     // --- register/vcard/ping ---
     m.push_back(std::make_unique<RegisterModule>());

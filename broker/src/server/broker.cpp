@@ -60,6 +60,8 @@ c2s::C2sOptions make_options(const config::BrokerConfig& cfg, std::string secret
     o.vcard_max_bytes = cfg.accounts.vcard_max_bytes;
     o.offline_max_messages = cfg.accounts.offline_max_messages;
     o.blocklist_max_items = cfg.accounts.blocklist_max_items;
+    o.mam_retention_days = cfg.accounts.mam_retention_days;
+    o.mam_max_messages_per_user = cfg.accounts.mam_max_messages_per_user;
     o.server_ping_idle = std::chrono::milliseconds(cfg.c2s.ping_idle_ms);
     o.server_ping_timeout = std::chrono::milliseconds(cfg.c2s.ping_timeout_ms);
     o.server_secret = std::move(secret);

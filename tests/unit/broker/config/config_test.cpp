@@ -372,7 +372,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Bound{"accounts", "registrations_per_ip_per_minute", bounds::registrations_per_ip_per_minute},
                       Bound{"accounts", "vcard_max_bytes", bounds::vcard_max_bytes},
                       Bound{"accounts", "offline_max_messages", bounds::offline_max_messages},
-                      Bound{"accounts", "blocklist_max_items", bounds::blocklist_max_items}),
+                      Bound{"accounts", "blocklist_max_items", bounds::blocklist_max_items},
+                      Bound{"accounts", "mam_retention_days", bounds::mam_retention_days},
+                      Bound{"accounts", "mam_max_messages_per_user", bounds::mam_max_messages_per_user}),
     [](const auto& p) { return std::string(p.param.table) + "_" + p.param.name; });
 
 TEST(NumericBounds, CoverEveryIntegerOption) {
@@ -387,7 +389,7 @@ TEST(NumericBounds, CoverEveryIntegerOption) {
             if (e.message() == "must be an integer (got a string)") ++numeric;
         }
     }
-    EXPECT_EQ(numeric, 22u);
+    EXPECT_EQ(numeric, 24u);
 }
 
 // --- files on disk ---

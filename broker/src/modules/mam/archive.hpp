@@ -1,0 +1,85 @@
+// MessageArchive: every user's message archive (XEP-0313) in the "mam" column family.
+// Key: bare JID, NUL, archive id as 8 bytes big-endian; the id is the archive time in
+// microseconds since the epoch, made unique and increasing per shard (every message of a user
+// is archived on its home shard). Value: a FlatBuffers ArchivedMessage (schemas/storage/mam.fbs).
+// Without a Store (unit tests; a broker whose ShardContext does not expose one) the records live
+// in memory, per shard, in the same key order.
+//
+// Lives on: one per shard (owned by MamModule); used on that shard's thread only. RocksDB calls
+// are synchronous on the shard thread for now (TODO(#4): batch writes per reactor turn, and move
+// reads off the stanza path).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "broker/src/storage/errc.hpp"
+#include "xmpp/result.hpp"
+
+namespace starling::storage {
+class Store;
+}
+
+namespace starling::modules::mam {
+
+struct ArchivedMessage {
+    std::uint64_t id = 0;          // archive id (the key suffix), also the result id
+    std::int64_t stamp_us = 0;     // when archived
+    std::string with;              // the other party's full JID
+    bool sent = false;             // sent by the owner (else received)
+    std::string stanza;            // the <message/> as delivered
+};
+
+// Archive ids on the wire: 16 lowercase hex digits of a keyed permutation of the internal id
+// (a 4-round Feistel network on 32-bit halves), so that they are stable but opaque: XEP-0359 §3
+// wants them unpredictable and §5 says nothing may be inferred from them (here: the archive
+// time). Not a cipher against a determined analyst; the ids are not secrets (XEP-0359 §5).
+class IdCodec {
+public:
+    // `secret`: the broker's persistent server secret (a sub-key is derived from it); the ids
+    // change if it does. An empty secret gives a fixed key (unit tests).
+    explicit IdCodec(std::string_view secret) noexcept;
+    std::string format(std::uint64_t id) const;
+    std::optional<std::uint64_t> parse(std::string_view text) const noexcept;
+
+private:
+    std::uint64_t _keys[4];
+};
+
+std::string archive_key(std::string_view bare, std::uint64_t id);
+
+class MessageArchive {
+public:
+    explicit MessageArchive(storage::Store* store) noexcept : _store(store) {}
+
+    // A fresh id for a message archived now (`now_us`): strictly above every id this archive
+    // handed out before.
+    std::uint64_t next_id(std::int64_t now_us) noexcept;
+
+    // Durable (synced) when the store syncs writes (DESIGN §6).
+    xmpp::Result<void, storage::Errc> append(std::string_view bare, const ArchivedMessage& m) noexcept;
+    // Records of `bare` with lo <= id <= hi, in id order; `f` returns false to stop.
+    using Visitor = std::function<bool(std::uint64_t id, std::string_view value)>;
+    xmpp::Result<void, storage::Errc> scan(std::string_view bare, std::uint64_t lo, std::uint64_t hi,
+                                           const Visitor& f) const noexcept;
+    xmpp::Result<ArchivedMessage, storage::Errc> get(std::string_view bare, std::uint64_t id) const noexcept;
+    // Removes the records of `bare` with lo <= id < hi.
+    xmpp::Result<void, storage::Errc> remove(std::string_view bare, std::uint64_t lo, std::uint64_t hi) noexcept;
+
+    bool is_durable() const noexcept { return _store != nullptr; }
+
+    static std::string encode(const ArchivedMessage& m);
+    // `id` comes from the key.
+    static xmpp::Result<ArchivedMessage, storage::Errc> decode(std::string_view bytes, std::uint64_t id) noexcept;
+
+private:
+    storage::Store* _store;
+    std::map<std::string, std::string> _memory;  // without a store
+    std::uint64_t _last_id = 0;
+};
+
+}  // namespace starling::modules::mam

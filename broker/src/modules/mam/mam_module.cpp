@@ -1,0 +1,357 @@
+#include "broker/src/modules/mam/mam_module.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+#include "broker/src/c2s/options.hpp"
+#include "broker/src/c2s/session.hpp"
+#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/c2s/stamp.hpp"
+#include "broker/src/modules/carbons/forward.hpp"
+#include "broker/src/router/router.hpp"
+#include "broker/src/storage/accounts.hpp"
+#include "broker/src/storage/store.hpp"
+#include "broker/src/util/dom.hpp"
+#include "broker/src/util/log.hpp"
+#include "xmpp/ns.hpp"
+#include "xmpp/xml/raw_text.hpp"
+#include "xmpp/xml/writer.hpp"
+
+namespace starling::modules {
+
+namespace {
+
+using mam::MessageArchive;
+
+std::string_view bare_of(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
+
+std::int64_t now_us() noexcept {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+constexpr std::string_view k_ns_mam_extended = "urn:xmpp:mam:2#extended";
+
+bool type_may_be_archived(std::string_view type) noexcept {
+    return type.empty() || type == "chat" || type == "normal";
+}
+
+// An id for a message archived now. If the clock went back across a restart, the id could name
+// an existing record: never overwrite one (one failed point lookup on the common path).
+std::uint64_t fresh_id(MessageArchive& archive, std::string_view bare) {
+    std::uint64_t id = archive.next_id(now_us());
+    while (archive.get(bare, id)) id = archive.next_id(0);
+    return id;
+}
+
+std::string stanza_id_element(std::string_view by, std::string_view id) {
+    std::string out;
+    xmpp::xml::Writer w(out);
+    w.open("stanza-id").attr("xmlns", fwd::k_ns_sid).attr("by", by).attr("id", id).close();
+    return out;
+}
+
+std::string form_fields() {
+    std::string out;
+    xmpp::xml::Writer w(out);
+    w.open("query").attr("xmlns", mam::k_ns_mam);
+    w.open("x").attr("xmlns", mam::k_ns_data).attr("type", "form");
+    w.open("field").attr("type", "hidden").attr("var", "FORM_TYPE").leaf("value", mam::k_ns_mam).close();
+    w.open("field").attr("type", "jid-single").attr("var", "with").close();
+    w.open("field").attr("type", "text-single").attr("var", "start").close();
+    w.open("field").attr("type", "text-single").attr("var", "end").close();
+    // urn:xmpp:mam:2#extended (XEP-0313 §4.1.1.3)
+    w.open("field").attr("type", "text-single").attr("var", "before-id").close();
+    w.open("field").attr("type", "text-single").attr("var", "after-id").close();
+    w.open("field").attr("type", "list-multi").attr("var", "ids");
+    w.open("validate").attr("xmlns", "http://jabber.org/protocol/xdata-validate").attr("datatype", "xs:string");
+    w.open("open").close().close().close();
+    w.finish();
+    return out;
+}
+
+}  // namespace
+
+void MamModule::install(ModuleContext& ctx) {
+    storage::Store* store = _store != nullptr ? _store : ctx.shard().store;
+    _archive = std::make_unique<MessageArchive>(store);
+    if (!_archive->is_durable() && ctx.shard().shard == 0) {
+        STARLING_LOG(warn, "mam: no store in the shard context; archives are kept in memory only");
+    }
+    MessageArchive* archive = _archive.get();
+    _ids = std::make_unique<mam::IdCodec>(ctx.shard().options.server_secret);
+    const mam::IdCodec* ids_codec = _ids.get();
+    const MamOptions options = _options;
+
+    // XEP-0313 §8: an account's archive is advertised on the account's disco#info; XEP-0359 §5
+    // likewise for the stanza-ids it adds.
+    ctx.add_account_disco_feature(mam::k_ns_mam);
+    ctx.add_account_disco_feature(k_ns_mam_extended);
+    ctx.add_account_disco_feature(fwd::k_ns_sid);
+
+    auto retention_floor = [options](std::int64_t now) -> std::uint64_t {
+        if (options.retention_days == 0) return 0;
+        const std::int64_t floor = now - static_cast<std::int64_t>(options.retention_days) * 86'400'000'000LL;
+        return floor > 0 ? static_cast<std::uint64_t>(floor) : 0;
+    };
+
+    // Sent messages: archived in the sender's archive, on the sender's home shard.
+    ctx.on_outbound(
+        router::StanzaKind::message,
+        [archive](OutboundEvent& ev) {
+            if (!type_may_be_archived(ev.type) || ev.to == nullptr || !ev.to->has_localpart()) return Handled::no;
+            const xmpp::Jid& me = *ev.session.jid();
+            // To the user's own account: archived once, as received, by the inbound hook.
+            if (ev.to->bare_view() == me.bare_view()) return Handled::no;
+            util::StanzaDom dom(ev.element.bytes(), xmpp::ns::client);
+            if (!fwd::archive_eligible(ev.type, fwd::read_facts(dom))) return Handled::no;
+            mam::ArchivedMessage m;
+            m.id = fresh_id(*archive, me.bare_view());
+            m.stamp_us = static_cast<std::int64_t>(m.id);  // the archive time, unique: start/end compare it
+            m.with = ev.to->full();
+            m.sent = true;
+            // Stream-level prefix declarations are the session's; messages do not use them.
+            c2s::stamp_into(m.stanza, ev.element, me.full(), {});
+            if (auto r = archive->append(me.bare_view(), m); !r) {
+                STARLING_LOG(warn, "mam: archiving a sent message of {} failed: {}", me.bare_view(),
+                             storage::to_string(r.error()));
+            }
+            return Handled::no;
+        },
+        k_priority);
+
+    // Received messages: archived in the recipient's archive, and stamped with the archive id.
+    ctx.on_inbound(
+        router::StanzaKind::message,
+        [archive, ids_codec](InboundEvent& ev) {
+            auto& env = ev.env;
+            if (!type_may_be_archived(env.type)) return Handled::no;
+            const std::string_view bare = bare_of(env.to);
+            if (bare.find('@') == std::string_view::npos) return Handled::no;
+            // XEP-0359 §4: remove <stanza-id/> claiming to be by this archive, or a sender could
+            // forge archive ids.
+            fwd::remove_children(env.bytes, "stanza-id", fwd::k_ns_sid, bare);
+            util::StanzaDom dom(env.bytes, xmpp::ns::client);
+            if (!fwd::archive_eligible(env.type, fwd::read_facts(dom))) return Handled::no;
+            // No archive for an account that does not exist (the router bounces the message).
+            if (ev.shard.router.sessions_of(bare).empty()) {
+                auto exists = ev.shard.accounts.exists(bare);
+                if (!exists || !*exists) return Handled::no;
+            }
+            mam::ArchivedMessage m;
+            m.id = fresh_id(*archive, bare);
+            m.stamp_us = static_cast<std::int64_t>(m.id);  // the archive time, unique: start/end compare it
+            m.with = env.from;
+            m.sent = false;
+            const std::string id = ids_codec->format(m.id);
+            if (!fwd::insert_child(env.bytes, stanza_id_element(bare, id))) return Handled::no;
+            m.stanza = env.bytes;
+            if (auto r = archive->append(bare, m); !r) {
+                STARLING_LOG(warn, "mam: archiving a message for {} failed: {}", bare, storage::to_string(r.error()));
+            }
+            return Handled::no;
+        },
+        k_priority);
+
+    // Retention, at login: older than retention_days, and beyond max_messages_per_user.
+    ctx.on_session([archive, options, retention_floor](c2s::C2sSession& s, SessionEvent e) {
+        if (e != SessionEvent::bound || s.jid() == nullptr) return;
+        const std::string_view bare = s.jid()->bare_view();
+        const std::uint64_t floor = retention_floor(now_us());
+        if (floor > 0) (void)archive->remove(bare, 0, floor);
+        if (options.max_messages_per_user == 0) return;
+        std::vector<std::uint64_t> ids;
+        (void)archive->scan(bare, 0, UINT64_MAX, [&](std::uint64_t id, std::string_view) {
+            ids.push_back(id);
+            return true;
+        });
+        if (ids.size() > options.max_messages_per_user) {
+            (void)archive->remove(bare, 0, ids[ids.size() - options.max_messages_per_user]);
+        }
+    });
+
+    ctx.on_iq(IqType::get, mam::k_ns_mam, "query", [](IqEvent& ev) {
+        if (!ev.to_account) return Handled::no;  // no archive on the server JID
+        if (!ev.is_to_self_or_server()) {
+            ev.reply_error(xmpp::StanzaError::forbidden);
+            return Handled::yes;
+        }
+        ev.reply_result(form_fields());  // XEP-0313 §5.1.1
+        return Handled::yes;
+    });
+
+    // XEP-0313 §5 (archive metadata, #extended): the first and last message of the archive.
+    ctx.on_iq(IqType::get, mam::k_ns_mam, "metadata", [archive, ids_codec, retention_floor](IqEvent& ev) {
+        if (!ev.to_account) return Handled::no;
+        if (!ev.is_to_self_or_server()) {
+            ev.reply_error(xmpp::StanzaError::forbidden);
+            return Handled::yes;
+        }
+        const std::string_view bare = ev.to;
+        std::optional<std::uint64_t> first, last;
+        auto r = archive->scan(bare, retention_floor(now_us()), UINT64_MAX, [&](std::uint64_t id, std::string_view) {
+            if (!first) first = id;
+            last = id;
+            return true;
+        });
+        if (!r) {
+            ev.reply_error(xmpp::StanzaError::internal_server_error);
+            return Handled::yes;
+        }
+        std::string out;
+        xmpp::xml::Writer w(out);
+        w.open("metadata").attr("xmlns", mam::k_ns_mam);
+        if (first) {
+            for (auto [name, id] : {std::pair{"start", *first}, std::pair{"end", *last}}) {
+                w.open(name).attr("id", ids_codec->format(id));
+                w.attr("timestamp", mam::format_datetime(static_cast<std::int64_t>(id))).close();
+            }
+        }
+        w.finish();
+        ev.reply_result(out);
+        return Handled::yes;
+    });
+
+    // XEP-0313 §6.1: preferences. Everything is archived; the preferences say so.
+    ctx.on_iq(IqType::get, mam::k_ns_mam, "prefs", [](IqEvent& ev) {
+        if (!ev.to_account) return Handled::no;
+        ev.reply_result("<prefs xmlns='urn:xmpp:mam:2' default='always'><always/><never/></prefs>");
+        return Handled::yes;
+    });
+    ctx.on_iq(IqType::set, mam::k_ns_mam, "prefs", [](IqEvent& ev) {
+        if (!ev.to_account) return Handled::no;
+        ev.reply_error(xmpp::StanzaError::feature_not_implemented);
+        return Handled::yes;
+    });
+
+    ctx.on_iq(IqType::set, mam::k_ns_mam, "query", [archive, ids_codec, options, retention_floor](IqEvent& ev) {
+        if (!ev.to_account) return Handled::no;  // no archive on the server JID
+        if (!ev.is_to_self_or_server()) {
+            ev.reply_error(xmpp::StanzaError::forbidden);  // another user's archive
+            return Handled::yes;
+        }
+        auto parsed = mam::parse_query(ev.dom, ev.payload, options.limits);
+        if (!parsed) {
+            ev.reply_error(parsed.error());
+            return Handled::yes;
+        }
+        const mam::Query& q = *parsed;
+        const std::string_view bare = ev.to;
+
+        // Every id the query names must be in the archive (XEP-0313 §4.1.1.3, §4.3.2):
+        // item-not-found otherwise.
+        auto known = [&](const std::string& text) -> std::optional<std::uint64_t> {
+            auto id = ids_codec->parse(text);
+            if (!id || !archive->get(bare, *id)) return std::nullopt;
+            return id;
+        };
+        std::optional<std::uint64_t> after, before, after_id, before_id;
+        const std::pair<const std::optional<std::string>*, std::optional<std::uint64_t>*> named[] = {
+            {&q.after, &after}, {&q.before, &before}, {&q.after_id, &after_id}, {&q.before_id, &before_id}};
+        for (auto [text, out] : named) {
+            if (!*text || (*text)->empty()) continue;
+            *out = known(**text);
+            if (!*out) {
+                ev.reply_error(xmpp::StanzaError::item_not_found);
+                return Handled::yes;
+            }
+        }
+        std::vector<std::uint64_t> wanted;  // the 'ids' field, sorted
+        for (const auto& text : q.ids) {
+            auto id = known(text);
+            if (!id) {
+                ev.reply_error(xmpp::StanzaError::item_not_found);
+                return Handled::yes;
+            }
+            wanted.push_back(*id);
+        }
+        std::sort(wanted.begin(), wanted.end());
+
+        // The matching ids, oldest first. O(archive in [start, end]) per query: bounded by the
+        // retention limits (TODO(#4): an index by 'with' when archives grow large).
+        std::uint64_t lo = retention_floor(now_us());
+        std::uint64_t hi = UINT64_MAX;
+        if (q.start_us) lo = std::max<std::uint64_t>(lo, *q.start_us > 0 ? static_cast<std::uint64_t>(*q.start_us) : 0);
+        if (q.end_us) {
+            if (*q.end_us < 0) hi = 0;
+            else hi = static_cast<std::uint64_t>(*q.end_us);
+        }
+        if (after_id) lo = std::max(lo, *after_id + 1);
+        if (before_id) hi = *before_id == 0 ? 0 : std::min(hi, *before_id - 1);
+        std::vector<std::uint64_t> ids;
+        bool corrupt = false;
+        auto scanned = archive->scan(bare, lo, hi, [&](std::uint64_t id, std::string_view value) {
+            if (!q.ids.empty() && !std::binary_search(wanted.begin(), wanted.end(), id)) return true;
+            if (before_id && *before_id == 0) return false;
+            if (q.with.empty()) {
+                ids.push_back(id);
+                return true;
+            }
+            auto m = MessageArchive::decode(value, id);
+            if (!m) {
+                corrupt = true;
+                return true;
+            }
+            if (mam::with_matches(q, m->with)) ids.push_back(id);
+            return true;
+        });
+        if (!scanned) {
+            ev.reply_error(xmpp::StanzaError::internal_server_error);
+            return Handled::yes;
+        }
+        if (corrupt) STARLING_LOG(warn, "mam: corrupt records in the archive of {}", bare);
+
+        const bool last_page = q.before && q.before->empty();
+        const auto page = mam::select_page(ids, after, before, last_page, q.max);
+
+        const std::string& to = ev.from().full();
+        for (std::size_t k = page.begin; k < page.end; ++k) {
+            // <flip-page/>: the same page, newest first (XEP-0313 §4.3.5).
+            const std::size_t i = q.flip_page ? page.end - 1 - (k - page.begin) : k;
+            auto m = archive->get(bare, ids[i]);
+            if (!m) continue;
+            const std::string id = ids_codec->format(m->id);
+            std::string out;
+            out.reserve(m->stanza.size() + 300);
+            out += "<message from='";
+            xmpp::xml::escape_attribute_into(out, bare);
+            out += "' to='";
+            xmpp::xml::escape_attribute_into(out, to);
+            out += "' id='";
+            out += id;  // hex digits
+            out += "'><result xmlns='urn:xmpp:mam:2'";
+            if (!q.queryid.empty()) {
+                out += " queryid='";
+                xmpp::xml::escape_attribute_into(out, q.queryid);
+                out += '\'';
+            }
+            out += " id='";
+            out += id;
+            out += "'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='";
+            out += mam::format_datetime(m->stamp_us);
+            out += "'/>";
+            fwd::append_as_client_ns(out, m->stanza);
+            out += "</forwarded></result></message>";
+            ev.session.deliver(out);
+        }
+
+        // XEP-0313 §4.3: <fin/> with the RSM summary (XEP-0059 §2.6 for an empty page).
+        std::string fin;
+        xmpp::xml::Writer w(fin);
+        w.open("fin").attr("xmlns", mam::k_ns_mam);
+        if (page.complete) w.attr("complete", "true");
+        w.open("set").attr("xmlns", mam::k_ns_rsm);
+        if (page.end > page.begin) {
+            w.open("first").attr("index", std::to_string(page.begin)).text(ids_codec->format(ids[page.begin])).close();
+            w.leaf("last", ids_codec->format(ids[page.end - 1]));
+        }
+        w.leaf("count", std::to_string(ids.size()));
+        w.finish();
+        ev.reply_result(fin);
+        return Handled::yes;
+    });
+}
+
+}  // namespace starling::modules

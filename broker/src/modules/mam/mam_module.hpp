@@ -1,0 +1,52 @@
+// XEP-0313 Message Archive Management (urn:xmpp:mam:2) with XEP-0059 paging: every eligible
+// message a user sends (outbound hook) or receives (inbound hook) is archived in the user's
+// archive, on the user's home shard; a received message gets a <stanza-id/> (XEP-0359) naming
+// its archive id before it is delivered. Queries filter by with/start/end and page with RSM.
+// Old messages go at login (retention by age and by count).
+//
+// Lives on: every shard (one MessageArchive each). Hooks run on the home shard of the archive's
+// owner, so one user's archive is only ever written by one thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "broker/src/modules/mam/archive.hpp"
+#include "broker/src/modules/mam/query.hpp"
+#include "broker/src/modules/module.hpp"
+
+namespace starling::storage {
+class Store;
+}
+
+namespace starling::modules {
+
+struct MamOptions {
+    // Configured as accounts.mam_retention_days and accounts.mam_max_messages_per_user; page
+    // sizes (default 50, at most 250) are fixed.
+    std::uint32_t retention_days = 365;
+    std::uint32_t max_messages_per_user = 10'000;
+    mam::QueryLimits limits{};
+};
+
+class MamModule final : public Module {
+public:
+    // Runs before carbons (-20), so that <received/> copies carry the <stanza-id/>, and after
+    // blocking (default 0), so that blocked messages are not archived.
+    static constexpr int k_priority = -10;
+
+    // `store`: null means the ShardContext's store; when that is null too (unit tests), memory.
+    explicit MamModule(MamOptions options = {}, storage::Store* store = nullptr) noexcept
+        : _options(options), _store(store) {}
+
+    std::string_view name() const noexcept override { return "mam"; }
+    void install(ModuleContext& ctx) override;
+
+private:
+    MamOptions _options;
+    storage::Store* _store;
+    std::unique_ptr<mam::MessageArchive> _archive;
+    std::unique_ptr<mam::IdCodec> _ids;
+};
+
+}  // namespace starling::modules
