@@ -1,7 +1,13 @@
 #include "broker/src/modules/disco/disco_module.hpp"
 
+#include <algorithm>
+#include <memory>
+
+#include <mbedtls/sha1.h>
+
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/modules/host.hpp"
+#include "xmpp/base64.hpp"
 #include "xmpp/xml/writer.hpp"
 
 namespace starling::modules {
@@ -9,20 +15,56 @@ namespace starling::modules {
 namespace {
 constexpr std::string_view k_ns_info = "http://jabber.org/protocol/disco#info";
 constexpr std::string_view k_ns_items = "http://jabber.org/protocol/disco#items";
+constexpr std::string_view k_ns_caps = "http://jabber.org/protocol/caps";
+constexpr std::string_view k_server_identity = "server/im//Starling";
 }  // namespace
+
+std::string caps_ver(std::vector<std::string> identities, std::vector<std::string> features) {
+    // XEP-0115 §5.1: sort by byte value ("i;octet" collation), each item followed by '<'.
+    std::sort(identities.begin(), identities.end());
+    std::sort(features.begin(), features.end());
+    std::string s;
+    for (const auto& i : identities) (s += i) += '<';
+    for (const auto& f : features) (s += f) += '<';
+    unsigned char digest[20];
+    mbedtls_sha1_ret(reinterpret_cast<const unsigned char*>(s.data()), s.size(), digest);
+    return xmpp::base64_encode(std::string_view(reinterpret_cast<const char*>(digest), sizeof digest));
+}
 
 void DiscoModule::install(ModuleContext& ctx) {
     ctx.add_disco_feature(k_ns_info);
     ctx.add_disco_feature(k_ns_items);
     c2s::ShardContext* shard = &ctx.shard();
-    ctx.on_iq(IqType::get, k_ns_info, "query", [shard](IqEvent& ev) {
-        if (ev.payload.attribute("node")) {
-            ev.reply_error(xmpp::StanzaError::item_not_found);  // XEP-0030 §3.1: no such node
-            return Handled::yes;
+    // Computed on first use: every module has declared its features by then.
+    auto ver = std::make_shared<std::string>();
+    auto server_ver = [shard, ver]() -> const std::string& {
+        if (ver->empty()) *ver = caps_ver({std::string(k_server_identity)}, shard->modules->disco_features());
+        return *ver;
+    };
+    ctx.on_stream_features([server_ver](c2s::C2sSession&, bool authenticated, std::string& out) {
+        if (!authenticated) return;
+        // XEP-0115 §6.3: capabilities in stream features.
+        out += "<c xmlns='";
+        out += k_ns_caps;
+        out += "' hash='sha-1' node='";
+        out += k_caps_node;
+        out += "' ver='";
+        out += server_ver();
+        out += "'/>";
+    });
+    ctx.on_iq(IqType::get, k_ns_info, "query", [shard, server_ver](IqEvent& ev) {
+        if (const auto node = ev.payload.attribute("node")) {
+            // XEP-0115 §6.2: "node#ver" of our own caps is the same as no node; others unknown.
+            const std::string ours = std::string(k_caps_node) + "#" + server_ver();
+            if (ev.to_account || node.value() != ours) {
+                ev.reply_error(xmpp::StanzaError::item_not_found);  // XEP-0030 §3.1: no such node
+                return Handled::yes;
+            }
         }
         std::string inner;
         xmpp::xml::Writer w(inner);
         w.open("query").attr("xmlns", k_ns_info);
+        if (auto node = ev.payload.attribute("node")) w.attr("node", node.value());
         if (ev.to_account) {
             // XEP-0030 §3.1 and the registry: a registered account.
             w.open("identity").attr("category", "account").attr("type", "registered").close();
