@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "broker/src/admin/protocol.hpp"
+#include "broker/src/admin/rosters.hpp"
 #include "broker/src/admin/users.hpp"
 #include "broker/src/ctl/client.hpp"
 #include "broker/src/ctl/terminal.hpp"
@@ -51,6 +52,8 @@ Commands:
   user list                    list the accounts
   user import FILE|-           create accounts from "jid,password" lines (- : stdin);
                                '#' comments and blank lines are skipped; all or nothing
+  roster import FILE|-         provision rosters from "owner,contact,none|to|from|both[,name]"
+                               lines (stopped broker only); all or nothing
   sessions                     list the connected sessions        (running broker only)
   kick JID                     disconnect a full JID, or every session of a bare JID
   stats                        the broker's counters              (running broker only)
@@ -150,6 +153,10 @@ int check_command(const std::vector<std::string>& c) {
         if (s == "list") return usage("usage: user list");
         return usage("unknown user subcommand '" + s + "'");
     }
+    if (c[0] == "roster") {
+        if (n == 3 && c[1] == "import") return -1;
+        return usage("usage: roster import FILE|-");
+    }
     if ((c[0] == "sessions" || c[0] == "stats") && n == 1) return -1;
     if (c[0] == "kick" && n == 2) return -1;
     if (c[0] == "sessions" || c[0] == "stats" || c[0] == "kick") return usage("wrong arguments for " + c[0]);
@@ -178,6 +185,35 @@ private:
     std::unique_ptr<std::ifstream> _file;
     std::string _error;
 };
+
+// ---- roster provisioning (stopped broker) ----
+
+int run_roster_import(const Options& o) {
+    LineSource source(o.command[2]);
+    if (!source.error().empty()) return failed(source.error());
+    std::vector<admin::RosterEntry> entries;
+    std::string line;
+    for (std::size_t no = 1; source.next(line); ++no) {
+        bool skip = false;
+        auto e = admin::parse_roster_line(line, no, skip);
+        if (!e) return failed(e.error().message + "; nothing imported");
+        if (!skip) entries.push_back(std::move(*e));
+    }
+    std::unique_ptr<storage::Store> store;
+    const auto db_dir = o.data_dir / "db";
+    try {
+        std::filesystem::create_directories(o.data_dir);
+        store = storage::Store::open(db_dir.string());
+    } catch (const std::exception& e) {
+        return failed(std::string(e.what()) + " (roster import needs starlingd stopped)");
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = admin::import_rosters(*store, entries);
+    if (!r) return failed(r.error().message);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("imported %zu roster items for %zu accounts in %.3f s\n", entries.size(), *r, secs);
+    return k_ok;
+}
 
 // ---- through the running broker ----
 
@@ -308,6 +344,15 @@ int main(int argc, char** argv) {
     try {
         // A broker that is starting up holds the store before its socket answers: try again
         // for a few seconds before calling the store locked.
+        if (o.command[0] == "roster") {
+            ctl::AdminClient probe;
+            std::string detail;
+            if (probe.connect(o.socket.string(), detail) == ctl::ConnectStatus::connected) {
+                return failed("roster import works on a stopped broker: stop starlingd first (its sessions "
+                              "would not see the new items)");
+            }
+            return run_roster_import(o);
+        }
         const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
         for (;;) {
             ctl::AdminClient client;
