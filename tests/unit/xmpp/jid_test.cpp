@@ -249,4 +249,12 @@ TEST(JidError, EveryConditionHasAName) {
     }
 }
 
+// Found by jid_fuzz: a localpart whose prepared form does not prepare to itself must be refused,
+// or the same account would have two spellings.
+TEST(Jid, RefusesPartsWhoseNormalisationIsNotStable) {
+    auto jid = xmpp::Jid::parse("\xEF\xBF\xA8@e");
+    ASSERT_FALSE(jid);
+    EXPECT_EQ(jid.error(), xmpp::JidError::bad_localpart);
+}
+
 }  // namespace
