@@ -24,17 +24,10 @@ struct ServerPingSlot {
     PingState state;
 };
 
-// TODO(#4): C2sOptions gets `server_ping_idle` and `server_ping_timeout` (README); until then the
-// defaults apply. The detection keeps this compiling before and after the change.
-template <class Options>
-ServerPingOptions options_from(const Options& o) {
+ServerPingOptions options_from(const c2s::C2sOptions& o) {
     ServerPingOptions p;
-    if constexpr (requires(const Options& x) { std::chrono::milliseconds(x.server_ping_idle); }) {
-        p.idle = std::chrono::milliseconds(o.server_ping_idle);
-    }
-    if constexpr (requires(const Options& x) { std::chrono::milliseconds(x.server_ping_timeout); }) {
-        p.timeout = std::chrono::milliseconds(o.server_ping_timeout);
-    }
+    p.idle = o.server_ping_idle;  // c2s.ping_idle_ms
+    p.timeout = o.server_ping_timeout;  // c2s.ping_timeout_ms
     return p;
 }
 

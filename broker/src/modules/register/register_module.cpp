@@ -37,23 +37,12 @@ struct RegisterState {
     bool registered = false;
 };
 
-// TODO(#4): C2sOptions gets these fields (README); until then the defaults apply. The detection
-// keeps this compiling before and after (see vcard/shard_store.hpp).
-template <class Options>
-RegisterOptions options_from(const Options& o) {
+RegisterOptions options_from(const c2s::C2sOptions& o) {
     RegisterOptions r;
-    if constexpr (requires(const Options& x) { static_cast<bool>(x.registration_open); }) {
-        r.open = o.registration_open;
-    }
-    if constexpr (requires(const Options& x) { static_cast<std::uint32_t>(x.registrations_per_ip_per_minute); }) {
-        r.per_ip_per_window = o.registrations_per_ip_per_minute;
-    }
-    if constexpr (requires(const Options& x) { static_cast<bool>(x.inband_password_change); }) {
-        r.allow_password_change = o.inband_password_change;
-    }
-    if constexpr (requires(const Options& x) { static_cast<bool>(x.inband_cancel); }) {
-        r.allow_cancel = o.inband_cancel;
-    }
+    r.open = o.registration_open;  // accounts.registration
+    r.per_ip_per_window = o.registrations_per_ip_per_minute;
+    r.allow_password_change = o.inband_password_change;
+    r.allow_cancel = o.inband_cancel;
     return r;
 }
 

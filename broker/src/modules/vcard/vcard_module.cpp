@@ -21,14 +21,9 @@ struct StringWriter final : pugi::xml_writer {
     void write(const void* data, std::size_t size) override { out.append(static_cast<const char*>(data), size); }
 };
 
-// TODO(#4): read from C2sOptions once it has `vcard_max_bytes`; the detection keeps this
-// compiling before that (see shard_store.hpp for the same pattern).
-template <class Options>
-VcardOptions options_from(const Options& o) {
+VcardOptions options_from(const c2s::C2sOptions& o) {
     VcardOptions v;
-    if constexpr (requires(const Options& x) { static_cast<std::size_t>(x.vcard_max_bytes); }) {
-        v.max_bytes = static_cast<std::size_t>(o.vcard_max_bytes);
-    }
+    v.max_bytes = o.vcard_max_bytes;  // accounts.vcard_max_bytes
     return v;
 }
 
