@@ -52,15 +52,11 @@ std::string AccountStore::encode(const AccountRecord& r) {
 }
 
 xmpp::Result<AccountRecord, Errc> AccountStore::decode(std::string_view bytes) noexcept {
-    // FlatBuffers reads fields in place and needs them aligned; RocksDB values need not be.
-    std::string aligned;
-    if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(std::max_align_t) != 0) {
-        try {
-            aligned.assign(bytes);
-        } catch (...) {
-            return xmpp::Unexpected(Errc::io_error);
-        }
-        bytes = aligned;
+    std::string scratch;  // FlatBuffers needs aligned bytes (storage::aligned)
+    try {
+        bytes = aligned(bytes, scratch);
+    } catch (...) {
+        return xmpp::Unexpected(Errc::io_error);
     }
     flatbuffers::Verifier v(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
     if (!fb::VerifyAccountBuffer(v)) return xmpp::Unexpected(Errc::corrupt);

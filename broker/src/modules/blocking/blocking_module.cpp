@@ -5,7 +5,6 @@
 #include "broker/src/c2s/options.hpp"
 #include "broker/src/c2s/session.hpp"
 #include "broker/src/c2s/shard_context.hpp"
-#include "broker/src/modules/offline/store_access.hpp"
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
 #include "xmpp/xml/raw_text.hpp"
@@ -51,7 +50,7 @@ void write_items(std::string& out, std::string_view element, const std::vector<s
 
 void BlockingModule::install(ModuleContext& ctx) {
     _shard = &ctx.shard();
-    _db = std::make_unique<blocking::BlockStore>(store_of(ctx.shard()));
+    _db = std::make_unique<blocking::BlockStore>(*ctx.shard().store);
     ctx.add_disco_feature(k_ns);  // XEP-0191 §3.1
     ctx.on_iq(IqType::get, k_ns, "blocklist", [this](IqEvent& ev) { return on_get(ev); });
     ctx.on_iq(IqType::set, k_ns, "block", [this](IqEvent& ev) { return on_block(ev); });

@@ -66,11 +66,8 @@ std::string BlockList::encode(const BlockList& list) {
 
 xmpp::Result<BlockList, Errc> BlockList::decode(std::string_view bytes) noexcept {
     try {
-        std::string aligned;
-        if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(std::max_align_t) != 0) {
-            aligned.assign(bytes);
-            bytes = aligned;
-        }
+        std::string scratch;
+        bytes = storage::aligned(bytes, scratch);
         flatbuffers::Verifier v(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
         if (!storage::fb::VerifyBlockListBuffer(v)) return xmpp::Unexpected(Errc::corrupt);
         BlockList out;

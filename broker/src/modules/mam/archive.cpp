@@ -8,6 +8,7 @@
 #include <rocksdb/iterator.h>
 #include <rocksdb/options.h>
 
+#include "broker/src/storage/rocks.hpp"
 #include "broker/src/storage/store.hpp"
 #include "mam_generated.h"
 
@@ -17,15 +18,8 @@ namespace {
 
 using storage::Errc;
 
-rocksdb::Slice slice(std::string_view s) { return {s.data(), s.size()}; }
-
-Errc errc_of(const rocksdb::Status& st) noexcept {
-    if (st.IsNotFound()) return Errc::not_found;
-    if (st.IsCorruption()) return Errc::corrupt;
-    if (st.IsBusy() || st.IsTryAgain()) return Errc::busy;
-    if (st.IsInvalidArgument()) return Errc::invalid_argument;
-    return Errc::io_error;
-}
+using storage::errc_of;
+using storage::slice;
 
 std::uint64_t id_of_key(std::string_view key) noexcept {
     std::uint64_t id = 0;
@@ -126,12 +120,8 @@ std::string MessageArchive::encode(const ArchivedMessage& m) {
 
 xmpp::Result<ArchivedMessage, Errc> MessageArchive::decode(std::string_view bytes, std::uint64_t id) noexcept {
     try {
-        // FlatBuffers reads in place and needs alignment; RocksDB values need not be aligned.
-        std::string aligned;
-        if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(std::max_align_t) != 0) {
-            aligned.assign(bytes);
-            bytes = aligned;
-        }
+        std::string scratch;  // FlatBuffers needs aligned bytes (storage::aligned)
+        bytes = storage::aligned(bytes, scratch);
         flatbuffers::Verifier v(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
         if (!storage::fb::VerifyArchivedMessageBuffer(v)) return xmpp::Unexpected(Errc::corrupt);
         const auto* r = storage::fb::GetArchivedMessage(bytes.data());

@@ -7,7 +7,7 @@
 #include "broker/src/c2s/session.hpp"
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/modules/offline/delay.hpp"
-#include "broker/src/modules/offline/store_access.hpp"
+#include "broker/src/storage/accounts.hpp"
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
 #include "xmpp/ns.hpp"
@@ -59,7 +59,7 @@ OfflineModule::~OfflineModule() { _alive.reset(); }
 
 void OfflineModule::install(ModuleContext& ctx) {
     _shard = &ctx.shard();
-    _db = std::make_unique<offline::OfflineStore>(store_of(ctx.shard()));
+    _db = std::make_unique<offline::OfflineStore>(*ctx.shard().store);
     ctx.add_disco_feature(k_feature);
     ctx.on_undeliverable([this](router::Envelope& env, c2s::ShardContext&) { return store(env); });
     ctx.on_session([this](c2s::C2sSession& s, SessionEvent e) {

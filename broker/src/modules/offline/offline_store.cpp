@@ -70,12 +70,8 @@ std::string OfflineStore::encode(const OfflineRecord& r) {
 
 xmpp::Result<OfflineRecord, Errc> OfflineStore::decode(std::string_view bytes) noexcept {
     try {
-        // FlatBuffers reads fields in place and needs them aligned; RocksDB values need not be.
-        std::string aligned;
-        if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(std::max_align_t) != 0) {
-            aligned.assign(bytes);
-            bytes = aligned;
-        }
+        std::string scratch;  // FlatBuffers needs aligned bytes (storage::aligned)
+        bytes = storage::aligned(bytes, scratch);
         flatbuffers::Verifier v(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
         if (!storage::fb::VerifyOfflineMessageBuffer(v)) return xmpp::Unexpected(Errc::corrupt);
         const auto* m = storage::fb::GetOfflineMessage(bytes.data());

@@ -9,7 +9,6 @@
 #include "broker/src/c2s/session.hpp"
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/modules/register/register_limiter.hpp"
-#include "broker/src/modules/vcard/shard_store.hpp"
 #include "broker/src/modules/vcard/vcard_store.hpp"
 #include "broker/src/storage/accounts.hpp"
 #include "broker/src/util/dom.hpp"
@@ -249,7 +248,7 @@ void RegisterModule::install(ModuleContext& ctx) {
                 ev.reply_error(StanzaError::registration_required);  // already gone (starlingctl)
                 return Handled::yes;
             }
-            if (auto* store = shard_store(*shard)) (void)VcardStore(*store).remove(bare);
+            if (auto* store = shard->store) (void)VcardStore(*store).remove(bare);
             STARLING_LOG(info, "register: {} cancelled its account", bare);
             ev.reply_result();
             // §3.2: then a <not-authorized/> stream error on every stream of the account. They

@@ -3,7 +3,6 @@
 #include "broker/src/c2s/options.hpp"
 #include "broker/src/c2s/session.hpp"
 #include "broker/src/c2s/shard_context.hpp"
-#include "broker/src/modules/vcard/shard_store.hpp"
 #include "broker/src/modules/vcard/vcard_store.hpp"
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
@@ -68,7 +67,7 @@ VcardModule::VcardModule(storage::Store* store, VcardOptions options) : _store_o
 VcardModule::~VcardModule() = default;
 
 void VcardModule::install(ModuleContext& ctx) {
-    storage::Store* store = _store_override != nullptr ? _store_override : shard_store(ctx.shard());
+    storage::Store* store = _store_override != nullptr ? _store_override : ctx.shard().store;
     if (store == nullptr) {
         STARLING_LOG(warn, "vcard: no store on this shard context; vCard-temp is not offered");
         return;

@@ -32,7 +32,7 @@ struct VcardOptions {
 class VcardModule final : public Module {
 public:
     // Options from the shard's C2sOptions (`vcard_max_bytes`, once it exists), the store from the
-    // shard context (shard_store.hpp). Without a store the module installs nothing.
+    // shard context (ShardContext::store). Without a store the module installs nothing.
     VcardModule();
     // Tests: an explicit store and options.
     VcardModule(storage::Store* store, VcardOptions options);
