@@ -257,7 +257,7 @@ void ShardRouter::remove(c2s::C2sSession* session) noexcept {
     auto it = _by_full.find(jid->full());
     if (it == _by_full.end() || it->second != session) return;
     _by_full.erase(it);
-    auto b = _by_bare.find(std::string(jid->bare_view()));
+    auto b = _by_bare.find(jid->bare_view());
     if (b != _by_bare.end()) {
         std::erase(b->second, session);
         if (b->second.empty()) _by_bare.erase(b);
@@ -265,18 +265,18 @@ void ShardRouter::remove(c2s::C2sSession* session) noexcept {
 }
 
 c2s::C2sSession* ShardRouter::find(std::string_view full_jid) const noexcept {
-    auto it = _by_full.find(std::string(full_jid));
+    auto it = _by_full.find(full_jid);
     return it == _by_full.end() ? nullptr : it->second;
 }
 
 const std::vector<c2s::C2sSession*>& ShardRouter::sessions_of(std::string_view bare_jid) const noexcept {
     static const std::vector<c2s::C2sSession*> k_none;
-    auto it = _by_bare.find(std::string(bare_jid));
+    auto it = _by_bare.find(bare_jid);
     return it == _by_bare.end() ? k_none : it->second;
 }
 
 std::size_t ShardRouter::resource_count(std::string_view bare_jid) const noexcept {
-    auto it = _by_bare.find(std::string(bare_jid));
+    auto it = _by_bare.find(bare_jid);
     return it == _by_bare.end() ? 0 : it->second.size();
 }
 

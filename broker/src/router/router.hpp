@@ -116,8 +116,13 @@ private:
     Adopt _adopt;
     const modules::ModuleHost* _modules = nullptr;
     c2s::ShardContext* _shard = nullptr;
-    std::unordered_map<std::string, c2s::C2sSession*> _by_full;
-    std::unordered_map<std::string, std::vector<c2s::C2sSession*>> _by_bare;
+    // Transparent hashing: lookups by string_view, no temporary string per delivered stanza.
+    struct JidHash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+    };
+    std::unordered_map<std::string, c2s::C2sSession*, JidHash, std::equal_to<>> _by_full;
+    std::unordered_map<std::string, std::vector<c2s::C2sSession*>, JidHash, std::equal_to<>> _by_bare;
     RouterCounters _counters;
 };
 

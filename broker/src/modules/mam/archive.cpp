@@ -108,6 +108,37 @@ std::uint64_t MessageArchive::next_id(std::int64_t now_us) noexcept {
     return _last_id;
 }
 
+std::uint64_t MessageArchive::fresh_id(std::string_view bare, std::int64_t now_us) {
+    auto it = _user_last.find(bare);
+    if (it == _user_last.end()) {
+        std::uint64_t newest = 0;
+        if (_store == nullptr) {
+            auto m = _memory.upper_bound(archive_key(bare, ~std::uint64_t{0}));
+            if (m != _memory.begin()) {
+                --m;
+                const auto prefix = archive_key(bare, 0).substr(0, bare.size() + 1);
+                if (m->first.compare(0, prefix.size(), prefix) == 0) newest = id_of_key(m->first);
+            }
+        } else {
+            const auto prefix = archive_key(bare, 0).substr(0, bare.size() + 1);
+            std::unique_ptr<rocksdb::Iterator> i(
+                _store->db().NewIterator(rocksdb::ReadOptions(), _store->column(storage::Column::mam)));
+            i->SeekForPrev(slice(archive_key(bare, ~std::uint64_t{0})));
+            if (i->Valid() && i->key().starts_with(slice(prefix))) {
+                newest = id_of_key({i->key().data(), i->key().size()});
+            }
+        }
+        it = _user_last.emplace(std::string(bare), newest).first;
+    }
+    std::uint64_t id = next_id(now_us);
+    if (id <= it->second) {
+        _last_id = std::max(_last_id, it->second);
+        id = next_id(0);
+    }
+    it->second = id;
+    return id;
+}
+
 std::string MessageArchive::encode(const ArchivedMessage& m) {
     flatbuffers::FlatBufferBuilder b(m.stanza.size() + m.with.size() + 64);
     auto with = b.CreateString(m.with);

@@ -15,6 +15,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <string_view>
 
 #include "broker/src/storage/errc.hpp"
@@ -67,6 +68,10 @@ public:
     xmpp::Result<void, storage::Errc> scan(std::string_view bare, std::uint64_t lo, std::uint64_t hi,
                                            const Visitor& f) const noexcept;
     xmpp::Result<ArchivedMessage, storage::Errc> get(std::string_view bare, std::uint64_t id) const noexcept;
+    // An id for a new record of `bare`: next_id(now_us), and above every id `bare` already has.
+    // The user's newest stored id is looked up once per user (one reverse seek), not per
+    // message: after a restart with the clock gone back, ids must still not collide.
+    std::uint64_t fresh_id(std::string_view bare, std::int64_t now_us);
     // Removes the records of `bare` with lo <= id < hi.
     xmpp::Result<void, storage::Errc> remove(std::string_view bare, std::uint64_t lo, std::uint64_t hi) noexcept;
 
@@ -80,6 +85,12 @@ private:
     storage::Store* _store;
     std::map<std::string, std::string> _memory;  // without a store
     std::uint64_t _last_id = 0;
+    struct Hash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+    };
+    // Last id handed out per user on this shard (one entry per user that archived since start).
+    std::unordered_map<std::string, std::uint64_t, Hash, std::equal_to<>> _user_last;
 };
 
 }  // namespace starling::modules::mam

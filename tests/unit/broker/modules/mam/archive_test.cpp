@@ -152,4 +152,25 @@ TEST(MessageArchive, InRocksDbAndAfterReopening) {
     EXPECT_EQ(g->with, "bob@x/r");
 }
 
+// After a restart with the clock behind the newest record, a new id must still be above every id
+// the user has (nothing overwritten), while another user's ids do not matter.
+TEST(MessageArchive, FreshIdsStayAboveTheUsersNewestRecordAfterARestart) {
+    TempDir dir;
+    auto store = Store::open(dir.str());
+    {
+        mam::MessageArchive before(store.get());
+        ASSERT_TRUE(before.append("a@x", msg(5'000'000, "b@x/r", "future")));
+        ASSERT_TRUE(before.append("a@x.y", msg(9'000'000, "b@x/r", "other user")));
+    }
+    mam::MessageArchive after(store.get());
+    const auto first = after.fresh_id("a@x", 1'000);  // the clock went back
+    EXPECT_GT(first, 5'000'000u);
+    EXPECT_LT(first, 9'000'000u) << "another user's newest id leaked into a@x's floor";
+    EXPECT_GT(after.fresh_id("a@x", 1'000), first);
+    EXPECT_EQ(after.fresh_id("new@x", 2'000), 5'000'003u) << "ids stay increasing per shard";
+    mam::MessageArchive memory(nullptr);
+    ASSERT_TRUE(memory.append("a@x", msg(7'000, "b@x/r", "m")));
+    EXPECT_GT(memory.fresh_id("a@x", 10), 7'000u);
+}
+
 }  // namespace
