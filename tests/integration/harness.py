@@ -294,6 +294,12 @@ class Starling(Server):
             raise ServerFailed(f"{path} not found or not executable (STARLING_BUILD_DIR={BUILD_DIR})")
         return path
 
+    def __init__(self, *, toml: str = "", **kw):
+        """toml: more configuration file text, whole tables (e.g. '[modules]\nmam = false\n');
+        not [c2s], which the harness writes itself."""
+        super().__init__(**kw)
+        self.extra_toml = toml
+
     def command(self) -> list:
         cmd = [self.binary("starlingd"), "--data-dir", self.data_dir, "--domain", self.domain,
                "--c2s-port", str(self.c2s_port), "--c2s-tls-port", str(self.tls_port),
@@ -307,11 +313,15 @@ class Starling(Server):
             c2s["pre_auth_timeout_ms"] = int(self.pre_auth_timeout_ms)
         if self.max_connections_per_ip is not None:
             c2s["max_connections_per_ip"] = int(self.max_connections_per_ip)
+        text = ""
         if c2s:
             # No command-line flags for these: they exercise the configuration file.
+            text = "[c2s]\n" + "".join(f"{k} = {v}\n" for k, v in c2s.items())
+        text += self.extra_toml
+        if text:
             conf = os.path.join(self.work_dir, "test.toml")
             with open(conf, "w") as f:
-                f.write("[c2s]\n" + "".join(f"{k} = {v}\n" for k, v in c2s.items()))
+                f.write(text)
             cmd += ["--config", conf]
         return cmd
 

@@ -348,4 +348,64 @@ async def test_archive_survives_restart(t):
     assert after.ids == before.ids, (after.ids, before.ids)
 
 
+OFF = "[modules]\nmam = false\noffline = false\nversion = false\n"
+
+
+async def configured_server(t, toml: str, **kw):
+    if harness.SUT != "starling":
+        raise harness.Skip("starlingd's configuration file is what is tested")
+    s = harness.Starling(toml=toml, **kw)
+    t.servers.append(s)
+    t.log_marks[id(s)] = 0
+    await s.start()
+    return s
+
+
+async def test_modules_turned_off_are_gone_and_their_data_stays(t):
+    # [modules] in starlingd.toml: mam, offline and version turned off are no longer advertised,
+    # their requests get service-unavailable (RFC 6120 §8.4), and what they stored is kept.
+    # First with everything on: alice gets a message from bob, archived.
+    first = await configured_server(t, "")
+    a, b = unique("alice"), unique("bob")
+    first.add_users([(a, "pw"), (b, "pw")])
+    alice = await t.client(first, a, "pw", resource="r")
+    bob = await t.client(first, b, "pw", resource="r")
+    bob.send_message(alice.bare, "kept while mam is off")
+    assert (await alice.wait_message(5))["body"] == "kept while mam is off"
+    await alice.close()
+    await bob.close()
+    await first.stop()
+
+    # Then with mam, offline and version off, on the same data.
+    off = await configured_server(t, OFF, data_dir=first.data_dir)
+    alice = await t.client(off, a, "pw", resource="r")
+    bob = await t.client(off, b, "pw", resource="r")
+    account = (await alice.xmpp["xep_0030"].get_info(jid=alice.bare))["disco_info"]["features"]
+    domain = (await alice.xmpp["xep_0030"].get_info(jid=off.domain))["disco_info"]["features"]
+    assert MAM not in account, account
+    assert "msgoffline" not in domain and "jabber:iq:version" not in domain, domain
+    assert "urn:xmpp:ping" in domain, domain  # core modules stay
+    for to, payload in ((alice.bare, f"<query xmlns='{MAM}'/>"),
+                        (off.domain, "<query xmlns='jabber:iq:version'/>")):
+        try:
+            await alice.iq_get(to, payload)
+            raise AssertionError(f"{payload} to {to} was answered")
+        except IqError as e:
+            assert e.iq["error"]["condition"] == "service-unavailable", e.iq
+    # A message for an account with no available resource is bounced, not stored.
+    await alice.close()
+    bob.send_message(alice.bare, "nobody stores this")
+    bounce = await bob.wait_message(5)
+    assert bounce["type"] == "error" and bounce["error"]["condition"] == "service-unavailable", bounce
+    await bob.close()
+    await off.stop()
+
+    # On again: the archive from before is intact, and nothing was stored while offline was off.
+    again = await configured_server(t, "", data_dir=first.data_dir)
+    alice = await t.client(again, a, "pw", resource="r")
+    page = await query(with_mam(alice))
+    assert page.bodies == ["kept while mam is off"], page.bodies
+    await alice.expect_no_message(1.0)
+
+
 harness.main(globals())

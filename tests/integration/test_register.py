@@ -18,28 +18,10 @@ NS_REGISTER = "jabber:iq:register"
 OPEN = '[accounts]\nregistration = "open"\n'
 
 
-class ConfiguredStarling(harness.Starling):
-    """starlingd with extra lines in a configuration file (the harness writes one only for a
-    few c2s options)."""
-
-    def __init__(self, *, toml: str = "", **kw):
-        super().__init__(**kw)
-        self.extra_toml = toml
-
-    def command(self):
-        cmd = super().command()
-        if self.extra_toml:
-            conf = os.path.join(self.work_dir, "extra.toml")
-            with open(conf, "w") as f:
-                f.write(self.extra_toml)
-            cmd += ["--config", conf]
-        return cmd
-
-
 async def server(t, toml: str = "", **kw):
     if harness.SUT != "starling":
         raise harness.Skip("starlingd's configuration is needed to open registration")
-    s = ConfiguredStarling(toml=toml, **kw)
+    s = harness.Starling(toml=toml, **kw)
     t.servers.append(s)
     t.log_marks[id(s)] = 0
     await s.start()

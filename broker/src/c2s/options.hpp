@@ -40,6 +40,10 @@ struct C2sOptions {
     std::uint32_t blocklist_max_items = 1000;           // XEP-0191, per user
     std::uint32_t mam_retention_days = 365;             // XEP-0313; 0: forever
     std::uint32_t mam_max_messages_per_user = 10'000;   // XEP-0313; 0: unbounded
+    // Optional modules installed on every shard ([modules] in the configuration).
+    struct Enabled {
+        bool offline = true, blocking = true, carbons = true, mam = true, vcard = true, version = true;
+    } enabled;
     std::chrono::milliseconds server_ping_idle{60'000};    // XEP-0199 §4.1; 0: no server pings
     std::chrono::milliseconds server_ping_timeout{30'000};
     std::string version = "0.1.0";  // answered to XEP-0092 queries

@@ -76,6 +76,13 @@ void for_each_option(C& c, V&& v) {
     v("accounts", "mam_max_messages_per_user", c.accounts.mam_max_messages_per_user,
       bounds::mam_max_messages_per_user);
 
+    v("modules", "offline", c.modules.offline);
+    v("modules", "blocking", c.modules.blocking);
+    v("modules", "carbons", c.modules.carbons);
+    v("modules", "mam", c.modules.mam);
+    v("modules", "vcard", c.modules.vcard);
+    v("modules", "version", c.modules.version);
+
     v("admin", "socket", c.admin.socket, Text::any);
     v("storage", "path", c.storage.path, Text::any);
 }

@@ -134,6 +134,19 @@ struct AccountsConfig {
     friend bool operator==(const AccountsConfig&, const AccountsConfig&) = default;
 };
 
+// Optional modules (XEP support a deployment may not want). Core RFC 6120/6121 behaviour (disco,
+// ping, roster, presence, registration's own switch above) is always on.
+struct ModulesConfig {
+    bool offline = true;   // XEP-0160 offline storage
+    bool blocking = true;  // XEP-0191
+    bool carbons = true;   // XEP-0280
+    bool mam = true;       // XEP-0313 message archive
+    bool vcard = true;     // XEP-0054
+    bool version = true;   // XEP-0092
+
+    friend bool operator==(const ModulesConfig&, const ModulesConfig&) = default;
+};
+
 struct AdminConfig {
     std::filesystem::path socket;  // empty: <data_dir>/admin.sock; relative: under data_dir
 
@@ -155,6 +168,7 @@ struct BrokerConfig {
     TlsConfig tls;
     MetricsConfig metrics;
     AccountsConfig accounts;
+    ModulesConfig modules;
     AdminConfig admin;
     StorageConfig storage;
 

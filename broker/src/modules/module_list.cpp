@@ -28,7 +28,7 @@ std::vector<std::unique_ptr<Module>> make_modules(const c2s::C2sOptions& options
     std::vector<std::unique_ptr<Module>> m;
     m.push_back(std::make_unique<DiscoModule>());
     m.push_back(std::make_unique<PingModule>());
-    m.push_back(std::make_unique<VersionModule>());
+    if (options.enabled.version) m.push_back(std::make_unique<VersionModule>());
     // --- roster/presence ---
     m.push_back(std::make_unique<RosterModule>());
     m.push_back(std::make_unique<PresenceModule>());
@@ -36,21 +36,21 @@ std::vector<std::unique_ptr<Module>> make_modules(const c2s::C2sOptions& options
     // --- offline/blocking ---
     BlockingOptions blocking;
     blocking.max_items = options.blocklist_max_items;
-    m.push_back(std::make_unique<BlockingModule>(blocking));
+    if (options.enabled.blocking) m.push_back(std::make_unique<BlockingModule>(blocking));
     OfflineOptions offline;
     offline.max_messages = options.offline_max_messages;
-    m.push_back(std::make_unique<OfflineModule>(offline));
+    if (options.enabled.offline) m.push_back(std::make_unique<OfflineModule>(offline));
     // --- end offline/blocking ---
     // --- carbons/mam ---
     MamOptions mam;
     mam.retention_days = options.mam_retention_days;
     mam.max_messages_per_user = options.mam_max_messages_per_user;
-    m.push_back(std::make_unique<MamModule>(mam));
-    m.push_back(std::make_unique<CarbonsModule>());
+    if (options.enabled.mam) m.push_back(std::make_unique<MamModule>(mam));
+    if (options.enabled.carbons) m.push_back(std::make_unique<CarbonsModule>());
     // --- end carbons/mam ---
     // --- register/vcard/ping ---
     m.push_back(std::make_unique<RegisterModule>());
-    m.push_back(std::make_unique<VcardModule>());
+    if (options.enabled.vcard) m.push_back(std::make_unique<VcardModule>());
     // --- end register/vcard/ping ---
     return m;
 }

@@ -62,6 +62,12 @@ c2s::C2sOptions make_options(const config::BrokerConfig& cfg, std::string secret
     o.blocklist_max_items = cfg.accounts.blocklist_max_items;
     o.mam_retention_days = cfg.accounts.mam_retention_days;
     o.mam_max_messages_per_user = cfg.accounts.mam_max_messages_per_user;
+    o.enabled = {.offline = cfg.modules.offline,
+                 .blocking = cfg.modules.blocking,
+                 .carbons = cfg.modules.carbons,
+                 .mam = cfg.modules.mam,
+                 .vcard = cfg.modules.vcard,
+                 .version = cfg.modules.version};
     o.server_ping_idle = std::chrono::milliseconds(cfg.c2s.ping_idle_ms);
     o.server_ping_timeout = std::chrono::milliseconds(cfg.c2s.ping_timeout_ms);
     o.server_secret = std::move(secret);
