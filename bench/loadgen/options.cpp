@@ -17,6 +17,17 @@ Scenarios:
   chat      log in --users sessions, then each sends messages to random other sessions for
             --duration seconds at --rate msgs/s in total (0: as fast as the --window allows);
             report delivered/s, loss, duplicates and latency percentiles
+  register  XEP-0077 in-band registration of the --users accounts PREFIX<first>.. with
+            --password, one per connection, at --rate registrations/s (0: --connect-window in
+            flight per thread); report created, existing (conflict), failed by condition, rate
+  pubsub    XEP-0060: create --nodes nodes on --pubsub-service, subscribe
+            --subscribers-per-node sessions to each, then --publishers publish items (sequence
+            and timestamp in the payload) at --rate items/s in total for --duration seconds;
+            report notifications/s, latency percentiles, lost/duplicated notifications
+  presence  IoT fleet: user i shares presence both ways with users i-K..i+K (K = --neighbours, mod N),
+            subscribed in-band first (RFC 6121 §3) unless --skip-subscribe; then sessions send
+            presence updates at --rate in total for --duration seconds; report notifications/s,
+            latency, lost/duplicated (each update is expected by its --neighbours*2 contacts)
 
 Options:
   --host ADDR          server address (default 127.0.0.1)
@@ -29,20 +40,36 @@ Options:
   --resource TEXT      resource to bind (default lg)
   --sasl MECH          auto, plain, scram-sha-1, scram-sha-256 (default auto: PLAIN if offered)
   --threads N          worker threads, one io_context each (default 1)
-  --rate R             connect: sessions/s; chat: messages/s in total (default 0: unpaced)
-  --connect-rate R     chat: sessions/s while logging in (default 0: unpaced)
+  --rate R             connect: sessions/s; register: registrations/s; chat: messages/s;
+                       pubsub: items/s; presence: updates/s; all in total (default 0: unpaced)
+  --connect-rate R     chat, pubsub, presence: sessions/s while logging in (default 0: unpaced)
   --connect-window N   logins in flight per thread when unpaced (default 64)
-  --duration S         chat: seconds of sending (default 10)
+  --duration S         chat, pubsub, presence: seconds of sending (default 10)
   --hold S             connect: seconds to hold the sessions idle (default 5)
-  --drain S            chat: seconds to wait for messages in flight at the end (default 5)
-  --window W           chat: outstanding messages per session, 0 = unbounded (default 8)
-  --body-bytes N       chat: pad message bodies to at least N bytes (default 0)
+  --drain S            chat, pubsub, presence: seconds to wait for messages in flight at the
+                       end (default 5); presence: also the set-up's patience
+  --window W           chat: outstanding messages per session; pubsub: publish IQs per
+                       publisher; 0 = unbounded (default 8)
+  --body-bytes N       chat, pubsub: pad message bodies / item payloads by N bytes (default 0)
   --no-spread          do not bind sockets to 127.0.0.1-254 (only done when --host is on 127/8)
   --server-pid PID     sample the server's RSS (and CPU time) from /proc
   --json FILE          also write the JSON summary to FILE
   --timeout S          hard bound on the whole run (default 300)
   --max-loss N         lost + duplicated messages + errors tolerated before exit 1 (default 0)
   --no-progress        no progress display on stderr
+  --tls MODE           none, starttls, direct (default none: plain TCP, for benchmarks; direct
+                       is XEP-0368 TLS from the first byte, give the server's TLS --port)
+  --tls-verify         verify the server's certificate chain and name (default off: benchmark
+                       servers use self-signed certificates; a note says so on stderr)
+  --tls-ca FILE        trust anchors for --tls-verify (default the system's CA bundle)
+  --pubsub-service JID pubsub: the service (default pubsub.DOMAIN)
+  --nodes N            pubsub: nodes, named NODEPREFIX0..N-1 (default 10)
+  --node-prefix TEXT   pubsub: node name prefix (default lg)
+  --subscribers-per-node N   pubsub: subscribing sessions per node (default 10)
+  --publishers N       pubsub: publishing sessions, nodes spread over them (default 0: one per
+                       node). Sessions 0..P-1 publish, the others subscribe.
+  --neighbours K       presence: contacts on each side of a user (default 4)
+  --skip-subscribe     presence: the rosters are provisioned already (no subscribe phase)
   -h, --help           this text
 
 Output: progress on stderr (one live line on a terminal, else a line every 5 s), the JSON
@@ -75,6 +102,9 @@ const char* to_string(Scenario s) noexcept {
     switch (s) {
         case Scenario::connect: return "connect";
         case Scenario::chat: return "chat";
+        case Scenario::registration: return "register";
+        case Scenario::pubsub: return "pubsub";
+        case Scenario::presence: return "presence";
     }
     return "?";
 }
@@ -89,6 +119,15 @@ const char* to_string(Mechanism m) noexcept {
     return "?";
 }
 
+const char* to_string(TlsMode m) noexcept {
+    switch (m) {
+        case TlsMode::none: return "none";
+        case TlsMode::starttls: return "starttls";
+        case TlsMode::direct: return "direct";
+    }
+    return "?";
+}
+
 bool parse_options(int argc, char** argv, Options& o) {
     bool have_scenario = false;
     for (int i = 1; i < argc; ++i) {
@@ -99,6 +138,8 @@ bool parse_options(int argc, char** argv, Options& o) {
         }
         if (a == "--no-spread") { o.spread_sources = false; continue; }
         if (a == "--no-progress") { o.progress = false; continue; }
+        if (a == "--tls-verify") { o.tls_verify = true; continue; }
+        if (a == "--skip-subscribe") { o.skip_subscribe = true; continue; }
         if (a.starts_with("--")) {
             if (i + 1 >= argc) throw UsageError(std::string(a) + " needs a value");
             const std::string_view v = argv[++i];
@@ -130,22 +171,53 @@ bool parse_options(int argc, char** argv, Options& o) {
             else if (a == "--json") o.json_file = v;
             else if (a == "--timeout") o.timeout_s = parse_seconds(a, v);
             else if (a == "--max-loss") o.max_loss = parse_number<std::uint64_t>(a, v);
+            else if (a == "--tls") {
+                if (v == "none") o.tls = TlsMode::none;
+                else if (v == "starttls") o.tls = TlsMode::starttls;
+                else if (v == "direct") o.tls = TlsMode::direct;
+                else throw UsageError("--tls: one of none, starttls, direct");
+            }
+            else if (a == "--tls-ca") o.tls_ca = v;
+            else if (a == "--pubsub-service") o.pubsub_service = v;
+            else if (a == "--nodes") o.nodes = parse_number<std::uint32_t>(a, v);
+            else if (a == "--node-prefix") o.node_prefix = v;
+            else if (a == "--subscribers-per-node") o.subscribers_per_node = parse_number<std::uint32_t>(a, v);
+            else if (a == "--publishers") o.publishers = parse_number<std::uint32_t>(a, v);
+            else if (a == "--neighbours") o.neighbours = parse_number<std::uint32_t>(a, v);
             else throw UsageError("unknown option " + std::string(a));
             continue;
         }
         if (have_scenario) throw UsageError("one scenario only (got \"" + std::string(a) + "\")");
         if (a == "connect") o.scenario = Scenario::connect;
         else if (a == "chat") o.scenario = Scenario::chat;
-        else throw UsageError("unknown scenario \"" + std::string(a) + "\" (connect, chat)");
+        else if (a == "register") o.scenario = Scenario::registration;
+        else if (a == "pubsub") o.scenario = Scenario::pubsub;
+        else if (a == "presence") o.scenario = Scenario::presence;
+        else throw UsageError("unknown scenario \"" + std::string(a) + "\" (connect, chat, register, pubsub, presence)");
         have_scenario = true;
     }
-    if (!have_scenario) throw UsageError("a scenario is required (connect, chat)");
+    if (!have_scenario) throw UsageError("a scenario is required (connect, chat, register, pubsub, presence)");
     if (o.users == 0) throw UsageError("--users must be at least 1");
     if (o.scenario == Scenario::chat && o.users < 2) throw UsageError("chat needs at least 2 --users");
     if (o.threads == 0 || o.threads > 256) throw UsageError("--threads must be 1..256");
     if (o.connect_window == 0) throw UsageError("--connect-window must be at least 1");
     if (o.scenario == Scenario::chat && o.rate == 0 && o.window == 0) {
         throw UsageError("chat with --rate 0 needs a --window (unpaced and unbounded would only fill buffers)");
+    }
+    if (o.scenario == Scenario::pubsub) {
+        if (o.nodes == 0) throw UsageError("--nodes must be at least 1");
+        if (o.publishers == 0) o.publishers = o.nodes;
+        if (o.publishers > o.nodes) throw UsageError("--publishers must not exceed --nodes");
+        if (o.users <= o.publishers) throw UsageError("pubsub needs more --users than --publishers");
+        if (o.subscribers_per_node > o.users - o.publishers) {
+            throw UsageError("--subscribers-per-node must not exceed --users minus --publishers");
+        }
+        if (o.pubsub_service.empty()) o.pubsub_service = "pubsub." + o.domain;
+    }
+    if (o.scenario == Scenario::presence) {
+        if (o.neighbours == 0) throw UsageError("--neighbours must be at least 1");
+        if (2ull * o.neighbours >= o.users) throw UsageError("presence needs --users above 2 x --neighbours");
+        if (o.rate <= 0) throw UsageError("presence needs a --rate (updates/s in total)");
     }
     return true;
 }

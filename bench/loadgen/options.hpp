@@ -8,7 +8,11 @@
 
 namespace starling::loadgen {
 
-enum class Scenario : std::uint8_t { connect, chat };
+// `registration` is the `register` scenario (a C++ keyword).
+enum class Scenario : std::uint8_t { connect, chat, registration, pubsub, presence };
+// Transport under XMPP: plain TCP, STARTTLS (RFC 6120 §5), or TLS from the first byte
+// (XEP-0368).
+enum class TlsMode : std::uint8_t { none, starttls, direct };
 // SASL mechanism to use. `automatic` picks PLAIN when offered (cheapest for the generator),
 // then SCRAM-SHA-256, then SCRAM-SHA-1.
 enum class Mechanism : std::uint8_t { automatic, plain, scram_sha_1, scram_sha_256 };
@@ -43,6 +47,19 @@ struct Options {
     double timeout_s = 300;           // the whole run, hard bound
     std::uint64_t max_loss = 0;       // lost + duplicated + errors tolerated before exit 1
     bool progress = true;
+    // TLS.
+    TlsMode tls = TlsMode::none;
+    bool tls_verify = false;          // off: benchmark servers have self-signed certificates
+    std::string tls_ca;               // trust anchors with --tls-verify (default: the system's)
+    // pubsub.
+    std::string pubsub_service;       // default pubsub.DOMAIN
+    std::uint32_t nodes = 10;
+    std::uint32_t subscribers_per_node = 10;
+    std::uint32_t publishers = 0;     // 0: one per node
+    std::string node_prefix = "lg";
+    // presence.
+    std::uint32_t neighbours = 4;     // K: user i is subscribed both ways with i+1..i+K mod N
+    bool skip_subscribe = false;      // rosters provisioned out of band
 };
 
 // Throws UsageError. Returns false when --help was asked (usage already printed).
@@ -50,5 +67,6 @@ bool parse_options(int argc, char** argv, Options& out);
 const char* usage_text() noexcept;
 const char* to_string(Scenario s) noexcept;
 const char* to_string(Mechanism m) noexcept;
+const char* to_string(TlsMode m) noexcept;
 
 }  // namespace starling::loadgen

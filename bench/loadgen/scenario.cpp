@@ -11,122 +11,13 @@
 #include <thread>
 
 #include "bench/loadgen/report.hpp"
+#include "bench/loadgen/scenario_common.hpp"
 #include "bench/loadgen/worker.hpp"
 
 namespace starling::loadgen {
 
-namespace {
-
-using Clock = std::chrono::steady_clock;
-constexpr auto k_poll = std::chrono::milliseconds(100);
-
-struct Totals {
-    std::uint64_t started = 0, logged_in = 0, login_failed = 0, session_errors = 0;
-    std::uint64_t sent = 0, received = 0, duplicates = 0, errors_received = 0, other = 0, misrouted = 0;
-    std::uint64_t first_start_ns = UINT64_MAX, last_login_ns = 0, last_receive_ns = 0;
-};
-
-Totals sum(const Run& run) {
-    Totals t;
-    for (const auto& w : run.workers) {
-        const auto& c = w->counters;
-        t.started += c.started.get();
-        t.logged_in += c.logged_in.get();
-        t.login_failed += c.login_failed.get();
-        t.session_errors += c.session_errors.get();
-        t.sent += c.sent.get();
-        t.received += c.received.get();
-        t.duplicates += c.duplicates.get();
-        t.errors_received += c.errors_received.get();
-        t.other += c.other_stanzas.get();
-        t.misrouted += c.misrouted.get();
-        if (c.started.get() > 0) t.first_start_ns = std::min(t.first_start_ns, c.first_start_ns.get());
-        t.last_login_ns = std::max(t.last_login_ns, c.last_login_ns.get());
-        t.last_receive_ns = std::max(t.last_receive_ns, c.last_receive_ns.get());
-    }
-    return t;
-}
-
-// One live line on a terminal (carriage return), else one line every 5 s.
-class Progress {
-public:
-    explicit Progress(bool enabled) : _enabled(enabled), _tty(::isatty(STDERR_FILENO) == 1) {}
-
-    void show(const char* phase, double elapsed_s, const Run& run, const Totals& t) {
-        if (!_enabled) return;
-        const auto now = Clock::now();
-        const double dt = std::chrono::duration<double>(now - _last).count();
-        if (!_tty && dt < 5.0) return;
-        if (_tty && dt < 0.25) return;
-        const double recv_rate = dt > 0 ? static_cast<double>(t.received - _last_received) / dt : 0;
-        const double login_rate = dt > 0 ? static_cast<double>(t.logged_in - _last_logged_in) / dt : 0;
-        _last = now;
-        _last_received = t.received;
-        _last_logged_in = t.logged_in;
-        char line[256];
-        std::snprintf(line, sizeof line,
-                      "[%s %5.1fs] online %llu/%u (%s/s) failed %llu errors %llu | sent %s recv %s (%s/s) dup %llu",
-                      phase, elapsed_s, static_cast<unsigned long long>(t.logged_in - t.session_errors),
-                      run.opt.users, human(login_rate).c_str(), static_cast<unsigned long long>(t.login_failed),
-                      static_cast<unsigned long long>(t.session_errors + t.errors_received),
-                      human(static_cast<double>(t.sent)).c_str(), human(static_cast<double>(t.received)).c_str(),
-                      human(recv_rate).c_str(), static_cast<unsigned long long>(t.duplicates));
-        if (_tty) {
-            std::fprintf(stderr, "\r%-120s", line);
-        } else {
-            std::fprintf(stderr, "%s\n", line);
-        }
-        std::fflush(stderr);
-    }
-    void done() {
-        if (_enabled && _tty) std::fputc('\n', stderr);
-    }
-
-private:
-    bool _enabled;
-    bool _tty;
-    Clock::time_point _last = Clock::now() - std::chrono::seconds(10);
-    std::uint64_t _last_received = 0;
-    std::uint64_t _last_logged_in = 0;
-};
-
-// Runs `fn` on every worker thread and waits for all of them.
-template <class Fn>
-void on_every_worker(Run& run, Fn fn) {
-    std::vector<std::future<void>> done;
-    for (auto& w : run.workers) {
-        auto p = std::make_shared<std::promise<void>>();
-        done.push_back(p->get_future());
-        Worker* wp = w.get();
-        asio::post(wp->io(), [wp, p, fn] {
-            fn(*wp);
-            p->set_value();
-        });
-    }
-    for (auto& f : done) f.wait();
-}
-
-double seconds_between(std::uint64_t a_ns, std::uint64_t b_ns) {
-    return b_ns > a_ns ? static_cast<double>(b_ns - a_ns) / 1e9 : 0.0;
-}
-
-void optional_field(JsonWriter& j, std::string_view key, const std::optional<double>& v) {
-    if (v) j.field(key, *v);
-    else j.null_field(key);
-}
-
-}  // namespace
-
-int run_scenario(const Options& opt) {
-    const auto t_begin = Clock::now();
-    const auto deadline = t_begin + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(opt.timeout_s));
-    const std::uint64_t fd_limit = raise_fd_limit();
-    if (fd_limit < opt.users + 64u) {
-        std::fprintf(stderr, "starling-loadgen: warning: open-file limit %llu is below --users %u\n",
-                     static_cast<unsigned long long>(fd_limit), opt.users);
-    }
-
-    Run run{opt, {}, {}, {}, {}, {}, {}, {}};  // NOLINT: aggregate, filled below
+void build_run(Run& run) {
+    const Options& opt = run.opt;
     asio::error_code ec;
     const auto addr = asio::ip::make_address(opt.host, ec);
     if (ec || !addr.is_v4()) throw std::runtime_error("--host must be an IPv4 address (got \"" + opt.host + "\")");
@@ -136,6 +27,9 @@ int run_scenario(const Options& opt) {
         for (unsigned x = 1; x <= 254; ++x) run.sources.push_back(asio::ip::make_address_v4(0x7f000000u | x));
     }
     run.jid_suffix = "@" + opt.domain + "/" + opt.resource;
+    if (opt.tls != TlsMode::none && !opt.tls_verify) {
+        std::fprintf(stderr, "starling-loadgen: note: TLS certificates are not verified (benchmark default; --tls-verify to check them)\n");
+    }
     if (opt.body_bytes > 0) run.body_padding.assign(opt.body_bytes, 'x');
 
     for (unsigned i = 0; i < opt.threads; ++i) run.workers.push_back(std::make_unique<Worker>(run, i));
@@ -145,6 +39,121 @@ int run_scenario(const Options& opt) {
         run.sessions.push_back(std::make_unique<Session>(w, i));
         w.add(run.sessions.back().get());
     }
+}
+
+void write_generator_fields(JsonWriter& j, const Run&, double worker_cpu_max,
+                            const std::optional<std::uint64_t>& generator_rss,
+                            const std::optional<double>& load_before, bool timed_out) {
+    j.field("generator_cpu_total_s", self_cpu_seconds());
+    if (generator_rss) j.field("generator_rss_kib", *generator_rss);
+    j.field("generator_busiest_thread_cpu_s", worker_cpu_max);
+    optional_field(j, "loadavg1_before", load_before);
+    optional_field(j, "loadavg1_after", read_loadavg1());
+    j.field("timed_out", timed_out);
+}
+
+void emit_json(const Options& opt, const std::string& json) {
+    std::fputs(json.c_str(), stdout);
+    std::fflush(stdout);
+    if (!opt.json_file.empty()) {
+        std::ofstream f(opt.json_file);
+        f << json;
+        if (!f) std::fprintf(stderr, "starling-loadgen: cannot write %s\n", opt.json_file.c_str());
+    }
+}
+
+void sleep_poll(Clock::time_point until) {
+    const auto now = Clock::now();
+    if (until <= now) return;
+    std::this_thread::sleep_for(std::min<Clock::duration>(k_poll, until - now));
+}
+
+bool login_phase(Run& run, Progress& progress, Clock::time_point t_begin, Clock::time_point deadline, double rate) {
+    for (auto& w : run.workers) {
+        Worker* wp = w.get();
+        asio::post(wp->io(), [wp, r = rate / run.opt.threads] { wp->begin_logins(r); });
+    }
+    for (;;) {
+        const Totals t = sum(run);
+        progress.show("login", std::chrono::duration<double>(Clock::now() - t_begin).count(), run, t);
+        if (t.logged_in + t.login_failed >= run.opt.users) return true;
+        if (Clock::now() >= deadline) return false;
+        std::this_thread::sleep_for(k_poll);
+    }
+}
+
+SendPhase send_phase(Run& run, Progress& progress, Clock::time_point deadline, const char* name,
+                     const std::function<std::uint64_t()>& expected) {
+    const Options& opt = run.opt;
+    SendPhase r;
+    const double cpu0 = self_cpu_seconds();
+    const auto server_cpu0 = read_cpu_seconds(opt.server_pid);
+    r.t0_ns = now_ns();
+    for (auto& w : run.workers) {
+        Worker* wp = w.get();
+        asio::post(wp->io(), [wp, rate = opt.rate / opt.threads] { wp->begin_chat(rate); });
+    }
+    const auto send_end = Clock::now() + to_duration(opt.duration_s);
+    Totals t;
+    while (Clock::now() < send_end) {
+        if (Clock::now() >= deadline) {
+            r.timed_out = true;
+            break;
+        }
+        t = sum(run);
+        progress.show(name, seconds_between(r.t0_ns, now_ns()), run, t);
+        sleep_poll(send_end);
+    }
+    on_every_worker(run, [](Worker& w) { w.stop_sending(); });
+    r.send_wall = seconds_between(r.t0_ns, now_ns());
+    const std::uint64_t want = expected();  // after the stop: the send counts are final
+    const auto drain_end = Clock::now() + to_duration(opt.drain_s);
+    for (;;) {
+        t = sum(run);
+        progress.show("drain", seconds_between(r.t0_ns, now_ns()), run, t);
+        if (t.received - t.duplicates >= want) break;
+        if (Clock::now() >= drain_end) break;
+        if (Clock::now() >= deadline) {
+            r.timed_out = true;
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    r.wall = seconds_between(r.t0_ns, std::max(t.last_receive_ns, r.t0_ns));
+    r.generator_cpu = self_cpu_seconds() - cpu0;
+    const auto server_cpu1 = read_cpu_seconds(opt.server_pid);
+    if (server_cpu0 && server_cpu1) r.server_cpu = *server_cpu1 - *server_cpu0;
+    return r;
+}
+
+std::uint64_t count_below(const std::vector<std::uint64_t>& bits, std::uint64_t limit) {
+    std::uint64_t got = 0;
+    for (std::size_t i = 0; i < bits.size() && i * 64 < limit; ++i) {
+        std::uint64_t word = bits[i];
+        if ((i + 1) * 64 > limit) word &= (std::uint64_t{1} << (limit - i * 64)) - 1;
+        got += static_cast<std::uint64_t>(std::popcount(word));
+    }
+    return got;
+}
+
+int run_scenario(const Options& opt) {
+    switch (opt.scenario) {
+        case Scenario::registration: return run_register(opt);
+        case Scenario::pubsub: return run_pubsub(opt);
+        case Scenario::presence: return run_presence(opt);
+        case Scenario::connect:
+        case Scenario::chat: break;
+    }
+    const auto t_begin = Clock::now();
+    const auto deadline = t_begin + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(opt.timeout_s));
+    const std::uint64_t fd_limit = raise_fd_limit();
+    if (fd_limit < opt.users + 64u) {
+        std::fprintf(stderr, "starling-loadgen: warning: open-file limit %llu is below --users %u\n",
+                     static_cast<unsigned long long>(fd_limit), opt.users);
+    }
+
+    Run run(opt);
+    build_run(run);
 
     Progress progress(opt.progress);
     bool timed_out = false;
@@ -380,25 +389,14 @@ int run_scenario(const Options& opt) {
     j.begin("errors");
     for (const auto& [k, v] : reasons) j.field(k, v);
     j.end();
-    j.field("generator_cpu_total_s", self_cpu_seconds());
-    if (generator_rss) j.field("generator_rss_kib", *generator_rss);
-    j.field("generator_busiest_thread_cpu_s", worker_cpu_max);
-    optional_field(j, "loadavg1_before", load_before);
-    optional_field(j, "loadavg1_after", read_loadavg1());
-    j.field("timed_out", timed_out);
+    write_generator_fields(j, run, worker_cpu_max, generator_rss, load_before, timed_out);
 
     const std::uint64_t bad = lost + duplicates + t.errors_received + t.session_errors + t.misrouted;
     const bool ok = !timed_out && after_login.login_failed == 0 && after_login.logged_in == opt.users &&
                     bad <= opt.max_loss;
     j.field("ok", ok);
     const std::string json = j.finish();
-    std::fputs(json.c_str(), stdout);
-    std::fflush(stdout);
-    if (!opt.json_file.empty()) {
-        std::ofstream f(opt.json_file);
-        f << json;
-        if (!f) std::fprintf(stderr, "starling-loadgen: cannot write %s\n", opt.json_file.c_str());
-    }
+    emit_json(opt, json);
     if (!ok) {
         std::fprintf(stderr,
                      "starling-loadgen: FAILED: logins %llu/%u (failed %llu), lost %llu, duplicates %llu, "

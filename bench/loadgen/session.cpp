@@ -3,8 +3,10 @@
 #include <charconv>
 #include <cstring>
 
+#include "bench/loadgen/wire.hpp"
 #include "bench/loadgen/worker.hpp"
 #include "xmpp/base64.hpp"
+#include "xmpp/xml/raw_text.hpp"
 
 namespace starling::loadgen {
 
@@ -35,21 +37,19 @@ std::string_view inner_text(const ElementView& el) {
     return end == std::string_view::npos ? std::string_view{} : b.substr(0, end);
 }
 
-void append_number(std::string& out, std::uint64_t v) {
-    char buf[24];
-    auto r = std::to_chars(buf, buf + sizeof buf, v);
-    out.append(buf, r.ptr);
-}
-
-bool parse_u64(std::string_view& s, std::uint64_t& v) {
-    auto r = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (r.ec != std::errc()) return false;
-    s.remove_prefix(static_cast<std::size_t>(r.ptr - s.data()));
-    if (!s.empty() && s.front() == ' ') s.remove_prefix(1);
-    return true;
-}
-
 }  // namespace
+
+std::string error_condition(std::string_view stanza) {
+    const auto at = stanza.find("<error");
+    if (at == std::string_view::npos) return "unknown";
+    const auto tag_end = stanza.find('>', at);
+    if (tag_end == std::string_view::npos || stanza[tag_end - 1] == '/') return "unknown";
+    const auto child = stanza.find('<', tag_end);
+    if (child == std::string_view::npos || child + 1 >= stanza.size() || stanza[child + 1] == '/') return "unknown";
+    const auto name_end = stanza.find_first_of(" />", child + 1);
+    if (name_end == std::string_view::npos) return "unknown";
+    return std::string(stanza.substr(child + 1, name_end - child - 1));
+}
 
 Session::Session(Worker& worker, std::uint32_t index)
     : _worker(worker), _index(index), _transport(worker.io()) {}
@@ -70,6 +70,30 @@ void Session::on_connected(const asio::error_code& ec) {
         return;
     }
     _transport.set_nodelay();
+    if (_worker.opt().tls == TlsMode::direct) {
+        start_tls();
+        return;
+    }
+    _state = State::header;
+    send_header();
+    read();
+}
+
+void Session::start_tls() {
+    _state = State::tls_handshake;
+    _transport.async_start_tls(*_worker.tls_context(), _worker.opt().domain,
+                               [this](const asio::error_code& ec) { on_tls_ready(ec); });
+}
+
+void Session::on_tls_ready(const asio::error_code& ec) {
+    if (_state != State::tls_handshake) return;
+    if (ec) {
+        fail("tls: " + ec.message());
+        return;
+    }
+    _tls_done = true;
+    // RFC 6120 §5.4.3.3: a new stream over the protected connection (for direct TLS, the first).
+    _tok->restart();
     _state = State::header;
     send_header();
     read();
@@ -84,7 +108,7 @@ void Session::send_header() {
 }
 
 void Session::read() {
-    if (_reading || _state == State::failed || _state == State::closed) return;
+    if (_reading || _state == State::failed || _state == State::closed || _state == State::tls_handshake) return;
     _reading = true;
     auto buf = _tok->prepare(k_read_chunk);
     _transport.async_read_some(asio::buffer(buf.data(), buf.size()),
@@ -95,6 +119,10 @@ void Session::on_read(const asio::error_code& ec, std::size_t n) {
     _reading = false;
     if (_state == State::failed || _state == State::closed) return;
     if (ec) {
+        if (_state == State::closing) {
+            close();
+            return;
+        }
         fail(ec == asio::error::eof ? std::string("server closed the connection") : "read: " + ec.message());
         return;
     }
@@ -119,6 +147,10 @@ void Session::on_read(const asio::error_code& ec, std::size_t n) {
                 if (!on_element(ev.element())) return;
                 break;
             case EventKind::stream_close:
+                if (_state == State::closing) {
+                    close();
+                    return;
+                }
                 fail("server closed the stream");
                 return;
             case EventKind::error: {
@@ -139,6 +171,8 @@ bool Session::on_element(const ElementView& el) {
             on_message(el);
         } else if (name == "iq") {
             on_iq(el);
+        } else if (name == "presence") {
+            on_presence(el);
         } else if (el.qualified_name() == "stream:error") {
             fail("stream error: " + std::string(el.bytes().substr(0, 200)));
             return false;
@@ -154,7 +188,33 @@ bool Session::on_element(const ElementView& el) {
     switch (_state) {
         case State::features:
             if (name != "features") break;
+            if (_worker.opt().tls == TlsMode::starttls && !_tls_done) {
+                if (el.bytes().find("urn:ietf:params:xml:ns:xmpp-tls") == std::string_view::npos) {
+                    fail("STARTTLS not offered");
+                    return false;
+                }
+                queue("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+                _state = State::starttls;
+                return true;
+            }
+            if (_worker.opt().scenario == Scenario::registration) {
+                send_registration();
+                return true;
+            }
             return on_features(el.bytes());
+        case State::starttls:
+            if (name == "proceed") {
+                start_tls();  // reads stop here until the handshake is done
+                return true;
+            }
+            fail("starttls refused: " + std::string(el.bytes().substr(0, 200)));
+            return false;
+        case State::registering:
+            if (name != "iq" || !el.id().equals("reg1")) return true;
+            on_registered(el);
+            return true;
+        case State::closing:
+            return true;
         case State::sasl:
             return on_sasl(el);
         case State::features2:
@@ -209,7 +269,7 @@ bool Session::start_sasl(std::string_view features) {
                          (m == Mechanism::scram_sha_1 && has_1);
     if (!offered) {
         fail(features.find("starttls") != std::string_view::npos && !has_plain && !has_1 && !has_256
-                 ? "server requires STARTTLS (not implemented yet)"
+                 ? "server requires STARTTLS (use --tls starttls)"
                  : std::string("mechanism not offered: ") + to_string(_worker.opt().mechanism));
         return false;
     }
@@ -308,7 +368,51 @@ bool Session::on_features2(std::string_view bytes) {
     return true;
 }
 
+// XEP-0077 §3.1: the IQ set straight away, without the IQ get for the form first (a SHOULD,
+// skipped: the generator knows the fields of every server it measures, and a round trip less
+// is what a provisioning tool wants). One registration per connection: Starling refuses a
+// second on one stream, and the XEP does not promise it.
+void Session::send_registration() {
+    const auto& o = _worker.opt();
+    std::string user = o.prefix;
+    append_number(user, o.first_user + _index);
+    std::string out = "<iq type='set' id='reg1'><query xmlns='jabber:iq:register'><username>";
+    xmpp::xml::escape_text_into(out, user);
+    out += "</username><password>";
+    xmpp::xml::escape_text_into(out, o.password);
+    out += "</password></query></iq>";
+    queue(out);
+    _state = State::registering;
+}
+
+void Session::on_registered(const ElementView& el) {
+    const auto latency = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - _started).count());
+    if (el.type().equals("result")) {
+        _worker.on_register_done(*this, RegisterOutcome::created, {}, latency);
+    } else {
+        const std::string condition = error_condition(el.bytes());
+        // §3.1: <conflict/> (409) when the username is taken: the account exists, which is what
+        // a provisioning run wants.
+        _worker.on_register_done(*this, condition == "conflict" ? RegisterOutcome::existing : RegisterOutcome::failed,
+                                 condition, latency);
+    }
+    finish_stream();
+}
+
+// RFC 6120 §4.4: close our stream; the server answers with its own close (or just the TCP
+// close), neither of which is an error now.
+void Session::finish_stream() {
+    queue("</stream:stream>");
+    _state = State::closing;
+}
+
 void Session::go_online() {
+    if (_worker.opt().scenario == Scenario::presence) {
+        // RFC 6121 §2.1.6, §2.2: roster first, so the session is an "interested resource" and
+        // gets roster pushes and subscription approvals (Prosody sends those to no one else).
+        queue("<iq type='get' id='roster1'><query xmlns='jabber:iq:roster'/></iq>");
+    }
     queue("<presence/>");
     _state = State::online;
     const auto latency = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - _started);
@@ -319,6 +423,10 @@ void Session::on_message(const ElementView& el) {
     if (el.type().equals("error")) {
         _worker.counters.errors_received.add();
         _worker.on_bounce(el.bytes());
+        return;
+    }
+    if (_worker.opt().scenario == Scenario::pubsub) {
+        on_pubsub_event(el);
         return;
     }
     const std::string_view b = el.bytes();
@@ -348,6 +456,7 @@ void Session::on_message(const ElementView& el) {
 }
 
 void Session::on_iq(const ElementView& el) {
+    if ((el.type().equals("result") || el.type().equals("error")) && on_setup_iq(el)) return;
     // Answer get/set (a server ping, a disco query) so the server does not time us out; a
     // result satisfies a ping and is harmless elsewhere.
     if (el.type().equals("get") || el.type().equals("set")) {
@@ -370,7 +479,15 @@ void Session::pump() noexcept {
     if (_state != State::online || !_worker.sending() || _worker.opt().rate > 0) return;
     const std::uint32_t window = _worker.opt().window;
     const std::uint64_t now = now_ns();
-    while (_worker.sending() && _inflight.load(std::memory_order_relaxed) < window) send_one(now);
+    while (_worker.sending() && _inflight.load(std::memory_order_relaxed) < window) send_next(now);
+}
+
+void Session::send_next(std::uint64_t now) noexcept {
+    switch (_worker.opt().scenario) {
+        case Scenario::pubsub: send_publish(now); break;
+        case Scenario::presence: send_presence_update(now); break;
+        default: send_one(now); break;
+    }
 }
 
 std::uint64_t Session::now_ns_for_send() noexcept { return now_ns(); }
@@ -426,6 +543,11 @@ void Session::on_written(const asio::error_code& ec) {
     _write_busy = false;
     _writing.clear();
     if (_state == State::failed || _state == State::closed) return;
+    if (_state == State::closing && !ec && _out.empty()) {
+        // Our close is on the wire; half-close so the server sees the end even if it waits.
+        _transport.shutdown_send();
+        return;
+    }
     if (ec) {
         fail("write: " + ec.message());
         return;
@@ -436,6 +558,10 @@ void Session::on_written(const asio::error_code& ec) {
 void Session::fail(std::string_view reason) {
     const bool was_online = _state == State::online;
     if (_state == State::failed || _state == State::closed) return;
+    if (_state == State::closing) {
+        close();
+        return;
+    }
     _state = State::failed;
     _transport.close();
     if (was_online) {
@@ -447,8 +573,22 @@ void Session::fail(std::string_view reason) {
 
 void Session::close() noexcept {
     if (_state == State::closed) return;
+    const bool was_closing = _state == State::closing;
     _state = State::closed;
     _transport.close();
+    if (was_closing) {
+        // register: 100k finished sessions should not keep 100k read buffers. Posted: the
+        // tokenizer may be in use further up this call stack.
+        asio::post(_worker.io(), [this] { release(); });
+    }
+}
+
+void Session::release() noexcept {
+    _transport.release();
+    _tok.reset();
+    _scram.reset();
+    std::string().swap(_out);
+    std::string().swap(_writing);
 }
 
 }  // namespace starling::loadgen

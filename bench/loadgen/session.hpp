@@ -1,14 +1,11 @@
 // One XMPP client session of the load generator: connect (from a spread source address),
 // stream negotiation (header, features, SASL PLAIN or SCRAM, restart, bind, optional session,
-// initial presence), then the traffic of the scenario.
+// initial presence), then the traffic of the scenario. TLS (--tls) is below that, in Transport.
 //
 // Lives on: one Worker (its thread and io_context) for life; handlers capture `this`, which is
 // safe because sessions are destroyed only after every worker thread has joined. Other threads
 // touch only `_inflight` (atomic) and post pump() to the owning worker.
 #pragma once
-
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 #include <asio.hpp>
 
@@ -19,7 +16,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "bench/loadgen/transport.hpp"
 #include "xmpp/sasl/scram.hpp"
 #include "xmpp/xml/tokenizer.hpp"
 
@@ -27,56 +26,22 @@ namespace starling::loadgen {
 
 class Worker;
 
-// The byte stream under XMPP. Plain TCP for now; TLS (direct, or after STARTTLS, over
-// xmpp/tls/tls_session.hpp) is a second transport with the same operations, and Session then
-// takes the transport as a template parameter. TODO(#6): TLS.
-class PlainTransport {
-public:
-    explicit PlainTransport(asio::io_context& io) : _socket(io) {}
+enum class RegisterOutcome : std::uint8_t { created, existing, failed };
 
-    // Opens, binds to `source` when it is not unspecified, connects.
-    template <class Handler>
-    void async_connect(const asio::ip::tcp::endpoint& server, const asio::ip::address& source, Handler&& h) {
-        asio::error_code ec;
-        _socket.open(asio::ip::tcp::v4(), ec);
-        if (!ec && !source.is_unspecified()) {
-            // Linux: pick the port at connect() time, per (source, destination), so that 254
-            // source addresses give 254 x 28k connections instead of 28k in all.
-            const int one = 1;
-            ::setsockopt(_socket.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-            _socket.bind(asio::ip::tcp::endpoint(source, 0), ec);
-        }
-        if (ec) {
-            asio::post(_socket.get_executor(), [h = std::forward<Handler>(h), ec]() mutable { h(ec); });
-            return;
-        }
-        _socket.async_connect(server, std::forward<Handler>(h));
-    }
-    void set_nodelay() {
-        asio::error_code ec;
-        _socket.set_option(asio::ip::tcp::no_delay(true), ec);
-    }
-    template <class Handler>
-    void async_read_some(asio::mutable_buffer b, Handler&& h) {
-        _socket.async_read_some(b, std::forward<Handler>(h));
-    }
-    template <class Handler>
-    void async_write(asio::const_buffer b, Handler&& h) {
-        asio::async_write(_socket, b, std::forward<Handler>(h));
-    }
-    void close() noexcept {
-        asio::error_code ec;
-        _socket.close(ec);
-    }
-
-private:
-    asio::ip::tcp::socket _socket;
-};
+// The defined condition of an error stanza (RFC 6120 §8.3.2: the first child of <error/>),
+// e.g. "conflict"; "unknown" when there is none. Error path only: a search, not a parse.
+std::string error_condition(std::string_view stanza);
 
 class Session {
 public:
     enum class State : std::uint8_t {
-        idle, connecting, header, features, sasl, header2, features2, binding, session, online, failed, closed
+        idle, connecting,
+        tls_handshake,  // direct TLS, or after <proceed/>
+        starttls,       // <starttls/> is out, waiting for <proceed/>
+        header, features, sasl, header2, features2, binding, session, online,
+        registering,  // register: the XEP-0077 IQ set is out
+        closing,      // register: our </stream:stream> is out; the end of the stream is not an error
+        failed, closed
     };
 
     Session(Worker& worker, std::uint32_t index);
@@ -94,7 +59,14 @@ public:
     std::uint64_t sent() const noexcept { return _next_seq; }
     std::uint32_t inflight() const noexcept { return _inflight.load(std::memory_order_relaxed); }
     // Paced mode: one message now (the worker checked the window).
-    void send_paced() noexcept { send_one(now_ns_for_send()); }
+    void send_paced() noexcept { send_next(now_ns_for_send()); }
+    // pubsub set-up (pubsub.cpp): one IQ each; the answer goes to Worker::on_setup_answer.
+    void send_create(std::uint32_t node);
+    void send_subscribe(std::uint32_t node);
+    // presence set-up (presence.cpp): subscribe to the 2K neighbours.
+    void send_subscriptions();
+    // presence: per contact slot (0..2K-1), the sequences received from that contact.
+    std::vector<std::vector<std::uint64_t>> presence_seen;
     // The receiver of one of our messages calls this from any thread.
     void on_delivered() noexcept;
 
@@ -117,15 +89,27 @@ private:
     void on_message(const xmpp::xml::ElementView& el);
     void on_iq(const xmpp::xml::ElementView& el);
     void send_one(std::uint64_t now_ns) noexcept;
+    void send_next(std::uint64_t now_ns) noexcept;  // the scenario's message: chat, publish, presence
+    void send_publish(std::uint64_t now_ns) noexcept;
+    void send_presence_update(std::uint64_t now_ns) noexcept;
+    void on_pubsub_event(const xmpp::xml::ElementView& el);
+    void on_presence(const xmpp::xml::ElementView& el);
+    bool on_setup_iq(const xmpp::xml::ElementView& el);  // true: it was one of ours
     static std::uint64_t now_ns_for_send() noexcept;
     void queue(std::string_view bytes);
     void fail(std::string_view reason);
     void on_written(const asio::error_code& ec);
+    void start_tls();
+    void on_tls_ready(const asio::error_code& ec);
+    void send_registration();
+    void on_registered(const xmpp::xml::ElementView& el);
+    void finish_stream();
+    void release() noexcept;
 
     Worker& _worker;
     std::uint32_t _index;
     State _state = State::idle;
-    PlainTransport _transport;
+    Transport _transport;
     std::unique_ptr<xmpp::xml::Tokenizer> _tok;
     std::unique_ptr<xmpp::sasl::ScramClient> _scram;
     std::string _out;      // queued, not yet handed to the socket
@@ -133,7 +117,9 @@ private:
     bool _write_busy = false;
     bool _reading = false;
     bool _session_required = false;
+    bool _tls_done = false;
     std::uint64_t _next_seq = 0;
+    std::uint32_t _publish_rr = 0;  // pubsub publisher: which of its nodes is next
     std::atomic<std::uint32_t> _inflight{0};
     std::chrono::steady_clock::time_point _started;
 };

@@ -16,6 +16,13 @@ thread_local Worker* t_current = nullptr;
 Worker::Worker(Run& run, unsigned id)
     : _run(run), _id(id), _timer(_io), _rng(0x9e3779b97f4a7c15ull * (id + 1)) {
     seen.resize(run.opt.users);
+    if (run.opt.tls != TlsMode::none) {
+        xmpp::tls::TlsClientConfig c;
+        c.verify_peer = run.opt.tls_verify;
+        c.verify_hostname = run.opt.tls_verify;
+        if (!run.opt.tls_ca.empty()) c.ca = xmpp::tls::PemSource::file(run.opt.tls_ca);
+        _tls = std::make_unique<xmpp::tls::TlsClientContext>(c);  // throws TlsConfigError: start-up
+    }
 }
 
 Worker::~Worker() {
@@ -82,6 +89,14 @@ void Worker::connect_tick() {
 
 void Worker::on_login_done(Session&, bool ok, std::string_view reason, std::uint64_t latency_ns) {
     --_logins_in_flight;
+    if (opt().scenario == Scenario::registration) {
+        // The connection failed before the server answered the registration.
+        counters.reg_failed.add();
+        counters.last_register_ns.set(now_ns());
+        ++register_failures[std::string(reason)];
+        if (_connect_rate <= 0) launch_more();
+        return;
+    }
     if (ok) {
         counters.logged_in.add();
         counters.last_login_ns.set(now_ns());
@@ -89,6 +104,26 @@ void Worker::on_login_done(Session&, bool ok, std::string_view reason, std::uint
     } else {
         counters.login_failed.add();
         ++failure_reasons[std::string("login: ") + std::string(reason)];
+    }
+    if (_connect_rate <= 0) launch_more();
+}
+
+void Worker::on_register_done(Session&, RegisterOutcome outcome, std::string_view condition, std::uint64_t latency_ns) {
+    --_logins_in_flight;
+    counters.last_register_ns.set(now_ns());
+    switch (outcome) {
+        case RegisterOutcome::created:
+            counters.reg_created.add();
+            login_latency.record(latency_ns);
+            break;
+        case RegisterOutcome::existing:
+            counters.reg_existing.add();
+            login_latency.record(latency_ns);
+            break;
+        case RegisterOutcome::failed:
+            counters.reg_failed.add();
+            ++register_failures[std::string(condition)];
+            break;
     }
     if (_connect_rate <= 0) launch_more();
 }
@@ -137,7 +172,10 @@ void Worker::begin_chat(double rate_per_thread) {
     _msg_rate = rate_per_thread;
     _chat_t0 = now_ns();
     for (Session* s : _mine) {
-        if (s->is_online()) _senders.push_back(s);
+        if (!s->is_online()) continue;
+        // pubsub: sessions 0..P-1 publish, the others only receive.
+        if (opt().scenario == Scenario::pubsub && s->index() >= opt().publishers) continue;
+        _senders.push_back(s);
     }
     if (_msg_rate > 0) {
         rate_tick();
@@ -189,6 +227,52 @@ void Worker::on_chat_message(std::uint32_t sender, std::uint64_t seq, std::uint6
     }
     bits[word] |= mask;
     _run.sessions[sender]->on_delivered();
+}
+
+void Worker::on_setup_answer(char kind, RegisterOutcome outcome, std::string_view condition) {
+    switch (outcome) {
+        case RegisterOutcome::created: counters.setup_ok.add(); break;
+        case RegisterOutcome::existing: counters.setup_existing.add(); break;
+        case RegisterOutcome::failed: {
+            counters.setup_failed.add();
+            std::string key = kind == 'c' ? "create: " : kind == 's' ? "subscribe: " : "setup: ";
+            key += condition;
+            ++failure_reasons[key];
+            break;
+        }
+    }
+}
+
+void Worker::on_publish_answer(Session& publisher, bool ok, std::string_view condition) {
+    if (ok) {
+        counters.publish_acked.add();
+    } else {
+        counters.publish_failed.add();
+        ++failure_reasons["publish: " + std::string(condition)];
+    }
+    publisher.on_delivered();  // frees a --window slot
+}
+
+void Worker::on_notification(std::uint32_t sub, std::uint64_t seq, std::uint64_t sent_ns, std::uint64_t now) noexcept {
+    counters.received.add();
+    counters.last_receive_ns.set(now);
+    latency.record(now > sent_ns ? now - sent_ns : 0);
+    auto& bits = seen[sub];
+    const std::size_t word = static_cast<std::size_t>(seq / 64);
+    if (word >= bits.size()) bits.resize(std::max(word + 1, bits.size() * 2), 0);
+    const std::uint64_t mask = std::uint64_t{1} << (seq % 64);
+    if (bits[word] & mask) {
+        counters.duplicates.add();
+        return;
+    }
+    bits[word] |= mask;
+}
+
+void Worker::on_presence_update(bool fresh, std::uint64_t sent_ns, std::uint64_t now) noexcept {
+    counters.received.add();
+    counters.last_receive_ns.set(now);
+    latency.record(now > sent_ns ? now - sent_ns : 0);
+    if (!fresh) counters.duplicates.add();
 }
 
 std::uint64_t Worker::next_random() noexcept {

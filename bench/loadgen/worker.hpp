@@ -46,6 +46,22 @@ struct WorkerCounters {
     Counter first_start_ns;   // steady-clock ns of the first connect
     Counter last_login_ns;    // steady-clock ns of the last successful login
     Counter last_receive_ns;  // steady-clock ns of the last chat message received
+    // register
+    Counter reg_created;      // IQ result
+    Counter reg_existing;     // <conflict/>: the account was there already
+    Counter reg_failed;       // any other error, or the connection failed before the answer
+    Counter last_register_ns; // steady-clock ns of the last answer
+    // pubsub and presence set-up: node creations, subscriptions (pubsub: IQ answers;
+    // presence: <presence type='subscribed'/> received)
+    Counter setup_ok;
+    Counter setup_existing;   // pubsub: <conflict/> on create (the node exists)
+    Counter setup_failed;
+    Counter subscribe_requests;  // presence: <presence type='subscribe'/> received (and approved)
+    Counter publish_acked;    // pubsub: IQ results for publishes
+    Counter publish_failed;   // pubsub: IQ errors for publishes
+    Counter stale;            // pubsub: items of an earlier run (the last item, sent on subscribe)
+    Counter unsubscribed;     // pubsub: this run's item at a session not subscribed in this run's
+                              // layout: a subscription left over from an earlier run
 };
 
 inline std::uint64_t now_ns() noexcept {
@@ -57,6 +73,7 @@ inline std::uint64_t now_ns() noexcept {
 class Worker;
 
 struct Run {
+    explicit Run(const Options& o) : opt(o) {}
     const Options& opt;
     asio::ip::tcp::endpoint server;
     std::vector<asio::ip::address> sources;  // rotated per session; empty: let the kernel pick
@@ -67,6 +84,11 @@ struct Run {
     std::vector<std::uint32_t> online;       // indexes of online sessions, fixed at chat start
     std::string jid_suffix;                  // "@domain/resource"
     std::string body_padding;                // --body-bytes filler
+    // pubsub: items published per node; written only by the node's publisher's worker, read
+    // by the main thread after sending stopped (a post orders it).
+    std::vector<std::uint64_t> node_seq;
+    std::vector<std::string> node_names;
+    std::uint64_t run_id = 0;                // in every payload: items of earlier runs are told apart
 };
 
 class Worker {
@@ -81,6 +103,8 @@ public:
     Run& run() noexcept { return _run; }
     const Options& opt() const noexcept { return _run.opt; }
     void add(Session* s) { _mine.push_back(s); }
+    // With --tls: this worker's client context (one per worker: no lock shared across threads).
+    const xmpp::tls::TlsClientContext* tls_context() const noexcept { return _tls.get(); }
 
     void start_thread();
     void stop_and_join();
@@ -93,9 +117,17 @@ public:
     // Session callbacks, on the worker thread.
     void on_login_done(Session& s, bool ok, std::string_view reason, std::uint64_t latency_ns);
     void on_session_error(Session& s, std::string_view reason);
+    void on_register_done(Session& s, RegisterOutcome outcome, std::string_view condition, std::uint64_t latency_ns);
     // A <message type='error'/>: counted by its error type and condition, for the report.
     void on_bounce(std::string_view stanza);
     void on_chat_message(std::uint32_t sender, std::uint64_t seq, std::uint64_t sent_ns, std::uint64_t now) noexcept;
+    // pubsub: the answer to a create ('c') or subscribe ('s') IQ; presence: a 'subscribed'.
+    void on_setup_answer(char kind, RegisterOutcome outcome, std::string_view condition);
+    void on_publish_answer(Session& publisher, bool ok, std::string_view condition);
+    // pubsub: a notification for subscription `sub` (node * subscribers_per_node + slot).
+    void on_notification(std::uint32_t sub, std::uint64_t seq, std::uint64_t sent_ns, std::uint64_t now) noexcept;
+    // presence: one update received; `fresh` false for a duplicate.
+    void on_presence_update(bool fresh, std::uint64_t sent_ns, std::uint64_t now) noexcept;
     void mark_dirty(Session& s);
     // Lets a sender whose window was full send again: directly batched when it lives on the
     // calling thread's worker, posted to its worker otherwise.
@@ -107,8 +139,11 @@ public:
     // Read by the main thread only after stop_and_join().
     Histogram latency;
     Histogram login_latency;
-    std::vector<std::vector<std::uint64_t>> seen;  // per sender: bitmap of received sequences
+    // chat: per sender; pubsub: per subscription. A bitmap of received sequences.
+    std::vector<std::vector<std::uint64_t>> seen;
+    std::vector<std::uint8_t> subscribed;  // pubsub: per subscription, 1 once the IQ result came
     std::map<std::string, std::uint64_t, std::less<>> failure_reasons;
+    std::map<std::string, std::uint64_t, std::less<>> register_failures;  // by condition
     double cpu_seconds = 0;  // this thread's CPU time, sampled at stop_and_join()
 
 private:
@@ -120,6 +155,7 @@ private:
 
     Run& _run;
     unsigned _id;
+    std::unique_ptr<xmpp::tls::TlsClientContext> _tls;
     asio::io_context _io;
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> _guard;
     std::thread _thread;
