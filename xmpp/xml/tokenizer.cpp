@@ -81,15 +81,19 @@ struct Open {
     std::uint32_t decl_mark;  // size of the declaration list before this element's own
 };
 
-// A stack or list whose capacity is fixed when the tokenizer is built (from Limits): pushes
-// are inline and never allocate. Callers check the bound before pushing.
+// A stack or list bounded by a limit fixed when the tokenizer is built (from Limits). It starts
+// empty and grows, doubling, up to that bound the first times a stream needs it, then keeps its
+// capacity: after the first few stanzas nothing is allocated per stanza, and an idle stream
+// holds only what it has used (not max_attributes entries in case). Callers check the bound
+// before pushing. Growing may throw std::bad_alloc, which ends the process (as anywhere else).
 template <class T>
 class FixedVec {
 public:
-    void init(std::size_t cap) {
-        _data = std::make_unique<T[]>(cap);
-        _cap = cap;
-        _size = 0;
+    void init(std::size_t max) noexcept { _max = max; }
+    // Empties the list and gives its storage back; it grows again on the next push.
+    void release() noexcept {
+        _data.reset();
+        _size = _cap = 0;
     }
     T* begin() noexcept { return _data.get(); }
     T* end() noexcept { return _data.get() + _size; }
@@ -101,19 +105,32 @@ public:
     T& operator[](std::size_t i) noexcept { return _data[i]; }
     const T& operator[](std::size_t i) const noexcept { return _data[i]; }
     void push_back(const T& v) noexcept {
-        if (_size < _cap) _data[_size++] = v;  // never false: the scan checks its limits first
+        if (_size == _cap && !grow()) return;  // never: the scan checks its limits first
+        _data[_size++] = v;
     }
     void pop_back() noexcept { --_size; }
     void swap(FixedVec& o) noexcept {
         std::swap(_data, o._data);
         std::swap(_size, o._size);
         std::swap(_cap, o._cap);
+        std::swap(_max, o._max);
     }
 
 private:
+    [[gnu::noinline, gnu::cold]] bool grow() noexcept {
+        if (_cap >= _max) return false;
+        const std::size_t cap = std::min(std::max<std::size_t>(_cap * 2, 8), _max);
+        auto fresh = std::make_unique<T[]>(cap);
+        std::copy(_data.get(), _data.get() + _size, fresh.get());
+        _data = std::move(fresh);
+        _cap = cap;
+        return true;
+    }
+
     std::unique_ptr<T[]> _data;
     std::size_t _size = 0;
     std::size_t _cap = 0;
+    std::size_t _max = 0;
 };
 
 // Equality of two short byte strings (names), inline: overlapping word loads instead of a call
@@ -247,12 +264,12 @@ RawText ElementView::attribute(std::string_view qualified_name) const noexcept {
 }
 
 Tokenizer::Tokenizer(Limits limits) : _limits(limits), _impl(std::make_unique<Impl>()) {
-    // Everything the scan can need is reserved now: no allocation happens per stanza.
+    // The scan's lists grow to what the stream uses and keep that capacity: no allocation per
+    // stanza once the first few have been read.
     _impl->attrs.init(_limits.max_attributes);
     _impl->stanza_attrs.init(_limits.max_attributes);
     _impl->views.init(_limits.max_attributes);
     _impl->open.init(std::size_t{_limits.max_depth} + 1);
-    _impl->decls.reserve(std::min<std::size_t>(std::size_t{_limits.max_attributes} * 4, 1024));
 }
 
 Tokenizer::~Tokenizer() = default;
@@ -304,6 +321,24 @@ void Tokenizer::reset() noexcept {
     _begin = _scan = _end = 0;
     _depth = 0;
     _failed = false;
+}
+
+bool Tokenizer::release_buffer() noexcept {
+    // The same rule as prepare(): between stanzas, everything scanned is done with.
+    if (!_buf || _scan != _end || _impl->in_element) return false;
+    _origin += _end;
+    _begin = _scan = _end = 0;
+    _buf.reset();
+    _cap = 0;
+    // Between stanzas nothing in the scan's lists is needed (what they hold describes the last
+    // event, whose views this call invalidates): they go too, and grow again with the next.
+    Impl& m = *_impl;
+    m.attrs.release();
+    m.stanza_attrs.release();
+    m.views.release();
+    m.open.release();
+    std::vector<Decl>().swap(m.decls);
+    return true;
 }
 
 std::size_t Tokenizer::discard_unscanned() noexcept {

@@ -5,8 +5,9 @@
 // any chunking, down to one byte at a time; the scan resumes where it stopped, so no byte is
 // looked at twice. Each complete element at depth 1 (a child of <stream:stream>) comes out as an
 // ElementView over the exact bytes of the buffer: name, namespace and top-level attributes are
-// string_views into it. Nothing is copied and nothing is allocated per stanza or attribute;
-// attribute values are kept escaped and unescaped only on access (RawText::unescape).
+// string_views into it. Nothing is copied, and once the scan's lists have grown to the stream's
+// largest stanza nothing is allocated per stanza or attribute; attribute values are kept
+// escaped and unescaped only on access (RawText::unescape).
 //
 // Restricted XML (RFC 6120 §11.1): comments, processing instructions (other than the XML
 // declaration that opens a stream), DTDs and entity references other than the five predefined
@@ -15,8 +16,8 @@
 // broken limit gives policy-violation. After an error the tokenizer stays failed (the first
 // error wins) until reset().
 //
-// Views handed out by next() stay valid until the next call to prepare(), append(), reset() or
-// restart(). Not thread-safe; one per stream. Lives on: the shard that owns the stream.
+// Views handed out by next() stay valid until the next call to next(), prepare(), append(),
+// release_buffer(), reset() or restart(). Not thread-safe; one per stream. Lives on: the shard that owns the stream.
 #pragma once
 
 #include <cstddef>
@@ -141,12 +142,18 @@ public:
     void restart() noexcept;
     // Back to a fresh stream with an empty buffer, clearing any error.
     void reset() noexcept;
+    // Frees the receive buffer and the scan's lists if nothing in them is still needed (every
+    // committed byte scanned, no element partly read); they are allocated again as input comes.
+    // For parked streams: an idle connection then holds only the stream's state (its header's
+    // namespaces). Invalidates views like prepare(). True if anything was freed.
+    bool release_buffer() noexcept;
     // Throws away committed bytes not yet scanned (after <starttls/>, when what follows belongs
     // to the TLS layer). Returns how many were dropped.
     std::size_t discard_unscanned() noexcept;
 
     bool failed() const noexcept { return _failed; }
-    // Bytes held in the buffer (scanned and not), for memory accounting.
+    // Bytes held in the buffer (scanned and not), and its size, for memory accounting.
+    std::size_t capacity() const noexcept { return _cap; }
     std::size_t buffered() const noexcept { return _end - _begin; }
     // Total bytes committed since the last reset().
     std::uint64_t stream_offset() const noexcept { return _origin + _end; }

@@ -425,6 +425,58 @@ TEST(Tokenizer, BufferDoesNotGrowAcrossManyStanzas) {
     EXPECT_EQ(tok.stream_offset(), k_header.size() + 10000 * msg.size());
 }
 
+TEST(Tokenizer, ReleasesItsBufferBetweenStanzasOnly) {
+    // A parked stream gives its receive buffer back; a stanza still arriving keeps it, and the
+    // stream goes on across a release as if nothing happened (namespaces, offsets, depth).
+    Tokenizer tok;
+    tok.append(k_header);
+    ASSERT_EQ(tok.next().kind(), EventKind::stream_open);
+    EXPECT_EQ(tok.next().kind(), EventKind::need_more);
+    EXPECT_TRUE(tok.release_buffer());
+    EXPECT_EQ(tok.capacity(), 0u);
+    EXPECT_FALSE(tok.release_buffer());  // nothing left to free
+
+    const std::string first = "<message to='a@b' xmlns:x='urn:x'><body>half";
+    const std::string second = "</body><x:y/></message> ";
+    const std::string third = "<iq type='get' id='1'/></stream:stream>";
+    tok.append(first);
+    EXPECT_EQ(tok.next().kind(), EventKind::need_more);
+    EXPECT_FALSE(tok.release_buffer());  // the stanza's first half is still needed
+    EXPECT_GT(tok.capacity(), 0u);
+    tok.append(second);
+    auto ev = tok.next();
+    ASSERT_EQ(ev.kind(), EventKind::stanza);
+    EXPECT_EQ(ev.element().bytes(), "<message to='a@b' xmlns:x='urn:x'><body>half</body><x:y/></message>");
+    EXPECT_EQ(ev.element().ns().raw(), "jabber:client");
+    EXPECT_EQ(tok.next().kind(), EventKind::need_more);
+    EXPECT_TRUE(tok.release_buffer());
+
+    tok.append(third);
+    auto iq = tok.next();
+    ASSERT_EQ(iq.kind(), EventKind::stanza);
+    EXPECT_EQ(iq.element().attribute("id").raw(), "1");
+    EXPECT_EQ(tok.next().kind(), EventKind::stream_close);
+    EXPECT_EQ(tok.stream_offset(), k_header.size() + first.size() + second.size() + third.size());
+}
+
+TEST(Tokenizer, ManyAttributesGrowTheListsUpToTheLimit) {
+    // The attribute lists start small and grow; at the limit the stanza passes with every
+    // attribute intact, one more is a policy violation.
+    Limits limits;
+    limits.max_attributes = 40;
+    std::string attrs;
+    for (int i = 0; i < 40; ++i) attrs += " a" + std::to_string(i) + "='" + std::to_string(i) + "'";
+    Tokenizer tok(limits);
+    tok.append(stream("<iq" + attrs + "/>"));
+    ASSERT_EQ(tok.next().kind(), EventKind::stream_open);
+    auto ev = tok.next();
+    ASSERT_EQ(ev.kind(), EventKind::stanza);
+    ASSERT_EQ(ev.element().attributes().size(), 40u);
+    EXPECT_EQ(ev.element().attribute("a0").raw(), "0");
+    EXPECT_EQ(ev.element().attribute("a39").raw(), "39");
+    EXPECT_TRUE(run(stream("<iq" + attrs + " b='x'/>"), limits).failed);
+}
+
 }  // namespace
 
 namespace {
