@@ -71,7 +71,8 @@ run_integration() {
     local build=$1 log="$logs/integration-$2.log"
     say "integration tests ($2)"
     set +e
-    tests/integration/run.sh "$build" 2>&1 | tee "$log"
+    STARLING_LOADGEN="$root/build/release/bench/loadgen/starling-loadgen" \
+        tests/integration/run.sh "$build" 2>&1 | tee "$log"
     local rc=${PIPESTATUS[0]}
     set -e
     local line

@@ -1,12 +1,34 @@
 // starlingd: the broker. Reads the configuration (file, then command line), starts the
 // services and serves until SIGTERM/SIGINT. Start-up errors are one line on stderr and exit 1;
 // usage errors exit 2.
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <exception>
 
 #include "broker/src/config/config.hpp"
 #include "broker/src/server/broker.hpp"
 #include "broker/src/util/log.hpp"
+
+namespace {
+
+// Every client is a file descriptor, and the usual soft limit (1024) would refuse clients long
+// before memory runs out: raise it to the hard limit, as servers do. The hard limit is the
+// operator's (systemd LimitNOFILE=, ulimit -Hn); past it, accept() fails with EMFILE and the
+// listener backs off (net/listener.cpp).
+void raise_descriptor_limit() {
+    rlimit r{};
+    if (::getrlimit(RLIMIT_NOFILE, &r) != 0) return;
+    if (r.rlim_cur < r.rlim_max) {
+        r.rlim_cur = r.rlim_max;
+        (void)::setrlimit(RLIMIT_NOFILE, &r);
+        (void)::getrlimit(RLIMIT_NOFILE, &r);
+    }
+    STARLING_LOG(info, "file descriptor limit {}: at most about {} client connections", r.rlim_cur,
+                 r.rlim_cur > 64 ? r.rlim_cur - 64 : 0);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
     using namespace starling;
@@ -41,6 +63,7 @@ int main(int argc, char** argv) {
         STARLING_LOG(warn, "*** --allow-plaintext: clients may authenticate WITHOUT TLS; passwords can be "
                            "read on the network. Use it on loopback and for benchmarks only. ***");
     }
+    raise_descriptor_limit();
     try {
         server::Broker broker(cfg);
         broker.run();

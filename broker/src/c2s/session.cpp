@@ -63,7 +63,6 @@ void C2sSession::start(ShardContext& ctx, asio::ip::tcp::socket socket, bool dir
             return;
         }
         s->_tls.emplace(std::move(*tls));
-        s->_cipher_in.resize(k_tls_read_chunk);
         s->_phase = Phase::tls_handshake;
     }
     s->read();
@@ -76,6 +75,7 @@ C2sSession::C2sSession(ShardContext& ctx, asio::ip::tcp::socket socket, bool dir
     (void)direct_tls;
     asio::error_code ec;
     _v6 = _socket->local_endpoint(ec).address().is_v6();
+    _socket->non_blocking(true, ec);  // read_now() reads only what is there
     _tokens = static_cast<double>(ctx.options.stanzas_per_second);
     _refill_at = _last_read = std::chrono::steady_clock::now();
 }
@@ -127,25 +127,78 @@ void C2sSession::teardown() {
 
 // ---- Input ---------------------------------------------------------------------------------
 
+// Input is read when the socket is readable, into a buffer taken only then: the socket is
+// non-blocking, a read that finds nothing parks the session (park()) with an async_wait and no
+// buffer, so a connection with nothing to say (most devices, most of the time) holds no receive
+// buffer (issue 6). read() only schedules: the read itself runs as a handler of its own (as an
+// async_read_some completion would), so a busy peer takes turns with the others on its shard
+// and no caller ever finds its input processed under its feet.
 void C2sSession::read() {
-    if (_reading || _paused || _starttls_pending || !_socket) return;
-    if (_phase == Phase::migrating || _phase == Phase::closing || _phase == Phase::lingering || _phase == Phase::closed) return;
-    _reading = true;
-    auto self = shared_from_this();
-    if (_tls) {
-        const std::size_t room = std::min(_cipher_in.size(), _tls->ciphertext_space());
-        if (room == 0) {  // cannot happen while plaintext is pulled after each read
-            _reading = false;
-            close(StreamError::resource_constraint, "TLS input buffer full");
+    if (_reading || _read_queued || !can_read()) return;
+    _read_queued = true;
+    asio::post(_ctx->io, [self = shared_from_this()] {
+        self->_read_queued = false;
+        if (self->_phase == Phase::migrating) {
+            self->try_migrate();  // it waited for this handler to leave the old shard
             return;
         }
-        _socket->async_read_some(asio::buffer(_cipher_in.data(), room),
-                                 [self](const asio::error_code& ec, std::size_t n) { self->on_read(ec, n); });
+        self->read_now();
+    });
+}
+
+bool C2sSession::can_read() const noexcept {
+    if (_paused || _starttls_pending || !_socket) return false;
+    return _phase != Phase::migrating && _phase != Phase::closing && _phase != Phase::closed;
+}
+
+void C2sSession::read_now() {
+    if (_reading || !can_read()) return;
+    std::span<char> into;
+    if (_tls || _phase == Phase::lingering) {
+        // Ciphertext goes through the shard's scratch buffer: the TLS engine copies it in.
+        auto& scratch = _ctx->read_scratch;
+        std::size_t room = scratch.size();
+        if (_tls && _phase != Phase::lingering) room = std::min(room, _tls->ciphertext_space());
+        if (room == 0) {  // cannot happen while plaintext is pulled after each read
+            close(StreamError::resource_constraint, "TLS input buffer full");
+            after_turn();
+            return;
+        }
+        into = {scratch.data(), room};
     } else {
-        auto span = _tok->prepare(_ctx->options.read_chunk_bytes);
-        _socket->async_read_some(asio::buffer(span.data(), span.size()),
-                                 [self](const asio::error_code& ec, std::size_t n) { self->on_read(ec, n); });
+        into = _tok->prepare(_ctx->options.read_chunk_bytes);
     }
+    asio::error_code ec;
+    const std::size_t n = _socket->read_some(asio::buffer(into.data(), into.size()), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        park();
+        return;
+    }
+    on_read(ec, n);
+}
+
+// A parked session keeps no buffer it is not using: the tokenizer's, and the output strings
+// once everything is written (they grow again with the next batch).
+void C2sSession::release_idle_buffers() {
+    _tok->release_buffer();
+    if (_out.empty() && !_flush_scheduled) std::string().swap(_out);
+    if (_wire.empty() && !_writing) std::string().swap(_wire);
+}
+
+// Nothing to read: give the receive buffer back and wait until the socket is readable. The wait
+// comes only after a read that found the socket empty, so no readiness can be missed (the
+// reactor is edge-triggered).
+void C2sSession::park() {
+    _reading = true;
+    release_idle_buffers();
+    _socket->async_wait(asio::socket_base::wait_read, [self = shared_from_this()](const asio::error_code& ec) {
+        self->_reading = false;
+        if (ec) {
+            self->on_read(ec, 0);
+        } else {
+            self->read_now();
+        }
+    });
 }
 
 void C2sSession::on_read(const asio::error_code& ec, std::size_t n) {
@@ -156,7 +209,7 @@ void C2sSession::on_read(const asio::error_code& ec, std::size_t n) {
         if (ec || _discarded > k_linger_bytes) {
             teardown();
         } else {
-            discard_input();
+            read();
         }
         return;
     }
@@ -168,7 +221,7 @@ void C2sSession::on_read(const asio::error_code& ec, std::size_t n) {
     _ctx->counters.bytes_in += n;
     _last_read = std::chrono::steady_clock::now();
     if (_tls) {
-        if (!_tls->receive_ciphertext(std::span<const char>(_cipher_in.data(), n))) {
+        if (!_tls->receive_ciphertext(std::span<const char>(_ctx->read_scratch.data(), n))) {
             close(StreamError::resource_constraint, "TLS input buffer full");
             after_turn();
             return;
@@ -431,7 +484,6 @@ void C2sSession::start_tls() {
         return;
     }
     _tls.emplace(std::move(*tls));
-    _cipher_in.resize(k_tls_read_chunk);
     _tok->reset();
     _header_sent = false;
     _phase = Phase::tls_handshake;
@@ -510,6 +562,7 @@ void C2sSession::on_written(const asio::error_code& ec, std::size_t n) {
         return;
     }
     flush();
+    if (_reading && !_writing) release_idle_buffers();  // parked, and now all is written
 }
 
 // Half-closes the connection and drains what the peer still sends (RFC 6120 §4.4: the peer may
@@ -521,17 +574,7 @@ void C2sSession::linger() {
     asio::error_code ignored;
     _socket->shutdown(asio::socket_base::shutdown_send, ignored);
     arm_deadline(k_linger);
-    discard_input();
-}
-
-void C2sSession::discard_input() {
-    if (_reading || !_socket) return;
-    if (_cipher_in.size() < 4096) _cipher_in.resize(4096);
-    _reading = true;
-    _socket->async_read_some(asio::buffer(_cipher_in.data(), _cipher_in.size()),
-                             [self = shared_from_this()](const asio::error_code& ec, std::size_t n) {
-                                 self->on_read(ec, n);
-                             });
+    read();  // into the shard's scratch, and dropped
 }
 
 void C2sSession::close(StreamError condition, std::string_view text) {
@@ -592,7 +635,7 @@ void C2sSession::on_deadline() {
 void C2sSession::pause_for(std::chrono::milliseconds after) {
     if (_paused || !_socket) return;
     _paused = true;
-    if (!_pause) _pause.emplace(_ctx->io);
+    if (!_pause) _pause = std::make_unique<asio::steady_timer>(_ctx->io);
     _pause->expires_after(after);
     _pause->async_wait([w = weak_from_this()](const asio::error_code& ec) {
         if (ec) return;

@@ -107,6 +107,10 @@ private:
     };
 
     void read();
+    void read_now();
+    bool can_read() const noexcept;
+    void park();
+    void release_idle_buffers();
     void on_read(const asio::error_code& ec, std::size_t n);
     bool pump_tls();
     void process_input();
@@ -153,7 +157,6 @@ private:
     void on_written(const asio::error_code& ec, std::size_t n);
     void leave_directory();
     void linger();
-    void discard_input();
     void teardown();
 
     // Timers.
@@ -165,10 +168,9 @@ private:
     ShardContext* _ctx;
     std::optional<asio::ip::tcp::socket> _socket;
     std::optional<asio::steady_timer> _deadline;  // pre-auth, then idle
-    std::optional<asio::steady_timer> _pause;     // SASL failure delay, rate limit
+    std::unique_ptr<asio::steady_timer> _pause;   // SASL failure delay, rate limit (rare: not inline)
     std::unique_ptr<xmpp::xml::Tokenizer> _tok;
     std::optional<xmpp::tls::TlsSession> _tls;
-    std::vector<char> _cipher_in;  // ciphertext read buffer, only with TLS
     std::string _out;              // plaintext batch of this turn
     std::string _wire;             // bytes being written
     std::string _peer;             // remote address, for logs and per-IP limits
@@ -203,7 +205,8 @@ private:
 
     Phase _phase = Phase::header;
     bool _v6 = false;
-    bool _reading = false;
+    bool _reading = false;           // parked: an async_wait for readability is pending
+    bool _read_queued = false;       // read() posted a read_now()
     bool _writing = false;
     bool _flush_scheduled = false;
     bool _header_sent = false;

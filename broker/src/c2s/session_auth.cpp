@@ -293,7 +293,7 @@ void C2sSession::on_bind(const ElementView& el) {
 }
 
 void C2sSession::try_migrate() {
-    if (_phase != Phase::migrating || _writing || _flush_scheduled || _handoff_pending) return;
+    if (_phase != Phase::migrating || _writing || _flush_scheduled || _handoff_pending || _read_queued) return;
     const auto home = _ctx->router.home_of(_binding->bare_view());
     if (home == _ctx->shard) {
         finish_bind();
@@ -308,7 +308,9 @@ void C2sSession::try_migrate() {
 void C2sSession::hand_off() {
     _handoff_pending = false;
     if (_phase != Phase::migrating) return;
-    if (_writing || _flush_scheduled) return;  // on_written/flush come back to try_migrate()
+    // on_written, flush and a queued read come back to try_migrate(). No read waits on the
+    // socket: input is processed only by read handlers, which do not park while migrating.
+    if (_writing || _flush_scheduled || _read_queued) return;
     const auto home = _ctx->router.home_of(_binding->bare_view());
     // Nothing may be pending on this shard's io_context once we leave it: no read (read()
     // refuses while migrating), no write or flush (checked above), no timer (destroyed here;
@@ -346,6 +348,7 @@ void C2sSession::adopt(ShardContext& ctx, int fd) {
     _socket.emplace(ctx.io);
     asio::error_code ec;
     _socket->assign(_v6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, ec);
+    if (!ec) _socket->non_blocking(true, ec);
     if (ec) {
         ::close(fd);
         teardown();
@@ -372,6 +375,7 @@ void C2sSession::finish_bind() {
         reply += "</iq>";
         deliver(reply);
         process_input();
+        read();
         return;
     }
     while (auto* old = router.find(_binding->full())) {
@@ -395,6 +399,8 @@ void C2sSession::finish_bind() {
     deliver(reply);
     process_input();
     after_turn();
+    // Reading stopped for the migration; this may run from a write completion, not a read.
+    read();
 }
 
 }  // namespace starling::c2s

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <asio/io_context.hpp>
 
@@ -72,6 +73,9 @@ struct ShardContext {
     // spreads one address's connections over the shards' listeners).
     std::unordered_map<std::string, std::uint32_t> per_ip{};
     bool draining = false;  // SIGTERM: no new sessions
+    // What TLS sessions read ciphertext into (the engine copies it) and lingering sessions read
+    // to drop: one TLS record and its header. Shared by every session of the shard.
+    std::vector<char> read_scratch = std::vector<char>(17 * 1024);
 };
 
 }  // namespace starling::c2s
