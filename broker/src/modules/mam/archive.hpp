@@ -5,13 +5,16 @@
 // Without a Store (unit tests; a broker whose ShardContext does not expose one) the records live
 // in memory, per shard, in the same key order.
 //
-// Lives on: one per shard (owned by MamModule); used on that shard's thread only. RocksDB calls
-// are synchronous on the shard thread for now (TODO(#4): batch writes per reactor turn, and move
-// reads off the stanza path).
+// Lives on: one per shard (owned by MamModule); used on that shard's thread only. With
+// defer_writes_to(io), the records of one reactor turn go to RocksDB as one WriteBatch at the
+// end of the turn (DESIGN §3.5, §6): one WAL write and one lock for a turn's messages instead of
+// one per message. Reads (scan, get, fresh_id, remove) first write what is pending, so they
+// always see it. Reads are still synchronous on the shard thread (TODO: off the stanza path).
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <map>
 #include <optional>
 #include <string>
@@ -23,6 +26,10 @@
 
 namespace starling::storage {
 class Store;
+}
+
+namespace asio {
+class io_context;
 }
 
 namespace starling::modules::mam {
@@ -55,7 +62,16 @@ std::string archive_key(std::string_view bare, std::uint64_t id);
 
 class MessageArchive {
 public:
-    explicit MessageArchive(storage::Store* store) noexcept : _store(store) {}
+    explicit MessageArchive(storage::Store* store) noexcept;
+    ~MessageArchive();
+    MessageArchive(const MessageArchive&) = delete;
+    MessageArchive& operator=(const MessageArchive&) = delete;
+
+    // Appends are batched per turn of this io_context (the shard's); without it each append is
+    // its own write (tests).
+    void defer_writes_to(asio::io_context& io) noexcept { _io = &io; }
+    // Writes what is pending now (end of turn, before a read, at shutdown).
+    void flush() const noexcept;
 
     // A fresh id for a message archived now (`now_us`): strictly above every id this archive
     // handed out before.
@@ -82,7 +98,10 @@ public:
     static xmpp::Result<ArchivedMessage, storage::Errc> decode(std::string_view bytes, std::uint64_t id) noexcept;
 
 private:
+    struct Pending;
     storage::Store* _store;
+    asio::io_context* _io = nullptr;
+    std::shared_ptr<Pending> _pending;  // a write-behind buffer, written through const reads too
     std::map<std::string, std::string> _memory;  // without a store
     std::uint64_t _last_id = 0;
     struct Hash {

@@ -73,6 +73,7 @@ std::string form_fields() {
 void MamModule::install(ModuleContext& ctx) {
     storage::Store* store = _store != nullptr ? _store : ctx.shard().store;
     _archive = std::make_unique<MessageArchive>(store);
+    _archive->defer_writes_to(ctx.shard().io);
     if (!_archive->is_durable() && ctx.shard().shard == 0) {
         STARLING_LOG(warn, "mam: no store in the shard context; archives are kept in memory only");
     }
@@ -156,7 +157,16 @@ void MamModule::install(ModuleContext& ctx) {
         if (e != SessionEvent::bound || s.jid() == nullptr) return;
         const std::string_view bare = s.jid()->bare_view();
         const std::uint64_t floor = retention_floor(now_us());
-        if (floor > 0) (void)archive->remove(bare, 0, floor);
+        // Only when something is that old: a range deletion is a tombstone every later read of
+        // the column family has to step over, and one per login piled up by the thousand.
+        bool expired = false;
+        if (floor > 0) {
+            (void)archive->scan(bare, 0, floor - 1, [&](std::uint64_t, std::string_view) {
+                expired = true;
+                return false;
+            });
+        }
+        if (expired) (void)archive->remove(bare, 0, floor);
         if (options.max_messages_per_user == 0) return;
         std::vector<std::uint64_t> ids;
         (void)archive->scan(bare, 0, UINT64_MAX, [&](std::uint64_t id, std::string_view) {
