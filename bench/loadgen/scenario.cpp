@@ -41,6 +41,22 @@ void build_run(Run& run) {
     }
 }
 
+void write_send_phase_tail(JsonWriter& j, const SendPhase& send, std::uint64_t delivered, std::string_view unit,
+                           std::uint64_t session_errors,
+                           const std::map<std::string, std::uint64_t, std::less<>>& reasons) {
+    j.field("generator_cpu_s", send.generator_cpu)
+        .field("generator_cpu_util", send.wall > 0 ? send.generator_cpu / send.wall : 0.0);
+    optional_field(j, "server_cpu_s", send.server_cpu);
+    if (send.server_cpu && delivered > 0) {
+        j.field("server_cpu_s_per_1000_" + std::string(unit), *send.server_cpu * 1000.0 / static_cast<double>(delivered));
+    }
+    j.end();
+    j.field("session_errors", session_errors);
+    j.begin("errors");
+    for (const auto& [key, v] : reasons) j.field(key, v);
+    j.end();
+}
+
 void write_generator_fields(JsonWriter& j, const Run&, double worker_cpu_max,
                             const std::optional<std::uint64_t>& generator_rss,
                             const std::optional<double>& load_before, bool timed_out) {

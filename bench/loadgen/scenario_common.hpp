@@ -10,9 +10,11 @@
 #include <cstdio>
 #include <functional>
 #include <future>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "bench/loadgen/report.hpp"
 #include "bench/loadgen/worker.hpp"
@@ -163,6 +165,13 @@ struct SendPhase {
 };
 SendPhase send_phase(Run& run, Progress& progress, Clock::time_point deadline, const char* name,
                      const std::function<std::uint64_t()>& expected);
+
+// The end of a send phase's JSON object: CPU of the generator and of the server (per 1000
+// `delivered`, under "server_cpu_s_per_1000_<unit>"), then closes it and writes the session
+// errors and the errors by reason.
+void write_send_phase_tail(JsonWriter& j, const SendPhase& send, std::uint64_t delivered, std::string_view unit,
+                           std::uint64_t session_errors,
+                           const std::map<std::string, std::uint64_t, std::less<>>& reasons);
 
 // Bits set in `bits` below `limit`.
 std::uint64_t count_below(const std::vector<std::uint64_t>& bits, std::uint64_t limit);

@@ -218,18 +218,8 @@ int run_pubsub(const Options& opt) {
         .field("errors_received", t.errors_received)
         .field("other_stanzas", t.other)
         .field("notifications_per_s", per_s)
-        .latency("latency", latency)
-        .field("generator_cpu_s", send.generator_cpu)
-        .field("generator_cpu_util", send.wall > 0 ? send.generator_cpu / send.wall : 0.0);
-    optional_field(j, "server_cpu_s", send.server_cpu);
-    if (send.server_cpu && distinct > 0) {
-        j.field("server_cpu_s_per_1000_notifications", *send.server_cpu * 1000.0 / static_cast<double>(distinct));
-    }
-    j.end();
-    j.field("session_errors", t.session_errors);
-    j.begin("errors");
-    for (const auto& [k, v] : reasons) j.field(k, v);
-    j.end();
+        .latency("latency", latency);
+    write_send_phase_tail(j, send, distinct, "notifications", t.session_errors, reasons);
     write_generator_fields(j, run, worker_cpu_max, generator_rss, load_before, timed_out);
     const std::uint64_t bad = lost + t.duplicates + t.errors_received + t.session_errors +
                               publish_failed + created.failed + subscribed.failed;
