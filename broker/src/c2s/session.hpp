@@ -4,7 +4,10 @@
 //
 // I/O is Asio callbacks (no coroutines): at most one read and one write in flight, each
 // handler holding a shared_ptr to the session; timers hold a weak_ptr (the shard's session
-// table owns every session). Bytes flow
+// table owns every session). Reads are non-blocking and take a buffer only when there is
+// something to read: a session whose socket is empty is parked on an async_wait holding no
+// receive buffer, no scan lists and no output strings (an idle device costs ~3.4 KB, bench/
+// RESULTS.md). Bytes flow
 //   socket -> [TLS] -> Tokenizer (zero-copy views) -> handlers -> _out batch -> [TLS] -> socket
 // and the _out batch is written once per reactor turn: one TLS record (up to 16 KiB) and one
 // write for all the stanzas produced in that turn (DESIGN §3.5).
