@@ -41,6 +41,15 @@ void build_run(Run& run) {
     }
 }
 
+JsonWriter& begin_summary(JsonWriter& j, const Options& opt, std::uint64_t users) {
+    j.field("scenario", to_string(opt.scenario));
+    return j.begin("config")
+        .field("host", opt.host)
+        .field("port", std::uint64_t{opt.port})
+        .field("domain", opt.domain)
+        .field("users", users);
+}
+
 void write_send_phase_tail(JsonWriter& j, const SendPhase& send, std::uint64_t delivered, std::string_view unit,
                            std::uint64_t session_errors,
                            const std::map<std::string, std::uint64_t, std::less<>>& reasons) {
@@ -326,12 +335,7 @@ int run_scenario(const Options& opt) {
     const std::uint64_t duplicates = t.duplicates + cross_dups;
 
     JsonWriter j;
-    j.field("scenario", to_string(opt.scenario));
-    j.begin("config")
-        .field("host", opt.host)
-        .field("port", std::uint64_t{opt.port})
-        .field("domain", opt.domain)
-        .field("users", std::uint64_t{opt.users})
+    begin_summary(j, opt, opt.users)
         .field("threads", std::uint64_t{opt.threads})
         .field("sasl", to_string(opt.mechanism))
         .field("rate", opt.rate)

@@ -166,6 +166,10 @@ struct SendPhase {
 SendPhase send_phase(Run& run, Progress& progress, Clock::time_point deadline, const char* name,
                      const std::function<std::uint64_t()>& expected);
 
+// The start of every summary: "scenario", then "config" opened with the target (host, port,
+// domain) and `users`; the caller adds its own settings and closes it.
+JsonWriter& begin_summary(JsonWriter& j, const Options& opt, std::uint64_t users);
+
 // The end of a send phase's JSON object: CPU of the generator and of the server (per 1000
 // `delivered`, under "server_cpu_s_per_1000_<unit>"), then closes it and writes the session
 // errors and the errors by reason.

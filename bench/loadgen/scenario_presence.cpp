@@ -127,12 +127,7 @@ int run_presence(const Options& opt) {
     }
 
     JsonWriter j;
-    j.field("scenario", to_string(opt.scenario));
-    j.begin("config")
-        .field("host", opt.host)
-        .field("port", std::uint64_t{opt.port})
-        .field("domain", opt.domain)
-        .field("users", std::uint64_t{n})
+    begin_summary(j, opt, n)
         .field("threads", std::uint64_t{opt.threads})
         .field("tls", to_string(opt.tls))
         .field("neighbours", std::uint64_t{k})

@@ -169,12 +169,7 @@ int run_pubsub(const Options& opt) {
     for (auto v : run.node_seq) published += v;
 
     JsonWriter j;
-    j.field("scenario", to_string(opt.scenario));
-    j.begin("config")
-        .field("host", opt.host)
-        .field("port", std::uint64_t{opt.port})
-        .field("domain", opt.domain)
-        .field("users", std::uint64_t{opt.users})
+    begin_summary(j, opt, opt.users)
         .field("threads", std::uint64_t{opt.threads})
         .field("tls", to_string(opt.tls))
         .field("pubsub_service", opt.pubsub_service)

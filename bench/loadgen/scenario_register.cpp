@@ -93,12 +93,7 @@ int run_register(const Options& opt) {
     const double wall = seconds_between(t.first_start_ns, t.last_ns);
 
     JsonWriter j;
-    j.field("scenario", to_string(opt.scenario));
-    j.begin("config")
-        .field("host", opt.host)
-        .field("port", std::uint64_t{opt.port})
-        .field("domain", opt.domain)
-        .field("users", std::uint64_t{opt.users})
+    begin_summary(j, opt, opt.users)
         .field("first", std::uint64_t{opt.first_user})
         .field("prefix", opt.prefix)
         .field("threads", std::uint64_t{opt.threads})
