@@ -865,6 +865,13 @@ class TestContext:
         self.log_marks[id(s)] = 0
         return s
 
+    async def starling_with(self, toml: str, **opts) -> Server:
+        """A fresh starlingd with extra configuration file text; skipped against other servers
+        (what is tested is starlingd's own configuration)."""
+        if SUT != "starling":
+            raise Skip("starlingd's configuration file is what this test sets")
+        return await self.server(toml=toml, **opts)
+
     async def shared_server(self, **opts) -> Server:
         """A server shared by the tests of this file that ask for the same options."""
         s = await self.runner.shared(**opts)

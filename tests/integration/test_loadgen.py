@@ -29,9 +29,7 @@ def loadgen_path() -> str:
 
 
 async def server(t):
-    if harness.SUT != "starling":
-        raise harness.Skip("starlingd's configuration is needed to open registration")
-    return await t.server(plaintext=True, shards=2, max_connections_per_ip=1000, toml=OPEN)
+    return await t.starling_with(OPEN, plaintext=True, shards=2, max_connections_per_ip=1000)
 
 
 async def loadgen(s, *args, timeout: float = 60.0):

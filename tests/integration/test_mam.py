@@ -351,21 +351,11 @@ async def test_archive_survives_restart(t):
 OFF = "[modules]\nmam = false\noffline = false\nversion = false\n"
 
 
-async def configured_server(t, toml: str, **kw):
-    if harness.SUT != "starling":
-        raise harness.Skip("starlingd's configuration file is what is tested")
-    s = harness.Starling(toml=toml, **kw)
-    t.servers.append(s)
-    t.log_marks[id(s)] = 0
-    await s.start()
-    return s
-
-
 async def test_modules_turned_off_are_gone_and_their_data_stays(t):
     # [modules] in starlingd.toml: mam, offline and version turned off are no longer advertised,
     # their requests get service-unavailable (RFC 6120 §8.4), and what they stored is kept.
     # First with everything on: alice gets a message from bob, archived.
-    first = await configured_server(t, "")
+    first = await t.starling_with("")
     a, b = unique("alice"), unique("bob")
     first.add_users([(a, "pw"), (b, "pw")])
     alice = await t.client(first, a, "pw", resource="r")
@@ -377,7 +367,7 @@ async def test_modules_turned_off_are_gone_and_their_data_stays(t):
     await first.stop()
 
     # Then with mam, offline and version off, on the same data.
-    off = await configured_server(t, OFF, data_dir=first.data_dir)
+    off = await t.starling_with(OFF, data_dir=first.data_dir)
     alice = await t.client(off, a, "pw", resource="r")
     bob = await t.client(off, b, "pw", resource="r")
     account = (await alice.xmpp["xep_0030"].get_info(jid=alice.bare))["disco_info"]["features"]
@@ -401,7 +391,7 @@ async def test_modules_turned_off_are_gone_and_their_data_stays(t):
     await off.stop()
 
     # On again: the archive from before is intact, and nothing was stored while offline was off.
-    again = await configured_server(t, "", data_dir=first.data_dir)
+    again = await t.starling_with("", data_dir=first.data_dir)
     alice = await t.client(again, a, "pw", resource="r")
     page = await query(with_mam(alice))
     assert page.bodies == ["kept while mam is off"], page.bodies

@@ -19,13 +19,7 @@ OPEN = '[accounts]\nregistration = "open"\n'
 
 
 async def server(t, toml: str = "", **kw):
-    if harness.SUT != "starling":
-        raise harness.Skip("starlingd's configuration is needed to open registration")
-    s = harness.Starling(toml=toml, **kw)
-    t.servers.append(s)
-    t.log_marks[id(s)] = 0
-    await s.start()
-    return s
+    return await t.starling_with(toml, **kw)
 
 
 async def tls_stream(t, s):

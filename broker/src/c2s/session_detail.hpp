@@ -23,7 +23,6 @@ inline constexpr std::string_view k_ns_disco_info = "http://jabber.org/protocol/
 inline constexpr std::string_view k_ns_disco_items = "http://jabber.org/protocol/disco#items";
 inline constexpr std::string_view k_ns_version = "jabber:iq:version";
 inline constexpr std::size_t k_max_sasl_payload = 8 * 1024;  // base64 of a SCRAM or PLAIN message
-inline constexpr std::size_t k_tls_read_chunk = 17 * 1024;   // one TLS record and its header
 inline constexpr std::chrono::milliseconds k_close_grace{5'000};
 // After our last words, what the peer still sends is read and dropped for this long (or until
 // this much), so that closing does not reset the connection before it has read them.

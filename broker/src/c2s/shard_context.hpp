@@ -55,6 +55,9 @@ struct C2sCounters {
     std::array<std::uint64_t, 25> stream_errors{};  // by xmpp::StreamError
 };
 
+// One TLS record (16 KiB of plaintext) and its header, with room for the cipher's expansion.
+inline constexpr std::size_t k_tls_read_chunk = 17 * 1024;
+
 struct ShardContext {
     router::ShardId shard;
     asio::io_context& io;
@@ -75,7 +78,7 @@ struct ShardContext {
     bool draining = false;  // SIGTERM: no new sessions
     // What TLS sessions read ciphertext into (the engine copies it) and lingering sessions read
     // to drop: one TLS record and its header. Shared by every session of the shard.
-    std::vector<char> read_scratch = std::vector<char>(17 * 1024);
+    std::vector<char> read_scratch = std::vector<char>(k_tls_read_chunk);
 };
 
 }  // namespace starling::c2s
