@@ -52,6 +52,10 @@ int main(int argc, char** argv) {
         std::puts("starlingd 0.1.0");
         return 0;
     }
+    if (cli.print_module_config) {
+        std::fputs(config::module_config_text().c_str(), stdout);
+        return 0;
+    }
     for (const auto& w : config::warnings(cfg)) std::fprintf(stderr, "starlingd: warning: %s\n", w.c_str());
     if (cli.check_config) {
         std::printf("starlingd: configuration OK (%s)\n",

@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
-OPEN = '[accounts]\nregistration = "open"\nregistrations_per_ip_per_minute = 0\n'
+OPEN = '[register]\nopen = true\nper_ip_per_minute = 0\n'
 
 
 def loadgen_path() -> str:

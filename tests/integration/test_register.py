@@ -15,7 +15,7 @@ import slixmpp  # noqa: E402
 from slixmpp.exceptions import IqError  # noqa: E402
 
 NS_REGISTER = "jabber:iq:register"
-OPEN = '[accounts]\nregistration = "open"\n'
+OPEN = '[register]\nopen = true\n'
 
 
 async def server(t, toml: str = "", **kw):
@@ -46,11 +46,9 @@ def register_set(user: str, password: str, id_: str) -> str:
 
 
 async def require_open(r):
-    """Skip (with the reason) when the broker does not pass accounts.registration to modules."""
+    """The registration form, which a broker started with [register] open = true must offer."""
     reply = await iq(r, f"<iq type='get' id='probe'><query xmlns='{NS_REGISTER}'/></iq>", "probe")
-    if "type='error'" in reply and condition(reply) == "service-unavailable":
-        raise harness.Skip("accounts.registration = open is not passed to the register module yet "
-                           "(C2sOptions::registration_open, see broker/src/modules/register/README.md)")
+    assert "type='result'" in reply, f"[register] open = true, yet the form is refused: {reply}"
     return reply
 
 

@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "broker/src/admin/scram_pair.hpp"
+#include "broker/src/storage/account_ops.hpp"
 #include "broker/src/util/random.hpp"
 #include "xmpp/sasl/saslprep.hpp"
 #include "xmpp/sasl/scram.hpp"
@@ -59,11 +60,6 @@ std::string fresh_salt(util::Random& random) {
     return salt;
 }
 
-AdminResult<storage::ScramKeys> derive(ScramAlgorithm a, std::string_view password, std::uint32_t iterations,
-                                       util::Random& random) {
-    return to_keys(a, xmpp::sasl::derive_credentials(a, password, fresh_salt(random), iterations));
-}
-
 AdminResult<storage::AccountRecord> to_record(AdminResult<storage::ScramKeys> k256, AdminResult<storage::ScramKeys> k1) {
     if (!k256) return Unexpected(k256.error());
     if (!k1) return Unexpected(k1.error());
@@ -86,6 +82,19 @@ std::pair<AdminResult<storage::AccountRecord>, AdminResult<storage::AccountRecor
             to_record(to_keys(ScramAlgorithm::sha_256, std::move(s256.second)),
                       to_keys(ScramAlgorithm::sha_1, std::move(s1.second)))};
 }
+
+AdminErrc admin_errc_of(storage::AccountErrc e) noexcept {
+    switch (e) {
+    case storage::AccountErrc::bad_password: return AdminErrc::bad_password;
+    case storage::AccountErrc::derivation: return AdminErrc::bad_request;
+    case storage::AccountErrc::already_exists: return AdminErrc::already_exists;
+    case storage::AccountErrc::not_found: return AdminErrc::not_found;
+    case storage::AccountErrc::storage: return AdminErrc::storage;
+    }
+    return AdminErrc::storage;
+}
+
+Unexpected<AdminError> fail(const storage::AccountError& e) { return fail(admin_errc_of(e.code), e.message); }
 
 std::string_view trim(std::string_view s) noexcept {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -121,9 +130,9 @@ AdminErrc admin_errc_from_string(std::string_view s) noexcept {
 
 AdminResult<storage::AccountRecord> make_account_record(std::string_view password, std::uint32_t iterations,
                                                         util::Random& random) {
-    auto k256 = derive(ScramAlgorithm::sha_256, password, iterations, random);
-    if (!k256) return Unexpected(k256.error());
-    return to_record(std::move(k256), derive(ScramAlgorithm::sha_1, password, iterations, random));
+    auto r = storage::make_account_record(password, iterations, random);
+    if (!r) return fail(r.error());
+    return std::move(*r);
 }
 
 AdminResult<xmpp::BareJid> parse_user_jid(std::string_view text, const std::vector<std::string>& domains) {
@@ -161,38 +170,26 @@ AdminResult<void> add_user(UserContext& ctx, std::string_view jid, std::string_v
     auto exists = ctx.accounts.exists(bare->str());
     if (!exists) return fail(AdminErrc::storage, storage_message(exists.error()));
     if (*exists) return fail(AdminErrc::already_exists, "account " + bare->str() + " already exists");
-    auto record = make_account_record(password, ctx.iterations, ctx.random);
-    if (!record) return Unexpected(record.error());
-    auto put = ctx.accounts.put(bare->str(), *record);
-    if (!put) return fail(AdminErrc::storage, storage_message(put.error()));
+    auto record = storage::make_account_record(password, ctx.iterations, ctx.random);
+    if (!record) return fail(record.error());
+    auto created = storage::create_account(ctx.accounts, bare->str(), *record);
+    if (!created) return fail(created.error());
     return {};
 }
 
 AdminResult<void> change_password(UserContext& ctx, std::string_view jid, std::string_view password) {
     auto bare = parse_user_jid(jid, ctx.domains);
     if (!bare) return Unexpected(bare.error());
-    auto old = ctx.accounts.get(bare->str());
-    if (!old) {
-        if (old.error() == storage::Errc::not_found) {
-            return fail(AdminErrc::not_found, "account " + bare->str() + " does not exist");
-        }
-        return fail(AdminErrc::storage, storage_message(old.error()));
-    }
-    auto record = make_account_record(password, ctx.iterations, ctx.random);
-    if (!record) return Unexpected(record.error());
-    record->created_unix_ms = old->created_unix_ms;
-    record->disabled = old->disabled;
-    auto put = ctx.accounts.put(bare->str(), *record);
-    if (!put) return fail(AdminErrc::storage, storage_message(put.error()));
+    auto changed = storage::change_password(ctx.accounts, bare->str(), password, ctx.iterations, ctx.random);
+    if (!changed) return fail(changed.error());
     return {};
 }
 
 AdminResult<void> delete_user(UserContext& ctx, std::string_view jid) {
     auto bare = parse_user_jid(jid, ctx.domains);
     if (!bare) return Unexpected(bare.error());
-    auto removed = ctx.accounts.remove(bare->str());
-    if (!removed) return fail(AdminErrc::storage, storage_message(removed.error()));
-    if (!*removed) return fail(AdminErrc::not_found, "account " + bare->str() + " does not exist");
+    auto deleted = storage::delete_account(ctx.accounts, bare->str());
+    if (!deleted) return fail(deleted.error());
     return {};
 }
 

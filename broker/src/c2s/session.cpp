@@ -15,8 +15,8 @@
 #include "broker/src/c2s/options.hpp"
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/c2s/session_detail.hpp"
-#include "broker/src/c2s/stamp.hpp"
-#include "broker/src/modules/host.hpp"
+#include "broker/src/session/stamp.hpp"
+#include "broker/src/session/hooks.hpp"
 #include "broker/src/router/router.hpp"
 #include "broker/src/storage/accounts.hpp"
 #include "broker/src/util/dom.hpp"
@@ -82,10 +82,7 @@ C2sSession::C2sSession(ShardContext& ctx, asio::ip::tcp::socket socket, bool dir
 
 C2sSession::~C2sSession() = default;
 
-std::size_t next_slot_id() noexcept {
-    static std::atomic<std::size_t> next{0};
-    return next.fetch_add(1, std::memory_order_relaxed);
-}
+session::ShardServices& C2sSession::shard() noexcept { return *_ctx; }
 
 // The session stops being a destination as soon as its stream is ending, not when the socket
 // finally closes: a stanza routed in between would reach a session that can no longer write it,
@@ -94,14 +91,14 @@ void C2sSession::leave_directory() {
     if (!_jid || _left_directory) return;
     _left_directory = true;
     _ctx->router.remove(this);
-    if (_ctx->modules == nullptr) return;
+    if (_ctx->hooks == nullptr) return;
     // RFC 6121 §4.5.2: a session that ends while available goes unavailable first.
     if (_available) {
         _available = false;
         _last_presence.clear();
-        _ctx->modules->session_event(*this, modules::SessionEvent::unavailable);
+        _ctx->hooks->session_event(*this, session::SessionEvent::unavailable);
     }
-    _ctx->modules->session_event(*this, modules::SessionEvent::closed);
+    _ctx->hooks->session_event(*this, session::SessionEvent::closed);
     // The unavailable broadcast may have mail for other shards: wake them now, not at some
     // later unrelated turn.
     _ctx->router.flush();
@@ -354,7 +351,7 @@ void C2sSession::on_stream_open(const ElementView& header) {
         close(StreamError::unsupported_version, "version='1.0' required");
         return;
     }
-    _ns_decls = outer_namespace_declarations(header);
+    _ns_decls = session::outer_namespace_declarations(header);
 
     xmpp::xml::StreamHeader h;
     h.content_ns = xmpp::ns::client;
@@ -398,7 +395,7 @@ void C2sSession::send_features() {
         // RFC 6121 dropped session establishment; old clients still ask (draft-cridland-xmpp-session).
         _out += "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>";
     }
-    if (_ctx->modules != nullptr) _ctx->modules->stream_features(*this, _authed.has_value(), _out);
+    if (_ctx->hooks != nullptr) _ctx->hooks->stream_features(*this, _authed.has_value(), _out);
     _out += "</stream:features>";
     schedule_flush();
 }
@@ -433,17 +430,17 @@ void C2sSession::on_element(const ElementView& el) {
             }
             return;
         }
-        if (el.local_name() == "iq" && is_ns(el, xmpp::ns::client) && _ctx->modules != nullptr &&
+        if (el.local_name() == "iq" && is_ns(el, xmpp::ns::client) && _ctx->hooks != nullptr &&
             (is_secure() || !tls_required())) {
             // XEP-0077 in-band registration and the like, when a module offers it.
             const std::string type = unescaped(el.type());
             if (type == "get" || type == "set") {
                 util::StanzaDom dom(el.bytes(), xmpp::ns::client);
                 const auto payload = dom.ok() ? util::StanzaDom::first_element(dom.root()) : pugi::xml_node();
-                modules::PreauthIqEvent ev{*this, el, dom, payload,
-                                           type == "get" ? modules::IqType::get : modules::IqType::set,
+                session::PreauthIqEvent ev{*this, el, dom, payload,
+                                           type == "get" ? session::IqType::get : session::IqType::set,
                                            unescaped(el.id()), _domain};
-                if (payload && _ctx->modules->preauth_iq(ev) == modules::Handled::yes) return;
+                if (payload && _ctx->hooks->preauth_iq(ev) == session::Handled::yes) return;
             }
         }
         // RFC 6120 §4.9.3.12: anything else before authentication.

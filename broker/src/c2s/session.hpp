@@ -26,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "broker/src/session/session.hpp"
 #include "xmpp/jid.hpp"
 #include "xmpp/sasl/scram.hpp"
 #include "xmpp/stream_error.hpp"
@@ -40,14 +41,7 @@ namespace starling::c2s {
 
 struct ShardContext;
 
-std::size_t next_slot_id() noexcept;
-template <class T>
-std::size_t slot_id() noexcept {
-    static const std::size_t id = next_slot_id();
-    return id;
-}
-
-class C2sSession : public std::enable_shared_from_this<C2sSession> {
+class C2sSession final : public session::Session, public std::enable_shared_from_this<C2sSession> {
 public:
     // Starts a session on an accepted socket; the shard's session table owns it. `direct_tls`:
     // the port speaks TLS from the first byte (XEP-0368).
@@ -61,39 +55,24 @@ public:
     // On the home shard, after migration: takes over the socket and answers the bind.
     void adopt(ShardContext& ctx, int fd);
 
-    // Router-facing, on the session's shard.
-    const xmpp::Jid* jid() const noexcept { return _jid ? &*_jid : nullptr; }
-    bool is_available() const noexcept { return _available; }
-    int priority() const noexcept { return _priority; }
-    const std::string& peer_address() const noexcept { return _peer; }
-    ShardContext& shard() noexcept { return *_ctx; }
-    // The domain the client's stream is for (empty before its header).
-    const std::string& domain() const noexcept { return _domain; }
-    // When the client last sent anything (XEP-0199 server pings use it).
-    std::chrono::steady_clock::time_point last_read() const noexcept { return _last_read; }
-    bool is_secure() const noexcept { return _tls.has_value(); }
-    // The last available presence this session sent, stamped, as it is broadcast (empty when
-    // unavailable). Kept for presence probes (RFC 6121 §4.3.2).
-    const std::string& last_presence() const noexcept { return _last_presence; }
-
-    // Per-session state of a module (CONVENTIONS §5): created on first use, destroyed with the
-    // session. One slot per type T.
-    template <class T>
-    T& slot() {
-        const std::size_t id = slot_id<T>();
-        if (_slots.size() <= id) _slots.resize(id + 1);
-        if (!_slots[id]) _slots[id] = std::make_shared<T>();
-        return *static_cast<T*>(_slots[id].get());
-    }
-    template <class T>
-    T* find_slot() const noexcept {
-        const std::size_t id = slot_id<T>();
-        return id < _slots.size() ? static_cast<T*>(_slots[id].get()) : nullptr;
-    }
+    // router::Endpoint, on the session's shard.
+    const xmpp::Jid* jid() const noexcept override { return _jid ? &*_jid : nullptr; }
+    bool is_available() const noexcept override { return _available; }
+    int priority() const noexcept override { return _priority; }
+    // Stamped with the session's full JID when it was sent; empty when unavailable.
+    const std::string& last_presence() const noexcept override { return _last_presence; }
     // Appends a stanza to the output batch (written at the end of this reactor turn).
-    void deliver(std::string_view stanza);
-    // Ends the stream with an error (e.g. conflict when replaced by a newer session).
-    void close(xmpp::StreamError condition, std::string_view text = {});
+    void deliver(std::string_view stanza) override;
+    void close(xmpp::StreamError condition, std::string_view text = {}) override;
+
+    // session::Session.
+    std::shared_ptr<session::Session> shared() override { return shared_from_this(); }
+    session::ShardServices& shard() noexcept override;
+    const std::string& peer_address() const noexcept override { return _peer; }
+    const std::string& domain() const noexcept override { return _domain; }
+    std::chrono::steady_clock::time_point last_read() const noexcept override { return _last_read; }
+    bool is_secure() const noexcept override { return _tls.has_value(); }
+
     // SIGTERM: <system-shutdown/> and </stream:stream>, then the connection is closed.
     void close_gracefully();
 
@@ -221,7 +200,6 @@ private:
     bool _available = false;
     int _priority = 0;
     std::string _last_presence;
-    std::vector<std::shared_ptr<void>> _slots;  // module state, by slot_id<T>()
 };
 
 }  // namespace starling::c2s

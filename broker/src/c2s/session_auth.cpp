@@ -13,8 +13,8 @@
 #include "broker/src/c2s/options.hpp"
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/c2s/session_detail.hpp"
-#include "broker/src/c2s/stamp.hpp"
-#include "broker/src/modules/host.hpp"
+#include "broker/src/session/stamp.hpp"
+#include "broker/src/session/hooks.hpp"
 #include "broker/src/router/router.hpp"
 #include "broker/src/storage/accounts.hpp"
 #include "broker/src/util/dom.hpp"
@@ -392,7 +392,7 @@ void C2sSession::finish_bind() {
     router.add(this);
     ++_ctx->counters.sessions_bound;
     _phase = Phase::bound;
-    if (_ctx->modules != nullptr) _ctx->modules->session_event(*this, modules::SessionEvent::bound);
+    if (_ctx->hooks != nullptr) _ctx->hooks->session_event(*this, session::SessionEvent::bound);
     w.open("iq").attr("type", "result").attr("id", _bind_id);
     w.open("bind").attr("xmlns", xmpp::ns::bind).leaf("jid", _jid->full()).close();
     w.close();

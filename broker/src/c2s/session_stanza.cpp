@@ -15,8 +15,8 @@
 #include "broker/src/c2s/options.hpp"
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/c2s/session_detail.hpp"
-#include "broker/src/c2s/stamp.hpp"
-#include "broker/src/modules/host.hpp"
+#include "broker/src/session/stamp.hpp"
+#include "broker/src/session/hooks.hpp"
 #include "broker/src/router/router.hpp"
 #include "broker/src/storage/accounts.hpp"
 #include "broker/src/util/dom.hpp"
@@ -104,9 +104,9 @@ void C2sSession::on_stanza(const ElementView& el) {
     }
     if (!to) to = xmpp::Jid(_jid->bare());  // §10.3.1: a message without 'to' is for the account
 
-    if (_ctx->modules != nullptr) {
-        modules::OutboundEvent ev{*this, el, sk, &*to, type};
-        if (_ctx->modules->outbound(ev) == modules::Handled::yes) return;
+    if (_ctx->hooks != nullptr) {
+        session::OutboundEvent ev{*this, el, sk, &*to, type};
+        if (_ctx->hooks->outbound(ev) == session::Handled::yes) return;
     }
     if (!to->has_localpart()) {
         // To the server or one of its resources.
@@ -128,7 +128,7 @@ void C2sSession::route(const ElementView& el, int kind, const xmpp::Jid& to, std
     env.from = _jid->full();
     env.type = std::move(type);
     env.id = unescaped(el.id());
-    stamp_into(env.bytes, el, _jid->full(), _ns_decls);
+    session::stamp_into(env.bytes, el, _jid->full(), _ns_decls);
     if (!_ctx->router.route(std::move(env))) {
         // The recipient's shard is flooded (its mailbox from us is full). Keep the stanza and
         // stop reading this client until it is taken: back-pressure, never a wait and never a
@@ -153,7 +153,7 @@ void C2sSession::on_own_presence(const ElementView& el, std::string_view type) {
         _available = true;
         _priority = prio;
         _last_presence.clear();
-        stamp_into(_last_presence, el, _jid->full(), _ns_decls);
+        session::stamp_into(_last_presence, el, _jid->full(), _ns_decls);
     } else if (type == "unavailable") {
         _available = false;
         _last_presence.clear();
@@ -162,11 +162,11 @@ void C2sSession::on_own_presence(const ElementView& el, std::string_view type) {
         // nothing. Errors from a client about presence are dropped too.
         return;
     }
-    if (_ctx->modules == nullptr) return;
-    modules::OutboundEvent ev{*this, el, router::StanzaKind::presence, nullptr, type};
-    (void)_ctx->modules->outbound(ev);
-    if (_available && !was_available) _ctx->modules->session_event(*this, modules::SessionEvent::available);
-    if (!_available && was_available) _ctx->modules->session_event(*this, modules::SessionEvent::unavailable);
+    if (_ctx->hooks == nullptr) return;
+    session::OutboundEvent ev{*this, el, router::StanzaKind::presence, nullptr, type};
+    (void)_ctx->hooks->outbound(ev);
+    if (_available && !was_available) _ctx->hooks->session_event(*this, session::SessionEvent::available);
+    if (!_available && was_available) _ctx->hooks->session_event(*this, session::SessionEvent::unavailable);
 }
 
 void C2sSession::dispatch_iq(const ElementView& el, std::string_view to, bool to_account, bool get) {
@@ -184,10 +184,10 @@ void C2sSession::dispatch_iq(const ElementView& el, std::string_view to, bool to
         deliver(reply);
         return;
     }
-    if (_ctx->modules != nullptr && payload) {
-        modules::IqEvent ev(*this, el, dom, payload, to, to_account, get ? modules::IqType::get : modules::IqType::set,
+    if (_ctx->hooks != nullptr && payload) {
+        session::IqEvent ev(*this, el, dom, payload, to, to_account, get ? session::IqType::get : session::IqType::set,
                             unescaped(el.id()));
-        if (_ctx->modules->handle_iq(ev) == modules::Handled::yes) {
+        if (_ctx->hooks->handle_iq(ev) == session::Handled::yes) {
             if (!ev.replied()) ev.reply_error(StanzaError::internal_server_error);
             return;
         }

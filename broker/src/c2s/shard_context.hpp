@@ -1,7 +1,7 @@
-// ShardContext: what every session of one shard shares — that shard's io_context, router,
-// random generator and counters, plus the broker-wide read-only pieces (options, TLS context,
-// account store). Handed to a session by reference; a session that migrates switches to the
-// context of its new shard.
+// ShardContext: what every client stream of one shard shares: the shard's services (what modules
+// see too) and the client-stream layer's own pieces — its options, the TLS context, counters,
+// the table of open sessions, per-address connection counts and a shared read buffer. Handed to
+// a session by reference; a session that migrates switches to the context of its new shard.
 //
 // Lives on: one shard. The references to broker-wide objects are to immutable or thread-safe
 // things.
@@ -17,20 +17,11 @@
 #include <asio/io_context.hpp>
 
 #include "broker/src/router/router.hpp"
+#include "broker/src/session/shard_services.hpp"
 #include "xmpp/stream_error.hpp"
 
 namespace xmpp::tls {
 class TlsServerContext;
-}
-namespace starling::storage {
-class AccountStore;
-class Store;
-}
-namespace starling::util {
-class Random;
-}
-namespace starling::modules {
-class ModuleHost;
 }
 
 namespace starling::c2s {
@@ -58,16 +49,12 @@ struct C2sCounters {
 // One TLS record (16 KiB of plaintext) and its header, with room for the cipher's expansion.
 inline constexpr std::size_t k_tls_read_chunk = 17 * 1024;
 
-struct ShardContext {
-    router::ShardId shard;
-    asio::io_context& io;
+struct ShardContext : session::ShardServices {
+    ShardContext(session::ShardServices services, const C2sOptions& o, const xmpp::tls::TlsServerContext* t)
+        : session::ShardServices(services), options(o), tls(t) {}
+
     const C2sOptions& options;
     const xmpp::tls::TlsServerContext* tls;  // null: no TLS configured
-    storage::AccountStore& accounts;
-    router::ShardRouter& router;
-    util::Random& random;
-    const modules::ModuleHost* modules = nullptr;  // null: no modules (unit tests)
-    storage::Store* store = nullptr;               // for modules' column families (thread-safe)
     C2sCounters counters{};
     // Every session on this shard (bound or not). The table owns them: a session is destroyed
     // when it leaves the table and no handler holds it any more.
@@ -75,7 +62,6 @@ struct ShardContext {
     // Open connections per remote address on this shard (the limit is per shard: the kernel
     // spreads one address's connections over the shards' listeners).
     std::unordered_map<std::string, std::uint32_t> per_ip{};
-    bool draining = false;  // SIGTERM: no new sessions
     // What TLS sessions read ciphertext into (the engine copies it) and lingering sessions read
     // to drop: one TLS record and its header. Shared by every session of the shard.
     std::vector<char> read_scratch = std::vector<char>(k_tls_read_chunk);

@@ -3,9 +3,11 @@
 // One list, for_each_option(), names every scalar option with its field and bounds; the TOML
 // reader, validate(), option_keys() and the unknown-key check all walk it, so adding an option
 // is one line there plus its default in config.hpp. `domains` and `tls.certificates` are the
-// two structured options and are handled on their own.
+// two structured options and are handled on their own. Module options are not listed here:
+// each module declares its own (session/options.hpp) and the reader walks module_catalog().
 #include "broker/src/config/config.hpp"
 
+#include "broker/src/modules/module_list.hpp"
 #include "xmpp/jid.hpp"
 
 #include <arpa/inet.h>
@@ -57,37 +59,57 @@ void for_each_option(C& c, V&& v) {
     v("c2s", "max_stanza_bytes", c.c2s.max_stanza_bytes, bounds::max_stanza_bytes);
     v("c2s", "max_depth", c.c2s.max_depth, bounds::max_depth);
     v("c2s", "max_attributes", c.c2s.max_attributes, bounds::max_attributes);
-    v("c2s", "ping_idle_ms", c.c2s.ping_idle_ms, bounds::ping_idle_ms);
-    v("c2s", "ping_timeout_ms", c.c2s.ping_timeout_ms, bounds::ping_timeout_ms);
 
     v("metrics", "bind_address", c.metrics.bind_address, Text::ip);
     v("metrics", "port", c.metrics.port, bounds::port);
 
     v("accounts", "scram_iterations", c.accounts.scram_iterations, bounds::scram_iterations);
-    v("accounts", "registration", c.accounts.registration);
-    v("accounts", "registrations_per_ip_per_minute", c.accounts.registrations_per_ip_per_minute,
-      bounds::registrations_per_ip_per_minute);
-    v("accounts", "password_change", c.accounts.password_change);
-    v("accounts", "cancel", c.accounts.cancel);
-    v("accounts", "vcard_max_bytes", c.accounts.vcard_max_bytes, bounds::vcard_max_bytes);
-    v("accounts", "offline_max_messages", c.accounts.offline_max_messages, bounds::offline_max_messages);
-    v("accounts", "blocklist_max_items", c.accounts.blocklist_max_items, bounds::blocklist_max_items);
-    v("accounts", "mam_retention_days", c.accounts.mam_retention_days, bounds::mam_retention_days);
-    v("accounts", "mam_max_messages_per_user", c.accounts.mam_max_messages_per_user,
-      bounds::mam_max_messages_per_user);
-
-    v("modules", "offline", c.modules.offline);
-    v("modules", "blocking", c.modules.blocking);
-    v("modules", "carbons", c.modules.carbons);
-    v("modules", "mam", c.modules.mam);
-    v("modules", "vcard", c.modules.vcard);
-    v("modules", "version", c.modules.version);
 
     v("admin", "socket", c.admin.socket, Text::any);
     v("storage", "path", c.storage.path, Text::any);
 }
 
 constexpr std::string_view k_domains = "domains";
+constexpr std::string_view k_modules = "modules";
+
+// Keys that moved into a module's own table when modules began declaring their options: the
+// old spelling gets an error that says where it went, not just "unknown key".
+struct Moved {
+    std::string_view from;
+    std::string_view to;
+};
+constexpr std::array<Moved, 12> k_moved{{
+    {"c2s.ping_idle_ms", "ping.idle_ms"},
+    {"c2s.ping_timeout_ms", "ping.timeout_ms"},
+    {"accounts.registration", "register.open"},
+    {"accounts.registrations_per_ip_per_minute", "register.per_ip_per_minute"},
+    {"accounts.password_change", "register.password_change"},
+    {"accounts.cancel", "register.cancel"},
+    {"accounts.vcard_max_bytes", "vcard.max_bytes"},
+    {"accounts.offline_max_messages", "offline.max_messages"},
+    {"accounts.blocklist_max_items", "blocking.max_items"},
+    {"accounts.mam_retention_days", "mam.retention_days"},
+    {"accounts.mam_max_messages_per_user", "mam.max_messages_per_user"},
+    {"accounts.registration_open", "register.open"},
+}};
+
+std::string moved_message(std::string_view key) {
+    for (const auto& m : k_moved) {
+        if (m.from == key) {
+            const auto dot = m.to.find('.');
+            return "moved: write it as [" + std::string(m.to.substr(0, dot)) + "] " + std::string(m.to.substr(dot + 1)) +
+                   (m.from == "accounts.registration" ? " = true or false" : "");
+        }
+    }
+    return {};
+}
+
+std::string module_key(std::string_view module, std::string_view option) {
+    std::string k(module);
+    k += '.';
+    k += option;
+    return k;
+}
 constexpr std::string_view k_tls = "tls";
 constexpr std::string_view k_certificates = "certificates";
 constexpr std::array<std::string_view, 4> k_certificate_keys{"domain", "domains", "cert_file", "key_file"};
@@ -189,6 +211,7 @@ public:
     void read() {
         check_structure();
         for_each_option(_out, *this);
+        read_modules();
         read_domains();
         read_certificates();
     }
@@ -245,14 +268,6 @@ public:
         }
     }
 
-    void operator()(std::string_view t, std::string_view n, Registration& field) {
-        if (const toml::node* node = find(t, n)) {
-            std::string s = string_value(*node, join_key(t, n));
-            auto r = parse_registration(s);
-            if (!r) fail(*node, join_key(t, n), "must be one of closed, open (got \"" + s + "\")");
-            field = *r;
-        }
-    }
 
 private:
     [[noreturn]] void fail(const toml::source_region& where, std::string key, std::string message) const {
@@ -294,6 +309,15 @@ private:
             known.back().second.push_back(n);
         });
         known.emplace_back(std::string(k_tls), std::vector<std::string_view>{k_certificates});
+        std::vector<std::string_view> switches;
+        for (const auto& m : modules::module_catalog()) {
+            if (m.optional) switches.push_back(m.name);
+            if (m.options.empty()) continue;
+            std::vector<std::string_view> names;
+            for (const auto& o : m.options) names.push_back(o.name);
+            known.emplace_back(std::string(m.name), std::move(names));
+        }
+        known.emplace_back(std::string(k_modules), switches);
         for (const auto& [t, keys] : known) tables.push_back(t);
         tables.push_back(k_domains);
 
@@ -327,6 +351,10 @@ private:
             for (auto&& [k2, node2] : *node.as_table()) {
                 std::string_view name2 = k2.str();
                 if (std::find(it->second.begin(), it->second.end(), name2) != it->second.end()) continue;
+                if (auto moved = moved_message(join_key(name, name2)); !moved.empty()) {
+                    note(k2.source(), join_key(name, name2), std::move(moved));
+                    continue;
+                }
                 note(k2.source(), join_key(name, name2), "unknown key" + suggestion(name2, it->second));
                 (void)node2;
             }
@@ -334,6 +362,48 @@ private:
         if (first) {
             throw ConfigError(_file, first->pos.line, first->pos.column, std::move(first->key),
                               std::move(first->message));
+        }
+    }
+
+    // [modules] switches and each module's table, by the modules' declarations.
+    void read_modules() {
+        for (const auto& m : modules::module_catalog()) {
+            if (m.optional) {
+                bool on = true;
+                (*this)(k_modules, m.name, on);
+                _out.modules.enabled[std::string(m.name)] = on;
+            }
+            for (const auto& o : m.options) {
+                const toml::node* node = find(m.name, o.name);
+                if (node == nullptr) continue;
+                const std::string key = module_key(m.name, o.name);
+                switch (o.type) {
+                    case session::OptionSpec::Type::boolean:
+                        if (!node->is_boolean()) type_error(*node, key, "a boolean (true or false)");
+                        _out.modules.values.set(key, node->as_boolean()->get());
+                        break;
+                    case session::OptionSpec::Type::integer: {
+                        if (!node->is_integer()) type_error(*node, key, "an integer");
+                        const std::int64_t v = node->as_integer()->get();
+                        if (v < 0 || static_cast<std::uint64_t>(v) < o.min || static_cast<std::uint64_t>(v) > o.max) {
+                            fail(*node, key, "must be " + range_text({o.min, o.max}) + " (got " + std::to_string(v) + ")");
+                        }
+                        _out.modules.values.set(key, static_cast<std::uint64_t>(v));
+                        break;
+                    }
+                    case session::OptionSpec::Type::text:
+                        _out.modules.values.set(key, string_value(*node, key));
+                        break;
+                    case session::OptionSpec::Type::choice: {
+                        std::string v = string_value(*node, key);
+                        if (std::find(o.choices.begin(), o.choices.end(), v) == o.choices.end()) {
+                            fail(*node, key, "must be " + session::describe_type(o) + " (got \"" + v + "\")");
+                        }
+                        _out.modules.values.set(key, std::move(v));
+                        break;
+                    }
+                }
+            }
         }
     }
 
@@ -449,7 +519,7 @@ struct Flag {
     std::string_view help;
 };
 
-constexpr std::array<Flag, 12> k_flags{{
+constexpr std::array<Flag, 13> k_flags{{
     {"--config", "FILE", "read this TOML file (see deploy/starlingd.toml); flags override it"},
     {"--data-dir", "DIR", "folder for the database, TLS certificate and admin socket (default ./data)"},
     {"--domain", "NAME", "serve this domain; repeat for several; replaces the file's list"},
@@ -460,6 +530,7 @@ constexpr std::array<Flag, 12> k_flags{{
     {"--log-level", "LEVEL", "trace, debug, info, warn or error (default info)"},
     {"--allow-plaintext", "", "let clients authenticate without TLS (loopback benchmarks only)"},
     {"--check-config", "", "validate the configuration, print the problem if any, and exit"},
+    {"--print-module-config", "", "print every module's options with their defaults (TOML) and exit"},
     {"--help", "", "print this help and exit (also -h)"},
     {"--version", "", "print the version and exit"},
 }};
@@ -505,6 +576,8 @@ void apply_flag(CliOptions& o, std::string_view flag, std::string_view value) {
         o.allow_plaintext = true;
     } else if (flag == "--check-config") {
         o.check_config = true;
+    } else if (flag == "--print-module-config") {
+        o.print_module_config = true;
     } else if (flag == "--help") {
         o.help = true;
     } else if (flag == "--version") {
@@ -531,16 +604,6 @@ std::optional<LogLevel> parse_log_level(std::string_view s) noexcept {
     for (auto l : {LogLevel::trace, LogLevel::debug, LogLevel::info, LogLevel::warn, LogLevel::error}) {
         if (s == to_string(l)) return l;
     }
-    return std::nullopt;
-}
-
-std::string_view to_string(Registration r) noexcept {
-    return r == Registration::open ? "open" : "closed";
-}
-
-std::optional<Registration> parse_registration(std::string_view s) noexcept {
-    if (s == "closed") return Registration::closed;
-    if (s == "open") return Registration::open;
     return std::nullopt;
 }
 
@@ -614,6 +677,21 @@ BrokerConfig load_config_file(const std::filesystem::path& file) {
 
 void validate(const BrokerConfig& c) {
     for_each_option(c, BoundsChecker{});
+    for (const auto& m : modules::module_catalog()) {
+        for (const auto& o : m.options) {
+            const std::string key = module_key(m.name, o.name);
+            if (!c.modules.values.has(key)) throw ConfigError(key, "has no value");
+            const auto& all = c.modules.values.all();
+            const auto& v = all.find(key)->second;
+            const bool type_ok = (o.type == session::OptionSpec::Type::boolean && std::holds_alternative<bool>(v)) ||
+                                 (o.type == session::OptionSpec::Type::integer && std::holds_alternative<std::uint64_t>(v)) ||
+                                 (o.type >= session::OptionSpec::Type::text && std::holds_alternative<std::string>(v));
+            if (!type_ok) throw ConfigError(key, "must be " + session::describe_type(o));
+            if (const auto* i = std::get_if<std::uint64_t>(&v); i != nullptr && (*i < o.min || *i > o.max)) {
+                throw ConfigError(key, "must be " + range_text({o.min, o.max}) + " (got " + std::to_string(*i) + ")");
+            }
+        }
+    }
 
     if (c.domains.empty()) throw ConfigError("domains", "must list at least one domain");
     for (std::size_t i = 0; i < c.domains.size(); ++i) {
@@ -722,9 +800,60 @@ std::vector<std::string> option_keys() {
     std::vector<std::string> keys;
     BrokerConfig dummy;
     for_each_option(dummy, [&](std::string_view t, std::string_view n, auto&&...) { keys.push_back(join_key(t, n)); });
+    for (const auto& m : modules::module_catalog()) {
+        if (m.optional) keys.push_back(join_key(k_modules, m.name));
+        for (const auto& o : m.options) keys.push_back(module_key(m.name, o.name));
+    }
     keys.emplace_back(k_domains);
     keys.push_back(join_key(k_tls, k_certificates));
     return keys;
+}
+
+session::ModuleSettings default_modules() { return modules::default_module_settings(); }
+
+namespace {
+// Wraps `text` into "# " comment lines of at most `width` characters.
+void comment_into(std::string& out, std::string_view text, std::size_t width = 96) {
+    std::string line = "#";
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+        std::size_t end = text.find(' ', pos);
+        if (end == std::string_view::npos) end = text.size();
+        const std::string_view word = text.substr(pos, end - pos);
+        if (line.size() > 1 && line.size() + 1 + word.size() > width) {
+            out += line + "\n";
+            line = "#";
+        }
+        line += ' ';
+        line += word;
+        pos = end + 1;
+    }
+    if (line.size() > 1) out += line + "\n";
+}
+}  // namespace
+
+std::string module_config_text() {
+    std::string out;
+    out += "[modules]\n";
+    comment_into(out, "Optional modules, each on unless turned off here. A module turned off is not advertised in "
+                      "disco and its stored data is kept for when it is turned on again.");
+    for (const auto& m : modules::module_catalog()) {
+        if (!m.optional) continue;
+        comment_into(out, m.summary);
+        out += std::string(m.name) + " = true\n";
+    }
+    for (const auto& m : modules::module_catalog()) {
+        if (m.options.empty()) continue;
+        out += "\n[" + std::string(m.name) + "]\n";
+        comment_into(out, std::string(m.summary) + ".");
+        for (const auto& o : m.options) {
+            std::string help(o.help);
+            if (!help.empty() && help[0] >= 'a' && help[0] <= 'z') help[0] = static_cast<char>(help[0] - 'a' + 'A');
+            comment_into(out, help + " (" + session::describe_type(o) + ").");
+            out += std::string(o.name) + " = " + session::to_toml(session::default_value(o)) + "\n";
+        }
+    }
+    return out;
 }
 
 // --- command line ---
@@ -799,7 +928,7 @@ BrokerConfig load(int argc, char** argv, CliOptions* out) {
     CliOptions cli = parse_command_line(argc, argv);
     if (out != nullptr) *out = cli;
     BrokerConfig c;
-    if (cli.help || cli.version) return c;
+    if (cli.help || cli.version || cli.print_module_config) return c;
     if (cli.config) c = load_config_file(*cli.config);
     apply_overrides(c, cli);
     resolve_paths(c);

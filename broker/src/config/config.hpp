@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include "broker/src/session/options.hpp"
+
 namespace starling::config {
 
 // Inclusive bounds of a numeric option.
@@ -40,25 +42,12 @@ inline constexpr Range max_depth{4, 1024};
 // A stream header alone carries about 7 attributes (RFC 6120 §4.7).
 inline constexpr Range max_attributes{8, 4096};
 inline constexpr Range scram_iterations{4096, 1'000'000};
-inline constexpr Range ping_idle_ms{0, 86'400'000};  // 0: no server pings
-inline constexpr Range ping_timeout_ms{100, 3'600'000};
-inline constexpr Range registrations_per_ip_per_minute{0, 1'000'000};  // 0: no limit
-inline constexpr Range vcard_max_bytes{1'024, 16u << 20};
-inline constexpr Range offline_max_messages{1, 1'000'000};
-inline constexpr Range blocklist_max_items{1, 1'000'000};
-inline constexpr Range mam_retention_days{0, 36'500};             // 0: forever
-inline constexpr Range mam_max_messages_per_user{0, 100'000'000};  // 0: unbounded
 }  // namespace bounds
 
 enum class LogLevel : std::uint8_t { trace, debug, info, warn, error };
 // "trace", "debug", ...; parse_log_level returns nullopt for anything else.
 std::string_view to_string(LogLevel l) noexcept;
 std::optional<LogLevel> parse_log_level(std::string_view s) noexcept;
-
-// Who may create accounts over XMPP (XEP-0077). `closed`: only starlingctl.
-enum class Registration : std::uint8_t { closed, open };
-std::string_view to_string(Registration r) noexcept;
-std::optional<Registration> parse_registration(std::string_view s) noexcept;
 
 struct GeneralConfig {
     LogLevel log_level = LogLevel::info;
@@ -89,8 +78,6 @@ struct C2sConfig {
     std::uint64_t max_stanza_bytes = 262'144;
     std::uint32_t max_depth = 32;
     std::uint32_t max_attributes = 64;
-    std::uint32_t ping_idle_ms = 60'000;     // XEP-0199 §4.1: ping a client silent this long; 0: never
-    std::uint32_t ping_timeout_ms = 30'000;  // then close its stream if nothing arrives in this time
 
     friend bool operator==(const C2sConfig&, const C2sConfig&) = default;
 };
@@ -121,30 +108,8 @@ struct MetricsConfig {
 
 struct AccountsConfig {
     std::uint32_t scram_iterations = 4096;  // for new and changed passwords
-    Registration registration = Registration::closed;
-    std::uint32_t registrations_per_ip_per_minute = 5;  // per shard; 0: no limit
-    bool password_change = true;  // XEP-0077 §3.3 for authenticated users
-    bool cancel = true;           // XEP-0077 §3.2 for authenticated users
-    std::uint64_t vcard_max_bytes = 65'536;
-    std::uint32_t offline_max_messages = 1000;  // XEP-0160: kept per user while offline
-    std::uint32_t blocklist_max_items = 1000;   // XEP-0191: JIDs one user may block
-    std::uint32_t mam_retention_days = 365;         // XEP-0313 archive: older records expire
-    std::uint32_t mam_max_messages_per_user = 10'000;  // ...and the oldest beyond this count
 
     friend bool operator==(const AccountsConfig&, const AccountsConfig&) = default;
-};
-
-// Optional modules (XEP support a deployment may not want). Core RFC 6120/6121 behaviour (disco,
-// ping, roster, presence, registration's own switch above) is always on.
-struct ModulesConfig {
-    bool offline = true;   // XEP-0160 offline storage
-    bool blocking = true;  // XEP-0191
-    bool carbons = true;   // XEP-0280
-    bool mam = true;       // XEP-0313 message archive
-    bool vcard = true;     // XEP-0054
-    bool version = true;   // XEP-0092
-
-    friend bool operator==(const ModulesConfig&, const ModulesConfig&) = default;
 };
 
 struct AdminConfig {
@@ -159,6 +124,9 @@ struct StorageConfig {
     friend bool operator==(const StorageConfig&, const StorageConfig&) = default;
 };
 
+// Every optional module on, every module option at its declared default.
+session::ModuleSettings default_modules();
+
 // The whole configuration. A default-constructed BrokerConfig is the configuration of a
 // `starlingd` started with no file and no flags (before resolve_paths()).
 struct BrokerConfig {
@@ -168,7 +136,9 @@ struct BrokerConfig {
     TlsConfig tls;
     MetricsConfig metrics;
     AccountsConfig accounts;
-    ModulesConfig modules;
+    // [modules] switches and each module's own table ([offline], [mam]...): what the modules
+    // declare (modules/module_list.hpp), defaults filled in.
+    session::ModuleSettings modules = default_modules();
     AdminConfig admin;
     StorageConfig storage;
 
@@ -230,12 +200,18 @@ std::filesystem::path self_signed_dir(const BrokerConfig& config);
 // Every option key the file accepts ("general.log_level", "domains", "tls.certificates", ...).
 std::vector<std::string> option_keys();
 
+// The [modules] table and every module's own table, each option at its default with its help
+// and bounds as comments: generated from the modules' declarations. deploy/starlingd.toml holds
+// exactly this text (a unit test compares them); `starlingd --print-module-config` prints it.
+std::string module_config_text();
+
 // The command line. Each set override replaces the file's value.
 struct CliOptions {
     std::optional<std::filesystem::path> config;
     bool check_config = false;
     bool help = false;
     bool version = false;
+    bool print_module_config = false;
 
     std::optional<std::filesystem::path> data_dir;
     std::vector<std::string> domains;  // normalised; non-empty replaces the file's list

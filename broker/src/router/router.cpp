@@ -1,10 +1,9 @@
 #include "broker/src/router/router.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 
-#include "broker/src/c2s/session.hpp"
-#include "broker/src/modules/host.hpp"
 #include "xmpp/jid.hpp"
 #include "xmpp/xml/raw_text.hpp"
 #include "xmpp/xml/writer.hpp"
@@ -36,9 +35,13 @@ std::int64_t now_ns() noexcept {
 
 }  // namespace
 
-ShardRouter::ShardRouter(ShardId self, Mailboxes<Envelope>& mailboxes, const c2s::C2sOptions& options,
-                         Adopt adopt)
-    : _self(self), _mailboxes(mailboxes), _options(options), _adopt(std::move(adopt)) {}
+std::size_t next_slot_id() noexcept {
+    static std::atomic<std::size_t> next{0};
+    return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+ShardRouter::ShardRouter(ShardId self, Mailboxes<Envelope>& mailboxes, Adopt adopt)
+    : _self(self), _mailboxes(mailboxes), _adopt(std::move(adopt)) {}
 
 ShardId ShardRouter::home_of(std::string_view bare_jid) const noexcept {
     return static_cast<ShardId>(std::hash<std::string_view>{}(bare_jid) % _mailboxes.shards());
@@ -81,7 +84,7 @@ void ShardRouter::on_mail(Envelope&& env) {
 
 void ShardRouter::flush() { _mailboxes.flush(_self); }
 
-void ShardRouter::deliver_to(c2s::C2sSession& session, const Envelope& env) {
+void ShardRouter::deliver_to(Endpoint& session, const Envelope& env) {
     session.deliver(env.bytes);
     ++_counters.delivered;
     if (env.routed_ns != 0) {
@@ -95,10 +98,7 @@ void ShardRouter::deliver_to(c2s::C2sSession& session, const Envelope& env) {
 
 // RFC 6121 §8.5.3: the 'to' is a full JID.
 void ShardRouter::deliver_local(Envelope&& env) {
-    if (_modules != nullptr) {
-        modules::InboundEvent ev{env, *_shard};
-        if (_modules->inbound(ev) == modules::Handled::yes) return;
-    }
+    if (_hooks != nullptr && _hooks->inbound(env) == Delivery::handled) return;
     const std::string_view bare = bare_of(env.to);
     if (bare.size() == env.to.size()) {
         deliver_to_bare(std::move(env));
@@ -143,7 +143,7 @@ void ShardRouter::deliver_to_bare(Envelope&& env) {
     auto it = _by_bare.find(env.to);
     // Available resources with a non-negative priority (§8.5.2.1: negative priority never
     // receives bare-JID traffic).
-    std::vector<c2s::C2sSession*> targets;
+    std::vector<Endpoint*> targets;
     int best = -129;
     if (it != _by_bare.end()) {
         for (auto* s : it->second) {
@@ -166,7 +166,7 @@ void ShardRouter::deliver_to_bare(Envelope&& env) {
             // otherwise chat and normal get service-unavailable, headline is dropped.
             if (env.type == "headline") {
                 ++_counters.dropped;
-            } else if (_modules != nullptr && _modules->undeliverable(env, *_shard) == modules::Handled::yes) {
+            } else if (_hooks != nullptr && _hooks->undeliverable(env) == Delivery::handled) {
                 return;  // kept (offline storage)
             } else {
                 bounce(env, xmpp::StanzaError::service_unavailable);
@@ -187,7 +187,7 @@ void ShardRouter::deliver_to_bare(Envelope&& env) {
     if (env.stanza == StanzaKind::presence) {
         // §8.5.2.1.2: every available resource, whatever its priority (a negative priority only
         // keeps bare-JID messages away, RFC 6121 §4.7.2.3); none: dropped (§8.5.2.2.2).
-        std::vector<c2s::C2sSession*> available;
+        std::vector<Endpoint*> available;
         if (it != _by_bare.end()) {
             for (auto* s : it->second) {
                 if (s->is_available()) available.push_back(s);
@@ -238,9 +238,9 @@ void ShardRouter::bounce(const Envelope& env, xmpp::StanzaError condition) {
     if (!route(std::move(back))) ++_counters.dropped;
 }
 
-c2s::C2sSession* ShardRouter::add(c2s::C2sSession* session) {
+Endpoint* ShardRouter::add(Endpoint* session) {
     const xmpp::Jid& jid = *session->jid();
-    c2s::C2sSession* replaced = nullptr;
+    Endpoint* replaced = nullptr;
     auto [it, inserted] = _by_full.try_emplace(jid.full(), session);
     if (!inserted) {
         replaced = it->second;
@@ -251,7 +251,7 @@ c2s::C2sSession* ShardRouter::add(c2s::C2sSession* session) {
     return replaced;
 }
 
-void ShardRouter::remove(c2s::C2sSession* session) noexcept {
+void ShardRouter::remove(Endpoint* session) noexcept {
     const xmpp::Jid* jid = session->jid();
     if (jid == nullptr) return;
     auto it = _by_full.find(jid->full());
@@ -264,13 +264,13 @@ void ShardRouter::remove(c2s::C2sSession* session) noexcept {
     }
 }
 
-c2s::C2sSession* ShardRouter::find(std::string_view full_jid) const noexcept {
+Endpoint* ShardRouter::find(std::string_view full_jid) const noexcept {
     auto it = _by_full.find(full_jid);
     return it == _by_full.end() ? nullptr : it->second;
 }
 
-const std::vector<c2s::C2sSession*>& ShardRouter::sessions_of(std::string_view bare_jid) const noexcept {
-    static const std::vector<c2s::C2sSession*> k_none;
+const std::vector<Endpoint*>& ShardRouter::sessions_of(std::string_view bare_jid) const noexcept {
+    static const std::vector<Endpoint*> k_none;
     auto it = _by_bare.find(bare_jid);
     return it == _by_bare.end() ? k_none : it->second;
 }
@@ -280,7 +280,7 @@ std::size_t ShardRouter::resource_count(std::string_view bare_jid) const noexcep
     return it == _by_bare.end() ? 0 : it->second.size();
 }
 
-void ShardRouter::for_each_session(const std::function<void(c2s::C2sSession&)>& f) const {
+void ShardRouter::for_each_session(const std::function<void(Endpoint&)>& f) const {
     for (const auto& [full, s] : _by_full) f(*s);
 }
 

@@ -16,24 +16,16 @@
 #include <unordered_map>
 #include <vector>
 
+#include "broker/src/router/endpoint.hpp"
 #include "broker/src/router/mailboxes.hpp"
 #include "xmpp/stream_error.hpp"
-
-namespace starling::c2s {
-class C2sSession;
-struct C2sOptions;
-struct ShardContext;
-}  // namespace starling::c2s
-namespace starling::modules {
-class ModuleHost;
-}
 
 namespace starling::router {
 
 enum class StanzaKind : std::uint8_t { message, presence, iq };
 
 // A cross-shard message. Moves by value; nothing in it points into another shard's memory
-// except the session being handed over, which its old shard no longer touches.
+// except the endpoint being handed over (adopt), which its old shard no longer touches.
 struct Envelope {
     enum class Kind : std::uint8_t { deliver, adopt };
     Kind kind = Kind::deliver;
@@ -44,7 +36,7 @@ struct Envelope {
     std::string id;     // the stanza's id attribute, unescaped, for bounces
     std::string bytes;  // the stanza as it is to be written: start tag stamped
     std::int64_t routed_ns = 0;                // steady clock when routed, for the latency histogram
-    std::shared_ptr<c2s::C2sSession> session;  // adopt: the session moving here
+    std::shared_ptr<Endpoint> session;         // adopt: the session moving here
     int fd = -1;                               // adopt: its socket
 };
 
@@ -67,13 +59,10 @@ class ShardRouter {
 public:
     using Adopt = std::function<void(Envelope&&)>;
 
-    ShardRouter(ShardId self, Mailboxes<Envelope>& mailboxes, const c2s::C2sOptions& options, Adopt adopt);
+    ShardRouter(ShardId self, Mailboxes<Envelope>& mailboxes, Adopt adopt);
 
     // The shard's modules see stanzas for local accounts before the directory does (DESIGN §4).
-    void set_modules(const modules::ModuleHost* host, c2s::ShardContext* shard) noexcept {
-        _modules = host;
-        _shard = shard;
-    }
+    void set_hooks(const RouterHooks* hooks) noexcept { _hooks = hooks; }
 
     ShardId self() const noexcept { return _self; }
     ShardId home_of(std::string_view bare_jid) const noexcept;
@@ -93,36 +82,34 @@ public:
 
     // The directory of bound sessions on this shard.
     // Returns the session it replaced (same full JID), if any: the caller kicks it.
-    c2s::C2sSession* add(c2s::C2sSession* session);
-    void remove(c2s::C2sSession* session) noexcept;
-    c2s::C2sSession* find(std::string_view full_jid) const noexcept;
+    Endpoint* add(Endpoint* session);
+    void remove(Endpoint* session) noexcept;
+    Endpoint* find(std::string_view full_jid) const noexcept;
     // Every bound session of an account on this shard (its home shard); empty if none.
-    const std::vector<c2s::C2sSession*>& sessions_of(std::string_view bare_jid) const noexcept;
+    const std::vector<Endpoint*>& sessions_of(std::string_view bare_jid) const noexcept;
     std::size_t resource_count(std::string_view bare_jid) const noexcept;
     std::size_t session_count() const noexcept { return _by_full.size(); }
-    void for_each_session(const std::function<void(c2s::C2sSession&)>& f) const;
+    void for_each_session(const std::function<void(Endpoint&)>& f) const;
 
     const RouterCounters& counters() const noexcept { return _counters; }
 
 private:
     void deliver_local(Envelope&& env);
     void deliver_to_bare(Envelope&& env);
-    void deliver_to(c2s::C2sSession& session, const Envelope& env);
+    void deliver_to(Endpoint& session, const Envelope& env);
     void bounce(const Envelope& env, xmpp::StanzaError condition);
 
     ShardId _self;
     Mailboxes<Envelope>& _mailboxes;
-    const c2s::C2sOptions& _options;
     Adopt _adopt;
-    const modules::ModuleHost* _modules = nullptr;
-    c2s::ShardContext* _shard = nullptr;
+    const RouterHooks* _hooks = nullptr;
     // Transparent hashing: lookups by string_view, no temporary string per delivered stanza.
     struct JidHash {
         using is_transparent = void;
         std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
     };
-    std::unordered_map<std::string, c2s::C2sSession*, JidHash, std::equal_to<>> _by_full;
-    std::unordered_map<std::string, std::vector<c2s::C2sSession*>, JidHash, std::equal_to<>> _by_bare;
+    std::unordered_map<std::string, Endpoint*, JidHash, std::equal_to<>> _by_full;
+    std::unordered_map<std::string, std::vector<Endpoint*>, JidHash, std::equal_to<>> _by_bare;
     RouterCounters _counters;
 };
 

@@ -17,7 +17,8 @@
 #include "broker/src/c2s/session.hpp"
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/metrics/metrics.hpp"
-#include "broker/src/modules/host.hpp"
+#include "broker/src/modules/module_list.hpp"
+#include "broker/src/session/hooks.hpp"
 #include "broker/src/net/listener.hpp"
 #include "broker/src/net/shard.hpp"
 #include "broker/src/router/mailboxes.hpp"
@@ -53,23 +54,6 @@ c2s::C2sOptions make_options(const config::BrokerConfig& cfg, std::string secret
     o.stanzas_per_second = cfg.c2s.stanzas_per_second;
     o.max_resources_per_user = cfg.c2s.max_resources_per_user;
     o.max_connections_per_ip = cfg.c2s.max_connections_per_ip;
-    o.registration_open = cfg.accounts.registration == config::Registration::open;
-    o.registrations_per_ip_per_minute = cfg.accounts.registrations_per_ip_per_minute;
-    o.inband_password_change = cfg.accounts.password_change;
-    o.inband_cancel = cfg.accounts.cancel;
-    o.vcard_max_bytes = cfg.accounts.vcard_max_bytes;
-    o.offline_max_messages = cfg.accounts.offline_max_messages;
-    o.blocklist_max_items = cfg.accounts.blocklist_max_items;
-    o.mam_retention_days = cfg.accounts.mam_retention_days;
-    o.mam_max_messages_per_user = cfg.accounts.mam_max_messages_per_user;
-    o.enabled = {.offline = cfg.modules.offline,
-                 .blocking = cfg.modules.blocking,
-                 .carbons = cfg.modules.carbons,
-                 .mam = cfg.modules.mam,
-                 .vcard = cfg.modules.vcard,
-                 .version = cfg.modules.version};
-    o.server_ping_idle = std::chrono::milliseconds(cfg.c2s.ping_idle_ms);
-    o.server_ping_timeout = std::chrono::milliseconds(cfg.c2s.ping_timeout_ms);
     o.server_secret = std::move(secret);
     return o;
 }
@@ -109,7 +93,7 @@ struct Broker::Impl {
         util::Random random;
         std::unique_ptr<router::ShardRouter> router;
         std::unique_ptr<c2s::ShardContext> ctx;
-        modules::ModuleHost modules;
+        session::HookTable hooks;
         std::vector<std::unique_ptr<net::Listener>> listeners;
     };
 
@@ -163,16 +147,17 @@ struct Broker::Impl {
         auto& shard = (*shards)[id];
         auto* state = st.get();
         st->router = std::make_unique<router::ShardRouter>(
-            id, *mailboxes, options, [state](router::Envelope&& env) {
-                auto session = std::move(env.session);
+            id, *mailboxes, [state](router::Envelope&& env) {
+                // Only client sessions migrate (after binding, to their home shard).
+                auto session = std::static_pointer_cast<c2s::C2sSession>(std::move(env.session));
                 session->adopt(*state->ctx, env.fd);
             });
-        st->ctx.reset(new c2s::ShardContext{id, shard.io(), options, tls.get(), *accounts, *st->router,
-                                            st->random});
-        st->ctx->modules = &st->modules;
-        st->ctx->store = store.get();
-        st->modules.install_default(*st->ctx);
-        st->router->set_modules(&st->modules, st->ctx.get());
+        session::ShardServices services{
+            .shard = id, .io = shard.io(), .server = options, .accounts = *accounts, .router = *st->router,
+            .random = st->random, .hooks = &st->hooks, .store = store.get()};
+        st->ctx = std::make_unique<c2s::ShardContext>(services, options, tls.get());
+        st->hooks.install(*st->ctx, modules::make_modules(cfg.modules));
+        st->router->set_hooks(&st->hooks);
         const auto address = asio::ip::make_address(cfg.c2s.bind_address);
         auto listen = [&](std::uint16_t port, bool direct_tls) {
             if (port == 0) return;
@@ -236,7 +221,8 @@ struct Broker::Impl {
         hooks.sessions = [this] {
             auto lists = on_every_shard([](ShardState& s) {
                 std::string text;
-                s.router->for_each_session([&](c2s::C2sSession& session) {
+                s.router->for_each_session([&](router::Endpoint& endpoint) {
+                    auto& session = static_cast<c2s::C2sSession&>(endpoint);  // only client sessions bind
                     text += session.jid()->full();
                     text += ' ';
                     text += session.peer_address();
@@ -253,8 +239,8 @@ struct Broker::Impl {
         hooks.kick = [this](std::string_view jid) {
             const std::string target(jid);
             auto kicked = on_every_shard([target](ShardState& s) {
-                std::vector<c2s::C2sSession*> victims;
-                s.router->for_each_session([&](c2s::C2sSession& session) {
+                std::vector<router::Endpoint*> victims;
+                s.router->for_each_session([&](router::Endpoint& session) {
                     const auto* j = session.jid();
                     if (j->full() == target || j->bare_view() == target) victims.push_back(&session);
                 });

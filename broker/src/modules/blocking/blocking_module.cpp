@@ -2,9 +2,7 @@
 
 #include <vector>
 
-#include "broker/src/c2s/options.hpp"
-#include "broker/src/c2s/session.hpp"
-#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/session/shard_services.hpp"
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
 #include "xmpp/xml/raw_text.hpp"
@@ -137,7 +135,7 @@ Handled BlockingModule::on_block(IqEvent& ev) {
     // get it, once the roster module can be asked; until then every newly blocked local JID does.
     for (const auto& jid : added) {
         const auto parsed = xmpp::Jid::parse(jid);
-        if (!parsed || !parsed.value().has_localpart() || !_shard->options.serves(parsed.value().domainpart())) {
+        if (!parsed || !parsed.value().has_localpart() || !_shard->server.serves(parsed.value().domainpart())) {
             continue;
         }
         for (auto* s : _shard->router.sessions_of(bare)) {
@@ -204,7 +202,7 @@ void BlockingModule::push(std::string_view bare_jid, std::string_view inner_xml)
     }
 }
 
-void BlockingModule::send_presence(c2s::C2sSession& from, std::string_view to, bool available) {
+void BlockingModule::send_presence(router::Endpoint& from, std::string_view to, bool available) {
     router::Envelope env;
     env.kind = router::Envelope::Kind::deliver;
     env.stanza = router::StanzaKind::presence;
@@ -273,6 +271,22 @@ Handled BlockingModule::on_inbound(InboundEvent& ev) {
         ++_counters.inbound_dropped;
     }
     return Handled::yes;
+}
+
+ModuleSpec BlockingModule::spec() {
+    return {
+        .name = "blocking",
+        .summary = "XEP-0191 blocking command",
+        .optional = true,
+        .options = {
+            OptionSpec::integer("max_items", 1000, 1, 1'000'000, "JIDs one user may block (XEP-0191); one more gets <policy-violation/>"),
+        },
+        .make = [](const OptionValues& v) -> std::unique_ptr<Module> {
+        BlockingOptions o;
+        o.max_items = static_cast<std::size_t>(v.integer("blocking.max_items"));
+        return std::make_unique<BlockingModule>(o);
+    },
+    };
 }
 
 }  // namespace starling::modules

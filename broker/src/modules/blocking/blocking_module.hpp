@@ -16,7 +16,7 @@
 #include <unordered_map>
 
 #include "broker/src/modules/blocking/blocklist.hpp"
-#include "broker/src/modules/module.hpp"
+#include "broker/src/modules/api.hpp"
 
 namespace starling::modules {
 
@@ -38,6 +38,8 @@ struct BlockingCounters {
 class BlockingModule final : public Module {
 public:
     explicit BlockingModule(BlockingOptions options = {}) : _options(options) {}
+    // Its name, options and factory, for the module list and the configuration.
+    static ModuleSpec spec();
     std::string_view name() const noexcept override { return "blocking"; }
     void install(ModuleContext& ctx) override;
 
@@ -57,10 +59,10 @@ private:
     Handled on_outbound(OutboundEvent& ev);
     Handled on_inbound(InboundEvent& ev);
     void push(std::string_view bare_jid, std::string_view inner_xml);
-    void send_presence(c2s::C2sSession& from, std::string_view to, bool available);
+    void send_presence(router::Endpoint& from, std::string_view to, bool available);
 
     BlockingOptions _options;
-    c2s::ShardContext* _shard = nullptr;
+    ShardServices* _shard = nullptr;
     std::unique_ptr<blocking::BlockStore> _db;
     std::unordered_map<std::string, blocking::BlockList, StringHash, std::equal_to<>> _lists;
     std::uint64_t _push_id = 0;

@@ -2,9 +2,8 @@
 
 #include <algorithm>
 
-#include "broker/src/c2s/session.hpp"
-#include "broker/src/c2s/shard_context.hpp"
-#include "broker/src/c2s/stamp.hpp"
+#include "broker/src/session/shard_services.hpp"
+#include "broker/src/session/stamp.hpp"
 #include "broker/src/modules/carbons/forward.hpp"
 #include "broker/src/router/router.hpp"
 #include "broker/src/util/dom.hpp"
@@ -16,7 +15,7 @@ namespace {
 
 std::string_view bare_of(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
 
-bool enabled(const c2s::C2sSession& s) noexcept {
+bool enabled(const router::Endpoint& s) noexcept {
     const auto* st = s.find_slot<CarbonsState>();
     return st != nullptr && st->enabled;
 }
@@ -39,9 +38,9 @@ Handled on_enable(IqEvent& ev, bool on) {
 
 }  // namespace
 
-std::vector<c2s::C2sSession*> rfc6121_recipients(const std::vector<c2s::C2sSession*>& sessions,
+std::vector<router::Endpoint*> rfc6121_recipients(const std::vector<router::Endpoint*>& sessions,
                                                  std::string_view to, std::string_view type) {
-    std::vector<c2s::C2sSession*> out;
+    std::vector<router::Endpoint*> out;
     if (to.find('/') != std::string_view::npos) {
         for (auto* s : sessions) {
             if (s->jid() != nullptr && s->jid()->full() == to) {
@@ -78,7 +77,7 @@ void CarbonsModule::install(ModuleContext& ctx) {
             auto& shard = ev.session.shard();
             const auto& sessions = shard.router.sessions_of(me.bare_view());
             const bool any = std::any_of(sessions.begin(), sessions.end(),
-                                         [&](c2s::C2sSession* s) { return s != &ev.session && enabled(*s); });
+                                         [&](router::Endpoint* s) { return s != &ev.session && enabled(*s); });
             if (!any) return Handled::no;
             util::StanzaDom dom(ev.element.bytes(), xmpp::ns::client);
             const auto facts = fwd::read_facts(dom);
@@ -87,7 +86,7 @@ void CarbonsModule::install(ModuleContext& ctx) {
             // declarations are not at hand here (the session keeps them); clients do not use
             // stream-level prefixes inside messages in practice.
             std::string original;
-            c2s::stamp_into(original, ev.element, me.full(), {});
+            session::stamp_into(original, ev.element, me.full(), {});
             for (auto* s : sessions) {
                 if (s == &ev.session || !enabled(*s)) continue;
                 s->deliver(fwd::carbon("sent", me.bare_view(), s->jid()->full(), ev.type, original));
@@ -110,7 +109,7 @@ void CarbonsModule::install(ModuleContext& ctx) {
             // Between two resources of one user the sender's side made <sent/> copies already.
             if (bare_of(env.from) == bare) return Handled::no;
             const auto& sessions = ev.shard.router.sessions_of(bare);
-            if (std::none_of(sessions.begin(), sessions.end(), [](c2s::C2sSession* s) { return enabled(*s); }))
+            if (std::none_of(sessions.begin(), sessions.end(), [](router::Endpoint* s) { return enabled(*s); }))
                 return Handled::no;
             util::StanzaDom dom(env.bytes, xmpp::ns::client);
             const auto facts = fwd::read_facts(dom);
@@ -123,6 +122,19 @@ void CarbonsModule::install(ModuleContext& ctx) {
             return Handled::no;
         },
         k_priority);
+}
+
+ModuleSpec CarbonsModule::spec() {
+    return {
+        .name = "carbons",
+        .summary = "XEP-0280 message carbons",
+        .optional = true,
+        .options = {
+        },
+        .make = [](const OptionValues&) -> std::unique_ptr<Module> {
+        return std::make_unique<CarbonsModule>();
+    },
+    };
 }
 
 }  // namespace starling::modules

@@ -11,7 +11,7 @@
 
 #include <vector>
 
-#include "broker/src/modules/module.hpp"
+#include "broker/src/modules/api.hpp"
 
 namespace starling::modules {
 
@@ -26,6 +26,8 @@ public:
     // (-10, which adds the <stanza-id/> the copies should carry).
     static constexpr int k_priority = -20;
 
+    // Its name, options and factory, for the module list and the configuration.
+    static ModuleSpec spec();
     std::string_view name() const noexcept override { return "carbons"; }
     void install(ModuleContext& ctx) override;
 };
@@ -33,7 +35,7 @@ public:
 // Which of `sessions` the router gives a message for `to` (a bare or full JID of their
 // account), RFC 6121 §8.5.2-§8.5.3 as router.cpp applies them; `type` is the message type.
 // Exposed for tests.
-std::vector<c2s::C2sSession*> rfc6121_recipients(const std::vector<c2s::C2sSession*>& sessions,
+std::vector<router::Endpoint*> rfc6121_recipients(const std::vector<router::Endpoint*>& sessions,
                                                  std::string_view to, std::string_view type);
 
 }  // namespace starling::modules

@@ -5,8 +5,8 @@
 
 #include <mbedtls/sha1.h>
 
-#include "broker/src/c2s/shard_context.hpp"
-#include "broker/src/modules/host.hpp"
+#include "broker/src/session/shard_services.hpp"
+#include "broker/src/session/hooks.hpp"
 #include "xmpp/base64.hpp"
 #include "xmpp/xml/writer.hpp"
 
@@ -34,14 +34,14 @@ std::string caps_ver(std::vector<std::string> identities, std::vector<std::strin
 void DiscoModule::install(ModuleContext& ctx) {
     ctx.add_disco_feature(k_ns_info);
     ctx.add_disco_feature(k_ns_items);
-    c2s::ShardContext* shard = &ctx.shard();
+    ShardServices* shard = &ctx.shard();
     // Computed on first use: every module has declared its features by then.
     auto ver = std::make_shared<std::string>();
     auto server_ver = [shard, ver]() -> const std::string& {
-        if (ver->empty()) *ver = caps_ver({std::string(k_server_identity)}, shard->modules->disco_features());
+        if (ver->empty()) *ver = caps_ver({std::string(k_server_identity)}, shard->hooks->disco_features());
         return *ver;
     };
-    ctx.on_stream_features([server_ver](c2s::C2sSession&, bool authenticated, std::string& out) {
+    ctx.on_stream_features([server_ver](Session&, bool authenticated, std::string& out) {
         if (!authenticated) return;
         // XEP-0115 §6.3: capabilities in stream features.
         out += "<c xmlns='";
@@ -69,12 +69,12 @@ void DiscoModule::install(ModuleContext& ctx) {
             // XEP-0030 §3.1 and the registry: a registered account.
             w.open("identity").attr("category", "account").attr("type", "registered").close();
             w.open("feature").attr("var", k_ns_info).close();
-            for (const auto& f : shard->modules->account_disco_features()) {
+            for (const auto& f : shard->hooks->account_disco_features()) {
                 if (f != k_ns_info) w.open("feature").attr("var", f).close();
             }
         } else {
             w.open("identity").attr("category", "server").attr("type", "im").attr("name", "Starling").close();
-            for (const auto& f : shard->modules->disco_features()) w.open("feature").attr("var", f).close();
+            for (const auto& f : shard->hooks->disco_features()) w.open("feature").attr("var", f).close();
         }
         w.close();
         ev.reply_result(inner);
@@ -91,6 +91,19 @@ void DiscoModule::install(ModuleContext& ctx) {
         ev.reply_result(inner);
         return Handled::yes;
     });
+}
+
+ModuleSpec DiscoModule::spec() {
+    return {
+        .name = "disco",
+        .summary = "XEP-0030 service discovery, XEP-0115 server capabilities",
+        .optional = false,
+        .options = {
+        },
+        .make = [](const OptionValues&) -> std::unique_ptr<Module> {
+        return std::make_unique<DiscoModule>();
+    },
+    };
 }
 
 }  // namespace starling::modules

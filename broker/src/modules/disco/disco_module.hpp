@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "broker/src/modules/module.hpp"
+#include "broker/src/modules/api.hpp"
 
 namespace starling::modules {
 
@@ -21,6 +21,8 @@ inline constexpr std::string_view k_caps_node = "urn:xmpp:starling:caps";
 
 class DiscoModule final : public Module {
 public:
+    // Its name, options and factory, for the module list and the configuration.
+    static ModuleSpec spec();
     std::string_view name() const noexcept override { return "disco"; }
     void install(ModuleContext& ctx) override;
 };

@@ -4,10 +4,8 @@
 #include <chrono>
 #include <vector>
 
-#include "broker/src/c2s/options.hpp"
-#include "broker/src/c2s/session.hpp"
-#include "broker/src/c2s/shard_context.hpp"
-#include "broker/src/c2s/stamp.hpp"
+#include "broker/src/session/shard_services.hpp"
+#include "broker/src/session/stamp.hpp"
 #include "broker/src/modules/carbons/forward.hpp"
 #include "broker/src/router/router.hpp"
 #include "broker/src/storage/accounts.hpp"
@@ -78,7 +76,7 @@ void MamModule::install(ModuleContext& ctx) {
         STARLING_LOG(warn, "mam: no store in the shard context; archives are kept in memory only");
     }
     MessageArchive* archive = _archive.get();
-    _ids = std::make_unique<mam::IdCodec>(ctx.shard().options.server_secret);
+    _ids = std::make_unique<mam::IdCodec>(ctx.shard().server.server_secret);
     const mam::IdCodec* ids_codec = _ids.get();
     const MamOptions options = _options;
 
@@ -110,7 +108,7 @@ void MamModule::install(ModuleContext& ctx) {
             m.with = ev.to->full();
             m.sent = true;
             // Stream-level prefix declarations are the session's; messages do not use them.
-            c2s::stamp_into(m.stanza, ev.element, me.full(), {});
+            session::stamp_into(m.stanza, ev.element, me.full(), {});
             if (auto r = archive->append(me.bare_view(), m); !r) {
                 STARLING_LOG(warn, "mam: archiving a sent message of {} failed: {}", me.bare_view(),
                              storage::to_string(r.error()));
@@ -153,7 +151,7 @@ void MamModule::install(ModuleContext& ctx) {
         k_priority);
 
     // Retention, at login: older than retention_days, and beyond max_messages_per_user.
-    ctx.on_session([archive, options, retention_floor](c2s::C2sSession& s, SessionEvent e) {
+    ctx.on_session([archive, options, retention_floor](Session& s, SessionEvent e) {
         if (e != SessionEvent::bound || s.jid() == nullptr) return;
         const std::string_view bare = s.jid()->bare_view();
         const std::uint64_t floor = retention_floor(now_us());
@@ -358,6 +356,24 @@ void MamModule::install(ModuleContext& ctx) {
         ev.reply_result(fin);
         return Handled::yes;
     });
+}
+
+ModuleSpec MamModule::spec() {
+    return {
+        .name = "mam",
+        .summary = "XEP-0313 message archive",
+        .optional = true,
+        .options = {
+            OptionSpec::integer("retention_days", 365, 0, 36'500, "archived messages older than this expire; 0: kept forever"),
+            OptionSpec::integer("max_messages_per_user", 10'000, 0, 100'000'000, "the oldest messages beyond this count per user expire; 0: no limit"),
+        },
+        .make = [](const OptionValues& v) -> std::unique_ptr<Module> {
+        MamOptions o;
+        o.retention_days = static_cast<std::uint32_t>(v.integer("mam.retention_days"));
+        o.max_messages_per_user = static_cast<std::uint32_t>(v.integer("mam.max_messages_per_user"));
+        return std::make_unique<MamModule>(o);
+    },
+    };
 }
 
 }  // namespace starling::modules

@@ -13,7 +13,7 @@
 
 #include "broker/src/modules/mam/archive.hpp"
 #include "broker/src/modules/mam/query.hpp"
-#include "broker/src/modules/module.hpp"
+#include "broker/src/modules/api.hpp"
 
 namespace starling::storage {
 class Store;
@@ -39,6 +39,8 @@ public:
     explicit MamModule(MamOptions options = {}, storage::Store* store = nullptr) noexcept
         : _options(options), _store(store) {}
 
+    // Its name, options and factory, for the module list and the configuration.
+    static ModuleSpec spec();
     std::string_view name() const noexcept override { return "mam"; }
     void install(ModuleContext& ctx) override;
 

@@ -4,8 +4,7 @@
 #include <chrono>
 #include <vector>
 
-#include "broker/src/c2s/session.hpp"
-#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/session/shard_services.hpp"
 #include "broker/src/modules/offline/delay.hpp"
 #include "broker/src/storage/accounts.hpp"
 #include "broker/src/util/dom.hpp"
@@ -61,8 +60,8 @@ void OfflineModule::install(ModuleContext& ctx) {
     _shard = &ctx.shard();
     _db = std::make_unique<offline::OfflineStore>(*ctx.shard().store);
     ctx.add_disco_feature(k_feature);
-    ctx.on_undeliverable([this](router::Envelope& env, c2s::ShardContext&) { return store(env); });
-    ctx.on_session([this](c2s::C2sSession& s, SessionEvent e) {
+    ctx.on_undeliverable([this](router::Envelope& env, ShardServices&) { return store(env); });
+    ctx.on_session([this](Session& s, SessionEvent e) {
         // XEP-0160 §2: delivered to the resource that sends non-negative available presence.
         if (e == SessionEvent::available && s.priority() >= 0) deliver_stored(s);
     });
@@ -140,7 +139,7 @@ Handled OfflineModule::store(router::Envelope& env) {
     return Handled::yes;  // on disk (synced) before we say so
 }
 
-void OfflineModule::deliver_stored(c2s::C2sSession& session) {
+void OfflineModule::deliver_stored(Session& session) {
     const xmpp::Jid* jid = session.jid();
     if (jid == nullptr) return;
     const std::string_view bare = jid->bare_view();
@@ -175,9 +174,9 @@ void OfflineModule::deliver_stored(c2s::C2sSession& session) {
     if (q->count > 0) continue_later(session);
 }
 
-void OfflineModule::continue_later(c2s::C2sSession& session) {
+void OfflineModule::continue_later(Session& session) {
     auto timer = std::make_shared<asio::steady_timer>(_shard->io, k_continue_after);
-    std::weak_ptr<c2s::C2sSession> weak = session.weak_from_this();
+    std::weak_ptr<Session> weak = session.shared();
     std::weak_ptr<int> alive = _alive;
     timer->async_wait([this, timer, weak, alive](const asio::error_code& ec) {
         if (ec || alive.expired()) return;
@@ -186,6 +185,22 @@ void OfflineModule::continue_later(c2s::C2sSession& session) {
         if (!s || !s->is_available() || s->priority() < 0) return;
         deliver_stored(*s);
     });
+}
+
+ModuleSpec OfflineModule::spec() {
+    return {
+        .name = "offline",
+        .summary = "XEP-0160 offline messages",
+        .optional = true,
+        .options = {
+            OptionSpec::integer("max_messages", 1000, 1, 1'000'000, "messages kept per user while offline; one more gets <service-unavailable/>"),
+        },
+        .make = [](const OptionValues& v) -> std::unique_ptr<Module> {
+        OfflineOptions o;
+        o.max_messages = static_cast<std::uint32_t>(v.integer("offline.max_messages"));
+        return std::make_unique<OfflineModule>(o);
+    },
+    };
 }
 
 }  // namespace starling::modules

@@ -13,7 +13,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "broker/src/modules/module.hpp"
+#include "broker/src/modules/api.hpp"
 #include "broker/src/modules/offline/offline_store.hpp"
 
 namespace starling::modules {
@@ -44,6 +44,8 @@ class OfflineModule final : public Module {
 public:
     explicit OfflineModule(OfflineOptions options = {}) : _options(options) {}
     ~OfflineModule() override;
+    // Its name, options and factory, for the module list and the configuration.
+    static ModuleSpec spec();
     std::string_view name() const noexcept override { return "offline"; }
     void install(ModuleContext& ctx) override;
 
@@ -51,12 +53,12 @@ public:
 
 private:
     Handled store(router::Envelope& env);
-    void deliver_stored(c2s::C2sSession& session);
-    void continue_later(c2s::C2sSession& session);
+    void deliver_stored(Session& session);
+    void continue_later(Session& session);
     offline::QueueState* queue(std::string_view bare_jid);
 
     OfflineOptions _options;
-    c2s::ShardContext* _shard = nullptr;
+    ShardServices* _shard = nullptr;
     std::unique_ptr<offline::OfflineStore> _db;
     std::unordered_map<std::string, offline::QueueState> _queues;  // bare JID -> size (cache)
     std::shared_ptr<int> _alive = std::make_shared<int>(0);         // timers check it

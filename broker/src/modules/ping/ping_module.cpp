@@ -6,9 +6,7 @@
 
 #include <asio/post.hpp>
 
-#include "broker/src/c2s/options.hpp"
-#include "broker/src/c2s/session.hpp"
-#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/session/shard_services.hpp"
 #include "broker/src/router/router.hpp"
 #include "broker/src/util/log.hpp"
 #include "xmpp/xml/writer.hpp"
@@ -24,12 +22,6 @@ struct ServerPingSlot {
     PingState state;
 };
 
-ServerPingOptions options_from(const c2s::C2sOptions& o) {
-    ServerPingOptions p;
-    p.idle = o.server_ping_idle;  // c2s.ping_idle_ms
-    p.timeout = o.server_ping_timeout;  // c2s.ping_timeout_ms
-    return p;
-}
 
 }  // namespace
 
@@ -66,7 +58,7 @@ void PingModule::install(ModuleContext& ctx) {
         return Handled::yes;
     });
 
-    _effective = _options ? *_options : options_from(ctx.shard().options);
+    _effective = _options ? *_options : ServerPingOptions{};
     if (_effective.idle.count() <= 0) return;
     using std::chrono::milliseconds;
     _tick = _effective.tick.count() > 0
@@ -92,8 +84,11 @@ void PingModule::arm() {
 void PingModule::sweep() {
     if (_shard->draining) return;
     const auto now = std::chrono::steady_clock::now();
-    std::vector<std::shared_ptr<c2s::C2sSession>> to_close;
-    _shard->router.for_each_session([&](c2s::C2sSession& s) {
+    std::vector<std::shared_ptr<Session>> to_close;
+    _shard->router.for_each_session([&](router::Endpoint& e) {
+        Session* session = session::as_session(e);
+        if (session == nullptr) return;
+        Session& s = *session;
         auto& slot = s.slot<ServerPingSlot>();
         switch (next_ping_action(slot.state, now, s.last_read(), _effective)) {
         case PingAction::none: break;
@@ -111,7 +106,7 @@ void PingModule::sweep() {
             ++_counters.pings_sent;
             break;
         }
-        case PingAction::close: to_close.push_back(s.shared_from_this()); break;
+        case PingAction::close: to_close.push_back(s.shared()); break;
         }
     });
     // Outside the walk: close() takes the session out of the directory.
@@ -121,6 +116,24 @@ void PingModule::sweep() {
                      _effective.timeout.count());
         s->close(xmpp::StreamError::connection_timeout, "no answer to ping");
     }
+}
+
+ModuleSpec PingModule::spec() {
+    return {
+        .name = "ping",
+        .summary = "XEP-0199 ping, both ways",
+        .optional = false,
+        .options = {
+            OptionSpec::integer("idle_ms", 60'000, 0, 86'400'000, "ping a bound client silent this long (XEP-0199 §4.1); 0: never"),
+            OptionSpec::integer("timeout_ms", 30'000, 100, 3'600'000, "then close its stream if nothing arrives within this time"),
+        },
+        .make = [](const OptionValues& v) -> std::unique_ptr<Module> {
+        ServerPingOptions o;
+        o.idle = std::chrono::milliseconds(v.integer("ping.idle_ms"));
+        o.timeout = std::chrono::milliseconds(v.integer("ping.timeout_ms"));
+        return std::make_unique<PingModule>(o);
+    },
+    };
 }
 
 }  // namespace starling::modules

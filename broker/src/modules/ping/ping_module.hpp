@@ -17,7 +17,7 @@
 
 #include <asio/steady_timer.hpp>
 
-#include "broker/src/modules/module.hpp"
+#include "broker/src/modules/api.hpp"
 
 namespace starling::modules {
 
@@ -54,6 +54,8 @@ public:
     explicit PingModule(ServerPingOptions options);
     ~PingModule() override;
 
+    // Its name, options and factory, for the module list and the configuration.
+    static ModuleSpec spec();
     std::string_view name() const noexcept override { return "ping"; }
     void install(ModuleContext& ctx) override;
 
@@ -66,7 +68,7 @@ private:
     std::optional<ServerPingOptions> _options;
     ServerPingOptions _effective;
     std::chrono::milliseconds _tick{0};
-    c2s::ShardContext* _shard = nullptr;
+    ShardServices* _shard = nullptr;
     std::unique_ptr<asio::steady_timer> _timer;
     std::uint64_t _next_id = 0;
     ServerPingCounters _counters;

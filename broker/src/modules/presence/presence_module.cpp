@@ -3,10 +3,8 @@
 #include <algorithm>
 #include <vector>
 
-#include "broker/src/c2s/options.hpp"
-#include "broker/src/c2s/session.hpp"
-#include "broker/src/c2s/shard_context.hpp"
-#include "broker/src/c2s/stamp.hpp"
+#include "broker/src/session/shard_services.hpp"
+#include "broker/src/session/stamp.hpp"
 #include "broker/src/modules/blocking/blocklist.hpp"
 #include "broker/src/modules/presence/presence_util.hpp"
 #include "broker/src/storage/accounts.hpp"
@@ -30,13 +28,13 @@ void PresenceModule::install(ModuleContext& ctx) {
     _store = std::make_unique<roster::RosterStore>(roster::store_of(ctx.shard()));
     ctx.on_outbound(router::StanzaKind::presence, [this](OutboundEvent& ev) { return on_outbound(ev); });
     ctx.on_inbound(router::StanzaKind::presence, [this](InboundEvent& ev) { return on_inbound(ev); });
-    ctx.on_session([this](c2s::C2sSession& s, SessionEvent e) {
+    ctx.on_session([this](Session& s, SessionEvent e) {
         if (e == SessionEvent::available) on_available(s);
         if (e == SessionEvent::unavailable) on_unavailable(s);
     });
 }
 
-void PresenceModule::broadcast(c2s::C2sSession& session, std::string_view type, std::string_view bytes,
+void PresenceModule::broadcast(Session& session, std::string_view type, std::string_view bytes,
                                bool to_self) {
     const std::string owner(session.jid()->bare_view());
     const std::string& full = session.jid()->full();
@@ -78,7 +76,7 @@ Handled PresenceModule::on_outbound(OutboundEvent& ev) {
         } else if (ev.type == "unavailable") {
             // Broadcast by the session's unavailable event, which follows: keep its status.
             st.unavailable.clear();
-            c2s::stamp_into(st.unavailable, ev.element, ev.session.jid()->full(), {});
+            session::stamp_into(st.unavailable, ev.element, ev.session.jid()->full(), {});
         }
         return Handled::yes;
     }
@@ -119,7 +117,7 @@ Handled PresenceModule::on_inbound(InboundEvent& ev) {
     return Handled::yes;
 }
 
-void PresenceModule::on_available(c2s::C2sSession& session) {
+void PresenceModule::on_available(Session& session) {
     auto& st = session.slot<PresenceSession>();
     st.unavailable.clear();
     const std::string owner(session.jid()->bare_view());
@@ -133,12 +131,12 @@ void PresenceModule::on_available(c2s::C2sSession& session) {
         if (!roster::has_to(item.sub)) continue;
         const auto at = item.jid.find('@');
         const std::string_view domain = std::string_view(item.jid).substr(at == std::string::npos ? 0 : at + 1);
-        if (!_shard->options.serves(domain)) continue;  // no s2s yet
+        if (!_shard->server.serves(domain)) continue;  // no s2s yet
         presence::route_presence(*_shard, owner, item.jid, "probe", presence::make_presence(owner, item.jid, "probe"));
     }
 }
 
-void PresenceModule::on_unavailable(c2s::C2sSession& session) {
+void PresenceModule::on_unavailable(Session& session) {
     auto& st = session.slot<PresenceSession>();
     const std::string& full = session.jid()->full();
     std::string bytes = st.unavailable.empty() ? presence::make_presence(full, {}, "unavailable") : st.unavailable;
@@ -157,6 +155,19 @@ void PresenceModule::on_unavailable(c2s::C2sSession& session) {
     // C2sSession::after_turn()'s flush (it skips closed sessions), so mail queued here for other
     // shards would wait for the next unrelated flush. Wake them now.
     _shard->router.flush();
+}
+
+ModuleSpec PresenceModule::spec() {
+    return {
+        .name = "presence",
+        .summary = "RFC 6121 presence",
+        .optional = false,
+        .options = {
+        },
+        .make = [](const OptionValues&) -> std::unique_ptr<Module> {
+        return std::make_unique<PresenceModule>();
+    },
+    };
 }
 
 }  // namespace starling::modules

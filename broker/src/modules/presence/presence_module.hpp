@@ -19,13 +19,15 @@
 #include <string>
 #include <string_view>
 
-#include "broker/src/modules/module.hpp"
+#include "broker/src/modules/api.hpp"
 #include "broker/src/modules/roster/roster_store.hpp"
 
 namespace starling::modules {
 
 class PresenceModule final : public Module {
 public:
+    // Its name, options and factory, for the module list and the configuration.
+    static ModuleSpec spec();
     std::string_view name() const noexcept override { return "presence"; }
     void install(ModuleContext& ctx) override;
 
@@ -35,13 +37,13 @@ public:
 private:
     Handled on_outbound(OutboundEvent& ev);
     Handled on_inbound(InboundEvent& ev);
-    void on_available(c2s::C2sSession& session);
-    void on_unavailable(c2s::C2sSession& session);
+    void on_available(Session& session);
+    void on_unavailable(Session& session);
     // `bytes` (stamped, from the session's full JID) to every contact with from/both and to the
     // user's other available resources.
-    void broadcast(c2s::C2sSession& session, std::string_view type, std::string_view bytes, bool to_self);
+    void broadcast(Session& session, std::string_view type, std::string_view bytes, bool to_self);
 
-    c2s::ShardContext* _shard = nullptr;
+    ShardServices* _shard = nullptr;
     std::unique_ptr<roster::RosterStore> _store;
     std::uint64_t _suppressed = 0;
 };

@@ -1,7 +1,6 @@
 #include "broker/src/modules/presence/presence_util.hpp"
 
-#include "broker/src/c2s/session.hpp"
-#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/session/shard_services.hpp"
 #include "broker/src/router/router.hpp"
 #include "xmpp/xml/raw_text.hpp"
 #include "xmpp/xml/writer.hpp"
@@ -69,11 +68,11 @@ std::string make_presence(std::string_view from, std::string_view to, std::strin
     return out;
 }
 
-std::vector<c2s::C2sSession*> sessions_of(c2s::ShardContext& shard, std::string_view bare) {
+std::vector<router::Endpoint*> sessions_of(ShardServices& shard, std::string_view bare) {
     return shard.router.sessions_of(bare);
 }
 
-bool route_presence(c2s::ShardContext& shard, std::string_view from, std::string_view to, std::string_view type,
+bool route_presence(ShardServices& shard, std::string_view from, std::string_view to, std::string_view type,
                     std::string bytes) {
     if (to.empty()) return false;
     router::Envelope env;
@@ -86,7 +85,7 @@ bool route_presence(c2s::ShardContext& shard, std::string_view from, std::string
     return shard.router.route(std::move(env));
 }
 
-int send_current_presence(c2s::ShardContext& shard, std::string_view owner, std::string_view to) {
+int send_current_presence(ShardServices& shard, std::string_view owner, std::string_view to) {
     int n = 0;
     for (auto* s : sessions_of(shard, owner)) {
         if (!s->is_available() || s->last_presence().empty()) continue;
@@ -96,7 +95,7 @@ int send_current_presence(c2s::ShardContext& shard, std::string_view owner, std:
     return n;
 }
 
-int send_unavailable_from_all(c2s::ShardContext& shard, std::string_view owner, std::string_view to) {
+int send_unavailable_from_all(ShardServices& shard, std::string_view owner, std::string_view to) {
     int n = 0;
     for (auto* s : sessions_of(shard, owner)) {
         if (!s->is_available()) continue;

@@ -8,10 +8,7 @@
 #include <string_view>
 #include <vector>
 
-namespace starling::c2s {
-class C2sSession;
-struct ShardContext;
-}
+#include "broker/src/modules/api.hpp"
 
 namespace starling::modules::presence {
 
@@ -28,18 +25,18 @@ std::string make_presence(std::string_view from, std::string_view to, std::strin
 // A copy of the router's list of `bare`'s sessions on this shard. Iterate this, never the
 // router's own vector, when delivering: deliver() may close a slow reader, which removes it from
 // the directory (and may free that very vector) on the spot.
-std::vector<c2s::C2sSession*> sessions_of(c2s::ShardContext& shard, std::string_view bare);
+std::vector<router::Endpoint*> sessions_of(ShardServices& shard, std::string_view bare);
 
 // Routes a presence stanza (bytes already carry from/to) through the shard's router. False
 // when the destination's mailbox is full (the stanza is dropped: presence is best effort).
-bool route_presence(c2s::ShardContext& shard, std::string_view from, std::string_view to, std::string_view type,
+bool route_presence(ShardServices& shard, std::string_view from, std::string_view to, std::string_view type,
                     std::string bytes);
 
 // The current presence of each available resource of `owner` (a local bare JID whose home is
 // this shard) sent to `to` (RFC 6121 §3.2.1, §4.3.2). Returns how many were sent.
-int send_current_presence(c2s::ShardContext& shard, std::string_view owner, std::string_view to);
+int send_current_presence(ShardServices& shard, std::string_view owner, std::string_view to);
 // Unavailable presence from each available resource of `owner` to `to` (§3.3.3, §3.5.2).
-int send_unavailable_from_all(c2s::ShardContext& shard, std::string_view owner, std::string_view to);
+int send_unavailable_from_all(ShardServices& shard, std::string_view owner, std::string_view to);
 
 // The children of an element ("" when it is empty): bytes between its start and end tags.
 std::string_view inner_xml(std::string_view element_bytes, std::size_t start_tag_len);

@@ -4,12 +4,10 @@
 #include <mutex>
 #include <vector>
 
-#include "broker/src/admin/users.hpp"
-#include "broker/src/c2s/options.hpp"
-#include "broker/src/c2s/session.hpp"
-#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/session/shard_services.hpp"
 #include "broker/src/modules/register/register_limiter.hpp"
 #include "broker/src/modules/vcard/vcard_store.hpp"
+#include "broker/src/storage/account_ops.hpp"
 #include "broker/src/storage/accounts.hpp"
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
@@ -25,25 +23,11 @@ constexpr std::string_view k_ns_register = "jabber:iq:register";
 constexpr std::string_view k_ns_feature = "http://jabber.org/features/iq-register";
 constexpr std::string_view k_ns_data = "jabber:x:data";
 
-// Two shards may register one username at the same moment: the existence check and the write
-// must not interleave. Held only around exists()+put() (not the key derivation), on the
-// registration path only, which is pre-authentication and rate-limited: never on the stanza
-// path. TODO(#4): an atomic AccountStore::create() (shared with starlingctl's add) replaces it.
-std::mutex g_create_mutex;
-
 // Per stream: XEP-0077 §3.1.1 lets a server refuse a second registration on one stream.
 struct RegisterState {
     bool registered = false;
 };
 
-RegisterOptions options_from(const c2s::C2sOptions& o) {
-    RegisterOptions r;
-    r.open = o.registration_open;  // accounts.registration
-    r.per_ip_per_window = o.registrations_per_ip_per_minute;
-    r.allow_password_change = o.inband_password_change;
-    r.allow_cancel = o.inband_cancel;
-    return r;
-}
 
 // Replies on a stream that has not authenticated: no 'to' and no 'from' (RFC 6120 §8.1.1.1).
 void preauth_result(PreauthIqEvent& ev, std::string_view inner = {}) {
@@ -75,7 +59,7 @@ std::string registration_form() {
     return inner;
 }
 
-bool secure_enough(c2s::C2sSession& s) { return s.is_secure() || s.shard().options.allow_plaintext; }
+bool secure_enough(Session& s) { return s.is_secure() || s.shard().server.allow_plaintext; }
 
 std::string text_of(pugi::xml_node n) { return n.text().get(); }
 
@@ -115,16 +99,16 @@ RegisterModule::RegisterModule(RegisterOptions options) : _options(options) {}
 RegisterModule::~RegisterModule() = default;
 
 void RegisterModule::install(ModuleContext& ctx) {
-    const RegisterOptions opts = _options ? *_options : options_from(ctx.shard().options);
+    const RegisterOptions opts = _options ? *_options : RegisterOptions{};
     _limiter = std::make_unique<RegistrationLimiter>(opts.per_ip_per_window, opts.window);
     RegistrationLimiter* limiter = _limiter.get();
-    c2s::ShardContext* shard = &ctx.shard();
+    ShardServices* shard = &ctx.shard();
 
     if (opts.open || opts.allow_password_change || opts.allow_cancel) ctx.add_disco_feature(k_ns_register);
 
     // XEP-0077 §8: the stream feature, before authentication, once the stream is safe for a
     // password in the clear.
-    ctx.on_stream_features([opts](c2s::C2sSession& s, bool authenticated, std::string& out) {
+    ctx.on_stream_features([opts](Session& s, bool authenticated, std::string& out) {
         if (authenticated || !opts.open || !secure_enough(s)) return;
         out += "<register xmlns='";
         out += k_ns_feature;
@@ -167,7 +151,7 @@ void RegisterModule::install(ModuleContext& ctx) {
             preauth_error(ev, StanzaError::not_acceptable, "too many registrations from your address; try again later");
             return Handled::yes;
         }
-        const auto& o = shard->options;
+        const auto& o = shard->server;
         if (f.username->find_first_of("@/") != std::string::npos || !o.serves(ev.domain)) {
             preauth_error(ev, StanzaError::jid_malformed, "not a valid username");
             return Handled::yes;
@@ -187,24 +171,20 @@ void RegisterModule::install(ModuleContext& ctx) {
             preauth_error(ev, StanzaError::conflict, "username taken");  // §3.1
             return Handled::yes;
         }
-        auto record = admin::make_account_record(*f.password, o.scram_iterations, shard->random);
+        auto record = storage::make_account_record(*f.password, o.scram_iterations, shard->random);
         if (!record) {
             preauth_error(ev, StanzaError::not_acceptable, record.error().message);
             return Handled::yes;
         }
-        {
-            std::lock_guard lock(g_create_mutex);
-            auto again = shard->accounts.exists(bare);
-            if (again && *again) {
+        // Atomic against another shard (or starlingctl) creating the same name meanwhile.
+        if (auto created = storage::create_account(shard->accounts, bare, *record); !created) {
+            if (created.error().code == storage::AccountErrc::already_exists) {
                 preauth_error(ev, StanzaError::conflict, "username taken");
-                return Handled::yes;
-            }
-            auto put = again ? shard->accounts.put(bare, *record) : xmpp::Result<void, storage::Errc>(xmpp::Unexpected(again.error()));
-            if (!put) {
-                STARLING_LOG(warn, "register: storing {} failed: {}", bare, storage::to_string(put.error()));
+            } else {
+                STARLING_LOG(warn, "register: storing {} failed: {}", bare, created.error().message);
                 preauth_error(ev, StanzaError::internal_server_error);
-                return Handled::yes;
             }
+            return Handled::yes;
         }
         state.registered = true;
         STARLING_LOG(info, "register: {} registered from {}", bare, ev.session.peer_address());
@@ -253,8 +233,10 @@ void RegisterModule::install(ModuleContext& ctx) {
             ev.reply_result();
             // §3.2: then a <not-authorized/> stream error on every stream of the account. They
             // all live on this shard, its home (DESIGN §2). Copied: close() edits the directory.
-            std::vector<std::shared_ptr<c2s::C2sSession>> streams;
-            for (auto* s : shard->router.sessions_of(bare)) streams.push_back(s->shared_from_this());
+            std::vector<std::shared_ptr<Session>> streams;
+            for (auto* e : shard->router.sessions_of(bare)) {
+                if (auto* s = session::as_session(*e)) streams.push_back(s->shared());
+            }
             for (auto& s : streams) s->close(xmpp::StreamError::not_authorized, "account removed");
             return Handled::yes;
         }
@@ -278,12 +260,12 @@ void RegisterModule::install(ModuleContext& ctx) {
                 return Handled::yes;
             }
         }
-        admin::UserContext uc{shard->accounts, shard->options.domains, shard->options.scram_iterations, shard->random};
-        auto changed = admin::change_password(uc, bare, *f.password);
+        auto changed = storage::change_password(shard->accounts, bare, *f.password, shard->server.scram_iterations,
+                                                shard->random);
         if (!changed) {
             switch (changed.error().code) {
-            case admin::AdminErrc::bad_password: ev.reply_error(StanzaError::not_acceptable, changed.error().message); break;
-            case admin::AdminErrc::not_found: ev.reply_error(StanzaError::registration_required); break;
+            case storage::AccountErrc::bad_password: ev.reply_error(StanzaError::not_acceptable, changed.error().message); break;
+            case storage::AccountErrc::not_found: ev.reply_error(StanzaError::registration_required); break;
             default: ev.reply_error(StanzaError::internal_server_error); break;
             }
             return Handled::yes;
@@ -292,6 +274,28 @@ void RegisterModule::install(ModuleContext& ctx) {
         ev.reply_result();
         return Handled::yes;
     });
+}
+
+ModuleSpec RegisterModule::spec() {
+    return {
+        .name = "register",
+        .summary = "XEP-0077 in-band registration",
+        .optional = false,
+        .options = {
+            OptionSpec::boolean("open", false, "let anyone create an account over XMPP before logging in; false: only starlingctl creates accounts"),
+            OptionSpec::integer("per_ip_per_minute", 5, 0, 1'000'000, "registration attempts per address per minute, per shard, when open; 0: no limit"),
+            OptionSpec::boolean("password_change", true, "let logged-in users change their password (XEP-0077 §3.3)"),
+            OptionSpec::boolean("cancel", true, "let logged-in users delete their account (XEP-0077 §3.2)"),
+        },
+        .make = [](const OptionValues& v) -> std::unique_ptr<Module> {
+        RegisterOptions o;
+        o.open = v.boolean("register.open");
+        o.per_ip_per_window = static_cast<std::uint32_t>(v.integer("register.per_ip_per_minute"));
+        o.allow_password_change = v.boolean("register.password_change");
+        o.allow_cancel = v.boolean("register.cancel");
+        return std::make_unique<RegisterModule>(o);
+    },
+    };
 }
 
 }  // namespace starling::modules

@@ -19,7 +19,7 @@
 
 #include <pugixml.hpp>
 
-#include "broker/src/modules/module.hpp"
+#include "broker/src/modules/api.hpp"
 
 namespace starling::util {
 class StanzaDom;
@@ -45,6 +45,8 @@ public:
     explicit RegisterModule(RegisterOptions options);
     ~RegisterModule() override;
 
+    // Its name, options and factory, for the module list and the configuration.
+    static ModuleSpec spec();
     std::string_view name() const noexcept override { return "register"; }
     void install(ModuleContext& ctx) override;
 

@@ -2,9 +2,7 @@
 
 #include <algorithm>
 
-#include "broker/src/c2s/options.hpp"
-#include "broker/src/c2s/session.hpp"
-#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/session/shard_services.hpp"
 #include "broker/src/modules/presence/presence_util.hpp"
 #include "broker/src/storage/accounts.hpp"
 #include "broker/src/util/dom.hpp"
@@ -58,10 +56,10 @@ void RosterModule::install(ModuleContext& ctx) {
                     10);
     ctx.on_inbound(router::StanzaKind::presence, [this](InboundEvent& ev) { return on_inbound_subscription(ev); },
                    10);
-    ctx.on_session([this](c2s::C2sSession& s, SessionEvent e) {
+    ctx.on_session([this](Session& s, SessionEvent e) {
         if (e == SessionEvent::available) on_available(s);
     });
-    ctx.on_stream_features([](c2s::C2sSession&, bool authenticated, std::string& out) {
+    ctx.on_stream_features([](Session&, bool authenticated, std::string& out) {
         if (!authenticated) return;
         out += "<ver xmlns='urn:xmpp:features:rosterver'/>";  // XEP-0237 §3
         out += "<sub xmlns='urn:xmpp:features:pre-approval'/>";  // RFC 6121 §3.4
@@ -274,7 +272,7 @@ Handled RosterModule::on_outbound_subscription(OutboundEvent& ev) {
     }
     const std::string before = item.visible();
     const std::string id = ev.element.id().present() ? ev.element.id().unescape() : std::string();
-    const bool routable = _shard->options.serves(ev.to->domainpart());  // no s2s yet
+    const bool routable = _shard->server.serves(ev.to->domainpart());  // no s2s yet
     auto route = [&](std::string_view type, std::string_view inner = {}) {
         if (!routable) return;
         presence::route_presence(*_shard, owner, contact, type, presence::make_presence(owner, contact, type, id, inner));
@@ -364,12 +362,25 @@ Handled RosterModule::on_inbound_subscription(InboundEvent& ev) {
     return Handled::yes;
 }
 
-void RosterModule::on_available(c2s::C2sSession& session) {
+void RosterModule::on_available(Session& session) {
     // §3.1.3: pending inbound requests go to the user's newly available resource.
     const std::string owner(session.jid()->bare_view());
     for (const auto& item : _store->load_all(owner)) {
         if (item.pending_in && !item.pending_stanza.empty()) session.deliver(item.pending_stanza);
     }
+}
+
+ModuleSpec RosterModule::spec() {
+    return {
+        .name = "roster",
+        .summary = "RFC 6121 roster, XEP-0237 versioning",
+        .optional = false,
+        .options = {
+        },
+        .make = [](const OptionValues&) -> std::unique_ptr<Module> {
+        return std::make_unique<RosterModule>();
+    },
+    };
 }
 
 }  // namespace starling::modules

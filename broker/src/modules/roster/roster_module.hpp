@@ -19,7 +19,7 @@
 #include <string>
 #include <string_view>
 
-#include "broker/src/modules/module.hpp"
+#include "broker/src/modules/api.hpp"
 #include "broker/src/modules/roster/roster_item.hpp"
 #include "broker/src/modules/roster/roster_store.hpp"
 
@@ -27,6 +27,8 @@ namespace starling::modules {
 
 class RosterModule final : public Module {
 public:
+    // Its name, options and factory, for the module list and the configuration.
+    static ModuleSpec spec();
     std::string_view name() const noexcept override { return "roster"; }
     void install(ModuleContext& ctx) override;
 
@@ -35,7 +37,7 @@ private:
     void on_set(IqEvent& ev);
     Handled on_outbound_subscription(OutboundEvent& ev);
     Handled on_inbound_subscription(InboundEvent& ev);
-    void on_available(c2s::C2sSession& session);
+    void on_available(Session& session);
 
     // Saves `item` for `owner`; when its visible form changed (`before`), bumps the version and
     // pushes it. False when the write failed (nothing was pushed).
@@ -45,7 +47,7 @@ private:
     // whatever their priority). Returns how many got it.
     int deliver_to_available(std::string_view owner, std::string_view bytes);
 
-    c2s::ShardContext* _shard = nullptr;
+    ShardServices* _shard = nullptr;
     std::unique_ptr<roster::RosterStore> _store;
     std::uint64_t _push_seq = 0;
 };

@@ -8,7 +8,7 @@
 #include <rocksdb/iterator.h>
 #include <rocksdb/write_batch.h>
 
-#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/session/shard_services.hpp"
 #include "broker/src/storage/accounts.hpp"
 #include "broker/src/storage/rocks.hpp"
 #include "broker/src/storage/store.hpp"
@@ -104,7 +104,7 @@ std::optional<std::uint64_t> RosterStore::erase(std::string_view owner, std::str
     return save(owner, gone, true);
 }
 
-storage::Store& store_of(c2s::ShardContext& shard) noexcept {
+storage::Store& store_of(ShardServices& shard) noexcept {
     if (shard.store == nullptr) {
         // A wiring bug (the broker sets it before installing modules): fail loudly.
         STARLING_LOG(error, "roster: ShardContext::store is not set");

@@ -23,9 +23,7 @@
 namespace starling::storage {
 class Store;
 }
-namespace starling::c2s {
-struct ShardContext;
-}
+#include "broker/src/modules/api.hpp"
 
 namespace starling::modules::roster {
 
@@ -50,7 +48,7 @@ private:
     storage::Store& _store;
 };
 
-// The broker's Store, from the shard context (ShardContext::store; aborts when unset).
-storage::Store& store_of(c2s::ShardContext& shard) noexcept;
+// The broker's Store, from the shard context (ShardServices::store; aborts when unset).
+storage::Store& store_of(ShardServices& shard) noexcept;
 
 }  // namespace starling::modules::roster

@@ -1,8 +1,6 @@
 #include "broker/src/modules/vcard/vcard_module.hpp"
 
-#include "broker/src/c2s/options.hpp"
-#include "broker/src/c2s/session.hpp"
-#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/session/shard_services.hpp"
 #include "broker/src/modules/vcard/vcard_store.hpp"
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
@@ -20,11 +18,6 @@ struct StringWriter final : pugi::xml_writer {
     void write(const void* data, std::size_t size) override { out.append(static_cast<const char*>(data), size); }
 };
 
-VcardOptions options_from(const c2s::C2sOptions& o) {
-    VcardOptions v;
-    v.max_bytes = o.vcard_max_bytes;  // accounts.vcard_max_bytes
-    return v;
-}
 
 bool has_child_element(pugi::xml_node n) {
     for (auto c = n.first_child(); c; c = c.next_sibling()) {
@@ -73,7 +66,7 @@ void VcardModule::install(ModuleContext& ctx) {
         return;
     }
     _store = std::make_unique<VcardStore>(*store);
-    const VcardOptions options = _options ? *_options : options_from(ctx.shard().options);
+    const VcardOptions options = _options ? *_options : VcardOptions{};
     VcardStore* vcards = _store.get();
 
     ctx.add_disco_feature(k_ns_vcard);
@@ -131,6 +124,22 @@ void VcardModule::install(ModuleContext& ctx) {
         ev.reply_result();  // after the synced write: what is acknowledged is durable
         return Handled::yes;
     });
+}
+
+ModuleSpec VcardModule::spec() {
+    return {
+        .name = "vcard",
+        .summary = "XEP-0054 vCard-temp",
+        .optional = true,
+        .options = {
+            OptionSpec::integer("max_bytes", 65'536, 1'024, 16u << 20, "serialized size limit of one vCard"),
+        },
+        .make = [](const OptionValues& v) -> std::unique_ptr<Module> {
+        VcardOptions o;
+        o.max_bytes = static_cast<std::size_t>(v.integer("vcard.max_bytes"));
+        return std::make_unique<VcardModule>(nullptr, o);
+    },
+    };
 }
 
 }  // namespace starling::modules

@@ -14,7 +14,7 @@
 
 #include <pugixml.hpp>
 
-#include "broker/src/modules/module.hpp"
+#include "broker/src/modules/api.hpp"
 
 namespace starling::storage {
 class Store;
@@ -38,6 +38,8 @@ public:
     VcardModule(storage::Store* store, VcardOptions options);
     ~VcardModule() override;
 
+    // Its name, options and factory, for the module list and the configuration.
+    static ModuleSpec spec();
     std::string_view name() const noexcept override { return "vcard"; }
     void install(ModuleContext& ctx) override;
 

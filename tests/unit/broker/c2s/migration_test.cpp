@@ -74,11 +74,13 @@ struct TwoShards {
         options.server_secret = "0123456789abcdef0123456789abcdef";
         for (router::ShardId i = 0; i < 2; ++i) {
             auto* p = &per[i];
-            p->router = std::make_unique<router::ShardRouter>(i, mailboxes, options, [p](router::Envelope&& env) {
-                auto session = std::move(env.session);
-                session->adopt(*p->ctx, env.fd);
+            p->router = std::make_unique<router::ShardRouter>(i, mailboxes, [p](router::Envelope&& env) {
+                std::static_pointer_cast<c2s::C2sSession>(std::move(env.session))->adopt(*p->ctx, env.fd);
             });
-            p->ctx.reset(new c2s::ShardContext{i, shards[i].io(), options, nullptr, accounts, *p->router, p->random});
+            p->ctx = std::make_unique<c2s::ShardContext>(
+                session::ShardServices{.shard = i, .io = shards[i].io(), .server = options, .accounts = accounts,
+                                       .router = *p->router, .random = p->random},
+                options, nullptr);
         }
     }
 

@@ -1,5 +1,6 @@
 // broker/src/config: TOML file, command line, overrides, validation.
 #include "broker/src/config/config.hpp"
+#include "broker/src/modules/module_list.hpp"
 
 #include <gtest/gtest.h>
 
@@ -95,13 +96,24 @@ TEST(BrokerConfig, DefaultsAreValid) {
     EXPECT_EQ(c.metrics.bind_address, "127.0.0.1");
     EXPECT_TRUE(c.c2s.require_tls);
     EXPECT_FALSE(c.c2s.allow_plaintext);
-    EXPECT_EQ(c.accounts.registration, Registration::closed);
+    EXPECT_FALSE(c.modules.values.boolean("register.open"));
+    EXPECT_TRUE(c.modules.is_enabled("mam"));
     EXPECT_TRUE(warnings(c).empty());
 }
 
 TEST(BrokerConfig, EmptyFileGivesTheDefaults) {
     EXPECT_EQ(parse_config("", "empty.toml"), BrokerConfig{});
     EXPECT_EQ(parse_config("# only a comment\n[c2s]\n", "c.toml"), BrokerConfig{});
+}
+
+// deploy/starlingd.toml holds the module sections exactly as the modules declare them.
+TEST(ExampleFile, HoldsTheModulesDeclarationsVerbatim) {
+    const std::string text = read_text(k_example);
+    const std::string block = module_config_text();
+    EXPECT_NE(text.find(block), std::string::npos)
+        << "deploy/starlingd.toml is out of date; regenerate its module sections with\n"
+           "  starlingd --print-module-config\nwhich prints:\n"
+        << block;
 }
 
 TEST(ExampleFile, EqualsTheDefaults) {
@@ -191,10 +203,16 @@ INSTANTIATE_TEST_SUITE_P(
                      c.c2s.stanzas_per_second = 50;
                      c.c2s.idle_timeout_ms = 0;
                  }},
-        GoodFile{"accounts", "[accounts]\nscram_iterations = 10000\nregistration = \"open\"\n",
+        GoodFile{"accounts", "[accounts]\nscram_iterations = 10000\n[register]\nopen = true\n",
                  [](BrokerConfig& c) {
                      c.accounts.scram_iterations = 10000;
-                     c.accounts.registration = Registration::open;
+                     c.modules.values.set("register.open", true);
+                 }},
+        GoodFile{"module_options", "[modules]\nmam = false\n[offline]\nmax_messages = 50\n[ping]\nidle_ms = 0\n",
+                 [](BrokerConfig& c) {
+                     c.modules.enabled["mam"] = false;
+                     c.modules.values.set("offline.max_messages", std::uint64_t{50});
+                     c.modules.values.set("ping.idle_ms", std::uint64_t{0});
                  }},
         GoodFile{"paths", "[admin]\nsocket = \"/run/starling.sock\"\n[storage]\npath = \"rocks\"\n",
                  [](BrokerConfig& c) {
@@ -270,8 +288,15 @@ INSTANTIATE_TEST_SUITE_P(
         BadFile{"table_is_scalar", "c2s = 5\n", 1, 7, "c2s", "must be a table (got an integer)"},
         BadFile{"log_level", "[general]\nlog_level = \"loud\"\n", 2, 13, "general.log_level",
                 "must be one of trace, debug, info, warn, error (got \"loud\")"},
-        BadFile{"registration", "[accounts]\nregistration = \"invite\"\n", 2, 0, "accounts.registration",
-                "must be one of closed, open (got \"invite\")"},
+        BadFile{"registration_moved", "[accounts]\nregistration = \"open\"\n", 2, 1, "accounts.registration",
+                "moved: write it as [register] open = true or false"},
+        BadFile{"offline_moved", "[accounts]\noffline_max_messages = 5\n", 2, 1, "accounts.offline_max_messages",
+                "moved: write it as [offline] max_messages"},
+        BadFile{"module_option_type", "[register]\nopen = \"yes\"\n", 2, 0, "register.open",
+                "must be a boolean (true or false) (got a string)"},
+        BadFile{"unknown_module_option", "[offline]\nmax_mesages = 5\n", 2, 1, "offline.max_mesages",
+                "unknown key (did you mean 'max_messages'?)"},
+        BadFile{"unknown_module_switch", "[modules]\npubsubb = false\n", 2, 1, "modules.pubsubb", ""},
         BadFile{"bind_hostname", "[c2s]\nbind_address = \"localhost\"\n", 2, 0, "c2s.bind_address",
                 "must be an IPv4 or IPv6 address such as 0.0.0.0 or :: (got \"localhost\")"},
         BadFile{"bind_bracketed", "[metrics]\nbind_address = \"[::1]\"\n", 2, 0, "metrics.bind_address", ""},
@@ -323,6 +348,18 @@ struct Bound {
 // gtest prints the row by its name.
 std::ostream& operator<<(std::ostream& os, const Bound& r) { return os << r.table << "." << r.name; }
 
+// A module option's row, with the bounds its module declares.
+Bound declared(const char* module, const char* option) {
+    for (const auto& m : starling::modules::module_catalog()) {
+        if (m.name != module) continue;
+        for (const auto& o : m.options) {
+            if (o.name == option) return Bound{module, option, Range{o.min, o.max}};
+        }
+    }
+    ADD_FAILURE() << module << "." << option << " is not declared";
+    return Bound{module, option, Range{0, 0}};
+}
+
 class NumericBounds : public ::testing::TestWithParam<Bound> {
 protected:
     static std::string file(const Bound& b, std::string value) {
@@ -367,14 +404,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Bound{"c2s", "max_attributes", bounds::max_attributes},
                       Bound{"metrics", "port", bounds::port},
                       Bound{"accounts", "scram_iterations", bounds::scram_iterations},
-                      Bound{"c2s", "ping_idle_ms", bounds::ping_idle_ms},
-                      Bound{"c2s", "ping_timeout_ms", bounds::ping_timeout_ms},
-                      Bound{"accounts", "registrations_per_ip_per_minute", bounds::registrations_per_ip_per_minute},
-                      Bound{"accounts", "vcard_max_bytes", bounds::vcard_max_bytes},
-                      Bound{"accounts", "offline_max_messages", bounds::offline_max_messages},
-                      Bound{"accounts", "blocklist_max_items", bounds::blocklist_max_items},
-                      Bound{"accounts", "mam_retention_days", bounds::mam_retention_days},
-                      Bound{"accounts", "mam_max_messages_per_user", bounds::mam_max_messages_per_user}),
+                      declared("ping", "idle_ms"), declared("ping", "timeout_ms"),
+                      declared("register", "per_ip_per_minute"), declared("vcard", "max_bytes"),
+                      declared("offline", "max_messages"), declared("blocking", "max_items"),
+                      declared("mam", "retention_days"), declared("mam", "max_messages_per_user")),
     [](const auto& p) { return std::string(p.param.table) + "_" + p.param.name; });
 
 TEST(NumericBounds, CoverEveryIntegerOption) {
@@ -750,7 +783,4 @@ TEST(LogLevel, RoundTripsThroughText) {
         EXPECT_EQ(parse_log_level(to_string(l)), l);
     }
     EXPECT_EQ(parse_log_level("INFO"), std::nullopt);
-    EXPECT_EQ(parse_registration("open"), Registration::open);
-    EXPECT_EQ(parse_registration("closed"), Registration::closed);
-    EXPECT_EQ(parse_registration(""), std::nullopt);
 }

@@ -4,7 +4,7 @@
 
 #include "broker/src/modules/blocking/blocklist.hpp"
 #include "broker/src/modules/offline/offline_module.hpp"
-#include "tests/unit/broker/modules/offline/shard_fixture.hpp"
+#include "tests/unit/broker/support/routed_shard.hpp"
 
 namespace {
 

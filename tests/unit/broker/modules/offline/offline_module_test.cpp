@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "broker/src/modules/offline/offline_store.hpp"
-#include "tests/unit/broker/modules/offline/shard_fixture.hpp"
+#include "tests/unit/broker/support/routed_shard.hpp"
 
 namespace {
 

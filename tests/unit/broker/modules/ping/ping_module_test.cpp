@@ -4,7 +4,7 @@
 
 #include <gtest/gtest.h>
 
-#include "tests/unit/broker/modules/ping/one_shard.hpp"
+#include "tests/unit/broker/support/live_shard.hpp"
 
 namespace {
 

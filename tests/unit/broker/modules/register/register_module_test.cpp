@@ -5,7 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "broker/src/util/dom.hpp"
-#include "tests/unit/broker/modules/ping/one_shard.hpp"
+#include "tests/unit/broker/support/live_shard.hpp"
 
 namespace {
 

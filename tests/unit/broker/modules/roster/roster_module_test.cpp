@@ -6,7 +6,7 @@
 
 #include "broker/src/modules/presence/presence_module.hpp"
 #include "broker/src/modules/roster/roster_store.hpp"
-#include "tests/unit/broker/modules/roster/one_shard.hpp"
+#include "tests/unit/broker/support/routed_shard.hpp"
 
 namespace {
 
@@ -20,12 +20,12 @@ constexpr const char* k_alice = "alice@localhost";
 constexpr const char* k_bob = "bob@localhost";
 
 struct Fixture {
-    std::unique_ptr<roster_test::OneShard> shard;
+    std::unique_ptr<test_support::OneShard> shard;
     Fixture() {
         std::vector<std::unique_ptr<modules::Module>> mods;
         mods.push_back(std::make_unique<modules::RosterModule>());
         mods.push_back(std::make_unique<modules::PresenceModule>());
-        shard = std::make_unique<roster_test::OneShard>(std::move(mods));
+        shard = std::make_unique<test_support::OneShard>(std::move(mods));
         shard->add_account(k_alice);
         shard->add_account(k_bob);
     }

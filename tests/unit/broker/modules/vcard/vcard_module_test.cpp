@@ -6,7 +6,7 @@
 
 #include "broker/src/modules/vcard/vcard_store.hpp"
 #include "broker/src/util/dom.hpp"
-#include "tests/unit/broker/modules/ping/one_shard.hpp"
+#include "tests/unit/broker/support/live_shard.hpp"
 
 namespace {
 

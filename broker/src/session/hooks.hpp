@@ -1,4 +1,5 @@
-// ModuleHost: a shard's table of module handlers, and the calls the core makes into it.
+// HookTable: a shard's table of module handlers, and the calls the core makes into it (the client
+// stream layer through the methods below, the router through RouterHooks).
 // Handlers of one hook run in priority order (higher first) until one says Handled::yes.
 // Lookup is by small integers and a flat vector; registration happens before traffic only.
 //
@@ -9,27 +10,28 @@
 #include <string>
 #include <vector>
 
-#include "broker/src/modules/module.hpp"
+#include "broker/src/session/module.hpp"
 
-namespace starling::modules {
+namespace starling::session {
 
-class ModuleHost {
+class HookTable final : public router::RouterHooks {
 public:
-    ModuleHost() = default;
-    ModuleHost(const ModuleHost&) = delete;
-    ModuleHost& operator=(const ModuleHost&) = delete;
+    HookTable() = default;
+    HookTable(const HookTable&) = delete;
+    HookTable& operator=(const HookTable&) = delete;
 
-    // Installs every module of make_modules() (or `modules`) for this shard.
-    void install(c2s::ShardContext& shard, std::vector<std::unique_ptr<Module>> modules);
-    void install_default(c2s::ShardContext& shard);
+    // Installs `modules` for this shard (the broker makes them from the module list).
+    void install(ShardServices& shard, std::vector<std::unique_ptr<Module>> modules);
+
+    // RouterHooks.
+    router::Delivery inbound(router::Envelope& env) const override;
+    router::Delivery undeliverable(router::Envelope& env) const override;
 
     // Core entry points.
     Handled handle_iq(IqEvent& ev) const;
     Handled outbound(OutboundEvent& ev) const;
-    Handled inbound(InboundEvent& ev) const;
-    Handled undeliverable(router::Envelope& env, c2s::ShardContext& shard) const;
-    void session_event(c2s::C2sSession& session, SessionEvent event) const;
-    void stream_features(c2s::C2sSession& session, bool authenticated, std::string& out) const;
+    void session_event(Session& session, SessionEvent event) const;
+    void stream_features(Session& session, bool authenticated, std::string& out) const;
     Handled preauth_iq(PreauthIqEvent& ev) const;
 
     // Disco features of the server, sorted and unique (XEP-0030 §3.1).
@@ -51,6 +53,7 @@ private:
         H handler;
     };
 
+    ShardServices* _shard = nullptr;
     std::vector<std::unique_ptr<Module>> _modules;
     std::vector<std::string> _features;
     std::vector<std::string> _account_features;
@@ -68,4 +71,4 @@ private:
     std::vector<PreauthEntry> _preauth;
 };
 
-}  // namespace starling::modules
+}  // namespace starling::session

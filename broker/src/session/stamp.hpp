@@ -8,7 +8,7 @@
 
 #include "xmpp/xml/tokenizer.hpp"
 
-namespace starling::c2s {
+namespace starling::session {
 
 // Appends `el` to `out` with from='<from>' (escaped here). `outer_ns_decls` are the namespace
 // declarations of the sender's stream header, as raw attributes (" xmlns:x='...'"); they are
@@ -21,4 +21,4 @@ void stamp_into(std::string& out, const xmpp::xml::ElementView& el, std::string_
 // default namespace excluded. Kept by the session for stamp_into().
 std::string outer_namespace_declarations(const xmpp::xml::ElementView& header);
 
-}  // namespace starling::c2s
+}  // namespace starling::session

@@ -1,8 +1,8 @@
-#include "broker/src/c2s/stamp.hpp"
+#include "broker/src/session/stamp.hpp"
 
 #include "xmpp/xml/raw_text.hpp"
 
-namespace starling::c2s {
+namespace starling::session {
 
 namespace {
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
@@ -55,4 +55,4 @@ std::string outer_namespace_declarations(const xmpp::xml::ElementView& header) {
     return decls;
 }
 
-}  // namespace starling::c2s
+}  // namespace starling::session

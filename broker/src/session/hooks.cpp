@@ -1,18 +1,16 @@
-#include "broker/src/modules/host.hpp"
+#include "broker/src/session/hooks.hpp"
 
 #include <algorithm>
 
-#include "broker/src/c2s/session.hpp"
-#include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/util/dom.hpp"
 #include "xmpp/xml/raw_text.hpp"
 #include "xmpp/xml/writer.hpp"
 
-namespace starling::modules {
+namespace starling::session {
 
 // ---- IqEvent ---------------------------------------------------------------------------------
 
-IqEvent::IqEvent(c2s::C2sSession& s, const xmpp::xml::ElementView& el, util::StanzaDom& d, pugi::xml_node p,
+IqEvent::IqEvent(Session& s, const xmpp::xml::ElementView& el, util::StanzaDom& d, pugi::xml_node p,
                  std::string_view t, bool account, IqType ty, std::string i)
     : session(s), element(el), dom(d), payload(p), to(t), to_account(account), type(ty), id(std::move(i)) {}
 
@@ -105,9 +103,10 @@ void ModuleContext::on_preauth_iq(std::string_view ns, std::string_view name, Pr
     _host._preauth.push_back({std::string(ns), std::string(name), std::move(handler)});
 }
 
-// ---- ModuleHost ------------------------------------------------------------------------------
+// ---- HookTable -------------------------------------------------------------------------------
 
-void ModuleHost::install(c2s::ShardContext& shard, std::vector<std::unique_ptr<Module>> modules) {
+void HookTable::install(ShardServices& shard, std::vector<std::unique_ptr<Module>> modules) {
+    _shard = &shard;
     ModuleContext ctx(*this, shard);
     for (auto& m : modules) {
         m->install(ctx);
@@ -115,9 +114,7 @@ void ModuleHost::install(c2s::ShardContext& shard, std::vector<std::unique_ptr<M
     }
 }
 
-void ModuleHost::install_default(c2s::ShardContext& shard) { install(shard, make_modules(shard.options)); }
-
-Handled ModuleHost::handle_iq(IqEvent& ev) const {
+Handled HookTable::handle_iq(IqEvent& ev) const {
     if (!ev.payload) return Handled::no;
     const auto ns = ev.dom.ns_of(ev.payload);
     const auto name = util::StanzaDom::local_name(ev.payload);
@@ -129,36 +126,39 @@ Handled ModuleHost::handle_iq(IqEvent& ev) const {
     return Handled::no;
 }
 
-Handled ModuleHost::outbound(OutboundEvent& ev) const {
+Handled HookTable::outbound(OutboundEvent& ev) const {
     for (const auto& h : _outbound[static_cast<int>(ev.kind)]) {
         if (h.handler(ev) == Handled::yes) return Handled::yes;
     }
     return Handled::no;
 }
 
-Handled ModuleHost::inbound(InboundEvent& ev) const {
-    for (const auto& h : _inbound[static_cast<int>(ev.env.stanza)]) {
-        if (h.handler(ev) == Handled::yes) return Handled::yes;
+router::Delivery HookTable::inbound(router::Envelope& env) const {
+    if (_shard == nullptr) return router::Delivery::pass;
+    InboundEvent ev{env, *_shard};
+    for (const auto& h : _inbound[static_cast<int>(env.stanza)]) {
+        if (h.handler(ev) == Handled::yes) return router::Delivery::handled;
     }
-    return Handled::no;
+    return router::Delivery::pass;
 }
 
-Handled ModuleHost::undeliverable(router::Envelope& env, c2s::ShardContext& shard) const {
+router::Delivery HookTable::undeliverable(router::Envelope& env) const {
+    if (_shard == nullptr) return router::Delivery::pass;
     for (const auto& h : _undeliverable) {
-        if (h(env, shard) == Handled::yes) return Handled::yes;
+        if (h(env, *_shard) == Handled::yes) return router::Delivery::handled;
     }
-    return Handled::no;
+    return router::Delivery::pass;
 }
 
-void ModuleHost::session_event(c2s::C2sSession& session, SessionEvent event) const {
+void HookTable::session_event(Session& session, SessionEvent event) const {
     for (const auto& h : _session) h(session, event);
 }
 
-void ModuleHost::stream_features(c2s::C2sSession& session, bool authenticated, std::string& out) const {
+void HookTable::stream_features(Session& session, bool authenticated, std::string& out) const {
     for (const auto& h : _features_handlers) h(session, authenticated, out);
 }
 
-Handled ModuleHost::preauth_iq(PreauthIqEvent& ev) const {
+Handled HookTable::preauth_iq(PreauthIqEvent& ev) const {
     if (!ev.payload) return Handled::no;
     const auto ns = ev.dom.ns_of(ev.payload);
     const auto name = util::StanzaDom::local_name(ev.payload);
@@ -168,4 +168,4 @@ Handled ModuleHost::preauth_iq(PreauthIqEvent& ev) const {
     return Handled::no;
 }
 
-}  // namespace starling::modules
+}  // namespace starling::session

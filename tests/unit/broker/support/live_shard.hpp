@@ -1,6 +1,7 @@
 // Test fixture for module tests that need the real thing: one shard with its io_context, router,
 // module host and a plaintext listener on loopback, a RocksDB store in a temp folder, and a
 // blocking client that speaks just enough XMPP. Shared by the ping/, register/ and vcard/ tests.
+// (Without sockets, see routed_shard.hpp.)
 #pragma once
 
 #include <gtest/gtest.h>
@@ -24,7 +25,7 @@
 #include "broker/src/c2s/options.hpp"
 #include "broker/src/c2s/session.hpp"
 #include "broker/src/c2s/shard_context.hpp"
-#include "broker/src/modules/host.hpp"
+#include "broker/src/session/hooks.hpp"
 #include "broker/src/net/listener.hpp"
 #include "broker/src/net/shard.hpp"
 #include "broker/src/router/mailboxes.hpp"
@@ -60,27 +61,27 @@ struct OneShard {
     util::Random random;
     std::unique_ptr<router::ShardRouter> router;
     std::unique_ptr<c2s::ShardContext> ctx;
-    modules::ModuleHost host;
+    session::HookTable host;
     std::unique_ptr<net::Listener> listener;
     std::uint16_t port = 0;
 
     // `configure` may edit the options before anything reads them.
     template <class Configure>
-    OneShard(std::vector<std::unique_ptr<modules::Module>> mods, Configure configure) {
+    OneShard(std::vector<std::unique_ptr<session::Module>> mods, Configure configure) {
         options.require_tls = false;
         options.allow_plaintext = true;
         options.auth_failure_delay = std::chrono::milliseconds(0);
         options.server_secret = "0123456789abcdef0123456789abcdef";
         configure(options);
-        router = std::make_unique<router::ShardRouter>(0, mailboxes, options, [this](router::Envelope&& env) {
-            auto session = std::move(env.session);
-            session->adopt(*ctx, env.fd);
+        router = std::make_unique<router::ShardRouter>(0, mailboxes, [this](router::Envelope&& env) {
+            std::static_pointer_cast<c2s::C2sSession>(std::move(env.session))->adopt(*ctx, env.fd);
         });
-        ctx.reset(new c2s::ShardContext{0, shards[0].io(), options, nullptr, accounts, *router, random});
-        ctx->store = store.get();
-        ctx->modules = &host;
+        ctx = std::make_unique<c2s::ShardContext>(
+            session::ShardServices{.shard = 0, .io = shards[0].io(), .server = options, .accounts = accounts,
+                                   .router = *router, .random = random, .hooks = &host, .store = store.get()},
+            options, nullptr);
         host.install(*ctx, std::move(mods));
-        router->set_modules(&host, ctx.get());
+        router->set_hooks(&host);
         listener = std::make_unique<net::Listener>(
             shards[0].io(), asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0),
             [this](asio::ip::tcp::socket s) { c2s::C2sSession::start(*ctx, std::move(s), false); });
@@ -88,7 +89,7 @@ struct OneShard {
         port = listener->port();
         shards.start();
     }
-    explicit OneShard(std::vector<std::unique_ptr<modules::Module>> mods)
+    explicit OneShard(std::vector<std::unique_ptr<session::Module>> mods)
         : OneShard(std::move(mods), [](c2s::C2sOptions&) {}) {}
 
     ~OneShard() {

@@ -1,8 +1,9 @@
 // Modules: one protocol feature each (DESIGN §4, CONVENTIONS §5). A module registers handlers
-// on its shard's ModuleHost at install time: IQ handlers by (namespace, payload name, type),
+// on its shard's HookTable at install time: IQ handlers by (namespace, payload name, type),
 // hooks on stanzas leaving a local session (outbound) and reaching a local account on its home
 // shard (inbound), session events, and disco features. The table is frozen before traffic;
-// the core knows no XEP.
+// the core knows no XEP. This is the whole API a module sees; it lives below both c2s/ (which
+// calls the hooks) and modules/ (which install them), so neither includes the other.
 //
 // Lives on: one instance of every module per shard, installed before the shard runs; each
 // handler runs on that shard's thread, for sessions and accounts whose home shard it is.
@@ -18,22 +19,20 @@
 #include <pugixml.hpp>
 
 #include "broker/src/router/router.hpp"
+#include "broker/src/session/options.hpp"
+#include "broker/src/session/session.hpp"
+#include "broker/src/session/shard_services.hpp"
 #include "xmpp/jid.hpp"
 #include "xmpp/stream_error.hpp"
 #include "xmpp/xml/tokenizer.hpp"
 
-namespace starling::c2s {
-class C2sSession;
-struct C2sOptions;
-struct ShardContext;
-}  // namespace starling::c2s
 namespace starling::util {
 class StanzaDom;
 }
 
-namespace starling::modules {
+namespace starling::session {
 
-class ModuleHost;
+class HookTable;
 
 enum class Handled : std::uint8_t { no, yes };
 enum class IqType : std::uint8_t { get, set };
@@ -42,10 +41,10 @@ enum class IqType : std::uint8_t { get, set };
 // JID, or another local account: RFC 6120 §10.5.3.2, the server answers for it).
 class IqEvent {
 public:
-    IqEvent(c2s::C2sSession& session, const xmpp::xml::ElementView& el, util::StanzaDom& dom,
+    IqEvent(Session& session, const xmpp::xml::ElementView& el, util::StanzaDom& dom,
             pugi::xml_node payload, std::string_view to, bool to_account, IqType type, std::string id);
 
-    c2s::C2sSession& session;  // the sender, bound, on its home shard
+    Session& session;  // the sender, bound, on its home shard
     const xmpp::xml::ElementView& element;
     util::StanzaDom& dom;
     pugi::xml_node payload;  // the first child element of the <iq/>
@@ -69,7 +68,7 @@ private:
 // A stanza a bound local session sends, before it is routed (blocking, carbons, archive,
 // presence broadcast and subscriptions...). `to` is null when the stanza had no 'to'.
 struct OutboundEvent {
-    c2s::C2sSession& session;
+    Session& session;
     const xmpp::xml::ElementView& element;
     router::StanzaKind kind;
     const xmpp::Jid* to;
@@ -80,13 +79,13 @@ struct OutboundEvent {
 // sessions (probes, subscriptions, blocking, carbons, archive). Handlers may edit env.bytes.
 struct InboundEvent {
     router::Envelope& env;
-    c2s::ShardContext& shard;
+    ShardServices& shard;
 };
 
 // An IQ on a stream that has not authenticated yet (XEP-0077 in-band registration). There is no
 // 'from': answer with session.deliver() (no 'to' on the reply, RFC 6120 §8.1.1.1).
 struct PreauthIqEvent {
-    c2s::C2sSession& session;
+    Session& session;
     const xmpp::xml::ElementView& element;
     util::StanzaDom& dom;
     pugi::xml_node payload;
@@ -105,20 +104,20 @@ enum class SessionEvent : std::uint8_t {
 using IqHandler = std::function<Handled(IqEvent&)>;
 using OutboundHandler = std::function<Handled(OutboundEvent&)>;
 using InboundHandler = std::function<Handled(InboundEvent&)>;
-using SessionHandler = std::function<void(c2s::C2sSession&, SessionEvent)>;
+using SessionHandler = std::function<void(Session&, SessionEvent)>;
 // A stanza for an account with no session that takes it (RFC 6121 §8.5.2.2): Handled::yes when
 // kept (offline storage); otherwise the router applies the RFC's default.
-using UndeliverableHandler = std::function<Handled(router::Envelope&, c2s::ShardContext&)>;
+using UndeliverableHandler = std::function<Handled(router::Envelope&, ShardServices&)>;
 // Extra <stream:features/> children for an authenticated (true) or not yet authenticated stream.
 using PreauthIqHandler = std::function<Handled(PreauthIqEvent&)>;
-using FeaturesHandler = std::function<void(c2s::C2sSession&, bool authenticated, std::string& out)>;
+using FeaturesHandler = std::function<void(Session&, bool authenticated, std::string& out)>;
 
 // What a module sees at install time.
 class ModuleContext {
 public:
-    ModuleContext(ModuleHost& host, c2s::ShardContext& shard) : _host(host), _shard(shard) {}
+    ModuleContext(HookTable& host, ShardServices& shard) : _host(host), _shard(shard) {}
 
-    c2s::ShardContext& shard() noexcept { return _shard; }
+    ShardServices& shard() noexcept { return _shard; }
     void add_disco_feature(std::string_view var);
     // A feature of every account (disco#info to a bare JID), e.g. urn:xmpp:mam:2.
     void add_account_disco_feature(std::string_view var);
@@ -131,8 +130,8 @@ public:
     void on_preauth_iq(std::string_view ns, std::string_view name, PreauthIqHandler handler);
 
 private:
-    ModuleHost& _host;
-    c2s::ShardContext& _shard;
+    HookTable& _host;
+    ShardServices& _shard;
 };
 
 class Module {
@@ -142,8 +141,16 @@ public:
     virtual void install(ModuleContext& ctx) = 0;
 };
 
-// One line per module: modules/module_list.cpp. Module options come from the configuration
-// through `options`.
-std::vector<std::unique_ptr<Module>> make_modules(const c2s::C2sOptions& options);
+// What the broker knows of a module before any shard exists: its name (also the TOML table of
+// its options and its switch under [modules]), whether an operator may turn it off, its options,
+// and how to make one instance (per shard) from the configured values. modules/module_list.cpp
+// holds one line per module.
+struct ModuleSpec {
+    std::string_view name;
+    std::string_view summary;  // "XEP-0160 offline messages": for docs and --print-config
+    bool optional = false;     // [modules] <name> = false turns it off (its data is kept)
+    std::vector<OptionSpec> options;
+    std::function<std::unique_ptr<Module>(const OptionValues&)> make;
+};
 
-}  // namespace starling::modules
+}  // namespace starling::session

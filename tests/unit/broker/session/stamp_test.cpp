@@ -1,4 +1,4 @@
-#include "broker/src/c2s/stamp.hpp"
+#include "broker/src/session/stamp.hpp"
 
 #include <gtest/gtest.h>
 
@@ -9,8 +9,8 @@
 
 namespace {
 
-using starling::c2s::outer_namespace_declarations;
-using starling::c2s::stamp_into;
+using starling::session::outer_namespace_declarations;
+using starling::session::stamp_into;
 using xmpp::xml::EventKind;
 using xmpp::xml::Tokenizer;
 

@@ -1,4 +1,5 @@
-// One shard wired as the broker wires it (store, router, modules), without sockets or threads:
+// One shard wired as the broker wires it (store, router, modules), without sockets or threads,
+// shared by the module tests that drive the router directly (roster, offline, blocking):
 // the tests route envelopes straight into the router and read the modules' counters.
 #pragma once
 
@@ -10,9 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "broker/src/c2s/options.hpp"
-#include "broker/src/c2s/shard_context.hpp"
-#include "broker/src/modules/host.hpp"
+#include "broker/src/session/hooks.hpp"
+#include "broker/src/session/shard_services.hpp"
 #include "broker/src/router/mailboxes.hpp"
 #include "broker/src/router/router.hpp"
 #include "broker/src/storage/accounts.hpp"
@@ -23,19 +23,19 @@ namespace starling::test_support {
 
 class OneShard {
 public:
-    explicit OneShard(std::vector<std::unique_ptr<modules::Module>> mods) {
+    explicit OneShard(std::vector<std::unique_ptr<session::Module>> mods) {
         std::random_device rd;
         _dir = std::filesystem::temp_directory_path() / ("starling-module-test-" + std::to_string(rd()));
         std::filesystem::create_directories(_dir);
         store = storage::Store::open(_dir.string());
         accounts = std::make_unique<storage::AccountStore>(*store);
         mailboxes = std::make_unique<router::Mailboxes<router::Envelope>>(1, 16, [](router::ShardId) {});
-        router = std::make_unique<router::ShardRouter>(0, *mailboxes, options, [](router::Envelope&&) {});
-        ctx.reset(new c2s::ShardContext{0, io, options, nullptr, *accounts, *router, random});
-        ctx->store = store.get();
-        ctx->modules = &host;
+        router = std::make_unique<router::ShardRouter>(0, *mailboxes, [](router::Envelope&&) {});
+        ctx = std::make_unique<session::ShardServices>(session::ShardServices{
+            .shard = 0, .io = io, .server = options, .accounts = *accounts, .router = *router, .random = random,
+            .hooks = &host, .store = store.get()});
         host.install(*ctx, std::move(mods));
-        router->set_modules(&host, ctx.get());
+        router->set_hooks(&host);
     }
     ~OneShard() {
         ctx.reset();
@@ -66,14 +66,14 @@ public:
 
     std::filesystem::path _dir;
     asio::io_context io;
-    c2s::C2sOptions options;
+    session::ServerOptions options;
     util::Random random;
     std::unique_ptr<storage::Store> store;
     std::unique_ptr<storage::AccountStore> accounts;
     std::unique_ptr<router::Mailboxes<router::Envelope>> mailboxes;
     std::unique_ptr<router::ShardRouter> router;
-    modules::ModuleHost host;
-    std::unique_ptr<c2s::ShardContext> ctx;
+    session::HookTable host;
+    std::unique_ptr<session::ShardServices> ctx;
 };
 
 }  // namespace starling::test_support

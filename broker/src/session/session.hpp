@@ -1,0 +1,41 @@
+// Session: a bound client stream as modules see it (CONVENTIONS §5). It is an Endpoint for the
+// router, plus what modules need of the stream it lives on: the shard's services, the peer's
+// address, the domain it asked for, whether it is encrypted, when it last spoke. Modules include
+// this, never c2s/: the client-stream layer implements it (c2s::C2sSession), and other kinds of
+// streams (BOSH, WebSocket) can later.
+//
+// Lives on: the session's shard (the home shard of its bare JID once bound).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "broker/src/router/endpoint.hpp"
+
+namespace starling::session {
+
+struct ShardServices;
+
+class Session : public router::Endpoint {
+public:
+    Session() noexcept : router::Endpoint(Kind::client_session) {}
+
+    // A strong reference, for work that must outlive the current call (closing after a walk).
+    virtual std::shared_ptr<Session> shared() = 0;
+    virtual ShardServices& shard() noexcept = 0;
+    // Remote address, for logs and per-address limits.
+    virtual const std::string& peer_address() const noexcept = 0;
+    // The domain the client's stream is for (empty before its header).
+    virtual const std::string& domain() const noexcept = 0;
+    virtual bool is_secure() const noexcept = 0;
+    // When the client last sent anything (XEP-0199 server pings use it).
+    virtual std::chrono::steady_clock::time_point last_read() const noexcept = 0;
+};
+
+// The session behind a directory entry, or null when the endpoint is not a client session.
+inline Session* as_session(router::Endpoint& e) noexcept {
+    return e.kind() == router::Endpoint::Kind::client_session ? static_cast<Session*>(&e) : nullptr;
+}
+
+}  // namespace starling::session
