@@ -135,6 +135,14 @@ struct DeflaterImpl : StreamBase {
     DeflaterImpl(const DeflaterImpl&) = delete;
     DeflaterImpl& operator=(const DeflaterImpl&) = delete;
 
+    // A failed stream is over (the caller closes it): give zlib's memory back at once.
+    ZlibError fatal(ZlibError e) noexcept {
+        if (state == State::active) deflateEnd(&z);
+        drop_dict();
+        state = State::failed;
+        return fail(e);
+    }
+
     // Fresh: a zlib-wrapped stream (the header goes out with the first bytes). Parked: a raw
     // deflate stream, since the header was sent long ago; the peer sees the next deflate
     // block of the same stream. zlib.h (deflateSetDictionary): for raw deflate the dictionary
@@ -186,7 +194,7 @@ struct DeflaterImpl : StreamBase {
             for (;;) {
                 if (!grow(out, used, step)) {
                     out.resize(start_size);
-                    return Unexpected(fail(ZlibError::out_of_memory));
+                    return Unexpected(fatal(ZlibError::out_of_memory));
                 }
                 z.next_out = reinterpret_cast<Bytef*>(out.data() + used);
                 z.avail_out = static_cast<uInt>(std::min(step, k_max_chunk));
@@ -196,7 +204,7 @@ struct DeflaterImpl : StreamBase {
                 out.resize(used);
                 if (rc == Z_STREAM_ERROR) {
                     out.resize(start_size);
-                    return Unexpected(fail(ZlibError::internal));
+                    return Unexpected(fatal(ZlibError::internal));
                 }
                 // zlib.h (deflate): with a flush, done once all input is taken and there was
                 // output space left; otherwise call again with the same flush.
@@ -223,13 +231,12 @@ struct DeflaterImpl : StreamBase {
         if (state != State::active) return ZlibError::none;
         if (options.flush == FlushMode::sync) {
             uInt len = 0;
-            if (deflateGetDictionary(&z, nullptr, &len) != Z_OK) return fail(ZlibError::internal);
+            if (deflateGetDictionary(&z, nullptr, &len) != Z_OK) return fatal(ZlibError::internal);
             if (len > 0) {
                 dict.reset(new (std::nothrow) char[len]);
-                if (!dict) return fail(ZlibError::out_of_memory);
+                if (!dict) return ZlibError::out_of_memory;  // not parked; the stream goes on
                 if (deflateGetDictionary(&z, reinterpret_cast<Bytef*>(dict.get()), &len) != Z_OK) {
-                    drop_dict();
-                    return fail(ZlibError::internal);
+                    return fatal(ZlibError::internal);
                 }
                 dict_len = len;
             }
@@ -254,6 +261,15 @@ struct InflaterImpl : StreamBase {
     }
     InflaterImpl(const InflaterImpl&) = delete;
     InflaterImpl& operator=(const InflaterImpl&) = delete;
+
+    // A failed stream is over (the caller closes it with a stream error): give zlib's memory
+    // back at once, so a peer that sent a bomb or garbage holds nothing while it is closed.
+    ZlibError fatal(ZlibError e) noexcept {
+        if (state == State::active) inflateEnd(&z);
+        drop_dict();
+        state = State::failed;
+        return fail(e);
+    }
 
     ZlibError start(std::uint8_t first_byte) noexcept {
         if (state == State::fresh) {
@@ -313,7 +329,7 @@ struct InflaterImpl : StreamBase {
             if (room == 0) break;  // the cap is reached and zlib wants more room: a bomb
             if (!grow(out, used, room)) {
                 out.resize(used);
-                return Unexpected(fail(ZlibError::out_of_memory));
+                return Unexpected(fatal(ZlibError::out_of_memory));
             }
             const std::size_t in_piece = std::min(in.size() - p.consumed, k_max_chunk);
             z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + p.consumed));
@@ -338,14 +354,14 @@ struct InflaterImpl : StreamBase {
                 return skip_trailer(in, p);
             case Z_MEM_ERROR:
                 counters.bytes_in += p.consumed;
-                return Unexpected(fail(ZlibError::out_of_memory));
+                return Unexpected(fatal(ZlibError::out_of_memory));
             case Z_NEED_DICT:  // RFC 1950 FDICT: XEP-0138 defines no preset dictionary
             case Z_DATA_ERROR:
                 counters.bytes_in += p.consumed;
-                return Unexpected(fail(ZlibError::corrupt_input));
+                return Unexpected(fatal(ZlibError::corrupt_input));
             default:
                 counters.bytes_in += p.consumed;
-                return Unexpected(fail(ZlibError::internal));
+                return Unexpected(fatal(ZlibError::internal));
             }
             if (p.produced > max_out) break;
             if (p.consumed == in.size() && z.avail_out != 0) {
@@ -355,12 +371,12 @@ struct InflaterImpl : StreamBase {
             }
             if (z.avail_out != 0 && rc == Z_BUF_ERROR) {
                 counters.bytes_in += p.consumed;
-                return Unexpected(fail(ZlibError::internal));  // input left, room left, no progress
+                return Unexpected(fatal(ZlibError::internal));  // input left, room left, no progress
             }
             step = std::min(step * 2, k_max_chunk);
         }
         counters.bytes_in += p.consumed;
-        return Unexpected(fail(ZlibError::output_limit));
+        return Unexpected(fatal(ZlibError::output_limit));
     }
 
     // After the peer's final block: a raw (resumed) stream still carries the 4-byte Adler-32
@@ -372,7 +388,7 @@ struct InflaterImpl : StreamBase {
         trailer_left = static_cast<std::uint8_t>(trailer_left - skip);
         p.consumed += skip;
         counters.bytes_in += skip;
-        if (p.consumed < in.size()) return Unexpected(fail(ZlibError::data_after_end));
+        if (p.consumed < in.size()) return Unexpected(fatal(ZlibError::data_after_end));
         if (state == State::active) {
             inflateEnd(&z);
             state = State::parked;  // nothing to resume: holds nothing

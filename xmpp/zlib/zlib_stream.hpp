@@ -8,7 +8,8 @@
 // between batches and keeps only the last part of the sliding window, and the next call
 // re-initialises zlib transparently as a raw continuation of the same zlib stream, so the
 // bytes on the wire stay one valid RFC 1950 stream. After an error the object stays failed
-// (the first error wins) and every later call returns that error. Movable (a moved-from object
+// (the first error wins), has already given zlib's memory back, and every later call returns
+// that error. Movable (a moved-from object
 // may only be destroyed or assigned to); not thread-safe. Lives on: the shard that owns the
 // connection (it moves with the socket on home-shard migration, as a whole, between two calls).
 //
@@ -148,6 +149,7 @@ public:
 
     // Gives zlib's state back, keeping at most 2^window_bits bytes of history (nothing in
     // FlushMode::full). Always possible between calls (each call ends on a flush). Idempotent.
+    // out_of_memory here (no room for the history) is not sticky: the stream stays unparked.
     Result<void, ZlibError> park() noexcept;
     bool is_parked() const noexcept;
 

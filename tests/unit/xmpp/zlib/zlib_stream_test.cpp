@@ -314,6 +314,7 @@ TEST(Inflater, RefusesAZlibBombPastTheOutputLimit) {
     EXPECT_EQ(r.error(), ZlibError::output_limit);
     EXPECT_LE(out.size(), k_limit + 1);
     EXPECT_LE(counter.peak_bytes(), 48u * 1024);  // inflate state + 32 KiB window, nothing more
+    EXPECT_EQ(counter.live_bytes(), 0u);          // a failed stream gives zlib's memory back
     // Sticky: the stream is over.
     auto again = i->decompress(std::string_view("x"), out, k_limit);
     ASSERT_FALSE(again);
@@ -374,6 +375,7 @@ TEST(Inflater, RejectsGarbageAsCorruptInput) {
         ASSERT_FALSE(r) << row;
         EXPECT_EQ(r.error(), ZlibError::corrupt_input) << row;
         EXPECT_EQ(i->error(), ZlibError::corrupt_input);
+        EXPECT_EQ(i->zlib_bytes(), 0u);
     }
 }
 
