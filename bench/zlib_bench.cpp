@@ -94,6 +94,7 @@ std::vector<Setting> settings() {
         {"tuned-parked", {}, {}, 15, 8, true},
         {"tuned-parked-full-flush", {.flush = FlushMode::full}, {}, 15, 8, true},
         {"tuned-both-ends-parked", {}, {}, 11, 4, true},  // the peer is starling-agent
+        {"tuned-parked-compact", {.compact_parked_history = true}, {.compact_parked_history = true}, 15, 8, true},
     };
 }
 

@@ -87,6 +87,12 @@ constexpr std::size_t k_max_chunk = std::size_t{1} << 30;
 // Growth step for output buffers when the final size is unknown.
 constexpr std::size_t k_min_grow = 4096;
 
+// Compaction of parked history: not worth a deflate call below this, nor for less gain.
+constexpr std::size_t k_min_compact = 512;
+constexpr std::size_t k_min_saving = 64;
+constexpr int k_compact_window_bits = 12;
+constexpr int k_compact_mem_level = 4;
+
 }  // namespace
 
 struct StreamBase {
@@ -97,6 +103,7 @@ struct StreamBase {
     ZlibCounters counters;
     std::unique_ptr<char[]> dict;  // parked history: the last dict_len bytes of plaintext
     std::size_t dict_len = 0;
+    std::size_t packed_len = 0;    // > 0: `dict` holds those bytes, the history compressed
 
     explicit StreamBase(AllocationCounter* shared) noexcept : own(shared) {
         z.zalloc = &AllocationCounter::zalloc;
@@ -113,6 +120,68 @@ struct StreamBase {
     void drop_dict() noexcept {
         dict.reset();
         dict_len = 0;
+        packed_len = 0;
+    }
+
+    std::size_t held_bytes() const noexcept { return packed_len > 0 ? packed_len : dict_len; }
+
+    // Parked history, compacted: XML history compresses ~5:1 and a warm stream's window is
+    // most of what an idle session holds (README, "Parking"). A one-shot raw deflate with a
+    // small window (its ~37 KiB of state stays under malloc's mmap threshold and lives only
+    // during this call, counted like every zlib allocation). On any failure, or if it does
+    // not shrink, the plain history is kept: compaction is an optimisation, never an error.
+    void compact() noexcept {
+        if (dict_len < k_min_compact || packed_len > 0) return;
+        z_stream t{};
+        t.zalloc = &AllocationCounter::zalloc;
+        t.zfree = &AllocationCounter::zfree;
+        t.opaque = &own;
+        if (deflateInit2(&t, 1, Z_DEFLATED, -k_compact_window_bits, k_compact_mem_level, Z_DEFAULT_STRATEGY) != Z_OK) {
+            return;
+        }
+        const uLong bound = deflateBound(&t, static_cast<uLong>(dict_len));
+        std::unique_ptr<char[]> buf(new (std::nothrow) char[bound]);
+        if (buf) {
+            t.next_in = reinterpret_cast<Bytef*>(dict.get());
+            t.avail_in = static_cast<uInt>(dict_len);
+            t.next_out = reinterpret_cast<Bytef*>(buf.get());
+            t.avail_out = static_cast<uInt>(bound);
+            const int rc = deflate(&t, Z_FINISH);
+            const std::size_t n = bound - t.avail_out;
+            if (rc == Z_STREAM_END && n + k_min_saving < dict_len) {
+                if (std::unique_ptr<char[]> exact(new (std::nothrow) char[n]); exact) {
+                    std::memcpy(exact.get(), buf.get(), n);
+                    dict = std::move(exact);
+                    packed_len = n;
+                }
+            }
+        }
+        deflateEnd(&t);
+    }
+
+    // Back to the plain history before a resume; false only when memory ran out (the packed
+    // bytes were written by compact() above, so anything else is a bug: internal).
+    ZlibError expand() noexcept {
+        if (packed_len == 0) return ZlibError::none;
+        std::unique_ptr<char[]> plain(new (std::nothrow) char[dict_len]);
+        if (!plain) return ZlibError::out_of_memory;
+        z_stream t{};
+        t.zalloc = &AllocationCounter::zalloc;
+        t.zfree = &AllocationCounter::zfree;
+        t.opaque = &own;
+        const int init = inflateInit2(&t, -k_compact_window_bits);
+        if (init != Z_OK) return init == Z_MEM_ERROR ? ZlibError::out_of_memory : ZlibError::internal;
+        t.next_in = reinterpret_cast<Bytef*>(dict.get());
+        t.avail_in = static_cast<uInt>(packed_len);
+        t.next_out = reinterpret_cast<Bytef*>(plain.get());
+        t.avail_out = static_cast<uInt>(dict_len);
+        const int rc = inflate(&t, Z_FINISH);
+        const bool ok = rc == Z_STREAM_END && t.avail_out == 0;
+        inflateEnd(&t);
+        if (!ok) return rc == Z_MEM_ERROR ? ZlibError::out_of_memory : ZlibError::internal;
+        dict = std::move(plain);
+        packed_len = 0;
+        return ZlibError::none;
     }
 
     // Room for `n` bytes from `used`; returns false on allocation failure.
@@ -150,6 +219,9 @@ struct DeflaterImpl : StreamBase {
     // it exactly as far as the peer's inflater (which kept the real history) can.
     ZlibError start() noexcept {
         const bool raw = state == State::parked;
+        if (raw) {
+            if (auto e = expand(); e != ZlibError::none) return fatal(e);
+        }
         const int bits = raw ? -options.window_bits : options.window_bits;
         int rc = deflateInit2(&z, options.level, Z_DEFLATED, bits, options.mem_level, Z_DEFAULT_STRATEGY);
         if (rc != Z_OK) {
@@ -244,6 +316,7 @@ struct DeflaterImpl : StreamBase {
         deflateEnd(&z);
         state = State::parked;
         ++counters.parks;
+        if (options.compact_parked_history) compact();
         return ZlibError::none;
     }
 };
@@ -286,6 +359,9 @@ struct InflaterImpl : StreamBase {
             }
         }
         const bool resume = state == State::parked;
+        if (resume) {
+            if (auto e = expand(); e != ZlibError::none) return fatal(e);
+        }
         const int rc = inflateInit2(&z, resume ? -peer_window_bits : 0);
         if (rc != Z_OK) {
             drop_dict();
@@ -420,6 +496,7 @@ struct InflaterImpl : StreamBase {
         inflateEnd(&z);
         state = State::parked;
         ++counters.parks;
+        if (options.compact_parked_history) compact();
         return true;
     }
 };
@@ -454,7 +531,7 @@ Result<void, ZlibError> Deflater::park() noexcept {
 
 bool Deflater::is_parked() const noexcept { return _impl->state != detail::State::active; }
 std::size_t Deflater::zlib_bytes() const noexcept { return _impl->own.live_bytes(); }
-std::size_t Deflater::parked_bytes() const noexcept { return _impl->dict_len; }
+std::size_t Deflater::parked_bytes() const noexcept { return _impl->held_bytes(); }
 const ZlibCounters& Deflater::counters() const noexcept { return _impl->counters; }
 ZlibError Deflater::error() const noexcept { return _impl->error; }
 
@@ -481,7 +558,7 @@ bool Inflater::park() noexcept { return _impl->park(); }
 bool Inflater::is_parked() const noexcept { return _impl->state != detail::State::active; }
 bool Inflater::is_finished() const noexcept { return _impl->finished; }
 std::size_t Inflater::zlib_bytes() const noexcept { return _impl->own.live_bytes(); }
-std::size_t Inflater::parked_bytes() const noexcept { return _impl->dict_len; }
+std::size_t Inflater::parked_bytes() const noexcept { return _impl->held_bytes(); }
 const ZlibCounters& Inflater::counters() const noexcept { return _impl->counters; }
 ZlibError Inflater::error() const noexcept { return _impl->error; }
 

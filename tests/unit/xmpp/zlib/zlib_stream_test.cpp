@@ -460,6 +460,34 @@ TEST(Inflater, RefusesOptionsOnePastTheirBounds) {
 
 // --- memory and parking ------------------------------------------------------------------
 
+TEST(ZlibStream, CompactsParkedHistoryAndStillReadsAStandardPeer) {
+    std::mt19937 rng(21);
+    PeerDeflate device;  // 2^15 window: the big history case
+    PeerInflate device_in;
+    auto d = Deflater::make({.window_bits = 15, .compact_parked_history = true});
+    auto i = Inflater::make({.compact_parked_history = true});
+    auto plain_i = Inflater::make();
+    ASSERT_TRUE(d && i && plain_i);
+    for (int batch = 0; batch < 60; ++batch) {
+        const std::string up = make_batch(rng, 8), down = make_batch(rng, 8);
+        const std::string wire = device.compress(up);
+        std::string out, out2;
+        ASSERT_TRUE(i->decompress(wire, out, k_limit)) << to_string(i->error());
+        ASSERT_TRUE(plain_i->decompress(wire, out2, k_limit));
+        ASSERT_EQ(out, up);
+        ASSERT_EQ(device_in.decompress(compress_all(*d, down)), down) << "batch " << batch;
+        ASSERT_TRUE(d->park());
+        ASSERT_TRUE(i->park());
+        ASSERT_TRUE(plain_i->park());
+        EXPECT_EQ(d->zlib_bytes(), 0u);
+        EXPECT_EQ(i->zlib_bytes(), 0u);
+    }
+    // Warm windows: the compacted history is a fraction of the plain one.
+    EXPECT_GT(plain_i->parked_bytes(), 16000u);
+    EXPECT_LT(i->parked_bytes() * 3, plain_i->parked_bytes());
+    EXPECT_LT(d->parked_bytes() * 3, 16000u);
+}
+
 TEST(Deflater, HoldsNoZlibMemoryBeforeTheFirstBatchOrWhenParked) {
     AllocationCounter counter;
     auto d = Deflater::make({.shared_counter = &counter});
