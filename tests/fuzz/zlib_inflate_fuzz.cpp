@@ -4,6 +4,7 @@
 //         leak, a sanitizer report or a broken contract (below) is fine.
 //   odd:  the rest is plaintext, cut into batches, compressed by a Deflater (parked between
 //         some batches) and decompressed by an Inflater: the output must equal the input.
+// Bit 7 of byte 1 also compacts the parked history.
 // Contracts: a successful call consumed its whole chunk and produced at most max_out bytes;
 // after an error every later call returns the same error; a parked object holds no zlib bytes.
 #include <cstddef>
@@ -48,6 +49,7 @@ void fuzz_inflate(std::string_view wire, std::size_t chunk, std::uint8_t mode) {
         check(r->consumed == piece.size() && r->produced == out.size() && out.size() <= k_max_out);
         if ((mode >> (at / chunk % 8)) & 1) {
             if (inf->park()) check(inf->zlib_bytes() == 0);
+            if (mode & 0x80) inf->compact();
         }
     }
 }
@@ -65,6 +67,10 @@ void fuzz_round_trip(std::string_view plain, std::size_t chunk, std::uint8_t mod
         if ((at / chunk) % 3 == 0) {
             check(d->park().has_value() && d->zlib_bytes() == 0);
             check(i->park() && i->zlib_bytes() == 0);  // a sync flush ends every batch
+            if (mode & 0x80) {
+                d->compact();
+                i->compact();
+            }
         }
     }
     check(out == plain);

@@ -159,8 +159,8 @@ struct StreamBase {
         deflateEnd(&t);
     }
 
-    // Back to the plain history before a resume; false only when memory ran out (the packed
-    // bytes were written by compact() above, so anything else is a bug: internal).
+    // Back to the plain history before a resume: out_of_memory, or internal for what can only
+    // be a bug (the packed bytes were written by compact() above).
     ZlibError expand() noexcept {
         if (packed_len == 0) return ZlibError::none;
         std::unique_ptr<char[]> plain(new (std::nothrow) char[dict_len]);
@@ -530,6 +530,9 @@ Result<void, ZlibError> Deflater::park() noexcept {
 }
 
 bool Deflater::is_parked() const noexcept { return _impl->state != detail::State::active; }
+void Deflater::compact() noexcept {
+    if (_impl->state == detail::State::parked) _impl->compact();
+}
 std::size_t Deflater::zlib_bytes() const noexcept { return _impl->own.live_bytes(); }
 std::size_t Deflater::parked_bytes() const noexcept { return _impl->held_bytes(); }
 const ZlibCounters& Deflater::counters() const noexcept { return _impl->counters; }
@@ -556,6 +559,9 @@ Result<InflateProgress, ZlibError> Inflater::decompress(std::span<const char> in
 
 bool Inflater::park() noexcept { return _impl->park(); }
 bool Inflater::is_parked() const noexcept { return _impl->state != detail::State::active; }
+void Inflater::compact() noexcept {
+    if (_impl->state == detail::State::parked) _impl->compact();
+}
 bool Inflater::is_finished() const noexcept { return _impl->finished; }
 std::size_t Inflater::zlib_bytes() const noexcept { return _impl->own.live_bytes(); }
 std::size_t Inflater::parked_bytes() const noexcept { return _impl->held_bytes(); }

@@ -156,6 +156,9 @@ public:
     // out_of_memory here (no room for the history) is not sticky: the stream stays unparked.
     Result<void, ZlibError> park() noexcept;
     bool is_parked() const noexcept;
+    // Compresses the parked history (see compact_parked_history), e.g. from an idle timer
+    // long after a cheap park(). No-op unless parked; never fails (keeps it plain instead).
+    void compact() noexcept;
 
     // Bytes zlib holds right now for this object (0 when parked or before the first call).
     std::size_t zlib_bytes() const noexcept;
@@ -194,6 +197,8 @@ public:
     // example when the peer has not flushed yet or the zlib header is incomplete. Idempotent.
     bool park() noexcept;
     bool is_parked() const noexcept;
+    // As Deflater::compact().
+    void compact() noexcept;
     // True once the peer ended its zlib stream (Z_FINISH); later input is data_after_end.
     bool is_finished() const noexcept;
 

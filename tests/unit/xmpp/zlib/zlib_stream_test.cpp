@@ -505,6 +505,29 @@ TEST(Deflater, HoldsNoZlibMemoryBeforeTheFirstBatchOrWhenParked) {
     ASSERT_TRUE(d->park());  // idempotent
 }
 
+TEST(ZlibStream, CompactsOnDemandLongAfterACheapPark) {
+    std::mt19937 rng(22);
+    auto d = Deflater::make({.window_bits = 15});
+    auto i = Inflater::make();
+    std::string out;
+    for (int b = 0; b < 30; ++b) ASSERT_TRUE(i->decompress(compress_all(*d, make_batch(rng, 8)), out, k_limit));
+    d->compact();  // not parked: nothing to do
+    EXPECT_GT(d->zlib_bytes(), 0u);
+    ASSERT_TRUE(d->park());
+    ASSERT_TRUE(i->park());
+    const std::size_t plain_d = d->parked_bytes(), plain_i = i->parked_bytes();
+    d->compact();
+    i->compact();
+    d->compact();  // idempotent
+    EXPECT_LT(d->parked_bytes() * 3, plain_d);
+    EXPECT_LT(i->parked_bytes() * 3, plain_i);
+    EXPECT_EQ(d->zlib_bytes() + i->zlib_bytes(), 0u);  // the transient state is gone too
+    const std::string next = make_batch(rng, 8);
+    out.clear();
+    ASSERT_TRUE(i->decompress(compress_all(*d, next), out, k_limit));
+    EXPECT_EQ(out, next);
+}
+
 TEST(Deflater, KeepsNoHistoryWhenParkedInFullFlushMode) {
     auto d = Deflater::make({.flush = FlushMode::full});
     std::mt19937 rng(4);
