@@ -17,12 +17,14 @@ add_library(starling::mbedtls ALIAS starling_mbedtls)
 # 2.28 does not use SHA-NI).
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)
 
+# zlib: XEP-0138 stream compression in xmpp/zlib/ (so every build of libstarling-xmpp needs it).
+find_package(ZLIB REQUIRED)
+
 # libidn: stringprep profiles for JID normalisation of non-ASCII parts.
 pkg_check_modules(LIBIDN REQUIRED IMPORTED_TARGET libidn)
 
 if(STARLING_BUILD_BROKER OR STARLING_BUILD_AGENT OR STARLING_BUILD_BENCH)
   pkg_check_modules(PUGIXML REQUIRED IMPORTED_TARGET pugixml)
-  find_package(ZLIB REQUIRED)
 endif()
 if(STARLING_BUILD_SHIM OR STARLING_BUILD_BROKER OR STARLING_BUILD_AGENT)
   find_package(FlatBuffers CONFIG REQUIRED)
