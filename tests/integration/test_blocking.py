@@ -184,6 +184,27 @@ async def test_blocked_contact_is_refused_both_ways_until_unblocked(t):
     assert m["body"] == "welcome back" and m["type"] != "error", m
 
 
+async def test_blocked_contact_cannot_query_the_account_by_its_bare_jid(t):
+    # The server answers IQs to an account's bare JID on the account's behalf (vCard, disco;
+    # RFC 6121 §8.5.2.1.3). A blocked contact must not get those answers either (XEP-0191 §3.3):
+    # service-unavailable, as for an IQ to a resource; after unblocking, the answers come back.
+    s = await t.shared_server()
+    j, r = await users(s, "juliet", "romeo")
+    juliet = await login(t, s, j)
+    romeo = await login(t, s, r)
+    await block(juliet, romeo.bare)
+    for payload in ("<vCard xmlns='vcard-temp'/>", "<query xmlns='http://jabber.org/protocol/disco#info'/>"):
+        try:
+            await romeo.iq_get(juliet.bare, payload)
+        except IqError as e:
+            assert e.iq["error"]["condition"] == "service-unavailable", e.iq
+        else:
+            raise AssertionError(f"a blocked contact got an answer for {payload}")
+    await unblock(juliet, romeo.bare)
+    res = await romeo.iq_get(juliet.bare, "<query xmlns='http://jabber.org/protocol/disco#info'/>")
+    assert res["type"] == "result", res
+
+
 async def test_blocked_contact_messages_are_not_stored_offline(t):
     # juliet is offline and has romeo blocked: his message bounces instead of waiting for her.
     s = await t.shared_server()

@@ -93,9 +93,15 @@ void C2sSession::on_stanza(const ElementView& el) {
         if (type != "get" && type != "set") return;  // a result or error for us: nothing to do
         if (!to) {
             dispatch_iq(el, _jid->bare_view(), true, type == "get");
-        } else {
-            dispatch_iq(el, to->full(), to->has_localpart(), type == "get");
+            return;
         }
+        if (to->has_localpart() && to->bare_view() != _jid->bare_view() && _ctx->hooks != nullptr) {
+            // Another account's bare JID: answered here on its behalf, so the privacy hooks
+            // (blocking, both ways) see it here rather than on that account's home shard.
+            session::OutboundEvent ev{*this, el, sk, &*to, type};
+            if (_ctx->hooks->outbound(ev) == session::Handled::yes) return;
+        }
+        dispatch_iq(el, to->full(), to->has_localpart(), type == "get");
         return;
     }
     if (sk == router::StanzaKind::presence && !to) {

@@ -225,6 +225,26 @@ Handled BlockingModule::on_outbound(OutboundEvent& ev) {
     if (ev.to == nullptr) return Handled::no;
     const xmpp::Jid* me = ev.session.jid();
     if (me == nullptr) return Handled::no;
+    if (ev.kind == router::StanzaKind::iq && ev.to->is_bare() && ev.to->has_localpart() &&
+        ev.to->bare_view() != me->bare_view() && recipient_blocks(ev.to->bare_view(), me->full())) {
+        // An IQ to another account's bare JID is answered by this shard on the account's behalf
+        // (RFC 6121 §8.5.2.1.3: vCard, disco...), so it never reaches the account's home shard
+        // and its inbound check. XEP-0191 §3.3: a get or set from a blocked JID gets
+        // service-unavailable, as if the account were not there; results and errors vanish.
+        ++_counters.inbound_bounced;
+        if (ev.type == "get" || ev.type == "set") {
+            std::string error;
+            xmpp::xml::write_stanza_error(error, xmpp::StanzaError::service_unavailable);
+            std::string out;
+            xmpp::xml::Writer w(out);
+            w.open("iq").attr("from", ev.to->full()).attr("to", me->full()).attr("type", "error");
+            if (auto id = ev.element.id(); id.present()) w.attr("id", id.unescape());
+            w.raw(error).close();
+            w.finish();
+            ev.session.deliver(out);
+        }
+        return Handled::yes;
+    }
     const auto* list = list_of(me->bare_view());
     if (list == nullptr || list->empty() || !list->blocks(ev.to->full())) return Handled::no;
     ++_counters.outbound_refused;
@@ -271,6 +291,20 @@ Handled BlockingModule::on_inbound(InboundEvent& ev) {
         ++_counters.inbound_dropped;
     }
     return Handled::yes;
+}
+
+// The recipient's list read from the store, not from this shard's cache: the recipient's home
+// may be another shard, which is where its list changes.
+bool BlockingModule::recipient_blocks(std::string_view recipient_bare, std::string_view sender_full) {
+    if (_db == nullptr) return false;
+    auto list = _db->load(recipient_bare);
+    if (!list) {
+        // Fail closed would hide every account's vCard on a disk error; fail open and say so.
+        STARLING_LOG(warn, "blocking: reading {}'s block list failed: {}", recipient_bare,
+                     storage::to_string(list.error()));
+        return false;
+    }
+    return list->blocks(sender_full);
 }
 
 ModuleSpec BlockingModule::spec() {

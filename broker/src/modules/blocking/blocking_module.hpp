@@ -53,6 +53,7 @@ private:
 
     // The user's list (loaded on first use); null when the store failed.
     const blocking::BlockList* list_of(std::string_view bare_jid);
+    bool recipient_blocks(std::string_view recipient_bare, std::string_view sender_full);
     Handled on_get(IqEvent& ev);
     Handled on_block(IqEvent& ev);
     Handled on_unblock(IqEvent& ev);
