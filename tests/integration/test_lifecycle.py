@@ -97,5 +97,29 @@ async def test_metrics_count_authenticated_sessions(t):
     t.note(", ".join(f"{k}={v:g}" for k, v in list(ok.items())[:4]))
 
 
+async def test_metrics_port_in_use_names_the_port_and_the_option(t):
+    # Another process holds the metrics port: starlingd exits non-zero at once and says which
+    # address is taken and which option changes it (not prometheus-cpp's "null context").
+    if harness.SUT != "starling":
+        raise harness.Skip("starlingd's own start-up message")
+    import socket
+    import subprocess
+    import tempfile
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        with tempfile.TemporaryDirectory() as data:
+            proc = await asyncio.get_event_loop().run_in_executor(None, lambda: subprocess.run(
+                [harness.Starling.binary("starlingd"), "--data-dir", data, "--c2s-port", str(harness.free_port()),
+                 "--c2s-tls-port", "0", "--metrics-port", str(port)],
+                capture_output=True, text=True, timeout=30))
+    finally:
+        holder.close()
+    assert proc.returncode != 0, proc
+    assert f"127.0.0.1:{port}" in proc.stderr and "--metrics-port" in proc.stderr, proc.stderr[-800:]
+
+
 if __name__ == "__main__":
     harness.main(globals())

@@ -1,5 +1,7 @@
 #include "broker/src/metrics/metrics.hpp"
 
+#include <stdexcept>
+
 #include <prometheus/exposer.h>
 #include <prometheus/text_serializer.h>
 
@@ -151,9 +153,22 @@ std::string render_text(const std::vector<ShardSnapshot>& shards) {
     return prometheus::TextSerializer().Serialize(BrokerCollector::families(shards));
 }
 
+namespace {
+// prometheus-cpp reports a port it cannot bind as "null context when constructing CivetServer",
+// which tells an operator nothing: say which address is taken and how to choose another.
+std::unique_ptr<prometheus::Exposer> make_exposer(const std::string& bind) {
+    try {
+        return std::make_unique<prometheus::Exposer>(bind, 2);
+    } catch (const std::exception& e) {
+        throw std::runtime_error("cannot serve metrics on " + bind + " (" + e.what() +
+                                 "): is the port in use by another process? Choose another with "
+                                 "--metrics-port N or [metrics] port in the configuration (0 disables metrics)");
+    }
+}
+}  // namespace
+
 MetricsServer::MetricsServer(const std::string& bind, BrokerCollector::Snapshot snapshot)
-    : _collector(std::make_shared<BrokerCollector>(std::move(snapshot))),
-      _exposer(std::make_unique<prometheus::Exposer>(bind, 2)) {
+    : _collector(std::make_shared<BrokerCollector>(std::move(snapshot))), _exposer(make_exposer(bind)) {
     _exposer->RegisterCollectable(_collector);
 }
 
