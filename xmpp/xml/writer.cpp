@@ -79,13 +79,15 @@ void write_stream_header(std::string& out, const StreamHeader& h) {
     out.push_back('>');
 }
 
-void write_stream_error(std::string& out, StreamError condition, std::string_view text) {
+void write_stream_error(std::string& out, StreamError condition, std::string_view text,
+                        std::string_view app_condition) {
     Writer w(out);
     w.open("stream:error");
     w.open(to_string(condition)).attr("xmlns", ns::stream_errors).close();
     if (!text.empty()) {
         w.open("text").attr("xmlns", ns::stream_errors).attr("xml:lang", "en").text(text).close();
     }
+    if (!app_condition.empty()) w.raw(app_condition);
     w.close();
     write_stream_close(out);
 }

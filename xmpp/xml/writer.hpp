@@ -67,7 +67,10 @@ struct StreamHeader {
 // "<?xml version='1.0'?><stream:stream ... version='1.0'>".
 void write_stream_header(std::string& out, const StreamHeader& h);
 // "<stream:error><condition xmlns='...'/>[<text>]</stream:error></stream:stream>" (§4.9).
-void write_stream_error(std::string& out, StreamError condition, std::string_view text = {});
+// `app_condition`: an application-specific condition element, already serialized (RFC 6120
+// §4.9.4), e.g. XEP-0198's <handled-count-too-high/>.
+void write_stream_error(std::string& out, StreamError condition, std::string_view text = {},
+                        std::string_view app_condition = {});
 // "</stream:stream>".
 void write_stream_close(std::string& out);
 // "<error type='...'><condition xmlns='...'/>[<text>]</error>" (§8.3), to put inside a stanza.

@@ -28,6 +28,10 @@ struct C2sOptions : session::ServerOptions {
     std::uint32_t stanzas_per_second = 200;   // per session, with a burst of the same
     std::uint32_t max_resources_per_user = 16;
     std::uint32_t max_connections_per_ip = 64;  // per shard
+    // XEP-0198 stream management: acks, and resumption of a stream whose connection was lost.
+    bool stream_management = true;
+    std::chrono::seconds resume_timeout{300};  // how long a lost session waits to be resumed
+    std::size_t max_unacked_stanzas = 1000;    // sent, not acknowledged; one more ends the stream
 };
 
 }  // namespace starling::c2s

@@ -15,6 +15,7 @@
 #include "broker/src/c2s/options.hpp"
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/c2s/session_detail.hpp"
+#include "broker/src/c2s/session_sm.hpp"
 #include "broker/src/session/stamp.hpp"
 #include "broker/src/session/hooks.hpp"
 #include "broker/src/router/router.hpp"
@@ -70,6 +71,7 @@ void C2sSession::start(ShardContext& ctx, asio::ip::tcp::socket socket, bool dir
 
 C2sSession::C2sSession(ShardContext& ctx, asio::ip::tcp::socket socket, bool direct_tls)
     : _ctx(&ctx),
+      _accepted_on(ctx.shard),
       _socket(std::move(socket)),
       _tok(std::make_unique<xmpp::xml::Tokenizer>(ctx.options.xml_limits)) {
     (void)direct_tls;
@@ -91,6 +93,9 @@ void C2sSession::leave_directory() {
     if (!_jid || _left_directory) return;
     _left_directory = true;
     _ctx->router.remove(this);
+    // XEP-0198: what the client never acknowledged is not lost. Rerouted now, while nothing
+    // can join the queue any more, so it stays ahead of what arrives for us after this.
+    reroute_unacked();
     if (_ctx->hooks == nullptr) return;
     // RFC 6121 §4.5.2: a session that ends while available goes unavailable first.
     if (_available) {
@@ -107,6 +112,8 @@ void C2sSession::leave_directory() {
 void C2sSession::teardown() {
     if (_phase == Phase::closed) return;
     leave_directory();
+    forget_resumption();
+    if (_sm && _sm->hibernation) _sm->hibernation->cancel();
     _phase = Phase::closed;
     if (_deadline) _deadline->cancel();
     if (_pause) _pause->cancel();
@@ -115,8 +122,7 @@ void C2sSession::teardown() {
         _socket->shutdown(asio::socket_base::shutdown_both, ignored);
         _socket->close(ignored);
     }
-    auto ip = _ctx->per_ip.find(_peer);
-    if (ip != _ctx->per_ip.end() && --ip->second == 0) _ctx->per_ip.erase(ip);
+    release_ip();
     ++_ctx->counters.connections_closed;
     // Last: this may destroy the session once the running handler lets go of it.
     _ctx->sessions.erase(this);
@@ -145,7 +151,8 @@ void C2sSession::read() {
 
 bool C2sSession::can_read() const noexcept {
     if (_paused || _starttls_pending || !_socket) return false;
-    return _phase != Phase::migrating && _phase != Phase::closing && _phase != Phase::closed;
+    return _phase != Phase::migrating && _phase != Phase::closing && _phase != Phase::closed &&
+           _phase != Phase::hibernating;
 }
 
 void C2sSession::read_now() {
@@ -200,7 +207,7 @@ void C2sSession::park() {
 
 void C2sSession::on_read(const asio::error_code& ec, std::size_t n) {
     _reading = false;
-    if (_phase == Phase::closed) return;
+    if (_phase == Phase::closed || _phase == Phase::hibernating) return;
     if (_phase == Phase::lingering) {
         _discarded += n;
         if (ec || _discarded > k_linger_bytes) {
@@ -211,8 +218,10 @@ void C2sSession::on_read(const asio::error_code& ec, std::size_t n) {
         return;
     }
     if (ec) {
-        // The peer went away (or reset): nothing can be said to it any more.
-        teardown();
+        // The peer went away (or reset): nothing can be said to it any more. A session that
+        // asked for resumption waits for its client to come back (XEP-0198 §5).
+        if (sm_should_hibernate()) hibernate();
+        else teardown();
         return;
     }
     _ctx->counters.bytes_in += n;
@@ -257,14 +266,17 @@ bool C2sSession::pump_tls() {
         auto got = _tls->read_plaintext(span);
         if (!got) {
             ++_ctx->counters.tls_failures;
-            teardown();
+            if (sm_should_hibernate()) hibernate();
+            else teardown();
             return false;
         }
         if (*got == 0) break;
         _tok->commit(*got);
     }
     if (_tls->is_peer_closed()) {
-        teardown();
+        // close_notify without </stream:stream>: the client's end went away, not its session.
+        if (sm_should_hibernate()) hibernate();
+        else teardown();
         return false;
     }
     return true;
@@ -394,6 +406,7 @@ void C2sSession::send_features() {
         _out += "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>";
         // RFC 6121 dropped session establishment; old clients still ask (draft-cridland-xmpp-session).
         _out += "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>";
+        if (o.stream_management) _out += "<sm xmlns='urn:xmpp:sm:3'/>";  // XEP-0198 §2
     }
     if (_ctx->hooks != nullptr) _ctx->hooks->stream_features(*this, _authed.has_value(), _out);
     _out += "</stream:features>";
@@ -401,6 +414,10 @@ void C2sSession::send_features() {
 }
 
 void C2sSession::on_element(const ElementView& el) {
+    if (_authed && is_ns(el, k_ns_sm)) {
+        on_sm_element(el);  // XEP-0198: not stanzas, and not counted
+        return;
+    }
     if (_phase == Phase::bound) {
         on_stanza(el);
         return;
@@ -491,6 +508,16 @@ void C2sSession::start_tls() {
 
 void C2sSession::deliver(std::string_view stanza) {
     if (_phase == Phase::closed || _phase == Phase::closing || _phase == Phase::lingering) return;
+    if (_sm) {
+        // XEP-0198: kept until the client acknowledges it, resent on resumption, rerouted if
+        // the session ends first. A client that never acknowledges cannot make us hold more
+        // than max_unacked_stanzas.
+        if (!_sm->queue.push(stanza)) {
+            close(StreamError::policy_violation, "too many unacknowledged stanzas");
+            return;
+        }
+        if (_phase == Phase::hibernating) return;  // sent when the client resumes
+    }
     _out += stanza;
     ++_ctx->counters.stanzas_out;
     if (_out.size() + _wire.size() > _ctx->options.max_output_bytes) {
@@ -503,7 +530,7 @@ void C2sSession::deliver(std::string_view stanza) {
 }
 
 void C2sSession::schedule_flush() {
-    if (_flush_scheduled || _writing || _phase == Phase::closed) return;
+    if (_flush_scheduled || _writing || _phase == Phase::closed || _phase == Phase::hibernating) return;
     _flush_scheduled = true;
     // Runs after every handler queued in this turn: all of them share one write (DESIGN §3.5).
     asio::post(_ctx->io, [self = shared_from_this()] {
@@ -513,7 +540,8 @@ void C2sSession::schedule_flush() {
 }
 
 void C2sSession::flush() {
-    if (_writing || !_socket || _phase == Phase::closed) return;
+    if (_writing || !_socket || _phase == Phase::closed || _phase == Phase::hibernating) return;
+    if (_sm) sm_before_write();
     if (_tls) {
         if (!_out.empty() && _tls->is_handshake_done()) {
             auto took = _tls->write_plaintext(std::span<const char>(_out.data(), _out.size()));
@@ -540,9 +568,10 @@ void C2sSession::flush() {
 
 void C2sSession::on_written(const asio::error_code& ec, std::size_t n) {
     _writing = false;
-    if (_phase == Phase::closed) return;
+    if (_phase == Phase::closed || _phase == Phase::hibernating) return;
     if (ec) {
-        teardown();
+        if (sm_should_hibernate()) hibernate();
+        else teardown();
         return;
     }
     _wire.erase(0, n);
@@ -574,11 +603,17 @@ void C2sSession::linger() {
     read();  // into the shard's scratch, and dropped
 }
 
-void C2sSession::close(StreamError condition, std::string_view text) {
+void C2sSession::close(StreamError condition, std::string_view text) { close_with(condition, text, {}); }
+
+void C2sSession::close_with(StreamError condition, std::string_view text, std::string_view app_condition) {
     if (_phase == Phase::closing || _phase == Phase::lingering || _phase == Phase::closed) return;
+    if (_phase == Phase::hibernating) {
+        teardown();  // no connection to say it on
+        return;
+    }
     // §4.9.1.2: an error before our header still gets a header first.
     if (!_header_sent) write_stream_header_for_error();
-    xmpp::xml::write_stream_error(_out, condition, text);
+    xmpp::xml::write_stream_error(_out, condition, text, app_condition);
     ++_ctx->counters.stream_errors[static_cast<std::size_t>(condition)];
     STARLING_LOG(debug, "c2s {}: closing with {}", _jid ? _jid->full() : _peer, xmpp::to_string(condition));
     leave_directory();

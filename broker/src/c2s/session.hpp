@@ -26,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "broker/src/router/mailboxes.hpp"
 #include "broker/src/session/session.hpp"
 #include "xmpp/jid.hpp"
 #include "xmpp/sasl/scram.hpp"
@@ -64,6 +65,12 @@ public:
     // Appends a stanza to the output batch (written at the end of this reactor turn).
     void deliver(std::string_view stanza) override;
     void close(xmpp::StreamError condition, std::string_view text = {}) override;
+    // With an application-specific condition element (RFC 6120 §4.9.4), already serialized.
+    void close_with(xmpp::StreamError condition, std::string_view text, std::string_view app_condition);
+
+    // XEP-0198, for metrics: stanzas not yet acknowledged, and whether the connection is gone.
+    std::size_t unacked_count() const noexcept;
+    bool is_hibernating() const noexcept { return _phase == Phase::hibernating; }
 
     // session::Session.
     std::shared_ptr<session::Session> shared() override { return shared_from_this(); }
@@ -83,6 +90,7 @@ private:
         negotiating,    // header answered, features sent: STARTTLS, SASL or bind
         migrating,      // bind received; moving to the home shard
         bound,          // resource bound: stanzas
+        hibernating,    // XEP-0198: connection lost, waiting to be resumed (no socket)
         closing,        // error or </stream:stream> queued; closed once written
         lingering,      // written and half-closed; draining the peer's input before closing
         closed,
@@ -125,6 +133,20 @@ private:
     void hand_off();
     void finish_bind();
 
+    // Stream management, XEP-0198 (session_sm.cpp).
+    void on_sm_element(const xmpp::xml::ElementView& el);
+    void sm_enable(const xmpp::xml::ElementView& el);
+    void sm_resume(const xmpp::xml::ElementView& el);
+    void finish_resume();
+    void sm_failed(std::string_view condition, std::optional<std::uint32_t> h = std::nullopt);
+    void sm_before_write();
+    bool sm_should_hibernate() const noexcept;
+    void hibernate();
+    void expire_hibernation();
+    void reroute_unacked();
+    void release_ip() noexcept;
+    void forget_resumption() noexcept;
+
     // Stanzas, RFC 6120 §8 and §10.
     void on_stanza(const xmpp::xml::ElementView& el);
     void on_own_presence(const xmpp::xml::ElementView& el, std::string_view type);
@@ -148,6 +170,7 @@ private:
     void on_pause_over();
 
     ShardContext* _ctx;
+    router::ShardId _accepted_on;  // the shard whose listener took the connection (logs)
     std::optional<asio::ip::tcp::socket> _socket;
     std::optional<asio::steady_timer> _deadline;  // pre-auth, then idle
     std::unique_ptr<asio::steady_timer> _pause;   // SASL failure delay, rate limit (rare: not inline)
@@ -174,6 +197,15 @@ private:
     std::string _pending_failure;  // SASL condition sent when the failure delay is over
     std::uint32_t _auth_failures = 0;
     std::size_t _discarded = 0;  // bytes dropped while lingering
+
+    // XEP-0198, once the client enabled it (null until then: costs a pointer when unused).
+    struct StreamMgmt;
+    std::unique_ptr<StreamMgmt> _sm;
+    // A <resume/> on this connection: it migrates to the home shard, then takes the old one over.
+    std::string _resume_id;
+    std::uint32_t _resume_h = 0;
+    bool _resuming = false;
+    bool _ip_released = false;
 
     // A stanza the recipient's shard could not take yet (its mailbox was full); reading stays
     // paused until it is handed over.

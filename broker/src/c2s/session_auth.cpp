@@ -13,6 +13,7 @@
 #include "broker/src/c2s/options.hpp"
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/c2s/session_detail.hpp"
+#include "broker/src/c2s/session_sm.hpp"
 #include "broker/src/session/stamp.hpp"
 #include "broker/src/session/hooks.hpp"
 #include "broker/src/router/router.hpp"
@@ -361,6 +362,10 @@ void C2sSession::adopt(ShardContext& ctx, int fd) {
 }
 
 void C2sSession::finish_bind() {
+    if (_resuming) {
+        finish_resume();  // XEP-0198 §5: a <resume/> travelled here instead of a bind
+        return;
+    }
     auto& router = _ctx->router;
     std::string reply;
     xmpp::xml::Writer w(reply);

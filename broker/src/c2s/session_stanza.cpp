@@ -15,6 +15,7 @@
 #include "broker/src/c2s/options.hpp"
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/c2s/session_detail.hpp"
+#include "broker/src/c2s/session_sm.hpp"
 #include "broker/src/session/stamp.hpp"
 #include "broker/src/session/hooks.hpp"
 #include "broker/src/router/router.hpp"
@@ -58,6 +59,7 @@ void C2sSession::on_stanza(const ElementView& el) {
     }
     const auto sk = static_cast<router::StanzaKind>(kind);
     ++_ctx->counters.stanzas_in[kind];
+    if (_sm) ++_sm->handled;  // XEP-0198 §4: every stanza received counts, mod 2^32
     if (!take_token()) {
         // Over the rate: finish this batch, then stop reading until the bucket refills.
         const double rate = static_cast<double>(_ctx->options.stanzas_per_second);

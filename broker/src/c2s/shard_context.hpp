@@ -44,6 +44,20 @@ struct C2sCounters {
     std::uint64_t bytes_in = 0;
     std::uint64_t bytes_out = 0;
     std::array<std::uint64_t, 25> stream_errors{};  // by xmpp::StreamError
+    // XEP-0198.
+    std::uint64_t sm_enabled = 0;
+    std::uint64_t sm_resumed = 0;
+    std::uint64_t sm_resume_failed = 0;
+    std::uint64_t sm_hibernated = 0;  // connection lost, session kept for resumption
+    std::uint64_t sm_expired = 0;     // not resumed in time
+    std::uint64_t sm_rerouted = 0;    // unacknowledged messages sent on to offline or other resources
+};
+
+// A resumable session that is no longer there (expired or closed): kept briefly so that a late
+// <resume/> gets <failed h='..'/> (XEP-0198 §5) and the client knows what arrived.
+struct SmTombstone {
+    std::string bare;
+    std::uint32_t handled = 0;
 };
 
 // One TLS record (16 KiB of plaintext) and its header, with room for the cipher's expansion.
@@ -62,6 +76,12 @@ struct ShardContext : session::ShardServices {
     // Open connections per remote address on this shard (the limit is per shard: the kernel
     // spreads one address's connections over the shards' listeners).
     std::unordered_map<std::string, std::uint32_t> per_ip{};
+    // XEP-0198 resumption ids of sessions on this shard (their home), and recent tombstones
+    // (bounded, oldest evicted first).
+    std::unordered_map<std::string, std::weak_ptr<C2sSession>> resumable{};
+    std::unordered_map<std::string, SmTombstone> sm_tombstones{};
+    std::vector<std::string> sm_tombstone_order{};
+    std::size_t sm_tombstone_next = 0;
     // What TLS sessions read ciphertext into (the engine copies it) and lingering sessions read
     // to drop: one TLS record and its header. Shared by every session of the shard.
     std::vector<char> read_scratch = std::vector<char>(k_tls_read_chunk);

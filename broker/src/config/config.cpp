@@ -59,6 +59,9 @@ void for_each_option(C& c, V&& v) {
     v("c2s", "max_stanza_bytes", c.c2s.max_stanza_bytes, bounds::max_stanza_bytes);
     v("c2s", "max_depth", c.c2s.max_depth, bounds::max_depth);
     v("c2s", "max_attributes", c.c2s.max_attributes, bounds::max_attributes);
+    v("c2s", "stream_management", c.c2s.stream_management);
+    v("c2s", "resume_timeout_s", c.c2s.resume_timeout_s, bounds::resume_timeout_s);
+    v("c2s", "max_unacked_stanzas", c.c2s.max_unacked_stanzas, bounds::max_unacked_stanzas);
 
     v("metrics", "bind_address", c.metrics.bind_address, Text::ip);
     v("metrics", "port", c.metrics.port, bounds::port);

@@ -42,6 +42,8 @@ inline constexpr Range max_depth{4, 1024};
 // A stream header alone carries about 7 attributes (RFC 6120 §4.7).
 inline constexpr Range max_attributes{8, 4096};
 inline constexpr Range scram_iterations{4096, 1'000'000};
+inline constexpr Range resume_timeout_s{1, 3'600};  // XEP-0198 §5: a lost session waits this long
+inline constexpr Range max_unacked_stanzas{10, 100'000};
 }  // namespace bounds
 
 enum class LogLevel : std::uint8_t { trace, debug, info, warn, error };
@@ -78,6 +80,9 @@ struct C2sConfig {
     std::uint64_t max_stanza_bytes = 262'144;
     std::uint32_t max_depth = 32;
     std::uint32_t max_attributes = 64;
+    bool stream_management = true;          // XEP-0198 acks and resumption
+    std::uint32_t resume_timeout_s = 300;   // a lost session waits this long to be resumed
+    std::uint32_t max_unacked_stanzas = 1000;  // unacknowledged stanzas per session; one more ends it
 
     friend bool operator==(const C2sConfig&, const C2sConfig&) = default;
 };

@@ -57,6 +57,29 @@ std::vector<MetricFamily> BrokerCollector::families(const std::vector<ShardSnaps
     per_shard("starling_tls_failures_total", "TLS handshakes or records that failed", MetricType::Counter,
               [](const ShardSnapshot& s) { return s.c2s.tls_failures; });
 
+    per_shard("starling_sm_unacked_stanzas", "XEP-0198: stanzas sent to clients and not yet acknowledged",
+              MetricType::Gauge, [](const ShardSnapshot& s) { return s.sm_unacked; });
+    per_shard("starling_sm_hibernating_sessions", "XEP-0198: sessions whose connection was lost, waiting to be resumed",
+              MetricType::Gauge, [](const ShardSnapshot& s) { return s.sm_hibernating; });
+    {
+        auto f = family("starling_sm_events_total", "XEP-0198 stream management events", MetricType::Counter);
+        std::uint64_t enabled = 0, resumed = 0, failed = 0, hibernated = 0, expired = 0, rerouted = 0;
+        for (const auto& s : shards) {
+            enabled += s.c2s.sm_enabled;
+            resumed += s.c2s.sm_resumed;
+            failed += s.c2s.sm_resume_failed;
+            hibernated += s.c2s.sm_hibernated;
+            expired += s.c2s.sm_expired;
+            rerouted += s.c2s.sm_rerouted;
+        }
+        add(f, {{"event", "enabled"}}, static_cast<double>(enabled));
+        add(f, {{"event", "resumed"}}, static_cast<double>(resumed));
+        add(f, {{"event", "resume_failed"}}, static_cast<double>(failed));
+        add(f, {{"event", "hibernated"}}, static_cast<double>(hibernated));
+        add(f, {{"event", "expired"}}, static_cast<double>(expired));
+        add(f, {{"event", "rerouted_message"}}, static_cast<double>(rerouted));
+        out.push_back(std::move(f));
+    }
     {
         auto f = family("starling_auth_total", "SASL authentications by result", MetricType::Counter);
         std::uint64_t ok = 0, bad = 0;

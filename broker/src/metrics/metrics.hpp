@@ -31,6 +31,8 @@ struct ShardSnapshot {
     std::size_t connections = 0;
     std::size_t bound = 0;
     std::size_t mailbox_depth = 0;
+    std::size_t sm_unacked = 0;   // XEP-0198: stanzas sent and not yet acknowledged, all sessions
+    std::size_t sm_hibernating = 0;  // sessions waiting to be resumed
 };
 
 class BrokerCollector final : public prometheus::Collectable {

@@ -74,6 +74,11 @@ public:
         return id < _slots.size() ? static_cast<T*>(_slots[id].get()) : nullptr;
     }
 
+protected:
+    // Another endpoint's module state becomes this one's (a resumed stream takes over the
+    // session it continues, XEP-0198 §5).
+    void take_slots_from(Endpoint& other) noexcept { _slots = std::move(other._slots); }
+
 private:
     Kind _kind;
     std::vector<std::shared_ptr<void>> _slots;  // module state, by slot_id<T>()

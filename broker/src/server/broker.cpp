@@ -54,6 +54,9 @@ c2s::C2sOptions make_options(const config::BrokerConfig& cfg, std::string secret
     o.stanzas_per_second = cfg.c2s.stanzas_per_second;
     o.max_resources_per_user = cfg.c2s.max_resources_per_user;
     o.max_connections_per_ip = cfg.c2s.max_connections_per_ip;
+    o.stream_management = cfg.c2s.stream_management;
+    o.resume_timeout = std::chrono::seconds(cfg.c2s.resume_timeout_s);
+    o.max_unacked_stanzas = cfg.c2s.max_unacked_stanzas;
     o.server_secret = std::move(secret);
     return o;
 }
@@ -206,6 +209,10 @@ struct Broker::Impl {
             snap.connections = s.ctx->sessions.size();
             snap.bound = s.router->session_count();
             snap.mailbox_depth = mailboxes->depth(s.ctx->shard);
+            for (const auto& [p, session] : s.ctx->sessions) {
+                snap.sm_unacked += session->unacked_count();
+                if (session->is_hibernating()) ++snap.sm_hibernating;
+            }
             return snap;
         });
     }

@@ -402,6 +402,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Bound{"c2s", "max_stanza_bytes", bounds::max_stanza_bytes},
                       Bound{"c2s", "max_depth", bounds::max_depth},
                       Bound{"c2s", "max_attributes", bounds::max_attributes},
+                      Bound{"c2s", "resume_timeout_s", bounds::resume_timeout_s},
+                      Bound{"c2s", "max_unacked_stanzas", bounds::max_unacked_stanzas},
                       Bound{"metrics", "port", bounds::port},
                       Bound{"accounts", "scram_iterations", bounds::scram_iterations},
                       declared("ping", "idle_ms"), declared("ping", "timeout_ms"),
@@ -422,7 +424,7 @@ TEST(NumericBounds, CoverEveryIntegerOption) {
             if (e.message() == "must be an integer (got a string)") ++numeric;
         }
     }
-    EXPECT_EQ(numeric, 24u);  // booleans such as modules.mam are not counted
+    EXPECT_EQ(numeric, 26u);  // booleans such as modules.mam are not counted
 }
 
 // --- files on disk ---
