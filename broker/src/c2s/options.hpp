@@ -32,6 +32,11 @@ struct C2sOptions : session::ServerOptions {
     bool stream_management = true;
     std::chrono::seconds resume_timeout{300};  // how long a lost session waits to be resumed
     std::size_t max_unacked_stanzas = 1000;    // sent, not acknowledged; one more ends the stream
+    // XEP-0138 zlib stream compression, offered after authentication. Off by default: compressing
+    // attacker-chosen content next to secrets inside TLS leaks through lengths (xmpp/zlib/README).
+    bool compression = false;
+    int compression_window_bits = 11;  // 9..15; memory, xmpp/zlib/README.md
+    int compression_mem_level = 4;     // 1..9
 };
 
 }  // namespace starling::c2s

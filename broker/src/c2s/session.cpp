@@ -16,6 +16,7 @@
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/c2s/session_detail.hpp"
 #include "broker/src/c2s/session_sm.hpp"
+#include "broker/src/c2s/session_zlib.hpp"
 #include "broker/src/session/stamp.hpp"
 #include "broker/src/session/hooks.hpp"
 #include "broker/src/router/router.hpp"
@@ -81,6 +82,7 @@ C2sSession::C2sSession(ShardContext& ctx, asio::ip::tcp::socket socket, bool dir
     _tokens = static_cast<double>(ctx.options.stanzas_per_second);
     _refill_at = _last_read = std::chrono::steady_clock::now();
 }
+
 
 C2sSession::~C2sSession() = default;
 
@@ -158,8 +160,9 @@ bool C2sSession::can_read() const noexcept {
 void C2sSession::read_now() {
     if (_reading || !can_read()) return;
     std::span<char> into;
-    if (_tls || _phase == Phase::lingering) {
-        // Ciphertext goes through the shard's scratch buffer: the TLS engine copies it in.
+    if (_tls || _zlib || _phase == Phase::lingering) {
+        // Ciphertext (or compressed bytes) go through the shard's scratch buffer: the TLS
+        // engine copies them in, zlib inflates them into the tokenizer.
         auto& scratch = _ctx->read_scratch;
         std::size_t room = scratch.size();
         if (_tls && _phase != Phase::lingering) room = std::min(room, _tls->ciphertext_space());
@@ -185,6 +188,7 @@ void C2sSession::read_now() {
 // once everything is written (they grow again with the next batch).
 void C2sSession::release_idle_buffers() {
     _tok->release_buffer();
+    if (_out.empty() && !_writing) park_compression();
     if (_out.empty() && !_flush_scheduled) std::string().swap(_out);
     if (_wire.empty() && !_writing) std::string().swap(_wire);
 }
@@ -236,6 +240,11 @@ void C2sSession::on_read(const asio::error_code& ec, std::size_t n) {
             after_turn();
             return;
         }
+    } else if (_zlib) {
+        if (!inflate_into_tokenizer(std::span<const char>(_ctx->read_scratch.data(), n))) {
+            after_turn();
+            return;
+        }
     } else {
         _tok->commit(n);
     }
@@ -262,7 +271,9 @@ bool C2sSession::pump_tls() {
         if (_phase == Phase::tls_handshake) _phase = Phase::header;
     }
     for (;;) {
-        auto span = _tok->prepare(k_tls_read_chunk);
+        // Compressed streams decrypt into the shard's scratch first, then inflate.
+        auto span = _zlib ? std::span<char>(_ctx->zlib_scratch.data(), _ctx->zlib_scratch.size())
+                          : _tok->prepare(k_tls_read_chunk);
         auto got = _tls->read_plaintext(span);
         if (!got) {
             ++_ctx->counters.tls_failures;
@@ -271,7 +282,11 @@ bool C2sSession::pump_tls() {
             return false;
         }
         if (*got == 0) break;
-        _tok->commit(*got);
+        if (_zlib) {
+            if (!inflate_into_tokenizer(span.first(*got))) return false;
+        } else {
+            _tok->commit(*got);
+        }
     }
     if (_tls->is_peer_closed()) {
         // close_notify without </stream:stream>: the client's end went away, not its session.
@@ -407,6 +422,9 @@ void C2sSession::send_features() {
         // RFC 6121 dropped session establishment; old clients still ask (draft-cridland-xmpp-session).
         _out += "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>";
         if (o.stream_management) _out += "<sm xmlns='urn:xmpp:sm:3'/>";  // XEP-0198 §2
+        if (o.compression && !_zlib) {  // XEP-0138 §3: after authentication, once
+            _out += "<compression xmlns='http://jabber.org/features/compress'><method>zlib</method></compression>";
+        }
     }
     if (_ctx->hooks != nullptr) _ctx->hooks->stream_features(*this, _authed.has_value(), _out);
     _out += "</stream:features>";
@@ -416,6 +434,10 @@ void C2sSession::send_features() {
 void C2sSession::on_element(const ElementView& el) {
     if (_authed && is_ns(el, k_ns_sm)) {
         on_sm_element(el);  // XEP-0198: not stanzas, and not counted
+        return;
+    }
+    if (_authed && is_ns(el, k_ns_compress)) {
+        on_compress(el);  // XEP-0138
         return;
     }
     if (_phase == Phase::bound) {
@@ -542,16 +564,24 @@ void C2sSession::schedule_flush() {
 void C2sSession::flush() {
     if (_writing || !_socket || _phase == Phase::closed || _phase == Phase::hibernating) return;
     if (_sm) sm_before_write();
+    if (_zlib && !deflate_pending()) {
+        teardown();  // the compressed stream cannot go on
+        return;
+    }
     if (_tls) {
         if (!_out.empty() && _tls->is_handshake_done()) {
             auto took = _tls->write_plaintext(std::span<const char>(_out.data(), _out.size()));
-            if (took) _out.erase(0, *took);
+            if (took) {
+                _out.erase(0, *took);
+                _out_ready -= std::min(_out_ready, *took);
+            }
         }
         if (_close_after_write && _out.empty()) (void)_tls->close();
         _tls->drain_ciphertext(_wire);
     } else if (!_out.empty()) {
         _wire.swap(_out);
         _out.clear();
+        _out_ready = 0;
     }
     if (_wire.empty()) {
         if (_close_after_write && _out.empty()) linger();

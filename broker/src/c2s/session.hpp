@@ -22,6 +22,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -133,6 +134,12 @@ private:
     void hand_off();
     void finish_bind();
 
+    // Stream compression, XEP-0138 (session_zlib.cpp).
+    void on_compress(const xmpp::xml::ElementView& el);
+    bool inflate_into_tokenizer(std::span<const char> wire);
+    bool deflate_pending();
+    void park_compression() noexcept;
+
     // Stream management, XEP-0198 (session_sm.cpp).
     void on_sm_element(const xmpp::xml::ElementView& el);
     void sm_enable(const xmpp::xml::ElementView& el);
@@ -197,6 +204,11 @@ private:
     std::string _pending_failure;  // SASL condition sent when the failure delay is over
     std::uint32_t _auth_failures = 0;
     std::size_t _discarded = 0;  // bytes dropped while lingering
+
+    // XEP-0138, once negotiated (null until then).
+    struct Compression;
+    std::unique_ptr<Compression> _zlib;
+    std::size_t _out_ready = 0;  // leading bytes of _out already in wire form (compressed, or before compression)
 
     // XEP-0198, once the client enabled it (null until then: costs a pointer when unused).
     struct StreamMgmt;

@@ -22,6 +22,7 @@ inline constexpr std::string_view k_ns_ping = "urn:xmpp:ping";
 inline constexpr std::string_view k_ns_disco_info = "http://jabber.org/protocol/disco#info";
 inline constexpr std::string_view k_ns_disco_items = "http://jabber.org/protocol/disco#items";
 inline constexpr std::string_view k_ns_version = "jabber:iq:version";
+inline constexpr std::string_view k_ns_compress = "http://jabber.org/protocol/compress";  // XEP-0138
 inline constexpr std::size_t k_max_sasl_payload = 8 * 1024;  // base64 of a SCRAM or PLAIN message
 inline constexpr std::chrono::milliseconds k_close_grace{5'000};
 // After our last words, what the peer still sends is read and dropped for this long (or until

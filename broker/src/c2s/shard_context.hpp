@@ -51,6 +51,11 @@ struct C2sCounters {
     std::uint64_t sm_hibernated = 0;  // connection lost, session kept for resumption
     std::uint64_t sm_expired = 0;     // not resumed in time
     std::uint64_t sm_rerouted = 0;    // unacknowledged messages sent on to offline or other resources
+    // XEP-0138: bytes before and after zlib, both directions, and streams refused for their input.
+    std::uint64_t zlib_sessions = 0;
+    std::uint64_t zlib_in_wire = 0, zlib_in_plain = 0;
+    std::uint64_t zlib_out_plain = 0, zlib_out_wire = 0;
+    std::uint64_t zlib_refused = 0;
 };
 
 // A resumable session that is no longer there (expired or closed): kept briefly so that a late
@@ -85,6 +90,11 @@ struct ShardContext : session::ShardServices {
     // What TLS sessions read ciphertext into (the engine copies it) and lingering sessions read
     // to drop: one TLS record and its header. Shared by every session of the shard.
     std::vector<char> read_scratch = std::vector<char>(k_tls_read_chunk);
+    // XEP-0138: decrypted-but-compressed input, inflated input and deflated output of one
+    // session at a time (the session keeps none of it between reads).
+    std::vector<char> zlib_scratch = std::vector<char>(k_tls_read_chunk);
+    std::string inflate_scratch;
+    std::string deflate_scratch;
 };
 
 }  // namespace starling::c2s

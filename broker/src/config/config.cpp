@@ -62,6 +62,9 @@ void for_each_option(C& c, V&& v) {
     v("c2s", "stream_management", c.c2s.stream_management);
     v("c2s", "resume_timeout_s", c.c2s.resume_timeout_s, bounds::resume_timeout_s);
     v("c2s", "max_unacked_stanzas", c.c2s.max_unacked_stanzas, bounds::max_unacked_stanzas);
+    v("c2s", "compression", c.c2s.compression);
+    v("c2s", "compression_window_bits", c.c2s.compression_window_bits, bounds::compression_window_bits);
+    v("c2s", "compression_mem_level", c.c2s.compression_mem_level, bounds::compression_mem_level);
 
     v("metrics", "bind_address", c.metrics.bind_address, Text::ip);
     v("metrics", "port", c.metrics.port, bounds::port);

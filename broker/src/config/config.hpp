@@ -44,6 +44,8 @@ inline constexpr Range max_attributes{8, 4096};
 inline constexpr Range scram_iterations{4096, 1'000'000};
 inline constexpr Range resume_timeout_s{1, 3'600};  // XEP-0198 §5: a lost session waits this long
 inline constexpr Range max_unacked_stanzas{10, 100'000};
+inline constexpr Range compression_window_bits{9, 15};  // zlib's LZ77 window, 2^N bytes
+inline constexpr Range compression_mem_level{1, 9};
 }  // namespace bounds
 
 enum class LogLevel : std::uint8_t { trace, debug, info, warn, error };
@@ -83,6 +85,9 @@ struct C2sConfig {
     bool stream_management = true;          // XEP-0198 acks and resumption
     std::uint32_t resume_timeout_s = 300;   // a lost session waits this long to be resumed
     std::uint32_t max_unacked_stanzas = 1000;  // unacknowledged stanzas per session; one more ends it
+    bool compression = false;                 // XEP-0138 zlib; see the security note in the README
+    std::uint32_t compression_window_bits = 11;
+    std::uint32_t compression_mem_level = 4;
 
     friend bool operator==(const C2sConfig&, const C2sConfig&) = default;
 };

@@ -81,6 +81,26 @@ std::vector<MetricFamily> BrokerCollector::families(const std::vector<ShardSnaps
         out.push_back(std::move(f));
     }
     {
+        auto f = family("starling_zlib_bytes_total",
+                        "XEP-0138: bytes through zlib, by direction and side (wire: compressed)", MetricType::Counter);
+        std::uint64_t in_wire = 0, in_plain = 0, out_plain = 0, out_wire = 0;
+        for (const auto& s : shards) {
+            in_wire += s.c2s.zlib_in_wire;
+            in_plain += s.c2s.zlib_in_plain;
+            out_plain += s.c2s.zlib_out_plain;
+            out_wire += s.c2s.zlib_out_wire;
+        }
+        add(f, {{"direction", "in"}, {"side", "wire"}}, static_cast<double>(in_wire));
+        add(f, {{"direction", "in"}, {"side", "plain"}}, static_cast<double>(in_plain));
+        add(f, {{"direction", "out"}, {"side", "plain"}}, static_cast<double>(out_plain));
+        add(f, {{"direction", "out"}, {"side", "wire"}}, static_cast<double>(out_wire));
+        out.push_back(std::move(f));
+    }
+    per_shard("starling_zlib_sessions_total", "XEP-0138: streams that negotiated compression", MetricType::Counter,
+              [](const ShardSnapshot& s) { return s.c2s.zlib_sessions; });
+    per_shard("starling_zlib_refused_total", "XEP-0138: streams ended for compressed input (bombs, corruption)",
+              MetricType::Counter, [](const ShardSnapshot& s) { return s.c2s.zlib_refused; });
+    {
         auto f = family("starling_auth_total", "SASL authentications by result", MetricType::Counter);
         std::uint64_t ok = 0, bad = 0;
         for (const auto& s : shards) {

@@ -57,6 +57,9 @@ c2s::C2sOptions make_options(const config::BrokerConfig& cfg, std::string secret
     o.stream_management = cfg.c2s.stream_management;
     o.resume_timeout = std::chrono::seconds(cfg.c2s.resume_timeout_s);
     o.max_unacked_stanzas = cfg.c2s.max_unacked_stanzas;
+    o.compression = cfg.c2s.compression;
+    o.compression_window_bits = static_cast<int>(cfg.c2s.compression_window_bits);
+    o.compression_mem_level = static_cast<int>(cfg.c2s.compression_mem_level);
     o.server_secret = std::move(secret);
     return o;
 }

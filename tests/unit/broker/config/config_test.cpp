@@ -404,6 +404,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Bound{"c2s", "max_attributes", bounds::max_attributes},
                       Bound{"c2s", "resume_timeout_s", bounds::resume_timeout_s},
                       Bound{"c2s", "max_unacked_stanzas", bounds::max_unacked_stanzas},
+                      Bound{"c2s", "compression_window_bits", bounds::compression_window_bits},
+                      Bound{"c2s", "compression_mem_level", bounds::compression_mem_level},
                       Bound{"metrics", "port", bounds::port},
                       Bound{"accounts", "scram_iterations", bounds::scram_iterations},
                       declared("ping", "idle_ms"), declared("ping", "timeout_ms"),
@@ -424,7 +426,7 @@ TEST(NumericBounds, CoverEveryIntegerOption) {
             if (e.message() == "must be an integer (got a string)") ++numeric;
         }
     }
-    EXPECT_EQ(numeric, 26u);  // booleans such as modules.mam are not counted
+    EXPECT_EQ(numeric, 28u);  // booleans such as modules.mam are not counted
 }
 
 // --- files on disk ---
