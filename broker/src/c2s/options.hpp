@@ -27,7 +27,12 @@ struct C2sOptions : session::ServerOptions {
     std::size_t read_chunk_bytes = 16u << 10;
     std::uint32_t stanzas_per_second = 200;   // per session, with a burst of the same
     std::uint32_t max_resources_per_user = 16;
-    std::uint32_t max_connections_per_ip = 64;  // per shard
+    // Per address, per shard (the kernel spreads one address's connections over the shards).
+    // Fleets sit behind carrier NATs: many devices share one address, so the number open is
+    // generous and what stops a flood is the rate of new ones (a token bucket, burst 10 s).
+    std::uint32_t max_connections_per_ip = 10'000;
+    std::uint32_t connection_rate_per_ip = 200;  // new connections per second; 0: no limit
+    std::size_t max_connections = 0;             // per shard, all addresses; 0: no cap
     // XEP-0198 stream management: acks, and resumption of a stream whose connection was lost.
     bool stream_management = true;
     std::chrono::seconds resume_timeout{300};  // how long a lost session waits to be resumed

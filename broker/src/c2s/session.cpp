@@ -36,17 +36,61 @@ using namespace detail;
 
 // ---- Life cycle ----------------------------------------------------------------------------
 
+namespace {
+
+// A token bucket per address: connection_rate_per_ip new connections a second, with a burst of
+// ten seconds' worth (a carrier NAT's devices reconnecting after an outage), per shard.
+bool take_connection_token(ShardContext& ctx, const std::string& ip) {
+    const double rate = ctx.options.connection_rate_per_ip;
+    if (rate <= 0) return true;
+    const double burst = rate * 10;
+    const auto now = std::chrono::steady_clock::now();
+    auto refill = [&](ShardContext::RateBucket& b) {
+        const double dt = std::chrono::duration<double>(now - b.refill_at).count();
+        b.tokens = std::min(burst, b.tokens + dt * rate);
+        b.refill_at = now;
+    };
+    if (++ctx.accepts_since_sweep >= 4096) {
+        ctx.accepts_since_sweep = 0;
+        for (auto it = ctx.per_ip_rate.begin(); it != ctx.per_ip_rate.end();) {
+            refill(it->second);
+            it = it->second.tokens >= burst ? ctx.per_ip_rate.erase(it) : std::next(it);
+        }
+    }
+    auto [it, fresh] = ctx.per_ip_rate.try_emplace(ip);
+    if (fresh) {
+        it->second.tokens = burst;
+        it->second.refill_at = now;
+    } else {
+        refill(it->second);
+    }
+    if (it->second.tokens < 1) return false;
+    it->second.tokens -= 1;
+    return true;
+}
+
+}  // namespace
+
 void C2sSession::start(ShardContext& ctx, asio::ip::tcp::socket socket, bool direct_tls) {
     asio::error_code ec;
     const auto remote = socket.remote_endpoint(ec);
     if (ec) return;  // gone already
     const std::string ip = remote.address().to_string();
     if (ctx.draining) return;
+    // Refusals close the socket: that is the answer, nothing was said yet.
+    if (ctx.options.max_connections != 0 && ctx.sessions.size() >= ctx.options.max_connections) {
+        ++ctx.counters.refused_capacity;
+        return;
+    }
+    if (!take_connection_token(ctx, ip)) {
+        ++ctx.counters.refused_rate;
+        return;
+    }
     auto& count = ctx.per_ip[ip];
     if (count >= ctx.options.max_connections_per_ip) {
         ++ctx.counters.refused_per_ip;
         if (count == 0) ctx.per_ip.erase(ip);
-        return;  // closing the socket is the answer: nothing was said yet
+        return;
     }
     ++count;
     auto s = std::make_shared<C2sSession>(ctx, std::move(socket), direct_tls);

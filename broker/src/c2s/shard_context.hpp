@@ -8,6 +8,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -35,7 +36,9 @@ struct C2sCounters {
     std::uint64_t connections_closed = 0;
     std::uint64_t tls_handshakes = 0;
     std::uint64_t tls_failures = 0;
-    std::uint64_t refused_per_ip = 0;
+    std::uint64_t refused_per_ip = 0;       // too many open from one address
+    std::uint64_t refused_rate = 0;         // too many new ones per second from one address
+    std::uint64_t refused_capacity = 0;     // the shard's connection cap
     std::uint64_t auth_success = 0;
     std::uint64_t auth_failure = 0;
     std::uint64_t sessions_bound = 0;
@@ -81,6 +84,15 @@ struct ShardContext : session::ShardServices {
     // Open connections per remote address on this shard (the limit is per shard: the kernel
     // spreads one address's connections over the shards' listeners).
     std::unordered_map<std::string, std::uint32_t> per_ip{};
+    // New-connection token buckets per address (c2s.connection_rate_per_ip). Entries whose bucket
+    // has refilled are swept every few thousand accepts, so the table stays as small as the set
+    // of addresses that connected recently.
+    struct RateBucket {
+        double tokens = 0;
+        std::chrono::steady_clock::time_point refill_at{};
+    };
+    std::unordered_map<std::string, RateBucket> per_ip_rate{};
+    std::uint32_t accepts_since_sweep = 0;
     // XEP-0198 resumption ids of sessions on this shard (their home), and recent tombstones
     // (bounded, oldest evicted first).
     std::unordered_map<std::string, std::weak_ptr<C2sSession>> resumable{};

@@ -56,6 +56,8 @@ void for_each_option(C& c, V&& v) {
     v("c2s", "max_output_bytes", c.c2s.max_output_bytes, bounds::max_output_bytes);
     v("c2s", "max_resources_per_user", c.c2s.max_resources_per_user, bounds::max_resources_per_user);
     v("c2s", "max_connections_per_ip", c.c2s.max_connections_per_ip, bounds::max_connections_per_ip);
+    v("c2s", "connection_rate_per_ip", c.c2s.connection_rate_per_ip, bounds::connection_rate_per_ip);
+    v("c2s", "max_connections", c.c2s.max_connections, bounds::max_connections);
     v("c2s", "max_stanza_bytes", c.c2s.max_stanza_bytes, bounds::max_stanza_bytes);
     v("c2s", "max_depth", c.c2s.max_depth, bounds::max_depth);
     v("c2s", "max_attributes", c.c2s.max_attributes, bounds::max_attributes);

@@ -36,6 +36,8 @@ inline constexpr Range stanzas_per_second{1, 1'000'000};
 inline constexpr Range max_output_bytes{4096, 1u << 30};
 inline constexpr Range max_resources_per_user{1, 1000};
 inline constexpr Range max_connections_per_ip{1, 1'000'000};
+inline constexpr Range connection_rate_per_ip{0, 1'000'000};  // 0: no limit
+inline constexpr Range max_connections{0, 100'000'000};       // 0: the descriptor limit
 // RFC 6120 §13.12: a server must accept client stanzas of at least 10000 bytes.
 inline constexpr Range max_stanza_bytes{10'000, 16u << 20};
 inline constexpr Range max_depth{4, 1024};
@@ -78,7 +80,9 @@ struct C2sConfig {
     std::uint32_t stanzas_per_second = 200;  // per session, with a burst of the same
     std::uint64_t max_output_bytes = 1u << 20;  // a reader slower than this is disconnected
     std::uint32_t max_resources_per_user = 16;
-    std::uint32_t max_connections_per_ip = 64;
+    std::uint32_t max_connections_per_ip = 10'000;  // per shard; devices behind one NAT share an address
+    std::uint32_t connection_rate_per_ip = 200;     // new connections per second per address per shard
+    std::uint32_t max_connections = 0;              // all addresses, whole broker; 0: descriptor limit
     std::uint64_t max_stanza_bytes = 262'144;
     std::uint32_t max_depth = 32;
     std::uint32_t max_attributes = 64;

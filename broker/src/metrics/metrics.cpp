@@ -50,8 +50,20 @@ std::vector<MetricFamily> BrokerCollector::families(const std::vector<ShardSnaps
               [](const ShardSnapshot& s) { return s.mailbox_depth; });
     per_shard("starling_connections_accepted_total", "Client connections accepted", MetricType::Counter,
               [](const ShardSnapshot& s) { return s.c2s.connections_accepted; });
-    per_shard("starling_connections_refused_total", "Connections refused by the per-address limit",
-              MetricType::Counter, [](const ShardSnapshot& s) { return s.c2s.refused_per_ip; });
+    {
+        auto f = family("starling_connections_refused_total", "Connections refused, by the limit that refused them",
+                        MetricType::Counter);
+        std::uint64_t per_ip = 0, rate = 0, capacity = 0;
+        for (const auto& s : shards) {
+            per_ip += s.c2s.refused_per_ip;
+            rate += s.c2s.refused_rate;
+            capacity += s.c2s.refused_capacity;
+        }
+        add(f, {{"reason", "per_address"}}, static_cast<double>(per_ip));
+        add(f, {{"reason", "rate"}}, static_cast<double>(rate));
+        add(f, {{"reason", "capacity"}}, static_cast<double>(capacity));
+        out.push_back(std::move(f));
+    }
     per_shard("starling_tls_handshakes_total", "TLS handshakes completed", MetricType::Counter,
               [](const ShardSnapshot& s) { return s.c2s.tls_handshakes; });
     per_shard("starling_tls_failures_total", "TLS handshakes or records that failed", MetricType::Counter,

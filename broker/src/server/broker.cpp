@@ -1,5 +1,6 @@
 #include "broker/src/server/broker.hpp"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -54,6 +55,7 @@ c2s::C2sOptions make_options(const config::BrokerConfig& cfg, std::string secret
     o.stanzas_per_second = cfg.c2s.stanzas_per_second;
     o.max_resources_per_user = cfg.c2s.max_resources_per_user;
     o.max_connections_per_ip = cfg.c2s.max_connections_per_ip;
+    o.connection_rate_per_ip = cfg.c2s.connection_rate_per_ip;
     o.stream_management = cfg.c2s.stream_management;
     o.resume_timeout = std::chrono::seconds(cfg.c2s.resume_timeout_s);
     o.max_unacked_stanzas = cfg.c2s.max_unacked_stanzas;
@@ -62,6 +64,19 @@ c2s::C2sOptions make_options(const config::BrokerConfig& cfg, std::string secret
     o.compression_mem_level = static_cast<int>(cfg.c2s.compression_mem_level);
     o.server_secret = std::move(secret);
     return o;
+}
+
+// The cap on open client connections of one shard: the configured total, or what the descriptor
+// limit allows (less a reserve for the store, listeners and the admin socket), split evenly.
+std::size_t per_shard_connection_cap(const config::BrokerConfig& cfg) {
+    std::size_t total = cfg.c2s.max_connections;
+    if (total == 0) {
+        rlimit r{};
+        if (::getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur == RLIM_INFINITY) return 0;
+        total = r.rlim_cur > 256 ? static_cast<std::size_t>(r.rlim_cur) - 256 : 1;
+    }
+    const std::size_t shards = cfg.general.shards != 0 ? cfg.general.shards : std::max(1u, std::thread::hardware_concurrency());
+    return std::max<std::size_t>(1, (total + shards - 1) / shards);
 }
 
 // A per-installation secret for decoy SCRAM salts (RFC 5802 §9): read, or made on first start
@@ -118,6 +133,7 @@ struct Broker::Impl {
         std::filesystem::create_directories(cfg.general.data_dir);
         ::chmod(cfg.general.data_dir.c_str(), 0700);
         options = make_options(cfg, load_server_secret(cfg));
+        options.max_connections = per_shard_connection_cap(cfg);
 
         store = storage::Store::open(cfg.storage.path.string());
         accounts = std::make_unique<storage::AccountStore>(*store);

@@ -399,6 +399,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Bound{"c2s", "max_output_bytes", bounds::max_output_bytes},
                       Bound{"c2s", "max_resources_per_user", bounds::max_resources_per_user},
                       Bound{"c2s", "max_connections_per_ip", bounds::max_connections_per_ip},
+                      Bound{"c2s", "connection_rate_per_ip", bounds::connection_rate_per_ip},
+                      Bound{"c2s", "max_connections", bounds::max_connections},
                       Bound{"c2s", "max_stanza_bytes", bounds::max_stanza_bytes},
                       Bound{"c2s", "max_depth", bounds::max_depth},
                       Bound{"c2s", "max_attributes", bounds::max_attributes},
@@ -426,7 +428,7 @@ TEST(NumericBounds, CoverEveryIntegerOption) {
             if (e.message() == "must be an integer (got a string)") ++numeric;
         }
     }
-    EXPECT_EQ(numeric, 28u);  // booleans such as modules.mam are not counted
+    EXPECT_EQ(numeric, 30u);  // booleans such as modules.mam are not counted
 }
 
 // --- files on disk ---
