@@ -64,6 +64,7 @@ cat >"$work/bench.toml" <<TOML
 [c2s]
 stanzas_per_second = 1000000
 max_connections_per_ip = 1000000
+connection_rate_per_ip = 0
 TOML
 
 echo "== provision $USERS accounts" >&2

@@ -57,6 +57,7 @@ trap cleanup EXIT
 cat >"$work/bench.toml" <<TOML
 [c2s]
 max_connections_per_ip = 1000000
+connection_rate_per_ip = 0
 TOML
 
 echo "== $SESSIONS sessions: $procs starlingd x up to $PER_PROCESS (descriptor limit $hard)" >&2

@@ -30,7 +30,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-printf '[c2s]\nstanzas_per_second = 1000000\nmax_connections_per_ip = 1000000\n' >"$work/bench.toml"
+printf '[c2s]\nstanzas_per_second = 1000000\nmax_connections_per_ip = 1000000\nconnection_rate_per_ip = 0\n' >"$work/bench.toml"
 
 echo "== provision $USERS accounts with $CONTACTS contacts each" >&2
 mkdir -p "$work/data"

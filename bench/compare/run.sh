@@ -149,7 +149,7 @@ wait_port() { # wait_port PORT PID NAME LOG: 0 when PORT accepts; 1 when PID die
 
 ## Starling
 mkdir -p "$work/starling/template"
-printf '[c2s]\nstanzas_per_second = 1000000\nmax_connections_per_ip = 1000000\n' >"$work/starling/bench.toml"
+printf '[c2s]\nstanzas_per_second = 1000000\nmax_connections_per_ip = 1000000\nconnection_rate_per_ip = 0\n' >"$work/starling/bench.toml"
 # MAM off needs the [modules] switches (the lead's change, documented in deploy/starlingd.toml once
 # it is in); a starlingd without them rejects the unknown table, so ask the binary itself.
 cp "$work/starling/bench.toml" "$work/starling/try.toml"

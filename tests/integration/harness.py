@@ -312,7 +312,9 @@ class Starling(Server):
         if self.pre_auth_timeout_ms is not None:
             c2s["pre_auth_timeout_ms"] = int(self.pre_auth_timeout_ms)
         if self.max_connections_per_ip is not None:
+            # Load tests: many clients from one address as fast as they can; no rate limit.
             c2s["max_connections_per_ip"] = int(self.max_connections_per_ip)
+            c2s["connection_rate_per_ip"] = 0
         text = ""
         if c2s:
             # No command-line flags for these: they exercise the configuration file.
