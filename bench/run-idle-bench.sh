@@ -6,6 +6,7 @@
 #   bench/run-idle-bench.sh [BUILD_DIR]        (default: build/loadgen, configured here)
 #
 # Environment (defaults): SESSIONS=100000 HOLD=30 PORT=27100 KEEP=0
+#   LOADGEN_ARGS=  more starling-loadgen arguments, e.g. --sm (XEP-0198 enabled on every session)
 #   PER_PROCESS=   sessions per starlingd (default: what the file-descriptor limit allows)
 #
 # One starlingd holds one descriptor per client. On a normal host raise the limit
@@ -95,7 +96,7 @@ start=$(date +%s.%N)
 for i in $(seq 0 $((procs - 1))); do
   read -r f n <"$work/range$i"
   "$loadgen" connect --port $((PORT + i)) --users "$n" --first "$f" --prefix user --password pass \
-    --threads 1 --hold $((HOLD + 600)) --no-progress --timeout $((HOLD + 900)) \
+    --threads 1 --hold $((HOLD + 600)) --no-progress --timeout $((HOLD + 900)) ${LOADGEN_ARGS:-} \
     --json "$work/gen$i.json" >/dev/null 2>"$work/gen$i.err" &
   gens+=($!)
 done

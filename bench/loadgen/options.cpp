@@ -59,6 +59,8 @@ Options:
   --no-progress        no progress display on stderr
   --tls MODE           none, starttls, direct (default none: plain TCP, for benchmarks; direct
                        is XEP-0368 TLS from the first byte, give the server's TLS --port)
+  --sm                 enable XEP-0198 stream management (resume='true') after binding and
+                       answer the server's <r/> with <a/>
   --tls-verify         verify the server's certificate chain and name (default off: benchmark
                        servers use self-signed certificates; a note says so on stderr)
   --tls-ca FILE        trust anchors for --tls-verify (default the system's CA bundle)
@@ -139,6 +141,7 @@ bool parse_options(int argc, char** argv, Options& o) {
         if (a == "--no-spread") { o.spread_sources = false; continue; }
         if (a == "--no-progress") { o.progress = false; continue; }
         if (a == "--tls-verify") { o.tls_verify = true; continue; }
+        if (a == "--sm") { o.sm = true; continue; }
         if (a == "--skip-subscribe") { o.skip_subscribe = true; continue; }
         if (a.starts_with("--")) {
             if (i + 1 >= argc) throw UsageError(std::string(a) + " needs a value");

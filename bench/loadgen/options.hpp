@@ -47,6 +47,9 @@ struct Options {
     double timeout_s = 300;           // the whole run, hard bound
     std::uint64_t max_loss = 0;       // lost + duplicated + errors tolerated before exit 1
     bool progress = true;
+    // XEP-0198: enable stream management (with resumption) after binding, and answer the
+    // server's <r/> (its memory per session with SM on is what this measures).
+    bool sm = false;
     // TLS.
     TlsMode tls = TlsMode::none;
     bool tls_verify = false;          // off: benchmark servers have self-signed certificates

@@ -166,6 +166,14 @@ void Session::on_read(const asio::error_code& ec, std::size_t n) {
 bool Session::on_element(const ElementView& el) {
     const auto name = el.local_name();
     if (_state == State::online) {
+        if (_worker.opt().sm) {
+            if (name == "r" && el.ns().equals("urn:xmpp:sm:3")) {
+                queue("<a xmlns='urn:xmpp:sm:3' h='" + std::to_string(_sm_handled) + "'/>");
+                return true;
+            }
+            if (name == "message" || name == "iq" || name == "presence") ++_sm_handled;
+            else if (el.ns().equals("urn:xmpp:sm:3")) return true;  // <enabled/>, <a/>
+        }
         // The hot path: bodies are found by a search in the bytes, nothing is parsed.
         if (name == "message") {
             on_message(el);
@@ -227,6 +235,7 @@ bool Session::on_element(const ElementView& el) {
                 fail("bind refused: " + std::string(el.bytes().substr(0, 200)));
                 return false;
             }
+            if (_worker.opt().sm) queue("<enable xmlns='urn:xmpp:sm:3' resume='true'/>");
             if (_session_required) {
                 _state = State::session;
                 queue("<iq type='set' id='sess1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>");

@@ -118,6 +118,7 @@ private:
     bool _reading = false;
     bool _session_required = false;
     bool _tls_done = false;
+    std::uint32_t _sm_handled = 0;  // XEP-0198: stanzas received since <enable/>
     std::uint64_t _next_seq = 0;
     std::uint32_t _publish_rr = 0;  // pubsub publisher: which of its nodes is next
     std::atomic<std::uint32_t> _inflight{0};
