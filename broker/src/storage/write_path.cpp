@@ -758,6 +758,15 @@ void Committer::Impl::complete(std::vector<Sealed>& group, const std::vector<Voi
         while (bucket < std::size(k_commit_latency_bounds_us) && us > k_commit_latency_bounds_us[bucket]) ++bucket;
         stats.latency[bucket].fetch_add(1, std::memory_order_relaxed);
         stats.latency_sum_us.fetch_add(static_cast<std::uint64_t>(us), std::memory_order_relaxed);
+    }
+    stats.groups.fetch_add(1, std::memory_order_relaxed);
+    stats.batches.fetch_add(group.size(), std::memory_order_relaxed);
+    stats.ops.fetch_add(ops, std::memory_order_relaxed);
+    stats.bytes.fetch_add(bytes, std::memory_order_relaxed);
+    stats.failed_batches.fetch_add(failed, std::memory_order_relaxed);
+    // Counters first, then the completions: whoever is woken by one sees the counts.
+    for (std::size_t i = 0; i < group.size(); ++i) {
+        auto& s = group[i];
         try {
             asio::post(*s.io, [owner_state = std::move(s.owner), no = s.batch_no, w = written[i], y = synced[i]] {
                 if (auto state = owner_state.lock()) state->on_committed(no, w, y);
@@ -768,11 +777,6 @@ void Committer::Impl::complete(std::vector<Sealed>& group, const std::vector<Voi
             STARLING_LOG(error, "storage: cannot post a completion to a shard (out of memory)");
         }
     }
-    stats.groups.fetch_add(1, std::memory_order_relaxed);
-    stats.batches.fetch_add(group.size(), std::memory_order_relaxed);
-    stats.ops.fetch_add(ops, std::memory_order_relaxed);
-    stats.bytes.fetch_add(bytes, std::memory_order_relaxed);
-    stats.failed_batches.fetch_add(failed, std::memory_order_relaxed);
 }
 
 void Committer::Impl::fault(const rocksdb::Status& st, std::size_t batches) noexcept {
@@ -796,10 +800,25 @@ void Committer::Impl::fault(const rocksdb::Status& st, std::size_t batches) noex
 
 void Committer::Impl::try_resume() noexcept {
     auto& stats = owner._stats;
-    // Resume() clears a background error once the cause is gone (RocksDB retries the flush
-    // or the WAL switch); it answers OK when there was none (a failure that did not stop the
-    // DB, e.g. one failed sync).
-    const auto st = owner._store.db().Resume();
+    auto& db = owner._store.db();
+    // Resume() clears a background error once its cause is gone; it answers OK when there was
+    // none. RocksDB 7.8 does not retire a WAL whose append failed: its writer stays "seen
+    // error" (and the Debian build asserts if it is written again), and Resume() switches to
+    // a new WAL only when it has a memtable to flush. So after a successful Resume() we force
+    // that switch: a marker in the default column family (unused by the stores) written
+    // without the WAL, then a flush of that family, which starts a new WAL.
+    auto st = db.Resume();
+    if (st.ok()) {
+        rocksdb::WriteOptions no_wal;
+        no_wal.disableWAL = true;
+        const auto n = stats.recoveries.load(std::memory_order_relaxed) + 1;
+        st = db.Put(no_wal, db.DefaultColumnFamily(), "starling/recovery", std::to_string(n));
+        if (st.ok()) {
+            rocksdb::FlushOptions flush;
+            flush.allow_write_stall = true;
+            st = db.Flush(flush, db.DefaultColumnFamily());
+        }
+    }
     if (st.ok()) {
         stats.healthy.store(true, std::memory_order_relaxed);
         stats.recoveries.fetch_add(1, std::memory_order_relaxed);
