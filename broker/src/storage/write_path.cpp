@@ -468,17 +468,24 @@ class Appender final : public rocksdb::WriteBatch::Handler {
 public:
     Appender(rocksdb::WriteBatch& out, const std::vector<rocksdb::ColumnFamilyHandle*>& by_id) noexcept
         : _out(out), _by_id(by_id) {}
+    // An unknown id is refused: a null handle would silently mean the default family.
     rocksdb::Status PutCF(std::uint32_t id, const rocksdb::Slice& key, const rocksdb::Slice& value) override {
-        return _out.Put(family(id), key, value);
+        auto* f = family(id);
+        return f != nullptr ? _out.Put(f, key, value) : unknown(id);
     }
     rocksdb::Status DeleteCF(std::uint32_t id, const rocksdb::Slice& key) override {
-        return _out.Delete(family(id), key);
+        auto* f = family(id);
+        return f != nullptr ? _out.Delete(f, key) : unknown(id);
     }
     rocksdb::Status DeleteRangeCF(std::uint32_t id, const rocksdb::Slice& begin, const rocksdb::Slice& end) override {
-        return _out.DeleteRange(family(id), begin, end);
+        auto* f = family(id);
+        return f != nullptr ? _out.DeleteRange(f, begin, end) : unknown(id);
     }
 
 private:
+    static rocksdb::Status unknown(std::uint32_t id) {
+        return rocksdb::Status::InvalidArgument("write batch names an unknown column family", std::to_string(id));
+    }
     rocksdb::ColumnFamilyHandle* family(std::uint32_t id) const noexcept {
         return id < _by_id.size() ? _by_id[id] : nullptr;
     }

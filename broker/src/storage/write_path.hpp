@@ -115,6 +115,7 @@ struct ShardWriterCounters {
 // Committer is started and destroy it before the io_context (its timers and posted handlers
 // belong to that io_context), and before the Committer. Destroying it completes every callback still waiting with
 // Errc::stopped: nothing is dropped silently (the writes themselves may still be committed).
+// Those callbacks run inside the destructor: they must not use the writer.
 class ShardWriter {
 public:
     ShardWriter(asio::io_context& io, std::uint16_t shard, Committer& committer);

@@ -17,6 +17,7 @@
 #include <asio/steady_timer.hpp>
 #include <rocksdb/db.h>
 
+#include "broker/src/storage/rocks.hpp"
 #include "broker/src/storage/store.hpp"
 #include "tests/support/faulty_fs.hpp"
 
@@ -428,6 +429,18 @@ TEST_F(WritePathTest, MergedGroupCommitGivesTheSameAnswers) {
     EXPECT_LT(committer->stats().db_writes.load(), 8u);
     EXPECT_EQ(value_of(other.get(Column::meta, "b3")), "w");
     EXPECT_EQ(value_of(writer->get(Column::meta, "a0")), "v");
+}
+
+// --- Errc ------------------------------------------------------------------------------------
+
+TEST(StorageErrc, AFullDiskIsNoSpaceWhetherRocksDbMarksItOrOnlySaysSo) {
+    using starling::storage::errc_of;
+    EXPECT_EQ(errc_of(rocksdb::Status::NoSpace()), Errc::no_space);
+    EXPECT_EQ(errc_of(rocksdb::Status::IOError("While appending to file: 000004.log: No space left on device")),
+              Errc::no_space);
+    EXPECT_EQ(errc_of(rocksdb::Status::IOError("injected")), Errc::io_error);
+    EXPECT_EQ(starling::storage::to_string(Errc::no_space), "no-space");
+    EXPECT_EQ(starling::storage::to_string(Errc::stopped), "stopped");
 }
 
 // --- Store: unclean shutdown -----------------------------------------------------------------
