@@ -133,7 +133,6 @@ struct ShardWriter::State : std::enable_shared_from_this<ShardWriter::State> {
 
     void post_seal() {
         if (seal_posted) return;
-        seal_posted = true;
         // Queued behind what this turn has already queued: runs at the end of the turn.
         asio::post(io, [weak = weak_from_this()] {
             if (auto s = weak.lock()) {
@@ -141,6 +140,7 @@ struct ShardWriter::State : std::enable_shared_from_this<ShardWriter::State> {
                 s->seal();
             }
         });
+        seal_posted = true;  // only once posted: a failed post leaves the next write to try
     }
 
     void seal() noexcept;
@@ -198,15 +198,19 @@ void ShardWriter::State::seal() noexcept {
         batch = std::move(sealed.batch);
         ++counters.queue_full;
         if (!retry_armed) {
-            retry_armed = true;
-            retry_timer.expires_after(k_queue_full_retry);
-            retry_timer.async_wait([weak = weak_from_this()](const std::error_code& ec) {
-                if (ec) return;
-                if (auto s = weak.lock()) {
-                    s->retry_armed = false;
-                    s->seal();
-                }
-            });
+            try {
+                retry_timer.expires_after(k_queue_full_retry);
+                retry_timer.async_wait([weak = weak_from_this()](const std::error_code& ec) {
+                    if (ec) return;
+                    if (auto s = weak.lock()) {
+                        s->retry_armed = false;
+                        s->seal();
+                    }
+                });
+                retry_armed = true;
+            } catch (...) {
+                // Out of memory: the next write of a later turn posts another seal.
+            }
         }
         return;
     }
@@ -234,10 +238,14 @@ void ShardWriter::State::seal() noexcept {
     ++next_batch_no;
     ++counters.sealed_batches;
     if (submitted == Committer::Submitted::stopped) {
-        // Run them from the reactor, not from inside whatever called seal().
-        asio::post(io, [weak = weak_from_this()] {
-            if (auto s = weak.lock()) s->drain();
-        });
+        // Run them from the reactor, not from inside whatever called seal(). (Out of memory
+        // here, they run with the next completion or the destructor.)
+        try {
+            asio::post(io, [weak = weak_from_this()] {
+                if (auto s = weak.lock()) s->drain();
+            });
+        } catch (...) {
+        }
     }
 }
 
