@@ -49,7 +49,7 @@ struct StoreOptions {
     std::size_t block_cache_bytes = 32u << 20;
     // The file system RocksDB writes through; null means the local disk. Tests and benchmarks
     // inject faults and latency here (tests/support/faulty_fs.hpp); the broker leaves it null.
-    std::shared_ptr<rocksdb::FileSystem> file_system;
+    std::shared_ptr<rocksdb::FileSystem> file_system{};
 };
 
 // What open() learnt about the previous run. Filled once at open, read-only afterwards.
