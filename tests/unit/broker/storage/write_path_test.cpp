@@ -454,19 +454,31 @@ TEST(Store, ACleanCloseIsNotReportedAsUnclean) {
 }
 
 TEST(Store, AnUncleanShutdownIsDetectedAfterTheProcessDiesWithoutClosing) {
-    TempDir dir;
-    { auto store = Store::open(dir.str()); }  // create it cleanly first
+    // "threadsafe": the child is a fresh exec of this binary (forking a process with RocksDB's
+    // threads running is not safe). It re-runs this test up to EXPECT_EXIT, so it learns the
+    // directory from the environment instead of making its own.
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    constexpr const char* k_env = "STARLING_TEST_UNCLEAN_DIR";
+    const char* inherited = std::getenv(k_env);
+    std::optional<TempDir> owned;
+    if (inherited == nullptr) owned.emplace();
+    const std::string path = inherited != nullptr ? std::string(inherited) : owned->str();
+    if (inherited == nullptr) {
+        ::setenv(k_env, path.c_str(), 1);
+        auto store = Store::open(path);  // create it, and close it cleanly
+    }
     // The child opens the store, makes one synced write and dies without closing anything.
     EXPECT_EXIT(
         {
-            auto store = Store::open(dir.str());
+            auto store = Store::open(path);
             rocksdb::WriteOptions w;
             w.sync = true;
             const auto st = store->db().Put(w, store->column(Column::accounts), "carol@example.org", "keys");
             std::_Exit(st.ok() ? 0 : 1);
         },
         ::testing::ExitedWithCode(0), "");
-    auto store = Store::open(dir.str());
+    ::unsetenv(k_env);
+    auto store = Store::open(path);
     EXPECT_TRUE(store->recovered_from_unclean_shutdown());
     EXPECT_EQ(store->unclean_shutdowns(), 1u);
     EXPECT_GE(store->recovery().wal_batches_replayed, 1u);
@@ -475,7 +487,7 @@ TEST(Store, AnUncleanShutdownIsDetectedAfterTheProcessDiesWithoutClosing) {
     EXPECT_EQ(value, "keys");
     store.reset();
     // Closed cleanly this time.
-    EXPECT_FALSE(Store::open(dir.str())->recovered_from_unclean_shutdown());
+    EXPECT_FALSE(Store::open(path)->recovered_from_unclean_shutdown());
 }
 
 }  // namespace
