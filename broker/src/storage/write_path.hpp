@@ -74,12 +74,17 @@ struct CommitterStats {
     std::atomic<std::uint64_t> latency_sum_us{0};
 };
 
-// Merging the shards' batches into one WriteBatch per group wins over one DB::Write per shard
-// batch with only the last synced: fewer passes through RocksDB's write queue for the same
-// single fsync. bench/storage_bench.cpp, 200 B records, ext4 on virtio, 2 vCPUs, medians of 5
-// (records durable per second; the synced write per record did 4.1k/s):
-//   one record per turn:  1 shard 275k merged vs 203k per batch; 2 shards 250k vs 212k
-//   16 records per turn:  1 shard 402k merged vs 326k per batch; 2 shards 358k vs 367k (noise)
+// Merging the shards' batches into one WriteBatch per group is as fast or faster than one
+// DB::Write per shard batch with only the last synced: fewer passes through RocksDB's write
+// queue for the same single fsync. bench/storage_bench.cpp, 200 B records, ext4 on a shared
+// virtio disk, 2 vCPUs, medians of 5, records durable per second, merged vs per batch:
+//                           run A (fsync 0.24 ms)     run C (fsync 3.4 ms, busy disk)
+//   1 record per turn, 1 shard   275k vs 203k              124k vs 77k
+//   1 record per turn, 2 shards  250k vs 212k              108k vs 73k
+//   16 per turn, 1 shard         402k vs 326k              145k vs 150k
+//   16 per turn, 2 shards        358k vs 367k              267k vs 185k
+// (A run B between them, with the disk at its noisiest, had per batch ahead in 2 of 4 by up
+// to 1.5x: the disk, not the write path, dominates such runs.)
 inline constexpr bool k_merge_shards_default = true;
 
 struct CommitterOptions {
