@@ -141,8 +141,8 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
     if (recovery.unclean_shutdown) {
         STARLING_LOG(warn,
                      "storage: the last shutdown of {} was unclean; WAL recovery replayed {} batches ({} writes) "
-                     "from {} files ({} bytes), now at sequence {}; a torn WAL tail, if any, was dropped "
-                     "(point-in-time recovery): nothing acknowledged as synced is lost",
+                     "from {} files ({} bytes), now at sequence {}; point-in-time recovery drops a torn WAL "
+                     "tail, if any, and only writes not yet synced can be in one",
                      dir, recovery.wal_batches_replayed, recovery.wal_ops_replayed, recovery.wal_files,
                      recovery.wal_bytes, recovery.last_sequence);
     }
