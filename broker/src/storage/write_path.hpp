@@ -166,7 +166,7 @@ public:
     std::uint16_t shard() const noexcept;
     const ShardWriterCounters& counters() const noexcept;
 
-    struct State;  // defined in write_path.cpp; shared with handlers posted to this shard
+    struct State;  // defined in write_path_detail.hpp; shared with handlers posted to this shard
 
 private:
     std::shared_ptr<State> _state;
