@@ -12,6 +12,8 @@ enum class Errc : std::uint8_t {
     io_error,     // RocksDB reported an I/O or other failure
     busy,         // the store is locked by another process (a running broker)
     invalid_argument,
+    no_space,     // the disk is full (Status::NoSpace, or an I/O error carrying ENOSPC)
+    stopped,      // the write path was stopped before this write could be committed
 };
 
 constexpr std::string_view to_string(Errc e) noexcept {
@@ -21,6 +23,8 @@ constexpr std::string_view to_string(Errc e) noexcept {
     case Errc::io_error: return "io-error";
     case Errc::busy: return "busy";
     case Errc::invalid_argument: return "invalid-argument";
+    case Errc::no_space: return "no-space";
+    case Errc::stopped: return "stopped";
     }
     return "io-error";
 }

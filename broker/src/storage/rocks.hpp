@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -22,6 +23,14 @@ inline Errc errc_of(const rocksdb::Status& st) noexcept {
     if (st.IsCorruption()) return Errc::corrupt;
     if (st.IsBusy() || st.IsTryAgain()) return Errc::busy;
     if (st.IsInvalidArgument()) return Errc::invalid_argument;
+    // RocksDB marks ENOSPC as IOError/kNoSpace when it recognises it; a file system that only
+    // says so in the message still means a full disk to an operator.
+    if (st.IsNoSpace()) return Errc::no_space;
+    // (getState() is the message without allocating: this stays noexcept.)
+    if (st.IsIOError() && st.getState() != nullptr &&
+        (std::strstr(st.getState(), "No space left") != nullptr || std::strstr(st.getState(), "ENOSPC") != nullptr)) {
+        return Errc::no_space;
+    }
     return Errc::io_error;
 }
 

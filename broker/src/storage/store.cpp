@@ -2,11 +2,20 @@
 
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
+#include <rocksdb/wal_filter.h>
+#include <rocksdb/write_batch.h>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <vector>
+
+#include "broker/src/util/log.hpp"
 
 namespace starling::storage {
 
@@ -27,13 +36,75 @@ std::string_view to_string(Column c) noexcept {
     return "unknown";
 }
 
+namespace {
+
+// Counts what RocksDB replays from the WALs at open, changing nothing.
+class ReplayCounter final : public rocksdb::WalFilter {
+public:
+    WalProcessingOption LogRecordFound(unsigned long long /*log_number*/, const std::string& /*log_file_name*/,
+                                       const rocksdb::WriteBatch& batch, rocksdb::WriteBatch* /*new_batch*/,
+                                       bool* batch_changed) override {
+        *batch_changed = false;
+        ++batches;
+        ops += batch.Count();
+        return WalProcessingOption::kContinueProcessing;
+    }
+    const char* Name() const override { return "starling.replay_counter"; }
+
+    std::uint64_t batches = 0;
+    std::uint64_t ops = 0;
+};
+
+// fsync of a directory, so that a created or removed marker survives a power cut.
+void sync_dir(const std::string& dir) noexcept {
+    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    (void)::fsync(fd);
+    ::close(fd);
+}
+
+// The marker is durable before the first write, so a crash after any write finds it.
+bool create_marker(const std::string& path) noexcept {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return false;
+    const std::string pid = std::to_string(::getpid()) + "\n";
+    const bool ok = ::write(fd, pid.data(), pid.size()) == static_cast<ssize_t>(pid.size()) && ::fsync(fd) == 0;
+    ::close(fd);
+    return ok;
+}
+
+}  // namespace
+
 std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& options) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) throw StoreError("cannot create data directory " + dir + ": " + ec.message());
 
+    // Before RocksDB replays anything: what the WALs hold, and whether the last run closed.
+    const std::string marker = (std::filesystem::path(dir) / k_open_marker).string();
+    RecoveryInfo recovery;
+    recovery.unclean_shutdown = std::filesystem::exists(marker, ec);
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+        if (entry.path().extension() == ".log" && entry.is_regular_file(ec)) {
+            ++recovery.wal_files;
+            recovery.wal_bytes += entry.file_size(ec);
+        }
+    }
+    // Kept by the Store: RocksDB keeps the pointer in its options.
+    auto replay = std::make_unique<ReplayCounter>();
+
     rocksdb::Options db_options;
     db_options.create_if_missing = true;
+    // The default, said out loud: replay each WAL up to its first torn or corrupt record and
+    // drop the rest. A synced write is whole on disk before it is acknowledged, so only
+    // unacknowledged writes can be in a dropped tail.
+    db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+    db_options.wal_filter = replay.get();
+    std::unique_ptr<rocksdb::Env> env;
+    if (options.file_system) {
+        env = rocksdb::NewCompositeEnv(options.file_system);
+        db_options.env = env.get();
+    }
     db_options.create_missing_column_families = true;
     db_options.keep_log_file_num = 4;
     db_options.max_log_file_size = 8u << 20;
@@ -60,7 +131,26 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
     std::unique_ptr<Store> store(new Store());
     store->_dir = dir;
     store->_options = options;
+    store->_env = std::move(env);
     store->_db.reset(raw);
+    recovery.wal_batches_replayed = replay->batches;
+    recovery.wal_ops_replayed = replay->ops;
+    store->_wal_filter = std::move(replay);
+    recovery.last_sequence = raw->GetLatestSequenceNumber();
+    store->_recovery = recovery;
+    if (recovery.unclean_shutdown) {
+        STARLING_LOG(warn,
+                     "storage: the last shutdown of {} was unclean; WAL recovery replayed {} batches ({} writes) "
+                     "from {} files ({} bytes), now at sequence {}; point-in-time recovery drops a torn WAL "
+                     "tail, if any, and only writes not yet synced can be in one",
+                     dir, recovery.wal_batches_replayed, recovery.wal_ops_replayed, recovery.wal_files,
+                     recovery.wal_bytes, recovery.last_sequence);
+    }
+    if (!create_marker(marker)) {
+        STARLING_LOG(warn, "storage: cannot create {}: the next start cannot tell an unclean shutdown", marker);
+    } else {
+        sync_dir(dir);
+    }
     // handles[0] is the default family; ours follow in Column order. All are ours to destroy.
     store->_default = handles[0];
     for (std::size_t i = 0; i < store->_columns.size(); ++i) store->_columns[i] = handles[i + 1];
@@ -73,7 +163,17 @@ Store::~Store() {
         if (h) _db->DestroyColumnFamilyHandle(h);
     }
     if (_default) _db->DestroyColumnFamilyHandle(_default);
-    _db->Close();
+    // Only a close that succeeded is clean: the marker then goes, durably.
+    const auto st = _db->Close();
+    _db.reset();
+    if (st.ok()) {
+        std::error_code ec;
+        std::filesystem::remove(std::filesystem::path(_dir) / k_open_marker, ec);
+        sync_dir(_dir);
+    } else {
+        STARLING_LOG(warn, "storage: closing {} failed ({}); the next start will report an unclean shutdown", _dir,
+                     st.ToString());
+    }
 }
 
 }  // namespace starling::storage

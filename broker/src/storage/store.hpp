@@ -6,6 +6,7 @@
 #pragma once
 
 #include <array>
+#include <cstdint>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -14,6 +15,9 @@
 namespace rocksdb {
 class DB;
 class ColumnFamilyHandle;
+class Env;
+class FileSystem;
+class WalFilter;
 }  // namespace rocksdb
 
 namespace starling::storage {
@@ -43,6 +47,22 @@ struct StoreOptions {
     // fsync every write batch: what is acknowledged survives a power cut (DESIGN §6).
     bool sync_writes = true;
     std::size_t block_cache_bytes = 32u << 20;
+    // The file system RocksDB writes through; null means the local disk. Tests and benchmarks
+    // inject faults and latency here (tests/support/faulty_fs.hpp); the broker leaves it null.
+    std::shared_ptr<rocksdb::FileSystem> file_system{};
+};
+
+// What open() learnt about the previous run. Filled once at open, read-only afterwards.
+struct RecoveryInfo {
+    // The previous process did not close the store (crash, kill -9, power cut): the marker
+    // file it creates at open was still there.
+    bool unclean_shutdown = false;
+    // What RocksDB replayed from the write-ahead logs at open (any shutdown replays some).
+    std::uint64_t wal_files = 0;
+    std::uint64_t wal_bytes = 0;           // on disk before the replay
+    std::uint64_t wal_batches_replayed = 0;
+    std::uint64_t wal_ops_replayed = 0;
+    std::uint64_t last_sequence = 0;       // DB::GetLatestSequenceNumber() after the replay
 };
 
 class Store {
@@ -59,10 +79,24 @@ public:
     const StoreOptions& options() const noexcept { return _options; }
     const std::string& dir() const noexcept { return _dir; }
 
+    // True when the previous process stopped without closing the store. The WAL replay
+    // (kPointInTimeRecovery) then kept every write whose WAL record was complete on disk and
+    // dropped a torn tail, if any; what a synced write committed is never in such a tail.
+    bool recovered_from_unclean_shutdown() const noexcept { return _recovery.unclean_shutdown; }
+    const RecoveryInfo& recovery() const noexcept { return _recovery; }
+    // Unclean shutdowns found at open (0 or 1 per open): a counter for the metrics exporter.
+    std::uint64_t unclean_shutdowns() const noexcept { return _recovery.unclean_shutdown ? 1 : 0; }
+
+    // The marker a running store keeps in its directory (removed by a clean close).
+    static constexpr std::string_view k_open_marker = "STARLING_OPEN";
+
 private:
     Store() = default;
     std::string _dir;
     StoreOptions _options;
+    RecoveryInfo _recovery;
+    std::unique_ptr<rocksdb::WalFilter> _wal_filter;  // used by the replay at open only
+    std::unique_ptr<rocksdb::Env> _env;  // over options.file_system; outlives _db (declared first)
     std::unique_ptr<rocksdb::DB> _db;
     rocksdb::ColumnFamilyHandle* _default = nullptr;
     std::array<rocksdb::ColumnFamilyHandle*, static_cast<std::size_t>(Column::count_)> _columns{};
