@@ -229,6 +229,11 @@ MetricsServer::MetricsServer(const std::string& bind, BrokerCollector::Snapshot 
 
 MetricsServer::~MetricsServer() = default;
 
+void MetricsServer::add(std::shared_ptr<prometheus::Collectable> collectable) {
+    _extra.push_back(collectable);
+    _exposer->RegisterCollectable(collectable);
+}
+
 std::uint16_t MetricsServer::port() const {
     auto ports = _exposer->GetListeningPorts();
     return ports.empty() ? 0 : static_cast<std::uint16_t>(ports.front());

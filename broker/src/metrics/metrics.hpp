@@ -56,9 +56,12 @@ public:
     MetricsServer(const MetricsServer&) = delete;
     MetricsServer& operator=(const MetricsServer&) = delete;
     std::uint16_t port() const;
+    // Another source of metrics (the store's), scraped with the shards'.
+    void add(std::shared_ptr<prometheus::Collectable> collectable);
 
 private:
     std::shared_ptr<BrokerCollector> _collector;
+    std::vector<std::shared_ptr<prometheus::Collectable>> _extra;
     std::unique_ptr<prometheus::Exposer> _exposer;
 };
 

@@ -9,6 +9,7 @@
 namespace starling::modules {
 
 using session::FeaturesHandler;
+using session::DeferredIq;
 using session::Handled;
 using session::InboundEvent;
 using session::IqEvent;

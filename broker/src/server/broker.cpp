@@ -18,6 +18,7 @@
 #include "broker/src/c2s/session.hpp"
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/metrics/metrics.hpp"
+#include "broker/src/metrics/store_metrics.hpp"
 #include "broker/src/modules/module_list.hpp"
 #include "broker/src/session/hooks.hpp"
 #include "broker/src/net/listener.hpp"
@@ -26,6 +27,7 @@
 #include "broker/src/router/router.hpp"
 #include "broker/src/storage/accounts.hpp"
 #include "broker/src/storage/store.hpp"
+#include "broker/src/storage/write_path.hpp"
 #include "broker/src/util/log.hpp"
 #include "broker/src/util/random.hpp"
 #include "xmpp/tls/self_signed.hpp"
@@ -112,6 +114,7 @@ std::string load_server_secret(const config::BrokerConfig& cfg) {
 struct Broker::Impl {
     struct ShardState {
         util::Random random;
+        std::unique_ptr<storage::ShardWriter> writer;  // before the router and modules that use it
         std::unique_ptr<router::ShardRouter> router;
         std::unique_ptr<c2s::ShardContext> ctx;
         session::HookTable hooks;
@@ -121,6 +124,7 @@ struct Broker::Impl {
     config::BrokerConfig cfg;
     c2s::C2sOptions options;
     std::unique_ptr<storage::Store> store;
+    std::unique_ptr<storage::Committer> committer;  // started after the store, stopped after the shards
     std::unique_ptr<storage::AccountStore> accounts;
     std::unique_ptr<xmpp::tls::TlsServerContext> tls;
     std::unique_ptr<net::ShardSet> shards;
@@ -136,6 +140,8 @@ struct Broker::Impl {
         options.max_connections = per_shard_connection_cap(cfg);
 
         store = storage::Store::open(cfg.storage.path.string());
+        committer = std::make_unique<storage::Committer>(*store);
+        committer->start();
         accounts = std::make_unique<storage::AccountStore>(*store);
         make_tls();
 
@@ -168,6 +174,7 @@ struct Broker::Impl {
         auto st = std::make_unique<ShardState>();
         auto& shard = (*shards)[id];
         auto* state = st.get();
+        st->writer = std::make_unique<storage::ShardWriter>(shard.io(), id, *committer);
         st->router = std::make_unique<router::ShardRouter>(
             id, *mailboxes, [state](router::Envelope&& env) {
                 // Only client sessions migrate (after binding, to their home shard).
@@ -176,7 +183,7 @@ struct Broker::Impl {
             });
         session::ShardServices services{
             .shard = id, .io = shard.io(), .server = options, .accounts = *accounts, .router = *st->router,
-            .random = st->random, .hooks = &st->hooks, .store = store.get()};
+            .random = st->random, .hooks = &st->hooks, .store = store.get(), .writer = st->writer.get()};
         st->ctx = std::make_unique<c2s::ShardContext>(services, options, tls.get());
         st->hooks.install(*st->ctx, modules::make_modules(cfg.modules));
         st->router->set_hooks(&st->hooks);
@@ -242,6 +249,7 @@ struct Broker::Impl {
             const std::string bind = v6 ? "[" + cfg.metrics.bind_address + "]:" + std::to_string(cfg.metrics.port)
                                         : cfg.metrics.bind_address + ":" + std::to_string(cfg.metrics.port);
             metrics_server = std::make_unique<metrics::MetricsServer>(bind, [this] { return snapshot(); });
+            metrics_server->add(std::make_shared<metrics::StoreCollector>(*store, *committer));
         }
         admin::AdminHooks hooks;
         hooks.sessions = [this] {
@@ -326,6 +334,23 @@ struct Broker::Impl {
         }
     }
 
+    // What the shards staged is handed to the committer and committed before the shards stop:
+    // a clean shutdown loses no write (offline messages stored while streams closed...).
+    void flush_writes() {
+        if (!shards || !committer) return;
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        for (;;) {
+            auto left = on_every_shard([](ShardState& s) {
+                s.writer->seal();
+                return s.writer->in_flight() + s.writer->overlay_size();
+            });
+            std::size_t n = 0;
+            for (auto l : left) n += l;
+            if (n == 0 || std::chrono::steady_clock::now() >= deadline || !committer->is_healthy()) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+    }
+
     void stop_all() {
         if (admin_server) admin_server->stop();
         metrics_server.reset();
@@ -335,6 +360,9 @@ struct Broker::Impl {
             st->ctx->sessions.clear();
             st->listeners.clear();
         }
+        // Writers answer what still waits (Errc::stopped) and go before the committer stops.
+        for (auto& st : states) st->writer.reset();
+        if (committer) committer->stop();
     }
 };
 
@@ -355,6 +383,7 @@ void Broker::run() {
     _impl->report_listening();
     main_io.run();
     _impl->drain();
+    _impl->flush_writes();
     _impl->stop_all();
     STARLING_LOG(info, "stopped");
 }

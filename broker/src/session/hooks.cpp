@@ -59,6 +59,42 @@ void IqEvent::reply_error(xmpp::StanzaError condition, std::string_view text) {
     session.deliver(out);
 }
 
+DeferredIq IqEvent::defer() {
+    _replied = true;
+    DeferredIq d;
+    d._session = session.shared();
+    d._from = std::string(to);
+    d._to = from().full();
+    d._id = id;
+    return d;
+}
+
+void DeferredIq::result(std::string_view inner_xml) {
+    auto s = _session.lock();
+    if (!s) return;
+    std::string out;
+    open_reply(out, _from, _to, "result", _id);
+    if (inner_xml.empty()) {
+        out += "/>";
+    } else {
+        out += '>';
+        out += inner_xml;
+        out += "</iq>";
+    }
+    s->deliver(out);
+}
+
+void DeferredIq::error(xmpp::StanzaError condition, std::string_view text) {
+    auto s = _session.lock();
+    if (!s) return;
+    std::string out;
+    open_reply(out, _from, _to, "error", _id);
+    out += '>';
+    xmpp::xml::write_stanza_error(out, condition, text);
+    out += "</iq>";
+    s->deliver(out);
+}
+
 // ---- ModuleContext ---------------------------------------------------------------------------
 
 void ModuleContext::add_disco_feature(std::string_view var) {

@@ -37,6 +37,23 @@ class HookTable;
 enum class Handled : std::uint8_t { no, yes };
 enum class IqType : std::uint8_t { get, set };
 
+// The answer to an IQ that must wait for something first — a durable write (DESIGN §6: an IQ
+// result acknowledges only what is stored). Taken from an IqEvent with defer() and answered
+// later on the same shard; if the session is gone by then, the answer is dropped.
+class DeferredIq {
+public:
+    DeferredIq() = default;
+    void result(std::string_view inner_xml = {});
+    void error(xmpp::StanzaError condition, std::string_view text = {});
+
+private:
+    friend class IqEvent;
+    std::weak_ptr<Session> _session;
+    std::string _from;  // the IQ's 'to': the reply's 'from'
+    std::string _to;    // the sender's full JID
+    std::string _id;
+};
+
 // An IQ of type get or set addressed to the server or to an account (the sender's own bare
 // JID, or another local account: RFC 6120 §10.5.3.2, the server answers for it).
 class IqEvent {
@@ -59,6 +76,8 @@ public:
     // <iq type='result'> with `inner_xml` (already serialized, may be empty) as its content.
     void reply_result(std::string_view inner_xml = {});
     void reply_error(xmpp::StanzaError condition, std::string_view text = {});
+    // The reply is given later through the returned object (this event counts as answered).
+    DeferredIq defer();
     bool replied() const noexcept { return _replied; }
 
 private:

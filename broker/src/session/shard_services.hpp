@@ -17,6 +17,7 @@
 
 namespace starling::storage {
 class AccountStore;
+class ShardWriter;
 class Store;
 }  // namespace starling::storage
 namespace starling::util {
@@ -54,6 +55,9 @@ struct ShardServices {
     util::Random& random;
     const HookTable* hooks = nullptr;  // null: no modules (unit tests)
     storage::Store* store = nullptr;   // for modules' column families (thread-safe)
+    // This shard's front to the store: batched writes committed off the reactor, completions
+    // when durable (storage/README.md). Null in unit tests that give no store.
+    storage::ShardWriter* writer = nullptr;
     bool draining = false;             // SIGTERM: no new sessions
 };
 

@@ -1,5 +1,7 @@
 #include "broker/src/modules/blocking/blocking_module.hpp"
 
+#include "broker/src/storage/write_path.hpp"
+
 #include <vector>
 
 #include "broker/src/session/shard_services.hpp"
@@ -62,7 +64,16 @@ void BlockingModule::install(ModuleContext& ctx) {
 
 const blocking::BlockList* BlockingModule::list_of(std::string_view bare_jid) {
     if (auto it = _lists.find(bare_jid); it != _lists.end()) return &it->second;
-    auto loaded = _db->load(bare_jid);
+    // Through the writer when there is one: a list staged and not yet committed is the list.
+    auto loaded = [&]() -> xmpp::Result<blocking::BlockList, storage::Errc> {
+        if (auto* writer = _shard->writer) {
+            auto raw = writer->get(storage::Column::blocking, bare_jid);
+            if (!raw) return xmpp::Unexpected(raw.error());
+            if (!*raw) return blocking::BlockList{};
+            return blocking::BlockList::decode(**raw);
+        }
+        return _db->load(bare_jid);
+    }();
     if (!loaded) {
         ++_counters.storage_errors;
         STARLING_LOG(error, "blocking: reading the block list of {} failed: {}", bare_jid,
@@ -117,15 +128,22 @@ Handled BlockingModule::on_block(IqEvent& ev) {
         return Handled::yes;
     }
     if (!added.empty()) {
-        if (auto r = _db->save(bare, next); !r) {
-            ++_counters.storage_errors;
-            STARLING_LOG(error, "blocking: saving the block list of {} failed: {}", bare, storage::to_string(r.error()));
-            ev.reply_error(xmpp::StanzaError::internal_server_error);
-            return Handled::yes;
-        }
-        _lists.insert_or_assign(bare, std::move(next));
+        auto saved = save(bare, std::move(next), ev, [this, bare, items, added](DeferredIq& reply) {
+            reply.result();
+            after_block(bare, items, added);
+        });
+        if (saved == Saved::failed) ev.reply_error(xmpp::StanzaError::internal_server_error);
+        if (saved != Saved::now) return Handled::yes;
     }
     ev.reply_result();  // after the synced write
+    after_block(bare, items, added);
+    return Handled::yes;
+}
+
+// What follows a block once it is stored: pushes to the user's other resources, and the user
+// goes offline for the contacts blocked.
+void BlockingModule::after_block(const std::string& bare, const std::vector<std::string>& items,
+                                 const std::vector<std::string>& added) {
     std::string push_xml;
     write_items(push_xml, "block", items);
     push(bare, push_xml);
@@ -142,7 +160,6 @@ Handled BlockingModule::on_block(IqEvent& ev) {
             if (s->is_available()) send_presence(*s, jid, false);
         }
     }
-    return Handled::yes;
 }
 
 // XEP-0191 §3.4 (items) and §3.5 (none: everything).
@@ -168,13 +185,14 @@ Handled BlockingModule::on_unblock(IqEvent& ev) {
         for (const auto& i : items) changed = next.remove(i) || changed;
     }
     if (changed) {
-        if (auto r = _db->save(bare, next); !r) {
-            ++_counters.storage_errors;
-            STARLING_LOG(error, "blocking: saving the block list of {} failed: {}", bare, storage::to_string(r.error()));
-            ev.reply_error(xmpp::StanzaError::internal_server_error);
-            return Handled::yes;
-        }
-        _lists.insert_or_assign(bare, std::move(next));
+        auto saved = save(bare, std::move(next), ev, [this, bare, items](DeferredIq& reply) {
+            reply.result();
+            std::string push_xml;
+            write_items(push_xml, "unblock", items);
+            push(bare, push_xml);
+        });
+        if (saved == Saved::failed) ev.reply_error(xmpp::StanzaError::internal_server_error);
+        if (saved != Saved::now) return Handled::yes;
     }
     ev.reply_result();
     std::string push_xml;
@@ -184,6 +202,49 @@ Handled BlockingModule::on_unblock(IqEvent& ev) {
     // (subscription from/both). That needs the roster: the presence module owns it.
     // TODO(#4): hook the presence module's "resend presence to contact" here.
     return Handled::yes;
+}
+
+// Stores `next` as `bare`'s list. Through the shard's writer: staged now (the cache shows it at
+// once), and `then` runs with the deferred reply once it is synced, or the reply is an error
+// and the cache forgets the list when the commit failed. Without a writer (unit tests): a synced
+// write here, and the caller answers.
+BlockingModule::Saved BlockingModule::save(const std::string& bare, blocking::BlockList next, IqEvent& ev,
+                                           std::function<void(DeferredIq&)> then) {
+    auto* writer = _shard->writer;
+    if (writer == nullptr) {
+        if (auto r = _db->save(bare, next); !r) {
+            ++_counters.storage_errors;
+            STARLING_LOG(error, "blocking: saving the block list of {} failed: {}", bare, storage::to_string(r.error()));
+            return Saved::failed;
+        }
+        _lists.insert_or_assign(bare, std::move(next));
+        return Saved::now;
+    }
+    auto staged = next.empty() ? writer->erase(storage::Column::blocking, bare, storage::Durability::synced)
+                               : writer->put(storage::Column::blocking, bare, blocking::BlockList::encode(next),
+                                             storage::Durability::synced);
+    if (!staged) {
+        ++_counters.storage_errors;
+        return Saved::failed;
+    }
+    _lists.insert_or_assign(bare, std::move(next));
+    writer->when_durable(storage::Durability::synced,
+                         [this, bare, reply = ev.defer(), then = std::move(then)](
+                             xmpp::Result<void, storage::Errc> r) mutable {
+                             if (!r) {
+                                 ++_counters.storage_errors;
+                                 STARLING_LOG(error, "blocking: saving the block list of {} failed: {}", bare,
+                                              storage::to_string(r.error()));
+                                 _lists.erase(bare);  // the store is what a read says now
+                                 reply.error(xmpp::StanzaError::internal_server_error);
+                                 return;
+                             }
+                             then(reply);
+                             // Presence for contacts on other shards went into mailboxes: wake
+                             // them now (no session's turn ends here to do it).
+                             _shard->router.flush();
+                         });
+    return Saved::later;
 }
 
 void BlockingModule::push(std::string_view bare_jid, std::string_view inner_xml) {

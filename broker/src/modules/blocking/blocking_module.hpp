@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -54,6 +55,10 @@ private:
     // The user's list (loaded on first use); null when the store failed.
     const blocking::BlockList* list_of(std::string_view bare_jid);
     bool recipient_blocks(std::string_view recipient_bare, std::string_view sender_full);
+    enum class Saved : std::uint8_t { now, later, failed };
+    Saved save(const std::string& bare, blocking::BlockList next, IqEvent& ev, std::function<void(DeferredIq&)> then);
+    void after_block(const std::string& bare, const std::vector<std::string>& items,
+                     const std::vector<std::string>& added);
     Handled on_get(IqEvent& ev);
     Handled on_block(IqEvent& ev);
     Handled on_unblock(IqEvent& ev);

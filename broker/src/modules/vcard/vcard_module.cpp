@@ -1,5 +1,7 @@
 #include "broker/src/modules/vcard/vcard_module.hpp"
 
+#include "broker/src/storage/write_path.hpp"
+
 #include "broker/src/session/shard_services.hpp"
 #include "broker/src/modules/vcard/vcard_store.hpp"
 #include "broker/src/util/dom.hpp"
@@ -24,6 +26,36 @@ bool has_child_element(pugi::xml_node n) {
         if (c.type() == pugi::node_element) return true;
     }
     return false;
+}
+
+}  // namespace
+
+namespace {
+
+// The result (or, on a failed commit, internal-server-error: nothing is acknowledged that was not
+// stored) once this shard's writes so far are synced.
+void reply_when_durable(storage::ShardWriter& writer, DeferredIq reply) {
+    writer.when_durable(storage::Durability::synced,
+                        [reply = std::move(reply)](xmpp::Result<void, storage::Errc> r) mutable {
+                            if (r) {
+                                reply.result();
+                            } else {
+                                STARLING_LOG(warn, "vcard: storing failed: {}", storage::to_string(r.error()));
+                                reply.error(xmpp::StanzaError::internal_server_error);
+                            }
+                        });
+}
+
+// Through the shard's writer when there is one: a vCard set a moment ago and not yet committed
+// is what the user sees (read-your-writes).
+xmpp::Result<std::string, storage::Errc> read_vcard(IqEvent& ev, VcardStore& vcards) {
+    if (auto* writer = ev.session.shard().writer) {
+        auto got = writer->get(storage::Column::vcards, ev.to);
+        if (!got) return xmpp::Unexpected(got.error());
+        if (!*got) return xmpp::Unexpected(storage::Errc::not_found);
+        return std::move(**got);
+    }
+    return vcards.get(ev.to);
 }
 
 }  // namespace
@@ -75,7 +107,7 @@ void VcardModule::install(ModuleContext& ctx) {
     ctx.on_iq(IqType::get, k_ns_vcard, "vCard", [vcards](IqEvent& ev) {
         if (!ev.to_account) return Handled::no;  // the server's own vCard: none (service-unavailable)
         const bool own = ev.to == ev.from().bare_view();
-        auto got = vcards->get(ev.to);
+        auto got = read_vcard(ev, *vcards);
         if (got) {
             ev.reply_result(*got);
         } else if (got.error() != storage::Errc::not_found) {
@@ -97,8 +129,17 @@ void VcardModule::install(ModuleContext& ctx) {
             ev.reply_error(xmpp::StanzaError::forbidden);
             return Handled::yes;
         }
+        auto* writer = ev.session.shard().writer;
         if (!has_child_element(ev.payload)) {
             // An empty vCard clears it: nothing to keep.
+            if (writer != nullptr) {
+                if (!writer->erase(storage::Column::vcards, ev.to, storage::Durability::synced)) {
+                    ev.reply_error(xmpp::StanzaError::internal_server_error);
+                    return Handled::yes;
+                }
+                reply_when_durable(*writer, ev.defer());
+                return Handled::yes;
+            }
             auto r = vcards->remove(ev.to);
             if (!r) {
                 ev.reply_error(xmpp::StanzaError::internal_server_error);
@@ -113,6 +154,16 @@ void VcardModule::install(ModuleContext& ctx) {
             // server (XEP-0060 §7.1.3.4 answers an over-size payload the same way).
             ev.reply_error(xmpp::StanzaError::not_acceptable,
                            "vCard larger than " + std::to_string(options.max_bytes) + " bytes");
+            return Handled::yes;
+        }
+        if (writer != nullptr) {
+            // Batched with the shard's other writes this turn, committed off the reactor; the
+            // result goes out once it is synced (DESIGN §6).
+            if (auto r = writer->put(storage::Column::vcards, ev.to, xml, storage::Durability::synced); !r) {
+                ev.reply_error(xmpp::StanzaError::internal_server_error);
+                return Handled::yes;
+            }
+            reply_when_durable(*writer, ev.defer());
             return Handled::yes;
         }
         auto r = vcards->put(ev.to, xml);
