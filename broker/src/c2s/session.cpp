@@ -491,6 +491,11 @@ void C2sSession::start_tls() {
 
 void C2sSession::deliver(std::string_view stanza) {
     if (_phase == Phase::closed || _phase == Phase::closing || _phase == Phase::lingering) return;
+    // A module holding stanzas for this client (XEP-0352 while inactive); null otherwise. A
+    // flush the filter made may have ended the stream (output limit).
+    if (auto* f = delivery_filter(); f != nullptr) {
+        if (f->filter(*this, stanza) == session::Filtered::consumed || _phase >= Phase::closing) return;
+    }
     _out += stanza;
     ++_ctx->counters.stanzas_out;
     if (_out.size() + _wire.size() > _ctx->options.max_output_bytes) {

@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <pugixml.hpp>
@@ -111,6 +112,20 @@ using UndeliverableHandler = std::function<Handled(router::Envelope&, ShardServi
 // Extra <stream:features/> children for an authenticated (true) or not yet authenticated stream.
 using PreauthIqHandler = std::function<Handled(PreauthIqEvent&)>;
 using FeaturesHandler = std::function<void(Session&, bool authenticated, std::string& out)>;
+// A first-level element of a bound stream that is not a stanza (a "nonza": XEP-0352 <active/>,
+// XEP-0198 <r/>). Handled::no for all of them: RFC 6120 §4.9.3.23 unsupported-stanza-type.
+using StreamElementHandler = std::function<Handled(Session&, const xmpp::xml::ElementView&)>;
+
+// A module's counter as the metrics scrape reads it on the shard (CONVENTIONS §4: a plain
+// integer the module bumps; the scrape sums the shards). `labels` tell series of one family
+// apart ({"reason", "urgent"}).
+using MetricLabels = std::vector<std::pair<std::string, std::string>>;
+struct CounterSample {
+    std::string name;  // starling_<module>_<what>_total
+    std::string help;
+    MetricLabels labels;
+    std::uint64_t value = 0;
+};
 
 // What a module sees at install time.
 class ModuleContext {
@@ -128,6 +143,11 @@ public:
     void on_undeliverable(UndeliverableHandler handler);
     void on_stream_features(FeaturesHandler handler);
     void on_preauth_iq(std::string_view ns, std::string_view name, PreauthIqHandler handler);
+    // Nonzas of a bound stream, by namespace and local name (one handler per pair).
+    void on_stream_element(std::string_view ns, std::string_view name, StreamElementHandler handler);
+    // A counter exported as a Prometheus counter `name`{labels}: `value` is read on this shard at
+    // scrape time and must live as long as the module (a member of it).
+    void add_counter(std::string_view name, std::string_view help, MetricLabels labels, const std::uint64_t* value);
 
 private:
     HookTable& _host;
