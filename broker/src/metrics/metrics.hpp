@@ -17,6 +17,7 @@
 
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/router/router.hpp"
+#include "broker/src/session/counters.hpp"
 
 namespace prometheus {
 class Exposer;
@@ -31,6 +32,8 @@ struct ShardSnapshot {
     std::size_t connections = 0;
     std::size_t bound = 0;
     std::size_t mailbox_depth = 0;
+    // Counters the modules declared (ModuleContext::add_counter), in declaration order.
+    std::vector<session::CounterSample> modules;
 };
 
 class BrokerCollector final : public prometheus::Collectable {

@@ -206,6 +206,7 @@ struct Broker::Impl {
             snap.connections = s.ctx->sessions.size();
             snap.bound = s.router->session_count();
             snap.mailbox_depth = mailboxes->depth(s.ctx->shard);
+            snap.modules = s.hooks.counters();
             return snap;
         });
     }

@@ -14,12 +14,12 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 #include <pugixml.hpp>
 
 #include "broker/src/router/router.hpp"
+#include "broker/src/session/counters.hpp"
 #include "broker/src/session/options.hpp"
 #include "broker/src/session/session.hpp"
 #include "broker/src/session/shard_services.hpp"
@@ -116,16 +116,6 @@ using FeaturesHandler = std::function<void(Session&, bool authenticated, std::st
 // XEP-0198 <r/>). Handled::no for all of them: RFC 6120 §4.9.3.23 unsupported-stanza-type.
 using StreamElementHandler = std::function<Handled(Session&, const xmpp::xml::ElementView&)>;
 
-// A module's counter as the metrics scrape reads it on the shard (CONVENTIONS §4: a plain
-// integer the module bumps; the scrape sums the shards). `labels` tell series of one family
-// apart ({"reason", "urgent"}).
-using MetricLabels = std::vector<std::pair<std::string, std::string>>;
-struct CounterSample {
-    std::string name;  // starling_<module>_<what>_total
-    std::string help;
-    MetricLabels labels;
-    std::uint64_t value = 0;
-};
 
 // What a module sees at install time.
 class ModuleContext {

@@ -118,9 +118,9 @@ ModuleSpec CsiModule::spec() {
         .options =
             {
                 OptionSpec::integer("max_held", 256, 1, 100000,
-                                    "Stanzas held for an inactive client; one more writes them all (never drops)."),
+                                    "Stanzas held for an inactive client; one more writes them all, nothing is dropped"),
                 OptionSpec::integer("max_held_bytes", 256u << 10, 1024, 64u << 20,
-                                    "Bytes held for an inactive client; past it they are all written."),
+                                    "Bytes held for an inactive client; past it they are all written"),
             },
         .make = [](const OptionValues& v) -> std::unique_ptr<Module> {
             csi::QueueLimits limits;

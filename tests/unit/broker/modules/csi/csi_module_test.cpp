@@ -59,7 +59,9 @@ TEST(CsiModule, AdvertisesCsiAfterAuthenticationOnly) {
 
 TEST(CsiModule, HoldsLatestPresenceUntilAMessageWithABody) {
     Pair p;
-    p.a.send("<inactive xmlns='urn:xmpp:csi:0'/>");
+    // The ping's answer says <inactive/> was handled (§5.1: in order) before b starts.
+    p.a.send("<inactive xmlns='urn:xmpp:csi:0'/><iq type='get' id='p0'><ping xmlns='urn:xmpp:ping'/></iq>");
+    p.a.read_until("id='p0'");
     for (int i = 1; i <= 5; ++i) {
         p.b.send("<presence to='a@localhost/r'><status>s" + std::to_string(i) + "</status></presence>");
     }
