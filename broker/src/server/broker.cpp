@@ -18,6 +18,7 @@
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/metrics/metrics.hpp"
 #include "broker/src/modules/module_list.hpp"
+#include "broker/src/modules/presence/silent.hpp"
 #include "broker/src/session/hooks.hpp"
 #include "broker/src/net/listener.hpp"
 #include "broker/src/net/shard.hpp"
@@ -253,6 +254,10 @@ struct Broker::Impl {
             return n > 0;
         };
         hooks.stats = [this] { return metrics::render_text(snapshot()); };
+        hooks.presence_silent = [this](std::string_view bare, bool on) -> std::string {
+            auto r = modules::presence::set_silent(*store, bare, on);
+            return r ? std::string() : std::string(storage::to_string(r.error()));
+        };
         admin::AdminConfig ac;
         ac.domains = cfg.domains;
         ac.scram_iterations = cfg.accounts.scram_iterations;
