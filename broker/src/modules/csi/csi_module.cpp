@@ -27,9 +27,13 @@ struct CsiSession final : session::DeliveryFilter {
             return session::Filtered::pass;
         }
         ++module->_counters.held;
+        const std::size_t before = queue.bytes();
         switch (queue.push(stanza, c)) {
             case csi::CsiQueue::Push::held: break;
-            case csi::CsiQueue::Push::coalesced: ++module->_counters.coalesced; break;
+            case csi::CsiQueue::Push::coalesced:
+                ++module->_counters.coalesced;
+                module->_counters.coalesced_bytes += before + stanza.size() - queue.bytes();
+                break;
             case csi::CsiQueue::Push::overflow: module->flush(session, CsiModule::Reason::overflow); break;
         }
         return session::Filtered::consumed;
@@ -68,6 +72,8 @@ void CsiModule::install(ModuleContext& ctx) {
     ctx.add_counter("starling_csi_coalesced_total",
                     "Held presence or chat states replaced by a newer one from the same full JID", {},
                     &_counters.coalesced);
+    ctx.add_counter("starling_csi_coalesced_bytes_total", "Bytes of held stanzas replaced before being written", {},
+                    &_counters.coalesced_bytes);
     ctx.add_counter("starling_csi_flushes_total", "Queues of inactive clients written out, by reason",
                     {{"reason", "urgent"}}, &_counters.flush_urgent);
     ctx.add_counter("starling_csi_flushes_total", "Queues of inactive clients written out, by reason",

@@ -25,6 +25,7 @@ struct CsiCounters {
     std::uint64_t inactive = 0;         // <inactive/> received while active
     std::uint64_t held = 0;             // stanzas that entered a queue
     std::uint64_t coalesced = 0;        // held stanzas replaced by a newer one from the same JID
+    std::uint64_t coalesced_bytes = 0;  // their bytes: never written (DESIGN §5: saved bytes count)
     std::uint64_t flush_urgent = 0;     // flushes: an urgent stanza arrived
     std::uint64_t flush_active = 0;     // flushes: <active/>
     std::uint64_t flush_overflow = 0;   // flushes: the queue passed max_held or max_held_bytes

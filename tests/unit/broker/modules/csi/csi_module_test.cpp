@@ -91,6 +91,7 @@ TEST(CsiModule, HoldsLatestPresenceUntilAMessageWithABody) {
     EXPECT_EQ(c.inactive, 1u);
     EXPECT_EQ(c.held, 7u);
     EXPECT_EQ(c.coalesced, 4u);
+    EXPECT_GT(c.coalesced_bytes, 4 * std::string("<presence/>").size());
     EXPECT_EQ(c.flush_urgent, 1u);
     EXPECT_EQ(c.flush_active, 1u);
     EXPECT_EQ(c.flush_overflow, 0u);
