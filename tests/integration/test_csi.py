@@ -262,6 +262,8 @@ async def test_metrics_count_held_coalesced_and_flushed(t):
     for i in range(4):
         for r in raws:
             await r.send(f"<presence><status>{i}</status></presence>")
+    for k, r in enumerate(raws):  # each contact's presence is handled before the message
+        await ping(r, f"p{k}")
     await raws[0].send(f"<message to='{s.jid(w_name)}' type='chat'><body>wake up</body></message>")
     await w.wait_for(lambda x: x[0] == "message" and x[4] == "wake up", "the message")
     for r in raws:
