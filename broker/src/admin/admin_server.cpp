@@ -13,6 +13,7 @@
 
 #include "broker/src/admin/protocol.hpp"
 #include "broker/src/admin/users.hpp"
+#include "broker/src/storage/accounts.hpp"
 #include "broker/src/util/random.hpp"
 #include "xmpp/jid.hpp"
 
@@ -187,6 +188,21 @@ private:
             }
             if (!s.hooks.kick(jid->full())) return finish_error(AdminErrc::not_found, "no session for " + jid->full());
             return finish_ok("kicked " + jid->full());
+        }
+        if (is({"presence", "silent"}, 2)) {
+            if (!s.hooks.presence_silent) return finish_error(AdminErrc::not_available, "presence: not available");
+            if (f[3] != "on" && f[3] != "off") return finish_error(AdminErrc::bad_request, "expected on or off");
+            auto jid = parse_user_jid(f[2], s.config.domains);
+            if (!jid) return finish_error(jid.error().code, jid.error().message);
+            auto exists = s.accounts.exists(jid->str());
+            if (!exists) return finish_error(AdminErrc::storage, std::string(storage::to_string(exists.error())));
+            if (!*exists) return finish_error(AdminErrc::not_found, "no account " + jid->str());
+            const bool on = f[3] == "on";
+            if (auto err = s.hooks.presence_silent(jid->str(), on); !err.empty()) {
+                return finish_error(AdminErrc::storage, err);
+            }
+            return finish_ok(jid->str() + (on ? " is silent: its presence is not broadcast to contacts"
+                                              : " broadcasts its presence again"));
         }
         if (is({"ping"}, 0)) return finish_ok("pong");
         finish_error(AdminErrc::bad_request, "unknown request '" + std::string(f[0].substr(0, 100)) + "'");

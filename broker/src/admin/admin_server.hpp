@@ -39,6 +39,9 @@ struct AdminHooks {
     std::function<std::string()> sessions;                        // text, one session per line
     std::function<bool(std::string_view full_or_bare_jid)> kick;  // false: no such session
     std::function<std::string()> stats;                           // text, one "name value" per line
+    // Sets or clears an account's silent-presence flag (modules/presence/silent.hpp); returns an
+    // error text, empty on success. The JID is a normalised bare JID of an existing account.
+    std::function<std::string(std::string_view bare_jid, bool on)> presence_silent;
 };
 
 class AdminStartError : public std::runtime_error {

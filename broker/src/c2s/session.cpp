@@ -574,6 +574,11 @@ void C2sSession::start_tls() {
 
 void C2sSession::deliver(std::string_view stanza) {
     if (_phase == Phase::closed || _phase == Phase::closing || _phase == Phase::lingering) return;
+    // A module holding stanzas for this client (XEP-0352 while inactive); null otherwise. A
+    // flush the filter made may have ended the stream (output limit).
+    if (auto* f = delivery_filter(); f != nullptr) {
+        if (f->filter(*this, stanza) == session::Filtered::consumed || _phase >= Phase::closing) return;
+    }
     if (_sm) {
         // XEP-0198: kept until the client acknowledges it, resent on resumption, rerouted if
         // the session ends first. A client that never acknowledges cannot make us hold more

@@ -197,6 +197,8 @@ void C2sSession::finish_resume() {
     _priority = old->_priority;
     _last_presence = std::move(old->_last_presence);
     take_slots_from(*old);
+    set_delivery_filter(old->delivery_filter());  // e.g. XEP-0352's, with its held stanzas in the slots
+    old->set_delivery_filter(nullptr);
     _sm = std::move(old->_sm);
     if (_sm->hibernation) _sm->hibernation->cancel();
     _sm->hibernation.reset();

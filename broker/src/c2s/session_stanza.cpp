@@ -53,6 +53,8 @@ void C2sSession::on_stanza(const ElementView& el) {
     else if (name == "presence") kind = static_cast<int>(router::StanzaKind::presence);
     else if (name == "iq") kind = static_cast<int>(router::StanzaKind::iq);
     if (kind < 0 || !is_ns(el, xmpp::ns::client)) {
+        // Nonzas (XEP-0352 <active/>, XEP-0198 <r/>...) go to the module that installed them.
+        if (_ctx->hooks != nullptr && _ctx->hooks->stream_element(*this, el) == session::Handled::yes) return;
         // §4.9.3.23: a first-level element we do not understand.
         close(StreamError::unsupported_stanza_type, name);
         return;

@@ -57,6 +57,8 @@ Commands:
   sessions                     list the connected sessions        (running broker only)
   kick JID                     disconnect a full JID, or every session of a bare JID
   stats                        the broker's counters              (running broker only)
+  presence silent JID on|off   an account's presence is (not) broadcast to its contacts;
+                               probes to it answer unavailable      (running broker only)
 
 With starlingd running, commands go through its admin socket; otherwise the user commands open
 the store in <data-dir>/db directly.
@@ -156,6 +158,10 @@ int check_command(const std::vector<std::string>& c) {
     if (c[0] == "roster") {
         if (n == 3 && c[1] == "import") return -1;
         return usage("usage: roster import FILE|-");
+    }
+    if (c[0] == "presence") {
+        if (n == 4 && c[1] == "silent" && (c[3] == "on" || c[3] == "off")) return -1;
+        return usage("usage: presence silent JID on|off");
     }
     if ((c[0] == "sessions" || c[0] == "stats") && n == 1) return -1;
     if (c[0] == "kick" && n == 2) return -1;

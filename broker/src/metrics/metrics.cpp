@@ -33,6 +33,32 @@ void add(MetricFamily& f, std::vector<ClientMetric::Label> labels, double value)
 
 std::string shard_label(const ShardSnapshot& s) { return std::to_string(s.shard); }
 
+// The modules' counters: one family per name (in the order the modules declared them), one
+// series per label set, summed over shards (every shard installs the same modules).
+void add_module_counters(std::vector<MetricFamily>& out, const std::vector<ShardSnapshot>& shards) {
+    const std::size_t first = out.size();
+    for (const auto& s : shards) {
+        for (const auto& c : s.modules) {
+            MetricFamily* f = nullptr;
+            for (std::size_t i = first; i < out.size(); ++i) {
+                if (out[i].name == c.name) f = &out[i];
+            }
+            if (f == nullptr) {
+                out.push_back(family(c.name, c.help, MetricType::Counter));
+                f = &out.back();
+            }
+            std::vector<ClientMetric::Label> labels;
+            for (const auto& [k, v] : c.labels) labels.push_back({k, v});
+            ClientMetric* m = nullptr;
+            for (auto& existing : f->metric) {
+                if (existing.label == labels) m = &existing;
+            }
+            if (m == nullptr) add(*f, std::move(labels), static_cast<double>(c.value));
+            else m->counter.value += static_cast<double>(c.value);
+        }
+    }
+}
+
 }  // namespace
 
 std::vector<MetricFamily> BrokerCollector::families(const std::vector<ShardSnapshot>& shards) {
@@ -199,6 +225,7 @@ std::vector<MetricFamily> BrokerCollector::families(const std::vector<ShardSnaps
         f.metric.push_back(std::move(m));
         out.push_back(std::move(f));
     }
+    add_module_counters(out, shards);
     return out;
 }
 

@@ -17,6 +17,7 @@
 
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/router/router.hpp"
+#include "broker/src/session/counters.hpp"
 
 namespace prometheus {
 class Exposer;
@@ -33,6 +34,8 @@ struct ShardSnapshot {
     std::size_t mailbox_depth = 0;
     std::size_t sm_unacked = 0;   // XEP-0198: stanzas sent and not yet acknowledged, all sessions
     std::size_t sm_hibernating = 0;  // sessions waiting to be resumed
+    // Counters the modules declared (ModuleContext::add_counter), in declaration order.
+    std::vector<session::CounterSample> modules;
 };
 
 class BrokerCollector final : public prometheus::Collectable {

@@ -4,6 +4,7 @@
 
 #include "broker/src/modules/blocking/blocking_module.hpp"
 #include "broker/src/modules/carbons/carbons_module.hpp"
+#include "broker/src/modules/csi/csi_module.hpp"
 #include "broker/src/modules/disco/disco_module.hpp"
 #include "broker/src/modules/mam/mam_module.hpp"
 #include "broker/src/modules/offline/offline_module.hpp"
@@ -29,6 +30,7 @@ const std::vector<session::ModuleSpec>& module_catalog() {
         CarbonsModule::spec(),
         RegisterModule::spec(),
         VcardModule::spec(),
+        CsiModule::spec(),
     };
     return catalog;
 }

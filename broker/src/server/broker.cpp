@@ -20,6 +20,7 @@
 #include "broker/src/metrics/metrics.hpp"
 #include "broker/src/metrics/store_metrics.hpp"
 #include "broker/src/modules/module_list.hpp"
+#include "broker/src/modules/presence/silent.hpp"
 #include "broker/src/session/hooks.hpp"
 #include "broker/src/net/listener.hpp"
 #include "broker/src/net/shard.hpp"
@@ -239,6 +240,7 @@ struct Broker::Impl {
                 snap.sm_unacked += session->unacked_count();
                 if (session->is_hibernating()) ++snap.sm_hibernating;
             }
+            snap.modules = s.hooks.counters();
             return snap;
         });
     }
@@ -286,6 +288,10 @@ struct Broker::Impl {
             return n > 0;
         };
         hooks.stats = [this] { return metrics::render_text(snapshot()); };
+        hooks.presence_silent = [this](std::string_view bare, bool on) -> std::string {
+            auto r = modules::presence::set_silent(*store, bare, on);
+            return r ? std::string() : std::string(storage::to_string(r.error()));
+        };
         admin::AdminConfig ac;
         ac.domains = cfg.domains;
         ac.scram_iterations = cfg.accounts.scram_iterations;

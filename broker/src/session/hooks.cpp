@@ -1,6 +1,7 @@
 #include "broker/src/session/hooks.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 
 #include "broker/src/util/dom.hpp"
 #include "xmpp/xml/raw_text.hpp"
@@ -139,6 +140,22 @@ void ModuleContext::on_preauth_iq(std::string_view ns, std::string_view name, Pr
     _host._preauth.push_back({std::string(ns), std::string(name), std::move(handler)});
 }
 
+void ModuleContext::on_stream_element(std::string_view ns, std::string_view name, StreamElementHandler handler) {
+    // Start-up only: two owners of one element is a bug in the module list.
+    for (const auto& e : _host._elements) {
+        if (e.ns == ns && e.name == name) {
+            throw std::logic_error("two modules handle the stream element {" + e.ns + "}" + e.name);
+        }
+    }
+    _host._elements.push_back({std::string(ns), std::string(name), std::move(handler)});
+}
+
+void ModuleContext::add_counter(std::string_view name, std::string_view help, MetricLabels labels,
+                                const std::uint64_t* value) {
+    if (value == nullptr) throw std::logic_error("module counter " + std::string(name) + " has no value");
+    _host._counters.push_back({std::string(name), std::string(help), std::move(labels), value});
+}
+
 // ---- HookTable -------------------------------------------------------------------------------
 
 void HookTable::install(ShardServices& shard, std::vector<std::unique_ptr<Module>> modules) {
@@ -202,6 +219,22 @@ Handled HookTable::preauth_iq(PreauthIqEvent& ev) const {
         if (e.name == name && e.ns == ns && e.handler(ev) == Handled::yes) return Handled::yes;
     }
     return Handled::no;
+}
+
+Handled HookTable::stream_element(Session& session, const xmpp::xml::ElementView& el) const {
+    // A handful of entries (CSI, stream management): a scan beats hashing the names.
+    const auto name = el.local_name();
+    for (const auto& e : _elements) {
+        if (e.name == name && el.ns().equals(e.ns)) return e.handler(session, el);
+    }
+    return Handled::no;
+}
+
+std::vector<CounterSample> HookTable::counters() const {
+    std::vector<CounterSample> out;
+    out.reserve(_counters.size());
+    for (const auto& c : _counters) out.push_back({c.name, c.help, c.labels, *c.value});
+    return out;
 }
 
 }  // namespace starling::session

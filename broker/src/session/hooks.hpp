@@ -33,6 +33,10 @@ public:
     void session_event(Session& session, SessionEvent event) const;
     void stream_features(Session& session, bool authenticated, std::string& out) const;
     Handled preauth_iq(PreauthIqEvent& ev) const;
+    // A first-level non-stanza element of a bound stream; Handled::no when no module takes it.
+    Handled stream_element(Session& session, const xmpp::xml::ElementView& el) const;
+    // The modules' counters with their current values (on this shard's thread).
+    std::vector<CounterSample> counters() const;
 
     // Disco features of the server, sorted and unique (XEP-0030 §3.1).
     const std::vector<std::string>& disco_features() const noexcept { return _features; }
@@ -69,6 +73,19 @@ private:
         PreauthIqHandler handler;
     };
     std::vector<PreauthEntry> _preauth;
+    struct ElementEntry {
+        std::string ns;
+        std::string name;
+        StreamElementHandler handler;
+    };
+    std::vector<ElementEntry> _elements;
+    struct CounterEntry {
+        std::string name;
+        std::string help;
+        MetricLabels labels;
+        const std::uint64_t* value;
+    };
+    std::vector<CounterEntry> _counters;
 };
 
 }  // namespace starling::session

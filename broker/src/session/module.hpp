@@ -19,6 +19,7 @@
 #include <pugixml.hpp>
 
 #include "broker/src/router/router.hpp"
+#include "broker/src/session/counters.hpp"
 #include "broker/src/session/options.hpp"
 #include "broker/src/session/session.hpp"
 #include "broker/src/session/shard_services.hpp"
@@ -130,6 +131,10 @@ using UndeliverableHandler = std::function<Handled(router::Envelope&, ShardServi
 // Extra <stream:features/> children for an authenticated (true) or not yet authenticated stream.
 using PreauthIqHandler = std::function<Handled(PreauthIqEvent&)>;
 using FeaturesHandler = std::function<void(Session&, bool authenticated, std::string& out)>;
+// A first-level element of a bound stream that is not a stanza (a "nonza": XEP-0352 <active/>,
+// XEP-0198 <r/>). Handled::no for all of them: RFC 6120 §4.9.3.23 unsupported-stanza-type.
+using StreamElementHandler = std::function<Handled(Session&, const xmpp::xml::ElementView&)>;
+
 
 // What a module sees at install time.
 class ModuleContext {
@@ -147,6 +152,11 @@ public:
     void on_undeliverable(UndeliverableHandler handler);
     void on_stream_features(FeaturesHandler handler);
     void on_preauth_iq(std::string_view ns, std::string_view name, PreauthIqHandler handler);
+    // Nonzas of a bound stream, by namespace and local name (one handler per pair).
+    void on_stream_element(std::string_view ns, std::string_view name, StreamElementHandler handler);
+    // A counter exported as a Prometheus counter `name`{labels}: `value` is read on this shard at
+    // scrape time and must live as long as the module (a member of it).
+    void add_counter(std::string_view name, std::string_view help, MetricLabels labels, const std::uint64_t* value);
 
 private:
     HookTable& _host;

@@ -8,18 +8,45 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "broker/src/router/endpoint.hpp"
 
 namespace starling::session {
 
 struct ShardServices;
+class Session;
+
+enum class Filtered : std::uint8_t {
+    pass,      // the session writes the stanza now
+    consumed,  // the filter took it (held, or already written by a flush it made)
+};
+
+// A module's look at every stanza delivered to one session before it is written (XEP-0352:
+// held while the client is inactive). Installed with Session::set_delivery_filter() only while
+// it has work to do: an active session has none, and delivering to it costs one null test.
+// A filter that writes held stanzas calls session.deliver() again and must answer `pass` to
+// those re-entrant calls.
+//
+// Lives on: the session's shard; owned by the module (usually in the session's slot), which
+// removes it before destroying it.
+class DeliveryFilter {
+public:
+    virtual ~DeliveryFilter() = default;
+    virtual Filtered filter(Session& session, std::string_view stanza) = 0;
+};
 
 class Session : public router::Endpoint {
 public:
     Session() noexcept : router::Endpoint(Kind::client_session) {}
+
+    // The filter delivery goes through, or null (the usual case). One per session: the module
+    // that installs it owns it.
+    void set_delivery_filter(DeliveryFilter* filter) noexcept { _delivery_filter = filter; }
+    DeliveryFilter* delivery_filter() const noexcept { return _delivery_filter; }
 
     // A strong reference, for work that must outlive the current call (closing after a walk).
     virtual std::shared_ptr<Session> shared() = 0;
@@ -31,6 +58,9 @@ public:
     virtual bool is_secure() const noexcept = 0;
     // When the client last sent anything (XEP-0199 server pings use it).
     virtual std::chrono::steady_clock::time_point last_read() const noexcept = 0;
+
+private:
+    DeliveryFilter* _delivery_filter = nullptr;
 };
 
 // The session behind a directory entry, or null when the endpoint is not a client session.

@@ -52,6 +52,14 @@ void BlockingModule::install(ModuleContext& ctx) {
     _shard = &ctx.shard();
     _db = std::make_unique<blocking::BlockStore>(*ctx.shard().store);
     ctx.add_disco_feature(k_ns);  // XEP-0191 §3.1
+    {
+        const char* help = "Stanzas stopped by XEP-0191 block lists, by outcome";
+        ctx.add_counter("starling_blocking_stanzas_total", help, {{"outcome", "refused"}}, &_counters.outbound_refused);
+        ctx.add_counter("starling_blocking_stanzas_total", help, {{"outcome", "bounced"}}, &_counters.inbound_bounced);
+        ctx.add_counter("starling_blocking_stanzas_total", help, {{"outcome", "dropped"}}, &_counters.inbound_dropped);
+        ctx.add_counter("starling_blocking_storage_errors_total", "Block list reads or writes that failed", {},
+                        &_counters.storage_errors);
+    }
     ctx.on_iq(IqType::get, k_ns, "blocklist", [this](IqEvent& ev) { return on_get(ev); });
     ctx.on_iq(IqType::set, k_ns, "block", [this](IqEvent& ev) { return on_block(ev); });
     ctx.on_iq(IqType::set, k_ns, "unblock", [this](IqEvent& ev) { return on_unblock(ev); });

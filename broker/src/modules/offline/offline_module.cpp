@@ -60,6 +60,22 @@ void OfflineModule::install(ModuleContext& ctx) {
     _shard = &ctx.shard();
     _db = std::make_unique<offline::OfflineStore>(*ctx.shard().store);
     ctx.add_disco_feature(k_feature);
+    {
+        const char* help = "XEP-0160 offline messages, by outcome";
+        const std::pair<const char*, const std::uint64_t*> outcomes[] = {
+            {"stored", &_counters.stored},
+            {"delivered", &_counters.delivered},
+            {"rejected_full", &_counters.rejected_full},
+            {"rejected_no_store", &_counters.rejected_no_store},
+            {"rejected_no_account", &_counters.rejected_no_account},
+            {"dropped_chat_state", &_counters.dropped_chat_state},
+        };
+        for (const auto& [outcome, value] : outcomes) {
+            ctx.add_counter("starling_offline_messages_total", help, {{"outcome", outcome}}, value);
+        }
+        ctx.add_counter("starling_offline_storage_errors_total", "Offline store reads or writes that failed", {},
+                        &_counters.storage_errors);
+    }
     ctx.on_undeliverable([this](router::Envelope& env, ShardServices&) { return store(env); });
     ctx.on_session([this](Session& s, SessionEvent e) {
         // XEP-0160 §2: delivered to the resource that sends non-negative available presence.

@@ -53,6 +53,10 @@ PingModule::~PingModule() = default;
 
 void PingModule::install(ModuleContext& ctx) {
     ctx.add_disco_feature(k_ns_ping);
+    ctx.add_counter("starling_server_pings_total", "XEP-0199 pings the server sent to idle clients, by outcome",
+                    {{"outcome", "sent"}}, &_counters.pings_sent);
+    ctx.add_counter("starling_server_pings_total", "XEP-0199 pings the server sent to idle clients, by outcome",
+                    {{"outcome", "timeout"}}, &_counters.timeouts);
     ctx.on_iq(IqType::get, k_ns_ping, "ping", [](IqEvent& ev) {
         ev.reply_result();  // XEP-0199 §4.2: an empty result
         return Handled::yes;

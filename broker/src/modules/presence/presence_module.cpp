@@ -1,12 +1,14 @@
 #include "broker/src/modules/presence/presence_module.hpp"
 
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "broker/src/session/shard_services.hpp"
 #include "broker/src/session/stamp.hpp"
 #include "broker/src/modules/blocking/blocklist.hpp"
 #include "broker/src/modules/presence/presence_util.hpp"
+#include "broker/src/modules/presence/silent.hpp"
 #include "broker/src/storage/accounts.hpp"
 #include "xmpp/jid.hpp"
 
@@ -18,6 +20,7 @@ struct PresenceSession {
     std::vector<std::string> directed;  // JIDs that got directed available presence (§4.6)
     std::string unavailable;            // the client's own unavailable presence, stamped
     std::string last_broadcast;         // the last available presence broadcast
+    bool announced = false;             // contacts got our available presence (not silent)
 };
 
 std::string_view bare_of(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
@@ -26,6 +29,14 @@ std::string_view bare_of(std::string_view jid) noexcept { return jid.substr(0, j
 void PresenceModule::install(ModuleContext& ctx) {
     _shard = &ctx.shard();
     _store = std::make_unique<roster::RosterStore>(roster::store_of(ctx.shard()));
+    ctx.add_counter("starling_presence_broadcasts_total", "Presence broadcasts to contacts (RFC 6121 §4.2, §4.4, §4.5)",
+                    {}, &_counters.broadcasts);
+    ctx.add_counter("starling_presence_suppressed_total", "Presence not broadcast at the source (DESIGN §5), by reason",
+                    {{"reason", "unchanged"}}, &_counters.suppressed_unchanged);
+    ctx.add_counter("starling_presence_suppressed_total", "Presence not broadcast at the source (DESIGN §5), by reason",
+                    {{"reason", "silent"}}, &_counters.suppressed_silent);
+    ctx.add_counter("starling_presence_silent_probes_total", "Probes to silent accounts answered unavailable", {},
+                    &_counters.probes_silent);
     ctx.on_outbound(router::StanzaKind::presence, [this](OutboundEvent& ev) { return on_outbound(ev); });
     ctx.on_inbound(router::StanzaKind::presence, [this](InboundEvent& ev) { return on_inbound(ev); });
     ctx.on_session([this](Session& s, SessionEvent e) {
@@ -34,8 +45,12 @@ void PresenceModule::install(ModuleContext& ctx) {
     });
 }
 
+bool PresenceModule::is_silent(std::string_view bare) const {
+    return presence::has_silent_prefix(bare, _silent_prefix) || presence::stored_silent(roster::store_of(*_shard), bare);
+}
+
 void PresenceModule::broadcast(Session& session, std::string_view type, std::string_view bytes,
-                               bool to_self) {
+                               bool to_self, bool to_contacts) {
     const std::string owner(session.jid()->bare_view());
     const std::string& full = session.jid()->full();
     // §4.2.2 / §4.4.2: the user's available resources (including this one for available
@@ -44,6 +59,8 @@ void PresenceModule::broadcast(Session& session, std::string_view type, std::str
         if (!s->is_available() || (s == &session && !to_self)) continue;
         s->deliver(presence::with_to(bytes, s->jid()->full()));
     }
+    if (!to_contacts) return;
+    ++_counters.broadcasts;
     // XEP-0191 §3.3: contacts the user blocked get no available presence (the blocking module
     // refuses stanzas the client addresses to them, but a broadcast is ours to build).
     // FIXME(#4): read from the blocking module's store; a host-level "is blocked" query would
@@ -68,10 +85,23 @@ Handled PresenceModule::on_outbound(OutboundEvent& ev) {
             // DESIGN §5: unchanged presence (ignoring its id) is not re-broadcast.
             std::string fingerprint = presence::without_attribute(bytes, "id");
             if (fingerprint == st.last_broadcast) {
-                ++_suppressed;
+                ++_counters.suppressed_unchanged;
                 return Handled::yes;
             }
             st.last_broadcast = std::move(fingerprint);
+            if (is_silent(ev.session.jid()->bare_view())) {
+                // Own resources only. Contacts that saw an earlier presence of this session
+                // (the flag was set since) learn it is gone, once, rather than keep a stale one.
+                ++_counters.suppressed_silent;
+                broadcast(ev.session, "", bytes, true, false);
+                if (st.announced) {
+                    st.announced = false;
+                    const std::string gone = presence::make_presence(ev.session.jid()->full(), {}, "unavailable");
+                    broadcast(ev.session, "unavailable", gone, false, true);
+                }
+                return Handled::yes;
+            }
+            st.announced = true;
             broadcast(ev.session, "", bytes, true);
         } else if (ev.type == "unavailable") {
             // Broadcast by the session's unavailable event, which follows: keep its status.
@@ -110,7 +140,9 @@ Handled PresenceModule::on_inbound(InboundEvent& ev) {
     }
     auto item = _store->load(owner, prober);
     if (!item || !roster::has_from(item->sub)) return Handled::yes;  // MUST NOT reveal presence
-    if (presence::send_current_presence(*_shard, owner, env.from) == 0) {
+    const bool silent = is_silent(owner);
+    if (silent) ++_counters.probes_silent;
+    if (silent || presence::send_current_presence(*_shard, owner, env.from) == 0) {
         presence::route_presence(*_shard, owner, env.from, "unavailable",
                                  presence::make_presence(owner, env.from, "unavailable"));
     }
@@ -142,12 +174,14 @@ void PresenceModule::on_unavailable(Session& session) {
     std::string bytes = st.unavailable.empty() ? presence::make_presence(full, {}, "unavailable") : st.unavailable;
     st.unavailable.clear();
     st.last_broadcast.clear();
-    broadcast(session, "unavailable", bytes, false);
+    // A silent session's contacts never saw it available: only its own resources are told.
+    const bool announced = std::exchange(st.announced, false);
+    broadcast(session, "unavailable", bytes, false, announced);
     // §4.6.3: directed-presence recipients that the broadcast did not reach.
     const std::string owner(session.jid()->bare_view());
     for (const auto& to : st.directed) {
         auto item = _store->load(owner, bare_of(to));
-        if (item && roster::has_from(item->sub)) continue;
+        if (announced && item && roster::has_from(item->sub)) continue;
         presence::route_presence(*_shard, full, to, "unavailable", presence::with_to(bytes, to));
     }
     st.directed.clear();
@@ -163,9 +197,11 @@ ModuleSpec PresenceModule::spec() {
         .summary = "RFC 6121 presence",
         .optional = false,
         .options = {
+            OptionSpec::text("silent_prefix", "",
+                             "Accounts whose localpart starts with this never broadcast presence to contacts; empty: none"),
         },
-        .make = [](const OptionValues&) -> std::unique_ptr<Module> {
-        return std::make_unique<PresenceModule>();
+        .make = [](const OptionValues& v) -> std::unique_ptr<Module> {
+        return std::make_unique<PresenceModule>(v.text("presence.silent_prefix"));
     },
     };
 }

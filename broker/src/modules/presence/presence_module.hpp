@@ -7,6 +7,8 @@
 //   its available resources when the prober is subscribed (from/both), or with unavailable when
 //   it has none.
 // - Updates (§4.4) are broadcast like initial presence; an unchanged one is not (DESIGN §5).
+// - Silent accounts (silent.hpp, DESIGN §5): available presence reaches the account's own
+//   resources only, and probes to it are answered unavailable.
 // - Unavailable (§4.5), sent or implied by the end of the session: to contacts, own resources
 //   and every directed-presence recipient (§4.6), whose list is then dropped.
 // Subscription stanzas are the roster module's.
@@ -24,15 +26,25 @@
 
 namespace starling::modules {
 
+// Plain per-shard integers (CONVENTIONS §4), exported with ModuleContext::add_counter.
+struct PresenceCounters {
+    std::uint64_t broadcasts = 0;           // available or unavailable presence broadcast to contacts
+    std::uint64_t suppressed_unchanged = 0; // identical to the last one broadcast: not sent again
+    std::uint64_t suppressed_silent = 0;    // a silent account's available presence: not sent to contacts
+    std::uint64_t probes_silent = 0;        // probes to a silent account answered unavailable
+};
+
 class PresenceModule final : public Module {
 public:
+    explicit PresenceModule(std::string silent_prefix = {}) : _silent_prefix(std::move(silent_prefix)) {}
     // Its name, options and factory, for the module list and the configuration.
     static ModuleSpec spec();
     std::string_view name() const noexcept override { return "presence"; }
     void install(ModuleContext& ctx) override;
 
-    // Presence suppressed at the source because it did not change (DESIGN §5), on this shard.
-    std::uint64_t suppressed() const noexcept { return _suppressed; }
+    const PresenceCounters& counters() const noexcept { return _counters; }
+    // Whether `bare` (a local account) is silent: by the configured prefix or its stored flag.
+    bool is_silent(std::string_view bare) const;
 
 private:
     Handled on_outbound(OutboundEvent& ev);
@@ -41,11 +53,13 @@ private:
     void on_unavailable(Session& session);
     // `bytes` (stamped, from the session's full JID) to every contact with from/both and to the
     // user's other available resources.
-    void broadcast(Session& session, std::string_view type, std::string_view bytes, bool to_self);
+    void broadcast(Session& session, std::string_view type, std::string_view bytes, bool to_self,
+                   bool to_contacts = true);
 
     ShardServices* _shard = nullptr;
     std::unique_ptr<roster::RosterStore> _store;
-    std::uint64_t _suppressed = 0;
+    std::string _silent_prefix;
+    PresenceCounters _counters;
 };
 
 }  // namespace starling::modules

@@ -134,6 +134,7 @@ TEST(AdminServer, HooksAreCalledOrReportedNotAvailable) {
         EXPECT_EQ(last_line(round_trip(b.socket, "kick\ta@example.com\n")), "error\tnot-available\tkick: not available");
     }
     std::string kicked;
+    std::string silenced;
     Broker b(admin::AdminHooks{
         [] { return std::string("a@example.com/phone shard=0\nb@example.com/x shard=1"); },
         [&](std::string_view jid) {
@@ -141,6 +142,10 @@ TEST(AdminServer, HooksAreCalledOrReportedNotAvailable) {
             return jid == "a@example.com/phone";
         },
         [] { return std::string("sessions 2\n"); },
+        [&](std::string_view jid, bool on) {
+            silenced = std::string(jid) + (on ? " on" : " off");
+            return std::string();
+        },
     });
     EXPECT_EQ(round_trip(b.socket, "sessions\n"),
               "out\ta@example.com/phone shard=0\nout\tb@example.com/x shard=1\nok\t\n");
@@ -149,6 +154,18 @@ TEST(AdminServer, HooksAreCalledOrReportedNotAvailable) {
     EXPECT_EQ(kicked, "a@example.com/phone");  // normalised before the hook sees it
     EXPECT_EQ(last_line(round_trip(b.socket, "kick\t@@\n")).rfind("error\tinvalid-jid", 0), 0u);
     EXPECT_EQ(last_line(round_trip(b.socket, "kick\tz@example.com\n")), "error\tnot-found\tno session for z@example.com");
+
+    // presence silent: an existing account, normalised, on or off.
+    EXPECT_EQ(last_line(round_trip(b.socket, "presence\tsilent\tdev@example.com\ton\n")),
+              "error\tnot-found\tno account dev@example.com");
+    EXPECT_EQ(round_trip(b.socket, "user\tadd\tdev@example.com\tpw\n"), "ok\tadded dev@example.com\n");
+    EXPECT_EQ(last_line(round_trip(b.socket, "presence\tsilent\tdev@example.com\tmaybe\n")).rfind("error\tbad-request", 0),
+              0u);
+    EXPECT_EQ(last_line(round_trip(b.socket, "presence\tsilent\tDev@Example.com\ton\n")).rfind("ok\tdev@example.com is silent", 0),
+              0u);
+    EXPECT_EQ(silenced, "dev@example.com on");
+    EXPECT_EQ(last_line(round_trip(b.socket, "presence\tsilent\tdev@example.com\toff\n")).rfind("ok\t", 0), 0u);
+    EXPECT_EQ(silenced, "dev@example.com off");
 }
 
 TEST(AdminServer, ImportStreamsLinesAndReportsTheResult) {

@@ -413,7 +413,8 @@ INSTANTIATE_TEST_SUITE_P(
                       declared("ping", "idle_ms"), declared("ping", "timeout_ms"),
                       declared("register", "per_ip_per_minute"), declared("vcard", "max_bytes"),
                       declared("offline", "max_messages"), declared("blocking", "max_items"),
-                      declared("mam", "retention_days"), declared("mam", "max_messages_per_user")),
+                      declared("mam", "retention_days"), declared("mam", "max_messages_per_user"),
+                      declared("csi", "max_held"), declared("csi", "max_held_bytes")),
     [](const auto& p) { return std::string(p.param.table) + "_" + p.param.name; });
 
 TEST(NumericBounds, CoverEveryIntegerOption) {
@@ -428,7 +429,7 @@ TEST(NumericBounds, CoverEveryIntegerOption) {
             if (e.message() == "must be an integer (got a string)") ++numeric;
         }
     }
-    EXPECT_EQ(numeric, 30u);  // booleans such as modules.mam are not counted
+    EXPECT_EQ(numeric, 32u);  // booleans such as modules.mam are not counted
 }
 
 // --- files on disk ---
