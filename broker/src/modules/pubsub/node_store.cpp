@@ -442,6 +442,24 @@ xmpp::Result<std::size_t, Errc> NodeStore::count_owned(std::string_view owner) c
     }
 }
 
+xmpp::Result<std::vector<std::string>, Errc> NodeStore::owned_nodes(std::string_view owner,
+                                                                   std::string_view service) const noexcept {
+    try {
+        std::string p = owner_prefix(owner);
+        p += service;
+        p += '\0';
+        std::vector<std::string> out;
+        const auto st = scan(_store, Column::pubsub_nodes, p, [&](std::string_view k, std::string_view) {
+            out.emplace_back(k.substr(p.size()));
+            return true;
+        });
+        if (!st.ok()) return xmpp::Unexpected(errc_of(st));
+        return out;
+    } catch (...) {
+        return xmpp::Unexpected(Errc::io_error);
+    }
+}
+
 xmpp::Result<std::vector<std::pair<std::string, Subscription>>, Errc> NodeStore::subscriptions_of(
     std::string_view service, std::string_view bare) const noexcept {
     try {

@@ -91,8 +91,11 @@ public:
 
     // Nodes of `service`, sorted by name.
     xmpp::Result<std::vector<std::string>, storage::Errc> list_nodes(std::string_view service) const noexcept;
-    // How many nodes `owner` (bare JID) owns on every service.
+    // How many nodes `owner` (bare JID) created, on every service (the owner index).
     xmpp::Result<std::size_t, storage::Errc> count_owned(std::string_view owner) const noexcept;
+    // The nodes `owner` created on `service`.
+    xmpp::Result<std::vector<std::string>, storage::Errc> owned_nodes(std::string_view owner,
+                                                                     std::string_view service) const noexcept;
     // Every subscription of `bare` (its bare JID or any full JID of it) on `service`, by node.
     xmpp::Result<std::vector<std::pair<std::string, Subscription>>, storage::Errc> subscriptions_of(
         std::string_view service, std::string_view bare) const noexcept;
