@@ -228,9 +228,15 @@ PubsubService::Node* PubsubService::find_node(Request& r, std::string_view node)
     n->subscriptions = std::move(subs).value();
     for (auto& item : items.value()) n->items.push_back(std::move(item));
     n->next_seq = n->items.empty() ? 1 : n->items.back().seq + 1;
-    if (_nodes.size() >= _options.max_nodes_cached) _nodes.erase(_nodes.begin());  // reloaded on use
-    auto* raw = n.get();
-    _nodes.emplace(std::move(key), std::move(n));
+    return cache(std::move(key), std::move(n));
+}
+
+PubsubService::Node* PubsubService::cache(std::string key, std::unique_ptr<Node> node) {
+    // Bounded: an evicted node is reloaded from RocksDB on its next use (every change is
+    // written before it is answered, so the store is never behind the cache).
+    while (_nodes.size() >= _options.max_nodes_cached && !_nodes.empty()) _nodes.erase(_nodes.begin());
+    auto* raw = node.get();
+    _nodes[std::move(key)] = std::move(node);
     return raw;
 }
 
@@ -310,7 +316,7 @@ void PubsubService::create(Request& r, std::string node) {
     n->service = r.service;
     n->name = node;
     n->record = std::move(rec);
-    _nodes.emplace(NodeStore::node_prefix(r.service, node), std::move(n));
+    cache(NodeStore::node_prefix(r.service, node), std::move(n));
     std::string inner;
     xmpp::xml::Writer w(inner);
     w.open("pubsub").attr("xmlns", k_ns_pubsub).open("create").attr("node", node).close().close();

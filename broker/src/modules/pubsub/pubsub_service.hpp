@@ -122,6 +122,7 @@ private:
 
     // The node from the cache or the store; null (and the request answered) when missing.
     Node* find_node(Request& r, std::string_view node);
+    Node* cache(std::string key, std::unique_ptr<Node> node);
     Affiliation affiliation(const Node& n, std::string_view bare) const noexcept;
     SubState subscription_state(const Node& n, std::string_view jid_or_bare) const noexcept;
     // Sends <message from=service type=headline> + `event_xml` to every subscribed JID
