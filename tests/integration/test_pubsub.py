@@ -231,6 +231,56 @@ async def test_whitelist_node_refuses_strangers(t):
     assert item_ids(await pm.get_items(SERVICE, node, timeout=5)) == ["secret"]
 
 
+async def test_authorize_node_holds_subscriptions_until_the_owner_approves(t):
+    s = await t.shared_server()
+    owner, bob, carol = unique("owner"), unique("bob"), unique("carol")
+    s.add_users([(owner, "pw"), (bob, "pw"), (carol, "pw")])
+    o = await t.client(s, owner, "pw")
+    b = await t.client(s, bob, "pw")
+    c = await t.client(s, carol, "pw")
+    po, pb, pc = with_pubsub(o), with_pubsub(b), with_pubsub(c)
+    forms = asyncio.Queue()
+    o.xmpp.add_event_handler("message_xform", lambda m: forms.put_nowait(m))
+    o.xmpp.register_plugin("xep_0004")
+    node = unique("gated")
+    await po.create_node(SERVICE, node, config=form(o, {"pubsub#access_model": "authorize"}), timeout=5)
+    await po.publish(SERVICE, node, id="first", payload=reading("5"), timeout=5)
+    # §6.1.2 / §8.6: pending, and the owner gets an authorization form.
+    r = await pb.subscribe(SERVICE, node, timeout=5)
+    assert r["pubsub"]["subscription"]["subscription"] == "pending", r
+    m = await asyncio.wait_for(forms.get(), 5)
+    fields = {f.get("var"): f.findtext("{jabber:x:data}value")
+              for f in m.xml.iter("{jabber:x:data}field")}
+    assert fields["FORM_TYPE"] == "http://jabber.org/protocol/pubsub#subscribe_authorization", m
+    assert fields["pubsub#subscriber_jid"] == b.bare and fields["pubsub#node"] == node, m
+    # Pending subscribers get no items (§6.5.9: not-authorized + not-subscribed).
+    await expect_error(pb.get_items(SERVICE, node, timeout=5), "not-authorized", "not-subscribed")
+    # §8.8.2: the owner approves bob; bob hears of it and gets what is published next.
+    await po.modify_subscriptions(SERVICE, node, [(b.bare, "subscribed")], timeout=5)
+    kind, ev = await next_event(b)
+    assert kind == "subscription" and ev["pubsub_event"]["subscription"]["subscription"] == "subscribed", ev
+    await po.publish(SERVICE, node, id="second", payload=reading("6"), timeout=5)
+    kind, ev = await next_event(b)
+    assert kind == "publish" and ev["pubsub_event"]["items"]["item"]["id"] == "second", ev
+    # §8.7: carol is approved by submitting the form back in a message.
+    r = await pc.subscribe(SERVICE, node, timeout=5)
+    assert r["pubsub"]["subscription"]["subscription"] == "pending", r
+    m = await asyncio.wait_for(forms.get(), 5)
+    x = m.xml.find("{jabber:x:data}x")
+    x.set("type", "submit")
+    for f in x.iter("{jabber:x:data}field"):
+        if f.get("var") == "pubsub#allow":
+            f.find("{jabber:x:data}value").text = "true"
+    answer = o.xmpp.Message(sto=SERVICE)
+    answer.append(x)
+    answer.send()
+    kind, ev = await next_event(c)
+    assert kind == "subscription" and ev["pubsub_event"]["subscription"]["subscription"] == "subscribed", ev
+    subs = await po.get_node_subscriptions(SERVICE, node, timeout=5)
+    states = {x["jid"].bare: x["subscription"] for x in subs["pubsub_owner"]["subscriptions"]}
+    assert states == {b.bare: "subscribed", c.bare: "subscribed"}, states
+
+
 async def test_limits_and_bad_input(t):
     s = await t.shared_server()
     u = unique("limits")

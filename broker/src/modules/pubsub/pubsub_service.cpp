@@ -77,9 +77,14 @@ std::string PubsubService::new_id(std::size_t n) { return _shard.random.alnum(n)
 // ---- Entry -----------------------------------------------------------------------------------
 
 void PubsubService::receive(router::Envelope&& env) {
-    // Messages to the service (errors bounced by subscribers, §8.7 authorization forms) and
-    // presence are not acted on yet; IQ results and errors need no answer (RFC 6120 §8.2.3).
-    if (env.stanza != router::StanzaKind::iq || (env.type != "get" && env.type != "set") || env.from.empty()) return;
+    if (env.from.empty()) return;
+    if (env.stanza == router::StanzaKind::message) {
+        on_message(std::move(env));
+        return;
+    }
+    // Presence is not acted on (no presence access model); IQ results and errors need no
+    // answer (RFC 6120 §8.2.3).
+    if (env.stanza != router::StanzaKind::iq || (env.type != "get" && env.type != "set")) return;
     ++_counters.requests;
     try {
         StanzaDom dom(env.bytes, xmpp::ns::client);
@@ -203,26 +208,34 @@ void PubsubService::handle_node(Request& r, std::string_view node) {
 // ---- Nodes -----------------------------------------------------------------------------------
 
 PubsubService::Node* PubsubService::find_node(Request& r, std::string_view node) {
-    std::string key = NodeStore::node_prefix(r.service, node);
+    storage::Errc err = storage::Errc::not_found;
+    Node* n = lookup(r.service, node, err);
+    if (n == nullptr) {
+        // §6.1.3.12, §7.1.3.3 and the like: no such node.
+        reply_error(r, err == storage::Errc::not_found ? StanzaError::item_not_found : StanzaError::internal_server_error);
+    }
+    return n;
+}
+
+PubsubService::Node* PubsubService::lookup(std::string_view service, std::string_view node, storage::Errc& err) {
+    std::string key = NodeStore::node_prefix(service, node);
     if (auto it = _nodes.find(key); it != _nodes.end()) return it->second.get();
-    auto rec = _store.load_node(r.service, node);
+    auto rec = _store.load_node(service, node);
     if (!rec) {
-        if (rec.error() == storage::Errc::not_found) {
-            reply_error(r, StanzaError::item_not_found);  // §6.1.3.12, §7.1.3.3, §8.x: no such node
-        } else {
-            STARLING_LOG(warn, "pubsub: loading node {} failed: {}", node, storage::to_string(rec.error()));
-            reply_error(r, StanzaError::internal_server_error);
+        err = rec.error();
+        if (err != storage::Errc::not_found) {
+            STARLING_LOG(warn, "pubsub: loading node {} failed: {}", node, storage::to_string(err));
         }
         return nullptr;
     }
-    auto subs = _store.load_subscriptions(r.service, node);
-    auto items = _store.load_items(r.service, node);
+    auto subs = _store.load_subscriptions(service, node);
+    auto items = _store.load_items(service, node);
     if (!subs || !items) {
-        reply_error(r, StanzaError::internal_server_error);
+        err = !subs ? subs.error() : items.error();
         return nullptr;
     }
     auto n = std::make_unique<Node>();
-    n->service = r.service;
+    n->service = std::string(service);
     n->name = std::string(node);
     n->record = std::move(rec).value();
     n->subscriptions = std::move(subs).value();
@@ -977,6 +990,73 @@ void PubsubService::default_config(Request& r) {
     reply_result(r, inner);
 }
 
+// ---- Messages --------------------------------------------------------------------------------
+
+// A message to the service: an owner's answer to a subscription request (§8.7), or something
+// the service does not read (RFC 6121 §8.5.2.1.1 by analogy: chat and normal get an error;
+// errors bounced by subscribers, headlines and groupchat are dropped).
+void PubsubService::on_message(router::Envelope&& env) {
+    StanzaDom dom(env.bytes, xmpp::ns::client);
+    pugi::xml_node x = dom.ok() ? dom.child(dom.root(), "x", k_ns_data) : pugi::xml_node();
+    std::string_view form_type;
+    std::string_view node;
+    std::string_view subscriber;
+    std::string_view allow;
+    if (x && std::string_view(x.attribute("type").value()) == "submit") {
+        for (auto f = x.first_child(); f; f = f.next_sibling()) {
+            if (f.type() != pugi::node_element || StanzaDom::local_name(f) != "field") continue;
+            const std::string_view var = f.attribute("var").value();
+            pugi::xml_node v = StanzaDom::first_element(f);
+            const std::string_view value = v ? v.child_value() : "";
+            if (var == "FORM_TYPE") form_type = value;
+            if (var == "pubsub#node") node = value;
+            if (var == "pubsub#subscriber_jid") subscriber = value;
+            if (var == "pubsub#allow") allow = value;
+        }
+    }
+    if (form_type != k_form_type_subscribe_authorization || node.empty() || subscriber.empty()) {
+        if (env.type.empty() || env.type == "normal" || env.type == "chat") {
+            _shard.router.bounce_to_sender(env, StanzaError::service_unavailable);
+        }
+        return;
+    }
+    const std::string service(bare_of(env.to));
+    const router::ShardId home = home_of(service, node);
+    if (home != _shard.shard) {
+        env.kind = router::Envelope::Kind::service;
+        if (!_shard.router.send_to(home, std::move(env))) {
+            STARLING_LOG(warn, "pubsub: mailbox full; an authorization answer for {} was dropped", node);
+        }
+        return;
+    }
+    storage::Errc err = storage::Errc::not_found;
+    Node* n = lookup(service, node, err);
+    if (n == nullptr || affiliation(*n, bare_of(env.from)) != Affiliation::owner) return;  // §8.7: owners only
+    auto jid = xmpp::Jid::parse(subscriber);
+    if (!jid) return;
+    auto it = std::find_if(n->subscriptions.begin(), n->subscriptions.end(), [&](const Subscription& s) {
+        return s.jid == jid->full() && s.state == SubState::pending;
+    });
+    if (it == n->subscriptions.end()) return;
+    Subscription sub = *it;
+    if (is_true(allow)) {
+        sub.state = SubState::subscribed;
+        if (!_store.put_subscription(n->service, n->name, sub)) return;
+        *it = sub;
+    } else {
+        if (!_store.erase_subscription(n->service, n->name, sub.jid)) return;
+        n->subscriptions.erase(it);
+        sub.state = SubState::none;
+    }
+    // §8.7: the subscriber is told the outcome.
+    std::string ev;
+    xmpp::xml::Writer w(ev);
+    w.open("event").attr("xmlns", k_ns_event).open("subscription").attr("node", n->name).attr("jid", sub.jid);
+    w.attr("subscription", to_string(sub.state)).close().close();
+    const std::vector<std::string> only{sub.jid};
+    notify(*n, std::move(ev), &only);
+}
+
 // ---- Output ----------------------------------------------------------------------------------
 
 std::string PubsubService::item_event(const Node& n, const Item& item, bool with_payload) const {
@@ -1041,7 +1121,7 @@ void PubsubService::send_authorization_request(const Node& n, const Subscription
         w.open("x").attr("xmlns", k_ns_data).attr("type", "form");
         w.leaf("title", "PubSub subscriber request");
         w.open("field").attr("var", "FORM_TYPE").attr("type", "hidden");
-        w.leaf("value", "http://jabber.org/protocol/pubsub#subscribe_authorization").close();
+        w.leaf("value", k_form_type_subscribe_authorization).close();
         w.open("field").attr("var", "pubsub#subid").attr("type", "hidden").leaf("value", sub.subid).close();
         w.open("field").attr("var", "pubsub#node").attr("type", "text-single").leaf("value", n.name).close();
         w.open("field").attr("var", "pubsub#subscriber_jid").attr("type", "jid-single").leaf("value", sub.jid).close();

@@ -123,6 +123,9 @@ private:
     // The node from the cache or the store; null (and the request answered) when missing.
     Node* find_node(Request& r, std::string_view node);
     Node* cache(std::string key, std::unique_ptr<Node> node);
+    // The node from the cache or the store, or null with `err` (not_found: no such node).
+    Node* lookup(std::string_view service, std::string_view node, storage::Errc& err);
+    void on_message(router::Envelope&& env);
     Affiliation affiliation(const Node& n, std::string_view bare) const noexcept;
     SubState subscription_state(const Node& n, std::string_view jid_or_bare) const noexcept;
     // Sends <message from=service type=headline> + `event_xml` to every subscribed JID

@@ -28,6 +28,9 @@ inline constexpr std::string_view k_ns_event = "http://jabber.org/protocol/pubsu
 inline constexpr std::string_view k_ns_errors = "http://jabber.org/protocol/pubsub#errors";
 inline constexpr std::string_view k_ns_disco_info = "http://jabber.org/protocol/disco#info";
 inline constexpr std::string_view k_ns_disco_items = "http://jabber.org/protocol/disco#items";
+// XEP-0060 §8.6: the FORM_TYPE of a subscription authorization request.
+inline constexpr std::string_view k_form_type_subscribe_authorization =
+    "http://jabber.org/protocol/pubsub#subscribe_authorization";
 
 // Bounds on names a peer chooses (they become RocksDB keys and are echoed in every event).
 inline constexpr std::size_t k_max_node_bytes = 256;
