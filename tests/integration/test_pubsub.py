@@ -191,6 +191,11 @@ async def test_subscribers_get_notifications(t):
     await pc.subscribe(SERVICE, node, timeout=5)
     kind, m = await next_event(c)
     assert kind == "publish" and m["pubsub_event"]["items"]["item"]["id"] == "i2", m
+    # §5.6 and §5.7 without a node: across the service.
+    all_subs = await pb.get_subscriptions(SERVICE, timeout=5)
+    assert [(x["node"], x["subscription"]) for x in all_subs["pubsub"]["subscriptions"]] == [(node, "subscribed")]
+    affs = await po.get_affiliations(SERVICE, timeout=5)
+    assert (node, "owner") in [(x["node"], x["affiliation"]) for x in affs["pubsub"]["affiliations"]], affs
     # Subscriptions are listed; unsubscribing stops notifications (§6.2).
     subs = await pb.get_subscriptions(SERVICE, node, timeout=5)
     assert [x["jid"] for x in subs["pubsub"]["subscriptions"]] == [b.bare], subs
@@ -308,6 +313,26 @@ async def test_limits_and_bad_input(t):
     await expect_error(iq.send(timeout=5), "bad-request")
     # The broker still serves.
     await ps.publish(SERVICE, node, id="ok", payload=reading("1"), timeout=5)
+
+
+async def test_subdomain_is_configurable_and_the_module_can_be_off(t):
+    s = await t.starling_with('[pubsub]\nsubdomain = "events"\n')
+    u = unique("cfg")
+    s.add_user(u, "pw")
+    c = await t.client(s, u, "pw")
+    ps = with_pubsub(c)
+    items = await c.xmpp["xep_0030"].get_items(jid="localhost", timeout=5)
+    assert [i[0] for i in items["disco_items"]["items"]] == ["events.localhost"], items
+    await ps.create_node("events.localhost", "n", timeout=5)
+    # pubsub.localhost is nobody now: as any other unknown domain (no federation yet).
+    await expect_error(ps.create_node(SERVICE, "n", timeout=5), "remote-server-not-found")
+    off = await t.starling_with("[modules]\npubsub = false\n")
+    off.add_user(u, "pw")
+    d = await t.client(off, u, "pw")
+    pd = with_pubsub(d)
+    items = await d.xmpp["xep_0030"].get_items(jid="localhost", timeout=5)
+    assert len(items["disco_items"]["items"]) == 0, items
+    await expect_error(pd.create_node(SERVICE, "n", timeout=5), "remote-server-not-found")
 
 
 async def test_items_survive_restart(t):
