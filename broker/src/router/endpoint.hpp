@@ -85,8 +85,9 @@ private:
 // shard where the stanza is routed. A service that keeps state on one shard (a PubSub node's
 // home shard, DESIGN §2) moves the envelope on with ShardRouter::send_to (Envelope::Kind::service).
 //
-// Lives on: one instance per shard and domain, registered with that shard's router before
-// traffic (ShardRouter::add_service) and outliving it.
+// Lives on: one instance per shard, registered with that shard's router for its domains before
+// traffic (ShardRouter::add_service); it must stay alive while the router routes (the broker
+// stops the shards before it destroys their modules).
 class Service : public Endpoint {
 public:
     Service() noexcept : Endpoint(Kind::service) {}

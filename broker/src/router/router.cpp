@@ -130,9 +130,10 @@ void ShardRouter::on_mail(Envelope&& env) {
 // DESIGN §2: one envelope per destination shard carries the payload once; each recipient's
 // stanza is a short header written here plus the shared bytes, never a re-serialisation.
 void ShardRouter::deliver_fan_out(Envelope&& env) {
+    if (!env.fan_out) return;
     static const std::string k_empty;
-    const std::string& payload = env.shared ? *env.shared : k_empty;
-    for (auto& to : env.recipients) {
+    const std::string& payload = env.fan_out->payload ? *env.fan_out->payload : k_empty;
+    for (const auto& to : env.fan_out->recipients) {
         Envelope one;
         one.kind = Envelope::Kind::deliver;
         one.stanza = StanzaKind::message;
@@ -160,7 +161,7 @@ void ShardRouter::deliver_fan_out(Envelope&& env) {
         out += '>';
         out += payload;
         out += "</message>";
-        one.to = std::move(to);
+        one.to = to;
         // The sender grouped recipients by home shard, so this is local; route() still checks.
         if (!route(std::move(one))) ++_counters.dropped;
     }

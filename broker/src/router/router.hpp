@@ -32,7 +32,15 @@ enum class StanzaKind : std::uint8_t { message, presence, iq };
 //   service  a stanza for the local service of `to`'s domain, moved to the shard that must
 //            handle it (e.g. a PubSub node's home shard); handed to Service::receive there
 //   fan_out  one message for many recipients of the destination shard (DESIGN §2): each gets
-//            <message from='from' to='r' type='type' id='id'> + *shared + </message>
+//            <message from='from' to='r' type='type' id='id'> + *fan_out->payload + </message>
+//
+// One pointer for fan-out (not the payload and the list inline): every ring slot is an
+// Envelope, so each byte here is paid capacity x shards² times.
+struct FanOut {
+    std::shared_ptr<const std::string> payload;  // the message's content, shared by all shards
+    std::vector<std::string> recipients;         // normalised JIDs homed on the destination shard
+};
+
 struct Envelope {
     enum class Kind : std::uint8_t { deliver, adopt, service, fan_out };
     Kind kind = Kind::deliver;
@@ -45,8 +53,7 @@ struct Envelope {
     std::int64_t routed_ns = 0;                // steady clock when routed, for the latency histogram
     std::shared_ptr<Endpoint> session;         // adopt: the session moving here
     int fd = -1;                               // adopt: its socket
-    std::shared_ptr<const std::string> shared;  // fan_out: the message's content, for everyone
-    std::vector<std::string> recipients;        // fan_out: normalised JIDs homed on the destination
+    std::shared_ptr<const FanOut> fan_out;     // fan_out: immutable, read by the destination
 };
 
 // Routing latency buckets (upper bounds in microseconds; the last is +Inf).
@@ -90,7 +97,7 @@ public:
     bool send_to(ShardId to, Envelope&& env);
 
     // Local services (DESIGN §1): stanzas to `domain` or its resources go to `service` on the
-    // shard where they are routed. Before traffic; the service outlives the router.
+    // shard where they are routed. Before traffic; the service stays alive while this routes.
     void add_service(std::string domain, Service* service);
     // The service owning the domain of `jid` (a JID without localpart), or null.
     Service* service_for(std::string_view jid) const noexcept;

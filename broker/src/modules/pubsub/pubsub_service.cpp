@@ -452,9 +452,8 @@ void PubsubService::notify(const Node& n, std::string event_xml, const std::vect
         // notification_type; RFC 6121 §5.2.2).
         env.type = "headline";
         env.id = id;
-        env.shared = shared;
         const std::size_t count = recipients.size();
-        env.recipients = std::move(recipients);
+        env.fan_out = std::make_shared<const router::FanOut>(router::FanOut{shared, std::move(recipients)});
         if (_shard.router.send_to(shard, std::move(env))) {
             ++_counters.fan_out_envelopes;
             _counters.notifications += count;

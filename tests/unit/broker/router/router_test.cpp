@@ -118,8 +118,8 @@ TEST(ShardRouterServices, FanOutWritesOneMessagePerRecipientFromTheSharedPayload
     e.from = "pubsub.localhost";
     e.type = "headline";
     e.id = "n1";
-    e.shared = std::make_shared<const std::string>("<event xmlns='urn:e'/>");
-    e.recipients = {a, b + "/one"};
+    e.fan_out = std::make_shared<const FanOut>(
+        FanOut{std::make_shared<const std::string>("<event xmlns='urn:e'/>"), {a, b + "/one"}});
     ASSERT_TRUE(t.r0.send_to(1, std::move(e)));
     EXPECT_EQ(t.r0.counters().fan_outs, 1u);
     t.drain();
@@ -146,11 +146,10 @@ TEST(ShardRouterServices, AFullMailboxRefusesAndLeavesTheEnvelopeIntact) {
     Envelope e;
     e.kind = Envelope::Kind::fan_out;
     e.from = "pubsub.localhost";
-    e.shared = std::make_shared<const std::string>("<x/>");
-    e.recipients = {"a@localhost"};
+    e.fan_out = std::make_shared<const FanOut>(FanOut{std::make_shared<const std::string>("<x/>"), {"a@localhost"}});
     EXPECT_FALSE(t.r0.send_to(1, std::move(e)));
-    ASSERT_EQ(e.recipients.size(), 1u);  // NOLINT(bugprone-use-after-move): refused sends keep it
-    EXPECT_EQ(*e.shared, "<x/>");
+    ASSERT_TRUE(e.fan_out);  // NOLINT(bugprone-use-after-move): a refused send keeps it
+    EXPECT_EQ(*e.fan_out->payload, "<x/>");
     EXPECT_EQ(t.r0.counters().mailbox_full, 1u);
 }
 
