@@ -107,7 +107,7 @@ async def test_owner_creates_configures_publishes_retracts_purges_deletes(t):
     ps = with_pubsub(c)
     node = unique("node")
     await ps.create_node(SERVICE, node, timeout=5)
-    # §8.1.3.2: the same name again is a conflict.
+    # §8.1: the same name again is a conflict.
     await expect_error(ps.create_node(SERVICE, node, timeout=5), "conflict")
     # §8.2: the owner reads the form and lowers max_items.
     cfg = await ps.get_node_config(SERVICE, node, timeout=5)
@@ -150,7 +150,7 @@ async def test_owner_creates_configures_publishes_retracts_purges_deletes(t):
     assert item_ids(await ps.get_items(SERVICE, node, timeout=5)) == []
     await ps.delete_node(SERVICE, node, timeout=5)
     await expect_error(ps.get_items(SERVICE, node, timeout=5), "item-not-found")
-    # §8.1.2: an instant node gets a name from the service.
+    # §8.1: an instant node gets a name from the service.
     r = await ps.create_node(SERVICE, None, timeout=5)
     instant = r["pubsub"]["create"]["node"]
     assert instant, r
@@ -174,7 +174,7 @@ async def test_subscribers_get_notifications(t):
     assert kind == "publish" and str(m["from"]) == SERVICE, m
     item = m["pubsub_event"]["items"]["item"]
     assert item["id"] == "i1" and item["payload"].find(f"{{{NS_SENSOR}}}temp").text == "20", m
-    # §7.2.2.1: a retraction is announced (notify_retract defaults to true).
+    # §7.2: a retraction is announced (notify_retract defaults to true).
     await po.retract(SERVICE, node, "i1", timeout=5)
     kind, m = await next_event(b)
     assert kind == "retract", (kind, m)
@@ -205,7 +205,7 @@ async def test_subscribers_get_notifications(t):
     kind, m = await next_event(c)
     assert m["pubsub_event"]["items"]["item"]["id"] == "i3", m
     await no_event(b)
-    # §8.4.2: deleting the node tells the subscribers.
+    # §8.4: deleting the node tells the subscribers.
     await po.delete_node(SERVICE, node, timeout=5)
     kind, m = await next_event(c)
     assert kind == "delete", (kind, m)
@@ -260,7 +260,7 @@ async def test_authorize_node_holds_subscriptions_until_the_owner_approves(t):
     assert fields["pubsub#subscriber_jid"] == b.bare and fields["pubsub#node"] == node, m
     # Pending subscribers get no items (§6.5.9: not-authorized + not-subscribed).
     await expect_error(pb.get_items(SERVICE, node, timeout=5), "not-authorized", "not-subscribed")
-    # §8.8.2: the owner approves bob; bob hears of it and gets what is published next.
+    # §8.8: the owner approves bob; bob hears of it and gets what is published next.
     await po.modify_subscriptions(SERVICE, node, [(b.bare, "subscribed")], timeout=5)
     kind, ev = await next_event(b)
     assert kind == "subscription" and ev["pubsub_event"]["subscription"]["subscription"] == "subscribed", ev
@@ -294,7 +294,7 @@ async def test_limits_and_bad_input(t):
     ps = with_pubsub(c)
     node = unique("lim")
     await ps.create_node(SERVICE, node, timeout=5)
-    # §7.1.3.4: over max_payload_bytes (64 KiB by default).
+    # §7.1.3: over max_payload_bytes (64 KiB by default).
     big = ET.fromstring(f"<blob xmlns='{NS_SENSOR}'>{'x' * 70000}</blob>")
     await expect_error(ps.publish(SERVICE, node, id="big", payload=big, timeout=10), "not-acceptable",
                        "payload-too-big")

@@ -17,7 +17,7 @@ enum class SubscribeDecision : std::uint8_t {
     subscribed,  // §6.1.2: open, or an affiliated entity
     pending,     // §6.1.2 / §8.6: authorize: an owner must approve
     closed_node, // §6.1.3.4: whitelist, not on it: not-allowed + <closed-node/>
-    forbidden,   // §6.1.3: an outcast is blocked: forbidden
+    forbidden,   // §6.1.3.8: an outcast is blocked: forbidden
 };
 
 SubscribeDecision decide_subscribe(AccessModel model, Affiliation affiliation) noexcept;
@@ -32,10 +32,10 @@ enum class RetrieveDecision : std::uint8_t {
 
 RetrieveDecision decide_retrieve(AccessModel model, Affiliation affiliation, SubState state) noexcept;
 
-// §7.1.3.1: publishing needs the right affiliation under the node's publish_model.
+// §7.1.3: publishing needs the right affiliation under the node's publish_model.
 bool may_publish(PublishModel model, Affiliation affiliation, SubState state) noexcept;
 
-// §7.2.3.1 and §4.1 table 4: owners and publishers may retract items (any item: the table
+// §7.2.3 and §4.1 table 4: owners and publishers may retract items (any item: the table
 // gives publishers "delete item" without restricting it to their own).
 bool may_retract(Affiliation affiliation) noexcept;
 

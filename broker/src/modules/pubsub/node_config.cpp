@@ -108,7 +108,7 @@ xmpp::Result<NodeConfig, FormError> apply_config_form(const NodeConfig& base, pu
                 }
             } else if (var == "pubsub#max_items") {
                 if (v == "max") {
-                    // XEP-0060 §12.x (v1.15+): "max" asks for the service's maximum.
+                    // The node_config registry (§16.4.4) lets "max" ask for the service's maximum.
                     c.max_items = limits.max_items_cap;
                     continue;
                 }
@@ -134,7 +134,7 @@ xmpp::Result<NodeConfig, FormError> apply_config_form(const NodeConfig& base, pu
                 if (v.size() > 1024) return xmpp::Unexpected(refused(var, "longer than 1024 bytes"));
                 c.title = std::string(v);
             } else {
-                // §8.2.5.3 leaves the choice to the service; naming the field tells the owner
+                // §8.2 leaves the choice to the service; naming the field tells the owner
                 // which one this service does not know.
                 return xmpp::Unexpected(bad(var, "unknown field"));
             }

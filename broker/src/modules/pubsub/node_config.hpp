@@ -54,14 +54,14 @@ inline constexpr std::string_view k_ns_data = "jabber:x:data";
 inline constexpr std::string_view k_form_type_node_config = "http://jabber.org/protocol/pubsub#node_config";
 
 // Applies the fields of `x` (a <x xmlns='jabber:x:data'/> of type submit) to `base`.
-// XEP-0060 §8.2.5: an unknown field or a malformed value is bad-request (naming the field); a
+// XEP-0060 §8.2: an unknown field or a malformed value is bad-request (naming the field); a
 // well-formed value the service does not support or allow (an access model it does not offer,
 // max_items over the cap) is not-acceptable. A form of type 'cancel' leaves `base` unchanged.
 // `x` must be the form element; its namespace is checked by the caller.
 xmpp::Result<NodeConfig, FormError> apply_config_form(const NodeConfig& base, pugi::xml_node x,
                                                      const ConfigLimits& limits) noexcept;
 
-// The <x xmlns='jabber:x:data' type='form'> an owner gets for `config` (XEP-0060 §8.2.1,
+// The <x xmlns='jabber:x:data' type='form'> an owner gets for `config` (XEP-0060 §8.2,
 // example 126), appended to `out`.
 void write_config_form(std::string& out, const NodeConfig& config, const ConfigLimits& limits);
 

@@ -23,7 +23,7 @@ using xmpp::StanzaError;
 void PubsubService::publish(Request& r, Node& n) {
     const NodeConfig& cfg = n.record.config;
     if (!may_publish(cfg.publish_model, affiliation(n, r.bare), subscription_state(n, r.env.from))) {
-        reply_error(r, StanzaError::forbidden);  // §7.1.3.1
+        reply_error(r, StanzaError::forbidden);  // §7.1.3
         return;
     }
     if (r.dom.child(r.payload, "publish-options", k_ns_pubsub)) {
@@ -46,7 +46,7 @@ void PubsubService::publish(Request& r, Node& n) {
         return;
     }
     if (!item_el && (cfg.persist_items || cfg.deliver_payloads)) {
-        reply_error(r, StanzaError::bad_request, "item-required");  // §7.1.3.6
+        reply_error(r, StanzaError::bad_request, "item-required");  // §7.1.3
         return;
     }
     pugi::xml_node payload;
@@ -61,11 +61,11 @@ void PubsubService::publish(Request& r, Node& n) {
         }
     }
     if (payloads > 1) {
-        reply_error(r, StanzaError::bad_request, "invalid-payload");  // §7.1.3.5: exactly one
+        reply_error(r, StanzaError::bad_request, "invalid-payload");  // §7.1.3: exactly one
         return;
     }
     if (payloads == 0 && (cfg.persist_items || cfg.deliver_payloads)) {
-        reply_error(r, StanzaError::bad_request, "payload-required");  // §7.1.3.6
+        reply_error(r, StanzaError::bad_request, "payload-required");  // §7.1.3
         return;
     }
     Item item;
@@ -77,7 +77,7 @@ void PubsubService::publish(Request& r, Node& n) {
     if (item.id.empty()) item.id = new_id(20);  // §7.1.1: the service makes one
     if (payload) item.payload = standalone_xml(r.dom, payload);
     if (item.payload.size() > _options.max_payload_bytes) {
-        // §7.1.3.4: over the service's size limit.
+        // §7.1.3: over the service's size limit.
         reply_error(r, StanzaError::not_acceptable, "payload-too-big",
                     "at most " + std::to_string(_options.max_payload_bytes) + " bytes");
         return;
@@ -128,7 +128,7 @@ void PubsubService::publish(Request& r, Node& n) {
 // §7.2: delete an item.
 void PubsubService::retract(Request& r, Node& n) {
     if (!may_retract(affiliation(n, r.bare))) {
-        reply_error(r, StanzaError::forbidden);  // §7.2.3.1
+        reply_error(r, StanzaError::forbidden);  // §7.2.3
         return;
     }
     pugi::xml_node item_el;
@@ -140,12 +140,12 @@ void PubsubService::retract(Request& r, Node& n) {
     }
     const std::string_view id = item_el ? item_el.attribute("id").value() : "";
     if (id.empty()) {
-        reply_error(r, StanzaError::bad_request, "item-required");  // §7.2.3.3
+        reply_error(r, StanzaError::bad_request, "item-required");  // §7.2.3
         return;
     }
     auto it = std::find_if(n.items.begin(), n.items.end(), [&](const Item& i) { return i.id == id; });
     if (it == n.items.end()) {
-        reply_error(r, StanzaError::item_not_found);  // §7.2.3.5
+        reply_error(r, StanzaError::item_not_found);  // §7.2.3
         return;
     }
     if (auto w = _store.erase_items(n.service, n.name, {it->seq}); !w) {
@@ -156,7 +156,7 @@ void PubsubService::retract(Request& r, Node& n) {
     n.items.erase(it);
     ++_counters.items_removed;
     reply_result(r);
-    // §7.2.2.1: subscribers hear of it when the node says so or the publisher asks for it.
+    // §7.2: subscribers hear of it when the node says so or the publisher asks for it.
     const std::string_view notify_attr = r.action.attribute("notify").value();
     if (n.record.config.notify_retract || is_true(notify_attr)) {
         std::string ev;
@@ -200,6 +200,8 @@ void PubsubService::subscribe(Request& r, Node& n) {
         return;
     }
     if (n.subscriptions.size() >= _options.max_subscriptions_per_node) {
+        // §6.1.3.9 names this condition for a per-subscriber limit; a per-node one is the same
+        // refusal to the subscriber.
         reply_error(r, StanzaError::not_allowed, "too-many-subscriptions",
                     "the node has " + std::to_string(_options.max_subscriptions_per_node) + " subscriptions");
         return;
@@ -234,18 +236,18 @@ void PubsubService::unsubscribe(Request& r, Node& n) {
         return;
     }
     if (jid->bare_view() != r.bare && affiliation(n, r.bare) != Affiliation::owner) {
-        reply_error(r, StanzaError::forbidden);  // §6.2.3.3
+        reply_error(r, StanzaError::forbidden);  // §6.2.3
         return;
     }
     auto it = std::find_if(n.subscriptions.begin(), n.subscriptions.end(),
                            [&](const Subscription& s) { return s.jid == jid->full(); });
     if (it == n.subscriptions.end()) {
-        reply_error(r, StanzaError::unexpected_request, "not-subscribed");  // §6.2.3.2
+        reply_error(r, StanzaError::unexpected_request, "not-subscribed");  // §6.2.3
         return;
     }
     const std::string_view subid = r.action.attribute("subid").value();
     if (!subid.empty() && subid != it->subid) {
-        reply_error(r, StanzaError::not_acceptable, "invalid-subid");  // §6.2.3.5
+        reply_error(r, StanzaError::not_acceptable, "invalid-subid");  // §6.2.3
         return;
     }
     if (auto w = _store.erase_subscription(n.service, n.name, it->jid); !w) {

@@ -26,7 +26,7 @@ using xmpp::StanzaError;
 // §8.2: get or submit the node's configuration form.
 void PubsubService::configure(Request& r, Node& n) {
     if (affiliation(n, r.bare) != Affiliation::owner) {
-        reply_error(r, StanzaError::forbidden);  // §8.2.3.2
+        reply_error(r, StanzaError::forbidden);  // §8.2
         return;
     }
     if (r.get) {
@@ -46,7 +46,7 @@ void PubsubService::configure(Request& r, Node& n) {
     }
     auto applied = apply_config_form(n.record.config, x, _limits);
     if (!applied) {
-        reply_error(r, applied.error().condition, {}, applied.error().text);  // §8.2.5.3
+        reply_error(r, applied.error().condition, {}, applied.error().text);  // §8.2
         return;
     }
     NodeRecord rec = n.record;
@@ -72,7 +72,7 @@ void PubsubService::configure(Request& r, Node& n) {
 // §8.4: delete the node; subscribers are told (notify_delete).
 void PubsubService::remove_node(Request& r, Node& n) {
     if (affiliation(n, r.bare) != Affiliation::owner) {
-        reply_error(r, StanzaError::forbidden);  // §8.4.3.1
+        reply_error(r, StanzaError::forbidden);  // §8.4
         return;
     }
     std::vector<std::string> owners;
@@ -89,7 +89,7 @@ void PubsubService::remove_node(Request& r, Node& n) {
         std::string ev;
         xmpp::xml::Writer w(ev);
         w.open("event").attr("xmlns", k_ns_event).open("delete").attr("node", n.name).close().close();
-        notify(n, std::move(ev));  // §8.4.2
+        notify(n, std::move(ev));  // §8.4
     }
     _nodes.erase(NodeStore::node_prefix(n.service, n.name));  // `n` is gone after this line
 }
@@ -97,11 +97,11 @@ void PubsubService::remove_node(Request& r, Node& n) {
 // §8.5: remove every item; subscribers are told when the node notifies retractions.
 void PubsubService::purge(Request& r, Node& n) {
     if (affiliation(n, r.bare) != Affiliation::owner) {
-        reply_error(r, StanzaError::forbidden);  // §8.5.3.2
+        reply_error(r, StanzaError::forbidden);  // §8.5
         return;
     }
     if (!n.record.config.persist_items) {
-        reply_error(r, StanzaError::feature_not_implemented, "unsupported", {}, "persistent-items");  // §8.5.3.4
+        reply_error(r, StanzaError::feature_not_implemented, "unsupported", {}, "persistent-items");  // §8.5
         return;
     }
     if (auto w = _store.purge(n.service, n.name); !w) {
@@ -115,14 +115,14 @@ void PubsubService::purge(Request& r, Node& n) {
         std::string ev;
         xmpp::xml::Writer w(ev);
         w.open("event").attr("xmlns", k_ns_event).open("purge").attr("node", n.name).close().close();
-        notify(n, std::move(ev));  // §8.5.2
+        notify(n, std::move(ev));  // §8.5
     }
 }
 
 // §8.8: the owner lists subscriptions, approves pending ones, changes or removes them.
 void PubsubService::owner_subscriptions(Request& r, Node& n) {
     if (affiliation(n, r.bare) != Affiliation::owner) {
-        reply_error(r, StanzaError::forbidden);  // §8.8.1.3, §8.8.2.3
+        reply_error(r, StanzaError::forbidden);  // §8.8, §8.8
         return;
     }
     if (r.get) {
@@ -193,7 +193,7 @@ void PubsubService::owner_subscriptions(Request& r, Node& n) {
         if (was_pending && sub.state == SubState::subscribed) approved.push_back(sub.jid);
     }
     reply_result(r);
-    // §8.7 (by analogy for §8.8.2): the approved subscriber is told of its new state.
+    // §8.7 (by analogy for §8.8): the approved subscriber is told of its new state.
     for (const auto& jid : approved) {
         std::string ev;
         xmpp::xml::Writer w(ev);
@@ -207,7 +207,7 @@ void PubsubService::owner_subscriptions(Request& r, Node& n) {
 // §8.9: the owner lists and changes affiliations.
 void PubsubService::owner_affiliations(Request& r, Node& n) {
     if (affiliation(n, r.bare) != Affiliation::owner) {
-        reply_error(r, StanzaError::forbidden);  // §8.9.1.3, §8.9.2.3
+        reply_error(r, StanzaError::forbidden);  // §8.9, §8.9
         return;
     }
     if (r.get) {
@@ -250,7 +250,7 @@ void PubsubService::owner_affiliations(Request& r, Node& n) {
     const bool has_owner = std::any_of(rec.affiliations.begin(), rec.affiliations.end(),
                                        [](const auto& p) { return p.second == Affiliation::owner; });
     if (!has_owner) {
-        // §8.9.2.4: a node keeps at least one owner.
+        // §8.9: a node keeps at least one owner.
         reply_error(r, StanzaError::not_acceptable, {}, "a node needs an owner");
         return;
     }
@@ -273,7 +273,7 @@ void PubsubService::owner_affiliations(Request& r, Node& n) {
 // ---- Messages --------------------------------------------------------------------------------
 
 // A message to the service: an owner's answer to a subscription request (§8.7), or something
-// the service does not read (RFC 6121 §8.5.2.1.1 by analogy: chat and normal get an error;
+// the service does not read (RFC 6121 §8.5 by analogy: chat and normal get an error;
 // errors bounced by subscribers, headlines and groupchat are dropped).
 void PubsubService::on_message(router::Envelope&& env) {
     StanzaDom dom(env.bytes, xmpp::ns::client);

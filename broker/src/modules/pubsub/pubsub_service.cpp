@@ -65,7 +65,7 @@ void PubsubService::receive(router::Envelope&& env) {
         return;
     }
     // Presence is not acted on (no presence access model); IQ results and errors need no
-    // answer (RFC 6120 §8.2.3).
+    // answer (RFC 6120 §8.2).
     if (env.stanza != router::StanzaKind::iq || (env.type != "get" && env.type != "set")) return;
     ++_counters.requests;
     try {
@@ -122,7 +122,7 @@ void PubsubService::handle(Request& r) {
 void PubsubService::handle_serviceless(Request& r) {
     const std::string_view a = r.action_name;
     if (r.ns == k_ns_pubsub && a == "create" && !r.get) {
-        create(r, {});  // §8.1.2 instant node
+        create(r, {});  // §8.1 instant node
     } else if (r.ns == k_ns_pubsub && a == "subscriptions" && r.get) {
         subscriptions_all(r);  // §5.6
     } else if (r.ns == k_ns_pubsub && a == "affiliations" && r.get) {
@@ -130,7 +130,7 @@ void PubsubService::handle_serviceless(Request& r) {
     } else if (r.ns == k_ns_owner && a == "default" && r.get) {
         default_config(r);  // §8.3
     } else {
-        // Everything else is about one node (§6.1.3.3, §7.1.3.3 nodeid-required).
+        // Everything else is about one node (§6.1.3.3, §7.1.3 nodeid-required).
         reply_error(r, StanzaError::bad_request, "nodeid-required");
     }
 }
@@ -193,7 +193,7 @@ PubsubService::Node* PubsubService::find_node(Request& r, std::string_view node)
     storage::Errc err = storage::Errc::not_found;
     Node* n = lookup(r.service, node, err);
     if (n == nullptr) {
-        // §6.1.3.12, §7.1.3.3 and the like: no such node.
+        // §6.1.3.12, §7.1.3 and the like: no such node.
         reply_error(r, err == storage::Errc::not_found ? StanzaError::item_not_found : StanzaError::internal_server_error);
     }
     return n;
@@ -254,10 +254,10 @@ SubState PubsubService::subscription_state(const Node& n, std::string_view jid) 
     return best;
 }
 
-// §8.1: create a node (named or instant), optionally configured in the same request (§8.1.3).
+// §8.1: create a node (named or instant), optionally configured in the same request (§8.1).
 void PubsubService::create(Request& r, std::string node) {
     if (node.empty()) {
-        // §8.1.2: the service names an instant node. Pick a name whose home is this shard so
+        // §8.1: the service names an instant node. Pick a name whose home is this shard so
         // the node is created where the request already is (no second hop).
         for (int tries = 0; tries < 256 && node.empty(); ++tries) {
             std::string candidate = new_id(16);
@@ -269,7 +269,7 @@ void PubsubService::create(Request& r, std::string node) {
         }
     }
     if (_nodes.contains(NodeStore::node_prefix(r.service, node))) {
-        reply_error(r, StanzaError::conflict);  // §8.1.3.2: NodeID already exists
+        reply_error(r, StanzaError::conflict);  // §8.1: NodeID already exists
         return;
     }
     if (auto existing = _store.load_node(r.service, node); existing || existing.error() != storage::Errc::not_found) {
@@ -448,8 +448,8 @@ void PubsubService::notify(const Node& n, std::string event_xml, const std::vect
         env.kind = router::Envelope::Kind::fan_out;
         env.stanza = router::StanzaKind::message;
         env.from = n.service;
-        // Headline: a notification is not stored offline nor answered (XEP-0060 §12.x
-        // notification_type; RFC 6121 §5.2.2).
+        // Headline: a notification is not stored offline nor answered (the node_config
+        // registry's pubsub#notification_type lets a service choose; RFC 6121 §5.2.2).
         env.type = "headline";
         env.id = id;
         const std::size_t count = recipients.size();

@@ -45,7 +45,7 @@ std::string standalone_xml(const util::StanzaDom& dom, pugi::xml_node el);
 bool is_space(std::string_view text) noexcept;
 
 // <error type='..'><condition/>[<text/>][<app-condition xmlns='..pubsub#errors' [feature='']/>]
-// </error> (RFC 6120 §8.3.2 order; XEP-0060's application conditions).
+// </error> (RFC 6120 §8.3 order; XEP-0060's application conditions).
 void write_pubsub_error(std::string& out, xmpp::StanzaError condition, std::string_view app_condition,
                         std::string_view text, std::string_view feature);
 
