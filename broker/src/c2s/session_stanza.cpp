@@ -86,6 +86,13 @@ void C2sSession::on_stanza(const ElementView& el) {
         to = std::move(*parsed);
     }
     if (to && !_ctx->options.serves(to->domainpart())) {
+        if (!to->has_localpart() && _ctx->router.service_for(to->full()) != nullptr) {
+            // A local service's domain (PubSub, DESIGN §1): the router hands the stamped stanza
+            // to it. It is part of this server, so the hooks for traffic to other entities
+            // (blocking, carbons, archive) are not run; its answers come back as inbound stanzas.
+            route(el, kind, *to, std::move(type));
+            return;
+        }
         // Federation (s2s) is a later issue: say so rather than drop it (§10.4).
         reply_error(el, StanzaError::remote_server_not_found);
         return;

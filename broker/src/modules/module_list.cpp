@@ -10,6 +10,7 @@
 #include "broker/src/modules/offline/offline_module.hpp"
 #include "broker/src/modules/ping/ping_module.hpp"
 #include "broker/src/modules/presence/presence_module.hpp"
+#include "broker/src/modules/pubsub/pubsub_module.hpp"
 #include "broker/src/modules/register/register_module.hpp"
 #include "broker/src/modules/roster/roster_module.hpp"
 #include "broker/src/modules/vcard/vcard_module.hpp"
@@ -31,6 +32,7 @@ const std::vector<session::ModuleSpec>& module_catalog() {
         RegisterModule::spec(),
         VcardModule::spec(),
         CsiModule::spec(),
+        PubsubModule::spec(),
     };
     return catalog;
 }

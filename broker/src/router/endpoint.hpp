@@ -84,6 +84,32 @@ private:
     std::vector<std::shared_ptr<void>> _slots;  // module state, by slot_id<T>()
 };
 
+// A local service (DESIGN §1): it owns a whole domain (`pubsub.example.org`) on every shard. The
+// router hands it each stanza addressed to that domain or to a resource of it, as the stamped
+// envelope (a service needs the sender and the stanza's addressing, not just bytes), on the
+// shard where the stanza is routed. A service that keeps state on one shard (a PubSub node's
+// home shard, DESIGN §2) moves the envelope on with ShardRouter::send_to (Envelope::Kind::service).
+//
+// Lives on: one instance per shard, registered with that shard's router for its domains before
+// traffic (ShardRouter::add_service); it must stay alive while the router routes (the broker
+// stops the shards before it destroys their modules).
+class Service : public Endpoint {
+public:
+    Service() noexcept : Endpoint(Kind::service) {}
+
+    // A stanza for the service, on this shard.
+    virtual void receive(Envelope&& env) = 0;
+
+    // Endpoint: a service is always there and has no presence or stream of its own.
+    const xmpp::Jid* jid() const noexcept override { return nullptr; }
+    bool is_available() const noexcept override { return true; }
+    int priority() const noexcept override { return 0; }
+    const std::string& last_presence() const noexcept override;
+    // A service is reached with receive(); bare bytes carry no sender, so they are dropped.
+    void deliver(std::string_view) override {}
+    void close(xmpp::StreamError, std::string_view) override {}
+};
+
 enum class Delivery : std::uint8_t { pass, handled };
 
 class RouterHooks {

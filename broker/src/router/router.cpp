@@ -40,6 +40,11 @@ std::size_t next_slot_id() noexcept {
     return next.fetch_add(1, std::memory_order_relaxed);
 }
 
+const std::string& Service::last_presence() const noexcept {
+    static const std::string k_none;
+    return k_none;
+}
+
 ShardRouter::ShardRouter(ShardId self, Mailboxes<Envelope>& mailboxes, Adopt adopt)
     : _self(self), _mailboxes(mailboxes), _adopt(std::move(adopt)) {}
 
@@ -49,6 +54,15 @@ ShardId ShardRouter::home_of(std::string_view bare_jid) const noexcept {
 
 bool ShardRouter::route(Envelope&& env) {
     if (env.routed_ns == 0) env.routed_ns = now_ns();
+    if (!_services.empty()) {
+        if (auto* service = service_for(env.to)) {
+            // A local service is on every shard: no hop here; it moves the stanza on itself
+            // when its state lives elsewhere.
+            ++_counters.delivered;
+            service->receive(std::move(env));
+            return true;
+        }
+    }
     const ShardId home = home_of(bare_of(env.to));
     if (home == _self) {
         deliver_local(std::move(env));
@@ -74,11 +88,82 @@ bool ShardRouter::send_session(ShardId to, Envelope&& env) {
     return true;
 }
 
+bool ShardRouter::send_to(ShardId to, Envelope&& env) {
+    if (env.routed_ns == 0) env.routed_ns = now_ns();
+    if (to == _self) {
+        on_mail(std::move(env));
+        return true;
+    }
+    if (!_mailboxes.send(_self, to, env)) {
+        ++_counters.mailbox_full;
+        return false;
+    }
+    ++_counters.hops;
+    if (env.kind == Envelope::Kind::fan_out) ++_counters.fan_outs;
+    return true;
+}
+
+void ShardRouter::add_service(std::string domain, Service* service) { _services[std::move(domain)] = service; }
+
+Service* ShardRouter::service_for(std::string_view jid) const noexcept {
+    const std::string_view bare = bare_of(jid);
+    if (bare.find('@') != std::string_view::npos) return nullptr;  // an account, not a domain
+    auto it = _services.find(bare);
+    return it == _services.end() ? nullptr : it->second;
+}
+
 void ShardRouter::on_mail(Envelope&& env) {
-    if (env.kind == Envelope::Kind::adopt) {
-        _adopt(std::move(env));
-    } else {
-        deliver_local(std::move(env));
+    switch (env.kind) {
+        case Envelope::Kind::adopt: _adopt(std::move(env)); return;
+        case Envelope::Kind::deliver: deliver_local(std::move(env)); return;
+        case Envelope::Kind::fan_out: deliver_fan_out(std::move(env)); return;
+        case Envelope::Kind::service:
+            if (auto* service = service_for(env.to)) {
+                service->receive(std::move(env));
+            } else {
+                bounce(env, xmpp::StanzaError::service_unavailable);
+            }
+            return;
+    }
+}
+
+// DESIGN §2: one envelope per destination shard carries the payload once; each recipient's
+// stanza is a short header written here plus the shared bytes, never a re-serialisation.
+void ShardRouter::deliver_fan_out(Envelope&& env) {
+    if (!env.fan_out) return;
+    static const std::string k_empty;
+    const std::string& payload = env.fan_out->payload ? *env.fan_out->payload : k_empty;
+    for (const auto& to : env.fan_out->recipients) {
+        Envelope one;
+        one.kind = Envelope::Kind::deliver;
+        one.stanza = StanzaKind::message;
+        one.from = env.from;
+        one.type = env.type;
+        one.id = env.id;
+        one.routed_ns = env.routed_ns;
+        std::string& out = one.bytes;
+        out.reserve(payload.size() + env.from.size() + to.size() + env.id.size() + 64);
+        out += "<message from='";
+        xmpp::xml::escape_attribute_into(out, env.from);
+        out += "' to='";
+        xmpp::xml::escape_attribute_into(out, to);
+        out += '\'';
+        if (!env.type.empty()) {
+            out += " type='";
+            xmpp::xml::escape_attribute_into(out, env.type);
+            out += '\'';
+        }
+        if (!env.id.empty()) {
+            out += " id='";
+            xmpp::xml::escape_attribute_into(out, env.id);
+            out += '\'';
+        }
+        out += '>';
+        out += payload;
+        out += "</message>";
+        one.to = to;
+        // The sender grouped recipients by home shard, so this is local; route() still checks.
+        if (!route(std::move(one))) ++_counters.dropped;
     }
 }
 

@@ -25,9 +25,24 @@ namespace starling::router {
 enum class StanzaKind : std::uint8_t { message, presence, iq };
 
 // A cross-shard message. Moves by value; nothing in it points into another shard's memory
-// except the endpoint being handed over (adopt), which its old shard no longer touches.
+// except the endpoint being handed over (adopt), which its old shard no longer touches, and the
+// fan-out payload, which is immutable and reference-counted (CONVENTIONS §4).
+//   deliver  a stanza to route on the recipient's home shard (RFC 6121 §8.5)
+//   adopt    a session moving to its home shard after binding
+//   service  a stanza for the local service of `to`'s domain, moved to the shard that must
+//            handle it (e.g. a PubSub node's home shard); handed to Service::receive there
+//   fan_out  one message for many recipients of the destination shard (DESIGN §2): each gets
+//            <message from='from' to='r' type='type' id='id'> + *fan_out->payload + </message>
+//
+// One pointer for fan-out (not the payload and the list inline): every ring slot is an
+// Envelope, so each byte here is paid capacity x shards² times.
+struct FanOut {
+    std::shared_ptr<const std::string> payload;  // the message's content, shared by all shards
+    std::vector<std::string> recipients;         // normalised JIDs homed on the destination shard
+};
+
 struct Envelope {
-    enum class Kind : std::uint8_t { deliver, adopt };
+    enum class Kind : std::uint8_t { deliver, adopt, service, fan_out };
     Kind kind = Kind::deliver;
     StanzaKind stanza = StanzaKind::message;
     std::string to;     // normalised bare or full JID of the recipient
@@ -38,6 +53,7 @@ struct Envelope {
     std::int64_t routed_ns = 0;                // steady clock when routed, for the latency histogram
     std::shared_ptr<Endpoint> session;         // adopt: the session moving here
     int fd = -1;                               // adopt: its socket
+    std::shared_ptr<const FanOut> fan_out;     // fan_out: immutable, read by the destination
 };
 
 // Routing latency buckets (upper bounds in microseconds; the last is +Inf).
@@ -51,6 +67,7 @@ struct RouterCounters {
     std::uint64_t bounced = 0;     // answered with an error
     std::uint64_t dropped = 0;     // silently, as the RFC says for that case
     std::uint64_t mailbox_full = 0;
+    std::uint64_t fan_outs = 0;    // fan-out envelopes handed to another shard
     std::array<std::uint64_t, k_latency_buckets> latency{};  // non-cumulative counts
     double latency_sum_us = 0;
 };
@@ -75,6 +92,15 @@ public:
     void bounce_to_sender(const Envelope& env, xmpp::StanzaError condition) { bounce(env, condition); }
     // Hands a session to its home shard (or adopts it here when that is this shard).
     bool send_session(ShardId to, Envelope&& env);
+    // Hands a service or fan_out envelope to shard `to` (handled here, now, when that is this
+    // shard). False when the mailbox is full: `env` is left intact.
+    bool send_to(ShardId to, Envelope&& env);
+
+    // Local services (DESIGN §1): stanzas to `domain` or its resources go to `service` on the
+    // shard where they are routed. Before traffic; the service stays alive while this routes.
+    void add_service(std::string domain, Service* service);
+    // The service owning the domain of `jid` (a JID without localpart), or null.
+    Service* service_for(std::string_view jid) const noexcept;
     // Mail from another shard.
     void on_mail(Envelope&& env);
     // Wakes the shards that got mail during this turn.
@@ -95,6 +121,7 @@ public:
 
 private:
     void deliver_local(Envelope&& env);
+    void deliver_fan_out(Envelope&& env);
     void deliver_to_bare(Envelope&& env);
     void deliver_to(Endpoint& session, const Envelope& env);
     void bounce(const Envelope& env, xmpp::StanzaError condition);
@@ -110,6 +137,7 @@ private:
     };
     std::unordered_map<std::string, Endpoint*, JidHash, std::equal_to<>> _by_full;
     std::unordered_map<std::string, std::vector<Endpoint*>, JidHash, std::equal_to<>> _by_bare;
+    std::unordered_map<std::string, Service*, JidHash, std::equal_to<>> _services;
     RouterCounters _counters;
 };
 

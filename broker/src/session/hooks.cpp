@@ -110,6 +110,10 @@ void ModuleContext::add_account_disco_feature(std::string_view var) {
     std::sort(f.begin(), f.end());
 }
 
+void ModuleContext::add_disco_item(std::string_view domain, std::string_view jid, std::string_view name) {
+    _host._items.push_back({std::string(domain), std::string(jid), std::string(name)});
+}
+
 void ModuleContext::on_iq(IqType type, std::string_view ns, std::string_view name, IqHandler handler) {
     _host._iq.push_back({type, std::string(ns), std::string(name), std::move(handler)});
 }

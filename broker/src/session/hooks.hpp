@@ -41,6 +41,13 @@ public:
     // Disco features of the server, sorted and unique (XEP-0030 §3.1).
     const std::vector<std::string>& disco_features() const noexcept { return _features; }
     const std::vector<std::string>& account_disco_features() const noexcept { return _account_features; }
+    struct DiscoItem {
+        std::string domain;  // the served domain that lists it
+        std::string jid;
+        std::string name;
+    };
+    // disco#items of the server's domains (XEP-0030 §4), in the order modules added them.
+    const std::vector<DiscoItem>& disco_items() const noexcept { return _items; }
     std::size_t module_count() const noexcept { return _modules.size(); }
 
 private:
@@ -61,6 +68,7 @@ private:
     std::vector<std::unique_ptr<Module>> _modules;
     std::vector<std::string> _features;
     std::vector<std::string> _account_features;
+    std::vector<DiscoItem> _items;
     std::vector<IqEntry> _iq;
     std::vector<Prioritised<OutboundHandler>> _outbound[3];
     std::vector<Prioritised<InboundHandler>> _inbound[3];

@@ -145,6 +145,8 @@ public:
     void add_disco_feature(std::string_view var);
     // A feature of every account (disco#info to a bare JID), e.g. urn:xmpp:mam:2.
     void add_account_disco_feature(std::string_view var);
+    // An entity the server `domain` lists in disco#items (XEP-0030 §4), e.g. its PubSub service.
+    void add_disco_item(std::string_view domain, std::string_view jid, std::string_view name);
     void on_iq(IqType type, std::string_view ns, std::string_view name, IqHandler handler);
     void on_outbound(router::StanzaKind kind, OutboundHandler handler, int priority = 0);
     void on_inbound(router::StanzaKind kind, InboundHandler handler, int priority = 0);

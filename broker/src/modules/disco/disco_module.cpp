@@ -80,14 +80,24 @@ void DiscoModule::install(ModuleContext& ctx) {
         ev.reply_result(inner);
         return Handled::yes;
     });
-    ctx.on_iq(IqType::get, k_ns_items, "query", [](IqEvent& ev) {
+    ctx.on_iq(IqType::get, k_ns_items, "query", [shard](IqEvent& ev) {
         if (ev.payload.attribute("node")) {
             ev.reply_error(xmpp::StanzaError::item_not_found);
             return Handled::yes;
         }
         std::string inner;
         xmpp::xml::Writer w(inner);
-        w.open("query").attr("xmlns", k_ns_items).close();
+        w.open("query").attr("xmlns", k_ns_items);
+        if (!ev.to_account) {
+            // XEP-0030 §4.1: the server's items are the services modules added (PubSub...).
+            for (const auto& item : shard->hooks->disco_items()) {
+                if (item.domain != ev.to) continue;
+                w.open("item").attr("jid", item.jid);
+                if (!item.name.empty()) w.attr("name", item.name);
+                w.close();
+            }
+        }
+        w.close();
         ev.reply_result(inner);
         return Handled::yes;
     });

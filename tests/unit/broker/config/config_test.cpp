@@ -414,7 +414,10 @@ INSTANTIATE_TEST_SUITE_P(
                       declared("register", "per_ip_per_minute"), declared("vcard", "max_bytes"),
                       declared("offline", "max_messages"), declared("blocking", "max_items"),
                       declared("mam", "retention_days"), declared("mam", "max_messages_per_user"),
-                      declared("csi", "max_held"), declared("csi", "max_held_bytes")),
+                      declared("csi", "max_held"), declared("csi", "max_held_bytes"),
+                      declared("pubsub", "max_nodes_per_owner"), declared("pubsub", "max_items_per_node"),
+                      declared("pubsub", "default_max_items"), declared("pubsub", "max_payload_bytes"),
+                      declared("pubsub", "max_subscriptions_per_node"), declared("pubsub", "max_nodes_cached")),
     [](const auto& p) { return std::string(p.param.table) + "_" + p.param.name; });
 
 TEST(NumericBounds, CoverEveryIntegerOption) {
@@ -429,7 +432,7 @@ TEST(NumericBounds, CoverEveryIntegerOption) {
             if (e.message() == "must be an integer (got a string)") ++numeric;
         }
     }
-    EXPECT_EQ(numeric, 32u);  // booleans such as modules.mam are not counted
+    EXPECT_EQ(numeric, 38u);  // booleans such as modules.mam are not counted
 }
 
 // --- files on disk ---

@@ -1,0 +1,42 @@
+// Who may do what on a node (XEP-0060 §4.1 affiliations, §4.5 access models, §16.4.4
+// publish_model). Pure functions of a node's configuration and one entity's affiliation and
+// subscription state, so the rules are tested on their own.
+//
+// Lives on: stateless.
+#pragma once
+
+#include <cstdint>
+
+#include "broker/src/modules/pubsub/node_config.hpp"
+#include "broker/src/modules/pubsub/node_store.hpp"
+
+namespace starling::modules::pubsub {
+
+// The answer to a subscription request (§6.1).
+enum class SubscribeDecision : std::uint8_t {
+    subscribed,  // §6.1.2: open, or an affiliated entity
+    pending,     // §6.1.2 / §8.6: authorize: an owner must approve
+    closed_node, // §6.1.3.4: whitelist, not on it: not-allowed + <closed-node/>
+    forbidden,   // §6.1.3.8: an outcast is blocked: forbidden
+};
+
+SubscribeDecision decide_subscribe(AccessModel model, Affiliation affiliation) noexcept;
+
+// The answer to an items request (§6.5).
+enum class RetrieveDecision : std::uint8_t {
+    allowed,
+    closed_node,     // §6.5.9 whitelist: not-allowed + <closed-node/>
+    not_subscribed,  // §6.5.9 authorize: not-authorized + <not-subscribed/>
+    forbidden,       // an outcast
+};
+
+RetrieveDecision decide_retrieve(AccessModel model, Affiliation affiliation, SubState state) noexcept;
+
+// §7.1.3: publishing needs the right affiliation under the node's publish_model.
+bool may_publish(PublishModel model, Affiliation affiliation, SubState state) noexcept;
+
+// §7.2.3 and §4.1 table 4: owners and publishers may retract items (any item: the table
+// gives publishers "delete item" without restricting it to their own).
+bool may_retract(Affiliation affiliation) noexcept;
+
+}  // namespace starling::modules::pubsub

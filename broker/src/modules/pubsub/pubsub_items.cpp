@@ -1,0 +1,332 @@
+// PubsubService, part 2: publishing and subscribing (XEP-0060 §6, §7), on the node's home shard.
+#include "broker/src/modules/pubsub/pubsub_service.hpp"
+
+#include <algorithm>
+#include <charconv>
+
+#include "broker/src/modules/pubsub/access.hpp"
+#include "broker/src/modules/pubsub/service_detail.hpp"
+#include "broker/src/modules/pubsub/xml_util.hpp"
+#include "broker/src/session/shard_services.hpp"
+#include "broker/src/util/dom.hpp"
+#include "broker/src/util/log.hpp"
+#include "xmpp/jid.hpp"
+#include "xmpp/ns.hpp"
+#include "xmpp/xml/writer.hpp"
+
+namespace starling::modules::pubsub {
+
+using namespace detail;
+using util::StanzaDom;
+using xmpp::StanzaError;
+
+void PubsubService::publish(Request& r, Node& n) {
+    const NodeConfig& cfg = n.record.config;
+    if (!may_publish(cfg.publish_model, affiliation(n, r.bare), subscription_state(n, r.env.from))) {
+        reply_error(r, StanzaError::forbidden);  // §7.1.3
+        return;
+    }
+    if (r.dom.child(r.payload, "publish-options", k_ns_pubsub)) {
+        // §7.1.5: publishing options are not offered.
+        reply_error(r, StanzaError::feature_not_implemented, "unsupported", {}, "publish-options");
+        return;
+    }
+    pugi::xml_node item_el;
+    std::size_t item_count = 0;
+    for (auto c = r.action.first_child(); c; c = c.next_sibling()) {
+        if (c.type() != pugi::node_element) continue;
+        if (StanzaDom::local_name(c) != "item") {
+            reply_error(r, StanzaError::bad_request, "invalid-payload");
+            return;
+        }
+        if (item_count++ == 0) item_el = c;
+    }
+    if (item_count > 1) {
+        reply_error(r, StanzaError::bad_request, "invalid-payload", "one item per publish");
+        return;
+    }
+    if (!item_el && (cfg.persist_items || cfg.deliver_payloads)) {
+        reply_error(r, StanzaError::bad_request, "item-required");  // §7.1.3
+        return;
+    }
+    pugi::xml_node payload;
+    std::size_t payloads = 0;
+    if (item_el) {
+        for (auto c = item_el.first_child(); c; c = c.next_sibling()) {
+            if (c.type() == pugi::node_element) {
+                if (payloads++ == 0) payload = c;
+            } else if (c.type() == pugi::node_pcdata && !is_space(c.value())) {
+                payloads += 2;  // character data is not a payload element
+            }
+        }
+    }
+    if (payloads > 1) {
+        reply_error(r, StanzaError::bad_request, "invalid-payload");  // §7.1.3: exactly one
+        return;
+    }
+    if (payloads == 0 && (cfg.persist_items || cfg.deliver_payloads)) {
+        reply_error(r, StanzaError::bad_request, "payload-required");  // §7.1.3
+        return;
+    }
+    Item item;
+    item.id = item_el ? item_el.attribute("id").value() : "";
+    if (item.id.size() > k_max_item_id_bytes) {
+        reply_error(r, StanzaError::not_acceptable, {}, "item id too long");
+        return;
+    }
+    if (item.id.empty()) item.id = new_id(20);  // §7.1.1: the service makes one
+    if (payload) item.payload = standalone_xml(r.dom, payload);
+    if (item.payload.size() > _options.max_payload_bytes) {
+        // §7.1.3: over the service's size limit.
+        reply_error(r, StanzaError::not_acceptable, "payload-too-big",
+                    "at most " + std::to_string(_options.max_payload_bytes) + " bytes");
+        return;
+    }
+    item.publisher = r.env.from;
+    item.published_unix_ms = now_unix_ms();
+    item.seq = n.next_seq;
+    if (cfg.persist_items) {
+        std::vector<std::uint64_t> erase;
+        std::size_t kept = n.items.size();
+        auto same = std::find_if(n.items.begin(), n.items.end(), [&](const Item& i) { return i.id == item.id; });
+        const bool replaces = same != n.items.end();
+        if (replaces) {
+            erase.push_back(same->seq);  // §7.1.2: the same id overwrites
+            --kept;
+        }
+        // pubsub#max_items keeps the newest; the oldest go out in the same batch.
+        std::size_t evict = kept + 1 > cfg.max_items ? kept + 1 - cfg.max_items : 0;
+        for (auto it = n.items.begin(); it != n.items.end() && evict > 0; ++it) {
+            if (it == same) continue;
+            erase.push_back(it->seq);
+            --evict;
+        }
+        if (auto w = _store.publish(n.service, n.name, item, erase); !w) {
+            STARLING_LOG(warn, "pubsub: publishing to {} failed: {}", n.name, storage::to_string(w.error()));
+            reply_error(r, StanzaError::internal_server_error);
+            return;
+        }
+        std::erase_if(n.items, [&](const Item& i) {
+            return std::find(erase.begin(), erase.end(), i.seq) != erase.end();
+        });
+        _counters.items_removed += erase.size() - (replaces ? 1 : 0);
+        n.items.push_back(item);
+        ++_counters.items_stored;
+    }
+    ++n.next_seq;
+    ++_counters.publishes;
+    std::string inner;
+    {
+        xmpp::xml::Writer w(inner);
+        w.open("pubsub").attr("xmlns", k_ns_pubsub).open("publish").attr("node", n.name);
+        w.open("item").attr("id", item.id).close().close().close();
+    }
+    reply_result(r, inner);  // after the synced write: what is acknowledged is durable
+    notify(n, item_event(n, item, cfg.deliver_payloads));
+}
+
+// §7.2: delete an item.
+void PubsubService::retract(Request& r, Node& n) {
+    if (!may_retract(affiliation(n, r.bare))) {
+        reply_error(r, StanzaError::forbidden);  // §7.2.3
+        return;
+    }
+    pugi::xml_node item_el;
+    for (auto c = r.action.first_child(); c; c = c.next_sibling()) {
+        if (c.type() == pugi::node_element && StanzaDom::local_name(c) == "item") {
+            item_el = c;
+            break;
+        }
+    }
+    const std::string_view id = item_el ? item_el.attribute("id").value() : "";
+    if (id.empty()) {
+        reply_error(r, StanzaError::bad_request, "item-required");  // §7.2.3
+        return;
+    }
+    auto it = std::find_if(n.items.begin(), n.items.end(), [&](const Item& i) { return i.id == id; });
+    if (it == n.items.end()) {
+        reply_error(r, StanzaError::item_not_found);  // §7.2.3
+        return;
+    }
+    if (auto w = _store.erase_items(n.service, n.name, {it->seq}); !w) {
+        reply_error(r, StanzaError::internal_server_error);
+        return;
+    }
+    const std::string retracted = it->id;
+    n.items.erase(it);
+    ++_counters.items_removed;
+    reply_result(r);
+    // §7.2: subscribers hear of it when the node says so or the publisher asks for it.
+    const std::string_view notify_attr = r.action.attribute("notify").value();
+    if (n.record.config.notify_retract || is_true(notify_attr)) {
+        std::string ev;
+        xmpp::xml::Writer w(ev);
+        w.open("event").attr("xmlns", k_ns_event).open("items").attr("node", n.name);
+        w.open("retract").attr("id", retracted).close().close().close();
+        notify(n, std::move(ev));
+    }
+}
+
+// §6.1: subscribe.
+void PubsubService::subscribe(Request& r, Node& n) {
+    const std::string_view jid_attr = r.action.attribute("jid").value();
+    if (jid_attr.empty()) {
+        reply_error(r, StanzaError::bad_request, "jid-required");
+        return;
+    }
+    auto jid = xmpp::Jid::parse(jid_attr);
+    if (!jid || jid->bare_view() != r.bare) {
+        // §6.1.3.1: one subscribes oneself (bare JID or one of one's full JIDs).
+        reply_error(r, StanzaError::bad_request, "invalid-jid");
+        return;
+    }
+    const std::string who = jid->full();
+    for (const auto& s : n.subscriptions) {
+        if (s.jid == who) {
+            // Already subscribed or pending: the same answer again (one subscription per JID).
+            std::string inner;
+            write_subscription(inner, n.name, s, true);
+            reply_result(r, inner);
+            return;
+        }
+    }
+    const auto decision = decide_subscribe(n.record.config.access_model, affiliation(n, r.bare));
+    if (decision == SubscribeDecision::forbidden) {
+        reply_error(r, StanzaError::forbidden);
+        return;
+    }
+    if (decision == SubscribeDecision::closed_node) {
+        reply_error(r, StanzaError::not_allowed, "closed-node");  // §6.1.3.4
+        return;
+    }
+    if (n.subscriptions.size() >= _options.max_subscriptions_per_node) {
+        // §6.1.3.9 names this condition for a per-subscriber limit; a per-node one is the same
+        // refusal to the subscriber.
+        reply_error(r, StanzaError::not_allowed, "too-many-subscriptions",
+                    "the node has " + std::to_string(_options.max_subscriptions_per_node) + " subscriptions");
+        return;
+    }
+    Subscription sub;
+    sub.jid = who;
+    sub.state = decision == SubscribeDecision::pending ? SubState::pending : SubState::subscribed;
+    sub.subid = new_id(16);
+    if (auto w = _store.put_subscription(n.service, n.name, sub); !w) {
+        reply_error(r, StanzaError::internal_server_error);
+        return;
+    }
+    n.subscriptions.push_back(sub);
+    std::string inner;
+    write_subscription(inner, n.name, sub, true);
+    reply_result(r, inner);
+    if (sub.state == SubState::pending) {
+        send_authorization_request(n, sub);  // §8.6
+    } else if (!n.items.empty()) {
+        // §6.1.7: the last published item, to the new subscriber only.
+        const std::vector<std::string> only{sub.jid};
+        notify(n, item_event(n, n.items.back(), n.record.config.deliver_payloads), &only);
+    }
+}
+
+// §6.2: unsubscribe.
+void PubsubService::unsubscribe(Request& r, Node& n) {
+    const std::string_view jid_attr = r.action.attribute("jid").value();
+    auto jid = xmpp::Jid::parse(jid_attr);
+    if (jid_attr.empty() || !jid) {
+        reply_error(r, StanzaError::bad_request, "jid-required");
+        return;
+    }
+    if (jid->bare_view() != r.bare && affiliation(n, r.bare) != Affiliation::owner) {
+        reply_error(r, StanzaError::forbidden);  // §6.2.3
+        return;
+    }
+    auto it = std::find_if(n.subscriptions.begin(), n.subscriptions.end(),
+                           [&](const Subscription& s) { return s.jid == jid->full(); });
+    if (it == n.subscriptions.end()) {
+        reply_error(r, StanzaError::unexpected_request, "not-subscribed");  // §6.2.3
+        return;
+    }
+    const std::string_view subid = r.action.attribute("subid").value();
+    if (!subid.empty() && subid != it->subid) {
+        reply_error(r, StanzaError::not_acceptable, "invalid-subid");  // §6.2.3
+        return;
+    }
+    if (auto w = _store.erase_subscription(n.service, n.name, it->jid); !w) {
+        reply_error(r, StanzaError::internal_server_error);
+        return;
+    }
+    n.subscriptions.erase(it);
+    reply_result(r);
+}
+
+// §6.5: retrieve items (all, the N most recent, or by id).
+void PubsubService::items(Request& r, Node& n) {
+    switch (decide_retrieve(n.record.config.access_model, affiliation(n, r.bare),
+                            subscription_state(n, r.env.from))) {
+        case RetrieveDecision::allowed: break;
+        case RetrieveDecision::closed_node: return reply_error(r, StanzaError::not_allowed, "closed-node");
+        case RetrieveDecision::not_subscribed:
+            return reply_error(r, StanzaError::not_authorized, "not-subscribed");
+        case RetrieveDecision::forbidden: return reply_error(r, StanzaError::forbidden);
+    }
+    std::vector<const Item*> out;
+    std::vector<std::string_view> ids;
+    for (auto c = r.action.first_child(); c; c = c.next_sibling()) {
+        if (c.type() == pugi::node_element && StanzaDom::local_name(c) == "item") ids.push_back(c.attribute("id").value());
+    }
+    if (!ids.empty()) {
+        // §6.5.8: the items asked for, those that exist.
+        for (const auto id : ids) {
+            for (const auto& i : n.items) {
+                if (i.id == id) out.push_back(&i);
+            }
+        }
+    } else {
+        std::size_t max = n.items.size();
+        if (const auto m = r.action.attribute("max_items")) {
+            const std::string_view v = m.value();
+            std::size_t parsed = 0;
+            const auto res = std::from_chars(v.data(), v.data() + v.size(), parsed);
+            if (v.empty() || res.ec != std::errc{} || res.ptr != v.data() + v.size()) {
+                return reply_error(r, StanzaError::bad_request, {}, "max_items: not a number");
+            }
+            max = std::min(max, parsed);  // §6.5.7: the N most recent
+        }
+        for (auto i = n.items.size() - max; i < n.items.size(); ++i) out.push_back(&n.items[i]);
+    }
+    std::string inner;
+    xmpp::xml::Writer w(inner);
+    w.open("pubsub").attr("xmlns", k_ns_pubsub).open("items").attr("node", n.name);
+    for (const auto* i : out) {
+        w.open("item").attr("id", i->id);
+        if (!i->payload.empty()) w.raw(i->payload);
+        w.close();
+    }
+    w.close().close();
+    reply_result(r, inner);
+}
+
+// §5.6 for one node: the requester's subscriptions to it.
+void PubsubService::subscription_of(Request& r, Node& n) {
+    std::string inner;
+    xmpp::xml::Writer w(inner);
+    w.open("pubsub").attr("xmlns", k_ns_pubsub).open("subscriptions").attr("node", n.name);
+    for (const auto& s : n.subscriptions) {
+        if (bare_of(s.jid) == r.bare) write_subscription(w, n.name, s);
+    }
+    w.close().close();
+    reply_result(r, inner);
+}
+
+// §5.7 for one node.
+void PubsubService::affiliation_of(Request& r, Node& n) {
+    std::string inner;
+    xmpp::xml::Writer w(inner);
+    w.open("pubsub").attr("xmlns", k_ns_pubsub).open("affiliations").attr("node", n.name);
+    if (const auto a = affiliation(n, r.bare); a != Affiliation::none) {
+        w.open("affiliation").attr("node", n.name).attr("affiliation", to_string(a)).close();
+    }
+    w.close().close();
+    reply_result(r, inner);
+}
+
+}  // namespace starling::modules::pubsub

@@ -1,0 +1,59 @@
+#include "broker/src/modules/pubsub/pubsub_module.hpp"
+
+#include "broker/src/router/router.hpp"
+#include "broker/src/session/shard_services.hpp"
+#include "broker/src/util/log.hpp"
+
+namespace starling::modules {
+
+PubsubModule::PubsubModule(storage::Store* store, pubsub::PubsubOptions options)
+    : _store_override(store), _options(std::move(options)) {}
+
+PubsubModule::~PubsubModule() = default;
+
+void PubsubModule::install(ModuleContext& ctx) {
+    storage::Store* store = _store_override != nullptr ? _store_override : ctx.shard().store;
+    if (store == nullptr) {
+        STARLING_LOG(warn, "pubsub: no store on this shard context; no PubSub service");
+        return;
+    }
+    _service = std::make_unique<pubsub::PubsubService>(ctx.shard(), *store, _options);
+    for (const auto& domain : ctx.shard().server.domains) {
+        const std::string jid = _options.subdomain + "." + domain;
+        ctx.shard().router.add_service(jid, _service.get());
+        ctx.add_disco_item(domain, jid, "Publish-Subscribe");  // XEP-0060 §5.1: discoverable
+    }
+}
+
+ModuleSpec PubsubModule::spec() {
+    return {
+        .name = "pubsub",
+        .summary = "XEP-0060 publish-subscribe service at <subdomain>.<domain>",
+        .optional = true,
+        .options = {
+            OptionSpec::text("subdomain", "pubsub", "the service's JID is <subdomain>.<domain> for each served domain"),
+            OptionSpec::integer("max_nodes_per_owner", 100, 1, 1'000'000, "nodes one account may create"),
+            OptionSpec::integer("max_items_per_node", 1'000, 1, 1'000'000,
+                                "the highest pubsub#max_items a node may be configured with"),
+            OptionSpec::integer("default_max_items", 10, 1, 1'000'000,
+                                "the pubsub#max_items a new node gets (at most max_items_per_node)"),
+            OptionSpec::integer("max_payload_bytes", 65'536, 256, 16u << 20, "serialized size limit of one item's payload"),
+            OptionSpec::integer("max_subscriptions_per_node", 10'000, 1, 10'000'000, "subscriptions one node may hold"),
+            OptionSpec::integer("max_nodes_cached", 10'000, 16, 10'000'000,
+                                "nodes each shard keeps in memory (others are read from storage on use)"),
+        },
+        .make = [](const OptionValues& v) -> std::unique_ptr<Module> {
+            pubsub::PubsubOptions o;
+            o.subdomain = v.text("pubsub.subdomain");
+            o.max_nodes_per_owner = static_cast<std::uint32_t>(v.integer("pubsub.max_nodes_per_owner"));
+            o.max_items_per_node = static_cast<std::uint32_t>(v.integer("pubsub.max_items_per_node"));
+            o.default_max_items = static_cast<std::uint32_t>(v.integer("pubsub.default_max_items"));
+            o.max_payload_bytes = static_cast<std::size_t>(v.integer("pubsub.max_payload_bytes"));
+            o.max_subscriptions_per_node = static_cast<std::uint32_t>(v.integer("pubsub.max_subscriptions_per_node"));
+            o.max_nodes_cached = static_cast<std::uint32_t>(v.integer("pubsub.max_nodes_cached"));
+            return std::make_unique<PubsubModule>(nullptr, std::move(o));
+        },
+    };
+}
+
+}  // namespace starling::modules

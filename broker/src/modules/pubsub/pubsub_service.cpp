@@ -1,0 +1,523 @@
+// PubsubService, part 1: entry, dispatch to the node's home shard, the node cache, creation,
+// node-less requests and output (replies, fan-out). Part 2 (pubsub_items.cpp): publishing and
+// subscribing (XEP-0060 §6, §7); part 3 (pubsub_owner.cpp): owner use cases (§8).
+#include "broker/src/modules/pubsub/pubsub_service.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <map>
+
+#include "broker/src/modules/pubsub/access.hpp"
+#include "broker/src/modules/pubsub/service_detail.hpp"
+#include "broker/src/modules/pubsub/xml_util.hpp"
+#include "broker/src/session/shard_services.hpp"
+#include "broker/src/util/dom.hpp"
+#include "broker/src/util/log.hpp"
+#include "broker/src/util/random.hpp"
+#include "xmpp/jid.hpp"
+#include "xmpp/ns.hpp"
+#include "xmpp/xml/raw_text.hpp"
+#include "xmpp/xml/writer.hpp"
+
+namespace starling::modules::pubsub {
+
+using namespace detail;
+using util::StanzaDom;
+using xmpp::StanzaError;
+
+namespace {
+
+// XEP-0060 §5.1: what this service implements (pubsub#<feature>).
+constexpr std::string_view k_features[] = {
+    "access-authorize", "access-open",          "access-whitelist", "create-and-configure",
+    "create-nodes",     "config-node",          "delete-items",     "delete-nodes",
+    "instant-nodes",    "item-ids",             "last-published",   "manage-subscriptions",
+    "modify-affiliations", "persistent-items", "publish",          "purge-nodes",
+    "retract-items",    "retrieve-affiliations", "retrieve-default", "retrieve-items",
+    "retrieve-subscriptions", "subscribe",
+};
+
+}  // namespace
+
+PubsubService::PubsubService(session::ShardServices& shard, storage::Store& store, PubsubOptions options)
+    : _shard(shard), _store(store), _options(std::move(options)) {
+    _limits.max_items_cap = _options.max_items_per_node;
+    _options.default_max_items = std::min(_options.default_max_items, _options.max_items_per_node);
+}
+
+PubsubService::~PubsubService() = default;
+
+router::ShardId PubsubService::home_of(std::string_view service, std::string_view node) const noexcept {
+    std::string key(service);
+    key += '\0';
+    key += node;
+    return _shard.router.home_of(key);
+}
+
+std::string PubsubService::new_id(std::size_t n) { return _shard.random.alnum(n); }
+
+// ---- Entry -----------------------------------------------------------------------------------
+
+void PubsubService::receive(router::Envelope&& env) {
+    if (env.from.empty()) return;
+    if (env.stanza == router::StanzaKind::message) {
+        on_message(std::move(env));
+        return;
+    }
+    // Presence is not acted on (no presence access model); IQ results and errors need no
+    // answer (RFC 6120 §8.2).
+    if (env.stanza != router::StanzaKind::iq || (env.type != "get" && env.type != "set")) return;
+    ++_counters.requests;
+    try {
+        StanzaDom dom(env.bytes, xmpp::ns::client);
+        Request r{env, dom, std::string(bare_of(env.to)), std::string(bare_of(env.from)), env.type == "get",
+                  {}, {}, {}, {}};
+        if (!dom.ok() || !(r.payload = StanzaDom::first_element(dom.root()))) {
+            reply_error(r, StanzaError::bad_request);
+            return;
+        }
+        handle(r);
+    } catch (const std::exception& e) {
+        // Allocation failure in a handler: the request is lost, the service keeps going.
+        STARLING_LOG(warn, "pubsub: request from {} failed: {}", env.from, e.what());
+    }
+}
+
+void PubsubService::handle(Request& r) {
+    r.ns = r.dom.ns_of(r.payload);
+    const std::string_view name = StanzaDom::local_name(r.payload);
+    if ((r.ns == k_ns_disco_info || r.ns == k_ns_disco_items) && name == "query") {
+        if (!r.get) {
+            reply_error(r, StanzaError::bad_request);
+            return;
+        }
+        const std::string_view node = r.payload.attribute("node").value();
+        if (!node.empty()) {
+            handle_node(r, node);
+        } else if (r.ns == k_ns_disco_info) {
+            disco_info(r);
+        } else {
+            disco_items(r);
+        }
+        return;
+    }
+    if (name != "pubsub" || (r.ns != k_ns_pubsub && r.ns != k_ns_owner)) {
+        reply_error(r, StanzaError::service_unavailable);  // RFC 6120 §8.4: not a namespace we serve
+        return;
+    }
+    r.action = StanzaDom::first_element(r.payload);
+    if (!r.action) {
+        reply_error(r, StanzaError::bad_request);
+        return;
+    }
+    r.action_name = StanzaDom::local_name(r.action);
+    const std::string_view node = r.action.attribute("node").value();
+    if (node.empty()) {
+        handle_serviceless(r);
+    } else {
+        handle_node(r, node);
+    }
+}
+
+void PubsubService::handle_serviceless(Request& r) {
+    const std::string_view a = r.action_name;
+    if (r.ns == k_ns_pubsub && a == "create" && !r.get) {
+        create(r, {});  // §8.1 instant node
+    } else if (r.ns == k_ns_pubsub && a == "subscriptions" && r.get) {
+        subscriptions_all(r);  // §5.6
+    } else if (r.ns == k_ns_pubsub && a == "affiliations" && r.get) {
+        affiliations_all(r);  // §5.7
+    } else if (r.ns == k_ns_owner && a == "default" && r.get) {
+        default_config(r);  // §8.3
+    } else {
+        // Everything else is about one node (§6.1.3.3, §7.1.3 nodeid-required).
+        reply_error(r, StanzaError::bad_request, "nodeid-required");
+    }
+}
+
+void PubsubService::handle_node(Request& r, std::string_view node) {
+    if (node.size() > k_max_node_bytes) {
+        reply_error(r, StanzaError::not_acceptable, {}, "node name too long");
+        return;
+    }
+    const router::ShardId home = home_of(r.service, node);
+    if (home != _shard.shard) {
+        // DESIGN §2: the node's state lives on its home shard; the request goes there whole.
+        r.env.kind = router::Envelope::Kind::service;
+        if (_shard.router.send_to(home, std::move(r.env))) {
+            ++_counters.forwarded;
+            return;
+        }
+        r.env.kind = router::Envelope::Kind::deliver;  // still ours: the mailbox was full
+        reply_error(r, StanzaError::resource_constraint);
+        return;
+    }
+    const std::string_view a = r.action_name;
+    if (r.ns == k_ns_pubsub && a == "create") {
+        if (r.get) {
+            reply_error(r, StanzaError::bad_request);
+        } else {
+            create(r, std::string(node));
+        }
+        return;
+    }
+    Node* n = find_node(r, node);
+    if (n == nullptr) return;
+    if (r.ns == k_ns_disco_info) return node_disco_info(r, *n);
+    if (r.ns == k_ns_disco_items) return node_disco_items(r, *n);
+    if (r.ns == k_ns_pubsub) {
+        if (!r.get && a == "publish") return publish(r, *n);
+        if (!r.get && a == "retract") return retract(r, *n);
+        if (!r.get && a == "subscribe") return subscribe(r, *n);
+        if (!r.get && a == "unsubscribe") return unsubscribe(r, *n);
+        if (r.get && a == "items") return items(r, *n);
+        if (r.get && a == "subscriptions") return subscription_of(r, *n);
+        if (r.get && a == "affiliations") return affiliation_of(r, *n);
+        if (a == "options") {
+            // §6.3: subscription options are not offered.
+            return reply_error(r, StanzaError::feature_not_implemented, "unsupported", {}, "subscription-options");
+        }
+    } else {
+        if (a == "configure") return configure(r, *n);
+        if (!r.get && a == "delete") return remove_node(r, *n);
+        if (!r.get && a == "purge") return purge(r, *n);
+        if (a == "subscriptions") return owner_subscriptions(r, *n);
+        if (a == "affiliations") return owner_affiliations(r, *n);
+    }
+    reply_error(r, StanzaError::bad_request);
+}
+
+// ---- Nodes -----------------------------------------------------------------------------------
+
+PubsubService::Node* PubsubService::find_node(Request& r, std::string_view node) {
+    storage::Errc err = storage::Errc::not_found;
+    Node* n = lookup(r.service, node, err);
+    if (n == nullptr) {
+        // §6.1.3.12, §7.1.3 and the like: no such node.
+        reply_error(r, err == storage::Errc::not_found ? StanzaError::item_not_found : StanzaError::internal_server_error);
+    }
+    return n;
+}
+
+PubsubService::Node* PubsubService::lookup(std::string_view service, std::string_view node, storage::Errc& err) {
+    std::string key = NodeStore::node_prefix(service, node);
+    if (auto it = _nodes.find(key); it != _nodes.end()) return it->second.get();
+    auto rec = _store.load_node(service, node);
+    if (!rec) {
+        err = rec.error();
+        if (err != storage::Errc::not_found) {
+            STARLING_LOG(warn, "pubsub: loading node {} failed: {}", node, storage::to_string(err));
+        }
+        return nullptr;
+    }
+    auto subs = _store.load_subscriptions(service, node);
+    auto items = _store.load_items(service, node);
+    if (!subs || !items) {
+        err = !subs ? subs.error() : items.error();
+        return nullptr;
+    }
+    auto n = std::make_unique<Node>();
+    n->service = std::string(service);
+    n->name = std::string(node);
+    n->record = std::move(rec).value();
+    n->subscriptions = std::move(subs).value();
+    for (auto& item : items.value()) n->items.push_back(std::move(item));
+    n->next_seq = n->items.empty() ? 1 : n->items.back().seq + 1;
+    return cache(std::move(key), std::move(n));
+}
+
+PubsubService::Node* PubsubService::cache(std::string key, std::unique_ptr<Node> node) {
+    // Bounded: an evicted node is reloaded from RocksDB on its next use (every change is
+    // written before it is answered, so the store is never behind the cache).
+    while (_nodes.size() >= _options.max_nodes_cached && !_nodes.empty()) _nodes.erase(_nodes.begin());
+    auto* raw = node.get();
+    _nodes[std::move(key)] = std::move(node);
+    return raw;
+}
+
+Affiliation PubsubService::affiliation(const Node& n, std::string_view bare) const noexcept {
+    for (const auto& [jid, a] : n.record.affiliations) {
+        if (jid == bare) return a;
+    }
+    return Affiliation::none;
+}
+
+SubState PubsubService::subscription_state(const Node& n, std::string_view jid) const noexcept {
+    // A subscription of the bare JID covers every resource; one of a full JID covers itself.
+    SubState best = SubState::none;
+    for (const auto& s : n.subscriptions) {
+        if (s.jid == jid || s.jid == bare_of(jid)) {
+            if (s.state == SubState::subscribed) return SubState::subscribed;
+            best = s.state;
+        }
+    }
+    return best;
+}
+
+// §8.1: create a node (named or instant), optionally configured in the same request (§8.1).
+void PubsubService::create(Request& r, std::string node) {
+    if (node.empty()) {
+        // §8.1: the service names an instant node. Pick a name whose home is this shard so
+        // the node is created where the request already is (no second hop).
+        for (int tries = 0; tries < 256 && node.empty(); ++tries) {
+            std::string candidate = new_id(16);
+            if (home_of(r.service, candidate) == _shard.shard) node = std::move(candidate);
+        }
+        if (node.empty()) {
+            reply_error(r, StanzaError::resource_constraint);
+            return;
+        }
+    }
+    if (_nodes.contains(NodeStore::node_prefix(r.service, node))) {
+        reply_error(r, StanzaError::conflict);  // §8.1: NodeID already exists
+        return;
+    }
+    if (auto existing = _store.load_node(r.service, node); existing || existing.error() != storage::Errc::not_found) {
+        reply_error(r, existing ? StanzaError::conflict : StanzaError::internal_server_error);
+        return;
+    }
+    auto owned = _store.count_owned(r.bare);
+    if (!owned) {
+        reply_error(r, StanzaError::internal_server_error);
+        return;
+    }
+    if (owned.value() >= _options.max_nodes_per_owner) {
+        // A local policy (module option), not a protocol rule: policy-violation, with the
+        // registry's application condition for it.
+        reply_error(r, StanzaError::policy_violation, "max-nodes-exceeded",
+                    "at most " + std::to_string(_options.max_nodes_per_owner) + " nodes per owner");
+        return;
+    }
+    NodeRecord rec;
+    rec.config.max_items = _options.default_max_items;
+    if (auto configure = r.dom.child(r.payload, "configure", k_ns_pubsub)) {
+        if (auto x = r.dom.child(configure, "x", k_ns_data)) {
+            auto applied = apply_config_form(rec.config, x, _limits);
+            if (!applied) {
+                reply_error(r, applied.error().condition, {}, applied.error().text);
+                return;
+            }
+            rec.config = std::move(applied).value();
+        }
+    }
+    rec.affiliations.emplace_back(r.bare, Affiliation::owner);
+    rec.created_unix_ms = now_unix_ms();
+    if (auto w = _store.create_node(r.service, node, r.bare, rec); !w) {
+        STARLING_LOG(warn, "pubsub: creating node {} failed: {}", node, storage::to_string(w.error()));
+        reply_error(r, StanzaError::internal_server_error);
+        return;
+    }
+    auto n = std::make_unique<Node>();
+    n->service = r.service;
+    n->name = node;
+    n->record = std::move(rec);
+    cache(NodeStore::node_prefix(r.service, node), std::move(n));
+    std::string inner;
+    xmpp::xml::Writer w(inner);
+    w.open("pubsub").attr("xmlns", k_ns_pubsub).open("create").attr("node", node).close().close();
+    reply_result(r, inner);  // after the synced write (DESIGN §6)
+}
+
+// §7.1: publish an item (with or without an id; the same id replaces the item).
+// ---- Node-less requests ----------------------------------------------------------------------
+
+// §5.1: the service's identity and features.
+void PubsubService::disco_info(Request& r) {
+    std::string inner;
+    xmpp::xml::Writer w(inner);
+    w.open("query").attr("xmlns", k_ns_disco_info);
+    w.open("identity").attr("category", "pubsub").attr("type", "service").attr("name", "Publish-Subscribe").close();
+    w.open("feature").attr("var", k_ns_disco_info).close();
+    w.open("feature").attr("var", k_ns_disco_items).close();
+    w.open("feature").attr("var", k_ns_pubsub).close();
+    std::string var;
+    for (const auto f : k_features) {
+        var.assign(k_ns_pubsub);
+        var += '#';
+        var += f;
+        w.open("feature").attr("var", var).close();
+    }
+    w.close();
+    reply_result(r, inner);
+}
+
+// §5.2: the nodes of the service.
+void PubsubService::disco_items(Request& r) {
+    auto nodes = _store.list_nodes(r.service);
+    if (!nodes) return reply_error(r, StanzaError::internal_server_error);
+    std::string inner;
+    xmpp::xml::Writer w(inner);
+    w.open("query").attr("xmlns", k_ns_disco_items);
+    for (const auto& name : nodes.value()) w.open("item").attr("jid", r.service).attr("node", name).close();
+    w.close();
+    reply_result(r, inner);
+}
+
+// §5.3: a node's identity.
+void PubsubService::node_disco_info(Request& r, Node& n) {
+    std::string inner;
+    xmpp::xml::Writer w(inner);
+    w.open("query").attr("xmlns", k_ns_disco_info).attr("node", n.name);
+    w.open("identity").attr("category", "pubsub").attr("type", "leaf").close();
+    w.open("feature").attr("var", k_ns_pubsub).close();
+    w.close();
+    reply_result(r, inner);
+}
+
+// §5.5: a node's items, by id, for whoever may retrieve them.
+void PubsubService::node_disco_items(Request& r, Node& n) {
+    const auto d = decide_retrieve(n.record.config.access_model, affiliation(n, r.bare),
+                                   subscription_state(n, r.env.from));
+    if (d != RetrieveDecision::allowed) return reply_error(r, StanzaError::forbidden);
+    std::string inner;
+    xmpp::xml::Writer w(inner);
+    w.open("query").attr("xmlns", k_ns_disco_items).attr("node", n.name);
+    for (const auto& i : n.items) w.open("item").attr("jid", r.service).attr("name", i.id).close();
+    w.close();
+    reply_result(r, inner);
+}
+
+// §5.6 without a node: every subscription of the requester on this service (from RocksDB: the
+// nodes' home shards are elsewhere, and each wrote before it answered).
+void PubsubService::subscriptions_all(Request& r) {
+    auto subs = _store.subscriptions_of(r.service, r.bare);
+    if (!subs) return reply_error(r, StanzaError::internal_server_error);
+    std::string inner;
+    xmpp::xml::Writer w(inner);
+    w.open("pubsub").attr("xmlns", k_ns_pubsub).open("subscriptions");
+    for (const auto& [node, s] : subs.value()) write_subscription(w, node, s);
+    w.close().close();
+    reply_result(r, inner);
+}
+
+// §5.7 without a node: the nodes the requester owns (the owner index; other affiliations are
+// kept in each node's record and answered per node).
+void PubsubService::affiliations_all(Request& r) {
+    auto owned = _store.owned_nodes(r.bare, r.service);
+    if (!owned) return reply_error(r, StanzaError::internal_server_error);
+    std::string inner;
+    xmpp::xml::Writer w(inner);
+    w.open("pubsub").attr("xmlns", k_ns_pubsub).open("affiliations");
+    for (const auto& node : owned.value()) w.open("affiliation").attr("node", node).attr("affiliation", "owner").close();
+    w.close().close();
+    reply_result(r, inner);
+}
+
+// §8.3: the configuration a new node gets.
+void PubsubService::default_config(Request& r) {
+    NodeConfig c;
+    c.max_items = _options.default_max_items;
+    std::string inner;
+    xmpp::xml::Writer w(inner);
+    w.open("pubsub").attr("xmlns", k_ns_owner).open("default");
+    std::string form;
+    write_config_form(form, c, _limits);
+    w.raw(form).close().close();
+    reply_result(r, inner);
+}
+
+// ---- Output ----------------------------------------------------------------------------------
+
+std::string PubsubService::item_event(const Node& n, const Item& item, bool with_payload) const {
+    std::string ev;
+    ev.reserve(item.payload.size() + n.name.size() + item.id.size() + 96);
+    xmpp::xml::Writer w(ev);
+    w.open("event").attr("xmlns", k_ns_event).open("items").attr("node", n.name);
+    w.open("item").attr("id", item.id);
+    if (with_payload && !item.payload.empty()) w.raw(item.payload);
+    w.close().close().close();
+    return ev;
+}
+
+// DESIGN §2: one envelope per destination shard; the payload is serialized once and shared.
+void PubsubService::notify(const Node& n, std::string event_xml, const std::vector<std::string>* only) {
+    std::map<router::ShardId, std::vector<std::string>> by_shard;
+    auto add = [&](const std::string& jid) { by_shard[_shard.router.home_of(bare_of(jid))].push_back(jid); };
+    if (only != nullptr) {
+        for (const auto& jid : *only) add(jid);
+    } else {
+        for (const auto& s : n.subscriptions) {
+            if (s.state == SubState::subscribed) add(s.jid);
+        }
+    }
+    if (by_shard.empty()) return;
+    auto shared = std::make_shared<const std::string>(std::move(event_xml));
+    const std::string id = std::to_string(_shard.shard) + "-" + std::to_string(_next_message++);
+    for (auto& [shard, recipients] : by_shard) {
+        router::Envelope env;
+        env.kind = router::Envelope::Kind::fan_out;
+        env.stanza = router::StanzaKind::message;
+        env.from = n.service;
+        // Headline: a notification is not stored offline nor answered (the node_config
+        // registry's pubsub#notification_type lets a service choose; RFC 6121 §5.2.2).
+        env.type = "headline";
+        env.id = id;
+        const std::size_t count = recipients.size();
+        env.fan_out = std::make_shared<const router::FanOut>(router::FanOut{shared, std::move(recipients)});
+        if (_shard.router.send_to(shard, std::move(env))) {
+            ++_counters.fan_out_envelopes;
+            _counters.notifications += count;
+        } else {
+            _counters.fan_out_dropped += count;
+            STARLING_LOG(warn, "pubsub: mailbox to shard {} full; {} notifications of {} dropped", shard, count,
+                         n.name);
+        }
+    }
+}
+
+// §8.6: ask the owners to approve a pending subscription (a data form in a message).
+void PubsubService::reply_result(Request& r, std::string_view inner_xml) {
+    router::Envelope back;
+    back.stanza = router::StanzaKind::iq;
+    back.to = r.env.from;
+    back.from = r.env.to;
+    back.type = "result";
+    back.id = r.env.id;
+    std::string& out = back.bytes;
+    out.reserve(inner_xml.size() + 128);
+    out += "<iq from='";
+    xmpp::xml::escape_attribute_into(out, r.env.to);
+    out += "' to='";
+    xmpp::xml::escape_attribute_into(out, r.env.from);
+    out += "' type='result' id='";
+    xmpp::xml::escape_attribute_into(out, r.env.id);
+    out += '\'';
+    if (inner_xml.empty()) {
+        out += "/>";
+    } else {
+        out += '>';
+        out += inner_xml;
+        out += "</iq>";
+    }
+    send(std::move(back));
+}
+
+void PubsubService::reply_error(Request& r, StanzaError condition, std::string_view app_condition,
+                                std::string_view text, std::string_view feature) {
+    ++_counters.errors;
+    router::Envelope back;
+    back.stanza = router::StanzaKind::iq;
+    back.to = r.env.from;
+    back.from = r.env.to;
+    back.type = "error";
+    back.id = r.env.id;
+    std::string& out = back.bytes;
+    out += "<iq from='";
+    xmpp::xml::escape_attribute_into(out, r.env.to);
+    out += "' to='";
+    xmpp::xml::escape_attribute_into(out, r.env.from);
+    out += "' type='error' id='";
+    xmpp::xml::escape_attribute_into(out, r.env.id);
+    out += "'>";
+    write_pubsub_error(out, condition, app_condition, text, feature);
+    out += "</iq>";
+    send(std::move(back));
+}
+
+void PubsubService::send(router::Envelope&& env) {
+    if (!_shard.router.route(std::move(env))) {
+        STARLING_LOG(warn, "pubsub: a reply was dropped (mailbox full)");
+    }
+}
+
+}  // namespace starling::modules::pubsub

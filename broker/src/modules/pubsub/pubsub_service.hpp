@@ -1,0 +1,154 @@
+// PubsubService: the XEP-0060 service at pubsub.<domain>, as a router::Service (DESIGN §1).
+//
+// Every stanza to the service's domain reaches the instance on the shard where it was routed.
+// Requests about one node run on the node's home shard, hash(service, node) % shards (DESIGN
+// §2): the instance that receives such a request elsewhere moves the envelope there
+// (Envelope::Kind::service), where the node's configuration, affiliations, subscriptions and
+// items are cached after the first load from NodeStore. Requests about no node (disco of the
+// service, the node list, one's subscriptions or affiliations across nodes, instant node
+// creation, default configuration) are answered where they arrive, from RocksDB.
+//
+// Notifications fan out from the home shard: subscribers are grouped by their own home shard
+// and each destination gets one Envelope::Kind::fan_out with the event payload serialized once,
+// shared and immutable, and its recipient list.
+//
+// Lives on: one instance per shard, owned by that shard's PubsubModule, registered with the
+// shard's router for each pubsub.<domain>. Its node cache holds only nodes homed on its shard.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <pugixml.hpp>
+
+#include "broker/src/modules/pubsub/node_config.hpp"
+#include "broker/src/modules/pubsub/node_store.hpp"
+#include "broker/src/router/endpoint.hpp"
+#include "broker/src/router/router.hpp"
+#include "xmpp/stream_error.hpp"
+
+namespace starling::session {
+struct ShardServices;
+}
+namespace starling::util {
+class StanzaDom;
+}
+
+namespace starling::modules::pubsub {
+
+// Limits and defaults (module options, declared in PubsubModule::spec()).
+struct PubsubOptions {
+    std::string subdomain = "pubsub";
+    std::uint32_t max_nodes_per_owner = 100;
+    std::uint32_t max_items_per_node = 1000;  // the cap on a node's pubsub#max_items
+    std::uint32_t default_max_items = 10;
+    std::size_t max_payload_bytes = 64 * 1024;
+    std::uint32_t max_subscriptions_per_node = 10'000;
+    std::uint32_t max_nodes_cached = 10'000;  // per shard; least recently loaded are dropped
+};
+
+// Per-shard counters (CONVENTIONS §4: plain integers, summed at scrape time).
+// TODO(#11): exported by the metrics server once modules can declare metrics.
+struct PubsubCounters {
+    std::uint64_t requests = 0;
+    std::uint64_t forwarded = 0;        // moved to the node's home shard
+    std::uint64_t publishes = 0;
+    std::uint64_t items_stored = 0;     // items written (publishes on persistent nodes)
+    std::uint64_t items_removed = 0;    // retracted, pushed out by max_items, purged (cached)
+    std::uint64_t notifications = 0;    // event messages, one per recipient
+    std::uint64_t fan_out_envelopes = 0;
+    std::uint64_t fan_out_dropped = 0;  // a destination mailbox was full
+    std::uint64_t errors = 0;           // requests answered with an error
+};
+
+class PubsubService final : public router::Service {
+public:
+    PubsubService(session::ShardServices& shard, storage::Store& store, PubsubOptions options);
+    ~PubsubService() override;
+
+    void receive(router::Envelope&& env) override;
+
+    const PubsubCounters& counters() const noexcept { return _counters; }
+    const PubsubOptions& options() const noexcept { return _options; }
+    // The node's home shard (DESIGN §2).
+    router::ShardId home_of(std::string_view service, std::string_view node) const noexcept;
+    // Nodes cached on this shard (tests).
+    std::size_t cached_nodes() const noexcept { return _nodes.size(); }
+
+private:
+    struct Node {
+        std::string service;
+        std::string name;
+        NodeRecord record;
+        std::vector<Subscription> subscriptions;
+        std::deque<Item> items;  // publish order, oldest first
+        std::uint64_t next_seq = 1;
+    };
+    struct Request;
+
+    void handle(Request& r);
+    void handle_node(Request& r, std::string_view node);
+    void handle_serviceless(Request& r);
+
+    // Node-less requests (any shard).
+    void disco_info(Request& r);
+    void disco_items(Request& r);
+    void create(Request& r, std::string node);
+    void subscriptions_all(Request& r);
+    void affiliations_all(Request& r);
+    void default_config(Request& r);
+
+    // Node requests (home shard).
+    void node_disco_info(Request& r, Node& n);
+    void node_disco_items(Request& r, Node& n);
+    void publish(Request& r, Node& n);
+    void retract(Request& r, Node& n);
+    void subscribe(Request& r, Node& n);
+    void unsubscribe(Request& r, Node& n);
+    void items(Request& r, Node& n);
+    void subscription_of(Request& r, Node& n);
+    void affiliation_of(Request& r, Node& n);
+    void configure(Request& r, Node& n);
+    void remove_node(Request& r, Node& n);
+    void purge(Request& r, Node& n);
+    void owner_subscriptions(Request& r, Node& n);
+    void owner_affiliations(Request& r, Node& n);
+
+    // The node from the cache or the store; null (and the request answered) when missing.
+    Node* find_node(Request& r, std::string_view node);
+    Node* cache(std::string key, std::unique_ptr<Node> node);
+    // The node from the cache or the store, or null with `err` (not_found: no such node).
+    Node* lookup(std::string_view service, std::string_view node, storage::Errc& err);
+    void on_message(router::Envelope&& env);
+    Affiliation affiliation(const Node& n, std::string_view bare) const noexcept;
+    SubState subscription_state(const Node& n, std::string_view jid_or_bare) const noexcept;
+    // Sends <message from=service type=headline> + `event_xml` to every subscribed JID
+    // (or `only`, when given), one fan-out envelope per destination shard.
+    void notify(const Node& n, std::string event_xml, const std::vector<std::string>* only = nullptr);
+    std::string item_event(const Node& n, const Item& item, bool with_payload) const;
+    void send_authorization_request(const Node& n, const Subscription& sub);
+
+    void reply_result(Request& r, std::string_view inner_xml = {});
+    // An IQ error with an optional XEP-0060 application condition (pubsub#errors, §7 of the
+    // XEP's schema) and, for <unsupported/>, the feature.
+    void reply_error(Request& r, xmpp::StanzaError condition, std::string_view app_condition = {},
+                     std::string_view text = {}, std::string_view feature = {});
+    void send(router::Envelope&& env);
+    std::string new_id(std::size_t n);
+
+    session::ShardServices& _shard;
+    NodeStore _store;
+    PubsubOptions _options;
+    ConfigLimits _limits;
+    PubsubCounters _counters;
+    std::unordered_map<std::string, std::unique_ptr<Node>> _nodes;  // by NodeStore::node_prefix
+    std::uint64_t _next_message = 1;
+};
+
+}  // namespace starling::modules::pubsub

@@ -1,0 +1,46 @@
+// PubsubService's internals shared by its source files (pubsub_service.cpp, pubsub_items.cpp,
+// pubsub_owner.cpp): the parsed request and small helpers. Not for other code.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <pugixml.hpp>
+
+#include "broker/src/modules/pubsub/pubsub_service.hpp"
+#include "broker/src/router/router.hpp"
+#include "broker/src/util/dom.hpp"
+
+namespace starling::modules::pubsub {
+
+namespace detail {
+
+inline std::string_view bare_of(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
+
+inline std::int64_t now_unix_ms() noexcept {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+// XEP-0004 §3.3 boolean true.
+inline bool is_true(std::string_view v) noexcept { return v == "1" || v == "true"; }
+
+}  // namespace detail
+
+// An IQ to the service, parsed once on the shard that handles it.
+struct PubsubService::Request {
+    router::Envelope& env;
+    util::StanzaDom& dom;
+    std::string service;  // the service's bare JID (env.to may carry a resource)
+    std::string bare;     // the requester's bare JID
+    bool get = false;
+    pugi::xml_node payload;  // <pubsub/> or a disco <query/>
+    pugi::xml_node action;   // the first element of <pubsub/>
+    std::string_view ns;
+    std::string_view action_name;
+};
+
+}  // namespace starling::modules::pubsub
