@@ -13,6 +13,7 @@
 #include "broker/src/c2s/session_sm.hpp"
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/router/router.hpp"
+#include "broker/src/storage/write_path.hpp"
 #include "broker/src/session/hooks.hpp"
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
@@ -233,9 +234,23 @@ void C2sSession::sm_before_write() {
     if (!_sm || _phase != Phase::bound) return;
     if (_sm->answer_pending) {
         _sm->answer_pending = false;
-        _out += "<a xmlns='urn:xmpp:sm:3' h='";
-        _out += std::to_string(_sm->handled);
-        _out += "'/>";
+        auto* writer = _ctx->writer;
+        if (writer != nullptr && writer->in_flight() + writer->overlay_size() > 0) {
+            // DESIGN §6: what <a/> counts as handled includes what this shard stored for those
+            // stanzas (an archived message, a vCard...): the answer waits for those writes to
+            // be synced. Completions run in order, so answers never go backwards.
+            writer->when_durable(storage::Durability::synced,
+                                 [w = weak_from_this(), h = _sm->handled](xmpp::Result<void, storage::Errc>) {
+                                     auto s = w.lock();
+                                     if (!s || !s->_sm || s->_phase != Phase::bound) return;
+                                     s->_out += "<a xmlns='urn:xmpp:sm:3' h='" + std::to_string(h) + "'/>";
+                                     s->schedule_flush();
+                                 });
+        } else {
+            _out += "<a xmlns='urn:xmpp:sm:3' h='";
+            _out += std::to_string(_sm->handled);
+            _out += "'/>";
+        }
     }
     if (!_sm->request_pending && !_sm->queue.empty() && _sm->queue.sent() != _sm->requested_at) {
         _sm->request_pending = true;
