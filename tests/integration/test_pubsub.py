@@ -26,7 +26,7 @@ def with_pubsub(c):
     """Registers xep_0060 on a harness client and queues the events it receives."""
     c.xmpp.register_plugin("xep_0060")
     c.events = asyncio.Queue()
-    for kind in ("publish", "retract", "purge", "delete", "subscription"):
+    for kind in ("publish", "retract", "purge", "delete", "subscription", "config"):
         c.xmpp.add_event_handler(f"pubsub_{kind}", lambda m, k=kind: c.events.put_nowait((k, m)))
     return c.xmpp["xep_0060"]
 
@@ -184,7 +184,11 @@ async def test_subscribers_get_notifications(t):
     kind, m = await next_event(b)
     ev = m.xml.find(f"{{{NS_EVENT}}}event/{{{NS_EVENT}}}items/{{{NS_EVENT}}}item")
     assert kind == "publish" and ev is not None and ev.get("id") == "i2" and len(ev) == 0, m
-    await po.set_node_config(SERVICE, node, form(o, {"pubsub#deliver_payloads": "1"}), timeout=5)
+    # notify_config: a configuration change is announced.
+    await po.set_node_config(SERVICE, node, form(o, {"pubsub#deliver_payloads": "1", "pubsub#notify_config": "1"}),
+                             timeout=5)
+    kind, m = await next_event(b)
+    assert kind == "config" and m["pubsub_event"]["configuration"]["node"] == node, (kind, m)
     # §6.1.7: a new subscriber gets the last published item.
     c = await t.client(s, carol, "pw")
     pc = with_pubsub(c)

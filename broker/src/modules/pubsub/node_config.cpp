@@ -130,6 +130,8 @@ xmpp::Result<NodeConfig, FormError> apply_config_form(const NodeConfig& base, pu
                 if (!parse_bool(v, c.notify_retract)) return xmpp::Unexpected(bad(var, "not a boolean"));
             } else if (var == "pubsub#notify_delete") {
                 if (!parse_bool(v, c.notify_delete)) return xmpp::Unexpected(bad(var, "not a boolean"));
+            } else if (var == "pubsub#notify_config") {
+                if (!parse_bool(v, c.notify_config)) return xmpp::Unexpected(bad(var, "not a boolean"));
             } else if (var == "pubsub#title") {
                 if (v.size() > 1024) return xmpp::Unexpected(refused(var, "longer than 1024 bytes"));
                 c.title = std::string(v);
@@ -174,6 +176,7 @@ void write_config_form(std::string& out, const NodeConfig& c, const ConfigLimits
     boolean("pubsub#deliver_payloads", "Deliver payloads with event notifications", c.deliver_payloads);
     boolean("pubsub#notify_retract", "Notify subscribers when items are removed from the node", c.notify_retract);
     boolean("pubsub#notify_delete", "Notify subscribers when the node is deleted", c.notify_delete);
+    boolean("pubsub#notify_config", "Notify subscribers when the node configuration changes", c.notify_config);
     w.close();
 }
 

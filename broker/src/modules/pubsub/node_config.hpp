@@ -33,6 +33,7 @@ struct NodeConfig {
     bool deliver_payloads = true;
     bool notify_retract = true;
     bool notify_delete = true;
+    bool notify_config = false;  // §8.2: tell subscribers when the configuration changes
     std::string title;
 
     friend bool operator==(const NodeConfig&, const NodeConfig&) = default;

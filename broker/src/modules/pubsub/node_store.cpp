@@ -149,6 +149,7 @@ std::string NodeStore::encode(const NodeRecord& r) {
     nb.add_title(title);
     nb.add_affiliations(affs_off);
     nb.add_created_unix_ms(r.created_unix_ms);
+    nb.add_notify_config(r.config.notify_config);
     b.Finish(nb.Finish());
     return std::string(finished(b));
 }
@@ -170,6 +171,7 @@ xmpp::Result<NodeRecord, Errc> NodeStore::decode_node(std::string_view bytes) no
         r.config.deliver_payloads = n->deliver_payloads();
         r.config.notify_retract = n->notify_retract();
         r.config.notify_delete = n->notify_delete();
+        r.config.notify_config = n->notify_config();
         r.config.title = str(n->title());
         if (const auto* affs = n->affiliations()) {
             for (const auto* a : *affs) {

@@ -67,6 +67,13 @@ void PubsubService::configure(Request& r, Node& n) {
     _counters.items_removed += erase.size();
     n.record = std::move(rec);
     reply_result(r);
+    if (n.record.config.notify_config) {
+        // §8.2: a configuration notification (without the form: subscribers ask for it).
+        std::string ev;
+        xmpp::xml::Writer w(ev);
+        w.open("event").attr("xmlns", k_ns_event).open("configuration").attr("node", n.name).close().close();
+        notify(n, std::move(ev));
+    }
 }
 
 // §8.4: delete the node; subscribers are told (notify_delete).

@@ -40,6 +40,7 @@ TEST(NodeConfigForm, AppliesEveryKnownField) {
                                {"pubsub#deliver_payloads", "false"},
                                {"pubsub#notify_retract", "0"},
                                {"pubsub#notify_delete", "true"},
+                               {"pubsub#notify_config", "1"},
                                {"pubsub#title", "Boiler &amp; pumps"}}));
     ASSERT_TRUE(a.ok) << a.error.text;
     EXPECT_EQ(a.config.access_model, AccessModel::whitelist);
@@ -49,6 +50,7 @@ TEST(NodeConfigForm, AppliesEveryKnownField) {
     EXPECT_FALSE(a.config.deliver_payloads);
     EXPECT_FALSE(a.config.notify_retract);
     EXPECT_TRUE(a.config.notify_delete);
+    EXPECT_TRUE(a.config.notify_config);
     EXPECT_EQ(a.config.title, "Boiler & pumps");
 }
 
@@ -127,6 +129,7 @@ TEST(NodeConfigForm, WrittenFormParsesBackToTheSameConfiguration) {
     c.max_items = 77;
     c.persist_items = false;
     c.notify_retract = false;
+    c.notify_config = true;
     c.title = "<temps> & 'co'";
     std::string xml;
     write_config_form(xml, c, {});

@@ -50,6 +50,7 @@ TEST_F(NodeStoreTest, NodeRecordRoundTrips) {
     r.config.deliver_payloads = false;
     r.config.notify_retract = false;
     r.config.notify_delete = false;
+    r.config.notify_config = true;
     r.config.title = "t";
     r.affiliations = {{"alice@localhost", Affiliation::owner}, {"bob@localhost", Affiliation::member}};
     r.created_unix_ms = 42;
