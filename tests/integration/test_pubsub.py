@@ -5,6 +5,7 @@ retractions, the last item on subscribing); whitelist nodes refuse strangers wit
 error; items survive a restart; one publisher reaches 200 subscribers on a 2-shard broker,
 each notification exactly once."""
 import asyncio
+import re
 import os
 import sys
 import time
@@ -422,6 +423,11 @@ async def test_one_publisher_200_subscribers_two_shards(t):
     await asyncio.sleep(0.5)
     extra = sum(c.events.qsize() for c in subs)
     assert extra == 0, f"{extra} duplicate notifications"
+    # The service's counters reach /metrics (summed over both shards).
+    text = await asyncio.get_event_loop().run_in_executor(None, s.metrics_text)
+    series = dict(re.findall(r'^(starling_pubsub_[a-z_]+(?:\{[^}]*\})?)\s+(\S+)', text, re.M))
+    assert float(series.get("starling_pubsub_publishes_total", 0)) >= PUBLISHES, series
+    assert float(series.get("starling_pubsub_notifications_total", 0)) >= PUBLISHES * SUBSCRIBERS, series
     t.note(f"{SUBSCRIBERS} subscribers set up in {t_setup:.1f}s; {PUBLISHES * SUBSCRIBERS} notifications "
            f"in {t_fan:.2f}s")
 

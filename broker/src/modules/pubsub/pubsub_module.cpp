@@ -18,6 +18,25 @@ void PubsubModule::install(ModuleContext& ctx) {
         return;
     }
     _service = std::make_unique<pubsub::PubsubService>(ctx.shard(), *store, _options);
+    {
+        const auto& c = _service->counters();
+        ctx.add_counter("starling_pubsub_requests_total", "XEP-0060 requests to the service", {}, &c.requests);
+        ctx.add_counter("starling_pubsub_forwarded_total", "Requests moved to their node's home shard", {}, &c.forwarded);
+        ctx.add_counter("starling_pubsub_publishes_total", "Items published", {}, &c.publishes);
+        ctx.add_counter("starling_pubsub_items_total", "Items written to and removed from the store, by change",
+                        {{"change", "stored"}}, &c.items_stored);
+        ctx.add_counter("starling_pubsub_items_total", "Items written to and removed from the store, by change",
+                        {{"change", "removed"}}, &c.items_removed);
+        ctx.add_counter("starling_pubsub_notifications_total", "Event notifications, one per recipient", {},
+                        &c.notifications);
+        ctx.add_counter("starling_pubsub_fan_out_envelopes_total",
+                        "Fan-out envelopes (one per destination shard and publish), by outcome", {{"outcome", "sent"}},
+                        &c.fan_out_envelopes);
+        ctx.add_counter("starling_pubsub_fan_out_envelopes_total",
+                        "Fan-out envelopes (one per destination shard and publish), by outcome",
+                        {{"outcome", "dropped_mailbox_full"}}, &c.fan_out_dropped);
+        ctx.add_counter("starling_pubsub_errors_total", "Requests answered with an error", {}, &c.errors);
+    }
     for (const auto& domain : ctx.shard().server.domains) {
         const std::string jid = _options.subdomain + "." + domain;
         ctx.shard().router.add_service(jid, _service.get());
