@@ -98,79 +98,119 @@ struct ShaOps<SHA_CTX, 20> {
     static void oneshot(const unsigned char* p, std::size_t n, unsigned char* out) noexcept { SHA1(p, n, out); }
 };
 
+// One PBKDF2 chain (RFC 8018 §5.2 with one output block; HMAC per RFC 2104).
 template <class Ctx, std::size_t Digest>
-void pbkdf2_one_block(std::string_view password, std::string_view salt, std::uint32_t iterations,
-                      unsigned char* out) noexcept {
+struct Pbkdf2Lane {
     using Ops = ShaOps<Ctx, Digest>;
-    constexpr std::size_t k_block = 64;  // SHA-1 and SHA-256 both use 512-bit blocks
-    unsigned char key[k_block] = {};
-    if (password.size() > k_block) {
-        Ops::oneshot(bytes(password), password.size(), key);  // RFC 2104 §2: long keys are hashed
-    } else {
-        std::copy(password.begin(), password.end(), key);
-    }
-    unsigned char pad[k_block];
+    static constexpr std::size_t k_block = 64;  // SHA-1 and SHA-256 both use 512-bit blocks
+    static constexpr std::size_t k_words = Digest / 4;
     Ctx inner, outer, c;
-    for (std::size_t i = 0; i < k_block; ++i) pad[i] = static_cast<unsigned char>(key[i] ^ 0x36);
-    Ops::init(inner);
-    Ops::update(inner, pad, k_block);
-    for (std::size_t i = 0; i < k_block; ++i) pad[i] = static_cast<unsigned char>(key[i] ^ 0x5c);
-    Ops::init(outer);
-    Ops::update(outer, pad, k_block);
-
-    // U1 = HMAC(P, S || INT(1))
-    unsigned char u[Digest];
-    c = inner;
-    Ops::update(c, salt.data(), salt.size());
-    static constexpr unsigned char k_int1[4] = {0, 0, 0, 1};
-    Ops::update(c, k_int1, sizeof k_int1);
-    Ops::final(u, c);
-    c = outer;
-    Ops::update(c, u, Digest);
-    Ops::final(u, c);
-
-    // Ui = HMAC(P, U(i-1)): the message is one digest, so each hash is one padded block whose
-    // padding never changes: 0x80, zeros, and the bit length of (pad block + digest). The loop
-    // works on big-endian words (the hash's own representation) so that it has no calls but
-    // the two block functions, even in a debug build.
-    constexpr std::size_t k_words = Digest / 4;
     std::uint32_t block[k_block / 4] = {};
-    block[k_words] = to_be32(0x80000000u);
-    block[k_block / 4 - 1] = to_be32(static_cast<std::uint32_t>((k_block + Digest) * 8));
-    std::uint32_t acc[k_words];
-    std::memcpy(acc, u, Digest);
-    std::memcpy(block, u, Digest);
-    for (std::uint32_t i = 1; i < iterations; ++i) {
+    std::uint32_t acc[k_words] = {};
+
+    // The pads once, and U1 = HMAC(P, S || INT(1)).
+    void start(std::string_view password, std::string_view salt) noexcept {
+        unsigned char key[k_block] = {};
+        if (password.size() > k_block) {
+            Ops::oneshot(bytes(password), password.size(), key);  // RFC 2104 §2: long keys are hashed
+        } else {
+            std::copy(password.begin(), password.end(), key);
+        }
+        unsigned char pad[k_block];
+        for (std::size_t i = 0; i < k_block; ++i) pad[i] = static_cast<unsigned char>(key[i] ^ 0x36);
+        Ops::init(inner);
+        Ops::update(inner, pad, k_block);
+        for (std::size_t i = 0; i < k_block; ++i) pad[i] = static_cast<unsigned char>(key[i] ^ 0x5c);
+        Ops::init(outer);
+        Ops::update(outer, pad, k_block);
+        unsigned char u[Digest];
+        c = inner;
+        Ops::update(c, salt.data(), salt.size());
+        static constexpr unsigned char k_int1[4] = {0, 0, 0, 1};
+        Ops::update(c, k_int1, sizeof k_int1);
+        Ops::final(u, c);
+        c = outer;
+        Ops::update(c, u, Digest);
+        Ops::final(u, c);
+        // Ui = HMAC(P, U(i-1)): the message is one digest, so each hash is one padded block whose
+        // padding never changes: 0x80, zeros, and the bit length of (pad block + digest). The
+        // steps work on big-endian words (the hash's own representation) so that they call
+        // nothing but the block functions, even in a debug build.
+        std::memcpy(acc, u, Digest);
+        std::memcpy(block, u, Digest);
+        block[k_words] = to_be32(0x80000000u);
+        block[k_block / 4 - 1] = to_be32(static_cast<std::uint32_t>((k_block + Digest) * 8));
+        mbedtls_platform_zeroize(key, sizeof key);
+        mbedtls_platform_zeroize(pad, sizeof pad);
+        mbedtls_platform_zeroize(u, sizeof u);
+    }
+    void inner_step() noexcept {
         c = inner;
         Ops::transform(c, reinterpret_cast<const unsigned char*>(block));
         Ops::state_be(c, block);
+    }
+    void outer_step() noexcept {
         c = outer;
         Ops::transform(c, reinterpret_cast<const unsigned char*>(block));
         Ops::state_be(c, block);
         for (std::size_t j = 0; j < k_words; ++j) acc[j] ^= block[j];
     }
-    std::memcpy(out, acc, Digest);
-    mbedtls_platform_zeroize(key, sizeof key);
-    mbedtls_platform_zeroize(pad, sizeof pad);
-    mbedtls_platform_zeroize(block, sizeof block);
-    mbedtls_platform_zeroize(u, sizeof u);
-    mbedtls_platform_zeroize(acc, sizeof acc);
-    mbedtls_platform_zeroize(&inner, sizeof inner);
-    mbedtls_platform_zeroize(&outer, sizeof outer);
-    mbedtls_platform_zeroize(&c, sizeof c);
+    ~Pbkdf2Lane() {
+        mbedtls_platform_zeroize(block, sizeof block);
+        mbedtls_platform_zeroize(acc, sizeof acc);
+        mbedtls_platform_zeroize(&inner, sizeof inner);
+        mbedtls_platform_zeroize(&outer, sizeof outer);
+        mbedtls_platform_zeroize(&c, sizeof c);
+    }
+};
+
+// Lanes independent PBKDF2 chains, interleaved step by step (A inner, B inner, A outer, B
+// outer): each chain is a long dependency chain of SHA block computations, and SHA-NI has a long
+// latency, so one chain leaves the core mostly idle; two interleaved overlap in the out-of-order
+// core (62 ns per block instead of 94-102 ns on the 2-core AMD EPYC dev box, ~1.5x the rate for
+// bulk provisioning). One lane is the plain computation.
+template <class Ctx, std::size_t Digest, std::size_t Lanes>
+void pbkdf2_lanes(const std::string_view (&passwords)[Lanes], const std::string_view (&salts)[Lanes],
+                  std::uint32_t iterations, unsigned char (&out)[Lanes][Digest]) noexcept {
+    Pbkdf2Lane<Ctx, Digest> lanes[Lanes];
+    for (std::size_t l = 0; l < Lanes; ++l) lanes[l].start(passwords[l], salts[l]);
+    for (std::uint32_t i = 1; i < iterations; ++i) {
+        for (auto& lane : lanes) lane.inner_step();
+        for (auto& lane : lanes) lane.outer_step();
+    }
+    for (std::size_t l = 0; l < Lanes; ++l) std::memcpy(out[l], lanes[l].acc, Digest);
+}
+
+// SaltedPassword for Lanes passwords at once (Hi() of RFC 5802 §2.2). False when iterations is 0.
+template <std::size_t Lanes>
+bool salted_passwords(ScramAlgorithm a, const std::string_view (&passwords)[Lanes],
+                      const std::string_view (&salts)[Lanes], std::uint32_t iterations,
+                      std::string (&out)[Lanes]) noexcept {
+    if (iterations == 0) return false;
+    unsigned char buf[Lanes][k_max_digest];
+    if (a == ScramAlgorithm::sha_1) {
+        unsigned char d[Lanes][20];
+        pbkdf2_lanes<SHA_CTX, 20, Lanes>(passwords, salts, iterations, d);
+        for (std::size_t l = 0; l < Lanes; ++l) std::memcpy(buf[l], d[l], 20);
+        mbedtls_platform_zeroize(d, sizeof d);
+    } else {
+        unsigned char d[Lanes][32];
+        pbkdf2_lanes<SHA256_CTX, 32, Lanes>(passwords, salts, iterations, d);
+        for (std::size_t l = 0; l < Lanes; ++l) std::memcpy(buf[l], d[l], 32);
+        mbedtls_platform_zeroize(d, sizeof d);
+    }
+    for (std::size_t l = 0; l < Lanes; ++l) out[l].assign(reinterpret_cast<const char*>(buf[l]), digest_size(a));
+    mbedtls_platform_zeroize(buf, sizeof buf);
+    return true;
 }
 
 bool salted_password(ScramAlgorithm a, std::string_view password, std::string_view salt,
                      std::uint32_t iterations, std::string& out) noexcept {
-    if (iterations == 0) return false;
-    unsigned char buf[k_max_digest];
-    if (a == ScramAlgorithm::sha_1) {
-        pbkdf2_one_block<SHA_CTX, 20>(password, salt, iterations, buf);
-    } else {
-        pbkdf2_one_block<SHA256_CTX, 32>(password, salt, iterations, buf);
-    }
-    out.assign(reinterpret_cast<const char*>(buf), digest_size(a));
-    mbedtls_platform_zeroize(buf, sizeof buf);
+    const std::string_view passwords[1] = {password};
+    const std::string_view salts[1] = {salt};
+    std::string result[1];
+    if (!salted_passwords<1>(a, passwords, salts, iterations, result)) return false;
+    out = std::move(result[0]);
     return true;
 }
 
@@ -338,6 +378,44 @@ Result<ScramCredentials, ScramError> derive_credentials(ScramAlgorithm algorithm
     wipe(salted);
     if (!keys_ok) return Unexpected(ScramError::crypto_failure);
     return ScramCredentials{algorithm, std::string(salt), iterations, k.stored_key, k.server_key};
+}
+
+CredentialsPair derive_credentials_pair(ScramAlgorithm algorithm, std::string_view password1, std::string_view salt1,
+                                        std::string_view password2, std::string_view salt2,
+                                        std::uint32_t iterations) noexcept {
+    try {
+        // The same checks, in the same order, as derive_credentials(); anything unusual goes
+        // through it one by one.
+        auto p1 = saslprep(password1, SaslprepMode::stored);
+        auto p2 = saslprep(password2, SaslprepMode::stored);
+        if (!p1 || !p2 || salt1.empty() || salt2.empty() || iterations < k_min_iterations ||
+            iterations > k_max_iterations) {
+            if (p1) wipe(*p1);
+            if (p2) wipe(*p2);
+            return CredentialsPair{derive_credentials(algorithm, password1, salt1, iterations),
+                                   derive_credentials(algorithm, password2, salt2, iterations)};
+        }
+        const std::string_view passwords[2] = {*p1, *p2};
+        const std::string_view salts[2] = {salt1, salt2};
+        std::string salted[2];
+        const bool ok = salted_passwords<2>(algorithm, passwords, salts, iterations, salted);
+        wipe(*p1);
+        wipe(*p2);
+        CredentialsPair out;
+        Result<ScramCredentials, ScramError>* results[2] = {&out.first, &out.second};
+        for (std::size_t l = 0; l < 2; ++l) {
+            Keys k;
+            if (!ok || !derive_keys(algorithm, salted[l], k)) {
+                *results[l] = Unexpected(ScramError::crypto_failure);
+            } else {
+                *results[l] = ScramCredentials{algorithm, std::string(salts[l]), iterations, k.stored_key, k.server_key};
+            }
+            wipe(salted[l]);
+        }
+        return out;
+    } catch (...) {  // std::bad_alloc
+        return CredentialsPair{Unexpected(ScramError::no_resources), Unexpected(ScramError::no_resources)};
+    }
 }
 
 Result<void, ScramError> verify_password(const ScramCredentials& c, std::string_view password) noexcept {

@@ -73,6 +73,16 @@ Result<ScramCredentials, ScramError> derive_credentials(ScramAlgorithm algorithm
                                                         std::string_view salt,
                                                         std::uint32_t iterations) noexcept;
 
+// derive_credentials(algorithm, password_i, salt_i, iterations) for i = 1, 2, with the two
+// PBKDF2 chains interleaved: the same results, ~1.5x the rate on one core (bulk provisioning).
+struct CredentialsPair {
+    Result<ScramCredentials, ScramError> first = Unexpected(ScramError::other_error);
+    Result<ScramCredentials, ScramError> second = Unexpected(ScramError::other_error);
+};
+CredentialsPair derive_credentials_pair(ScramAlgorithm algorithm, std::string_view password1, std::string_view salt1,
+                                        std::string_view password2, std::string_view salt2,
+                                        std::uint32_t iterations) noexcept;
+
 // For PLAIN against SCRAM-only storage (DESIGN §6): recomputes StoredKey from a plaintext
 // password and compares in constant time. invalid_proof when it does not match.
 Result<void, ScramError> verify_password(const ScramCredentials& credentials, std::string_view password) noexcept;

@@ -7,7 +7,6 @@
 #include <thread>
 #include <unordered_map>
 
-#include "broker/src/admin/scram_pair.hpp"
 #include "broker/src/storage/account_ops.hpp"
 #include "broker/src/util/random.hpp"
 #include "xmpp/sasl/saslprep.hpp"
@@ -71,12 +70,12 @@ AdminResult<storage::AccountRecord> to_record(AdminResult<storage::ScramKeys> k2
 }
 
 // make_account_record() for two passwords, with the two PBKDF2 chains of each algorithm
-// interleaved (scram_pair.hpp: ~1.5x the rate on one core).
+// interleaved (xmpp::sasl::derive_credentials_pair: ~1.5x the rate on one core).
 std::pair<AdminResult<storage::AccountRecord>, AdminResult<storage::AccountRecord>> make_account_record_pair(
     std::string_view p1, std::string_view p2, std::uint32_t iterations, util::Random& random) {
-    auto s256 = derive_credentials_pair(ScramAlgorithm::sha_256, p1, fresh_salt(random), p2, fresh_salt(random),
+    auto s256 = xmpp::sasl::derive_credentials_pair(ScramAlgorithm::sha_256, p1, fresh_salt(random), p2, fresh_salt(random),
                                         iterations);
-    auto s1 = derive_credentials_pair(ScramAlgorithm::sha_1, p1, fresh_salt(random), p2, fresh_salt(random), iterations);
+    auto s1 = xmpp::sasl::derive_credentials_pair(ScramAlgorithm::sha_1, p1, fresh_salt(random), p2, fresh_salt(random), iterations);
     return {to_record(to_keys(ScramAlgorithm::sha_256, std::move(s256.first)),
                       to_keys(ScramAlgorithm::sha_1, std::move(s1.first))),
             to_record(to_keys(ScramAlgorithm::sha_256, std::move(s256.second)),
@@ -265,7 +264,7 @@ AdminResult<std::vector<ImportEntry>> ImportParser::finish() {
 //   mbedTLS 2.28 pkcs5_pbkdf2_hmac ............................ ~6.6 ms
 //   OpenSSL PKCS5_PBKDF2_HMAC (SHA-NI, HMAC re-init per round)   ~2.9 ms
 //   xmpp/sasl/scram.cpp: precomputed pads + SHA-NI block calls    ~1.0 ms  (-O2), ~0.9 ms under load
-//   scram_pair.cpp: two chains interleaved per thread           ~0.47 ms (always built -O2)
+//   derive_credentials_pair: two chains interleaved per thread           ~0.47 ms (always built -O2)
 // and then one thread per core: the accounts are independent; each worker has its own DRBG
 // (util::Random is never shared). `starlingctl user import` of 100,000 accounts (Debug build):
 // 49 s of CPU, i.e. ~25 s wall on two free cores (93 s wall measured while other builds kept

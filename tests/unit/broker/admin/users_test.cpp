@@ -9,7 +9,6 @@
 #include <random>
 #include <thread>
 
-#include "broker/src/admin/scram_pair.hpp"
 #include "broker/src/storage/store.hpp"
 #include "broker/src/util/random.hpp"
 #include "xmpp/sasl/scram.hpp"
@@ -130,7 +129,7 @@ TEST(DeriveCredentialsPair, MatchesDeriveCredentialsByteForByte) {
     for (const auto alg : {ScramAlgorithm::sha_1, ScramAlgorithm::sha_256}) {
         for (const auto& [p1, s1] : rows) {
             for (const auto& [p2, s2] : rows) {
-                auto pair = admin::derive_credentials_pair(alg, p1, s1, p2, s2, 4096);
+                auto pair = xmpp::sasl::derive_credentials_pair(alg, p1, s1, p2, s2, 4096);
                 auto one = xmpp::sasl::derive_credentials(alg, p1, s1, 4096);
                 auto two = xmpp::sasl::derive_credentials(alg, p2, s2, 4096);
                 ASSERT_TRUE(pair.first && pair.second && one && two);
@@ -144,7 +143,7 @@ TEST(DeriveCredentialsPair, MatchesDeriveCredentialsByteForByte) {
         }
     }
     // One bad password: the other is still derived, the bad one gets derive_credentials' error.
-    auto mixed = admin::derive_credentials_pair(ScramAlgorithm::sha_256, "", "s", "pencil", "s", 4096);
+    auto mixed = xmpp::sasl::derive_credentials_pair(ScramAlgorithm::sha_256, "", "s", "pencil", "s", 4096);
     EXPECT_EQ(mixed.first.error(), xmpp::sasl::ScramError::bad_password);
     EXPECT_EQ(mixed.second->stored_key, xmpp::sasl::derive_credentials(ScramAlgorithm::sha_256, "pencil", "s", 4096)->stored_key);
 }
