@@ -20,44 +20,39 @@ const xmpp::Jid& IqEvent::from() const noexcept { return *session.jid(); }
 bool IqEvent::is_to_self_or_server() const noexcept { return !to_account || to == from().bare_view(); }
 
 namespace {
-void open_reply(std::string& out, std::string_view from, std::string_view to, std::string_view type,
-                std::string_view id) {
-    out += "<iq from='";
-    xmpp::xml::escape_attribute_into(out, from);
-    out += "' to='";
-    xmpp::xml::escape_attribute_into(out, to);
-    out += "' type='";
-    out += type;
-    out += "' id='";
-    xmpp::xml::escape_attribute_into(out, id);
-    out += "'";
+// <iq type='result'> with `inner_xml` (may be empty) as content, RFC 6120 §8.2.3.
+std::string iq_result(std::string_view from, std::string_view to, std::string_view id, std::string_view inner_xml) {
+    std::string out;
+    xmpp::xml::Writer w(out);
+    w.open("iq").attr("from", from).attr("to", to).attr("type", "result").attr("id", id);
+    if (!inner_xml.empty()) w.raw(inner_xml);
+    w.close();
+    w.finish();
+    return out;
+}
+
+std::string iq_error(std::string_view from, std::string_view to, std::string_view id, xmpp::StanzaError condition,
+                     std::string_view text) {
+    std::string error;
+    xmpp::xml::write_stanza_error(error, condition, text);
+    std::string out;
+    xmpp::xml::Writer w(out);
+    w.open("iq").attr("from", from).attr("to", to).attr("type", "error").attr("id", id).raw(error).close();
+    w.finish();
+    return out;
 }
 }  // namespace
 
 void IqEvent::reply_result(std::string_view inner_xml) {
     if (_replied) return;
     _replied = true;
-    std::string out;
-    open_reply(out, to, from().full(), "result", id);
-    if (inner_xml.empty()) {
-        out += "/>";
-    } else {
-        out += '>';
-        out += inner_xml;
-        out += "</iq>";
-    }
-    session.deliver(out);
+    session.deliver(iq_result(to, from().full(), id, inner_xml));
 }
 
 void IqEvent::reply_error(xmpp::StanzaError condition, std::string_view text) {
     if (_replied) return;
     _replied = true;
-    std::string out;
-    open_reply(out, to, from().full(), "error", id);
-    out += '>';
-    xmpp::xml::write_stanza_error(out, condition, text);
-    out += "</iq>";
-    session.deliver(out);
+    session.deliver(iq_error(to, from().full(), id, condition, text));
 }
 
 DeferredIq IqEvent::defer() {
@@ -71,29 +66,11 @@ DeferredIq IqEvent::defer() {
 }
 
 void DeferredIq::result(std::string_view inner_xml) {
-    auto s = _session.lock();
-    if (!s) return;
-    std::string out;
-    open_reply(out, _from, _to, "result", _id);
-    if (inner_xml.empty()) {
-        out += "/>";
-    } else {
-        out += '>';
-        out += inner_xml;
-        out += "</iq>";
-    }
-    s->deliver(out);
+    if (auto s = _session.lock()) s->deliver(iq_result(_from, _to, _id, inner_xml));
 }
 
 void DeferredIq::error(xmpp::StanzaError condition, std::string_view text) {
-    auto s = _session.lock();
-    if (!s) return;
-    std::string out;
-    open_reply(out, _from, _to, "error", _id);
-    out += '>';
-    xmpp::xml::write_stanza_error(out, condition, text);
-    out += "</iq>";
-    s->deliver(out);
+    if (auto s = _session.lock()) s->deliver(iq_error(_from, _to, _id, condition, text));
 }
 
 // ---- ModuleContext ---------------------------------------------------------------------------
