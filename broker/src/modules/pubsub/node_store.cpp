@@ -8,6 +8,7 @@
 
 #include "broker/src/storage/rocks.hpp"
 #include "broker/src/storage/store.hpp"
+#include "broker/src/storage/write_path.hpp"
 #include "pubsub_generated.h"
 
 namespace starling::modules::pubsub {
@@ -100,6 +101,49 @@ std::string_view finished(flatbuffers::FlatBufferBuilder& b) {
 }
 
 }  // namespace
+
+// One mutating call: staged into the shard's writer (all in this reactor turn, so in one
+// RocksDB batch) or, without a writer, collected and written synchronously by commit().
+class NodeStore::Change {
+public:
+    explicit Change(NodeStore& s) : _s(s) {}
+    void put(Column c, std::string_view k, std::string_view v) {
+        if (!_ok) return;
+        if (_s._writer != nullptr) {
+            _ok = _s._writer->put(c, k, v, storage::Durability::synced).has_value();
+        } else {
+            _batch.Put(_s._store.column(c), slice(k), slice(v));
+        }
+    }
+    void erase(Column c, std::string_view k) {
+        if (!_ok) return;
+        if (_s._writer != nullptr) {
+            _ok = _s._writer->erase(c, k, storage::Durability::synced).has_value();
+        } else {
+            _batch.Delete(_s._store.column(c), slice(k));
+        }
+    }
+    void erase_range(Column c, std::string_view begin, std::string_view end) {
+        if (!_ok) return;
+        if (_s._writer != nullptr) {
+            _ok = _s._writer->erase_range(c, begin, end, storage::Durability::synced).has_value();
+        } else {
+            _batch.DeleteRange(_s._store.column(c), slice(begin), slice(end));
+        }
+    }
+    // A staging failure (allocation, batch size limits) may leave part of the change staged:
+    // the caller treats the node as unknown and reloads it from the store.
+    xmpp::Result<void, Errc> commit() noexcept {
+        if (!_ok) return xmpp::Unexpected(Errc::io_error);
+        if (_s._writer != nullptr) return {};
+        return pubsub::commit(_s._store, _batch);
+    }
+
+private:
+    NodeStore& _s;
+    rocksdb::WriteBatch _batch;
+    bool _ok = true;
+};
 
 std::string_view to_string(Affiliation a) noexcept {
     switch (a) {
@@ -295,13 +339,13 @@ xmpp::Result<std::vector<Subscription>, Errc> NodeStore::load_subscriptions(std:
 xmpp::Result<void, Errc> NodeStore::create_node(std::string_view service, std::string_view node,
                                                std::string_view owner, const NodeRecord& record) noexcept {
     try {
-        rocksdb::WriteBatch batch;
+        Change batch(*this);
         const std::string k = node_prefix(service, node) + k_node_tag;
         const std::string v = encode(record);
-        batch.Put(_store.column(Column::pubsub_nodes), slice(k), slice(v));
+        batch.put(Column::pubsub_nodes, k, v);
         const std::string ok = owner_key(owner, service, node);
-        batch.Put(_store.column(Column::pubsub_nodes), slice(ok), rocksdb::Slice());
-        return commit(_store, batch);
+        batch.put(Column::pubsub_nodes, ok, {});
+        return batch.commit();
     } catch (...) {
         return xmpp::Unexpected(Errc::io_error);
     }
@@ -310,11 +354,11 @@ xmpp::Result<void, Errc> NodeStore::create_node(std::string_view service, std::s
 xmpp::Result<void, Errc> NodeStore::put_node(std::string_view service, std::string_view node,
                                             const NodeRecord& record) noexcept {
     try {
-        rocksdb::WriteBatch batch;
+        Change batch(*this);
         const std::string k = node_prefix(service, node) + k_node_tag;
         const std::string v = encode(record);
-        batch.Put(_store.column(Column::pubsub_nodes), slice(k), slice(v));
-        return commit(_store, batch);
+        batch.put(Column::pubsub_nodes, k, v);
+        return batch.commit();
     } catch (...) {
         return xmpp::Unexpected(Errc::io_error);
     }
@@ -323,16 +367,16 @@ xmpp::Result<void, Errc> NodeStore::put_node(std::string_view service, std::stri
 xmpp::Result<void, Errc> NodeStore::erase_node(std::string_view service, std::string_view node,
                                               const std::vector<std::string>& owners) noexcept {
     try {
-        rocksdb::WriteBatch batch;
+        Change batch(*this);
         const std::string p = node_prefix(service, node);
         const std::string u = upper_of(p);
-        batch.DeleteRange(_store.column(Column::pubsub_nodes), slice(p), slice(u));
-        batch.DeleteRange(_store.column(Column::pubsub_items), slice(p), slice(u));
+        batch.erase_range(Column::pubsub_nodes, p, u);
+        batch.erase_range(Column::pubsub_items, p, u);
         for (const auto& o : owners) {
             const std::string ok = owner_key(o, service, node);
-            batch.Delete(_store.column(Column::pubsub_nodes), slice(ok));
+            batch.erase(Column::pubsub_nodes, ok);
         }
-        return commit(_store, batch);
+        return batch.commit();
     } catch (...) {
         return xmpp::Unexpected(Errc::io_error);
     }
@@ -341,11 +385,11 @@ xmpp::Result<void, Errc> NodeStore::erase_node(std::string_view service, std::st
 xmpp::Result<void, Errc> NodeStore::put_subscription(std::string_view service, std::string_view node,
                                                     const Subscription& sub) noexcept {
     try {
-        rocksdb::WriteBatch batch;
+        Change batch(*this);
         const std::string k = node_prefix(service, node) + k_sub_tag + sub.jid;
         const std::string v = encode(sub);
-        batch.Put(_store.column(Column::pubsub_nodes), slice(k), slice(v));
-        return commit(_store, batch);
+        batch.put(Column::pubsub_nodes, k, v);
+        return batch.commit();
     } catch (...) {
         return xmpp::Unexpected(Errc::io_error);
     }
@@ -354,10 +398,10 @@ xmpp::Result<void, Errc> NodeStore::put_subscription(std::string_view service, s
 xmpp::Result<void, Errc> NodeStore::erase_subscription(std::string_view service, std::string_view node,
                                                       std::string_view jid) noexcept {
     try {
-        rocksdb::WriteBatch batch;
+        Change batch(*this);
         const std::string k = node_prefix(service, node) + k_sub_tag + std::string(jid);
-        batch.Delete(_store.column(Column::pubsub_nodes), slice(k));
-        return commit(_store, batch);
+        batch.erase(Column::pubsub_nodes, k);
+        return batch.commit();
     } catch (...) {
         return xmpp::Unexpected(Errc::io_error);
     }
@@ -366,16 +410,16 @@ xmpp::Result<void, Errc> NodeStore::erase_subscription(std::string_view service,
 xmpp::Result<void, Errc> NodeStore::publish(std::string_view service, std::string_view node, const Item& item,
                                            const std::vector<std::uint64_t>& erase_seqs) noexcept {
     try {
-        rocksdb::WriteBatch batch;
+        Change batch(*this);
         const std::string p = node_prefix(service, node);
         for (const auto s : erase_seqs) {
             const std::string k = seq_key(p, s);
-            batch.Delete(_store.column(Column::pubsub_items), slice(k));
+            batch.erase(Column::pubsub_items, k);
         }
         const std::string k = seq_key(p, item.seq);
         const std::string v = encode(item);
-        batch.Put(_store.column(Column::pubsub_items), slice(k), slice(v));
-        return commit(_store, batch);
+        batch.put(Column::pubsub_items, k, v);
+        return batch.commit();
     } catch (...) {
         return xmpp::Unexpected(Errc::io_error);
     }
@@ -385,13 +429,13 @@ xmpp::Result<void, Errc> NodeStore::erase_items(std::string_view service, std::s
                                                const std::vector<std::uint64_t>& seqs) noexcept {
     if (seqs.empty()) return {};
     try {
-        rocksdb::WriteBatch batch;
+        Change batch(*this);
         const std::string p = node_prefix(service, node);
         for (const auto s : seqs) {
             const std::string k = seq_key(p, s);
-            batch.Delete(_store.column(Column::pubsub_items), slice(k));
+            batch.erase(Column::pubsub_items, k);
         }
-        return commit(_store, batch);
+        return batch.commit();
     } catch (...) {
         return xmpp::Unexpected(Errc::io_error);
     }
@@ -399,11 +443,11 @@ xmpp::Result<void, Errc> NodeStore::erase_items(std::string_view service, std::s
 
 xmpp::Result<void, Errc> NodeStore::purge(std::string_view service, std::string_view node) noexcept {
     try {
-        rocksdb::WriteBatch batch;
+        Change batch(*this);
         const std::string p = node_prefix(service, node);
         const std::string u = upper_of(p);
-        batch.DeleteRange(_store.column(Column::pubsub_items), slice(p), slice(u));
-        return commit(_store, batch);
+        batch.erase_range(Column::pubsub_items, p, u);
+        return batch.commit();
     } catch (...) {
         return xmpp::Unexpected(Errc::io_error);
     }

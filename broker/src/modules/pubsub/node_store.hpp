@@ -3,10 +3,12 @@
 // `service 0x00 node 0x00`, so a node is one key range in each family, items sort in publish
 // order, and deleting or purging a node is one range deletion.
 //
-// Each call is one synchronous RocksDB write batch with the store's sync option: the IQ result
-// is sent after it returns, so what is acknowledged is durable (DESIGN §6).
-// TODO(#4): move to storage::ShardWriter (batched, off the reactor) with when_durable(synced):
-// every mutating call here is already one batch, which is the unit that path takes.
+// Writes go through the shard's storage::ShardWriter (DESIGN §6): each mutating call stages its
+// puts and erases into the reactor turn's batch at Durability::synced and returns; the caller
+// answers once ShardWriter::when_durable says they are on disk. Without a writer (unit
+// fixtures), each call is one synchronous RocksDB write batch with the store's sync option.
+// Reads go to RocksDB directly: they do not see staged writes, which is why PubsubService keeps
+// a node with unsynced writes in its cache (see PubsubService::Node::unsynced).
 //
 // Lives on: used by the node's home shard for writes; reads of the whole service (node list,
 // a user's subscriptions) may run on any shard (RocksDB is thread-safe).
@@ -24,6 +26,7 @@
 
 namespace starling::storage {
 class Store;
+class ShardWriter;
 }
 
 namespace starling::modules::pubsub {
@@ -58,7 +61,12 @@ struct NodeRecord {
 
 class NodeStore {
 public:
-    explicit NodeStore(storage::Store& store) noexcept : _store(store) {}
+    // `writer` null: every write is synchronous.
+    explicit NodeStore(storage::Store& store, storage::ShardWriter* writer = nullptr) noexcept
+        : _store(store), _writer(writer) {}
+
+    // True when writes are staged and need ShardWriter::when_durable before they are answered.
+    bool staged() const noexcept { return _writer != nullptr; }
 
     xmpp::Result<NodeRecord, storage::Errc> load_node(std::string_view service, std::string_view node) const noexcept;
     // Items in publish order.
@@ -110,7 +118,9 @@ public:
     static xmpp::Result<Subscription, storage::Errc> decode_subscription(std::string_view bytes) noexcept;
 
 private:
+    class Change;
     storage::Store& _store;
+    storage::ShardWriter* _writer;
 };
 
 }  // namespace starling::modules::pubsub

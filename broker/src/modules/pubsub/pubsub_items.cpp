@@ -101,11 +101,7 @@ void PubsubService::publish(Request& r, Node& n) {
             erase.push_back(it->seq);
             --evict;
         }
-        if (auto w = _store.publish(n.service, n.name, item, erase); !w) {
-            STARLING_LOG(warn, "pubsub: publishing to {} failed: {}", n.name, storage::to_string(w.error()));
-            reply_error(r, StanzaError::internal_server_error);
-            return;
-        }
+        if (!stored(r, &n, _store.publish(n.service, n.name, item, erase))) return;
         std::erase_if(n.items, [&](const Item& i) {
             return std::find(erase.begin(), erase.end(), i.seq) != erase.end();
         });
@@ -121,7 +117,7 @@ void PubsubService::publish(Request& r, Node& n) {
         w.open("pubsub").attr("xmlns", k_ns_pubsub).open("publish").attr("node", n.name);
         w.open("item").attr("id", item.id).close().close().close();
     }
-    reply_result(r, inner);  // after the synced write: what is acknowledged is durable
+    reply_result(r, inner);  // once the item is durable: what is acknowledged is
     notify(n, item_event(n, item, cfg.deliver_payloads));
 }
 
@@ -148,10 +144,7 @@ void PubsubService::retract(Request& r, Node& n) {
         reply_error(r, StanzaError::item_not_found);  // §7.2.3
         return;
     }
-    if (auto w = _store.erase_items(n.service, n.name, {it->seq}); !w) {
-        reply_error(r, StanzaError::internal_server_error);
-        return;
-    }
+    if (!stored(r, &n, _store.erase_items(n.service, n.name, {it->seq}))) return;
     const std::string retracted = it->id;
     n.items.erase(it);
     ++_counters.items_removed;
@@ -210,10 +203,7 @@ void PubsubService::subscribe(Request& r, Node& n) {
     sub.jid = who;
     sub.state = decision == SubscribeDecision::pending ? SubState::pending : SubState::subscribed;
     sub.subid = new_id(16);
-    if (auto w = _store.put_subscription(n.service, n.name, sub); !w) {
-        reply_error(r, StanzaError::internal_server_error);
-        return;
-    }
+    if (!stored(r, &n, _store.put_subscription(n.service, n.name, sub))) return;
     n.subscriptions.push_back(sub);
     std::string inner;
     write_subscription(inner, n.name, sub, true);
@@ -250,10 +240,7 @@ void PubsubService::unsubscribe(Request& r, Node& n) {
         reply_error(r, StanzaError::not_acceptable, "invalid-subid");  // §6.2.3
         return;
     }
-    if (auto w = _store.erase_subscription(n.service, n.name, it->jid); !w) {
-        reply_error(r, StanzaError::internal_server_error);
-        return;
-    }
+    if (!stored(r, &n, _store.erase_subscription(n.service, n.name, it->jid))) return;
     n.subscriptions.erase(it);
     reply_result(r);
 }

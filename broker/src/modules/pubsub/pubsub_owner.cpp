@@ -55,14 +55,8 @@ void PubsubService::configure(Request& r, Node& n) {
     std::vector<std::uint64_t> erase;
     const std::size_t keep = rec.config.persist_items ? rec.config.max_items : 0;
     for (std::size_t i = 0; i + keep < n.items.size(); ++i) erase.push_back(n.items[i].seq);
-    if (auto w = _store.put_node(n.service, n.name, rec); !w) {
-        reply_error(r, StanzaError::internal_server_error);
-        return;
-    }
-    if (auto w = _store.erase_items(n.service, n.name, erase); !w) {
-        reply_error(r, StanzaError::internal_server_error);
-        return;
-    }
+    if (!stored(r, &n, _store.put_node(n.service, n.name, rec))) return;
+    if (!stored(r, &n, _store.erase_items(n.service, n.name, erase))) return;
     n.items.erase(n.items.begin(), n.items.begin() + static_cast<std::ptrdiff_t>(erase.size()));
     _counters.items_removed += erase.size();
     n.record = std::move(rec);
@@ -86,11 +80,9 @@ void PubsubService::remove_node(Request& r, Node& n) {
     for (const auto& [jid, a] : n.record.affiliations) {
         if (a == Affiliation::owner) owners.push_back(jid);
     }
-    if (auto w = _store.erase_node(n.service, n.name, owners); !w) {
-        reply_error(r, StanzaError::internal_server_error);
-        return;
-    }
+    if (!stored(r, &n, _store.erase_node(n.service, n.name, owners))) return;
     _counters.items_removed += n.items.size();
+    r.erased = true;
     reply_result(r);
     if (n.record.config.notify_delete) {
         std::string ev;
@@ -111,10 +103,7 @@ void PubsubService::purge(Request& r, Node& n) {
         reply_error(r, StanzaError::feature_not_implemented, "unsupported", {}, "persistent-items");  // §8.5
         return;
     }
-    if (auto w = _store.purge(n.service, n.name); !w) {
-        reply_error(r, StanzaError::internal_server_error);
-        return;
-    }
+    if (!stored(r, &n, _store.purge(n.service, n.name))) return;
     _counters.items_removed += n.items.size();
     n.items.clear();
     reply_result(r);
@@ -177,9 +166,7 @@ void PubsubService::owner_subscriptions(Request& r, Node& n) {
                                [&](const Subscription& s) { return s.jid == ch.jid; });
         if (ch.state == SubState::none) {
             if (it == n.subscriptions.end()) continue;
-            if (auto w = _store.erase_subscription(n.service, n.name, ch.jid); !w) {
-                return reply_error(r, StanzaError::internal_server_error);
-            }
+            if (!stored(r, &n, _store.erase_subscription(n.service, n.name, ch.jid))) return;
             n.subscriptions.erase(it);
             continue;
         }
@@ -189,9 +176,7 @@ void PubsubService::owner_subscriptions(Request& r, Node& n) {
         if (it == n.subscriptions.end() && n.subscriptions.size() >= _options.max_subscriptions_per_node) {
             return reply_error(r, StanzaError::not_allowed, "too-many-subscriptions");
         }
-        if (auto w = _store.put_subscription(n.service, n.name, sub); !w) {
-            return reply_error(r, StanzaError::internal_server_error);
-        }
+        if (!stored(r, &n, _store.put_subscription(n.service, n.name, sub))) return;
         if (it != n.subscriptions.end()) {
             *it = sub;
         } else {
@@ -261,12 +246,12 @@ void PubsubService::owner_affiliations(Request& r, Node& n) {
         reply_error(r, StanzaError::not_acceptable, {}, "a node needs an owner");
         return;
     }
-    if (auto w = _store.put_node(n.service, n.name, rec); !w) return reply_error(r, StanzaError::internal_server_error);
+    if (!stored(r, &n, _store.put_node(n.service, n.name, rec))) return;
     // §4.1: an outcast loses its subscriptions.
     for (const auto& bare : outcasts) {
         for (auto it = n.subscriptions.begin(); it != n.subscriptions.end();) {
             if (bare_of(it->jid) == bare) {
-                (void)_store.erase_subscription(n.service, n.name, it->jid);
+                if (!stored(r, &n, _store.erase_subscription(n.service, n.name, it->jid))) return;
                 it = n.subscriptions.erase(it);
             } else {
                 ++it;
@@ -335,6 +320,7 @@ void PubsubService::on_message(router::Envelope&& env) {
         n->subscriptions.erase(it);
         sub.state = SubState::none;
     }
+    after_durable(n, false, [](bool) {});  // keeps the node cached until RocksDB has it
     // §8.7: the subscriber is told the outcome.
     std::string ev;
     xmpp::xml::Writer w(ev);

@@ -14,6 +14,7 @@
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
 #include "broker/src/util/random.hpp"
+#include "broker/src/storage/write_path.hpp"
 #include "xmpp/jid.hpp"
 #include "xmpp/ns.hpp"
 #include "xmpp/xml/raw_text.hpp"
@@ -40,7 +41,8 @@ constexpr std::string_view k_features[] = {
 }  // namespace
 
 PubsubService::PubsubService(session::ShardServices& shard, storage::Store& store, PubsubOptions options)
-    : _shard(shard), _store(store), _options(std::move(options)) {
+    : _shard(shard), _store(store, shard.writer), _options(std::move(options)),
+      _alive(std::make_shared<PubsubService*>(this)) {
     _limits.max_items_cap = _options.max_items_per_node;
     _options.default_max_items = std::min(_options.default_max_items, _options.max_items_per_node);
 }
@@ -202,6 +204,10 @@ PubsubService::Node* PubsubService::find_node(Request& r, std::string_view node)
 PubsubService::Node* PubsubService::lookup(std::string_view service, std::string_view node, storage::Errc& err) {
     std::string key = NodeStore::node_prefix(service, node);
     if (auto it = _nodes.find(key); it != _nodes.end()) return it->second.get();
+    if (_erasing.contains(key)) {
+        err = storage::Errc::not_found;  // deleted; RocksDB will say so once that is durable
+        return nullptr;
+    }
     auto rec = _store.load_node(service, node);
     if (!rec) {
         err = rec.error();
@@ -223,13 +229,21 @@ PubsubService::Node* PubsubService::lookup(std::string_view service, std::string
     n->subscriptions = std::move(subs).value();
     for (auto& item : items.value()) n->items.push_back(std::move(item));
     n->next_seq = n->items.empty() ? 1 : n->items.back().seq + 1;
+    n->incarnation = _next_incarnation++;
     return cache(std::move(key), std::move(n));
 }
 
 PubsubService::Node* PubsubService::cache(std::string key, std::unique_ptr<Node> node) {
-    // Bounded: an evicted node is reloaded from RocksDB on its next use (every change is
-    // written before it is answered, so the store is never behind the cache).
-    while (_nodes.size() >= _options.max_nodes_cached && !_nodes.empty()) _nodes.erase(_nodes.begin());
+    // Bounded: an evicted node is reloaded from RocksDB on its next use. A node with writes
+    // not yet durable is not evicted (RocksDB is behind it); with many of those the cache
+    // exceeds its bound until they settle, a few milliseconds.
+    for (auto it = _nodes.begin(); _nodes.size() >= _options.max_nodes_cached && it != _nodes.end();) {
+        if (it->second->unsynced == 0) {
+            it = _nodes.erase(it);
+        } else {
+            ++it;
+        }
+    }
     auto* raw = node.get();
     _nodes[std::move(key)] = std::move(node);
     return raw;
@@ -268,11 +282,13 @@ void PubsubService::create(Request& r, std::string node) {
             return;
         }
     }
-    if (_nodes.contains(NodeStore::node_prefix(r.service, node))) {
+    const std::string key = NodeStore::node_prefix(r.service, node);
+    if (_nodes.contains(key)) {
         reply_error(r, StanzaError::conflict);  // §8.1: NodeID already exists
         return;
     }
-    if (auto existing = _store.load_node(r.service, node); existing || existing.error() != storage::Errc::not_found) {
+    if (auto existing = _store.load_node(r.service, node);
+        !_erasing.contains(key) && (existing || existing.error() != storage::Errc::not_found)) {
         reply_error(r, existing ? StanzaError::conflict : StanzaError::internal_server_error);
         return;
     }
@@ -302,20 +318,17 @@ void PubsubService::create(Request& r, std::string node) {
     }
     rec.affiliations.emplace_back(r.bare, Affiliation::owner);
     rec.created_unix_ms = now_unix_ms();
-    if (auto w = _store.create_node(r.service, node, r.bare, rec); !w) {
-        STARLING_LOG(warn, "pubsub: creating node {} failed: {}", node, storage::to_string(w.error()));
-        reply_error(r, StanzaError::internal_server_error);
-        return;
-    }
+    if (!stored(r, nullptr, _store.create_node(r.service, node, r.bare, rec))) return;
     auto n = std::make_unique<Node>();
     n->service = r.service;
     n->name = node;
     n->record = std::move(rec);
-    cache(NodeStore::node_prefix(r.service, node), std::move(n));
+    n->incarnation = _next_incarnation++;
+    r.touched = cache(key, std::move(n));
     std::string inner;
     xmpp::xml::Writer w(inner);
     w.open("pubsub").attr("xmlns", k_ns_pubsub).open("create").attr("node", node).close().close();
-    reply_result(r, inner);  // after the synced write (DESIGN §6)
+    reply_result(r, inner);  // once the node is durable (DESIGN §6)
 }
 
 // §7.1: publish an item (with or without an id; the same id replaces the item).
@@ -489,7 +502,99 @@ void PubsubService::reply_result(Request& r, std::string_view inner_xml) {
         out += inner_xml;
         out += "</iq>";
     }
-    send(std::move(back));
+    if (!r.wrote) {
+        send(std::move(back));
+        return;
+    }
+    // DESIGN §6: what is acknowledged is durable. Notifications the handler sends next go at
+    // once: a subscriber may see an item a moment before its publisher is told it is stored
+    // (and, if the disk then fails, one the store lost), the usual trade of brokers that
+    // forward before they persist; the publisher's result is the promise.
+    after_durable(r.touched, r.erased, [this, back = std::move(back)](bool ok) mutable {
+        if (!ok) {
+            ++_counters.errors;
+            std::string err;
+            err += "<iq from='";
+            xmpp::xml::escape_attribute_into(err, back.from);
+            err += "' to='";
+            xmpp::xml::escape_attribute_into(err, back.to);
+            err += "' type='error' id='";
+            xmpp::xml::escape_attribute_into(err, back.id);
+            err += "'>";
+            write_pubsub_error(err, StanzaError::internal_server_error, {}, "the change could not be stored", {});
+            err += "</iq>";
+            back.type = "error";
+            back.bytes = std::move(err);
+        }
+        send(std::move(back));
+        // A reply to another shard went into its mailbox: wake it now (no session's turn ends
+        // here to do it).
+        _shard.router.flush();
+    });
+}
+
+bool PubsubService::stored(Request& r, Node* n, const xmpp::Result<void, storage::Errc>& written) {
+    if (n != nullptr) r.touched = n;
+    if (written) {
+        r.wrote = true;
+        return true;
+    }
+    STARLING_LOG(warn, "pubsub: writing {} failed: {}", n != nullptr ? n->name : std::string_view("a node"),
+                 storage::to_string(written.error()));
+    reply_error(r, StanzaError::internal_server_error);
+    // Part of the change may be stored (or staged): the cache is dropped, so that the node is
+    // reloaded from the store on next use. The caller returns without touching `n` again.
+    if (n != nullptr && _store.staged()) {
+        n->stale = true;
+        after_durable(n, false, [](bool) {});  // drops it once what is staged settles
+    } else if (n != nullptr) {
+        _nodes.erase(NodeStore::node_prefix(n->service, n->name));
+    }
+    return false;
+}
+
+void PubsubService::after_durable(Node* n, bool erased, storage::MoveFunction<void(bool)> done) {
+    if (!_store.staged() || _shard.writer == nullptr) {
+        done(true);
+        return;
+    }
+    std::string key;
+    std::uint64_t incarnation = 0;
+    if (n != nullptr) {
+        key = NodeStore::node_prefix(n->service, n->name);
+        incarnation = n->incarnation;
+        if (erased) {
+            ++_erasing[key];
+        } else {
+            ++n->unsynced;
+        }
+    }
+    _shard.writer->when_durable(
+        storage::Durability::synced,
+        [alive = std::weak_ptr<PubsubService*>(_alive), key = std::move(key), incarnation, erased,
+         done = std::move(done)](xmpp::Result<void, storage::Errc> result) mutable {
+            auto self = alive.lock();
+            if (!self) return;  // the service is gone (shutdown): nobody to answer
+            if (!result) {
+                STARLING_LOG(warn, "pubsub: a change was not stored: {}", storage::to_string(result.error()));
+            }
+            (*self)->settle(key, incarnation, erased, result.has_value());
+            done(result.has_value());
+        });
+}
+
+void PubsubService::settle(const std::string& key, std::uint64_t incarnation, bool erased, bool ok) {
+    if (key.empty()) return;
+    if (erased) {
+        if (auto it = _erasing.find(key); it != _erasing.end() && --it->second == 0) _erasing.erase(it);
+        return;
+    }
+    auto it = _nodes.find(key);
+    if (it == _nodes.end() || it->second->incarnation != incarnation) return;
+    Node& n = *it->second;
+    if (n.unsynced > 0) --n.unsynced;
+    if (!ok) n.stale = true;  // the store is what a read says (write_path.hpp): reload from it
+    if (n.stale && n.unsynced == 0) _nodes.erase(it);
 }
 
 void PubsubService::reply_error(Request& r, StanzaError condition, std::string_view app_condition,

@@ -31,6 +31,7 @@
 #include "broker/src/modules/pubsub/node_store.hpp"
 #include "broker/src/router/endpoint.hpp"
 #include "broker/src/router/router.hpp"
+#include "broker/src/storage/move_function.hpp"
 #include "xmpp/stream_error.hpp"
 
 namespace starling::session {
@@ -89,6 +90,14 @@ private:
         std::vector<Subscription> subscriptions;
         std::deque<Item> items;  // publish order, oldest first
         std::uint64_t next_seq = 1;
+        std::uint64_t incarnation = 0;  // tells a node from one deleted and created again
+        // Replies waiting for this node's staged writes to be durable. While non-zero the node
+        // stays cached: RocksDB does not have its latest state yet (NodeStore reads skip the
+        // shard's staged writes).
+        std::uint32_t unsynced = 0;
+        // A write failed: the cache may be ahead of the store. Dropped from the cache (and
+        // reloaded from the store on next use) once `unsynced` is zero.
+        bool stale = false;
     };
     struct Request;
 
@@ -134,7 +143,17 @@ private:
     std::string item_event(const Node& n, const Item& item, bool with_payload) const;
     void send_authorization_request(const Node& n, const Subscription& sub);
 
+    // The result, once the request's writes are durable (DESIGN §6); an internal-server-error
+    // instead when their commit fails. At once when nothing was written.
     void reply_result(Request& r, std::string_view inner_xml = {});
+    // After a NodeStore write for the request (about `n`, null for none): true when staged or
+    // written. False, with the error answered and `n` marked stale, when it failed.
+    bool stored(Request& r, Node* n, const xmpp::Result<void, storage::Errc>& written);
+    // Runs `done(ok)` on this shard once every write staged so far is durable, or at once
+    // (ok) when writes are synchronous; `n` stays cached until then. `erased`: the writes
+    // delete `n`, which lookups must treat as gone until they are durable.
+    void after_durable(Node* n, bool erased, storage::MoveFunction<void(bool)> done);
+    void settle(const std::string& key, std::uint64_t incarnation, bool erased, bool ok);
     // An IQ error with an optional XEP-0060 application condition (pubsub#errors, §7 of the
     // XEP's schema) and, for <unsupported/>, the feature.
     void reply_error(Request& r, xmpp::StanzaError condition, std::string_view app_condition = {},
@@ -148,7 +167,14 @@ private:
     ConfigLimits _limits;
     PubsubCounters _counters;
     std::unordered_map<std::string, std::unique_ptr<Node>> _nodes;  // by NodeStore::node_prefix
+    // Nodes deleted whose deletion is not durable yet (by key: pending deletions), so that a
+    // lookup does not load them back from RocksDB in the meantime.
+    std::unordered_map<std::string, std::uint32_t> _erasing;
     std::uint64_t _next_message = 1;
+    std::uint64_t _next_incarnation = 1;
+    // Completions posted by the shard's writer hold a weak reference: one that runs after the
+    // service is gone (shutdown) does nothing.
+    std::shared_ptr<PubsubService*> _alive;
 };
 
 }  // namespace starling::modules::pubsub

@@ -41,6 +41,10 @@ struct PubsubService::Request {
     pugi::xml_node action;   // the first element of <pubsub/>
     std::string_view ns;
     std::string_view action_name;
+    // Set by PubsubService::stored: the reply waits for the writes (and `touched` stays cached).
+    bool wrote = false;
+    bool erased = false;  // the writes delete `touched`
+    Node* touched = nullptr;
 };
 
 }  // namespace starling::modules::pubsub

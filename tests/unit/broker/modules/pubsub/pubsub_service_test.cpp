@@ -7,8 +7,10 @@
 
 #include <asio/io_context.hpp>
 
+#include <chrono>
 #include <filesystem>
 #include <random>
+#include <thread>
 #include <set>
 
 #include "broker/src/modules/pubsub/pubsub_module.hpp"
@@ -18,6 +20,7 @@
 #include "broker/src/session/shard_services.hpp"
 #include "broker/src/storage/accounts.hpp"
 #include "broker/src/storage/store.hpp"
+#include "broker/src/storage/write_path.hpp"
 #include "broker/src/util/random.hpp"
 
 namespace {
@@ -46,19 +49,31 @@ private:
     std::string _presence;
 };
 
+// How the fixture writes: synchronously (no writer, as unit fixtures without a committer do), or
+// through a Committer and one ShardWriter per shard, as the broker does.
+enum class Writes { sync, write_path };
+
 class TwoShards {
 public:
-    explicit TwoShards(PubsubOptions options = {}, std::size_t mailbox_capacity = 1024) {
+    explicit TwoShards(PubsubOptions options = {}, std::size_t mailbox_capacity = 1024, Writes writes = Writes::sync,
+                       std::filesystem::path dir = {}) {
         std::random_device rd;
-        _dir = std::filesystem::temp_directory_path() / ("starling-pubsub-test-" + std::to_string(rd()));
+        _dir = dir.empty() ? std::filesystem::temp_directory_path() / ("starling-pubsub-test-" + std::to_string(rd()))
+                           : dir;
+        _keep_dir = !dir.empty();
         store = storage::Store::open(_dir.string());
+        if (writes == Writes::write_path) {
+            committer = std::make_unique<storage::Committer>(*store);
+            committer->start();
+            for (router::ShardId i = 0; i < 2; ++i) writers[i] = std::make_unique<storage::ShardWriter>(io, i, *committer);
+        }
         accounts = std::make_unique<storage::AccountStore>(*store);
         mailboxes = std::make_unique<router::Mailboxes<router::Envelope>>(2, mailbox_capacity, [](router::ShardId) {});
         for (router::ShardId i = 0; i < 2; ++i) {
             routers[i] = std::make_unique<router::ShardRouter>(i, *mailboxes, [](router::Envelope&&) {});
             ctx[i] = std::make_unique<session::ShardServices>(session::ShardServices{
                 .shard = i, .io = io, .server = server, .accounts = *accounts, .router = *routers[i],
-                .random = random[i], .hooks = &hosts[i], .store = store.get()});
+                .random = random[i], .hooks = &hosts[i], .store = store.get(), .writer = writers[i].get()});
             auto m = std::make_unique<modules::PubsubModule>(nullptr, options);
             auto* raw = m.get();
             std::vector<std::unique_ptr<session::Module>> mods;
@@ -72,9 +87,31 @@ public:
         for (auto& c : clients) routers[routers[0]->home_of(c->jid()->bare_view())]->remove(c.get());
         for (auto& c : ctx) c.reset();
         for (auto& r : routers) r.reset();
+        for (auto& w : writers) w.reset();
+        if (committer) committer->stop();
+        committer.reset();
         accounts.reset();
         store.reset();
-        std::filesystem::remove_all(_dir);
+        if (!_keep_dir) std::filesystem::remove_all(_dir);
+    }
+
+    // Runs the shards' completions until every staged write is committed and answered (the
+    // committer works on its own thread), draining mailboxes as a shard's turn would.
+    void settle() {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (std::chrono::steady_clock::now() < deadline) {
+            drain();
+            io.restart();
+            const auto ran = io.poll();
+            drain();
+            std::size_t pending = 0;
+            for (auto& w : writers) {
+                if (w) pending += w->in_flight() + w->overlay_size();
+            }
+            if (pending == 0 && ran == 0) return;
+            if (ran == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        ADD_FAILURE() << "writes did not settle";
     }
 
     // A bound client on `shard` (its bare JID's home), named from `prefix`.
@@ -129,6 +166,8 @@ public:
     session::ServerOptions server;
     util::Random random[2];
     std::unique_ptr<storage::Store> store;
+    std::unique_ptr<storage::Committer> committer;
+    std::unique_ptr<storage::ShardWriter> writers[2];
     std::unique_ptr<storage::AccountStore> accounts;
     std::unique_ptr<router::Mailboxes<router::Envelope>> mailboxes;
     std::unique_ptr<router::ShardRouter> routers[2];
@@ -140,6 +179,7 @@ public:
 
 private:
     int _ids = 0;
+    bool _keep_dir = false;
 };
 
 std::string create(const std::string& node) {
@@ -336,6 +376,93 @@ TEST(PubsubService, NodeStateIsReloadedFromStorage) {
                             "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='" + node + "'/></pubsub>");
         EXPECT_TRUE(has(r, "<item id='i'><t xmlns=\"u\">1</t></item>")) << r;  // as stored: standalone
     }
+}
+
+std::string items(const std::string& node) {
+    return "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='" + node + "'/></pubsub>";
+}
+std::string remove(const std::string& node) {
+    return "<pubsub xmlns='http://jabber.org/protocol/pubsub#owner'><delete node='" + node + "'/></pubsub>";
+}
+
+// DESIGN §6 through the broker's write path: the publisher's result waits until the item is
+// durable, and what was acknowledged is in RocksDB for a broker started on the same folder.
+TEST(PubsubServiceWritePath, PublishIsAnsweredOnceDurableAndSurvivesARestart) {
+    std::random_device rd;
+    const auto dir = std::filesystem::temp_directory_path() / ("starling-pubsub-wp-" + std::to_string(rd()));
+    std::string node;
+    {
+        TwoShards b({}, 1024, Writes::write_path, dir);
+        auto& alice = b.client_on(0, "alice");
+        node = b.node_on(1);  // homed on the other shard: the request and its answer cross
+        b.iq(alice, "set", create(node));
+        EXPECT_TRUE(alice.out.empty()) << "answered before the node was durable: " << alice.last();
+        b.settle();
+        ASSERT_TRUE(is_result(alice.last())) << alice.last();
+        const auto before = alice.out.size();
+        b.iq(alice, "set", publish(node, "r1", "<t xmlns='u'>21.5</t>"));
+        EXPECT_EQ(alice.out.size(), before) << "publish answered before the item was durable";
+        b.settle();
+        ASSERT_EQ(alice.out.size(), before + 1);
+        EXPECT_TRUE(is_result(alice.last())) << alice.last();
+        EXPECT_TRUE(has(alice.last(), "<item id='r1'/>")) << alice.last();
+    }
+    {
+        TwoShards b({}, 1024, Writes::sync, dir);
+        auto& alice = b.client_on(0, "alice");
+        const auto r = b.iq(alice, "get", items(node));
+        EXPECT_TRUE(has(r, "<item id='r1'><t xmlns=\"u\">21.5</t></item>")) << r;
+    }
+    std::filesystem::remove_all(dir);
+}
+
+// A node with writes not yet durable stays cached even past max_nodes_cached: reloaded from
+// RocksDB, it would lose them.
+TEST(PubsubServiceWritePath, NodesWithUnsyncedWritesAreNotEvicted) {
+    PubsubOptions o;
+    o.max_nodes_cached = 16;  // the option's lowest bound
+    TwoShards b(o, 1024, Writes::write_path);
+    auto& alice = b.client_on(0, "alice");
+    std::vector<std::string> nodes;
+    for (int i = 0; i < 20; ++i) {
+        nodes.push_back(b.node_on(0, "n" + std::to_string(i) + "-"));
+        b.iq(alice, "set", create(nodes.back()));
+    }
+    // None durable yet (no completion has run): all twenty are still cached.
+    EXPECT_EQ(b.service[0]->cached_nodes(), 20u);
+    b.settle();
+    std::size_t results = 0;
+    for (const auto& m : alice.out) results += is_result(m) ? 1 : 0;
+    EXPECT_EQ(results, 20u);
+    // Settled: the next node brings the cache back to its bound, and every node reloads whole.
+    b.iq(alice, "set", create(b.node_on(0, "last")));
+    b.settle();
+    EXPECT_LE(b.service[0]->cached_nodes(), 16u);
+    for (const auto& n : nodes) {
+        b.iq(alice, "get", items(n));
+        EXPECT_TRUE(is_result(alice.last())) << n << ": " << alice.last();
+    }
+}
+
+// A node deleted a moment ago is gone at once, though RocksDB still holds it until the
+// deletion commits; it can be created again at once, and the new one is what survives.
+TEST(PubsubServiceWritePath, ADeletedNodeIsNotLoadedBackBeforeTheDeletionIsDurable) {
+    PubsubOptions o;
+    o.max_nodes_cached = 16;
+    TwoShards b(o, 1024, Writes::write_path);
+    auto& alice = b.client_on(0, "alice");
+    const std::string node = b.node_on(0, "gone");
+    b.iq(alice, "set", create(node));
+    b.iq(alice, "set", publish(node, "old", "<t xmlns='u'>1</t>"));
+    b.settle();
+    b.iq(alice, "set", remove(node));
+    const auto r = b.iq(alice, "get", items(node));  // before the deletion is durable
+    EXPECT_TRUE(has(r, "item-not-found")) << r;
+    b.iq(alice, "set", create(node));
+    b.settle();
+    const auto again = b.iq(alice, "get", items(node));
+    EXPECT_TRUE(is_result(again)) << again;
+    EXPECT_FALSE(has(again, "id='old'")) << again;
 }
 
 }  // namespace
