@@ -94,13 +94,15 @@ void write_stream_error(std::string& out, StreamError condition, std::string_vie
 
 void write_stream_close(std::string& out) { out.append("</stream:stream>"); }
 
-void write_stanza_error(std::string& out, StanzaError condition, std::string_view text) {
+void write_stanza_error(std::string& out, StanzaError condition, std::string_view text,
+                        std::string_view app_condition_xml) {
     Writer w(out);
     w.open("error").attr("type", to_string(default_type(condition)));
     w.open(to_string(condition)).attr("xmlns", ns::stanza_errors).close();
     if (!text.empty()) {
         w.open("text").attr("xmlns", ns::stanza_errors).attr("xml:lang", "en").text(text).close();
     }
+    if (!app_condition_xml.empty()) w.raw(app_condition_xml);
     w.close();
 }
 

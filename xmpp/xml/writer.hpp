@@ -74,6 +74,9 @@ void write_stream_error(std::string& out, StreamError condition, std::string_vie
 // "</stream:stream>".
 void write_stream_close(std::string& out);
 // "<error type='...'><condition xmlns='...'/>[<text>]</error>" (§8.3), to put inside a stanza.
-void write_stanza_error(std::string& out, StanzaError condition, std::string_view text = {});
+// `app_condition_xml`: an application-specific condition element, serialized (RFC 6120 §8.3.2),
+// e.g. <bad-sessionid xmlns='http://jabber.org/protocol/commands'/>.
+void write_stanza_error(std::string& out, StanzaError condition, std::string_view text = {},
+                        std::string_view app_condition_xml = {});
 
 }  // namespace xmpp::xml

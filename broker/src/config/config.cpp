@@ -402,6 +402,23 @@ private:
                     case session::OptionSpec::Type::text:
                         _out.modules.values.set(key, string_value(*node, key));
                         break;
+                    case session::OptionSpec::Type::jid_list: {
+                        const toml::array* arr = node->as_array();
+                        if (arr == nullptr) type_error(*node, key, "an array of bare JIDs");
+                        std::vector<std::string> jids;
+                        for (const auto& e : *arr) {
+                            if (!e.is_string()) type_error(e, key, "an array of bare JIDs");
+                            const std::string& text = e.as_string()->get();
+                            auto jid = xmpp::BareJid::parse(text);
+                            if (!jid || !jid->has_localpart()) {
+                                fail(e, key, "\"" + text + "\" is not a bare JID (user@domain)" +
+                                                 (jid ? std::string() : ": " + std::string(xmpp::to_string(jid.error()))));
+                            }
+                            jids.push_back(jid->str());
+                        }
+                        _out.modules.values.set(key, std::move(jids));
+                        break;
+                    }
                     case session::OptionSpec::Type::choice: {
                         std::string v = string_value(*node, key);
                         if (std::find(o.choices.begin(), o.choices.end(), v) == o.choices.end()) {
@@ -693,7 +710,10 @@ void validate(const BrokerConfig& c) {
             const auto& v = all.find(key)->second;
             const bool type_ok = (o.type == session::OptionSpec::Type::boolean && std::holds_alternative<bool>(v)) ||
                                  (o.type == session::OptionSpec::Type::integer && std::holds_alternative<std::uint64_t>(v)) ||
-                                 (o.type >= session::OptionSpec::Type::text && std::holds_alternative<std::string>(v));
+                                 ((o.type == session::OptionSpec::Type::text || o.type == session::OptionSpec::Type::choice) &&
+                                  std::holds_alternative<std::string>(v)) ||
+                                 (o.type == session::OptionSpec::Type::jid_list &&
+                                  std::holds_alternative<std::vector<std::string>>(v));
             if (!type_ok) throw ConfigError(key, "must be " + session::describe_type(o));
             if (const auto* i = std::get_if<std::uint64_t>(&v); i != nullptr && (*i < o.min || *i > o.max)) {
                 throw ConfigError(key, "must be " + range_text({o.min, o.max}) + " (got " + std::to_string(*i) + ")");

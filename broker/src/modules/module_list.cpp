@@ -2,6 +2,7 @@
 // one line here (CONVENTIONS §5).
 #include "broker/src/modules/module_list.hpp"
 
+#include "broker/src/modules/adhoc/adhoc_module.hpp"
 #include "broker/src/modules/blocking/blocking_module.hpp"
 #include "broker/src/modules/carbons/carbons_module.hpp"
 #include "broker/src/modules/csi/csi_module.hpp"
@@ -20,6 +21,7 @@ namespace starling::modules {
 
 const std::vector<session::ModuleSpec>& module_catalog() {
     static const std::vector<session::ModuleSpec> catalog{
+        AdhocModule::spec(),  // before disco: it answers disco queries about its command nodes
         DiscoModule::spec(),
         PingModule::spec(),
         VersionModule::spec(),

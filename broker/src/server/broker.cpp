@@ -22,6 +22,7 @@
 #include "broker/src/modules/module_list.hpp"
 #include "broker/src/modules/presence/silent.hpp"
 #include "broker/src/session/hooks.hpp"
+#include "broker/src/session/shard_peers.hpp"
 #include "broker/src/net/listener.hpp"
 #include "broker/src/net/shard.hpp"
 #include "broker/src/router/mailboxes.hpp"
@@ -134,6 +135,18 @@ struct Broker::Impl {
     std::unique_ptr<metrics::MetricsServer> metrics_server;
     std::unique_ptr<admin::AdminServer> admin_server;
 
+    // Control work posted to a shard's io_context (session/shard_peers.hpp).
+    struct Peers final : session::ShardPeers {
+        explicit Peers(Impl& i) : impl(i) {}
+        std::size_t count() const noexcept override { return impl.states.size(); }
+        void post(router::ShardId to, Work work) override {
+            ShardState* st = impl.states.at(to).get();
+            asio::post((*impl.shards)[to].io(), [st, work = std::move(work)]() mutable { work(*st->ctx); });
+        }
+        Impl& impl;
+    };
+    Peers peers{*this};
+
     explicit Impl(const config::BrokerConfig& c) : cfg(c) {
         std::filesystem::create_directories(cfg.general.data_dir);
         ::chmod(cfg.general.data_dir.c_str(), 0700);
@@ -184,7 +197,8 @@ struct Broker::Impl {
             });
         session::ShardServices services{
             .shard = id, .io = shard.io(), .server = options, .accounts = *accounts, .router = *st->router,
-            .random = st->random, .hooks = &st->hooks, .store = store.get(), .writer = st->writer.get()};
+            .random = st->random, .hooks = &st->hooks, .store = store.get(), .writer = st->writer.get(),
+            .peers = &peers};
         st->ctx = std::make_unique<c2s::ShardContext>(services, options, tls.get());
         st->hooks.install(*st->ctx, modules::make_modules(cfg.modules));
         st->router->set_hooks(&st->hooks);

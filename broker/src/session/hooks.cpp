@@ -32,9 +32,9 @@ std::string iq_result(std::string_view from, std::string_view to, std::string_vi
 }
 
 std::string iq_error(std::string_view from, std::string_view to, std::string_view id, xmpp::StanzaError condition,
-                     std::string_view text) {
+                     std::string_view text, std::string_view app_condition_xml) {
     std::string error;
-    xmpp::xml::write_stanza_error(error, condition, text);
+    xmpp::xml::write_stanza_error(error, condition, text, app_condition_xml);
     std::string out;
     xmpp::xml::Writer w(out);
     w.open("iq").attr("from", from).attr("to", to).attr("type", "error").attr("id", id).raw(error).close();
@@ -49,10 +49,10 @@ void IqEvent::reply_result(std::string_view inner_xml) {
     session.deliver(iq_result(to, from().full(), id, inner_xml));
 }
 
-void IqEvent::reply_error(xmpp::StanzaError condition, std::string_view text) {
+void IqEvent::reply_error(xmpp::StanzaError condition, std::string_view text, std::string_view app_condition_xml) {
     if (_replied) return;
     _replied = true;
-    session.deliver(iq_error(to, from().full(), id, condition, text));
+    session.deliver(iq_error(to, from().full(), id, condition, text, app_condition_xml));
 }
 
 DeferredIq IqEvent::defer() {
@@ -69,8 +69,8 @@ void DeferredIq::result(std::string_view inner_xml) {
     if (auto s = _session.lock()) s->deliver(iq_result(_from, _to, _id, inner_xml));
 }
 
-void DeferredIq::error(xmpp::StanzaError condition, std::string_view text) {
-    if (auto s = _session.lock()) s->deliver(iq_error(_from, _to, _id, condition, text));
+void DeferredIq::error(xmpp::StanzaError condition, std::string_view text, std::string_view app_condition_xml) {
+    if (auto s = _session.lock()) s->deliver(iq_error(_from, _to, _id, condition, text, app_condition_xml));
 }
 
 // ---- ModuleContext ---------------------------------------------------------------------------

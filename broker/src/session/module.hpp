@@ -45,7 +45,7 @@ class DeferredIq {
 public:
     DeferredIq() = default;
     void result(std::string_view inner_xml = {});
-    void error(xmpp::StanzaError condition, std::string_view text = {});
+    void error(xmpp::StanzaError condition, std::string_view text = {}, std::string_view app_condition_xml = {});
 
 private:
     friend class IqEvent;
@@ -76,7 +76,8 @@ public:
     bool is_to_self_or_server() const noexcept;
     // <iq type='result'> with `inner_xml` (already serialized, may be empty) as its content.
     void reply_result(std::string_view inner_xml = {});
-    void reply_error(xmpp::StanzaError condition, std::string_view text = {});
+    // `app_condition_xml`: see xmpp::xml::write_stanza_error.
+    void reply_error(xmpp::StanzaError condition, std::string_view text = {}, std::string_view app_condition_xml = {});
     // The reply is given later through the returned object (this event counts as answered).
     DeferredIq defer();
     bool replied() const noexcept { return _replied; }

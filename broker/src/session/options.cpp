@@ -37,12 +37,19 @@ const std::string& OptionValues::text(std::string_view key) const {
     return *v;
 }
 
+const std::vector<std::string>& OptionValues::jids(std::string_view key) const {
+    const auto* v = std::get_if<std::vector<std::string>>(&get(key));
+    if (v == nullptr) undeclared(key, "a list of JIDs");
+    return *v;
+}
+
 OptionValue default_value(const OptionSpec& spec) {
     switch (spec.type) {
         case OptionSpec::Type::boolean: return spec.default_bool;
         case OptionSpec::Type::integer: return spec.default_int;
         case OptionSpec::Type::text:
         case OptionSpec::Type::choice: return std::string(spec.default_text);
+        case OptionSpec::Type::jid_list: return std::vector<std::string>();
     }
     return false;
 }
@@ -53,6 +60,7 @@ std::string describe_type(const OptionSpec& spec) {
         case OptionSpec::Type::integer:
             return "an integer between " + std::to_string(spec.min) + " and " + std::to_string(spec.max);
         case OptionSpec::Type::text: return "a string";
+        case OptionSpec::Type::jid_list: return "a list of bare JIDs";
         case OptionSpec::Type::choice: {
             std::string s = "one of ";
             for (std::size_t i = 0; i < spec.choices.size(); ++i) {
@@ -65,15 +73,31 @@ std::string describe_type(const OptionSpec& spec) {
     return "a value";
 }
 
-std::string to_toml(const OptionValue& value) {
-    if (const auto* b = std::get_if<bool>(&value)) return *b ? "true" : "false";
-    if (const auto* i = std::get_if<std::uint64_t>(&value)) return std::to_string(*i);
-    std::string out = "\"";
-    for (char c : std::get<std::string>(value)) {
+namespace {
+void quoted_into(std::string& out, std::string_view s) {
+    out += '"';
+    for (char c : s) {
         if (c == '"' || c == '\\') out += '\\';
         out += c;
     }
     out += '"';
+}
+}  // namespace
+
+std::string to_toml(const OptionValue& value) {
+    if (const auto* b = std::get_if<bool>(&value)) return *b ? "true" : "false";
+    if (const auto* i = std::get_if<std::uint64_t>(&value)) return std::to_string(*i);
+    std::string out;
+    if (const auto* list = std::get_if<std::vector<std::string>>(&value)) {
+        out += '[';
+        for (std::size_t k = 0; k < list->size(); ++k) {
+            if (k > 0) out += ", ";
+            quoted_into(out, (*list)[k]);
+        }
+        out += ']';
+        return out;
+    }
+    quoted_into(out, std::get<std::string>(value));
     return out;
 }
 

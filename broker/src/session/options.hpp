@@ -19,7 +19,7 @@
 namespace starling::session {
 
 struct OptionSpec {
-    enum class Type : std::uint8_t { boolean, integer, text, choice };
+    enum class Type : std::uint8_t { boolean, integer, text, choice, jid_list };
 
     std::string_view name;  // the key inside the module's table
     Type type = Type::boolean;
@@ -58,6 +58,15 @@ struct OptionSpec {
         s.help = help;
         return s;
     }
+    // A TOML array of bare JIDs ("admin@example.org"), checked and normalised when read; empty
+    // by default.
+    static OptionSpec jids(std::string_view name, std::string_view help) {
+        OptionSpec s;
+        s.name = name;
+        s.type = Type::jid_list;
+        s.help = help;
+        return s;
+    }
     static OptionSpec choice(std::string_view name, std::string_view def, std::initializer_list<std::string_view> words,
                              std::string_view help) {
         OptionSpec s;
@@ -70,7 +79,7 @@ struct OptionSpec {
     }
 };
 
-using OptionValue = std::variant<bool, std::uint64_t, std::string>;
+using OptionValue = std::variant<bool, std::uint64_t, std::string, std::vector<std::string>>;
 
 // The value of every declared option, keyed "module.option". A key that was never declared is a
 // bug in the module that asks for it: the getters abort with its name (start-up only).
@@ -82,6 +91,7 @@ public:
     bool boolean(std::string_view key) const;
     std::uint64_t integer(std::string_view key) const;
     const std::string& text(std::string_view key) const;  // text and choice
+    const std::vector<std::string>& jids(std::string_view key) const;
 
     const std::map<std::string, OptionValue, std::less<>>& all() const noexcept { return _values; }
     friend bool operator==(const OptionValues&, const OptionValues&) = default;
@@ -108,7 +118,7 @@ struct ModuleSettings {
 OptionValue default_value(const OptionSpec& spec);
 // "an integer between 1 and 1000000", "true or false", "one of closed, open": for errors and docs.
 std::string describe_type(const OptionSpec& spec);
-// The value as TOML writes it: 1000, true, "closed".
+// The value as TOML writes it: 1000, true, "closed", ["a@b", "c@d"].
 std::string to_toml(const OptionValue& value);
 
 }  // namespace starling::session

@@ -27,6 +27,7 @@ class Random;
 namespace starling::session {
 
 class HookTable;
+class ShardPeers;
 
 // Facts about the server that every layer above the router may read: filled from the
 // configuration at start-up, immutable afterwards.
@@ -58,6 +59,8 @@ struct ShardServices {
     // This shard's front to the store: batched writes committed off the reactor, completions
     // when durable (storage/README.md). Null in unit tests that give no store.
     storage::ShardWriter* writer = nullptr;
+    // Control work on other shards (session/shard_peers.hpp). Null in single-shard unit tests.
+    ShardPeers* peers = nullptr;
     bool draining = false;             // SIGTERM: no new sessions
 };
 

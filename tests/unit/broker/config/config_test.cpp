@@ -214,6 +214,11 @@ INSTANTIATE_TEST_SUITE_P(
                      c.modules.values.set("offline.max_messages", std::uint64_t{50});
                      c.modules.values.set("ping.idle_ms", std::uint64_t{0});
                  }},
+        GoodFile{"jid_list", "[adhoc]\nadmins = [\"Boss@LocalHost\", \"ops@example.org\"]\n",
+                 [](BrokerConfig& c) {
+                     // Normalised as the JIDs they name (RFC 7622).
+                     c.modules.values.set("adhoc.admins", std::vector<std::string>{"boss@localhost", "ops@example.org"});
+                 }},
         GoodFile{"paths", "[admin]\nsocket = \"/run/starling.sock\"\n[storage]\npath = \"rocks\"\n",
                  [](BrokerConfig& c) {
                      c.admin.socket = "/run/starling.sock";
@@ -297,6 +302,14 @@ INSTANTIATE_TEST_SUITE_P(
         BadFile{"unknown_module_option", "[offline]\nmax_mesages = 5\n", 2, 1, "offline.max_mesages",
                 "unknown key (did you mean 'max_messages'?)"},
         BadFile{"unknown_module_switch", "[modules]\npubsubb = false\n", 2, 1, "modules.pubsubb", ""},
+        BadFile{"jid_list_not_array", "[adhoc]\nadmins = \"boss@localhost\"\n", 2, 0, "adhoc.admins",
+                "must be an array of bare JIDs (got a string)"},
+        BadFile{"jid_list_domain_only", "[adhoc]\nadmins = [\"ok@localhost\",\n  \"localhost\"]\n", 3, 3, "adhoc.admins",
+                "\"localhost\" is not a bare JID (user@domain)"},
+        BadFile{"jid_list_not_a_jid", "[adhoc]\nadmins = [\"a@b@c\"]\n", 2, 0, "adhoc.admins", ""},
+        BadFile{"jid_list_full_jid", "[adhoc]\nadmins = [\"a@b/phone\"]\n", 2, 0, "adhoc.admins", ""},
+        BadFile{"jid_list_number", "[adhoc]\nadmins = [5]\n", 2, 0, "adhoc.admins",
+                "must be an array of bare JIDs (got an integer)"},
         BadFile{"bind_hostname", "[c2s]\nbind_address = \"localhost\"\n", 2, 0, "c2s.bind_address",
                 "must be an IPv4 or IPv6 address such as 0.0.0.0 or :: (got \"localhost\")"},
         BadFile{"bind_bracketed", "[metrics]\nbind_address = \"[::1]\"\n", 2, 0, "metrics.bind_address", ""},
@@ -417,7 +430,9 @@ INSTANTIATE_TEST_SUITE_P(
                       declared("csi", "max_held"), declared("csi", "max_held_bytes"),
                       declared("pubsub", "max_nodes_per_owner"), declared("pubsub", "max_items_per_node"),
                       declared("pubsub", "default_max_items"), declared("pubsub", "max_payload_bytes"),
-                      declared("pubsub", "max_subscriptions_per_node"), declared("pubsub", "max_nodes_cached")),
+                      declared("pubsub", "max_subscriptions_per_node"), declared("pubsub", "max_nodes_cached"),
+                      declared("adhoc", "max_sessions"), declared("adhoc", "session_timeout_s"),
+                      declared("adhoc", "max_online_list")),
     [](const auto& p) { return std::string(p.param.table) + "_" + p.param.name; });
 
 TEST(NumericBounds, CoverEveryIntegerOption) {
@@ -432,7 +447,7 @@ TEST(NumericBounds, CoverEveryIntegerOption) {
             if (e.message() == "must be an integer (got a string)") ++numeric;
         }
     }
-    EXPECT_EQ(numeric, 38u);  // booleans such as modules.mam are not counted
+    EXPECT_EQ(numeric, 41u);  // booleans such as modules.mam are not counted
 }
 
 // --- files on disk ---
