@@ -66,7 +66,7 @@ std::string_view to_string(AccessModel m) noexcept { return k_access_models[stat
 std::string_view to_string(PublishModel m) noexcept { return k_publish_models[static_cast<int>(m)]; }
 
 xmpp::Result<NodeConfig, FormError> apply_config_form(const NodeConfig& base, pugi::xml_node x,
-                                                     const ConfigLimits& limits) noexcept {
+                                                     const ConfigLimits& limits, std::string_view form_type) noexcept {
     try {
         const std::string_view type = x.attribute("type").value();
         if (type == "cancel") return base;  // XEP-0004 §3.1: the owner gave up
@@ -82,7 +82,10 @@ xmpp::Result<NodeConfig, FormError> apply_config_form(const NodeConfig& base, pu
             }
             if (var == "FORM_TYPE") {
                 // XEP-0068 §4: the form's type; another form is not a node configuration.
-                if (v != k_form_type_node_config) return xmpp::Unexpected(bad(var, "not a node_config form"));
+                if (v != form_type) {
+                    return xmpp::Unexpected(bad(var, form_type == k_form_type_node_config ? "not a node_config form"
+                                                                                         : "not a publish-options form"));
+                }
             } else if (var == "pubsub#access_model") {
                 if (v == "open") {
                     c.access_model = AccessModel::open;

@@ -53,14 +53,18 @@ struct FormError {
 // The namespace of the data form (XEP-0004) and of its FORM_TYPE (XEP-0060 §16.4.4).
 inline constexpr std::string_view k_ns_data = "jabber:x:data";
 inline constexpr std::string_view k_form_type_node_config = "http://jabber.org/protocol/pubsub#node_config";
+// XEP-0060 §7.1.5: publishing options, the same fields as a node configuration.
+inline constexpr std::string_view k_form_type_publish_options = "http://jabber.org/protocol/pubsub#publish-options";
 
 // Applies the fields of `x` (a <x xmlns='jabber:x:data'/> of type submit) to `base`.
 // XEP-0060 §8.2: an unknown field or a malformed value is bad-request (naming the field); a
 // well-formed value the service does not support or allow (an access model it does not offer,
 // max_items over the cap) is not-acceptable. A form of type 'cancel' leaves `base` unchanged.
-// `x` must be the form element; its namespace is checked by the caller.
+// `x` must be the form element; its namespace is checked by the caller. `form_type`: the
+// FORM_TYPE a form may declare (node_config, or publish-options for §7.1.5 preconditions).
 xmpp::Result<NodeConfig, FormError> apply_config_form(const NodeConfig& base, pugi::xml_node x,
-                                                     const ConfigLimits& limits) noexcept;
+                                                     const ConfigLimits& limits,
+                                                     std::string_view form_type = k_form_type_node_config) noexcept;
 
 // The <x xmlns='jabber:x:data' type='form'> an owner gets for `config` (XEP-0060 §8.2,
 // example 126), appended to `out`.

@@ -26,10 +26,20 @@ void PubsubService::publish(Request& r, Node& n) {
         reply_error(r, StanzaError::forbidden);  // §7.1.3
         return;
     }
-    if (r.dom.child(r.payload, "publish-options", k_ns_pubsub)) {
-        // §7.1.5: publishing options are not offered.
-        reply_error(r, StanzaError::feature_not_implemented, "unsupported", {}, "publish-options");
-        return;
+    if (auto options = r.dom.child(r.payload, "publish-options", k_ns_pubsub)) {
+        // §7.1.5: preconditions. The options are node configuration fields; the publish goes
+        // ahead only if applying them would leave the node as it is.
+        if (auto x = r.dom.child(options, "x", k_ns_data)) {
+            auto wanted = apply_config_form(cfg, x, _limits, k_form_type_publish_options);
+            if (!wanted) {
+                reply_error(r, wanted.error().condition, {}, wanted.error().text);
+                return;
+            }
+            if (wanted.value() != cfg) {
+                reply_error(r, StanzaError::conflict, "precondition-not-met", "the node's configuration differs");
+                return;
+            }
+        }
     }
     pugi::xml_node item_el;
     std::size_t item_count = 0;

@@ -36,6 +36,9 @@ void PubsubModule::install(ModuleContext& ctx) {
                         "Fan-out envelopes (one per destination shard and publish), by outcome",
                         {{"outcome", "dropped_mailbox_full"}}, &c.fan_out_dropped);
         ctx.add_counter("starling_pubsub_errors_total", "Requests answered with an error", {}, &c.errors);
+        ctx.add_counter("starling_pubsub_rate_limited_total",
+                        "Publishes refused because the account exceeded max_publishes_per_second", {},
+                        &c.rate_limited);
     }
     for (const auto& domain : ctx.shard().server.domains) {
         const std::string jid = _options.subdomain + "." + domain;
@@ -60,6 +63,8 @@ ModuleSpec PubsubModule::spec() {
             OptionSpec::integer("max_subscriptions_per_node", 10'000, 1, 10'000'000, "subscriptions one node may hold"),
             OptionSpec::integer("max_nodes_cached", 10'000, 16, 10'000'000,
                                 "nodes each shard keeps in memory (others are read from storage on use)"),
+            OptionSpec::integer("max_publishes_per_second", 100, 0, 1'000'000,
+                                "items one account may publish per second, in bursts of twice that (0: no limit)"),
         },
         .make = [](const OptionValues& v) -> std::unique_ptr<Module> {
             pubsub::PubsubOptions o;
@@ -70,6 +75,7 @@ ModuleSpec PubsubModule::spec() {
             o.max_payload_bytes = static_cast<std::size_t>(v.integer("pubsub.max_payload_bytes"));
             o.max_subscriptions_per_node = static_cast<std::uint32_t>(v.integer("pubsub.max_subscriptions_per_node"));
             o.max_nodes_cached = static_cast<std::uint32_t>(v.integer("pubsub.max_nodes_cached"));
+            o.max_publishes_per_second = static_cast<std::uint32_t>(v.integer("pubsub.max_publishes_per_second"));
             return std::make_unique<PubsubModule>(nullptr, std::move(o));
         },
     };

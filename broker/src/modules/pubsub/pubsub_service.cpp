@@ -33,7 +33,7 @@ constexpr std::string_view k_features[] = {
     "access-authorize", "access-open",          "access-whitelist", "create-and-configure",
     "create-nodes",     "config-node",          "delete-items",     "delete-nodes",
     "instant-nodes",    "item-ids",             "last-published",   "manage-subscriptions",
-    "modify-affiliations", "persistent-items", "publish",          "purge-nodes",
+    "modify-affiliations", "persistent-items", "publish",          "publish-options", "purge-nodes",
     "retract-items",    "retrieve-affiliations", "retrieve-default", "retrieve-items",
     "retrieve-subscriptions", "subscribe",
 };
@@ -57,6 +57,30 @@ router::ShardId PubsubService::home_of(std::string_view service, std::string_vie
 }
 
 std::string PubsubService::new_id(std::size_t n) { return _shard.random.alnum(n); }
+
+bool PubsubService::take_publish_token(const std::string& bare) {
+    const std::uint32_t rate = _options.max_publishes_per_second;
+    if (rate == 0) return true;
+    const double burst = 2.0 * rate;
+    const auto now = std::chrono::steady_clock::now();
+    auto [it, fresh] = _publish_buckets.try_emplace(bare);
+    Bucket& b = it->second;
+    if (fresh) {
+        b.tokens = burst;
+    } else {
+        const double elapsed = std::chrono::duration<double>(now - b.last).count();
+        b.tokens = std::min(burst, b.tokens + elapsed * rate);
+    }
+    b.last = now;
+    const bool ok = b.tokens >= 1.0;
+    if (ok) b.tokens -= 1.0;
+    if (_publish_buckets.size() > 4 * static_cast<std::size_t>(_options.max_nodes_cached)) {
+        // Bounded: an account idle long enough to have a full bucket is the same as a new one.
+        const auto full_after = std::chrono::duration<double>(burst / rate);
+        std::erase_if(_publish_buckets, [&](const auto& kv) { return now - kv.second.last >= full_after; });
+    }
+    return ok;
+}
 
 // ---- Entry -----------------------------------------------------------------------------------
 
@@ -140,6 +164,16 @@ void PubsubService::handle_serviceless(Request& r) {
 void PubsubService::handle_node(Request& r, std::string_view node) {
     if (node.size() > k_max_node_bytes) {
         reply_error(r, StanzaError::not_acceptable, {}, "node name too long");
+        return;
+    }
+    if (r.ns == k_ns_pubsub && r.action_name == "publish" && r.env.kind != router::Envelope::Kind::service &&
+        !take_publish_token(r.bare)) {
+        // Counted where the request first arrives (the publisher's home shard), not again on
+        // the node's. resource-constraint is of type wait (RFC 6120 §8.3.3.18): retry later.
+        ++_counters.rate_limited;
+        reply_error(r, StanzaError::resource_constraint, {},
+                    "publishing too fast: at most " + std::to_string(_options.max_publishes_per_second) +
+                        " items per second");
         return;
     }
     const router::ShardId home = home_of(r.service, node);

@@ -16,6 +16,7 @@
 // shard's router for each pubsub.<domain>. Its node cache holds only nodes homed on its shard.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -52,6 +53,8 @@ struct PubsubOptions {
     std::size_t max_payload_bytes = 64 * 1024;
     std::uint32_t max_subscriptions_per_node = 10'000;
     std::uint32_t max_nodes_cached = 10'000;  // per shard; least recently loaded are dropped
+    // Publishes per second per account, in bursts of up to twice that; 0: no limit.
+    std::uint32_t max_publishes_per_second = 100;
 };
 
 // Per-shard counters (CONVENTIONS §4: plain integers, summed at scrape time).
@@ -66,6 +69,7 @@ struct PubsubCounters {
     std::uint64_t fan_out_envelopes = 0;
     std::uint64_t fan_out_dropped = 0;  // a destination mailbox was full
     std::uint64_t errors = 0;           // requests answered with an error
+    std::uint64_t rate_limited = 0;     // publishes refused: the account published too fast
 };
 
 class PubsubService final : public router::Service {
@@ -160,6 +164,9 @@ private:
                      std::string_view text = {}, std::string_view feature = {});
     void send(router::Envelope&& env);
     std::string new_id(std::size_t n);
+    // Takes one publish from `bare`'s token bucket (on the shard where its requests arrive:
+    // its sessions' home); false when it is empty.
+    bool take_publish_token(const std::string& bare);
 
     session::ShardServices& _shard;
     NodeStore _store;
@@ -170,6 +177,11 @@ private:
     // Nodes deleted whose deletion is not durable yet (by key: pending deletions), so that a
     // lookup does not load them back from RocksDB in the meantime.
     std::unordered_map<std::string, std::uint32_t> _erasing;
+    struct Bucket {
+        double tokens = 0;
+        std::chrono::steady_clock::time_point last;
+    };
+    std::unordered_map<std::string, Bucket> _publish_buckets;  // by bare JID
     std::uint64_t _next_message = 1;
     std::uint64_t _next_incarnation = 1;
     // Completions posted by the shard's writer hold a weak reference: one that runs after the

@@ -465,4 +465,56 @@ TEST(PubsubServiceWritePath, ADeletedNodeIsNotLoadedBackBeforeTheDeletionIsDurab
     EXPECT_FALSE(has(again, "id='old'")) << again;
 }
 
+std::string publish_with_options(const std::string& node, const std::string& id, const std::string& fields) {
+    return "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='" + node + "'><item id='" + id +
+           "'><t xmlns='u'>1</t></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'>"
+           "<field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value>"
+           "</field>" + fields + "</x></publish-options></pubsub>";
+}
+
+// XEP-0060 §7.1.5: options that match the node publish; options that would change it fail
+// with conflict + precondition-not-met and store nothing; a field the service does not know
+// is a bad request naming it.
+TEST(PubsubService, PublishOptionsArePreconditions) {
+    TwoShards b;
+    auto& alice = b.client_on(0, "alice");
+    const std::string node = b.node_on(1);
+    ASSERT_TRUE(is_result(b.iq(alice, "set", create(node))));
+    const auto ok = b.iq(alice, "set", publish_with_options(node, "a",
+        "<field var='pubsub#access_model'><value>open</value></field>"
+        "<field var='pubsub#persist_items'><value>true</value></field>"));
+    EXPECT_TRUE(is_result(ok)) << ok;
+    const auto differs = b.iq(alice, "set", publish_with_options(node, "b",
+        "<field var='pubsub#access_model'><value>whitelist</value></field>"));
+    EXPECT_TRUE(has(differs, "<conflict ") && has(differs, "precondition-not-met")) << differs;
+    const auto unknown = b.iq(alice, "set", publish_with_options(node, "c",
+        "<field var='pubsub#colour'><value>red</value></field>"));
+    EXPECT_TRUE(has(unknown, "<bad-request ") && has(unknown, "pubsub#colour")) << unknown;
+    const auto listed = b.iq(alice, "get", items(node));
+    EXPECT_TRUE(has(listed, "id='a'")) << listed;
+    EXPECT_FALSE(has(listed, "id='b'") || has(listed, "id='c'")) << listed;
+}
+
+// max_publishes_per_second: a burst of twice the rate passes, the next publish waits
+// (resource-constraint, type wait), counted once even though the node lives on another shard.
+TEST(PubsubService, PublishRatePerAccountAtTheBurstAndOnePast) {
+    PubsubOptions o;
+    o.max_publishes_per_second = 5;
+    TwoShards b(o);
+    auto& alice = b.client_on(0, "alice");
+    auto& bob = b.client_on(0, "bob");
+    const std::string node = b.node_on(1);
+    ASSERT_TRUE(is_result(b.iq(alice, "set", create(node))));
+    for (int i = 0; i < 10; ++i) {
+        const auto r = b.iq(alice, "set", publish(node, "i" + std::to_string(i), "<t xmlns='u'>1</t>"));
+        ASSERT_TRUE(is_result(r)) << i << ": " << r;
+    }
+    const auto refused = b.iq(alice, "set", publish(node, "over", "<t xmlns='u'>1</t>"));
+    EXPECT_TRUE(has(refused, "type='wait'") && has(refused, "<resource-constraint ")) << refused;
+    EXPECT_EQ(b.service[0]->counters().rate_limited + b.service[1]->counters().rate_limited, 1u);
+    // Another account has its own bucket (here refused by the node's publish model, not the rate).
+    const auto other = b.iq(bob, "set", publish(node, "bob", "<t xmlns='u'>1</t>"));
+    EXPECT_TRUE(has(other, "<forbidden ")) << other;
+}
+
 }  // namespace
