@@ -7,6 +7,7 @@
 #include "broker/src/session/shard_services.hpp"
 #include "broker/src/modules/offline/delay.hpp"
 #include "broker/src/storage/accounts.hpp"
+#include "broker/src/storage/write_path.hpp"
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
 #include "xmpp/ns.hpp"
@@ -58,7 +59,7 @@ OfflineModule::~OfflineModule() { _alive.reset(); }
 
 void OfflineModule::install(ModuleContext& ctx) {
     _shard = &ctx.shard();
-    _db = std::make_unique<offline::OfflineStore>(*ctx.shard().store);
+    _db = std::make_unique<offline::OfflineStore>(*ctx.shard().store, ctx.shard().writer);
     ctx.add_disco_feature(k_feature);
     {
         const char* help = "XEP-0160 offline messages, by outcome";
@@ -94,7 +95,7 @@ void OfflineModule::install(ModuleContext& ctx) {
         100);
 }
 
-offline::QueueState* OfflineModule::queue(std::string_view bare_jid) {
+OfflineModule::CachedQueue* OfflineModule::queue(std::string_view bare_jid) {
     const std::string key(bare_jid);
     if (auto it = _queues.find(key); it != _queues.end()) return &it->second;
     auto st = _db->state(bare_jid);
@@ -103,9 +104,34 @@ offline::QueueState* OfflineModule::queue(std::string_view bare_jid) {
         STARLING_LOG(error, "offline: reading the queue of {} failed: {}", key, storage::to_string(st.error()));
         return nullptr;
     }
-    // Bounded: drop the whole cache rather than track recency; it is rebuilt from the store.
-    if (_queues.size() >= _options.max_cached_queues) _queues.clear();
-    return &_queues.emplace(key, st.value()).first->second;
+    // Bounded: drop the cache rather than track recency; it is rebuilt from the store. Entries
+    // with writes in flight stay (RocksDB does not have them yet).
+    if (_queues.size() >= _options.max_cached_queues) {
+        std::erase_if(_queues, [](const auto& kv) { return kv.second.unsynced == 0; });
+    }
+    return &_queues.emplace(key, CachedQueue{st.value(), 0, false}).first->second;
+}
+
+void OfflineModule::track(const std::string& bare_jid, CachedQueue& q) {
+    auto* writer = _db->writer();
+    if (writer == nullptr) return;  // written synchronously
+    ++q.unsynced;
+    std::weak_ptr<int> alive = _alive;
+    writer->when_durable(storage::Durability::synced,
+                         [this, alive, bare_jid](xmpp::Result<void, storage::Errc> r) {
+                             if (alive.expired()) return;
+                             auto it = _queues.find(bare_jid);
+                             if (it == _queues.end()) return;
+                             auto& entry = it->second;
+                             if (entry.unsynced > 0) --entry.unsynced;
+                             if (!r) {
+                                 ++_counters.storage_errors;
+                                 STARLING_LOG(error, "offline: a write for {} failed: {}", bare_jid,
+                                              storage::to_string(r.error()));
+                                 entry.stale = true;  // the store is what a read says now
+                             }
+                             if (entry.stale && entry.unsynced == 0) _queues.erase(it);
+                         });
 }
 
 Handled OfflineModule::store(router::Envelope& env) {
@@ -119,8 +145,9 @@ Handled OfflineModule::store(router::Envelope& env) {
         case Keep::store: break;
     }
     const std::string_view bare = bare_of(env.to);
-    auto* q = queue(bare);
-    if (q == nullptr) return Handled::no;  // not stored: RFC 6121 §8.5.2.2.1 service-unavailable
+    auto* cached = queue(bare);
+    if (cached == nullptr) return Handled::no;  // not stored: RFC 6121 §8.5.2.2.1 service-unavailable
+    auto* q = &cached->state;
     if (q->count == 0) {
         // RFC 6121 §8.5.1: no such account gets service-unavailable, not a queue: anyone could
         // otherwise fill the disk with messages to made-up JIDs. Checked while the queue is
@@ -146,21 +173,39 @@ Handled OfflineModule::store(router::Envelope& env) {
     if (auto r = _db->append(bare, rec); !r) {
         ++_counters.storage_errors;
         STARLING_LOG(error, "offline: storing a message for {} failed: {}", bare, storage::to_string(r.error()));
-        _queues.erase(std::string(bare));  // unknown state now: re-read next time
+        // Unknown state now: re-read next time (once what is staged for it settles).
+        cached->stale = true;
+        if (cached->unsynced == 0) _queues.erase(std::string(bare));
         return Handled::no;
     }
     ++q->count;
     ++q->next_seq;
     ++_counters.stored;
-    return Handled::yes;  // on disk (synced) before we say so
+    // Staged into this turn's batch (synced with the group commit), or written synchronously
+    // without a writer. Nobody is told it is stored: a bounce is the only answer a message gets.
+    track(std::string(bare), *cached);
+    return Handled::yes;
 }
 
 void OfflineModule::deliver_stored(Session& session) {
     const xmpp::Jid* jid = session.jid();
     if (jid == nullptr) return;
     const std::string_view bare = jid->bare_view();
-    auto* q = queue(bare);
-    if (q == nullptr || q->count == 0) return;
+    auto* cached = queue(bare);
+    if (cached == nullptr || cached->state.count == 0) return;
+    if (cached->unsynced > 0) {
+        // Messages staged for this user are not in RocksDB yet: read once they are (the
+        // completion comes after every write staged before it, so this does not starve).
+        std::weak_ptr<Session> weak = session.shared();
+        std::weak_ptr<int> alive = _alive;
+        _db->writer()->when_durable(storage::Durability::logged, [this, weak, alive](xmpp::Result<void, storage::Errc>) {
+            if (alive.expired()) return;
+            auto s = weak.lock();
+            if (s && s->is_available() && s->priority() >= 0) deliver_stored(*s);
+        });
+        return;
+    }
+    auto* q = &cached->state;
     auto batch = _db->oldest(bare, q->count, _options.flush_bytes);
     if (!batch) {
         ++_counters.storage_errors;
@@ -183,10 +228,12 @@ void OfflineModule::deliver_stored(Session& session) {
         ++_counters.storage_errors;
         STARLING_LOG(error, "offline: deleting delivered messages of {} failed: {}", bare,
                      storage::to_string(r.error()));
-        _queues.erase(std::string(bare));
+        cached->stale = true;
+        track(std::string(bare), *cached);  // dropped from the cache once what is staged settles
         return;
     }
     q->count = seqs.size() >= q->count ? 0 : q->count - seqs.size();
+    track(std::string(bare), *cached);
     if (q->count > 0) continue_later(session);
 }
 

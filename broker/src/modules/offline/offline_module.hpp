@@ -55,12 +55,21 @@ private:
     Handled store(router::Envelope& env);
     void deliver_stored(Session& session);
     void continue_later(Session& session);
-    offline::QueueState* queue(std::string_view bare_jid);
+    struct CachedQueue {
+        offline::QueueState state;
+        // Writes staged for this queue and not yet durable. While non-zero the entry stays
+        // cached (a rescan of RocksDB would miss them) and the queue is not read from RocksDB.
+        std::uint32_t unsynced = 0;
+        bool stale = false;  // a write failed: drop the entry once `unsynced` is zero
+    };
+    CachedQueue* queue(std::string_view bare_jid);
+    // Counts a staged write for `bare_jid` until the shard's writer says it is durable.
+    void track(const std::string& bare_jid, CachedQueue& q);
 
     OfflineOptions _options;
     ShardServices* _shard = nullptr;
     std::unique_ptr<offline::OfflineStore> _db;
-    std::unordered_map<std::string, offline::QueueState> _queues;  // bare JID -> size (cache)
+    std::unordered_map<std::string, CachedQueue> _queues;  // bare JID -> size (cache)
     std::shared_ptr<int> _alive = std::make_shared<int>(0);         // timers check it
     OfflineCounters _counters;
 };

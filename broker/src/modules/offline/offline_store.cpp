@@ -8,6 +8,7 @@
 
 #include "broker/src/storage/rocks.hpp"
 #include "broker/src/storage/store.hpp"
+#include "broker/src/storage/write_path.hpp"
 #include "offline_generated.h"
 
 namespace starling::modules::offline {
@@ -20,9 +21,6 @@ using storage::Column;
 using storage::Errc;
 
 namespace {
-
-
-
 
 constexpr std::size_t k_seq_bytes = 8;
 
@@ -108,6 +106,7 @@ xmpp::Result<void, Errc> OfflineStore::append(std::string_view bare_jid, const O
     try {
         const auto k = key(bare_jid, record.seq);
         const auto v = encode(record);
+        if (_writer != nullptr) return _writer->put(Column::offline, k, v, storage::Durability::synced);
         const auto st = _store.db().Put(write_options(_store), _store.column(Column::offline), slice(k), slice(v));
         if (!st.ok()) return xmpp::Unexpected(errc_of(st));
         return {};
@@ -155,6 +154,14 @@ xmpp::Result<void, Errc> OfflineStore::erase(std::string_view bare_jid,
                                             const std::vector<std::uint64_t>& seqs) noexcept {
     if (seqs.empty()) return {};
     try {
+        if (_writer != nullptr) {
+            // One turn's batch: these deletes commit together. A failure to stage one leaves
+            // the rest stored, which delivers them again rather than never.
+            for (const auto s : seqs) {
+                if (auto r = _writer->erase(Column::offline, key(bare_jid, s), storage::Durability::synced); !r) return r;
+            }
+            return {};
+        }
         rocksdb::WriteBatch batch;
         for (const auto s : seqs) {
             const auto k = key(bare_jid, s);

@@ -3,10 +3,11 @@
 // messages oldest first and a user's queue is one key range (DESIGN §6). Values are the
 // FlatBuffers table OfflineMessage (schemas/storage/offline.fbs).
 //
-// Each call is one synchronous RocksDB operation (thread-safe). Appends and deletes are written
-// with the store's sync option: a message counts as stored only once it is on disk.
-// TODO(#4): the calls block the shard thread; move them to a storage thread with a
-// completion posted back when the store grows an asynchronous interface.
+// Appends and deletes go through the shard's storage::ShardWriter when there is one (DESIGN §6:
+// staged into the reactor turn's batch at Durability::synced, committed off the reactor);
+// without one (unit fixtures) each is one synchronous RocksDB write with the store's sync
+// option. Reads go to RocksDB directly and do not see staged writes: OfflineModule waits for
+// a user's staged writes before it reads that user's queue.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +20,7 @@
 
 namespace starling::storage {
 class Store;
+class ShardWriter;
 }
 
 namespace starling::modules::offline {
@@ -37,7 +39,10 @@ struct QueueState {
 
 class OfflineStore {
 public:
-    explicit OfflineStore(storage::Store& store) noexcept : _store(store) {}
+    // `writer` null: every write is synchronous.
+    explicit OfflineStore(storage::Store& store, storage::ShardWriter* writer = nullptr) noexcept
+        : _store(store), _writer(writer) {}
+    storage::ShardWriter* writer() const noexcept { return _writer; }
 
     // Counts the user's messages and finds the next sequence number (one prefix scan).
     xmpp::Result<QueueState, storage::Errc> state(std::string_view bare_jid) const noexcept;
@@ -58,6 +63,7 @@ public:
 
 private:
     storage::Store& _store;
+    storage::ShardWriter* _writer;
 };
 
 }  // namespace starling::modules::offline

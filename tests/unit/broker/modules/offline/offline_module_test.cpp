@@ -22,12 +22,12 @@ struct Fixture {
     modules::OfflineModule* offline = nullptr;
     std::unique_ptr<test_support::OneShard> shard;
 
-    explicit Fixture(std::uint32_t max_messages) {
+    explicit Fixture(std::uint32_t max_messages, bool write_path = false) {
         std::vector<std::unique_ptr<modules::Module>> mods;
         auto m = std::make_unique<modules::OfflineModule>(modules::OfflineOptions{.max_messages = max_messages});
         offline = m.get();
         mods.push_back(std::move(m));
-        shard = std::make_unique<test_support::OneShard>(std::move(mods));
+        shard = std::make_unique<test_support::OneShard>(std::move(mods), write_path);
         shard->add_account(k_bob);
     }
     std::uint64_t stored_in_db() {
@@ -89,6 +89,26 @@ TEST(OfflineModule, RefusesMessagesForAccountsThatDoNotExist) {
     EXPECT_EQ(f.offline->counters().stored, 0u);
     EXPECT_EQ(f.offline->counters().rejected_no_account, 1u);
     EXPECT_EQ(f.shard->router->counters().bounced, 1u);
+}
+
+// Through the broker's write path: messages are staged and committed off the reactor; the
+// per-user limit counts the staged ones (RocksDB has none of them yet), and once committed
+// they are all in the store, numbered in order.
+TEST(OfflineModule, WritePathStagesMessagesAndTheLimitCountsThem) {
+    Fixture f(3, true);
+    for (int i = 0; i < 4; ++i) f.shard->route(StanzaKind::message, k_alice, k_bob, "chat", msg("chat", std::to_string(i)));
+    EXPECT_EQ(f.offline->counters().stored, 3u);
+    EXPECT_EQ(f.offline->counters().rejected_full, 1u);
+    EXPECT_EQ(f.stored_in_db(), 0u);  // staged, not committed: the turn has not ended
+    f.shard->settle();
+    EXPECT_EQ(f.stored_in_db(), 3u);
+    modules::offline::OfflineStore db(*f.shard->store);
+    auto all = db.oldest(k_bob, 10, 1u << 20).value();
+    ASSERT_EQ(all.size(), 3u);
+    for (std::size_t i = 0; i < all.size(); ++i) {
+        EXPECT_EQ(all[i].seq, i + 1);
+        EXPECT_NE(all[i].stanza.find("<body>" + std::to_string(i) + "</body>"), std::string::npos);
+    }
 }
 
 }  // namespace
