@@ -75,6 +75,8 @@ void for_each_option(C& c, V&& v) {
 
     v("admin", "socket", c.admin.socket, Text::any);
     v("storage", "path", c.storage.path, Text::any);
+    v("storage", "block_cache_mb", c.storage.block_cache_mb, bounds::block_cache_mb);
+    v("storage", "write_buffer_mb", c.storage.write_buffer_mb, bounds::write_buffer_mb);
 }
 
 constexpr std::string_view k_domains = "domains";

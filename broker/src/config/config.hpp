@@ -26,6 +26,8 @@ struct Range {
 };
 
 namespace bounds {
+inline constexpr Range block_cache_mb{1, 1u << 20};
+inline constexpr Range write_buffer_mb{1, 1u << 16};
 inline constexpr Range shards{0, 1024};  // 0: one shard per core
 inline constexpr Range port{0, 65535};   // 0: that listener is disabled
 inline constexpr Range pre_auth_timeout_ms{1'000, 3'600'000};
@@ -134,6 +136,8 @@ struct AdminConfig {
 
 struct StorageConfig {
     std::filesystem::path path;  // RocksDB folder. Empty: <data_dir>/db; relative: under data_dir
+    std::uint32_t block_cache_mb = 32;   // RocksDB's block cache (reads of recent data)
+    std::uint32_t write_buffer_mb = 64;  // memtables, all column families together
 
     friend bool operator==(const StorageConfig&, const StorageConfig&) = default;
 };

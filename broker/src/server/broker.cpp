@@ -153,7 +153,10 @@ struct Broker::Impl {
         options = make_options(cfg, load_server_secret(cfg));
         options.max_connections = per_shard_connection_cap(cfg);
 
-        store = storage::Store::open(cfg.storage.path.string());
+        storage::StoreOptions so;
+        so.block_cache_bytes = std::size_t{cfg.storage.block_cache_mb} << 20;
+        so.write_buffer_bytes = std::size_t{cfg.storage.write_buffer_mb} << 20;
+        store = storage::Store::open(cfg.storage.path.string(), so);
         committer = std::make_unique<storage::Committer>(*store);
         committer->start();
         accounts = std::make_unique<storage::AccountStore>(*store);

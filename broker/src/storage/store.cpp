@@ -12,7 +12,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
 #include <filesystem>
+#include <string_view>
 #include <vector>
 
 #include "broker/src/util/log.hpp"
@@ -55,6 +59,31 @@ public:
     std::uint64_t ops = 0;
 };
 
+// RocksDB's own messages go to Starling's log (stderr, journald) instead of a LOG file in the
+// data folder. Besides one place to look, this matters on a full disk: Debian's RocksDB is
+// built with assertions, and a write to its LOG file after one failed with ENOSPC aborts the
+// process (WritableFileWriter::AssertFalseAndGetStatusForPrevError, reached from the error
+// handler that logs the disk-full error). Its chatter (INFO) is at trace level.
+class LogForwarder final : public rocksdb::Logger {
+public:
+    LogForwarder() : rocksdb::Logger(rocksdb::InfoLogLevel::DEBUG_LEVEL) {}
+    using rocksdb::Logger::Logv;
+    void Logv(const char* format, va_list ap) override { Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap); }
+    void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+        util::LogLevel ours = util::LogLevel::trace;
+        if (level >= rocksdb::InfoLogLevel::ERROR_LEVEL && level != rocksdb::InfoLogLevel::HEADER_LEVEL) {
+            ours = util::LogLevel::error;
+        } else if (level == rocksdb::InfoLogLevel::WARN_LEVEL) {
+            ours = util::LogLevel::warn;
+        }
+        if (!util::log_enabled(ours)) return;
+        char line[1024];
+        const int n = std::vsnprintf(line, sizeof line, format, ap);
+        if (n < 0) return;
+        util::log(ours, "rocksdb: {}", std::string_view(line, std::min<std::size_t>(static_cast<std::size_t>(n), sizeof line - 1)));
+    }
+};
+
 // fsync of a directory, so that a created or removed marker survives a power cut.
 void sync_dir(const std::string& dir) noexcept {
     const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -95,6 +124,7 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
 
     rocksdb::Options db_options;
     db_options.create_if_missing = true;
+    db_options.info_log = std::make_shared<LogForwarder>();
     // The default, said out loud: replay each WAL up to its first torn or corrupt record and
     // drop the rest. A synced write is whole on disk before it is acknowledged, so only
     // unacknowledged writes can be in a dropped tail.
@@ -112,6 +142,8 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
     table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
     rocksdb::ColumnFamilyOptions cf_options;
     cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+    db_options.db_write_buffer_size = options.write_buffer_bytes;
+    cf_options.write_buffer_size = options.write_buffer_bytes;
 
     std::vector<rocksdb::ColumnFamilyDescriptor> families;
     families.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);

@@ -47,6 +47,10 @@ struct StoreOptions {
     // fsync every write batch: what is acknowledged survives a power cut (DESIGN §6).
     bool sync_writes = true;
     std::size_t block_cache_bytes = 32u << 20;
+    // Memtables of all column families together (RocksDB's db_write_buffer_size); each column
+    // family's own memtable is at most this much too. A flush to an SST file follows when full,
+    // and the write-ahead log is preallocated in blocks of about this size.
+    std::size_t write_buffer_bytes = 64u << 20;
     // The file system RocksDB writes through; null means the local disk. Tests and benchmarks
     // inject faults and latency here (tests/support/faulty_fs.hpp); the broker leaves it null.
     std::shared_ptr<rocksdb::FileSystem> file_system{};
