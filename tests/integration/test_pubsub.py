@@ -216,6 +216,47 @@ async def test_subscribers_get_notifications(t):
     assert kind == "delete", (kind, m)
 
 
+async def test_operator_lists_shows_and_deletes_nodes_with_starlingctl(t):
+    # starlingctl pubsub list / show / delete against the running broker (two shards: the
+    # deletion runs on the node's home shard); the subscriber is told of the deletion.
+    if harness.SUT != "starling":
+        raise harness.Skip("starlingctl is Starling's")
+    s = await t.shared_server(shards=2)
+    owner, bob = unique("owner"), unique("bob")
+    s.add_users([(owner, "pw"), (bob, "pw")])
+    o = await t.client(s, owner, "pw")
+    b = await t.client(s, bob, "pw")
+    po, pb = with_pubsub(o), with_pubsub(b)
+    node = unique("device")
+    await po.create_node(SERVICE, node, config=form(o, {"pubsub#title": "Boiler room"}), timeout=5)
+    await pb.subscribe(SERVICE, node, timeout=5)
+    for i in range(3):
+        await po.publish(SERVICE, node, id=f"r{i}", payload=reading(str(20 + i)), timeout=5)
+    for _ in range(3):
+        await next_event(b)
+    assert node in s.ctl("pubsub", "list").split()
+    shown = s.ctl("pubsub", "show", SERVICE, node)
+    fields = [line.split(" ", 1) for line in shown.splitlines() if " " in line]
+    assert ["title", "Boiler room"] in fields, shown
+    assert ["access_model", "open"] in fields, shown
+    assert ["affiliation", f"{o.bare} owner"] in fields, shown
+    assert ["subscription", f"{b.bare} subscribed"] in fields, shown
+    assert ["items", "3"] in fields, shown
+    assert any(f[0] == "last_item" and f[1].startswith("r2 ") for f in fields), shown
+    out = s.ctl("pubsub", "delete", SERVICE, node)
+    assert "deleted" in out, out
+    kind, m = await next_event(b)
+    assert kind == "delete", (kind, m)
+    assert node not in s.ctl("pubsub", "list").split()
+    for args in (("pubsub", "show", SERVICE, node), ("pubsub", "delete", SERVICE, node),
+                 ("pubsub", "list", "nowhere.localhost")):
+        try:
+            s.ctl(*args)
+            raise AssertionError(f"{args} succeeded")
+        except harness.ServerFailed as e:
+            assert "exited 1" in str(e) and ("no node" in str(e) or "no PubSub service" in str(e)), e
+
+
 async def test_whitelist_node_refuses_strangers(t):
     s = await t.shared_server()
     owner, stranger, member = unique("owner"), unique("stranger"), unique("member")

@@ -204,6 +204,27 @@ private:
             return finish_ok(jid->str() + (on ? " is silent: its presence is not broadcast to contacts"
                                               : " broadcasts its presence again"));
         }
+        if (f.size() >= 2 && f[0] == "pubsub") {
+            const bool list = is({"pubsub", "list"}, 0) || is({"pubsub", "list"}, 1);
+            const bool show = is({"pubsub", "show"}, 2);
+            const bool del = is({"pubsub", "delete"}, 2);
+            if (!list && !show && !del) {
+                return finish_error(AdminErrc::bad_request, "usage: pubsub list [SERVICE] | show SERVICE NODE | delete SERVICE NODE");
+            }
+            const bool have = list ? static_cast<bool>(s.hooks.pubsub_list)
+                                   : static_cast<bool>(show ? s.hooks.pubsub_show : s.hooks.pubsub_delete);
+            if (!have) return finish_error(AdminErrc::not_available, "pubsub: not available (module off?)");
+            AdminHooks::Answer a;
+            if (list) {
+                a = s.hooks.pubsub_list(f.size() == 3 ? f[2] : std::string_view());
+            } else {
+                a = (show ? s.hooks.pubsub_show : s.hooks.pubsub_delete)(f[2], f[3]);
+            }
+            if (!a.found) return finish_error(AdminErrc::not_found, a.text);
+            if (del) return finish_ok(a.text);
+            send(out_lines(a.text), false);
+            return finish_ok("");
+        }
         if (is({"ping"}, 0)) return finish_ok("pong");
         finish_error(AdminErrc::bad_request, "unknown request '" + std::string(f[0].substr(0, 100)) + "'");
     }

@@ -42,6 +42,15 @@ struct AdminHooks {
     // Sets or clears an account's silent-presence flag (modules/presence/silent.hpp); returns an
     // error text, empty on success. The JID is a normalised bare JID of an existing account.
     std::function<std::string(std::string_view bare_jid, bool on)> presence_silent;
+    // PubSub administration (starlingctl pubsub list|show|delete). `service` empty: the
+    // first served domain's service. found = false: `text` says what does not exist.
+    struct Answer {
+        bool found = true;
+        std::string text;  // lines to print, or what is missing
+    };
+    std::function<Answer(std::string_view service)> pubsub_list;
+    std::function<Answer(std::string_view service, std::string_view node)> pubsub_show;
+    std::function<Answer(std::string_view service, std::string_view node)> pubsub_delete;
 };
 
 class AdminStartError : public std::runtime_error {

@@ -59,6 +59,10 @@ Commands:
   stats                        the broker's counters              (running broker only)
   presence silent JID on|off   an account's presence is (not) broadcast to its contacts;
                                probes to it answer unavailable      (running broker only)
+  pubsub list [SERVICE]        the nodes of a PubSub service (default pubsub.<first domain>)
+  pubsub show SERVICE NODE     a node's configuration, affiliations, subscriptions, items
+  pubsub delete SERVICE NODE   delete a node; its subscribers are told
+                               (pubsub: running broker only)
 
 With starlingd running, commands go through its admin socket; otherwise the user commands open
 the store in <data-dir>/db directly.
@@ -162,6 +166,11 @@ int check_command(const std::vector<std::string>& c) {
     if (c[0] == "presence") {
         if (n == 4 && c[1] == "silent" && (c[3] == "on" || c[3] == "off")) return -1;
         return usage("usage: presence silent JID on|off");
+    }
+    if (c[0] == "pubsub") {
+        if (n >= 2 && c[1] == "list" && n <= 3) return -1;
+        if (n == 4 && (c[1] == "show" || c[1] == "delete")) return -1;
+        return usage("usage: pubsub list [SERVICE] | pubsub show SERVICE NODE | pubsub delete SERVICE NODE");
     }
     if ((c[0] == "sessions" || c[0] == "stats") && n == 1) return -1;
     if (c[0] == "kick" && n == 2) return -1;

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <csignal>
 #include <fstream>
+#include <optional>
 #include <future>
 #include <thread>
 
@@ -21,6 +22,10 @@
 #include "broker/src/metrics/store_metrics.hpp"
 #include "broker/src/modules/module_list.hpp"
 #include "broker/src/modules/presence/silent.hpp"
+#include "broker/src/modules/pubsub/describe.hpp"
+#include "broker/src/modules/pubsub/node_store.hpp"
+#include "broker/src/modules/pubsub/pubsub_module.hpp"
+#include "broker/src/modules/pubsub/pubsub_service.hpp"
 #include "broker/src/session/hooks.hpp"
 #include "broker/src/session/shard_peers.hpp"
 #include "broker/src/net/listener.hpp"
@@ -262,6 +267,65 @@ struct Broker::Impl {
         });
     }
 
+    // starlingctl pubsub: list and show read RocksDB on the admin thread (what is committed);
+    // delete runs on the node's home shard, as an owner's delete would, and waits until durable.
+    void add_pubsub_hooks(admin::AdminHooks& hooks) {
+        if (!cfg.modules.is_enabled("pubsub")) return;
+        const std::string subdomain = cfg.modules.values.text("pubsub.subdomain");
+        auto service_of = [this, subdomain](std::string_view asked) -> std::optional<std::string> {
+            if (asked.empty()) return subdomain + "." + cfg.domains.front();
+            for (const auto& d : cfg.domains) {
+                if (asked == subdomain + "." + d) return std::string(asked);
+            }
+            return std::nullopt;
+        };
+        using Answer = admin::AdminHooks::Answer;
+        hooks.pubsub_list = [this, service_of](std::string_view asked) -> Answer {
+            auto service = service_of(asked);
+            if (!service) return {false, "no PubSub service " + std::string(asked)};
+            auto nodes = modules::pubsub::NodeStore(*store).list_nodes(*service);
+            if (!nodes) return {true, "error: " + std::string(storage::to_string(nodes.error()))};
+            std::string out;
+            for (const auto& n : *nodes) out += n + "\n";
+            return {true, out};
+        };
+        hooks.pubsub_show = [this, service_of](std::string_view asked, std::string_view node) -> Answer {
+            auto service = service_of(asked);
+            if (!service) return {false, "no PubSub service " + std::string(asked)};
+            auto d = modules::pubsub::describe_node(*store, *service, node);
+            return {d.found, std::move(d.text)};
+        };
+        hooks.pubsub_delete = [this, service_of](std::string_view asked, std::string_view node) -> Answer {
+            auto service = service_of(asked);
+            if (!service) return {false, "no PubSub service " + std::string(asked)};
+            using Result = modules::pubsub::PubsubService::AdminDelete;
+            auto promise = std::make_shared<std::promise<Result>>();
+            auto future = promise->get_future();
+            std::string key = *service;
+            key += '\0';
+            key += node;
+            const auto home = states.front()->router->home_of(key);
+            peers.post(home, [promise, svc = *service, n = std::string(node)](session::ShardServices& there) {
+                auto* m = there.hooks == nullptr ? nullptr : there.hooks->find_module("pubsub");
+                auto* ps = m == nullptr ? nullptr : static_cast<modules::PubsubModule*>(m)->service();
+                if (ps == nullptr) {
+                    promise->set_value(Result::failed);
+                    return;
+                }
+                ps->admin_delete(svc, n, [promise](Result r) { promise->set_value(r); });
+            });
+            if (future.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+                return {true, "error: the node's shard did not answer within 10 s"};
+            }
+            switch (future.get()) {
+                case Result::deleted: return {true, "deleted " + std::string(node) + " from " + *service};
+                case Result::not_found: return {false, "no node " + std::string(node) + " on " + *service};
+                case Result::failed: break;
+            }
+            return {true, "error: the deletion could not be stored (see the broker's log)"};
+        };
+    }
+
     void start_services() {
         if (cfg.metrics.port != 0) {
             const bool v6 = cfg.metrics.bind_address.find(':') != std::string::npos;
@@ -309,6 +373,7 @@ struct Broker::Impl {
             auto r = modules::presence::set_silent(*store, bare, on);
             return r ? std::string() : std::string(storage::to_string(r.error()));
         };
+        add_pubsub_hooks(hooks);
         admin::AdminConfig ac;
         ac.domains = cfg.domains;
         ac.scram_iterations = cfg.accounts.scram_iterations;

@@ -49,6 +49,13 @@ public:
     // disco#items of the server's domains (XEP-0030 §4), in the order modules added them.
     const std::vector<DiscoItem>& disco_items() const noexcept { return _items; }
     std::size_t module_count() const noexcept { return _modules.size(); }
+    // The installed module called `name`, or null (administration reaching one module).
+    Module* find_module(std::string_view name) const noexcept {
+        for (const auto& m : _modules) {
+            if (m->name() == name) return m.get();
+        }
+        return nullptr;
+    }
 
 private:
     friend class ModuleContext;

@@ -93,6 +93,40 @@ void PubsubService::remove_node(Request& r, Node& n) {
     _nodes.erase(NodeStore::node_prefix(n.service, n.name));  // `n` is gone after this line
 }
 
+void PubsubService::admin_delete(std::string_view service, std::string_view node,
+                                 storage::MoveFunction<void(AdminDelete)> done) {
+    storage::Errc err = storage::Errc::not_found;
+    Node* n = lookup(service, node, err);
+    if (n == nullptr) {
+        done(err == storage::Errc::not_found ? AdminDelete::not_found : AdminDelete::failed);
+        return;
+    }
+    std::vector<std::string> owners;
+    for (const auto& [jid, a] : n->record.affiliations) {
+        if (a == Affiliation::owner) owners.push_back(jid);
+    }
+    if (auto w = _store.erase_node(n->service, n->name, owners); !w) {
+        STARLING_LOG(warn, "pubsub: deleting {} for the administrator failed: {}", n->name,
+                     storage::to_string(w.error()));
+        _nodes.erase(NodeStore::node_prefix(n->service, n->name));  // reloaded from the store
+        done(AdminDelete::failed);
+        return;
+    }
+    STARLING_LOG(info, "pubsub: node {} of {} deleted by the administrator", n->name, n->service);
+    _counters.items_removed += n->items.size();
+    if (n->record.config.notify_delete) {
+        std::string ev;
+        xmpp::xml::Writer w(ev);
+        w.open("event").attr("xmlns", k_ns_event).open("delete").attr("node", n->name).close().close();
+        notify(*n, std::move(ev));  // §8.4
+        _shard.router.flush();      // no session's turn ends here to wake the other shards
+    }
+    after_durable(n, true, [done = std::move(done)](bool ok) mutable {
+        done(ok ? AdminDelete::deleted : AdminDelete::failed);
+    });
+    _nodes.erase(NodeStore::node_prefix(n->service, n->name));  // `n` is gone after this line
+}
+
 // §8.5: remove every item; subscribers are told when the node notifies retractions.
 void PubsubService::purge(Request& r, Node& n) {
     if (affiliation(n, r.bare) != Affiliation::owner) {

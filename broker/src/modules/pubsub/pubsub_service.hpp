@@ -86,6 +86,12 @@ public:
     // Nodes cached on this shard (tests).
     std::size_t cached_nodes() const noexcept { return _nodes.size(); }
 
+    // An administrator deletes a node (starlingctl pubsub delete), on the node's home shard:
+    // as an owner's delete (XEP-0060 §8.4, subscribers told when notify_delete), and `done` runs
+    // on this shard once the deletion is durable.
+    enum class AdminDelete : std::uint8_t { deleted, not_found, failed };
+    void admin_delete(std::string_view service, std::string_view node, storage::MoveFunction<void(AdminDelete)> done);
+
 private:
     struct Node {
         std::string service;

@@ -146,6 +146,16 @@ TEST(AdminServer, HooksAreCalledOrReportedNotAvailable) {
             silenced = std::string(jid) + (on ? " on" : " off");
             return std::string();
         },
+        [](std::string_view service) {
+            return admin::AdminHooks::Answer{service != "nowhere", "feed-a\nfeed-b\n"};
+        },
+        [](std::string_view service, std::string_view node) {
+            return admin::AdminHooks::Answer{node == "feed-a", node == "feed-a" ? "node feed-a\nservice " + std::string(service)
+                                                                                 : "no node " + std::string(node)};
+        },
+        [](std::string_view, std::string_view node) {
+            return admin::AdminHooks::Answer{node == "feed-a", node == "feed-a" ? "deleted feed-a" : "no node"};
+        },
     });
     EXPECT_EQ(round_trip(b.socket, "sessions\n"),
               "out\ta@example.com/phone shard=0\nout\tb@example.com/x shard=1\nok\t\n");
@@ -166,6 +176,15 @@ TEST(AdminServer, HooksAreCalledOrReportedNotAvailable) {
     EXPECT_EQ(silenced, "dev@example.com on");
     EXPECT_EQ(last_line(round_trip(b.socket, "presence\tsilent\tdev@example.com\toff\n")).rfind("ok\t", 0), 0u);
     EXPECT_EQ(silenced, "dev@example.com off");
+
+    // pubsub list [SERVICE] | show SERVICE NODE | delete SERVICE NODE.
+    EXPECT_EQ(round_trip(b.socket, "pubsub\tlist\n"), "out\tfeed-a\nout\tfeed-b\nok\t\n");
+    EXPECT_EQ(last_line(round_trip(b.socket, "pubsub\tlist\tnowhere\n")).rfind("error\tnot-found", 0), 0u);
+    EXPECT_EQ(round_trip(b.socket, "pubsub\tshow\tps.example.com\tfeed-a\n"),
+              "out\tnode feed-a\nout\tservice ps.example.com\nok\t\n");
+    EXPECT_EQ(last_line(round_trip(b.socket, "pubsub\tshow\tps.example.com\tzzz\n")), "error\tnot-found\tno node zzz");
+    EXPECT_EQ(round_trip(b.socket, "pubsub\tdelete\tps.example.com\tfeed-a\n"), "ok\tdeleted feed-a\n");
+    EXPECT_EQ(last_line(round_trip(b.socket, "pubsub\tshow\tps.example.com\n")).rfind("error\tbad-request", 0), 0u);
 }
 
 TEST(AdminServer, ImportStreamsLinesAndReportsTheResult) {
