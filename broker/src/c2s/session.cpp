@@ -103,7 +103,7 @@ void C2sSession::start(ShardContext& ctx, asio::ip::tcp::socket socket, bool dir
             s->teardown();
             return;
         }
-        auto tls = xmpp::tls::TlsSession::server(*ctx.tls);
+        auto tls = xmpp::tls::OpenSslServerSession::make(*ctx.tls);
         if (!tls) {
             s->teardown();
             return;
@@ -558,7 +558,7 @@ void C2sSession::on_starttls() {
 
 void C2sSession::start_tls() {
     _starttls_pending = false;
-    auto tls = xmpp::tls::TlsSession::server(*_ctx->tls);
+    auto tls = xmpp::tls::OpenSslServerSession::make(*_ctx->tls);
     if (!tls) {
         teardown();
         return;
