@@ -690,6 +690,14 @@ void C2sSession::close_with(StreamError condition, std::string_view text, std::s
         teardown();  // no connection to say it on
         return;
     }
+    if (_tls && !_tls->is_handshake_done()) {
+        // Mid-handshake (a stalled or hostile peer): no stream to say it on yet, and waiting
+        // for the close grace would only hold the connection longer. Drop it now.
+        ++_ctx->counters.stream_errors[static_cast<std::size_t>(condition)];
+        STARLING_LOG(debug, "c2s {}: closing during the TLS handshake ({})", _peer, xmpp::to_string(condition));
+        teardown();
+        return;
+    }
     // §4.9.1.2: an error before our header still gets a header first.
     if (!_header_sent) write_stream_header_for_error();
     xmpp::xml::write_stream_error(_out, condition, text, app_condition);
