@@ -18,6 +18,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "xmpp/tls/record_layer.hpp"
+
 namespace xmpp::tls {
 namespace detail {
 namespace {
@@ -161,6 +163,23 @@ void certificate_names(X509* x, std::string& cn, std::vector<std::string>& dns,
     GENERAL_NAMES_free(sans);
 }
 
+// RFC 5929 §4.1 tls-server-end-point: the certificate's hash with its signature's digest;
+// MD5, SHA-1 and "none" (Ed25519) become SHA-256.
+std::vector<std::uint8_t> server_end_point_of(X509* x) {
+    if (x == nullptr) return {};
+    int md_nid = NID_undef;
+    OBJ_find_sigid_algs(X509_get_signature_nid(x), &md_nid, nullptr);
+    const EVP_MD* md = (md_nid == NID_undef || md_nid == NID_md5 || md_nid == NID_sha1)
+                           ? EVP_sha256()
+                           : EVP_get_digestbynid(md_nid);
+    if (md == nullptr) md = EVP_sha256();
+    std::vector<std::uint8_t> out(EVP_MAX_MD_SIZE);
+    unsigned int len = 0;
+    if (X509_digest(x, md, out.data(), &len) != 1) return {};
+    out.resize(len);
+    return out;
+}
+
 }  // namespace
 
 struct SslCtxDeleter {
@@ -177,6 +196,7 @@ struct OpenSslContextImpl {
     std::map<std::string, const Identity*, std::less<>> by_name;  // exact and "*.x" keys
     std::shared_ptr<TicketKeys> tickets;
     BIO_METHOD* bio_method = nullptr;
+    bool own_record_layer = true;
 
     OpenSslContextImpl() = default;
     ~OpenSslContextImpl() {
@@ -221,6 +241,34 @@ struct OpenSslSessionImpl {
     bool peer_closed = false;
     bool sni_known = false;
     std::string sni;  // lower-case; short names stay inside the string (no allocation)
+
+    // TLS 1.3 traffic secrets, from the key-log callback during the handshake only.
+    struct Secrets {
+        std::array<std::uint8_t, 48> client{}, server{};
+        std::size_t client_len = 0, server_len = 0;
+        ~Secrets() { OPENSSL_cleanse(this, sizeof *this); }
+    };
+    std::unique_ptr<Secrets> secrets;
+
+    // After the handshake, when our own record layer took over and the SSL object is gone:
+    // what the accessors still need, taken from the SSL object before it went.
+    struct Established {
+        std::unique_ptr<RecordLayer> rl;
+        const char* cipher = nullptr;   // static strings of libssl
+        const char* version = nullptr;
+        bool resumed = false;
+        bool has_exporter = false;
+        std::array<std::uint8_t, 32> exporter{};  // RFC 9266 tls-exporter
+        std::vector<std::uint8_t> end_point;      // RFC 5929 tls-server-end-point
+        X509* peer = nullptr;                     // the client's certificate, if any
+        long verify = X509_V_OK;
+        ~Established() {
+            X509_free(peer);
+            OPENSSL_cleanse(exporter.data(), exporter.size());
+        }
+    };
+    std::unique_ptr<Established> est;
+    std::string plain_left;  // decrypted by our record layer, not yet taken by the caller
 
     explicit OpenSslSessionImpl(const TlsLimits& l) noexcept : limits(l) {}
     ~OpenSslSessionImpl() { SSL_free(ssl); }  // frees the BIO too
@@ -289,9 +337,11 @@ struct OpenSslSessionImpl {
         if (error != TlsError::none) return Unexpected(error);
         if (!handshake_done) {
             ERR_clear_error();
+            const std::size_t out_before = out.size();
             const int rc = SSL_do_handshake(ssl);
             if (rc == 1) {
                 handshake_done = true;
+                detach(out_before);
             } else {
                 const int e = SSL_get_error(ssl, rc);
                 if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
@@ -303,7 +353,25 @@ struct OpenSslSessionImpl {
         return pending_out() != 0 ? HandshakeStatus::want_write : HandshakeStatus::want_read;
     }
 
+    // Our own failure (no OpenSSL error behind it); the first one sticks.
+    TlsError fail_own(TlsError e, std::string_view text) noexcept {
+        if (error == TlsError::none) {
+            error = e;
+            why = text;
+        }
+        return error;
+    }
+
+    void detach(std::size_t out_before) noexcept;
+    Result<std::size_t, TlsError> read_own(std::span<char> out) noexcept;
+
     Result<void, TlsError> write_all(const char* p, std::size_t n) noexcept {
+        if (est) {
+            if (!est->rl->seal(23, std::span<const char>(p, n), out)) {
+                return Unexpected(fail_own(TlsError::out_of_memory, "cannot seal a record"));
+            }
+            return {};
+        }
         ERR_clear_error();
         std::size_t written = 0;
         // Our BIO never blocks: SSL_write_ex takes everything or fails.
@@ -316,8 +384,9 @@ struct OpenSslSessionImpl {
 
 namespace {
 
-// An idle connection should not pin a burst's worth of buffer (DESIGN §5: a million sessions).
-constexpr std::size_t k_keep_capacity = 4096;
+// An idle connection should not pin a burst's worth of buffer (DESIGN §5: a million sessions):
+// an empty queue gives its memory back (one allocation per busy turn is the price).
+constexpr std::size_t k_keep_capacity = 0;
 
 void release_if_idle(std::vector<char>& v) noexcept {
     if (v.empty() && v.capacity() > k_keep_capacity) std::vector<char>().swap(v);
@@ -399,6 +468,37 @@ void info_cb(const SSL* ssl, int where, int ret) {
     if (OpenSslSessionImpl* s = session_of(const_cast<SSL*>(ssl))) s->why = "client-initiated renegotiation refused";
 }
 
+// TLS 1.3 traffic secrets for our record layer (the key-log callback is OpenSSL's only way to
+// hand them out). Kept in the session only until the handshake ends; never written anywhere.
+void keylog_cb(const SSL* ssl, const char* line) {
+    OpenSslSessionImpl* s = session_of(const_cast<SSL*>(ssl));
+    if (s == nullptr || s->handshake_done) return;
+    const std::string_view l(line);
+    const bool client = l.starts_with("CLIENT_TRAFFIC_SECRET_0 ");
+    const bool server = l.starts_with("SERVER_TRAFFIC_SECRET_0 ");
+    if (!client && !server) return;
+    const auto space = l.rfind(' ');
+    const std::string_view hex = l.substr(space + 1);
+    if (hex.size() > 96 || hex.size() % 2 != 0) return;
+    if (!s->secrets) {
+        s->secrets.reset(new (std::nothrow) OpenSslSessionImpl::Secrets);
+        if (!s->secrets) return;
+    }
+    auto& dst = client ? s->secrets->client : s->secrets->server;
+    auto nibble = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    };
+    for (std::size_t i = 0; i < hex.size() / 2; ++i) {
+        const int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) return;
+        dst[i] = static_cast<std::uint8_t>(hi << 4 | lo);
+    }
+    (client ? s->secrets->client_len : s->secrets->server_len) = hex.size() / 2;
+}
+
 // Stateless tickets sealed with our shared, rotated keys (instead of OpenSSL's per-SSL_CTX
 // random key, which no other context shares and which never rotates).
 int ticket_key_cb(SSL* ssl, unsigned char key_name[16], unsigned char* iv, EVP_CIPHER_CTX* cipher,
@@ -462,6 +562,7 @@ void configure(SSL_CTX* c, OpenSslContextImpl& impl, const OpenSslServerOptions&
     SSL_CTX_set_tlsext_servername_arg(c, &impl);
     SSL_CTX_set_client_hello_cb(c, client_hello_cb, nullptr);
     SSL_CTX_set_info_callback(c, info_cb);
+    SSL_CTX_set_keylog_callback(c, keylog_cb);
 }
 
 void configure_client_auth(SSL_CTX* c, const TlsServerConfig& config) {
@@ -514,6 +615,147 @@ std::vector<std::string> load_identity(SSL_CTX* c, const TlsIdentity& source, st
 }
 
 }  // namespace
+
+// The handshake is over: move the connection onto our own record layer and free the SSL
+// object (what an idle connection costs, DESIGN §5). Whatever we cannot take over (a suite
+// outside our policy, bytes OpenSSL already buffered) stays on OpenSSL.
+void OpenSslSessionImpl::detach(std::size_t out_before) noexcept {
+    std::unique_ptr<Secrets> s = std::move(secrets);
+    if (SSL_has_pending(ssl) || !ctx->own_record_layer) return;
+    const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl);
+    if (cipher == nullptr) return;
+    const auto suite = static_cast<std::uint16_t>(SSL_CIPHER_get_protocol_id(cipher));
+    std::unique_ptr<RecordLayer> rl;
+    if (SSL_version(ssl) == TLS1_3_VERSION) {
+        if (!s || s->client_len == 0 || s->server_len == 0) return;
+        // Records we sent in the step that ended the handshake went out under the server's
+        // application secret (the session tickets, RFC 8446 §4.6.1): count them.
+        std::uint64_t sent = 0;
+        for (std::size_t at = out_before; at + 5 <= out.size();) {
+            const auto* h = reinterpret_cast<const std::uint8_t*>(out.data() + at);
+            if (h[0] != 23) return;  // not what we expect: leave it to OpenSSL
+            at += 5 + (static_cast<std::size_t>(h[3]) << 8 | h[4]);
+            ++sent;
+        }
+        rl = RecordLayer::tls13(suite, {s->client.data(), s->client_len}, {s->server.data(), s->server_len}, sent);
+    } else if (SSL_version(ssl) == TLS1_2_VERSION) {
+        std::uint8_t master[48];
+        std::array<std::uint8_t, 32> cr{}, sr{};
+        const std::size_t mlen = SSL_SESSION_get_master_key(SSL_get_session(ssl), master, sizeof master);
+        if (SSL_get_client_random(ssl, cr.data(), cr.size()) != 32 ||
+            SSL_get_server_random(ssl, sr.data(), sr.size()) != 32) {
+            return;
+        }
+        rl = RecordLayer::tls12(suite, {master, mlen}, cr, sr);
+        OPENSSL_cleanse(master, sizeof master);
+    }
+    if (!rl) return;
+    std::unique_ptr<Established> e(new (std::nothrow) Established);
+    if (!e) return;
+    e->rl = std::move(rl);
+    e->cipher = SSL_CIPHER_standard_name(cipher);
+    e->version = SSL_get_version(ssl);
+    e->resumed = SSL_session_reused(ssl) == 1;
+    static constexpr char k_label[] = "EXPORTER-Channel-Binding";
+    e->has_exporter = SSL_export_keying_material(ssl, e->exporter.data(), e->exporter.size(), k_label,
+                                                 sizeof k_label - 1, nullptr, 0, 1) == 1;
+    try {
+        e->end_point = server_end_point_of(SSL_get_certificate(ssl));
+    } catch (const std::bad_alloc&) {
+        return;
+    }
+    e->peer = SSL_get1_peer_certificate(ssl);
+    e->verify = SSL_get_verify_result(ssl);
+    ERR_clear_error();
+    est = std::move(e);
+    SSL_free(ssl);  // and the BIO: from here the queues are ours alone
+    ssl = nullptr;
+}
+
+// Decrypts records from `in` with our record layer into `out`.
+Result<std::size_t, TlsError> OpenSslSessionImpl::read_own(std::span<char> dst) noexcept {
+    std::size_t total = 0;
+    auto take_left = [&] {
+        const std::size_t n = std::min(plain_left.size(), dst.size() - total);
+        std::memcpy(dst.data() + total, plain_left.data(), n);
+        plain_left.erase(0, n);
+        if (plain_left.empty()) std::string().swap(plain_left);
+        total += n;
+    };
+    if (!plain_left.empty()) take_left();
+    std::uint8_t buf[k_record_open_buffer];
+    while (total < dst.size() && !peer_closed) {
+        auto r = est->rl->open(std::span<const char>(in.data() + in_pos, pending_in()), buf);
+        if (r.status == RecordLayer::Status::need_more) break;
+        if (r.status != RecordLayer::Status::ok) {
+            // RFC 8446 §6.2: bad_record_mac (20) or record_overflow (22), then we are done.
+            const char alert[2] = {2, static_cast<char>(r.status == RecordLayer::Status::bad_record ? 20 : 22)};
+            (void)est->rl->seal(21, alert, out);
+            fail_own(TlsError::bad_record, "bad record (our record layer)");
+            break;
+        }
+        in_pos += r.consumed;
+        if (in_pos == in.size()) {
+            in.clear();
+            in_pos = 0;
+        }
+        if (r.type == 23) {
+            const std::size_t n = std::min(r.length, dst.size() - total);
+            std::memcpy(dst.data() + total, buf, n);
+            total += n;
+            if (n < r.length) {
+                try {
+                    plain_left.assign(reinterpret_cast<const char*>(buf) + n, r.length - n);
+                } catch (const std::bad_alloc&) {
+                    fail_own(TlsError::out_of_memory, "cannot hold decrypted data");
+                    break;
+                }
+            }
+        } else if (r.type == 21) {
+            if (r.length >= 2 && buf[1] == 0) {
+                peer_closed = true;  // close_notify
+            } else {
+                fail_own(TlsError::peer_alert, "the peer sent a fatal alert");
+            }
+        } else if (r.type == 22 && est->rl->is_tls13()) {
+            // Post-handshake messages (RFC 8446 §4.6): only KeyUpdate is acceptable from a
+            // client we did not ask for a certificate. One message per record is all a
+            // KeyUpdate needs; anything else ends the session.
+            if (r.length != 5 || buf[0] != 24 || buf[1] != 0 || buf[2] != 0 || buf[3] != 1 || buf[4] > 1) {
+                const char alert[2] = {2, 10};  // unexpected_message
+                (void)est->rl->seal(21, alert, out);
+                fail_own(TlsError::bad_record, "unexpected post-handshake message");
+                break;
+            }
+            if (!est->rl->update_read_key()) {
+                fail_own(TlsError::internal, "key update failed");
+                break;
+            }
+            if (buf[4] == 1) {  // update_requested: answer with ours, then switch (§4.6.3)
+                const char ku[5] = {24, 0, 0, 1, 0};
+                if (!est->rl->seal(22, ku, out) || !est->rl->update_write_key()) {
+                    fail_own(TlsError::internal, "key update failed");
+                    break;
+                }
+            }
+        } else if (r.type == 22) {
+            // TLS 1.2: a handshake message after the handshake is a renegotiation attempt.
+            const char alert[2] = {2, 100};  // no_renegotiation, fatal
+            (void)est->rl->seal(21, alert, out);
+            fail_own(TlsError::handshake_failed, "client-initiated renegotiation refused");
+            break;
+        } else {
+            const char alert[2] = {2, 10};
+            (void)est->rl->seal(21, alert, out);
+            fail_own(TlsError::bad_record, "unexpected record type");
+            break;
+        }
+    }
+    release_if_idle(in);
+    if (error != TlsError::none && total == 0) return Unexpected(error);
+    return total;
+}
+
 }  // namespace detail
 
 using detail::OpenSslContextImpl;
@@ -575,6 +817,7 @@ OpenSslServerContext::OpenSslServerContext(const TlsServerConfig& config, const 
     using namespace detail;
     if (config.identities.empty()) throw TlsConfigError("TLS server: no certificate configured");
     auto impl = std::make_shared<OpenSslContextImpl>();
+    impl->own_record_layer = options.own_record_layer;
     if (options.session_tickets) {
         impl->tickets = options.ticket_keys ? options.ticket_keys : std::make_shared<TicketKeys>();
     }
@@ -670,6 +913,7 @@ Result<std::size_t, TlsError> OpenSslServerSession::read_plaintext(std::span<cha
         if (!st) return Unexpected(st.error());
         if (*st != HandshakeStatus::done) return 0;
     }
+    if (s.est) return s.read_own(out);
     std::size_t total = 0;
     while (total < out.size()) {
         ERR_clear_error();
@@ -787,6 +1031,13 @@ Result<void, TlsError> OpenSslServerSession::close() noexcept {
     s.closed = true;
     // Before the handshake ends there is nothing to close: the caller drops the connection.
     if (!s.handshake_done) return {};
+    if (s.est) {
+        const char close_notify[2] = {1, 0};  // RFC 8446 §6.1
+        if (!s.est->rl->seal(21, close_notify, s.out)) {
+            return Unexpected(s.fail_own(TlsError::out_of_memory, "cannot seal close_notify"));
+        }
+        return {};
+    }
     ERR_clear_error();
     // 0: our close_notify is queued and the peer's not yet seen, which is all we wait for
     // (RFC 8446 §6.1 lets us close without reading the peer's).
@@ -802,27 +1053,33 @@ bool OpenSslServerSession::is_server_name_known() const noexcept { return _impl-
 
 std::string_view OpenSslServerSession::cipher_suite() const noexcept {
     if (!_impl->handshake_done) return {};
+    if (_impl->est) return _impl->est->cipher != nullptr ? std::string_view(_impl->est->cipher) : std::string_view();
     const char* n = SSL_CIPHER_standard_name(SSL_get_current_cipher(_impl->ssl));
     return n != nullptr ? std::string_view(n) : std::string_view();
 }
 
 std::string_view OpenSslServerSession::protocol_version() const noexcept {
     if (!_impl->handshake_done) return {};
+    if (_impl->est) return _impl->est->version;
     return SSL_get_version(_impl->ssl);
 }
 
+bool OpenSslServerSession::uses_own_record_layer() const noexcept { return _impl->est != nullptr; }
+
 bool OpenSslServerSession::is_resumed() const noexcept {
+    if (_impl->est) return _impl->est->resumed;
     return _impl->handshake_done && SSL_session_reused(_impl->ssl) == 1;
 }
 
 std::optional<PeerCertificate> OpenSslServerSession::peer_certificate() const {
-    X509* x = SSL_get0_peer_certificate(_impl->ssl);
+    X509* x = _impl->est ? _impl->est->peer : SSL_get0_peer_certificate(_impl->ssl);
     if (x == nullptr) return std::nullopt;
     PeerCertificate pc;
     detail::certificate_names(x, pc.subject_cn, pc.dns_names, pc.xmpp_addrs);
     unsigned int len = 0;
     X509_digest(x, EVP_sha256(), pc.sha256.data(), &len);
-    pc.verified = _impl->handshake_done && SSL_get_verify_result(_impl->ssl) == X509_V_OK;
+    pc.verified = _impl->handshake_done &&
+                  (_impl->est ? _impl->est->verify : SSL_get_verify_result(_impl->ssl)) == X509_V_OK;
     return pc;
 }
 
@@ -830,6 +1087,15 @@ Result<void, TlsError> OpenSslServerSession::export_keying_material(std::span<st
                                                                     std::string_view label,
                                                                     std::span<const std::uint8_t> context) const noexcept {
     if (!_impl->handshake_done || _impl->error != TlsError::none) return Unexpected(TlsError::internal);
+    if (_impl->est) {
+        // Once our record layer has taken over, only what RFC 9266 needs was kept.
+        if (!_impl->est->has_exporter || label != "EXPORTER-Channel-Binding" || !context.empty() ||
+            out.size() != _impl->est->exporter.size()) {
+            return Unexpected(TlsError::internal);
+        }
+        std::memcpy(out.data(), _impl->est->exporter.data(), out.size());
+        return {};
+    }
     ERR_clear_error();
     const int ok = SSL_export_keying_material(_impl->ssl, out.data(), out.size(), label.data(), label.size(),
                                               context.data(), context.size(), 1);
@@ -839,20 +1105,9 @@ Result<void, TlsError> OpenSslServerSession::export_keying_material(std::span<st
 }
 
 std::vector<std::uint8_t> OpenSslServerSession::server_end_point() const {
-    X509* x = _impl->handshake_done ? SSL_get_certificate(_impl->ssl) : nullptr;
-    if (x == nullptr) return {};
-    int md_nid = NID_undef;
-    OBJ_find_sigid_algs(X509_get_signature_nid(x), &md_nid, nullptr);
-    // RFC 5929 §4.1: MD5 and SHA-1 are replaced by SHA-256; so is "no digest" (Ed25519).
-    const EVP_MD* md = (md_nid == NID_undef || md_nid == NID_md5 || md_nid == NID_sha1)
-                           ? EVP_sha256()
-                           : EVP_get_digestbynid(md_nid);
-    if (md == nullptr) md = EVP_sha256();
-    std::vector<std::uint8_t> out(EVP_MAX_MD_SIZE);
-    unsigned int len = 0;
-    if (X509_digest(x, md, out.data(), &len) != 1) return {};
-    out.resize(len);
-    return out;
+    if (!_impl->handshake_done) return {};
+    if (_impl->est) return _impl->est->end_point;
+    return detail::server_end_point_of(SSL_get_certificate(_impl->ssl));
 }
 
 TlsError OpenSslServerSession::error() const noexcept { return _impl->error; }

@@ -74,6 +74,10 @@ struct OpenSslServerOptions {
     // Ticket lifetime hint and the age past which OpenSSL refuses to resume (seconds).
     // Should match the rotation period: a key decrypts for two periods at most anyway.
     std::uint32_t ticket_lifetime_s = 3600;
+    // Once the handshake is over, protect records ourselves (record_layer.hpp) and free
+    // OpenSSL's SSL object: an idle session then holds keys and counters, not ~15 KB of
+    // OpenSSL state. Off: OpenSSL's record layer for the whole connection (for comparison).
+    bool own_record_layer = true;
 };
 
 namespace detail {
@@ -142,12 +146,15 @@ public:
     // Whether this handshake resumed a session from a ticket (no certificate, no key exchange
     // signature).
     bool is_resumed() const noexcept;
+    // Whether our own record layer carries the connection (OpenSSL's SSL object freed).
+    bool uses_own_record_layer() const noexcept;
 
     // For channel binding and certificate auth later (SCRAM-PLUS, SASL EXTERNAL):
     // the client's leaf certificate, if it sent one (allocates: once per connection);
     std::optional<PeerCertificate> peer_certificate() const;
     // RFC 5705 / RFC 8446 §7.5 exporter; `tls-exporter` (RFC 9266) is label
     // "EXPORTER-Channel-Binding", empty context, 32 bytes. Fails before the handshake ends.
+    // With own_record_layer only that one value is kept past the handshake (other labels fail).
     Result<void, TlsError> export_keying_material(std::span<std::uint8_t> out, std::string_view label,
                                                   std::span<const std::uint8_t> context = {}) const noexcept;
     // RFC 5929 §4.1 `tls-server-end-point`: the hash of the certificate this session served,

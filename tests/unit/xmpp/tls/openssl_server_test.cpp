@@ -45,8 +45,13 @@ TlsServerConfig config_for(std::initializer_list<std::string> names) {
 // An OpenSSL client over two memory BIOs, as a test peer that speaks TLS 1.3 and resumes.
 class Client {
 public:
-    explicit Client(int max_version = TLS1_3_VERSION, const std::string& sni = "", SSL_SESSION* resume = nullptr) {
+    explicit Client(int max_version = TLS1_3_VERSION, const std::string& sni = "", SSL_SESSION* resume = nullptr,
+                    const char* suites = nullptr) {
         _ctx = SSL_CTX_new(TLS_client_method());
+        if (suites != nullptr) {
+            if (max_version == TLS1_3_VERSION) SSL_CTX_set_ciphersuites(_ctx, suites);
+            else SSL_CTX_set_cipher_list(_ctx, suites);
+        }
         SSL_CTX_set_max_proto_version(_ctx, max_version);
         SSL_CTX_set_min_proto_version(_ctx, max_version == TLS1_1_VERSION ? TLS1_1_VERSION : TLS1_2_VERSION);
         if (max_version == TLS1_1_VERSION) SSL_CTX_set_security_level(_ctx, 0);
@@ -367,6 +372,107 @@ TEST(OpenSslServer, CiphertextInputIsCappedAtTheLimit) {
     EXPECT_EQ(r.error(), TlsError::input_overflow);
     EXPECT_TRUE(s->receive_ciphertext(std::span<const char>(data.data(), 100)));
     EXPECT_EQ(s->ciphertext_space(), 0u);
+}
+
+// Every suite of the policy, on our record layer once the handshake is over: data both ways
+// (more than one record), then close_notify both ways.
+TEST(OpenSslServer, EverySuiteRunsOnTheOwnRecordLayer) {
+    struct Row {
+        int version;
+        const char* client_suites;
+        const char* negotiated;
+    };
+    const Row rows[] = {
+        {TLS1_3_VERSION, "TLS_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"},
+        {TLS1_3_VERSION, "TLS_AES_256_GCM_SHA384", "TLS_AES_256_GCM_SHA384"},
+        {TLS1_3_VERSION, "TLS_CHACHA20_POLY1305_SHA256", "TLS_CHACHA20_POLY1305_SHA256"},
+        {TLS1_2_VERSION, "ECDHE-ECDSA-AES128-GCM-SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"},
+        {TLS1_2_VERSION, "ECDHE-ECDSA-AES256-GCM-SHA384", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"},
+        {TLS1_2_VERSION, "ECDHE-ECDSA-CHACHA20-POLY1305", "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"},
+    };
+    OpenSslServerContext ctx(config_for({"localhost"}));
+    for (const Row& row : rows) {
+        SCOPED_TRACE(row.client_suites);
+        Client c(row.version, "localhost", nullptr, row.client_suites);
+        auto s = OpenSslServerSession::make(ctx);
+        ASSERT_TRUE(handshake(c, *s));
+        EXPECT_EQ(s->cipher_suite(), row.negotiated);
+        EXPECT_TRUE(s->uses_own_record_layer());
+        const std::string up(40'000, 'u');
+        c.write(up);
+        c.to(*s);
+        EXPECT_EQ(read_server(*s), up);
+        const std::string down = "<message>" + std::string(20'000, 'd') + "</message>";
+        ASSERT_TRUE(s->write_plaintext(std::span<const char>(down.data(), down.size())));
+        c.from(*s);
+        EXPECT_EQ(c.read_all(), down);
+        // Our exporter value is the one the client computes (RFC 9266).
+        std::uint8_t ours[32], theirs[32];
+        ASSERT_TRUE(s->export_keying_material(ours, "EXPORTER-Channel-Binding"));
+        const char label[] = "EXPORTER-Channel-Binding";
+        ASSERT_EQ(SSL_export_keying_material(c.ssl(), theirs, 32, label, sizeof label - 1, nullptr, 0, 1), 1);
+        EXPECT_EQ(std::memcmp(ours, theirs, 32), 0);
+        ASSERT_TRUE(s->close());
+        c.from(*s);
+        (void)c.read_all();
+        EXPECT_EQ(SSL_get_shutdown(c.ssl()) & SSL_RECEIVED_SHUTDOWN, SSL_RECEIVED_SHUTDOWN);
+        SSL_shutdown(c.ssl());
+        c.to(*s);
+        char buf[16];
+        auto r = s->read_plaintext(buf);
+        ASSERT_TRUE(r);
+        EXPECT_TRUE(s->is_peer_closed());
+    }
+}
+
+TEST(OpenSslServer, KeyUpdateFromTheClientIsAnsweredAndDataFlowsOn) {
+    OpenSslServerContext ctx(config_for({"localhost"}));
+    Client c;
+    auto s = OpenSslServerSession::make(ctx);
+    ASSERT_TRUE(handshake(c, *s));
+    ASSERT_TRUE(s->uses_own_record_layer());
+    for (int round = 0; round < 3; ++round) {
+        ASSERT_EQ(SSL_key_update(c.ssl(), SSL_KEY_UPDATE_REQUESTED), 1);
+        c.write("<r" + std::to_string(round) + "/>");
+        c.to(*s);
+        EXPECT_EQ(read_server(*s), "<r" + std::to_string(round) + "/>");
+        ASSERT_TRUE(s->write_plaintext(std::span<const char>("<a/>", 4)));
+        c.from(*s);  // our KeyUpdate, then the data under the new key
+        EXPECT_EQ(c.read_all(), "<a/>");
+    }
+}
+
+TEST(OpenSslServer, TamperedRecordAfterHandshakeIsBadRecord) {
+    OpenSslServerContext ctx(config_for({"localhost"}));
+    for (int version : {TLS1_3_VERSION, TLS1_2_VERSION}) {
+        Client c(version);
+        auto s = OpenSslServerSession::make(ctx);
+        ASSERT_TRUE(handshake(c, *s));
+        c.write("<iq/>");
+        char buf[512];
+        int n = BIO_read(SSL_get_wbio(c.ssl()), buf, sizeof buf);
+        ASSERT_GT(n, 10);
+        buf[n - 3] ^= 0x40;
+        ASSERT_TRUE(s->receive_ciphertext(std::span<const char>(buf, static_cast<std::size_t>(n))));
+        char out[64];
+        auto r = s->read_plaintext(out);
+        ASSERT_FALSE(r);
+        EXPECT_EQ(r.error(), TlsError::bad_record);
+        EXPECT_FALSE(s->pending_ciphertext().empty());  // the alert
+    }
+}
+
+TEST(OpenSslServer, OpenSslRecordLayerCanBeKept) {
+    OpenSslServerOptions opts;
+    opts.own_record_layer = false;
+    OpenSslServerContext ctx(config_for({"localhost"}), opts);
+    Client c;
+    auto s = OpenSslServerSession::make(ctx);
+    ASSERT_TRUE(handshake(c, *s));
+    EXPECT_FALSE(s->uses_own_record_layer());
+    c.write("<x/>");
+    c.to(*s);
+    EXPECT_EQ(read_server(*s), "<x/>");
 }
 
 TEST(OpenSslServerConfig, RejectsAKeyThatDoesNotMatchItsCertificate) {
