@@ -141,8 +141,8 @@ std::string read_server(OpenSslServerSession& s) {
 // Connects, exchanges a line both ways (so the client reads the TLS 1.3 ticket), and returns
 // the client's session for resumption.
 SSL_SESSION* connect_and_keep_session(const OpenSslServerContext& ctx, bool* resumed,
-                                      SSL_SESSION* resume = nullptr) {
-    Client c(TLS1_3_VERSION, "localhost", resume);
+                                      SSL_SESSION* resume = nullptr, int version = TLS1_3_VERSION) {
+    Client c(version, "localhost", resume);
     auto s = OpenSslServerSession::make(ctx);
     EXPECT_TRUE(s);
     EXPECT_TRUE(handshake(c, *s));
@@ -293,6 +293,18 @@ TEST(OpenSslServer, TicketResumesAcrossContextsSharingKeysAndExpiresAfterTwoRota
     EXPECT_FALSE(resumed);
     EXPECT_EQ(keys->rotations(), 3u);
     for (SSL_SESSION* p : {first, second, third, fourth}) SSL_SESSION_free(p);
+}
+
+TEST(OpenSslServer, Tls12TicketResumesAndDataFlowsOnTheOwnRecordLayer) {
+    OpenSslServerContext ctx(config_for({"localhost"}));
+    bool resumed = true;
+    SSL_SESSION* first = connect_and_keep_session(ctx, &resumed, nullptr, TLS1_2_VERSION);
+    EXPECT_FALSE(resumed);
+    // connect_and_keep_session exchanges a line each way after the abbreviated handshake.
+    SSL_SESSION* second = connect_and_keep_session(ctx, &resumed, first, TLS1_2_VERSION);
+    EXPECT_TRUE(resumed);
+    SSL_SESSION_free(first);
+    SSL_SESSION_free(second);
 }
 
 TEST(OpenSslServer, ContextWithOtherKeysDoesNotResume) {
