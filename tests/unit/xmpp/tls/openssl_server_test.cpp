@@ -454,6 +454,26 @@ TEST(OpenSslServer, KeyUpdateFromTheClientIsAnsweredAndDataFlowsOn) {
     }
 }
 
+TEST(OpenSslServer, KeyUpdateRequestsFasterThanOutputIsReadEndTheSession) {
+    OpenSslServerContext ctx(config_for({"localhost"}));
+    TlsLimits limits;
+    limits.max_ciphertext_out = 1000;  // about 45 KeyUpdate answers
+    Client c;
+    auto s = OpenSslServerSession::make(ctx, limits);
+    ASSERT_TRUE(handshake(c, *s));
+    for (int i = 0; i < 100; ++i) {
+        ASSERT_EQ(SSL_key_update(c.ssl(), SSL_KEY_UPDATE_REQUESTED), 1);
+        c.write("x");
+    }
+    c.to(*s);  // the server's output is never drained
+    char buf[256];
+    xmpp::Result<std::size_t, TlsError> r = std::size_t{0};
+    for (int i = 0; i < 100 && r && s->error() == TlsError::none; ++i) r = s->read_plaintext(buf);
+    EXPECT_EQ(s->error(), TlsError::internal);
+    EXPECT_NE(s->error_detail().find("KeyUpdate"), std::string::npos);
+    EXPECT_LT(s->pending_ciphertext().size(), 1100u);
+}
+
 TEST(OpenSslServer, TamperedRecordAfterHandshakeIsBadRecord) {
     OpenSslServerContext ctx(config_for({"localhost"}));
     for (int version : {TLS1_3_VERSION, TLS1_2_VERSION}) {
