@@ -16,8 +16,6 @@ namespace xmpp::tls::detail {
 namespace {
 
 constexpr std::size_t k_tag = 16;
-constexpr std::uint8_t k_type_alert = 21;
-constexpr std::uint8_t k_type_handshake = 22;
 constexpr std::uint8_t k_type_application_data = 23;
 // RFC 8446 §5.2: a TLS 1.3 ciphertext is at most 2^14 + 256 bytes.
 constexpr std::size_t k_tls13_cipher_max = k_record_plain_max + 256;
