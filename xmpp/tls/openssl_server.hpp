@@ -4,9 +4,9 @@
 // (tls_session.hpp) stays the engine of clients: the edge agent, the load generator.
 //
 // Why a second engine (README "Engines"): Debian's mbedTLS 2.28 has no TLS 1.3 server and
-// pins two ~16.7 KiB record buffers per connection for its whole life; OpenSSL with
-// SSL_MODE_RELEASE_BUFFERS frees its record buffers whenever a connection has nothing in
-// flight, so a parked session holds only its keys and state.
+// pins two ~16.7 KiB record buffers per connection for its whole life. OpenSSL runs the
+// handshake; then our own record layer (record_layer.hpp) carries the connection, because
+// OpenSSL 3.0 keeps ~16 KB per connection even with its buffers released.
 //
 // Lifecycle: OpenSslServerContext is built at start-up or on reload (throws TlsConfigError);
 // copies share one immutable state that each session keeps alive, so a reload swaps the
@@ -106,10 +106,11 @@ private:
 // consume_ciphertext(). Movable; not thread-safe. Lives on: the shard that owns the connection
 // (it moves with the socket on home-shard migration).
 //
-// Memory: OpenSSL allocates its record buffers per read and write and frees them when they
-// are empty (SSL_MODE_RELEASE_BUFFERS); our queues drop their capacity when empty. A parked
-// session holds the SSL object (keys, cipher contexts, the negotiated SSL_SESSION) and nothing
-// else.
+// Memory: during the handshake OpenSSL allocates its record buffers per read and write and
+// frees them when empty (SSL_MODE_RELEASE_BUFFERS). Once the handshake is over (with
+// own_record_layer, the default) our record layer takes the connection and the SSL object is
+// freed: a parked session holds keys, IVs, sequence numbers and what channel binding will need
+// (~1.1 KB in all). Our queues give their memory back when empty.
 class OpenSslServerSession {
 public:
     static Result<OpenSslServerSession, TlsError> make(const OpenSslServerContext& ctx,
