@@ -6,7 +6,10 @@
 #   bench/run-idle-bench.sh [BUILD_DIR]        (default: build/loadgen, configured here)
 #
 # Environment (defaults): SESSIONS=100000 HOLD=30 PORT=27100 KEEP=0
-#   LOADGEN_ARGS=  more starling-loadgen arguments, e.g. --sm (XEP-0198 enabled on every session)
+#   LOADGEN_ARGS=  more starling-loadgen arguments, e.g. --sm (XEP-0198 enabled on every session),
+#                  --tls starttls (every session upgrades with STARTTLS before it logs in)
+#   STARLINGD=     the broker binary to measure (default BUILD_DIR/broker/starlingd), e.g. one
+#                  built from another commit (bench/run-tls-idle-compare.sh)
 #   PER_PROCESS=   sessions per starlingd (default: what the file-descriptor limit allows)
 #
 # One starlingd holds one descriptor per client. On a normal host raise the limit
@@ -41,7 +44,7 @@ if [[ ${SKIP_BUILD:-0} != 1 ]]; then
   cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTARLING_BUILD_TESTS=OFF >/dev/null
   ninja -C "$build" starlingd starlingctl starling-loadgen >&2
 fi
-starlingd=$build/broker/starlingd
+starlingd=${STARLINGD:-$build/broker/starlingd}
 starlingctl=$build/broker/starlingctl
 loadgen=$build/bench/loadgen/starling-loadgen
 

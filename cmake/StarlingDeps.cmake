@@ -14,8 +14,9 @@ add_library(starling::mbedtls ALIAS starling_mbedtls)
 
 # OpenSSL's libcrypto: only its SHA-1/SHA-256 block functions, which use SHA-NI, for PBKDF2 in
 # xmpp/sasl/scram.cpp and broker/src/admin/scram_pair.cpp (bulk account provisioning: mbedTLS
-# 2.28 does not use SHA-NI).
-find_package(OpenSSL REQUIRED COMPONENTS Crypto)
+# 2.28 does not use SHA-NI). OpenSSL's libssl: the broker's TLS engine (xmpp/tls/openssl_server.hpp:
+# TLS 1.3, record buffers released while idle); mbedTLS stays the clients' engine.
+find_package(OpenSSL REQUIRED COMPONENTS Crypto SSL)
 
 # zlib: XEP-0138 stream compression in xmpp/zlib/ (so every build of libstarling-xmpp needs it).
 find_package(ZLIB REQUIRED)

@@ -14,7 +14,7 @@ runtime_pkgs=(
 test_pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev libexpat1-dev
   clang libclang-rt-14-dev
-  python3 python3-slixmpp python3-aioxmpp python3-nbxmpp profanity tmux
+  python3 python3-slixmpp python3-aioxmpp python3-nbxmpp profanity tmux openssl
   gcc-arm-none-eabi libstdc++-arm-none-eabi-newlib binutils
 )
 

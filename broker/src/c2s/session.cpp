@@ -103,7 +103,7 @@ void C2sSession::start(ShardContext& ctx, asio::ip::tcp::socket socket, bool dir
             s->teardown();
             return;
         }
-        auto tls = xmpp::tls::TlsSession::server(*ctx.tls);
+        auto tls = xmpp::tls::OpenSslServerSession::make(*ctx.tls);
         if (!tls) {
             s->teardown();
             return;
@@ -558,7 +558,7 @@ void C2sSession::on_starttls() {
 
 void C2sSession::start_tls() {
     _starttls_pending = false;
-    auto tls = xmpp::tls::TlsSession::server(*_ctx->tls);
+    auto tls = xmpp::tls::OpenSslServerSession::make(*_ctx->tls);
     if (!tls) {
         teardown();
         return;
@@ -688,6 +688,14 @@ void C2sSession::close_with(StreamError condition, std::string_view text, std::s
     if (_phase == Phase::closing || _phase == Phase::lingering || _phase == Phase::closed) return;
     if (_phase == Phase::hibernating) {
         teardown();  // no connection to say it on
+        return;
+    }
+    if (_tls && !_tls->is_handshake_done()) {
+        // Mid-handshake (a stalled or hostile peer): no stream to say it on yet, and waiting
+        // for the close grace would only hold the connection longer. Drop it now.
+        ++_ctx->counters.stream_errors[static_cast<std::size_t>(condition)];
+        STARLING_LOG(debug, "c2s {}: closing during the TLS handshake ({})", _peer, xmpp::to_string(condition));
+        teardown();
         return;
     }
     // §4.9.1.2: an error before our header still gets a header first.

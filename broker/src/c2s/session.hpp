@@ -32,7 +32,7 @@
 #include "xmpp/jid.hpp"
 #include "xmpp/sasl/scram.hpp"
 #include "xmpp/stream_error.hpp"
-#include "xmpp/tls/tls_session.hpp"
+#include "xmpp/tls/openssl_server.hpp"
 #include "xmpp/xml/tokenizer.hpp"
 
 namespace starling::router {
@@ -182,7 +182,7 @@ private:
     std::optional<asio::steady_timer> _deadline;  // pre-auth, then idle
     std::unique_ptr<asio::steady_timer> _pause;   // SASL failure delay, rate limit (rare: not inline)
     std::unique_ptr<xmpp::xml::Tokenizer> _tok;
-    std::optional<xmpp::tls::TlsSession> _tls;
+    std::optional<xmpp::tls::OpenSslServerSession> _tls;
     std::string _out;              // plaintext batch of this turn
     std::string _wire;             // bytes being written
     std::string _peer;             // remote address, for logs and per-IP limits

@@ -22,7 +22,7 @@
 #include "xmpp/stream_error.hpp"
 
 namespace xmpp::tls {
-class TlsServerContext;
+class OpenSslServerContext;
 }
 
 namespace starling::c2s {
@@ -72,11 +72,14 @@ struct SmTombstone {
 inline constexpr std::size_t k_tls_read_chunk = 17 * 1024;
 
 struct ShardContext : session::ShardServices {
-    ShardContext(session::ShardServices services, const C2sOptions& o, const xmpp::tls::TlsServerContext* t)
-        : session::ShardServices(services), options(o), tls(t) {}
+    ShardContext(session::ShardServices services, const C2sOptions& o,
+                 std::shared_ptr<const xmpp::tls::OpenSslServerContext> t)
+        : session::ShardServices(services), options(o), tls(std::move(t)) {}
 
     const C2sOptions& options;
-    const xmpp::tls::TlsServerContext* tls;  // null: no TLS configured
+    // Null: no TLS configured. A certificate reload (SIGHUP) replaces it on this shard's thread;
+    // sessions keep the context they started with alive until they end.
+    std::shared_ptr<const xmpp::tls::OpenSslServerContext> tls;
     C2sCounters counters{};
     // Every session on this shard (bound or not). The table owns them: a session is destroyed
     // when it leaves the table and no handler holds it any more.

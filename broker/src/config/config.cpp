@@ -68,6 +68,9 @@ void for_each_option(C& c, V&& v) {
     v("c2s", "compression_window_bits", c.c2s.compression_window_bits, bounds::compression_window_bits);
     v("c2s", "compression_mem_level", c.c2s.compression_mem_level, bounds::compression_mem_level);
 
+    v("tls", "session_tickets", c.tls.session_tickets);
+    v("tls", "ticket_key_rotation_s", c.tls.ticket_key_rotation_s, bounds::ticket_key_rotation_s);
+
     v("metrics", "bind_address", c.metrics.bind_address, Text::ip);
     v("metrics", "port", c.metrics.port, bounds::port);
 
@@ -318,7 +321,10 @@ private:
             }
             known.back().second.push_back(n);
         });
-        known.emplace_back(std::string(k_tls), std::vector<std::string_view>{k_certificates});
+        // [tls] has scalar options (listed above) and the certificates array.
+        auto tls = std::find_if(known.begin(), known.end(), [](const auto& e) { return e.first == k_tls; });
+        if (tls == known.end()) tls = known.emplace(known.end(), std::string(k_tls), std::vector<std::string_view>{});
+        tls->second.push_back(k_certificates);
         std::vector<std::string_view> switches;
         for (const auto& m : modules::module_catalog()) {
             if (m.optional) switches.push_back(m.name);

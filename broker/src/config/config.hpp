@@ -50,6 +50,8 @@ inline constexpr Range resume_timeout_s{1, 3'600};  // XEP-0198 §5: a lost sess
 inline constexpr Range max_unacked_stanzas{10, 100'000};
 inline constexpr Range compression_window_bits{9, 15};  // zlib's LZ77 window, 2^N bytes
 inline constexpr Range compression_mem_level{1, 9};
+// A ticket is accepted for up to two periods; RFC 8446 §4.6.1 caps a ticket's life at 7 days.
+inline constexpr Range ticket_key_rotation_s{60, 86'400};
 }  // namespace bounds
 
 enum class LogLevel : std::uint8_t { trace, debug, info, warn, error };
@@ -111,6 +113,11 @@ struct CertificateConfig {
 struct TlsConfig {
     // Empty: a self-signed certificate for the domains, made in self_signed_dir() at first start.
     std::vector<CertificateConfig> certificates;
+    // Stateless session tickets (TLS 1.3 and 1.2): a reconnecting device skips the full
+    // handshake. Keys are random, in memory only, shared by every shard, and rotated every
+    // ticket_key_rotation_s; a ticket is accepted for at most two periods.
+    bool session_tickets = true;
+    std::uint32_t ticket_key_rotation_s = 3'600;
 
     friend bool operator==(const TlsConfig&, const TlsConfig&) = default;
 };

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <functional>
 #include <fstream>
 #include <optional>
 #include <future>
@@ -13,6 +14,7 @@
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
 #include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
 
 #include "broker/src/admin/admin_server.hpp"
 #include "broker/src/c2s/options.hpp"
@@ -38,6 +40,7 @@
 #include "broker/src/util/log.hpp"
 #include "broker/src/util/random.hpp"
 #include "xmpp/tls/self_signed.hpp"
+#include "xmpp/tls/openssl_server.hpp"
 #include "xmpp/tls/tls_context.hpp"
 
 namespace starling::server {
@@ -133,7 +136,10 @@ struct Broker::Impl {
     std::unique_ptr<storage::Store> store;
     std::unique_ptr<storage::Committer> committer;  // started after the store, stopped after the shards
     std::unique_ptr<storage::AccountStore> accounts;
-    std::unique_ptr<xmpp::tls::TlsServerContext> tls;
+    // The broker's TLS engine is OpenSSL (xmpp/tls/README.md "Engines"). Ticket keys outlive
+    // certificate reloads, so a reload does not cost every device a full handshake.
+    std::shared_ptr<xmpp::tls::TicketKeys> ticket_keys;
+    std::shared_ptr<const xmpp::tls::OpenSslServerContext> tls;
     std::unique_ptr<net::ShardSet> shards;
     std::unique_ptr<router::Mailboxes<router::Envelope>> mailboxes;
     std::vector<std::unique_ptr<ShardState>> states;
@@ -175,6 +181,13 @@ struct Broker::Impl {
     }
 
     void make_tls() {
+        if (cfg.tls.session_tickets && !ticket_keys) ticket_keys = std::make_shared<xmpp::tls::TicketKeys>();
+        tls = build_tls();
+    }
+
+    // Reads the certificates (the self-signed pair is made if missing) into a new context.
+    // Throws TlsConfigError.
+    std::shared_ptr<const xmpp::tls::OpenSslServerContext> build_tls() {
         xmpp::tls::TlsServerConfig tc;
         if (cfg.tls.certificates.empty()) {
             const auto dir = config::self_signed_dir(cfg);
@@ -189,7 +202,40 @@ struct Broker::Impl {
                                          xmpp::tls::PemSource::file(cert.key_file.string()), {}, cert.domains});
             }
         }
-        tls = std::make_unique<xmpp::tls::TlsServerContext>(tc);
+        xmpp::tls::OpenSslServerOptions opts;
+        opts.session_tickets = cfg.tls.session_tickets;
+        opts.ticket_keys = ticket_keys;
+        // Tickets older than one period are refused even if their key is still around.
+        opts.ticket_lifetime_s = cfg.tls.ticket_key_rotation_s;
+        return std::make_shared<const xmpp::tls::OpenSslServerContext>(tc, opts);
+    }
+
+    // SIGHUP: certificates are read again; each shard takes the new context for new
+    // handshakes, on its own thread. Established sessions keep the context they started with.
+    // A certificate that cannot be loaded keeps the old one.
+    void reload_tls() {
+        std::shared_ptr<const xmpp::tls::OpenSslServerContext> fresh;
+        try {
+            fresh = build_tls();
+        } catch (const std::exception& e) {
+            STARLING_LOG(error, "TLS reload failed, keeping the current certificates: {}", e.what());
+            return;
+        }
+        tls = fresh;
+        on_every_shard([fresh](ShardState& s) {
+            s.ctx->tls = fresh;
+            return 0;
+        });
+        STARLING_LOG(info, "TLS certificates reloaded");
+    }
+
+    void rotate_ticket_keys() {
+        if (!ticket_keys) return;
+        try {
+            ticket_keys->rotate();
+        } catch (const std::exception& e) {
+            STARLING_LOG(error, "session ticket key rotation failed: {}", e.what());
+        }
     }
 
     void make_shard(router::ShardId id) {
@@ -207,7 +253,7 @@ struct Broker::Impl {
             .shard = id, .io = shard.io(), .server = options, .accounts = *accounts, .router = *st->router,
             .random = st->random, .hooks = &st->hooks, .store = store.get(), .writer = st->writer.get(),
             .peers = &peers};
-        st->ctx = std::make_unique<c2s::ShardContext>(services, options, tls.get());
+        st->ctx = std::make_unique<c2s::ShardContext>(services, options, tls);
         st->hooks.install(*st->ctx, modules::make_modules(cfg.modules));
         st->router->set_hooks(&st->hooks);
         const auto address = asio::ip::make_address(cfg.c2s.bind_address);
@@ -464,9 +510,33 @@ void Broker::run() {
     asio::io_context main_io;
     asio::signal_set signals(main_io, SIGINT, SIGTERM);
     std::signal(SIGPIPE, SIG_IGN);
-    signals.async_wait([](const asio::error_code&, int sig) {
+    signals.async_wait([&main_io](const asio::error_code&, int sig) {
         STARLING_LOG(info, "received signal {}", sig);
+        main_io.stop();  // the SIGHUP wait and the rotation timer would keep run() going
     });
+    // SIGHUP reloads what can be reloaded (DESIGN §9): the TLS certificates.
+    asio::signal_set hup(main_io, SIGHUP);
+    std::function<void()> wait_hup = [&] {
+        hup.async_wait([&](const asio::error_code& ec, int) {
+            if (ec) return;
+            STARLING_LOG(info, "received SIGHUP: reloading TLS certificates");
+            _impl->reload_tls();
+            wait_hup();
+        });
+    };
+    wait_hup();
+    // Session ticket keys rotate on the main thread; the shards read them under the ring's lock.
+    asio::steady_timer rotation(main_io);
+    const auto period = std::chrono::seconds(_impl->cfg.tls.ticket_key_rotation_s);
+    std::function<void()> arm_rotation = [&] {
+        rotation.expires_after(period);
+        rotation.async_wait([&](const asio::error_code& ec) {
+            if (ec) return;
+            _impl->rotate_ticket_keys();
+            arm_rotation();
+        });
+    };
+    if (_impl->ticket_keys) arm_rotation();
     _impl->start_services();
     _impl->report_listening();
     main_io.run();

@@ -421,6 +421,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Bound{"c2s", "max_unacked_stanzas", bounds::max_unacked_stanzas},
                       Bound{"c2s", "compression_window_bits", bounds::compression_window_bits},
                       Bound{"c2s", "compression_mem_level", bounds::compression_mem_level},
+                      Bound{"tls", "ticket_key_rotation_s", bounds::ticket_key_rotation_s},
                       Bound{"metrics", "port", bounds::port},
                       Bound{"accounts", "scram_iterations", bounds::scram_iterations},
                       Bound{"storage", "block_cache_mb", bounds::block_cache_mb},
@@ -449,7 +450,7 @@ TEST(NumericBounds, CoverEveryIntegerOption) {
             if (e.message() == "must be an integer (got a string)") ++numeric;
         }
     }
-    EXPECT_EQ(numeric, 44u);  // booleans such as modules.mam are not counted
+    EXPECT_EQ(numeric, 45u);  // booleans such as modules.mam are not counted
 }
 
 // --- files on disk ---
