@@ -42,6 +42,9 @@ struct AdminHooks {
     // Sets or clears an account's silent-presence flag (modules/presence/silent.hpp); returns an
     // error text, empty on success. The JID is a normalised bare JID of an existing account.
     std::function<std::string(std::string_view bare_jid, bool on)> presence_silent;
+    // Writes an online backup of the store into `dir` (absolute, not existing yet:
+    // storage/backup.hpp); returns an error text, empty on success.
+    std::function<std::string(const std::filesystem::path& dir)> backup;
 };
 
 class AdminStartError : public std::runtime_error {

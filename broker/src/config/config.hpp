@@ -48,6 +48,7 @@ inline constexpr Range resume_timeout_s{1, 3'600};  // XEP-0198 §5: a lost sess
 inline constexpr Range max_unacked_stanzas{10, 100'000};
 inline constexpr Range compression_window_bits{9, 15};  // zlib's LZ77 window, 2^N bytes
 inline constexpr Range compression_mem_level{1, 9};
+inline constexpr Range stall_limit_s{1, 3'600};  // a shard's reactor silent longer than this is unhealthy
 }  // namespace bounds
 
 enum class LogLevel : std::uint8_t { trace, debug, info, warn, error };
@@ -116,6 +117,9 @@ struct TlsConfig {
 struct MetricsConfig {
     std::string bind_address = "127.0.0.1";  // an IPv4 or IPv6 literal
     std::uint16_t port = 9522;               // Prometheus text format at /metrics; 0 disables
+    // /health, /ready and the systemd watchdog fail when a shard's reactor has not turned for
+    // this long (a loop blocked by a bug or a stuck system call).
+    std::uint32_t stall_limit_s = 10;
 
     friend bool operator==(const MetricsConfig&, const MetricsConfig&) = default;
 };

@@ -409,6 +409,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Bound{"c2s", "compression_window_bits", bounds::compression_window_bits},
                       Bound{"c2s", "compression_mem_level", bounds::compression_mem_level},
                       Bound{"metrics", "port", bounds::port},
+                      Bound{"metrics", "stall_limit_s", bounds::stall_limit_s},
                       Bound{"accounts", "scram_iterations", bounds::scram_iterations},
                       declared("ping", "idle_ms"), declared("ping", "timeout_ms"),
                       declared("register", "per_ip_per_minute"), declared("vcard", "max_bytes"),
@@ -432,7 +433,7 @@ TEST(NumericBounds, CoverEveryIntegerOption) {
             if (e.message() == "must be an integer (got a string)") ++numeric;
         }
     }
-    EXPECT_EQ(numeric, 38u);  // booleans such as modules.mam are not counted
+    EXPECT_EQ(numeric, 39u);  // booleans such as modules.mam are not counted
 }
 
 // --- files on disk ---

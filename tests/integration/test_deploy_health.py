@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""/health and /ready on the metrics port of a running broker: what a load balancer, a
+Kubernetes probe or an operator's curl sees (deploy/README.md, "Health")."""
+import os
+import sys
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import make_server, unique  # noqa: E402
+
+
+def get(port, path):
+    """(status, body) of one GET; 503 arrives as an HTTPError and is returned too."""
+    try:
+        with urllib.request.urlopen(f"http://{harness.HOST}:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+async def test_health_and_ready_answer_200_while_serving(t):
+    # A broker with two shards: both probes say 200 and count the shards; /metrics still
+    # answers on the same port; and the probes keep answering while a client logs in.
+    s = make_server(shards=2)
+    t.servers.append(s)
+    await s.start()
+    status, body = get(s.metrics_port, "/health")
+    assert status == 200 and body == "ok: 2 shard(s) turning\n", (status, body)
+    status, body = get(s.metrics_port, "/ready")
+    assert status == 200 and body == "ok: 2 shard(s) turning, store writable\n", (status, body)
+    status, body = get(s.metrics_port, "/metrics")
+    assert status == 200 and "starling_connections{shard=\"1\"}" in body, body[:500]
+    u = unique("probe")
+    s.add_user(u, "pw")
+    c = await t.client(s, u, "pw")
+    assert get(s.metrics_port, "/ready")[0] == 200
+    await c.close()
+
+
+async def test_unknown_paths_are_not_found(t):
+    s = make_server()
+    t.servers.append(s)
+    await s.start()
+    assert get(s.metrics_port, "/healthz")[0] == 404
+    assert get(s.metrics_port, "/")[0] == 404
+
+
+async def test_a_stopped_broker_fails_its_liveness_probe(t):
+    # SIGSTOP freezes every thread: a probe then gets no answer at all (what kubelet counts as a
+    # failure); after SIGCONT the shards turn again and the probe says 200.
+    import signal
+    import socket
+    s = make_server()
+    t.servers.append(s)
+    await s.start()
+    os.kill(s.pid, signal.SIGSTOP)
+    try:
+        try:
+            urllib.request.urlopen(f"http://{harness.HOST}:{s.metrics_port}/health", timeout=1)
+        except (socket.timeout, TimeoutError, urllib.error.URLError):
+            pass
+        else:
+            raise AssertionError("a frozen broker answered its liveness probe")
+    finally:
+        os.kill(s.pid, signal.SIGCONT)
+    assert get(s.metrics_port, "/health")[0] == 200
+
+
+if __name__ == "__main__":
+    harness.main(globals())
