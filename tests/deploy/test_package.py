@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The Debian package, as an operator meets it: `cpack -G DEB` in the release build, `dpkg -i`,
-the broker started from the installed files, a slixmpp login, `dpkg -r` (data kept), install
-again (the account is still there), `dpkg -P` (nothing left).
+the broker started from the installed files, a slixmpp login, an upgrade in place (data,
+certificate and configuration kept), `dpkg -r` (data kept), install again (the account is
+still there), `dpkg -P` (nothing left).
 
 There is no systemd in the test container: the broker is started with the ExecStart line of
 the installed unit, as the unit's User= (setpriv), plus port flags so that it cannot collide
@@ -125,6 +126,16 @@ async def test_install_run_remove_purge(t):
         await c.close()
         await s.stop()
         assert os.path.isdir(os.path.join(DATA, "db")) and pwd.getpwuid(os.stat(os.path.join(DATA, "db")).st_uid).pw_name == "starling"
+
+        # Upgrade in place (dpkg -i over the installed package: postinst configure with the old
+        # version): the data, the certificate and the operator's configuration edit stay.
+        with open(CONF, "a") as f:
+            f.write("# edited by the operator\n")
+        out = run("dpkg", "--force-confold", "-i", deb).stdout
+        assert "not started" not in out, out
+        assert open(os.path.join(DATA, "tls", "cert.pem")).read() == cert
+        assert open(CONF).read().endswith("# edited by the operator\n")
+        assert os.path.isdir(os.path.join(DATA, "db"))
 
         # Remove: binaries gone, data and configuration kept.
         run("dpkg", "-r", "starlingd")
