@@ -48,6 +48,10 @@ async def test_dashboard_covers_every_metric_family(t):
     assert len(names) > 30, names
     with open(DASHBOARD) as f:
         dashboard = json.load(f)
+    # The committed JSON is what its generator writes (edit make_dashboard.py, not the JSON).
+    made = subprocess.run([sys.executable, os.path.join(ROOT, "deploy", "grafana", "make_dashboard.py")],
+                          capture_output=True, text=True, timeout=30, check=True).stdout
+    assert json.loads(made) == dashboard, "starling-dashboard.json is stale: run deploy/grafana/make_dashboard.py"
     exprs = " ".join(tgt["expr"] for p in dashboard["panels"] for tgt in p.get("targets", []))
     missing = [n for n in names if not re.search(rf"\b{re.escape(n)}(_bucket|_sum|_count)?\b", exprs)]
     assert not missing, f"metric families not in {DASHBOARD}: {missing} (add them to deploy/grafana/make_dashboard.py)"
