@@ -146,6 +146,7 @@ TEST(AdminServer, HooksAreCalledOrReportedNotAvailable) {
             silenced = std::string(jid) + (on ? " on" : " off");
             return std::string();
         },
+        {},  // backup
     });
     EXPECT_EQ(round_trip(b.socket, "sessions\n"),
               "out\ta@example.com/phone shard=0\nout\tb@example.com/x shard=1\nok\t\n");
