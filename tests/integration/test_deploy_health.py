@@ -43,6 +43,24 @@ async def test_health_and_ready_answer_200_while_serving(t):
     assert get(s.metrics_port, "/")[0] == 404
 
 
+def wait_all_threads_stopped(pid, timeout=5.0):
+    """SIGSTOP reaches each thread when it next runs: wait until the kernel shows all stopped."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                pass
+        if states and all(st in ("T", "t") for st in states):
+            return
+        assert time.monotonic() < deadline, f"threads not stopped after {timeout}s: {states}"
+        time.sleep(0.01)
+
+
 async def test_a_stopped_broker_fails_its_liveness_probe(t):
     # SIGSTOP freezes every thread: a probe then gets no answer at all (what kubelet counts as a
     # failure); after SIGCONT the shards turn again and the probe says 200.
@@ -53,6 +71,7 @@ async def test_a_stopped_broker_fails_its_liveness_probe(t):
     await s.start()
     os.kill(s.pid, signal.SIGSTOP)
     try:
+        wait_all_threads_stopped(s.pid)
         try:
             urllib.request.urlopen(f"http://{harness.HOST}:{s.metrics_port}/health", timeout=1)
         except (socket.timeout, TimeoutError, urllib.error.URLError):
