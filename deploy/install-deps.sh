@@ -9,13 +9,14 @@ set -euo pipefail
 runtime_pkgs=(
   build-essential cmake ninja-build pkg-config
   libasio-dev libmbedtls-dev libssl-dev libpugixml-dev libflatbuffers-dev flatbuffers-compiler
-  librocksdb-dev prometheus-cpp-dev zlib1g-dev libidn-dev libtomlplusplus-dev
+  librocksdb-dev prometheus-cpp-dev libcivetweb-dev zlib1g-dev libidn-dev libtomlplusplus-dev
 )
 test_pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev libexpat1-dev
   clang libclang-rt-14-dev
   python3 python3-slixmpp python3-aioxmpp python3-nbxmpp profanity tmux openssl
   gcc-arm-none-eabi libstdc++-arm-none-eabi-newlib binutils
+  dpkg-dev adduser openssl systemd prometheus
 )
 
 pkgs=("${runtime_pkgs[@]}")
@@ -30,8 +31,21 @@ for p in "${pkgs[@]}"; do
   fi
 done
 
+# The Kubernetes manifest validator (deploy/kubernetes/validate) runs on Node.js: Debian's,
+# unless a node with npm is already there.
+if [[ "${1:-}" != "--runtime" ]] && ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
+
+install_npm_tools() {
+  if [[ "${1:-}" != "--runtime" ]]; then
+    bash "$(dirname "$0")/kubernetes/validate/install.sh"
+  fi
+}
+
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "install-deps: all ${#pkgs[@]} packages present"
+  install_npm_tools "${1:-}"
   exit 0
 fi
 
@@ -41,4 +55,5 @@ echo "install-deps: installing ${#missing[@]} packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+install_npm_tools "${1:-}"
 echo "install-deps: done"

@@ -3,7 +3,8 @@
 #   1. unit tests (GoogleTest under ctest) in the release build,
 #   2. the same under AddressSanitizer + UBSan,
 #   3. the libFuzzer harnesses for a bounded time (STARLING_FUZZ_SECONDS, default 60),
-#   4. integration tests against the real binaries, when there are any.
+#   4. integration tests against the real binaries, when there are any,
+#   5. the Debian package: built, installed, run, removed and purged (tests/deploy/).
 # Idempotent; safe to run again. Ends with one summary line: "N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,6 +88,25 @@ if [[ -x tests/integration/run.sh ]]; then
     run_integration "$root/build/release" release
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         run_integration "$root/build/asan" asan
+fi
+
+# The Debian package (tests/deploy/test_package.py): built from the release build, installed
+# with dpkg, run, removed and purged. Once, not per build; needs root for dpkg.
+if [[ -x tests/integration/run.sh ]]; then
+    say "Debian package (cpack, dpkg -i / -r / -P)"
+    log="$logs/package.log"
+    sudo_cmd=()
+    [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo --preserve-env=STARLING_BUILD_DIR)
+    set +e
+    "${sudo_cmd[@]}" tests/integration/run.sh "$root/build/release" "$root/tests/deploy/test_package.py" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1 || true)
+    if [[ -n "$line" ]]; then
+        passed=$((passed + $(cut -d' ' -f1 <<<"$line")))
+        failed=$((failed + $(cut -d' ' -f3 <<<"$line")))
+    fi
+    if [[ $rc -ne 0 ]]; then status=1; [[ -n "$line" ]] || failed=$((failed + 1)); fi
 fi
 
 echo

@@ -70,7 +70,19 @@ int main(int argc, char** argv) {
     raise_descriptor_limit();
     try {
         server::Broker broker(cfg);
-        broker.run();
+        // SIGHUP (systemd ExecReload=): read the configuration again and apply what can change
+        // on a running broker: the log level. Everything else needs a restart (deploy/README.md);
+        // a file that no longer parses is reported and the running settings stay.
+        broker.run([argc, argv, &cfg] {
+            try {
+                const auto fresh = config::load(argc, argv, nullptr);
+                util::g_log_level.store(static_cast<int>(fresh.general.log_level));
+                STARLING_LOG(info, "reloaded: log level {}{}", config::to_string(fresh.general.log_level),
+                             fresh == cfg ? "" : "; other changes take effect at the next restart");
+            } catch (const std::exception& e) {
+                STARLING_LOG(error, "reload failed, keeping the running configuration: {}", e.what());
+            }
+        });
     } catch (const std::exception& e) {
         std::fprintf(stderr, "starlingd: %s\n", e.what());
         return 1;

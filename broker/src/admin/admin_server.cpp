@@ -225,6 +225,13 @@ private:
             send(out_lines(a.text), false);
             return finish_ok("");
         }
+        if (is({"backup"}, 1)) {
+            if (!s.hooks.backup) return finish_error(AdminErrc::not_available, "backup: not available");
+            const std::filesystem::path dir(f[1]);
+            if (!dir.is_absolute()) return finish_error(AdminErrc::bad_request, "the backup folder must be an absolute path");
+            if (auto err = s.hooks.backup(dir); !err.empty()) return finish_error(AdminErrc::storage, err);
+            return finish_ok("backup written to " + dir.string() + " (restore: deploy/README.md, Backups)");
+        }
         if (is({"ping"}, 0)) return finish_ok("pong");
         finish_error(AdminErrc::bad_request, "unknown request '" + std::string(f[0].substr(0, 100)) + "'");
     }

@@ -73,6 +73,7 @@ void for_each_option(C& c, V&& v) {
 
     v("metrics", "bind_address", c.metrics.bind_address, Text::ip);
     v("metrics", "port", c.metrics.port, bounds::port);
+    v("metrics", "stall_limit_s", c.metrics.stall_limit_s, bounds::stall_limit_s);
 
     v("accounts", "scram_iterations", c.accounts.scram_iterations, bounds::scram_iterations);
 

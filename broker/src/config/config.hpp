@@ -52,6 +52,7 @@ inline constexpr Range compression_window_bits{9, 15};  // zlib's LZ77 window, 2
 inline constexpr Range compression_mem_level{1, 9};
 // A ticket is accepted for up to two periods; RFC 8446 §4.6.1 caps a ticket's life at 7 days.
 inline constexpr Range ticket_key_rotation_s{60, 86'400};
+inline constexpr Range stall_limit_s{1, 3'600};  // a shard's reactor silent longer than this is unhealthy
 }  // namespace bounds
 
 enum class LogLevel : std::uint8_t { trace, debug, info, warn, error };
@@ -125,6 +126,9 @@ struct TlsConfig {
 struct MetricsConfig {
     std::string bind_address = "127.0.0.1";  // an IPv4 or IPv6 literal
     std::uint16_t port = 9522;               // Prometheus text format at /metrics; 0 disables
+    // /health, /ready and the systemd watchdog fail when a shard's reactor has not turned for
+    // this long (a loop blocked by a bug or a stuck system call).
+    std::uint32_t stall_limit_s = 10;
 
     friend bool operator==(const MetricsConfig&, const MetricsConfig&) = default;
 };

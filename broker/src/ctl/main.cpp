@@ -63,6 +63,9 @@ Commands:
   pubsub show SERVICE NODE     a node's configuration, affiliations, subscriptions, items
   pubsub delete SERVICE NODE   delete a node; its subscribers are told
                                (pubsub: running broker only)
+  backup DIR                   a consistent copy of the store, taken while starlingd runs,
+                               into DIR (a new folder; the broker's user must be able to
+                               create it). Restore: deploy/README.md  (running broker only)
 
 With starlingd running, commands go through its admin socket; otherwise the user commands open
 the store in <data-dir>/db directly.
@@ -173,6 +176,7 @@ int check_command(const std::vector<std::string>& c) {
         return usage("usage: pubsub list [SERVICE] | pubsub show SERVICE NODE | pubsub delete SERVICE NODE");
     }
     if ((c[0] == "sessions" || c[0] == "stats") && n == 1) return -1;
+    if (c[0] == "backup") return n == 2 ? -1 : usage("usage: backup DIR");
     if (c[0] == "kick" && n == 2) return -1;
     if (c[0] == "sessions" || c[0] == "stats" || c[0] == "kick") return usage("wrong arguments for " + c[0]);
     return usage("unknown command '" + c[0] + "'");
@@ -243,6 +247,12 @@ int run_online(ctl::AdminClient& client, const Options& o) {
         if (!p::is_valid_field(*password)) return failed("a password may not hold control characters");
         request.resize(3);
         request.push_back(*password);
+    }
+    // The broker resolves nothing against its own working directory: send an absolute path.
+    std::string backup_dir;
+    if (c[0] == "backup") {
+        backup_dir = std::filesystem::absolute(c[1]).lexically_normal().string();
+        request[1] = backup_dir;
     }
     for (std::size_t i = 0; i < request.size(); ++i) {
         if (!p::is_valid_field(request[i])) return failed("an argument may not hold control characters");

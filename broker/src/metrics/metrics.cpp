@@ -1,8 +1,11 @@
 #include "broker/src/metrics/metrics.hpp"
 
+#include <civetweb.h>
+
+#include <iterator>
+#include <limits>
 #include <stdexcept>
 
-#include <prometheus/exposer.h>
 #include <prometheus/text_serializer.h>
 
 #include "xmpp/stream_error.hpp"
@@ -236,34 +239,77 @@ std::string render_text(const std::vector<ShardSnapshot>& shards) {
 }
 
 namespace {
-// prometheus-cpp reports a port it cannot bind as "null context when constructing CivetServer",
-// which tells an operator nothing: say which address is taken and how to choose another.
-std::unique_ptr<prometheus::Exposer> make_exposer(const std::string& bind) {
-    try {
-        return std::make_unique<prometheus::Exposer>(bind, 2);
-    } catch (const std::exception& e) {
-        throw std::runtime_error("cannot serve metrics on " + bind + " (" + e.what() +
+
+void respond(mg_connection* conn, int status, const char* content_type, const std::string& body) {
+    const char* reason = status == 200 ? "OK" : status == 503 ? "Service Unavailable" : "Not Found";
+    mg_printf(conn,
+              "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
+              "Connection: close\r\n\r\n",
+              status, reason, content_type, body.size());
+    mg_write(conn, body.data(), body.size());
+}
+
+int serve_metrics(mg_connection* conn, void* self) {
+    respond(conn, 200, "text/plain; version=0.0.4; charset=utf-8", static_cast<MetricsServer*>(self)->scrape());
+    return 200;
+}
+
+int serve_probe(mg_connection* conn, bool ready, void* self) {
+    const auto& probe = static_cast<MetricsServer*>(self)->health();
+    if (!probe) {
+        respond(conn, 404, "text/plain; charset=utf-8", "no health probe\n");
+        return 404;
+    }
+    const auto report = probe(ready);
+    respond(conn, report.http_status, "text/plain; charset=utf-8", report.body);
+    return report.http_status;
+}
+
+int serve_health(mg_connection* conn, void* self) { return serve_probe(conn, false, self); }
+int serve_ready(mg_connection* conn, void* self) { return serve_probe(conn, true, self); }
+
+}  // namespace
+
+MetricsServer::MetricsServer(const std::string& bind, BrokerCollector::Snapshot snapshot, HealthProbe health)
+    : _collector(std::make_shared<BrokerCollector>(std::move(snapshot))), _health(std::move(health)) {
+    const std::string threads = std::to_string(k_http_threads);
+    const char* options[] = {"listening_ports", bind.c_str(), "num_threads", threads.c_str(),
+                             "request_timeout_ms", "10000", nullptr};
+    mg_callbacks callbacks{};
+    char error_text[256] = {};
+    mg_init_data init{&callbacks, this, options};
+    mg_error_data error{nullptr, error_text, sizeof error_text};
+    _http = mg_start2(&init, &error);
+    if (_http == nullptr) {
+        // Say which address is taken and how to choose another, not only civetweb's words.
+        throw std::runtime_error("cannot serve metrics on " + bind + " (" + error_text +
                                  "): is the port in use by another process? Choose another with "
                                  "--metrics-port N or [metrics] port in the configuration (0 disables metrics)");
     }
-}
-}  // namespace
-
-MetricsServer::MetricsServer(const std::string& bind, BrokerCollector::Snapshot snapshot)
-    : _collector(std::make_shared<BrokerCollector>(std::move(snapshot))), _exposer(make_exposer(bind)) {
-    _exposer->RegisterCollectable(_collector);
+    mg_set_request_handler(_http, "/metrics$", serve_metrics, this);
+    mg_set_request_handler(_http, "/health$", serve_health, this);
+    mg_set_request_handler(_http, "/ready$", serve_ready, this);
 }
 
-MetricsServer::~MetricsServer() = default;
+MetricsServer::~MetricsServer() {
+    if (_http != nullptr) mg_stop(_http);  // joins civetweb's threads: no handler runs after this
+}
 
-void MetricsServer::add(std::shared_ptr<prometheus::Collectable> collectable) {
-    _extra.push_back(collectable);
-    _exposer->RegisterCollectable(collectable);
+void MetricsServer::add(std::shared_ptr<prometheus::Collectable> collectable) { _extra.push_back(std::move(collectable)); }
+
+std::string MetricsServer::scrape() const {
+    auto families = _collector->Collect();
+    for (const auto& c : _extra) {
+        auto more = c->Collect();
+        families.insert(families.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
+    }
+    return prometheus::TextSerializer().Serialize(families);
 }
 
 std::uint16_t MetricsServer::port() const {
-    auto ports = _exposer->GetListeningPorts();
-    return ports.empty() ? 0 : static_cast<std::uint16_t>(ports.front());
+    mg_server_port ports[4] = {};
+    const int n = mg_get_server_ports(_http, 4, ports);
+    return n > 0 ? static_cast<std::uint16_t>(ports[0].port) : 0;
 }
 
 }  // namespace starling::metrics

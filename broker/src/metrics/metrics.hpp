@@ -16,12 +16,11 @@
 #include <prometheus/collectable.h>
 
 #include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/metrics/health.hpp"
 #include "broker/src/router/router.hpp"
 #include "broker/src/session/counters.hpp"
 
-namespace prometheus {
-class Exposer;
-}
+struct mg_context;
 
 namespace starling::metrics {
 
@@ -51,21 +50,36 @@ private:
     Snapshot _snapshot;
 };
 
-// Serves /metrics on `bind` ("127.0.0.1:9522"). Throws std::runtime_error when it cannot bind.
+// Serves, on `bind` ("127.0.0.1:9522", "[::1]:9522"), over civetweb (prometheus-cpp's own HTTP
+// server library, used directly so that one port carries the probes too):
+//   /metrics  the Prometheus text format of the shards' snapshot and every added collectable
+//   /health   liveness: 200 when every shard's reactor turns, else 503 naming the stalled shard
+//   /ready    readiness: /health and the store takes writes
+// `health(ready)` answers the probes; without it they say 404. Throws std::runtime_error when
+// it cannot bind. Handlers run on civetweb's threads (at most k_http_threads at once).
 class MetricsServer {
 public:
-    MetricsServer(const std::string& bind, BrokerCollector::Snapshot snapshot);
+    using HealthProbe = std::function<HealthReport(bool ready)>;
+    static constexpr int k_http_threads = 2;
+
+    MetricsServer(const std::string& bind, BrokerCollector::Snapshot snapshot, HealthProbe health = {});
     ~MetricsServer();
     MetricsServer(const MetricsServer&) = delete;
     MetricsServer& operator=(const MetricsServer&) = delete;
     std::uint16_t port() const;
-    // Another source of metrics (the store's), scraped with the shards'.
+    // Another source of metrics (the store's), scraped with the shards'. Call before traffic:
+    // the list is read by the HTTP threads without a lock.
     void add(std::shared_ptr<prometheus::Collectable> collectable);
+
+    // The text /metrics serves (tests).
+    std::string scrape() const;
+    const HealthProbe& health() const noexcept { return _health; }
 
 private:
     std::shared_ptr<BrokerCollector> _collector;
     std::vector<std::shared_ptr<prometheus::Collectable>> _extra;
-    std::unique_ptr<prometheus::Exposer> _exposer;
+    HealthProbe _health;
+    mg_context* _http = nullptr;
 };
 
 // Prometheus text format of a snapshot.

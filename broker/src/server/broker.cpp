@@ -20,6 +20,7 @@
 #include "broker/src/c2s/options.hpp"
 #include "broker/src/c2s/session.hpp"
 #include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/metrics/health.hpp"
 #include "broker/src/metrics/metrics.hpp"
 #include "broker/src/metrics/store_metrics.hpp"
 #include "broker/src/modules/module_list.hpp"
@@ -35,10 +36,12 @@
 #include "broker/src/router/mailboxes.hpp"
 #include "broker/src/router/router.hpp"
 #include "broker/src/storage/accounts.hpp"
+#include "broker/src/storage/backup.hpp"
 #include "broker/src/storage/store.hpp"
 #include "broker/src/storage/write_path.hpp"
 #include "broker/src/util/log.hpp"
 #include "broker/src/util/random.hpp"
+#include "broker/src/util/sd_notify.hpp"
 #include "xmpp/tls/self_signed.hpp"
 #include "xmpp/tls/openssl_server.hpp"
 #include "xmpp/tls/tls_context.hpp"
@@ -129,6 +132,7 @@ struct Broker::Impl {
         std::unique_ptr<c2s::ShardContext> ctx;
         session::HookTable hooks;
         std::vector<std::unique_ptr<net::Listener>> listeners;
+        std::unique_ptr<asio::steady_timer> beat_timer;  // stamps heartbeats while the loop turns
     };
 
     config::BrokerConfig cfg;
@@ -143,6 +147,7 @@ struct Broker::Impl {
     std::unique_ptr<net::ShardSet> shards;
     std::unique_ptr<router::Mailboxes<router::Envelope>> mailboxes;
     std::vector<std::unique_ptr<ShardState>> states;
+    std::unique_ptr<metrics::Heartbeats> heartbeats;  // one slot per shard (metrics/health.hpp)
     std::unique_ptr<metrics::MetricsServer> metrics_server;
     std::unique_ptr<admin::AdminServer> admin_server;
 
@@ -178,6 +183,28 @@ struct Broker::Impl {
         mailboxes = std::make_unique<router::Mailboxes<router::Envelope>>(
             n, k_mailbox_capacity, [this](router::ShardId to) { wake(to); });
         for (std::size_t i = 0; i < n; ++i) make_shard(static_cast<router::ShardId>(i));
+        heartbeats = std::make_unique<metrics::Heartbeats>(n);
+    }
+
+    // A shard's liveness stamp: a timer on its own io_context, so it fires only while the loop
+    // turns. Four beats per stall limit (at most one a second) keep a healthy shard far from it.
+    std::chrono::milliseconds stall_limit() const { return std::chrono::seconds(cfg.metrics.stall_limit_s); }
+    std::chrono::milliseconds beat_interval() const {
+        return std::min<std::chrono::milliseconds>(std::chrono::seconds(1), stall_limit() / 4);
+    }
+    void beat(std::size_t i) {
+        heartbeats->beat(i, metrics::HealthClock::now());
+        auto& timer = *states[i]->beat_timer;
+        timer.expires_after(beat_interval());
+        timer.async_wait([this, i](const asio::error_code& ec) {
+            if (!ec) beat(i);
+        });
+    }
+
+    // /health (ready = false) and /ready; also the watchdog's condition. Any thread.
+    metrics::HealthReport health(bool ready) const {
+        return metrics::evaluate_health(heartbeats->ages(metrics::HealthClock::now()), stall_limit(), ready,
+                                        committer->is_running() && committer->is_healthy());
     }
 
     void make_tls() {
@@ -256,6 +283,7 @@ struct Broker::Impl {
         st->ctx = std::make_unique<c2s::ShardContext>(services, options, tls);
         st->hooks.install(*st->ctx, modules::make_modules(cfg.modules));
         st->router->set_hooks(&st->hooks);
+        st->beat_timer = std::make_unique<asio::steady_timer>(shard.io());
         const auto address = asio::ip::make_address(cfg.c2s.bind_address);
         auto listen = [&](std::uint16_t port, bool direct_tls) {
             if (port == 0) return;
@@ -377,7 +405,8 @@ struct Broker::Impl {
             const bool v6 = cfg.metrics.bind_address.find(':') != std::string::npos;
             const std::string bind = v6 ? "[" + cfg.metrics.bind_address + "]:" + std::to_string(cfg.metrics.port)
                                         : cfg.metrics.bind_address + ":" + std::to_string(cfg.metrics.port);
-            metrics_server = std::make_unique<metrics::MetricsServer>(bind, [this] { return snapshot(); });
+            metrics_server = std::make_unique<metrics::MetricsServer>(
+                bind, [this] { return snapshot(); }, [this](bool ready) { return health(ready); });
             metrics_server->add(std::make_shared<metrics::StoreCollector>(*store, *committer));
         }
         admin::AdminHooks hooks;
@@ -420,6 +449,12 @@ struct Broker::Impl {
             return r ? std::string() : std::string(storage::to_string(r.error()));
         };
         add_pubsub_hooks(hooks);
+        hooks.backup = [this](const std::filesystem::path& dir) {
+            auto err = storage::create_backup(*store, cfg.general.data_dir, dir);
+            if (err.empty()) STARLING_LOG(info, "backup written to {}", dir.string());
+            else STARLING_LOG(warn, "backup to {} failed: {}", dir.string(), err);
+            return err;
+        };
         admin::AdminConfig ac;
         ac.domains = cfg.domains;
         ac.scram_iterations = cfg.accounts.scram_iterations;
@@ -429,6 +464,7 @@ struct Broker::Impl {
         for (auto& st : states) {
             for (auto& l : st->listeners) l->start();
         }
+        for (std::size_t i = 0; i < states.size(); ++i) asio::post((*shards)[i].io(), [this, i] { beat(i); });
         shards->start();
     }
 
@@ -440,8 +476,8 @@ struct Broker::Impl {
             STARLING_LOG(info, "listening for clients on {}:{} (direct TLS, XEP-0368)", cfg.c2s.bind_address,
                          cfg.c2s.tls_port);
         if (metrics_server)
-            STARLING_LOG(info, "listening for metrics on http://{}:{}/metrics", cfg.metrics.bind_address,
-                         metrics_server->port());
+            STARLING_LOG(info, "listening for metrics on http://{}:{}/metrics (probes: /health, /ready)",
+                         cfg.metrics.bind_address, metrics_server->port());
         STARLING_LOG(info, "admin socket {}; add a user with: starlingctl --data-dir {} user add user@{} PASSWORD",
                      cfg.admin.socket.string(), cfg.general.data_dir.string(), cfg.domains.front());
         STARLING_LOG(info, "serving {} with {} shard(s); data in {}", cfg.domains.front(), states.size(),
@@ -506,30 +542,38 @@ Broker::~Broker() {
     if (_impl) _impl->stop_all();
 }
 
-void Broker::run() {
+void Broker::run(const std::function<void()>& reload) {
+    // systemd Type=notify (deploy/systemd/starlingd.service): READY=1 once every listener is up,
+    // WATCHDOG=1 only while every shard's reactor turns, STOPPING=1 when the drain begins.
+    const util::SystemdNotifier notifier;
     asio::io_context main_io;
     asio::signal_set signals(main_io, SIGINT, SIGTERM);
-    std::signal(SIGPIPE, SIG_IGN);
-    signals.async_wait([&main_io](const asio::error_code&, int sig) {
-        STARLING_LOG(info, "received signal {}", sig);
-        main_io.stop();  // the SIGHUP wait and the rotation timer would keep run() going
-    });
-    // SIGHUP reloads what can be reloaded (DESIGN §9): the TLS certificates.
     asio::signal_set hup(main_io, SIGHUP);
+    asio::steady_timer watchdog(main_io);
+    std::signal(SIGPIPE, SIG_IGN);
+    signals.async_wait([&](const asio::error_code&, int sig) {
+        STARLING_LOG(info, "received signal {}", sig);
+        notifier.notify("STOPPING=1");
+        main_io.stop();  // the SIGHUP wait and the rotation and watchdog timers would keep run() going
+    });
+    // SIGHUP reloads what can be reloaded (DESIGN §9): the TLS certificates, and the log level.
     std::function<void()> wait_hup = [&] {
         hup.async_wait([&](const asio::error_code& ec, int) {
             if (ec) return;
-            STARLING_LOG(info, "received SIGHUP: reloading TLS certificates");
+            STARLING_LOG(info, "received SIGHUP: reloading the TLS certificates and the log level");
+            notifier.notify("RELOADING=1");
             _impl->reload_tls();
+            if (reload) reload();
+            notifier.notify("READY=1\nSTATUS=reloaded");
             wait_hup();
         });
     };
     wait_hup();
     // Session ticket keys rotate on the main thread; the shards read them under the ring's lock.
     asio::steady_timer rotation(main_io);
-    const auto period = std::chrono::seconds(_impl->cfg.tls.ticket_key_rotation_s);
+    const auto rotation_period = std::chrono::seconds(_impl->cfg.tls.ticket_key_rotation_s);
     std::function<void()> arm_rotation = [&] {
-        rotation.expires_after(period);
+        rotation.expires_after(rotation_period);
         rotation.async_wait([&](const asio::error_code& ec) {
             if (ec) return;
             _impl->rotate_ticket_keys();
@@ -539,7 +583,26 @@ void Broker::run() {
     if (_impl->ticket_keys) arm_rotation();
     _impl->start_services();
     _impl->report_listening();
-    main_io.run();
+    notifier.notify("READY=1\nSTATUS=serving");
+    if (const auto period = notifier.watchdog()) {
+        // Ping at half the period systemd allows (sd_watchdog_enabled(3) advice).
+        const auto interval = std::max<std::chrono::microseconds>(*period / 2, std::chrono::milliseconds(10));
+        STARLING_LOG(info, "systemd watchdog: pinging every {} ms while every shard turns",
+                     std::chrono::duration_cast<std::chrono::milliseconds>(interval).count());
+        std::function<void()> tick = [&] {
+            const auto report = _impl->health(false);
+            if (report.ok) notifier.notify("WATCHDOG=1");
+            else STARLING_LOG(error, "systemd watchdog: not pinging: {}", report.body);
+            watchdog.expires_after(interval);
+            watchdog.async_wait([&](const asio::error_code& ec) {
+                if (!ec) tick();
+            });
+        };
+        tick();
+        main_io.run();
+    } else {
+        main_io.run();
+    }
     _impl->drain();
     _impl->flush_writes();
     _impl->stop_all();

@@ -7,6 +7,7 @@
 // afterwards only from each shard's thread (through asio::post).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,8 +25,10 @@ public:
     Broker(const Broker&) = delete;
     Broker& operator=(const Broker&) = delete;
 
-    // Serves until SIGTERM/SIGINT; returns once everything is closed and flushed.
-    void run();
+    // Serves until SIGTERM/SIGINT; returns once everything is closed and flushed. SIGHUP calls
+    // `reload` on the main thread (what can be reloaded: see main.cpp). Speaks systemd's notify
+    // protocol when $NOTIFY_SOCKET is set (util/sd_notify.hpp).
+    void run(const std::function<void()>& reload = {});
 
 private:
     struct Impl;

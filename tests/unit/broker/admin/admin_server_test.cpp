@@ -156,6 +156,7 @@ TEST(AdminServer, HooksAreCalledOrReportedNotAvailable) {
         [](std::string_view, std::string_view node) {
             return admin::AdminHooks::Answer{node == "feed-a", node == "feed-a" ? "deleted feed-a" : "no node"};
         },
+        {},  // backup
     });
     EXPECT_EQ(round_trip(b.socket, "sessions\n"),
               "out\ta@example.com/phone shard=0\nout\tb@example.com/x shard=1\nok\t\n");

@@ -423,6 +423,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Bound{"c2s", "compression_mem_level", bounds::compression_mem_level},
                       Bound{"tls", "ticket_key_rotation_s", bounds::ticket_key_rotation_s},
                       Bound{"metrics", "port", bounds::port},
+                      Bound{"metrics", "stall_limit_s", bounds::stall_limit_s},
                       Bound{"accounts", "scram_iterations", bounds::scram_iterations},
                       Bound{"storage", "block_cache_mb", bounds::block_cache_mb},
                       Bound{"storage", "write_buffer_mb", bounds::write_buffer_mb},
@@ -450,7 +451,7 @@ TEST(NumericBounds, CoverEveryIntegerOption) {
             if (e.message() == "must be an integer (got a string)") ++numeric;
         }
     }
-    EXPECT_EQ(numeric, 45u);  // booleans such as modules.mam are not counted
+    EXPECT_EQ(numeric, 46u);  // booleans such as modules.mam are not counted
 }
 
 // --- files on disk ---
