@@ -68,6 +68,7 @@ Agent::Agent(asio::io_context& io, const AgentConfig& cfg)
                 },
             }),
       _commands(cfg),
+      _shim(io, cfg),
       _tick(io),
       _retry(io),
       _node(cfg.node_name()),
@@ -77,6 +78,9 @@ Agent::Agent(asio::io_context& io, const AgentConfig& cfg)
         {{"dir", cfg.queue.dir.string()}, {"depth", s.depth}, {"bytes", s.bytes}, {"segments", s.segments},
          {"corrupt_records", s.corrupt_records}, {"truncated_bytes", s.truncated_bytes},
          {"incarnation", _queue.incarnation()}});
+    _commands.set_shim([this](const CommandDef& def, const std::map<std::string, std::string>& args) {
+        return _shim.send_command(def, args);
+    });
     if (s.corrupt_records > 0)
         log(LogLevel::warn, "queue.recovered", {{"corrupt_records", s.corrupt_records}, {"truncated_bytes", s.truncated_bytes}});
 }
@@ -85,6 +89,7 @@ Agent::~Agent() = default;
 
 void Agent::start() {
     start_status_socket();
+    _shim.start();
     _link.start();
     arm_tick();
 }
@@ -92,6 +97,7 @@ void Agent::start() {
 void Agent::stop() {
     _tick.cancel();
     _retry.cancel();
+    _shim.stop();
     if (_status) {
         asio::error_code ec;
         _status->close(ec);
@@ -112,11 +118,15 @@ void Agent::arm_tick() {
 void Agent::tick() {
     std::vector<Reading> readings;
     _sources.collect(readings);
-    enqueue(readings);
+    std::optional<std::uint32_t> shim_seq;
+    _shim.take(readings, shim_seq);
+    // The device may forget its batches once they are on disk here (firmware-shim/README.md).
+    if (enqueue(readings) && shim_seq) _shim.ack(*shim_seq);
     pump();
 }
 
-void Agent::enqueue(std::vector<Reading>& readings) {
+bool Agent::enqueue(std::vector<Reading>& readings) {
+    bool all = true;
     for (std::size_t b = 0; b < readings.size(); b += _cfg.max_readings_per_batch) {
         const std::size_t e = std::min(readings.size(), b + _cfg.max_readings_per_batch);
         const auto before = _queue.stats().dropped;
@@ -126,12 +136,14 @@ void Agent::enqueue(std::vector<Reading>& readings) {
             log(LogLevel::error, "queue.append_failed",
                 {{"reason", err == AppendError::too_large ? "batch larger than queue.max_record_bytes" : "I/O error"},
                  {"readings", e - b}});
+            all = false;
             continue;
         }
         _readings += e - b;
         const auto after = _queue.stats().dropped;
         if (after != before) log(LogLevel::warn, "queue.full_dropped", {{"batches", after - before}, {"dropped_total", after}});
     }
+    return all;
 }
 
 void Agent::on_online(bool resumed) {
@@ -253,7 +265,10 @@ std::string Agent::status_line() const {
          " connects=" + std::to_string(_link.counters().connects) +
          " resumes=" + std::to_string(_link.counters().resumes) +
          " commands=" + std::to_string(_commands.executed()) + " refused=" + std::to_string(_commands.refused()) +
-         " source_errors=" + std::to_string(_sources.errors()) + " last_error=";
+         " source_errors=" + std::to_string(_sources.errors()) +
+         " shim=" + std::string(_cfg.shim_socket.empty() ? "none" : _shim.is_connected() ? "connected" : "down") +
+         " shim_readings=" + std::to_string(_shim.counters().readings) +
+         " shim_bad_frames=" + std::to_string(_shim.counters().bad_frames) + " last_error=";
     append_log_value(s, _link.last_error().empty() ? std::string("-") : _link.last_error());
     return s;
 }

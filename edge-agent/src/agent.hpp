@@ -17,6 +17,7 @@
 #include "edge-agent/src/config.hpp"
 #include "edge-agent/src/disk_queue.hpp"
 #include "edge-agent/src/link.hpp"
+#include "edge-agent/src/shim_link.hpp"
 #include "edge-agent/src/sources.hpp"
 
 namespace starling::agent {
@@ -36,7 +37,7 @@ public:
 private:
     void tick();
     void arm_tick();
-    void enqueue(std::vector<Reading>& readings);
+    bool enqueue(std::vector<Reading>& readings);  // false if a batch could not be queued
     void on_online(bool resumed);
     void create_node();
     void restart_publishing();
@@ -51,6 +52,7 @@ private:
     Sources _sources;
     Link _link;
     Commands _commands;
+    ShimLink _shim;
     asio::steady_timer _tick;
     asio::steady_timer _retry;
     std::unique_ptr<asio::local::stream_protocol::acceptor> _status;

@@ -220,7 +220,7 @@ std::string Commands::run(const CommandDef& def, const std::map<std::string, std
                 error = "no firmware shim link configured";
                 return {};
             }
-            error = _shim(def.name, args);
+            error = _shim(def, args);
             return error.empty() ? "sent to the device" : std::string();
         }
         case CommandDef::Kind::file: {

@@ -19,7 +19,7 @@
 namespace starling::agent {
 
 // Where a `shim` command goes: returns "" when it was handed to the device, or why not.
-using ShimForward = std::function<std::string(const std::string& command, const std::map<std::string, std::string>& args)>;
+using ShimForward = std::function<std::string(const CommandDef& command, const std::map<std::string, std::string>& args)>;
 
 class Commands {
 public:

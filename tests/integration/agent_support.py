@@ -18,6 +18,8 @@ import harness
 
 NS_READINGS = "urn:starling:agent:readings:0"
 SERVICE = "pubsub.localhost"
+NS_CMD = "http://jabber.org/protocol/commands"
+NS_DATA = "jabber:x:data"
 
 
 class Agent:
@@ -180,3 +182,29 @@ async def all_items(ps, node: str) -> list:
     """Every item of the node, as (id, payload element), in the service's order."""
     got = await ps.get_items(SERVICE, node, timeout=10)
     return [(i["id"], i.xml[0] if len(i.xml) else None) for i in got["pubsub"]["items"]]
+
+
+# XEP-0050 from an operator's client
+
+async def iq_set(c, to, xml, timeout=5.0):
+    iq = c.xmpp.make_iq_set(ito=to)
+    iq.append(ET.fromstring(xml))
+    return await iq.send(timeout=timeout)
+
+
+def submit(node, session, fields):
+    xs = "".join(f"<field var='{k}'><value>{v}</value></field>" for k, v in fields.items())
+    return (f"<command xmlns='{NS_CMD}' node='{node}' sessionid='{session}' action='complete'>"
+            f"<x xmlns='{NS_DATA}' type='submit'>{xs}</x></command>")
+
+
+async def run_command(c, to, node, fields):
+    """The two stages of XEP-0050 §3.4: execute -> form, submit -> completed."""
+    r = await iq_set(c, to, f"<command xmlns='{NS_CMD}' node='{node}' action='execute'/>")
+    cmd = r.xml.find(f"{{{NS_CMD}}}command")
+    assert cmd.get("status") == "executing", ET.tostring(r.xml)
+    form = cmd.find(f"{{{NS_DATA}}}x")
+    assert form is not None and form.get("type") == "form"
+    assert sorted(f.get("var") for f in form.findall(f"{{{NS_DATA}}}field")) == sorted(fields)
+    r2 = await iq_set(c, to, submit(node, cmd.get("sessionid"), fields))
+    return r2.xml.find(f"{{{NS_CMD}}}command")

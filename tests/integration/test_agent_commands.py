@@ -10,12 +10,10 @@ from xml.etree import ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from agent_support import Agent  # noqa: E402
+from agent_support import NS_CMD, NS_DATA, Agent, iq_set, run_command, submit  # noqa: E402
 
 from slixmpp.exceptions import IqError  # noqa: E402
 
-NS_CMD = "http://jabber.org/protocol/commands"
-NS_DATA = "jabber:x:data"
 NS_ITEMS = "http://jabber.org/protocol/disco#items"
 
 COMMANDS = """[[command]]
@@ -31,30 +29,6 @@ kind = "program"
 argv = ["/bin/echo", "device says", "{{word}}"]
 args = [{{ name = "word", type = "string", max_len = 16 }}]
 """
-
-
-async def iq_set(c, to, xml, timeout=5.0):
-    iq = c.xmpp.make_iq_set(ito=to)
-    iq.append(ET.fromstring(xml))
-    return await iq.send(timeout=timeout)
-
-
-def submit(node, session, fields):
-    xs = "".join(f"<field var='{k}'><value>{v}</value></field>" for k, v in fields.items())
-    return (f"<command xmlns='{NS_CMD}' node='{node}' sessionid='{session}' action='complete'>"
-            f"<x xmlns='{NS_DATA}' type='submit'>{xs}</x></command>")
-
-
-async def run_command(c, to, node, fields):
-    """The two stages of XEP-0050 §3.4: execute -> form, submit -> completed."""
-    r = await iq_set(c, to, f"<command xmlns='{NS_CMD}' node='{node}' action='execute'/>")
-    cmd = r.xml.find(f"{{{NS_CMD}}}command")
-    assert cmd.get("status") == "executing", ET.tostring(r.xml)
-    form = cmd.find(f"{{{NS_DATA}}}x")
-    assert form is not None and form.get("type") == "form"
-    assert sorted(f.get("var") for f in form.findall(f"{{{NS_DATA}}}field")) == sorted(fields)
-    r2 = await iq_set(c, to, submit(node, cmd.get("sessionid"), fields))
-    return r2.xml.find(f"{{{NS_CMD}}}command")
 
 
 def conditions(e: IqError):
