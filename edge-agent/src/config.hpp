@@ -67,7 +67,7 @@ struct AgentConfig {
     // [agent]
     std::string device = "device";
     LogLevel log_level = LogLevel::info;
-    std::string status_socket;  // empty: no status socket
+    std::string status_socket = "/run/starling-agent/status.sock";  // empty: none
     // [xmpp]
     std::string jid;  // required: localpart@domain
     std::string password;

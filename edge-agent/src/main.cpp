@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <string>
 #include <string_view>
@@ -15,6 +16,7 @@
 #include "edge-agent/src/agent.hpp"
 #include "edge-agent/src/config.hpp"
 #include "edge-agent/src/log.hpp"
+#include "edge-agent/src/sd_notify.hpp"
 #include "xmpp/tls/tls_context.hpp"
 
 #ifndef STARLING_VERSION
@@ -132,6 +134,7 @@ int main(int argc, char** argv) {
         signals.async_wait([&](const asio::error_code& ec, int sig) {
             if (ec) return;
             log(LogLevel::info, "agent.stopping", {{"signal", sig}});
+            sd_notify("STOPPING=1");
             agent.stop();
             // Give the stream's close one moment to go out, then leave.
             auto t = std::make_shared<asio::steady_timer>(io, std::chrono::milliseconds(200));
@@ -140,6 +143,20 @@ int main(int argc, char** argv) {
         log(LogLevel::info, "agent.start", {{"version", STARLING_VERSION}, {"jid", cfg.jid}, {"device", cfg.device},
                                             {"node", cfg.node_name()}, {"service", cfg.pubsub_service()}});
         agent.start();
+        sd_notify("READY=1");
+        // The watchdog ping comes from the event loop itself: a stuck loop stops it.
+        asio::steady_timer watchdog(io);
+        std::function<void()> pet;
+        if (const auto every = watchdog_interval()) {
+            pet = [&] {
+                sd_notify("WATCHDOG=1");
+                watchdog.expires_after(*every);
+                watchdog.async_wait([&](const asio::error_code& ec) {
+                    if (!ec) pet();
+                });
+            };
+            pet();
+        }
         io.run();
         return 0;
     } catch (const QueueError& e) {

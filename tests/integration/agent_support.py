@@ -78,11 +78,12 @@ interval_ms = {interval_ms}
             f.write(f"{value}\n")
         os.replace(tmp, self.sensor(name))
 
-    async def start(self) -> "Agent":
+    async def start(self, env: Optional[dict] = None) -> "Agent":
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([self.binary, "--config", self.config_path], stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT,
-                                     preexec_fn=harness._die_with_parent)
+                                     preexec_fn=harness._die_with_parent,
+                                     env=None if env is None else {**os.environ, **env})
         return self
 
     def kill(self) -> None:

@@ -102,4 +102,40 @@ async def test_an_untrusted_server_certificate_is_a_clear_log_line_and_no_crash(
         agent.cleanup()
 
 
+@harness.timeout(30)
+async def test_status_command_and_systemd_notify_with_watchdog(t):
+    import socket
+    server = await t.server()
+    (dev,) = await t.users(server, 1, prefix="ag")
+    agent = Agent(server, dev, "secret", device=dev, interval_ms=50)
+    notify_path = os.path.join(agent.dir, "notify.sock")
+    n = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    n.bind(notify_path)
+    n.setblocking(False)
+    try:
+        st = agent.status()
+        assert st == {}, st  # nobody answers yet: --status exits 1
+        agent.write_sensor("s", 5)
+        with open(agent.config_path, "a") as f:
+            f.write(FILE_SOURCE.format(path=agent.sensor("s")))
+        await agent.start(env={"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "200000"})
+        st = await agent.wait_status(lambda st: st["state"] == "online" and int(st["published"]) > 0,
+                                     what="online and publishing")
+        assert st["jid"] == f"{agent.jid}/agent", st
+        assert int(st["last_publish_ms"]) > 0 and st["queue_dropped"] == "0", st
+        await asyncio.sleep(0.5)
+        got = []
+        while True:
+            try:
+                got.append(n.recv(256).decode())
+            except BlockingIOError:
+                break
+        assert got and got[0] == "READY=1", got
+        assert got.count("WATCHDOG=1") >= 3, got  # every 100 ms
+        await agent.stop()
+    finally:
+        n.close()
+        agent.cleanup()
+
+
 harness.main(globals())
