@@ -54,7 +54,9 @@ Agent::Agent(asio::io_context& io, const AgentConfig& cfg)
       _link(io, cfg,
             Link::Callbacks{
                 [this](bool resumed) { on_online(resumed); },
-                [this] { _inflight = 0; },
+                // Offline: IQs in flight stay counted; a resumed stream still answers them, a new
+                // stream fails them first and restarts publishing (on_online).
+                [] {},
                 [this](const pugi::xml_node& iq) {
                     std::string answer = _commands.handle(iq);
                     if (answer.empty()) {

@@ -27,7 +27,7 @@ class Agent:
 
     def __init__(self, server: harness.Server, user: str, password: str, *, device: str = "dev",
                  extra: str = "", interval_ms: int = 50, ca_file: Optional[str] = None,
-                 operators: tuple = ()):
+                 operators: tuple = (), port: Optional[int] = None):
         self.server = server
         self.binary = harness.agent_binary()
         self.dir = tempfile.mkdtemp(prefix="agent-")
@@ -51,7 +51,7 @@ status_socket = "{self.status_path}"
 jid = "{self.jid}"
 password = "{password}"
 host = "127.0.0.1"
-port = {server.c2s_port}
+port = {port or server.c2s_port}
 operators = [{ops}]
 [tls]
 ca_file = "{ca}"
@@ -209,3 +209,53 @@ async def run_command(c, to, node, fields):
     assert sorted(f.get("var") for f in form.findall(f"{{{NS_DATA}}}field")) == sorted(fields)
     r2 = await iq_set(c, to, submit(node, cmd.get("sessionid"), fields))
     return r2.xml.find(f"{{{NS_CMD}}}command")
+
+
+class CuttableProxy:
+    """A TCP proxy in front of the broker's client port whose connections can be cut at once,
+    as a network failure would (the broker keeps the session for XEP-0198 resumption)."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.port = 0
+        self.conns: list = []
+        self._server = None
+
+    async def start(self) -> "CuttableProxy":
+        self._server = await asyncio.start_server(self._on_client, harness.HOST, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _on_client(self, cr, cw):
+        try:
+            sr, sw = await asyncio.open_connection(harness.HOST, self.target_port)
+        except OSError:
+            cw.close()
+            return
+        self.conns.append((cw, sw))
+
+        async def pipe(r, w):
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pipe(cr, sw), pipe(sr, cw))
+
+    def cut(self) -> None:
+        for cw, sw in self.conns:
+            for w in (cw, sw):
+                try:
+                    w.transport.abort()
+                except Exception:
+                    pass
+        self.conns.clear()
+
+    def close(self) -> None:
+        self.cut()
+        if self._server:
+            self._server.close()
