@@ -109,7 +109,11 @@ void Agent::stop() {
 }
 
 void Agent::arm_tick() {
-    _tick.expires_after(_cfg.interval);
+    // A fixed rate, not interval + the time a tick takes; after a stall, no burst of catch-up ticks.
+    const auto now = std::chrono::steady_clock::now();
+    auto next = _tick.expiry() + _cfg.interval;
+    if (next < now || _tick.expiry() == asio::steady_timer::time_point{}) next = now + _cfg.interval;
+    _tick.expires_at(next);
     _tick.async_wait([this](const asio::error_code& ec) {
         if (ec) return;
         tick();
@@ -220,6 +224,10 @@ void Agent::on_publish_reply(std::uint64_t gen, std::uint64_t seq, const IqReply
         _queue.ack(seq);
         ++_published;
         _last_publish_ms = unix_ms();
+        if (_published == 1) {
+            const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - _started);
+            log(LogLevel::info, "publish.first_acked", {{"since_start_ms", static_cast<std::int64_t>(ms.count())}});
+        }
         if (gen == _gen) {
             --_inflight;
             pump();
