@@ -147,7 +147,8 @@ int main(int argc, char** argv) {
         // The watchdog ping comes from the event loop itself: a stuck loop stops it.
         asio::steady_timer watchdog(io);
         std::function<void()> pet;
-        if (const auto every = watchdog_interval()) {
+        const auto every = watchdog_interval();  // outlives the loop: the timer's handler reads it
+        if (every) {
             pet = [&] {
                 sd_notify("WATCHDOG=1");
                 watchdog.expires_after(*every);
