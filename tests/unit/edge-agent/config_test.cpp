@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <sstream>
 #include <string>
 
 using starling::agent::AgentConfig;
@@ -136,4 +138,16 @@ TEST(AgentConfig, OperatorsAreNormalisedBareJids) {
     ASSERT_EQ(c.operators.size(), 1u);
     EXPECT_EQ(c.operators[0], "alice@example.com");
     EXPECT_NE(error_of(k_min + "operators = ['@@']\n").find("xmpp.operators"), std::string::npos);
+}
+
+TEST(AgentConfig, TheExampleInDeployParses) {
+    std::ifstream in(std::string(STARLING_SOURCE_DIR) + "/deploy/starling-agent.toml");
+    ASSERT_TRUE(in);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const AgentConfig c = parse_config(ss.str(), "deploy/starling-agent.toml");
+    EXPECT_EQ(c.node_name(), "starling/devices/pi-42");
+    EXPECT_EQ(c.commands.size(), 3u);
+    EXPECT_EQ(c.files.size(), 1u);
+    EXPECT_EQ(c.programs.size(), 1u);
 }
