@@ -29,7 +29,10 @@ class Agent:
                  extra: str = "", interval_ms: int = 50, ca_file: Optional[str] = None,
                  operators: tuple = (), port: Optional[int] = None):
         self.server = server
-        self.binary = harness.agent_binary()
+        # A cross-built agent runs under qemu-user: STARLING_AGENT_BINARY=build/arm64/...
+        # STARLING_AGENT_EMULATOR="qemu-aarch64 -L /usr/aarch64-linux-gnu".
+        self.binary = os.environ.get("STARLING_AGENT_BINARY") or harness.agent_binary()
+        self.cmd = os.environ.get("STARLING_AGENT_EMULATOR", "").split() + [self.binary]
         self.dir = tempfile.mkdtemp(prefix="agent-")
         self.sys = os.path.join(self.dir, "sys")
         os.mkdir(self.sys)
@@ -80,7 +83,7 @@ interval_ms = {interval_ms}
 
     async def start(self, env: Optional[dict] = None) -> "Agent":
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([self.binary, "--config", self.config_path], stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.cmd + ["--config", self.config_path], stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT,
                                      preexec_fn=harness._die_with_parent,
                                      env=None if env is None else {**os.environ, **env})
@@ -112,7 +115,7 @@ interval_ms = {interval_ms}
 
     def status(self) -> dict:
         """The status socket's line as a dict (what `starling-agent --status` prints)."""
-        out = subprocess.run([self.binary, "--config", self.config_path, "--status"], capture_output=True,
+        out = subprocess.run(self.cmd + ["--config", self.config_path, "--status"], capture_output=True,
                              text=True, timeout=5)
         if out.returncode != 0:
             return {}
