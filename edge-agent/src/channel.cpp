@@ -16,6 +16,25 @@ void Channel::connect(const std::string& host, std::uint16_t port, std::chrono::
     _connect_timer.async_wait([self](const asio::error_code& ec) {
         if (!ec && !self->_closed) self->fail("connect timed out");
     });
+    auto on_connect = [self, done](const asio::error_code& ec2) mutable {
+        if (self->_closed) return;
+        self->_connect_timer.cancel();
+        if (ec2) {
+            self->fail("connect: " + ec2.message());
+            return;
+        }
+        asio::error_code ignored;
+        self->_socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+        self->read();
+        done();
+    };
+    // An address needs no resolver (whose thread an embedded agent can do without).
+    asio::error_code not_ip;
+    const auto addr = asio::ip::make_address(host, not_ip);
+    if (!not_ip) {
+        _socket.async_connect(asio::ip::tcp::endpoint(addr, port), std::move(on_connect));
+        return;
+    }
     _resolver.async_resolve(host, std::to_string(port),
         [self, done = std::move(done)](const asio::error_code& ec, asio::ip::tcp::resolver::results_type results) mutable {
             if (self->_closed) return;
