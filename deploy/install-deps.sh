@@ -4,6 +4,9 @@
 #
 #   deploy/install-deps.sh            build + test dependencies
 #   deploy/install-deps.sh --runtime  only what building and running starlingd needs
+#   deploy/install-deps.sh --cross    also the arm64/armhf cross toolchains, qemu-user and the
+#                                     multiarch libraries starling-agent links (adds the
+#                                     architectures to dpkg; cmake/aarch64-linux-gnu.cmake)
 set -euo pipefail
 
 runtime_pkgs=(
@@ -19,9 +22,27 @@ test_pkgs=(
   dpkg-dev adduser openssl systemd prometheus
 )
 
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+
+cross_pkgs=(crossbuild-essential-arm64 crossbuild-essential-armhf qemu-user)
+for arch in arm64 armhf; do
+  for p in libmbedtls-dev zlib1g-dev libidn-dev libssl-dev libpugixml-dev libtomlplusplus-dev libflatbuffers-dev; do
+    cross_pkgs+=("$p:$arch")
+  done
+done
+
 pkgs=("${runtime_pkgs[@]}")
 if [[ "${1:-}" != "--runtime" ]]; then
   pkgs+=("${test_pkgs[@]}")
+fi
+if [[ "${1:-}" == "--cross" ]]; then
+  pkgs+=("${cross_pkgs[@]}")
+  for arch in arm64 armhf; do
+    if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+      $SUDO dpkg --add-architecture "$arch"
+    fi
+  done
 fi
 
 missing=()
@@ -49,8 +70,6 @@ if [[ ${#missing[@]} -eq 0 ]]; then
   exit 0
 fi
 
-SUDO=""
-if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 echo "install-deps: installing ${#missing[@]} packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q

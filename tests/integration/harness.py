@@ -354,6 +354,14 @@ class Starling(Server):
         return self.ctl("user", "list")
 
 
+def agent_binary() -> str:
+    """BUILD_DIR/edge-agent/starling-agent (issue 12), or Skip when it was not built."""
+    path = os.path.join(BUILD_DIR, "edge-agent", "starling-agent")
+    if not os.access(path, os.X_OK):
+        raise Skip(f"{path} not built (STARLING_BUILD_AGENT=OFF?)")
+    return path
+
+
 class Prosody(Server):
     """Debian's prosody (0.12) with a private config, for validating the harness. Not a service:
     it runs in the foreground on the test's ports and data folder, like starlingd."""
