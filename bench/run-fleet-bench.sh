@@ -49,7 +49,7 @@ if [[ ${SKIP_BUILD:-0} != 1 ]]; then
 fi
 starlingd=$build/broker/starlingd
 starlingctl=$build/broker/starlingctl
-if [[ " $SERVERS " == *" starling "* ]]; then
+if [[ " $SERVERS " == *" starling"* ]]; then
   for b in "$starlingd" "$starlingctl"; do [[ -x $b ]] || { echo "run-fleet-bench.sh: $b missing" >&2; exit 1; }; done
 fi
 
@@ -127,14 +127,19 @@ wait_bindable() { # PORT: no live socket on it (a TIME-WAIT client socket would 
 ## Starling: CSI is a default module; compression is off by default and turned on for csi+zlib.
 mkdir -p "$work/starling/template"
 printf '[c2s]\nstanzas_per_second = 1000000\nmax_connections_per_ip = 1000000\nconnection_rate_per_ip = 0\n\n[modules]\nmam = false\n' >"$work/starling/base.toml"
-starling_config() { # MODE -> path
-  local f=$work/starling/$1.toml
+# starling-q (optional, SERVERS="... starling-q"): the same with room to hold one presence per
+# contact of a 5,000-device roster while inactive (the defaults, 256 stanzas / 256 KiB, flush on
+# overflow), and the slow-reader limit above that, as csi/README.md asks.
+starling_config() { # SERVER MODE -> path
+  local f=$work/starling/$1-$2.toml
   cp "$work/starling/base.toml" "$f"
-  [[ $1 == csi+zlib ]] && sed -i 's/^\[c2s\]$/[c2s]\ncompression = true/' "$f"
+  [[ $2 == csi+zlib ]] && sed -i 's/^\[c2s\]$/[c2s]\ncompression = true/' "$f"
+  [[ $1 == starling-q ]] && sed -i 's/^\[c2s\]$/[c2s]\nmax_output_bytes = 8388608/' "$f" &&
+    printf '\n[csi]\nmax_held = 16384\nmax_held_bytes = 4194304\n' >>"$f"
   echo "$f"
 }
-if [[ " $SERVERS " == *" starling "* ]]; then
-  "$starlingd" --config "$(starling_config csi+zlib)" --data-dir "$work/starling/check" --check-config >/dev/null
+if [[ " $SERVERS " == *" starling"* ]]; then
+  "$starlingd" --config "$(starling_config starling-q csi+zlib)" --data-dir "$work/starling/check" --check-config >/dev/null
 fi
 
 ## Prosody 0.12: mod_csi_simple (built in); 0.12 has no stream compression (mod_compression
@@ -243,11 +248,11 @@ start_server() { # NAME MODE LOG
   local name=$1 mode=$2 logf=$3 port
   server_name=$name
   case $name in
-    starling)
+    starling|starling-q)
       port=$port_starling
       wait_bindable "$port"
       rm -rf "$work/starling/data" && cp -a "$work/starling/template" "$work/starling/data"
-      taskset -c 0 "$starlingd" --config "$(starling_config "$mode")" --data-dir "$work/starling/data" \
+      taskset -c 0 "$starlingd" --config "$(starling_config "$name" "$mode")" --data-dir "$work/starling/data" \
         --c2s-port "$port" --c2s-tls-port 0 --metrics-port 0 --shards 1 --allow-plaintext \
         --log-level warn >"$logf" 2>&1 &
       server_pid=$!
@@ -346,11 +351,15 @@ PY
   log "provisioned $DEVICES devices + op1 with rosters on $1 in $((SECONDS - t0)) s"
 }
 
-for s in $SERVERS; do case $s in starling|prosody|ejabberd) ;; *) echo "unknown server $s" >&2; exit 2 ;; esac; done
+for s in $SERVERS; do case $s in starling|starling-q|prosody|ejabberd) ;; *) echo "unknown server $s" >&2; exit 2 ;; esac; done
 log "work dir $work; DEVICES=$DEVICES EVENTS=$EVENTS PERIOD=$PERIOD RUNS=$RUNS SEED=$SEED MODES='$MODES'"
 log "load average before: $loadavg_before"
+provisioned_starling=
 for s in $SERVERS; do
-  if [[ $s == ejabberd ]]; then
+  if [[ $s == starling* ]]; then
+    [[ -n $provisioned_starling ]] || provision starling
+    provisioned_starling=1
+  elif [[ $s == ejabberd ]]; then
     start_server ejabberd none "$work/logs/ejabberd-provision.log"
     provision ejabberd
     stop_server "$work/logs/ejabberd-provision.log"

@@ -146,6 +146,7 @@ class Counter:
         self.stanzas = {}
         self.presence_bytes = 0
         self.presence_unavailable = 0
+        self.bare_unavailable = 0
         self.last = None  # (name, start offset) of the depth-1 element being read
         self.pings = []   # iq get ids to answer
         self.cur_attrs = None
@@ -166,6 +167,8 @@ class Counter:
             self.stanzas[name] = self.stanzas.get(name, 0) + 1
             if name == "presence" and attrs.get("type") == "unavailable":
                 self.presence_unavailable += 1
+                if "/" not in attrs.get("from", "/"):
+                    self.bare_unavailable += 1  # a probe answered for an offline contact (RFC 6121 §4.3.2)
             if name == "iq" and attrs.get("type") in ("get", "set"):
                 self.pings.append((attrs.get("id", ""), attrs.get("from", "")))
 
@@ -376,6 +379,7 @@ async def main_async(a):
             "stanzas": counter.stanzas,
             "presence": counter.stanzas.get("presence", 0),
             "presence_unavailable": counter.presence_unavailable,
+            "presence_unavailable_from_bare_jid": counter.bare_unavailable,
             "presence_xml_bytes": counter.presence_bytes,
             "before_active": before_active,
         },

@@ -25,7 +25,7 @@ def main():
             continue
         runs.setdefault((d["server"], d["mode"]), []).append(d)
 
-    servers = [s for s in ("starling", "prosody", "ejabberd") if any(k[0] == s for k in runs)]
+    servers = [s for s in ("starling", "starling-q", "prosody", "ejabberd") if any(k[0] == s for k in runs)]
     modes = ["none", "csi", "csi+zlib"]
     rows, table = [], {}
     for s in servers:
@@ -46,6 +46,7 @@ def main():
                 "xml_bytes": med([o["xml_bytes"] for o in op]),
                 "presence": med([o["presence"] for o in op]),
                 "presence_unavailable": med([o["presence_unavailable"] for o in op]),
+                "bare_unavailable": med([o.get("presence_unavailable_from_bare_jid") for o in op]),
                 "presence_xml_bytes": med([o["presence_xml_bytes"] for o in op]),
                 "other": med([sum(v for k, v in o["stanzas"].items() if k != "presence") for o in op]),
                 "other_kinds": sorted({k for o in op for k in o["stanzas"] if k != "presence"}),
@@ -62,7 +63,7 @@ def main():
         return "n/a" if x is None else f"{int(x):,}"
 
     lines = []
-    lines.append("| server | mode | wire bytes to operator | presence stanzas (unavailable) | presence XML bytes | other stanzas | wire bytes vs none | presence XML bytes vs none |")
+    lines.append("| server | mode | wire bytes to operator | presence stanzas (unavailable; of those from a bare JID) | presence XML bytes | other stanzas | wire bytes vs none | presence XML bytes vs none |")
     lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
     for s in servers:
         base = table.get((s, "none"), {})
@@ -74,7 +75,7 @@ def main():
                 lines.append(f"| {s} | {m} | n/a | | | | | {t['na']} |")
                 continue
             lines.append(
-                f"| {s} | {m} | {num(t['wire_bytes'])} | {num(t['presence'])} ({num(t['presence_unavailable'])}) | "
+                f"| {s} | {m} | {num(t['wire_bytes'])} | {num(t['presence'])} ({num(t['presence_unavailable'])}; {num(t['bare_unavailable'])}) | "
                 f"{num(t['presence_xml_bytes'])} | {num(t['other'])} | {pct(t['wire_bytes'], base.get('wire_bytes'))} | "
                 f"{pct(t['presence_xml_bytes'], base.get('presence_xml_bytes'))} |")
     lines.append("")
