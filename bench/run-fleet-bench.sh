@@ -127,19 +127,24 @@ wait_bindable() { # PORT: no live socket on it (a TIME-WAIT client socket would 
 ## Starling: CSI is a default module; compression is off by default and turned on for csi+zlib.
 mkdir -p "$work/starling/template"
 printf '[c2s]\nstanzas_per_second = 1000000\nmax_connections_per_ip = 1000000\nconnection_rate_per_ip = 0\n\n[modules]\nmam = false\n' >"$work/starling/base.toml"
-# starling-q (optional, SERVERS="... starling-q"): the same with room to hold one presence per
-# contact of a 5,000-device roster while inactive (the defaults, 256 stanzas / 256 KiB, flush on
-# overflow), and the slow-reader limit above that, as csi/README.md asks.
+# Variants (optional, SERVERS="... starling-q starling-qp"): starling-q has room to hold one
+# presence per contact of a 5,000-device roster while inactive (the defaults, 256 stanzas /
+# 256 KiB, flush on overflow) and the slow-reader limit above that, as csi/README.md asks;
+# starling-qp is starling-q without server pings ([ping] idle_ms = 0): the XEP-0199 ping a
+# silent client gets after 60 s is an IQ, urgent, and flushes everything held.
 starling_config() { # SERVER MODE -> path
   local f=$work/starling/$1-$2.toml
   cp "$work/starling/base.toml" "$f"
   [[ $2 == csi+zlib ]] && sed -i 's/^\[c2s\]$/[c2s]\ncompression = true/' "$f"
-  [[ $1 == starling-q ]] && sed -i 's/^\[c2s\]$/[c2s]\nmax_output_bytes = 8388608/' "$f" &&
+  if [[ $1 == starling-q* ]]; then
+    sed -i 's/^\[c2s\]$/[c2s]\nmax_output_bytes = 8388608/' "$f"
     printf '\n[csi]\nmax_held = 16384\nmax_held_bytes = 4194304\n' >>"$f"
+  fi
+  [[ $1 == starling-qp ]] && printf '\n[ping]\nidle_ms = 0\n' >>"$f"
   echo "$f"
 }
 if [[ " $SERVERS " == *" starling"* ]]; then
-  "$starlingd" --config "$(starling_config starling-q csi+zlib)" --data-dir "$work/starling/check" --check-config >/dev/null
+  "$starlingd" --config "$(starling_config starling-qp csi+zlib)" --data-dir "$work/starling/check" --check-config >/dev/null
 fi
 
 ## Prosody 0.12: mod_csi_simple (built in); 0.12 has no stream compression (mod_compression
@@ -248,7 +253,7 @@ start_server() { # NAME MODE LOG
   local name=$1 mode=$2 logf=$3 port
   server_name=$name
   case $name in
-    starling|starling-q)
+    starling|starling-q|starling-qp)
       port=$port_starling
       wait_bindable "$port"
       rm -rf "$work/starling/data" && cp -a "$work/starling/template" "$work/starling/data"
@@ -351,7 +356,7 @@ PY
   log "provisioned $DEVICES devices + op1 with rosters on $1 in $((SECONDS - t0)) s"
 }
 
-for s in $SERVERS; do case $s in starling|starling-q|prosody|ejabberd) ;; *) echo "unknown server $s" >&2; exit 2 ;; esac; done
+for s in $SERVERS; do case $s in starling|starling-q|starling-qp|prosody|ejabberd) ;; *) echo "unknown server $s" >&2; exit 2 ;; esac; done
 log "work dir $work; DEVICES=$DEVICES EVENTS=$EVENTS PERIOD=$PERIOD RUNS=$RUNS SEED=$SEED MODES='$MODES'"
 log "load average before: $loadavg_before"
 provisioned_starling=

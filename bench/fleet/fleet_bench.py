@@ -147,6 +147,8 @@ class Counter:
         self.presence_bytes = 0
         self.presence_unavailable = 0
         self.bare_unavailable = 0
+        self.other_samples = []  # what the non-presence elements were (name, attributes, child)
+        self.t0 = time.monotonic()
         self.last = None  # (name, start offset) of the depth-1 element being read
         self.pings = []   # iq get ids to answer
         self.cur_attrs = None
@@ -169,8 +171,14 @@ class Counter:
                 self.presence_unavailable += 1
                 if "/" not in attrs.get("from", "/"):
                     self.bare_unavailable += 1  # a probe answered for an offline contact (RFC 6121 §4.3.2)
+            if name != "presence" and len(self.other_samples) < 20:
+                self.other_samples.append({"name": name, "attrs": dict(attrs), "at_s": round(time.monotonic() - self.t0, 2)})
             if name == "iq" and attrs.get("type") in ("get", "set"):
                 self.pings.append((attrs.get("id", ""), attrs.get("from", "")))
+
+        elif self.depth == 3 and self.last and self.last[0] != "presence" and self.other_samples:
+            if "child" not in self.other_samples[-1]:
+                self.other_samples[-1]["child"] = name
 
     def end(self, name):
         self.depth -= 1
@@ -381,6 +389,7 @@ async def main_async(a):
             "presence_unavailable": counter.presence_unavailable,
             "presence_unavailable_from_bare_jid": counter.bare_unavailable,
             "presence_xml_bytes": counter.presence_bytes,
+            "other_samples": counter.other_samples,
             "before_active": before_active,
         },
         "devices_sent": fleet.sent, "device_logins": fleet.logins, "login_retries": fleet.login_errors,

@@ -25,7 +25,7 @@ def main():
             continue
         runs.setdefault((d["server"], d["mode"]), []).append(d)
 
-    servers = [s for s in ("starling", "starling-q", "prosody", "ejabberd") if any(k[0] == s for k in runs)]
+    servers = [s for s in ("starling", "starling-q", "starling-qp", "prosody", "ejabberd") if any(k[0] == s for k in runs)]
     modes = ["none", "csi", "csi+zlib"]
     rows, table = [], {}
     for s in servers:
