@@ -88,7 +88,7 @@ def main():
                 continue
             sent = ", ".join(f"{k} {v}" for k, v in t["devices_sent"].items())
             lines.append(f"| {s} | {m} | {t['runs']} | {', '.join(f'{x:,}' for x in t['wire_bytes_all'])} | "
-                         f"{num(t['before_active_wire'])} | {t['up_s']} | {t['event_lag_s']} | {sent} |")
+                         f"{num(t['before_active_wire'])} | {t['up_s']:.1f} | {t['event_lag_s']:.1f} | {sent} |")
     md = "\n".join(lines) + "\n"
     print(md)
     os.makedirs(a.out, exist_ok=True)
