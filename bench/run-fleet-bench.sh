@@ -60,7 +60,7 @@ for p in $port_starling $port_prosody $port_ejabberd $port_ejabberd_dist; do
 done
 # Our ports are in the ephemeral range: keep the kernel from handing them out as source ports
 # for the run (see bench/compare/README.md, Caveats); the previous value is restored at exit.
-reserved_before= reserved_set=
+reserved_before='' reserved_set=''
 if [[ ${RESERVE_PORTS:-1} == 1 && -w /proc/sys/net/ipv4/ip_local_reserved_ports ]]; then
   reserved_before=$(cat /proc/sys/net/ipv4/ip_local_reserved_ports)
   if echo "${reserved_before:+$reserved_before,}$PORT_BASE-$((PORT_BASE + 77))" >/proc/sys/net/ipv4/ip_local_reserved_ports; then
@@ -71,7 +71,7 @@ fi
 work=$(mktemp -d /tmp/starling-fleet.XXXXXX)
 chmod 755 "$work" # ejabberd runs as the ejabberd user and must reach its dir
 mkdir -p "$work/json" "$work/logs"
-server_pid= server_name= client_pid=
+server_pid='' server_name='' client_pid=''
 
 descendants() {
   local c
