@@ -85,6 +85,9 @@ ROWS = [
         ("Fan-out envelopes per second", "ops", [rate("starling_pubsub_fan_out_envelopes_total")]),
         ("Forwarded to the node's home shard per second", "ops", [rate("starling_pubsub_forwarded_total")]),
         ("Errors per second", "ops", [rate("starling_pubsub_errors_total")]),
+        ("Publishes refused by the per-account rate per second", "ops", [rate("starling_pubsub_rate_limited_total")]),
+        ("Administration commands (XEP-0133) per second, by outcome", "ops",
+         [rate("starling_adhoc_commands_total", "outcome")]),
     ]),
     ("Store (RocksDB)", [
         ("Group commits per second", "ops", [rate("starling_store_group_commits_total")]),

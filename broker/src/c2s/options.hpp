@@ -23,7 +23,7 @@ struct C2sOptions : session::ServerOptions {
     std::chrono::milliseconds idle_timeout{600'000};  // 0: none
     std::chrono::milliseconds auth_failure_delay{1'000};
     std::uint32_t max_auth_failures = 3;   // RFC 6120 §6.4.5: allow 2 to 5 retries
-    std::size_t max_output_bytes = 1u << 20;  // a reader slower than this is disconnected
+    std::size_t max_output_bytes = 2u << 20;  // a reader slower than this is disconnected
     std::size_t read_chunk_bytes = 16u << 10;
     std::uint32_t stanzas_per_second = 200;   // per session, with a burst of the same
     std::uint32_t max_resources_per_user = 16;

@@ -79,6 +79,7 @@ public:
     const std::string& peer_address() const noexcept override { return _peer; }
     const std::string& domain() const noexcept override { return _domain; }
     std::chrono::steady_clock::time_point last_read() const noexcept override { return _last_read; }
+    OutputBudget output_budget() const noexcept override;
     bool is_secure() const noexcept override { return _tls.has_value(); }
 
     // SIGTERM: <system-shutdown/> and </stream:stream>, then the connection is closed.

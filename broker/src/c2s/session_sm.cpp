@@ -336,6 +336,14 @@ void C2sSession::reroute_unacked() {
 
 std::size_t C2sSession::unacked_count() const noexcept { return _sm ? _sm->queue.size() : 0; }
 
+session::Session::OutputBudget C2sSession::output_budget() const noexcept {
+    OutputBudget b;
+    if (_sm) b.stanzas = _sm->queue.capacity() > _sm->queue.size() ? _sm->queue.capacity() - _sm->queue.size() : 0;
+    const std::size_t queued = _out.size() + _wire.size();
+    b.bytes = _ctx->options.max_output_bytes > queued ? _ctx->options.max_output_bytes - queued : 0;
+    return b;
+}
+
 void C2sSession::release_ip() noexcept {
     if (_ip_released) return;
     _ip_released = true;

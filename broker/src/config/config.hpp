@@ -83,7 +83,7 @@ struct C2sConfig {
     std::uint32_t auth_failure_delay_ms = 1'000;
     std::uint32_t max_auth_failures = 3;  // RFC 6120 §6.4.5 suggests 2 to 5 retries
     std::uint32_t stanzas_per_second = 200;  // per session, with a burst of the same
-    std::uint64_t max_output_bytes = 1u << 20;  // a reader slower than this is disconnected
+    std::uint64_t max_output_bytes = 2u << 20;  // a reader slower than this is disconnected (2 MiB: a CSI flush of a fleet operator's held presence fits)
     std::uint32_t max_resources_per_user = 16;
     std::uint32_t max_connections_per_ip = 10'000;  // per shard; devices behind one NAT share an address
     std::uint32_t connection_rate_per_ip = 200;     // new connections per second per address per shard

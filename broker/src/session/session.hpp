@@ -58,6 +58,14 @@ public:
     virtual bool is_secure() const noexcept = 0;
     // When the client last sent anything (XEP-0199 server pings use it).
     virtual std::chrono::steady_clock::time_point last_read() const noexcept = 0;
+    // How much more may be written to this session before one of its own limits ends the
+    // stream (XEP-0198's unacknowledged stanzas, the output queue's bytes): modules that write
+    // in bursts (XEP-0352 flushes) stay well inside it.
+    struct OutputBudget {
+        std::size_t stanzas = SIZE_MAX;
+        std::size_t bytes = SIZE_MAX;
+    };
+    virtual OutputBudget output_budget() const noexcept { return {}; }
 
 private:
     DeliveryFilter* _delivery_filter = nullptr;

@@ -20,6 +20,7 @@ struct CsiSession final : session::DeliveryFilter {
     session::Filtered filter(Session& session, std::string_view stanza) override {
         if (flushing) return session::Filtered::pass;
         const csi::Classified c = csi::classify(stanza);
+        if (c.urgency == csi::Urgency::bypass) return session::Filtered::pass;  // held stays held
         if (c.urgency == csi::Urgency::urgent) {
             // Everything held goes first, in order, then the urgent stanza itself (written by
             // the session when we answer pass).
@@ -35,6 +36,12 @@ struct CsiSession final : session::DeliveryFilter {
                 module->_counters.coalesced_bytes += before + stanza.size() - queue.bytes();
                 break;
             case csi::CsiQueue::Push::overflow: module->flush(session, CsiModule::Reason::overflow); break;
+        }
+        // A flush must never be what ends the stream: stay within half of what the session can
+        // still take (XEP-0198's unacknowledged stanzas, the output queue's bytes).
+        const Session::OutputBudget budget = session.output_budget();
+        if (!queue.empty() && (queue.size() > budget.stanzas / 2 || queue.bytes() > budget.bytes / 2)) {
+            module->flush(session, CsiModule::Reason::overflow);
         }
         return session::Filtered::consumed;
     }
@@ -123,10 +130,10 @@ ModuleSpec CsiModule::spec() {
         .optional = true,
         .options =
             {
-                OptionSpec::integer("max_held", 256, 1, 100000,
-                                    "Stanzas held for an inactive client; one more writes them all, nothing is dropped"),
-                OptionSpec::integer("max_held_bytes", 256u << 10, 1024, 64u << 20,
-                                    "Bytes held for an inactive client; past it they are all written"),
+                OptionSpec::integer("max_held", 10'000, 1, 1'000'000,
+                                    "Stanzas held for an inactive client (one presence per contact once coalesced); one more writes them all, nothing is dropped"),
+                OptionSpec::integer("max_held_bytes", 1u << 20, 1024, 64u << 20,
+                                    "Bytes held for an inactive client; past it, or past half of what the session's own limits still allow ([c2s] max_output_bytes, max_unacked_stanzas), they are all written"),
             },
         .make = [](const OptionValues& v) -> std::unique_ptr<Module> {
             csi::QueueLimits limits;

@@ -1,5 +1,7 @@
 #include "broker/src/modules/csi/csi_queue.hpp"
 
+#include <algorithm>
+
 namespace starling::modules::csi {
 
 namespace {
@@ -157,11 +159,54 @@ Classified classify(std::string_view stanza) noexcept {
         return {};
     }
     if (root.name == "message") return classify_message(stanza, root);
+    if (root.name == "iq" && root.type == "get" && root.has_from && !root.self_closed &&
+        root.from.find('@') == std::string_view::npos && root.from.find('/') == std::string_view::npos) {
+        // A server's XEP-0199 ping (§4.1): it checks the link and needs only the pong. Written
+        // past what is held, it does not wake the client for the rest (a flush on every idle
+        // ping would undo CSI for a quiet operator).
+        const std::size_t lt = stanza.find('<', root.end);
+        if (lt != std::string_view::npos) {
+            const Tag child = scan_tag(stanza, lt);
+            if (child.ok && child.self_closed && child.name == "ping" && child.xmlns == "urn:xmpp:ping") {
+                const std::string_view rest = stanza.substr(child.end);
+                if (rest == "</iq>") return {Urgency::bypass, root.from};
+            }
+        }
+    }
     return {};  // iq (someone waits for the answer) and anything else
+}
+
+void CsiQueue::drop(const std::string& key) {
+    auto it = _latest.find(key);
+    if (it == _latest.end()) return;
+    Item& old = _items[it->second];
+    old.live = false;
+    _bytes -= old.bytes.size();
+    std::string().swap(old.bytes);
+    --_live;
+    _latest.erase(it);
 }
 
 CsiQueue::Push CsiQueue::push(std::string_view stanza, const Classified& c) {
     Push result = Push::held;
+    if (c.urgency == Urgency::presence) {
+        // Bare and full JIDs of one account replace each other (see the class comment).
+        const std::size_t slash = c.from.find('/');
+        const std::string bare(c.from.substr(0, slash));
+        const std::size_t before = _live;
+        if (slash == std::string_view::npos) {
+            if (auto r = _resources.find(bare); r != _resources.end()) {
+                for (const auto& full : r->second) drop("p" + full);
+                _resources.erase(r);
+            }
+        } else {
+            drop("p" + bare);
+            auto& fulls = _resources[bare];
+            const std::string_view full = c.from;
+            if (std::find(fulls.begin(), fulls.end(), full) == fulls.end()) fulls.emplace_back(full);
+        }
+        if (_live != before) result = Push::coalesced;
+    }
     if (c.urgency == Urgency::presence || c.urgency == Urgency::chat_state) {
         std::string key;
         key.reserve(c.from.size() + 1);

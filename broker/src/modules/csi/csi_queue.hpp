@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace starling::modules::csi {
@@ -23,6 +24,7 @@ enum class Urgency : std::uint8_t {
     presence,    // available/unavailable presence: held, latest per sender full JID wins
     chat_state,  // a XEP-0085 chat state alone: held, latest per sender full JID wins
     data,        // a PubSub notification without body (XEP-0060 §4.3): held, in order, all kept
+    bypass,      // the server's own XEP-0199 ping: written at once, what is held stays held
 };
 
 struct Classified {
@@ -34,13 +36,18 @@ struct Classified {
 Classified classify(std::string_view stanza) noexcept;
 
 struct QueueLimits {
-    std::size_t max_held = 256;           // stanzas held at once
-    std::size_t max_held_bytes = 256u << 10;  // their bytes
+    // A fleet operator follows thousands of devices: one presence per device is what a coalesced
+    // queue holds, so the bounds are sized for that (about 130 bytes per presence).
+    std::size_t max_held = 10'000;            // stanzas held at once
+    std::size_t max_held_bytes = 1u << 20;    // their bytes
 };
 
 // The held stanzas of one inactive session, in delivery order. A presence (or chat state) from
 // a full JID that already has one held replaces it: the old one is dropped and the new one
 // goes to the end, so what is written is always a subsequence of what was delivered.
+// Presence from a bare JID (a probe answered for an account with no resource online) and
+// presence from that account's resources replace each other too: the later one is the
+// account's state (RFC 6121 §4.3.2: an unavailable from the bare JID says no resource is).
 class CsiQueue {
 public:
     enum class Push : std::uint8_t {
@@ -61,6 +68,7 @@ public:
         std::vector<Item> items;
         items.swap(_items);
         _latest.clear();
+        _resources.clear();
         _live = 0;
         _bytes = 0;
         std::size_t n = 0;
@@ -83,10 +91,14 @@ private:
         bool live = true;
     };
     void compact();
+    // Drops the held item `key` points at, if any.
+    void drop(const std::string& key);
 
     QueueLimits _limits;
     std::vector<Item> _items;  // delivery order; replaced entries are dead until compaction
     std::unordered_map<std::string, std::size_t> _latest;  // kind + sender -> index in _items
+    // Bare JID -> full JIDs with a presence held (for bare/full replacement).
+    std::unordered_map<std::string, std::vector<std::string>> _resources;
     std::size_t _live = 0;
     std::size_t _bytes = 0;
 };

@@ -65,6 +65,16 @@ TEST(CsiClassify, TellsUrgentStanzasFromOnesThatMayWait) {
         {"quoted_gt", "<message from='b@localhost/r' id='a>b'><gone xmlns='http://jabber.org/protocol/chatstates'/></message>",
          Urgency::chat_state},
         {"iq", "<iq from='b@localhost/r' type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq>", Urgency::urgent},
+        // The server's own ping goes past what is held; anything more than a bare ping does not.
+        {"server_ping", "<iq from='localhost' to='a@localhost/r' type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>",
+         Urgency::bypass},
+        {"server_ping_dq", "<iq type=\"get\" id=\"p1\" from=\"localhost\"><ping xmlns=\"urn:xmpp:ping\"/></iq>",
+         Urgency::bypass},
+        {"server_ping_result", "<iq from='localhost' type='result' id='p1'/>", Urgency::urgent},
+        {"server_ping_extra", "<iq from='localhost' type='get' id='p1'><ping xmlns='urn:xmpp:ping'/><x/></iq>",
+         Urgency::urgent},
+        {"server_other_iq", "<iq from='localhost' type='get' id='p1'><query xmlns='jabber:iq:version'/></iq>",
+         Urgency::urgent},
         {"truncated", "<message from='b@localhost/r'><gone xmlns='http://jabber.org/protocol/chatstates'/>", Urgency::urgent},
         {"garbage", "hello", Urgency::urgent},
         {"empty", "", Urgency::urgent},
@@ -183,6 +193,43 @@ TEST(CsiQueue, StaysCompactUnderLongCoalescingRuns) {
     // The latest of each, in the order the latest ones arrived.
     EXPECT_EQ(drained(q), (std::vector<std::string>{presence("u1@localhost/r", 9997), presence("u2@localhost/r", 9998),
                                                     presence("u0@localhost/r", 9999)}));
+}
+
+// A probe answered for an account with no resource online comes from its bare JID
+// (RFC 6121 §4.3.2); when a resource of that account then comes online, the held bare
+// unavailable is stale and goes. The other way round, a bare unavailable replaces every held
+// presence of the account's resources.
+TEST(CsiQueue, BareAndFullPresenceOfOneAccountReplaceEachOther) {
+    CsiQueue q;
+    const std::string bare_gone = "<presence from='dev@localhost' type='unavailable'/>";
+    push(q, bare_gone);
+    push(q, presence("other@localhost/r", 1));
+    push(q, presence("dev@localhost/board", 1), CsiQueue::Push::coalesced);
+    push(q, presence("dev@localhost/phone", 1));
+    EXPECT_EQ(q.size(), 3u);
+    push(q, bare_gone, CsiQueue::Push::coalesced);
+    EXPECT_EQ(drained(q), (std::vector<std::string>{presence("other@localhost/r", 1), bare_gone}));
+    EXPECT_EQ(q.bytes(), 0u);
+    // After a drain nothing of the account is remembered.
+    push(q, presence("dev@localhost/board", 2));
+    push(q, presence("dev@localhost/board", 3), CsiQueue::Push::coalesced);
+    EXPECT_EQ(drained(q), std::vector<std::string>{presence("dev@localhost/board", 3)});
+}
+
+// A fleet: thousands of devices, each changing status many times, held for one operator.
+// What is held is one presence per device, within the default limits.
+TEST(CsiQueue, DefaultLimitsHoldOnePresencePerDeviceOfAFleet) {
+    CsiQueue q;
+    for (int round = 0; round < 3; ++round) {
+        for (int d = 0; d < 5000; ++d) {
+            const std::string s = presence("dev" + std::to_string(d) + "@localhost/board", round);
+            EXPECT_NE(q.push(s, classify(s)), CsiQueue::Push::overflow) << d;
+        }
+    }
+    EXPECT_EQ(q.size(), 5000u);
+    const auto out = drained(q);
+    ASSERT_EQ(out.size(), 5000u);
+    EXPECT_EQ(out.front(), presence("dev0@localhost/board", 2));
 }
 
 }  // namespace
