@@ -25,7 +25,7 @@
 
 namespace {
 
-constexpr std::string_view k_default_config = "/etc/starling-agent/agent.toml";
+constexpr std::string_view k_default_config = "/etc/starling/starling-agent.toml";
 
 void usage(std::FILE* to) {
     std::fprintf(to,
