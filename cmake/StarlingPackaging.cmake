@@ -77,8 +77,11 @@ set(CPACK_DEBIAN_STARLINGD_PACKAGE_NAME starlingd)
 set(CPACK_DEBIAN_STARLINGD_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_PACKAGE_HOMEPAGE "https://localhost/starling")
+# Each package's summary is the first line of its description (CPack 3.25 would otherwise put
+# the project's one-line description, the broker's, on both packages).
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "")
 set(CPACK_COMPONENT_STARLINGD_DESCRIPTION
-    "Starling serves XMPP clients (RFC 6120/6121) with PubSub, MAM, stream management and client state indication, sized for a million device connections per machine. This package installs the broker (starlingd), its admin tool (starlingctl), a hardened systemd unit (not enabled) and a configuration in /etc/starling.")
+    "${PROJECT_DESCRIPTION}\nStarling serves XMPP clients (RFC 6120/6121) with PubSub, MAM, stream management and client state indication, sized for a million device connections per machine. This package installs the broker (starlingd), its admin tool (starlingctl), a hardened systemd unit (not enabled) and a configuration in /etc/starling.")
 # Library dependencies from the binaries (dpkg-shlibdeps), and what the maintainer scripts use.
 set(CPACK_DEBIAN_STARLINGD_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_STARLINGD_PACKAGE_DEPENDS "adduser, openssl")
@@ -92,7 +95,7 @@ set(CPACK_DEBIAN_STARLINGD_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 set(CPACK_DEBIAN_AGENT_PACKAGE_NAME starling-agent)
 set(CPACK_DEBIAN_AGENT_PACKAGE_SECTION net)
 set(CPACK_COMPONENT_AGENT_DESCRIPTION
-    "starling-agent runs on embedded Linux boards: it reads sensors (sysfs files, programs, a firmware shim), publishes the readings to an XMPP broker over PubSub with a store-and-forward queue on disk, and runs XEP-0050 ad-hoc commands for the operators it is told to trust. This package installs the agent, a hardened systemd unit (not enabled) and an example configuration in /etc/starling.")
+    "Starling edge agent: sensor readings to XMPP PubSub, ad-hoc commands\nstarling-agent runs on embedded Linux boards: it reads sensors (sysfs files, programs, a firmware shim), publishes the readings to an XMPP broker over PubSub with a store-and-forward queue on disk, and runs XEP-0050 ad-hoc commands for the operators it is told to trust. This package installs the agent, a hardened systemd unit (not enabled) and an example configuration in /etc/starling.")
 set(CPACK_DEBIAN_AGENT_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_AGENT_PACKAGE_DEPENDS "adduser")
 set(CPACK_DEBIAN_AGENT_PACKAGE_CONTROL_EXTRA

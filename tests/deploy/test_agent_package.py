@@ -109,6 +109,7 @@ async def test_agent_install_check_remove_purge(t):
         info = run("dpkg-deb", "--info", deb).stdout
         arch = run("dpkg", "--print-architecture").stdout.strip()
         assert "Package: starling-agent" in info and f"Architecture: {arch}" in info, info
+        assert "Description: Starling edge agent" in info, info
         depends = [l for l in info.splitlines() if l.strip().startswith("Depends:")]
         assert depends and "adduser" in depends[0] and "libc6" in depends[0], info   # shlibdeps ran
         version = [l.split(":", 1)[1].strip() for l in info.splitlines() if l.strip().startswith("Version:")][0]
