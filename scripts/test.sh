@@ -90,15 +90,17 @@ if [[ -x tests/integration/run.sh ]]; then
         run_integration "$root/build/asan" asan
 fi
 
-# The Debian package (tests/deploy/test_package.py): built from the release build, installed
-# with dpkg, run, removed and purged. Once, not per build; needs root for dpkg.
+# The Debian packages (tests/deploy/test_package.py: starlingd; test_agent_package.py:
+# starling-agent, and both side by side): built from the release build, installed with dpkg,
+# run, removed and purged. Once, not per build; needs root for dpkg.
 if [[ -x tests/integration/run.sh ]]; then
-    say "Debian package (cpack, dpkg -i / -r / -P)"
+    say "Debian packages (cpack, dpkg -i / -r / -P)"
     log="$logs/package.log"
     sudo_cmd=()
     [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo --preserve-env=STARLING_BUILD_DIR)
     set +e
-    "${sudo_cmd[@]}" tests/integration/run.sh "$root/build/release" "$root/tests/deploy/test_package.py" 2>&1 | tee "$log"
+    "${sudo_cmd[@]}" tests/integration/run.sh "$root/build/release" "$root/tests/deploy/test_package.py" \
+        "$root/tests/deploy/test_agent_package.py" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     set -e
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1 || true)

@@ -25,14 +25,14 @@
 
 namespace {
 
-constexpr std::string_view k_default_config = "/etc/starling-agent/agent.toml";
+constexpr std::string_view k_default_config = "/etc/starling/starling-agent.toml";
 
 void usage(std::FILE* to) {
     std::fprintf(to,
                  "usage: starling-agent [--config FILE] [--check-config | --status]\n"
                  "\n"
-                 "  --config FILE    configuration file (default %s; every key is documented in\n"
-                 "                   edge-agent/README.md)\n"
+                 "  --config FILE    configuration file (default %s;\n"
+                 "                   every key is documented in edge-agent/README.md)\n"
                  "  --check-config   read and validate the configuration, open the queue folder,\n"
                  "                   print a summary and exit (0: valid, 1: not)\n"
                  "  --status         ask the running agent (agent.status_socket) for its state:\n"
