@@ -513,25 +513,50 @@ void PubsubService::notify(const Node& n, std::string event_xml, const std::vect
 }
 
 // §8.6: ask the owners to approve a pending subscription (a data form in a message).
-void PubsubService::reply_result(Request& r, std::string_view inner_xml) {
+namespace {
+
+// An IQ reply from the service (`from`) to the requester: the envelope, its bytes holding the
+// start tag without its closing '>' (the caller adds "/>" or content and "</iq>").
+router::Envelope reply_envelope(std::string_view from, std::string_view to, std::string_view id,
+                                std::string_view type) {
     router::Envelope back;
     back.stanza = router::StanzaKind::iq;
-    back.to = r.env.from;
-    back.from = r.env.to;
-    back.type = "result";
-    back.id = r.env.id;
+    back.to = std::string(to);
+    back.from = std::string(from);
+    back.type = std::string(type);
+    back.id = std::string(id);
     std::string& out = back.bytes;
-    out.reserve(inner_xml.size() + 128);
     out += "<iq from='";
-    xmpp::xml::escape_attribute_into(out, r.env.to);
+    xmpp::xml::escape_attribute_into(out, from);
     out += "' to='";
-    xmpp::xml::escape_attribute_into(out, r.env.from);
-    out += "' type='result' id='";
-    xmpp::xml::escape_attribute_into(out, r.env.id);
+    xmpp::xml::escape_attribute_into(out, to);
+    out += "' type='";
+    out += type;
+    out += "' id='";
+    xmpp::xml::escape_attribute_into(out, id);
     out += '\'';
+    return back;
+}
+
+router::Envelope error_envelope(std::string_view from, std::string_view to, std::string_view id,
+                                StanzaError condition, std::string_view app_condition, std::string_view text,
+                                std::string_view feature) {
+    router::Envelope back = reply_envelope(from, to, id, "error");
+    back.bytes += '>';
+    write_pubsub_error(back.bytes, condition, app_condition, text, feature);
+    back.bytes += "</iq>";
+    return back;
+}
+
+}  // namespace
+
+void PubsubService::reply_result(Request& r, std::string_view inner_xml) {
+    router::Envelope back = reply_envelope(r.env.to, r.env.from, r.env.id, "result");
+    std::string& out = back.bytes;
     if (inner_xml.empty()) {
         out += "/>";
     } else {
+        out.reserve(out.size() + inner_xml.size() + 8);
         out += '>';
         out += inner_xml;
         out += "</iq>";
@@ -547,18 +572,8 @@ void PubsubService::reply_result(Request& r, std::string_view inner_xml) {
     after_durable(r.touched, r.erased, [this, back = std::move(back)](bool ok) mutable {
         if (!ok) {
             ++_counters.errors;
-            std::string err;
-            err += "<iq from='";
-            xmpp::xml::escape_attribute_into(err, back.from);
-            err += "' to='";
-            xmpp::xml::escape_attribute_into(err, back.to);
-            err += "' type='error' id='";
-            xmpp::xml::escape_attribute_into(err, back.id);
-            err += "'>";
-            write_pubsub_error(err, StanzaError::internal_server_error, {}, "the change could not be stored", {});
-            err += "</iq>";
-            back.type = "error";
-            back.bytes = std::move(err);
+            back = error_envelope(back.from, back.to, back.id, StanzaError::internal_server_error, {},
+                                  "the change could not be stored", {});
         }
         send(std::move(back));
         // A reply to another shard went into its mailbox: wake it now (no session's turn ends
@@ -634,23 +649,7 @@ void PubsubService::settle(const std::string& key, std::uint64_t incarnation, bo
 void PubsubService::reply_error(Request& r, StanzaError condition, std::string_view app_condition,
                                 std::string_view text, std::string_view feature) {
     ++_counters.errors;
-    router::Envelope back;
-    back.stanza = router::StanzaKind::iq;
-    back.to = r.env.from;
-    back.from = r.env.to;
-    back.type = "error";
-    back.id = r.env.id;
-    std::string& out = back.bytes;
-    out += "<iq from='";
-    xmpp::xml::escape_attribute_into(out, r.env.to);
-    out += "' to='";
-    xmpp::xml::escape_attribute_into(out, r.env.from);
-    out += "' type='error' id='";
-    xmpp::xml::escape_attribute_into(out, r.env.id);
-    out += "'>";
-    write_pubsub_error(out, condition, app_condition, text, feature);
-    out += "</iq>";
-    send(std::move(back));
+    send(error_envelope(r.env.to, r.env.from, r.env.id, condition, app_condition, text, feature));
 }
 
 void PubsubService::send(router::Envelope&& env) {
