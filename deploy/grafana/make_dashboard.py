@@ -88,6 +88,9 @@ ROWS = [
         ("Publishes refused by the per-account rate per second", "ops", [rate("starling_pubsub_rate_limited_total")]),
         ("Administration commands (XEP-0133) per second, by outcome", "ops",
          [rate("starling_adhoc_commands_total", "outcome")]),
+        ("Client capabilities (XEP-0115): queries, cache hits, unverified answers per second", "ops",
+         [rate("starling_caps_queries_total"), rate("starling_caps_cache_hits_total"),
+          rate("starling_caps_unverified_total")]),
     ]),
     ("Store (RocksDB)", [
         ("Group commits per second", "ops", [rate("starling_store_group_commits_total")]),

@@ -101,7 +101,12 @@ void C2sSession::on_stanza(const ElementView& el) {
     // IQs to the server or to an account are answered here, by the modules (§10.3.3, §10.5.3.2,
     // RFC 6121 §8.5.2.1.3); only IQs to a full JID travel.
     if (sk == router::StanzaKind::iq && (!to || to->is_bare())) {
-        if (type != "get" && type != "set") return;  // a result or error for us: nothing to do
+        if (type != "get" && type != "set") {
+            // A result or error for the server: the answer to a query a module made (XEP-0115
+            // disco#info); nothing else asks, so the rest are dropped (RFC 6120 §8.2.3).
+            if (_ctx->hooks != nullptr && (!to || !to->has_localpart())) (void)_ctx->hooks->iq_response(*this, el);
+            return;
+        }
         if (!to) {
             dispatch_iq(el, _jid->bare_view(), true, type == "get");
             return;

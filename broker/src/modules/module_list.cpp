@@ -4,6 +4,7 @@
 
 #include "broker/src/modules/adhoc/adhoc_module.hpp"
 #include "broker/src/modules/blocking/blocking_module.hpp"
+#include "broker/src/modules/caps/caps_module.hpp"
 #include "broker/src/modules/carbons/carbons_module.hpp"
 #include "broker/src/modules/csi/csi_module.hpp"
 #include "broker/src/modules/disco/disco_module.hpp"
@@ -34,6 +35,7 @@ const std::vector<session::ModuleSpec>& module_catalog() {
         RegisterModule::spec(),
         VcardModule::spec(),
         CsiModule::spec(),
+        CapsModule::spec(),
         PubsubModule::spec(),
     };
     return catalog;

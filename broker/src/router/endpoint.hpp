@@ -120,6 +120,9 @@ public:
     virtual Delivery inbound(Envelope& env) const = 0;
     // A message no session takes (RFC 6121 §8.5.2.2): `handled` when kept (offline storage).
     virtual Delivery undeliverable(Envelope& env) const = 0;
+    // Whether `endpoint` wants notifications for `interest` (XEP-0163 §4.2: its entity
+    // capabilities list "<node>+notify"). Asked for filtered fan-out (FanOut::interest).
+    virtual bool interested(const Endpoint& endpoint, std::string_view interest) const = 0;
 };
 
 }  // namespace starling::router

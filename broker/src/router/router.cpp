@@ -118,7 +118,8 @@ void ShardRouter::on_mail(Envelope&& env) {
         case Envelope::Kind::deliver: deliver_local(std::move(env)); return;
         case Envelope::Kind::fan_out: deliver_fan_out(std::move(env)); return;
         case Envelope::Kind::service:
-            if (auto* service = service_for(env.to)) {
+            if (auto* service = bare_of(env.to).find('@') != std::string_view::npos ? _account_service
+                                                                                    : service_for(env.to)) {
                 service->receive(std::move(env));
             } else {
                 bounce(env, xmpp::StanzaError::service_unavailable);
@@ -133,7 +134,19 @@ void ShardRouter::deliver_fan_out(Envelope&& env) {
     if (!env.fan_out) return;
     static const std::string k_empty;
     const std::string& payload = env.fan_out->payload ? *env.fan_out->payload : k_empty;
-    for (const auto& to : env.fan_out->recipients) {
+    std::vector<std::string> filtered;
+    if (!env.fan_out->interest.empty()) {
+        // XEP-0163 §4.2-§4.3.1: to each interested available resource, by its full JID.
+        for (const auto& bare : env.fan_out->recipients) {
+            for (auto* s : sessions_of(bare)) {
+                if (s->is_available() && s->jid() != nullptr && _hooks != nullptr &&
+                    _hooks->interested(*s, env.fan_out->interest)) {
+                    filtered.push_back(s->jid()->full());
+                }
+            }
+        }
+    }
+    for (const auto& to : env.fan_out->interest.empty() ? env.fan_out->recipients : filtered) {
         Envelope one;
         one.kind = Envelope::Kind::deliver;
         one.stanza = StanzaKind::message;

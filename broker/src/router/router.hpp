@@ -39,6 +39,10 @@ enum class StanzaKind : std::uint8_t { message, presence, iq };
 struct FanOut {
     std::shared_ptr<const std::string> payload;  // the message's content, shared by all shards
     std::vector<std::string> recipients;         // normalised JIDs homed on the destination shard
+    // Filtered notifications (XEP-0163 §4.2): when set, the recipients are bare JIDs and each
+    // gets the message at those of its available resources that RouterHooks::interested() says
+    // want `interest` (a PEP node), addressed to that resource's full JID (§4.3.1).
+    std::string interest;
 };
 
 struct Envelope {
@@ -101,6 +105,9 @@ public:
     void add_service(std::string domain, Service* service);
     // The service owning the domain of `jid` (a JID without localpart), or null.
     Service* service_for(std::string_view jid) const noexcept;
+    // The service that answers for local accounts' bare JIDs (XEP-0163: every account is a
+    // PubSub service): Envelope::Kind::service envelopes to an account go to it. Before traffic.
+    void set_account_service(Service* service) noexcept { _account_service = service; }
     // Mail from another shard.
     void on_mail(Envelope&& env);
     // Wakes the shards that got mail during this turn.
@@ -138,6 +145,7 @@ private:
     std::unordered_map<std::string, Endpoint*, JidHash, std::equal_to<>> _by_full;
     std::unordered_map<std::string, std::vector<Endpoint*>, JidHash, std::equal_to<>> _by_bare;
     std::unordered_map<std::string, Service*, JidHash, std::equal_to<>> _services;
+    Service* _account_service = nullptr;
     RouterCounters _counters;
 };
 

@@ -87,6 +87,10 @@ void ModuleContext::add_account_disco_feature(std::string_view var) {
     std::sort(f.begin(), f.end());
 }
 
+void ModuleContext::add_account_disco_identity(std::string_view category, std::string_view type) {
+    _host._account_identities.push_back({std::string(category), std::string(type)});
+}
+
 void ModuleContext::add_disco_item(std::string_view domain, std::string_view jid, std::string_view name) {
     _host._items.push_back({std::string(domain), std::string(jid), std::string(name)});
 }
@@ -130,6 +134,10 @@ void ModuleContext::on_stream_element(std::string_view ns, std::string_view name
     }
     _host._elements.push_back({std::string(ns), std::string(name), std::move(handler)});
 }
+
+void ModuleContext::on_iq_response(IqResponseHandler handler) { _host._iq_responses.push_back(std::move(handler)); }
+
+void ModuleContext::on_interest(InterestHandler handler) { _host._interests.push_back(std::move(handler)); }
 
 void ModuleContext::add_counter(std::string_view name, std::string_view help, MetricLabels labels,
                                 const std::uint64_t* value) {
@@ -209,6 +217,22 @@ Handled HookTable::stream_element(Session& session, const xmpp::xml::ElementView
         if (e.name == name && el.ns().equals(e.ns)) return e.handler(session, el);
     }
     return Handled::no;
+}
+
+Handled HookTable::iq_response(Session& session, const xmpp::xml::ElementView& el) const {
+    for (const auto& h : _iq_responses) {
+        if (h(session, el) == Handled::yes) return Handled::yes;
+    }
+    return Handled::no;
+}
+
+bool HookTable::interested(const router::Endpoint& endpoint, std::string_view interest) const {
+    if (endpoint.kind() != router::Endpoint::Kind::client_session) return false;
+    const auto& s = static_cast<const Session&>(endpoint);
+    for (const auto& h : _interests) {
+        if (h(s, interest)) return true;
+    }
+    return false;
 }
 
 std::vector<CounterSample> HookTable::counters() const {

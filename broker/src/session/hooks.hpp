@@ -26,6 +26,7 @@ public:
     // RouterHooks.
     router::Delivery inbound(router::Envelope& env) const override;
     router::Delivery undeliverable(router::Envelope& env) const override;
+    bool interested(const router::Endpoint& endpoint, std::string_view interest) const override;
 
     // Core entry points.
     Handled handle_iq(IqEvent& ev) const;
@@ -35,12 +36,19 @@ public:
     Handled preauth_iq(PreauthIqEvent& ev) const;
     // A first-level non-stanza element of a bound stream; Handled::no when no module takes it.
     Handled stream_element(Session& session, const xmpp::xml::ElementView& el) const;
+    // An IQ result or error from a bound session to the server.
+    Handled iq_response(Session& session, const xmpp::xml::ElementView& el) const;
     // The modules' counters with their current values (on this shard's thread).
     std::vector<CounterSample> counters() const;
 
     // Disco features of the server, sorted and unique (XEP-0030 §3.1).
     const std::vector<std::string>& disco_features() const noexcept { return _features; }
     const std::vector<std::string>& account_disco_features() const noexcept { return _account_features; }
+    struct Identity {
+        std::string category;
+        std::string type;
+    };
+    const std::vector<Identity>& account_disco_identities() const noexcept { return _account_identities; }
     struct DiscoItem {
         std::string domain;  // the served domain that lists it
         std::string jid;
@@ -75,6 +83,9 @@ private:
     std::vector<std::unique_ptr<Module>> _modules;
     std::vector<std::string> _features;
     std::vector<std::string> _account_features;
+    std::vector<Identity> _account_identities;
+    std::vector<IqResponseHandler> _iq_responses;
+    std::vector<InterestHandler> _interests;
     std::vector<DiscoItem> _items;
     std::vector<IqEntry> _iq;
     std::vector<Prioritised<OutboundHandler>> _outbound[3];

@@ -120,6 +120,9 @@ enum class SessionEvent : std::uint8_t {
     available,    // first available presence (RFC 6121 §4.2: initial presence)
     unavailable,  // unavailable presence after being available
     closed,       // the stream is over (after unavailable, if it was available)
+    // What the session wants notifications for (XEP-0115 "+notify" features, XEP-0163 §4.2)
+    // became known or changed, while it is available.
+    interests,
 };
 
 using IqHandler = std::function<Handled(IqEvent&)>;
@@ -135,6 +138,11 @@ using FeaturesHandler = std::function<void(Session&, bool authenticated, std::st
 // A first-level element of a bound stream that is not a stanza (a "nonza": XEP-0352 <active/>,
 // XEP-0198 <r/>). Handled::no for all of them: RFC 6120 §4.9.3.23 unsupported-stanza-type.
 using StreamElementHandler = std::function<Handled(Session&, const xmpp::xml::ElementView&)>;
+// An IQ result or error a bound session sends to the server (the answer to a query the server
+// made, e.g. XEP-0115 disco#info). Handled::yes when the handler was waiting for it.
+using IqResponseHandler = std::function<Handled(Session&, const xmpp::xml::ElementView&)>;
+// Whether a session wants notifications for `interest` (XEP-0163 §4.2 filtered notifications).
+using InterestHandler = std::function<bool(const Session&, std::string_view interest)>;
 
 
 // What a module sees at install time.
@@ -146,6 +154,8 @@ public:
     void add_disco_feature(std::string_view var);
     // A feature of every account (disco#info to a bare JID), e.g. urn:xmpp:mam:2.
     void add_account_disco_feature(std::string_view var);
+    // An identity of every account, "category/type" (XEP-0163 §6.1: pubsub/pep).
+    void add_account_disco_identity(std::string_view category, std::string_view type);
     // An entity the server `domain` lists in disco#items (XEP-0030 §4), e.g. its PubSub service.
     void add_disco_item(std::string_view domain, std::string_view jid, std::string_view name);
     void on_iq(IqType type, std::string_view ns, std::string_view name, IqHandler handler);
@@ -157,6 +167,9 @@ public:
     void on_preauth_iq(std::string_view ns, std::string_view name, PreauthIqHandler handler);
     // Nonzas of a bound stream, by namespace and local name (one handler per pair).
     void on_stream_element(std::string_view ns, std::string_view name, StreamElementHandler handler);
+    void on_iq_response(IqResponseHandler handler);
+    // Answers RouterHooks::interested for client sessions; the first handler that says yes wins.
+    void on_interest(InterestHandler handler);
     // A counter exported as a Prometheus counter `name`{labels}: `value` is read on this shard at
     // scrape time and must live as long as the module (a member of it).
     void add_counter(std::string_view name, std::string_view help, MetricLabels labels, const std::uint64_t* value);

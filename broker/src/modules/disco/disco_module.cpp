@@ -3,8 +3,7 @@
 #include <algorithm>
 #include <memory>
 
-#include <mbedtls/sha1.h>
-
+#include "broker/src/modules/caps/caps_module.hpp"
 #include "broker/src/session/shard_services.hpp"
 #include "broker/src/session/hooks.hpp"
 #include "xmpp/base64.hpp"
@@ -18,18 +17,6 @@ constexpr std::string_view k_ns_items = "http://jabber.org/protocol/disco#items"
 constexpr std::string_view k_ns_caps = "http://jabber.org/protocol/caps";
 constexpr std::string_view k_server_identity = "server/im//Starling";
 }  // namespace
-
-std::string caps_ver(std::vector<std::string> identities, std::vector<std::string> features) {
-    // XEP-0115 §5.1: sort by byte value ("i;octet" collation), each item followed by '<'.
-    std::sort(identities.begin(), identities.end());
-    std::sort(features.begin(), features.end());
-    std::string s;
-    for (const auto& i : identities) (s += i) += '<';
-    for (const auto& f : features) (s += f) += '<';
-    unsigned char digest[20];
-    mbedtls_sha1_ret(reinterpret_cast<const unsigned char*>(s.data()), s.size(), digest);
-    return xmpp::base64_encode(std::string_view(reinterpret_cast<const char*>(digest), sizeof digest));
-}
 
 void DiscoModule::install(ModuleContext& ctx) {
     ctx.add_disco_feature(k_ns_info);
@@ -68,6 +55,9 @@ void DiscoModule::install(ModuleContext& ctx) {
         if (ev.to_account) {
             // XEP-0030 §3.1 and the registry: a registered account.
             w.open("identity").attr("category", "account").attr("type", "registered").close();
+            for (const auto& i : shard->hooks->account_disco_identities()) {
+                w.open("identity").attr("category", i.category).attr("type", i.type).close();
+            }
             w.open("feature").attr("var", k_ns_info).close();
             for (const auto& f : shard->hooks->account_disco_features()) {
                 if (f != k_ns_info) w.open("feature").attr("var", f).close();

@@ -12,10 +12,6 @@
 
 namespace starling::modules {
 
-// XEP-0115 §5.1 verification string, hashed: base64(SHA-1(S)) where S lists the identities
-// ("category/type/lang/name") and then the features, each sorted and followed by '<'.
-std::string caps_ver(std::vector<std::string> identities, std::vector<std::string> features);
-
 // The node of Starling's capabilities (XEP-0115 §4: a URI for the software).
 inline constexpr std::string_view k_caps_node = "urn:xmpp:starling:caps";
 

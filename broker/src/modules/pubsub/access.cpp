@@ -10,28 +10,30 @@ bool is_affiliated(Affiliation a) noexcept {
 }
 }  // namespace
 
-SubscribeDecision decide_subscribe(AccessModel model, Affiliation affiliation) noexcept {
+SubscribeDecision decide_subscribe(AccessModel model, Affiliation affiliation, bool presence_subscribed) noexcept {
     if (affiliation == Affiliation::outcast) return SubscribeDecision::forbidden;
     if (is_affiliated(affiliation)) return SubscribeDecision::subscribed;
     switch (model) {
         case AccessModel::open: return SubscribeDecision::subscribed;
         case AccessModel::authorize: return SubscribeDecision::pending;
-        case AccessModel::whitelist:
-        case AccessModel::presence:  // not offered (node_config.hpp): closed, never open by mistake
-            return SubscribeDecision::closed_node;
+        case AccessModel::whitelist: return SubscribeDecision::closed_node;
+        case AccessModel::presence:
+            return presence_subscribed ? SubscribeDecision::subscribed : SubscribeDecision::presence_required;
     }
     return SubscribeDecision::closed_node;
 }
 
-RetrieveDecision decide_retrieve(AccessModel model, Affiliation affiliation, SubState state) noexcept {
+RetrieveDecision decide_retrieve(AccessModel model, Affiliation affiliation, SubState state,
+                                 bool presence_subscribed) noexcept {
     if (affiliation == Affiliation::outcast) return RetrieveDecision::forbidden;
     if (is_affiliated(affiliation)) return RetrieveDecision::allowed;
     switch (model) {
         case AccessModel::open: return RetrieveDecision::allowed;
         case AccessModel::authorize:
             return state == SubState::subscribed ? RetrieveDecision::allowed : RetrieveDecision::not_subscribed;
-        case AccessModel::whitelist:
-        case AccessModel::presence: return RetrieveDecision::closed_node;
+        case AccessModel::whitelist: return RetrieveDecision::closed_node;
+        case AccessModel::presence:
+            return presence_subscribed ? RetrieveDecision::allowed : RetrieveDecision::presence_required;
     }
     return RetrieveDecision::closed_node;
 }

@@ -18,9 +18,14 @@ enum class SubscribeDecision : std::uint8_t {
     pending,     // §6.1.2 / §8.6: authorize: an owner must approve
     closed_node, // §6.1.3.4: whitelist, not on it: not-allowed + <closed-node/>
     forbidden,   // §6.1.3.8: an outcast is blocked: forbidden
+    presence_required,  // §6.1.3.2: presence, not subscribed to the owner's presence:
+                        // not-authorized + <presence-subscription-required/>
 };
 
-SubscribeDecision decide_subscribe(AccessModel model, Affiliation affiliation) noexcept;
+// `presence_subscribed`: the entity is subscribed to an owner's presence (the owner's roster
+// says from or both, RFC 6121 §2.1.2.5), which the presence access model asks (§4.5).
+SubscribeDecision decide_subscribe(AccessModel model, Affiliation affiliation,
+                                   bool presence_subscribed = false) noexcept;
 
 // The answer to an items request (§6.5).
 enum class RetrieveDecision : std::uint8_t {
@@ -28,9 +33,11 @@ enum class RetrieveDecision : std::uint8_t {
     closed_node,     // §6.5.9 whitelist: not-allowed + <closed-node/>
     not_subscribed,  // §6.5.9 authorize: not-authorized + <not-subscribed/>
     forbidden,       // an outcast
+    presence_required,  // §6.5.9 presence: not-authorized + <presence-subscription-required/>
 };
 
-RetrieveDecision decide_retrieve(AccessModel model, Affiliation affiliation, SubState state) noexcept;
+RetrieveDecision decide_retrieve(AccessModel model, Affiliation affiliation, SubState state,
+                                 bool presence_subscribed = false) noexcept;
 
 // §7.1.3: publishing needs the right affiliation under the node's publish_model.
 bool may_publish(PublishModel model, Affiliation affiliation, SubState state) noexcept;

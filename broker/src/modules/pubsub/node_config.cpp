@@ -93,8 +93,10 @@ xmpp::Result<NodeConfig, FormError> apply_config_form(const NodeConfig& base, pu
                     c.access_model = AccessModel::whitelist;
                 } else if (v == "authorize") {
                     c.access_model = AccessModel::authorize;
-                } else if (v == "presence" || v == "roster") {
-                    // §4.5: valid models this service does not offer (they need the owner's roster).
+                } else if (v == "presence") {
+                    c.access_model = AccessModel::presence;
+                } else if (v == "roster") {
+                    // §4.5: a valid model this service does not offer (roster groups).
                     return xmpp::Unexpected(refused(var, "not supported by this service"));
                 } else {
                     return xmpp::Unexpected(bad(var, "unknown access model"));

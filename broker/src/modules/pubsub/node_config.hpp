@@ -16,8 +16,8 @@
 
 namespace starling::modules::pubsub {
 
-// XEP-0060 §4.5: who may subscribe and retrieve items. `presence` is declared by the XEP but
-// not offered here (it needs the owner's roster); a form asking for it is refused.
+// XEP-0060 §4.5: who may subscribe and retrieve items. `presence`: entities subscribed to an
+// owner's presence (the default of PEP nodes, XEP-0163 §5). `roster` (groups) is not offered.
 enum class AccessModel : std::uint8_t { open, whitelist, authorize, presence };
 // XEP-0060 §16.4.4 pubsub#publish_model: who may publish.
 enum class PublishModel : std::uint8_t { publishers, subscribers, open };

@@ -193,9 +193,14 @@ void PubsubService::subscribe(Request& r, Node& n) {
             return;
         }
     }
-    const auto decision = decide_subscribe(n.record.config.access_model, affiliation(n, r.bare));
+    const auto decision =
+        decide_subscribe(n.record.config.access_model, affiliation(n, r.bare), presence_subscribed(n, r.bare));
     if (decision == SubscribeDecision::forbidden) {
         reply_error(r, StanzaError::forbidden);
+        return;
+    }
+    if (decision == SubscribeDecision::presence_required) {
+        reply_error(r, StanzaError::not_authorized, "presence-subscription-required");  // §6.1.3.2
         return;
     }
     if (decision == SubscribeDecision::closed_node) {
@@ -258,12 +263,14 @@ void PubsubService::unsubscribe(Request& r, Node& n) {
 // §6.5: retrieve items (all, the N most recent, or by id).
 void PubsubService::items(Request& r, Node& n) {
     switch (decide_retrieve(n.record.config.access_model, affiliation(n, r.bare),
-                            subscription_state(n, r.env.from))) {
+                            subscription_state(n, r.env.from), presence_subscribed(n, r.bare))) {
         case RetrieveDecision::allowed: break;
         case RetrieveDecision::closed_node: return reply_error(r, StanzaError::not_allowed, "closed-node");
         case RetrieveDecision::not_subscribed:
             return reply_error(r, StanzaError::not_authorized, "not-subscribed");
         case RetrieveDecision::forbidden: return reply_error(r, StanzaError::forbidden);
+        case RetrieveDecision::presence_required:
+            return reply_error(r, StanzaError::not_authorized, "presence-subscription-required");  // §6.5.9
     }
     std::vector<const Item*> out;
     std::vector<std::string_view> ids;

@@ -1,6 +1,10 @@
 #include "broker/src/modules/pubsub/pubsub_module.hpp"
 
+#include "broker/src/modules/caps/caps_module.hpp"
+#include "broker/src/modules/roster/roster_store.hpp"
 #include "broker/src/router/router.hpp"
+#include "broker/src/modules/pubsub/xml_util.hpp"
+#include "broker/src/session/stamp.hpp"
 #include "broker/src/session/shard_services.hpp"
 #include "broker/src/util/log.hpp"
 
@@ -45,6 +49,60 @@ void PubsubModule::install(ModuleContext& ctx) {
         ctx.shard().router.add_service(jid, _service.get());
         ctx.add_disco_item(domain, jid, "Publish-Subscribe");  // XEP-0060 §5.1: discoverable
     }
+    if (_options.pep) install_pep(ctx, *store);
+}
+
+// XEP-0163: the account's bare JID is a PubSub service. Requests reach it as IQs the server
+// answers for an account (no 'to', or a bare JID; RFC 6120 §10.3.3, §10.5.3.2), are handed to
+// the PubsubService as if routed to that JID, and run on the owner's home shard.
+void PubsubModule::install_pep(ModuleContext& ctx, storage::Store& store) {
+    auto* service = _service.get();
+    ctx.shard().router.set_account_service(service);
+    ctx.add_account_disco_identity("pubsub", "pep");  // §6.1
+    ctx.add_account_disco_feature(pubsub::k_ns_pubsub);
+    for (const std::string_view f : {"access-presence", "auto-create", "auto-subscribe", "filtered-notifications",
+                                     "last-published", "persistent-items", "publish", "publish-options",
+                                     "retrieve-items", "subscribe"}) {
+        std::string var(pubsub::k_ns_pubsub);
+        var += '#';
+        var += f;
+        ctx.add_account_disco_feature(var);
+    }
+    auto handler = [service](IqEvent& ev) {
+        if (!ev.to_account) return Handled::no;  // to the server: not PEP (RFC 6120 §8.4)
+        router::Envelope env;
+        env.kind = router::Envelope::Kind::deliver;
+        env.stanza = router::StanzaKind::iq;
+        env.to = std::string(ev.to);
+        env.from = ev.from().full();
+        env.type = ev.type == IqType::get ? "get" : "set";
+        env.id = ev.id;
+        session::stamp_into(env.bytes, ev.element, env.from, {});
+        (void)ev.defer();  // the service answers through the router
+        service->receive(std::move(env));
+        return Handled::yes;
+    };
+    for (const auto type : {IqType::get, IqType::set}) {
+        ctx.on_iq(type, pubsub::k_ns_pubsub, "pubsub", handler);
+        ctx.on_iq(type, pubsub::k_ns_owner, "pubsub", handler);
+    }
+    // §4.3.4: a resource that wants notifications gets the last item of each node it may see,
+    // of its own account and of every contact whose presence it is subscribed to.
+    ShardServices* shard = &ctx.shard();
+    ctx.on_session([service, shard, &store](Session& s, SessionEvent e) {
+        if ((e != SessionEvent::available && e != SessionEvent::interests) || s.jid() == nullptr) return;
+        const auto* interests = CapsModule::interests_of(s);
+        if (interests == nullptr || interests->nodes.empty()) return;
+        const std::string bare(s.jid()->bare_view());
+        service->send_last_items(bare, s.jid()->full(), interests->nodes);
+        for (const auto& item : roster::RosterStore(store).load_all(bare)) {
+            const auto at = item.jid.find('@');
+            if (roster::has_to(item.sub) && at != std::string::npos &&
+                shard->server.serves(std::string_view(item.jid).substr(at + 1))) {
+                service->send_last_items(item.jid, s.jid()->full(), interests->nodes);
+            }
+        }
+    });
 }
 
 ModuleSpec PubsubModule::spec() {
@@ -65,6 +123,8 @@ ModuleSpec PubsubModule::spec() {
                                 "nodes each shard keeps in memory (others are read from storage on use)"),
             OptionSpec::integer("max_publishes_per_second", 100, 0, 1'000'000,
                                 "items one account may publish per second, in bursts of twice that (0: no limit)"),
+            OptionSpec::boolean("pep", true,
+                                "XEP-0163: every account is a PubSub service (avatars, OMEMO device lists, user tune...)"),
         },
         .make = [](const OptionValues& v) -> std::unique_ptr<Module> {
             pubsub::PubsubOptions o;
@@ -76,6 +136,7 @@ ModuleSpec PubsubModule::spec() {
             o.max_subscriptions_per_node = static_cast<std::uint32_t>(v.integer("pubsub.max_subscriptions_per_node"));
             o.max_nodes_cached = static_cast<std::uint32_t>(v.integer("pubsub.max_nodes_cached"));
             o.max_publishes_per_second = static_cast<std::uint32_t>(v.integer("pubsub.max_publishes_per_second"));
+            o.pep = v.boolean("pubsub.pep");
             return std::make_unique<PubsubModule>(nullptr, std::move(o));
         },
     };

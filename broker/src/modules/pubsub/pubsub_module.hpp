@@ -33,6 +33,8 @@ public:
     pubsub::PubsubService* service() noexcept { return _service.get(); }
 
 private:
+    void install_pep(ModuleContext& ctx, storage::Store& store);
+
     storage::Store* _store_override = nullptr;
     pubsub::PubsubOptions _options;
     std::unique_ptr<pubsub::PubsubService> _service;

@@ -10,6 +10,7 @@
 #include "broker/src/modules/pubsub/access.hpp"
 #include "broker/src/modules/pubsub/service_detail.hpp"
 #include "broker/src/modules/pubsub/xml_util.hpp"
+#include "broker/src/modules/roster/roster_store.hpp"
 #include "broker/src/session/shard_services.hpp"
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
@@ -41,7 +42,7 @@ constexpr std::string_view k_features[] = {
 }  // namespace
 
 PubsubService::PubsubService(session::ShardServices& shard, storage::Store& store, PubsubOptions options)
-    : _shard(shard), _store(store, shard.writer), _options(std::move(options)),
+    : _shard(shard), _rocks(store), _store(store, shard.writer), _options(std::move(options)),
       _alive(std::make_shared<PubsubService*>(this)) {
     _limits.max_items_cap = _options.max_items_per_node;
     _options.default_max_items = std::min(_options.default_max_items, _options.max_items_per_node);
@@ -50,6 +51,9 @@ PubsubService::PubsubService(session::ShardServices& shard, storage::Store& stor
 PubsubService::~PubsubService() = default;
 
 router::ShardId PubsubService::home_of(std::string_view service, std::string_view node) const noexcept {
+    // A PEP node lives with its owner (the roster the presence access model reads is there,
+    // and the owner's own requests need no hop).
+    if (is_pep_service(service)) return _shard.router.home_of(service);
     std::string key(service);
     key += '\0';
     key += node;
@@ -86,6 +90,10 @@ bool PubsubService::take_publish_token(const std::string& bare) {
 
 void PubsubService::receive(router::Envelope&& env) {
     if (env.from.empty()) return;
+    if (env.kind == router::Envelope::Kind::service && env.stanza == router::StanzaKind::presence) {
+        on_interests(std::move(env));  // only this server's shards make these (send_last_items)
+        return;
+    }
     if (env.stanza == router::StanzaKind::message) {
         on_message(std::move(env));
         return;
@@ -197,8 +205,29 @@ void PubsubService::handle_node(Request& r, std::string_view node) {
         }
         return;
     }
-    Node* n = find_node(r, node);
-    if (n == nullptr) return;
+    Node* n = nullptr;
+    if (r.ns == k_ns_pubsub && a == "publish" && !r.get && is_pep_service(r.service) && r.bare == r.service) {
+        // XEP-0163 §3: the account's first publish to a node creates it, configured by the
+        // publish-options (XEP-0060 §7.1.5) over the PEP defaults.
+        storage::Errc err = storage::Errc::not_found;
+        n = lookup(r.service, node, err);
+        if (n == nullptr) {
+            if (err != storage::Errc::not_found) return reply_error(r, StanzaError::internal_server_error);
+            NodeConfig config = default_config_for(r.service);
+            if (auto options = r.dom.child(r.payload, "publish-options", k_ns_pubsub)) {
+                if (auto x = r.dom.child(options, "x", k_ns_data)) {
+                    auto applied = apply_config_form(config, x, _limits, k_form_type_publish_options);
+                    if (!applied) return reply_error(r, applied.error().condition, {}, applied.error().text);
+                    config = std::move(applied).value();
+                }
+            }
+            n = create_node(r, std::string(node), std::move(config));
+            if (n == nullptr) return;
+        }
+    } else {
+        n = find_node(r, node);
+        if (n == nullptr) return;
+    }
     if (r.ns == k_ns_disco_info) return node_disco_info(r, *n);
     if (r.ns == k_ns_disco_items) return node_disco_items(r, *n);
     if (r.ns == k_ns_pubsub) {
@@ -326,43 +355,70 @@ void PubsubService::create(Request& r, std::string node) {
         reply_error(r, existing ? StanzaError::conflict : StanzaError::internal_server_error);
         return;
     }
+    NodeConfig config = default_config_for(r.service);
+    if (auto configure = r.dom.child(r.payload, "configure", k_ns_pubsub)) {
+        if (auto x = r.dom.child(configure, "x", k_ns_data)) {
+            auto applied = apply_config_form(config, x, _limits);
+            if (!applied) {
+                reply_error(r, applied.error().condition, {}, applied.error().text);
+                return;
+            }
+            config = std::move(applied).value();
+        }
+    }
+    if (create_node(r, node, std::move(config)) == nullptr) return;
+    std::string inner;
+    xmpp::xml::Writer w(inner);
+    w.open("pubsub").attr("xmlns", k_ns_pubsub).open("create").attr("node", node).close().close();
+    reply_result(r, inner);  // once the node is durable (DESIGN §6)
+}
+
+PubsubService::Node* PubsubService::create_node(Request& r, const std::string& node, NodeConfig config) {
+    if (is_pep_service(r.service) && r.bare != r.service) {
+        reply_error(r, StanzaError::forbidden);  // XEP-0163 §2.2: one publisher, the account
+        return nullptr;
+    }
     auto owned = _store.count_owned(r.bare);
     if (!owned) {
         reply_error(r, StanzaError::internal_server_error);
-        return;
+        return nullptr;
     }
     if (owned.value() >= _options.max_nodes_per_owner) {
         // A local policy (module option), not a protocol rule: policy-violation, with the
         // registry's application condition for it.
         reply_error(r, StanzaError::policy_violation, "max-nodes-exceeded",
                     "at most " + std::to_string(_options.max_nodes_per_owner) + " nodes per owner");
-        return;
+        return nullptr;
     }
     NodeRecord rec;
-    rec.config.max_items = _options.default_max_items;
-    if (auto configure = r.dom.child(r.payload, "configure", k_ns_pubsub)) {
-        if (auto x = r.dom.child(configure, "x", k_ns_data)) {
-            auto applied = apply_config_form(rec.config, x, _limits);
-            if (!applied) {
-                reply_error(r, applied.error().condition, {}, applied.error().text);
-                return;
-            }
-            rec.config = std::move(applied).value();
-        }
-    }
+    rec.config = std::move(config);
     rec.affiliations.emplace_back(r.bare, Affiliation::owner);
     rec.created_unix_ms = now_unix_ms();
-    if (!stored(r, nullptr, _store.create_node(r.service, node, r.bare, rec))) return;
+    if (!stored(r, nullptr, _store.create_node(r.service, node, r.bare, rec))) return nullptr;
     auto n = std::make_unique<Node>();
     n->service = r.service;
     n->name = node;
     n->record = std::move(rec);
     n->incarnation = _next_incarnation++;
-    r.touched = cache(key, std::move(n));
-    std::string inner;
-    xmpp::xml::Writer w(inner);
-    w.open("pubsub").attr("xmlns", k_ns_pubsub).open("create").attr("node", node).close().close();
-    reply_result(r, inner);  // once the node is durable (DESIGN §6)
+    r.touched = cache(NodeStore::node_prefix(r.service, node), std::move(n));
+    return r.touched;
+}
+
+NodeConfig PubsubService::default_config_for(std::string_view service) const {
+    NodeConfig c;
+    c.max_items = _options.default_max_items;
+    // XEP-0163 §5: PEP nodes default to the presence access model.
+    if (is_pep_service(service)) c.access_model = AccessModel::presence;
+    return c;
+}
+
+bool PubsubService::presence_subscribed(const Node& n, std::string_view bare) const {
+    if (n.record.config.access_model != AccessModel::presence) return false;
+    for (const auto& [owner, a] : n.record.affiliations) {
+        if (a != Affiliation::owner) continue;
+        if (auto item = roster::RosterStore(_rocks).load(owner, bare); item && roster::has_from(item->sub)) return true;
+    }
+    return false;
 }
 
 // §7.1: publish an item (with or without an id; the same id replaces the item).
@@ -414,7 +470,7 @@ void PubsubService::node_disco_info(Request& r, Node& n) {
 // §5.5: a node's items, by id, for whoever may retrieve them.
 void PubsubService::node_disco_items(Request& r, Node& n) {
     const auto d = decide_retrieve(n.record.config.access_model, affiliation(n, r.bare),
-                                   subscription_state(n, r.env.from));
+                                   subscription_state(n, r.env.from), presence_subscribed(n, r.bare));
     if (d != RetrieveDecision::allowed) return reply_error(r, StanzaError::forbidden);
     std::string inner;
     xmpp::xml::Writer w(inner);
@@ -478,37 +534,103 @@ std::string PubsubService::item_event(const Node& n, const Item& item, bool with
 
 // DESIGN §2: one envelope per destination shard; the payload is serialized once and shared.
 void PubsubService::notify(const Node& n, std::string event_xml, const std::vector<std::string>* only) {
-    std::map<router::ShardId, std::vector<std::string>> by_shard;
-    auto add = [&](const std::string& jid) { by_shard[_shard.router.home_of(bare_of(jid))].push_back(jid); };
+    using ByShard = std::map<router::ShardId, std::vector<std::string>>;
+    ByShard by_shard;
+    auto add = [&](ByShard& to, const std::string& jid) { to[_shard.router.home_of(bare_of(jid))].push_back(jid); };
     if (only != nullptr) {
-        for (const auto& jid : *only) add(jid);
+        for (const auto& jid : *only) add(by_shard, jid);
     } else {
         for (const auto& s : n.subscriptions) {
-            if (s.state == SubState::subscribed) add(s.jid);
+            if (s.state == SubState::subscribed) add(by_shard, s.jid);
         }
     }
-    if (by_shard.empty()) return;
+    // XEP-0163 §4.1-§4.2: on a PEP node, the owner and the contacts allowed to see it are
+    // subscribed without asking; each of their available resources gets the event if its
+    // entity capabilities say "<node>+notify" (the destination shard checks, FanOut::interest).
+    ByShard implicit;
+    if (only == nullptr && is_pep_service(n.service)) {
+        const AccessModel model = n.record.config.access_model;
+        std::vector<std::string> audience{n.service};
+        if (model == AccessModel::open || model == AccessModel::presence) {
+            for (const auto& item : roster::RosterStore(_rocks).load_all(n.service)) {
+                if (roster::has_from(item.sub)) audience.push_back(item.jid);
+            }
+        }
+        for (const auto& bare : audience) {
+            // An explicit subscription of the bare JID already covers it.
+            const bool explicit_sub = std::any_of(n.subscriptions.begin(), n.subscriptions.end(), [&](const auto& s) {
+                return s.state == SubState::subscribed && s.jid == bare;
+            });
+            if (!explicit_sub) add(implicit, bare);
+        }
+    }
+    if (by_shard.empty() && implicit.empty()) return;
     auto shared = std::make_shared<const std::string>(std::move(event_xml));
     const std::string id = std::to_string(_shard.shard) + "-" + std::to_string(_next_message++);
-    for (auto& [shard, recipients] : by_shard) {
-        router::Envelope env;
-        env.kind = router::Envelope::Kind::fan_out;
-        env.stanza = router::StanzaKind::message;
-        env.from = n.service;
-        // Headline: a notification is not stored offline nor answered (the node_config
-        // registry's pubsub#notification_type lets a service choose; RFC 6121 §5.2.2).
-        env.type = "headline";
-        env.id = id;
-        const std::size_t count = recipients.size();
-        env.fan_out = std::make_shared<const router::FanOut>(router::FanOut{shared, std::move(recipients)});
-        if (_shard.router.send_to(shard, std::move(env))) {
-            ++_counters.fan_out_envelopes;
-            _counters.notifications += count;
-        } else {
-            _counters.fan_out_dropped += count;
-            STARLING_LOG(warn, "pubsub: mailbox to shard {} full; {} notifications of {} dropped", shard, count,
-                         n.name);
+    auto send_all = [&](ByShard& groups, const std::string& interest) {
+        for (auto& [shard, recipients] : groups) {
+            router::Envelope env;
+            env.kind = router::Envelope::Kind::fan_out;
+            env.stanza = router::StanzaKind::message;
+            env.from = n.service;
+            // Headline: a notification is not stored offline nor answered (the node_config
+            // registry's pubsub#notification_type lets a service choose; RFC 6121 §5.2.2).
+            env.type = "headline";
+            env.id = id;
+            const std::size_t count = recipients.size();
+            env.fan_out = std::make_shared<const router::FanOut>(router::FanOut{shared, std::move(recipients), interest});
+            if (_shard.router.send_to(shard, std::move(env))) {
+                ++_counters.fan_out_envelopes;
+                _counters.notifications += count;
+            } else {
+                _counters.fan_out_dropped += count;
+                STARLING_LOG(warn, "pubsub: mailbox to shard {} full; {} notifications of {} dropped", shard, count,
+                             n.name);
+            }
         }
+    };
+    send_all(by_shard, {});
+    send_all(implicit, n.name);
+}
+
+void PubsubService::send_last_items(std::string_view owner, std::string_view full_jid,
+                                    const std::vector<std::string>& nodes) {
+    if (nodes.empty()) return;
+    // An internal request (never a client's stanza: Kind::service envelopes to an account come
+    // only from this server's shards): a presence envelope whose bytes list the nodes, one per
+    // line.
+    router::Envelope env;
+    env.kind = router::Envelope::Kind::service;
+    env.stanza = router::StanzaKind::presence;
+    env.to = std::string(owner);
+    env.from = std::string(full_jid);
+    for (const auto& node : nodes) {
+        if (node.find('\n') != std::string::npos) continue;
+        env.bytes += node;
+        env.bytes += '\n';
+    }
+    if (!_shard.router.send_to(_shard.router.home_of(owner), std::move(env))) {
+        STARLING_LOG(debug, "pubsub: mailbox full; last PEP items of {} not sent to {}", owner, full_jid);
+    }
+}
+
+void PubsubService::on_interests(router::Envelope&& env) {
+    if (!is_pep_service(env.to)) return;
+    const std::string bare(bare_of(env.from));
+    const std::vector<std::string> only{env.from};
+    std::string_view rest = env.bytes;
+    while (!rest.empty()) {
+        const auto eol = rest.find('\n');
+        const std::string_view node = rest.substr(0, eol);
+        rest = eol == std::string_view::npos ? std::string_view() : rest.substr(eol + 1);
+        if (node.empty()) continue;
+        storage::Errc err = storage::Errc::not_found;
+        Node* n = lookup(env.to, node, err);
+        if (n == nullptr || n->items.empty()) continue;
+        const auto d = decide_retrieve(n->record.config.access_model, affiliation(*n, bare),
+                                       subscription_state(*n, env.from), presence_subscribed(*n, bare));
+        if (d != RetrieveDecision::allowed) continue;
+        notify(*n, item_event(*n, n->items.back(), n->record.config.deliver_payloads), &only);
     }
 }
 

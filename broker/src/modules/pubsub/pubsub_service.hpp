@@ -55,7 +55,15 @@ struct PubsubOptions {
     std::uint32_t max_nodes_cached = 10'000;  // per shard; least recently loaded are dropped
     // Publishes per second per account, in bursts of up to twice that; 0: no limit.
     std::uint32_t max_publishes_per_second = 100;
+    // XEP-0163: every account is a PubSub service too (nodes auto-created on first publish,
+    // presence access, notifications filtered by entity capabilities).
+    bool pep = true;
 };
+
+// A PEP service (XEP-0163 §2.1): an account's bare JID, not a service domain.
+inline bool is_pep_service(std::string_view service) noexcept {
+    return service.find('@') != std::string_view::npos;
+}
 
 // Per-shard counters (CONVENTIONS §4: plain integers, summed at scrape time).
 // TODO(#11): exported by the metrics server once modules can declare metrics.
@@ -78,6 +86,11 @@ public:
     ~PubsubService() override;
 
     void receive(router::Envelope&& env) override;
+
+    // XEP-0163 §4.3.4: `full_jid` became available (or its interests became known) wanting
+    // notifications for `nodes`: the last item of each such node of `owner`'s PEP service that
+    // it may see is sent to it. Any shard: the request goes to the owner's home shard.
+    void send_last_items(std::string_view owner, std::string_view full_jid, const std::vector<std::string>& nodes);
 
     const PubsubCounters& counters() const noexcept { return _counters; }
     const PubsubOptions& options() const noexcept { return _options; }
@@ -119,6 +132,11 @@ private:
     void disco_info(Request& r);
     void disco_items(Request& r);
     void create(Request& r, std::string node);
+    // Makes and stages a node owned by the requester (null, with the error answered, when it
+    // may not). For create and for PEP's auto-create on publish (XEP-0163 §3).
+    Node* create_node(Request& r, const std::string& node, NodeConfig config);
+    // XEP-0163 §4.3.4 on the owner's home shard (send_last_items moved here).
+    void on_interests(router::Envelope&& env);
     void subscriptions_all(Request& r);
     void affiliations_all(Request& r);
     void default_config(Request& r);
@@ -146,6 +164,11 @@ private:
     Node* lookup(std::string_view service, std::string_view node, storage::Errc& err);
     void on_message(router::Envelope&& env);
     Affiliation affiliation(const Node& n, std::string_view bare) const noexcept;
+    // Whether `bare` is subscribed to the presence of one of `n`'s owners (the presence access
+    // model, XEP-0060 §4.5); false at once for other models.
+    bool presence_subscribed(const Node& n, std::string_view bare) const;
+    // The default configuration of a new node on `service` (PEP: XEP-0163 §5).
+    NodeConfig default_config_for(std::string_view service) const;
     SubState subscription_state(const Node& n, std::string_view jid_or_bare) const noexcept;
     // Sends <message from=service type=headline> + `event_xml` to every subscribed JID
     // (or `only`, when given), one fan-out envelope per destination shard.
@@ -175,6 +198,7 @@ private:
     bool take_publish_token(const std::string& bare);
 
     session::ShardServices& _shard;
+    storage::Store& _rocks;  // for the owners' rosters (presence access, PEP audience)
     NodeStore _store;
     PubsubOptions _options;
     ConfigLimits _limits;

@@ -436,7 +436,8 @@ INSTANTIATE_TEST_SUITE_P(
                       declared("pubsub", "default_max_items"), declared("pubsub", "max_payload_bytes"),
                       declared("pubsub", "max_subscriptions_per_node"), declared("pubsub", "max_nodes_cached"),
                       declared("pubsub", "max_publishes_per_second"), declared("adhoc", "max_sessions"), declared("adhoc", "session_timeout_s"),
-                      declared("adhoc", "max_online_list")),
+                      declared("adhoc", "max_online_list"), declared("caps", "max_cached"),
+                      declared("caps", "max_pending")),
     [](const auto& p) { return std::string(p.param.table) + "_" + p.param.name; });
 
 TEST(NumericBounds, CoverEveryIntegerOption) {
@@ -451,7 +452,7 @@ TEST(NumericBounds, CoverEveryIntegerOption) {
             if (e.message() == "must be an integer (got a string)") ++numeric;
         }
     }
-    EXPECT_EQ(numeric, 46u);  // booleans such as modules.mam are not counted
+    EXPECT_EQ(numeric, 48u);  // booleans such as modules.mam are not counted
 }
 
 // --- files on disk ---

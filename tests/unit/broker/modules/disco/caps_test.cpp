@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "broker/src/modules/disco/disco_module.hpp"
+#include "broker/src/modules/caps/caps_module.hpp"
 
 namespace {
 
@@ -12,6 +12,22 @@ TEST(CapsVer, MatchesTheXepExample) {
                        {"http://jabber.org/protocol/muc", "http://jabber.org/protocol/disco#info",
                         "http://jabber.org/protocol/caps", "http://jabber.org/protocol/disco#items"}),
               "QgayPKawpkPSDYmwT/WM94uAlu0=");
+}
+
+// XEP-0115 §5.3, the complex example: two identities with languages and an extended form.
+TEST(CapsVer, MatchesTheXepComplexExampleWithAForm) {
+    starling::modules::CapsForm form;
+    form.form_type = "urn:xmpp:dataforms:softwareinfo";
+    form.fields = {{"software_version", {"0.11"}},
+                   {"os", {"Mac"}},
+                   {"ip_version", {"ipv6", "ipv4"}},
+                   {"os_version", {"10.5.1"}},
+                   {"software", {"Psi"}}};
+    EXPECT_EQ(caps_ver({"client/pc/en/Psi 0.11", "client/pc/el/\xce\xa8 0.11"},
+                       {"http://jabber.org/protocol/disco#items", "http://jabber.org/protocol/caps",
+                        "http://jabber.org/protocol/disco#info", "http://jabber.org/protocol/muc"},
+                       {form}),
+              "q07IKJEyjvHSyhy//CH0CxmKi8w=");
 }
 
 TEST(CapsVer, DoesNotDependOnOrder) {

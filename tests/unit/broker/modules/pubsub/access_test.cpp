@@ -22,12 +22,18 @@ TEST(PubsubAccess, SubscribeDecisionsFollowTheAccessModel) {
         {AccessModel::whitelist, Affiliation::outcast, SubscribeDecision::forbidden},
         {AccessModel::authorize, Affiliation::none, SubscribeDecision::pending},
         {AccessModel::authorize, Affiliation::member, SubscribeDecision::subscribed},
-        {AccessModel::presence, Affiliation::none, SubscribeDecision::closed_node},  // not offered: closed
+        {AccessModel::presence, Affiliation::none, SubscribeDecision::presence_required},
+        {AccessModel::presence, Affiliation::member, SubscribeDecision::subscribed},
+        {AccessModel::presence, Affiliation::outcast, SubscribeDecision::forbidden},
     };
     for (const auto& r : rows) {
         EXPECT_EQ(decide_subscribe(r.model, r.affiliation), r.want)
             << to_string(r.model) << " / " << to_string(r.affiliation);
     }
+    // §4.5: subscribed to an owner's presence opens a presence node, and only such a node.
+    EXPECT_EQ(decide_subscribe(AccessModel::presence, Affiliation::none, true), SubscribeDecision::subscribed);
+    EXPECT_EQ(decide_subscribe(AccessModel::presence, Affiliation::outcast, true), SubscribeDecision::forbidden);
+    EXPECT_EQ(decide_subscribe(AccessModel::whitelist, Affiliation::none, true), SubscribeDecision::closed_node);
 }
 
 TEST(PubsubAccess, RetrieveDecisionsFollowTheAccessModel) {
@@ -47,11 +53,17 @@ TEST(PubsubAccess, RetrieveDecisionsFollowTheAccessModel) {
         {AccessModel::authorize, Affiliation::none, SubState::pending, RetrieveDecision::not_subscribed},
         {AccessModel::authorize, Affiliation::none, SubState::subscribed, RetrieveDecision::allowed},
         {AccessModel::authorize, Affiliation::owner, SubState::none, RetrieveDecision::allowed},
+        {AccessModel::presence, Affiliation::none, SubState::none, RetrieveDecision::presence_required},
+        {AccessModel::presence, Affiliation::none, SubState::subscribed, RetrieveDecision::presence_required},
+        {AccessModel::presence, Affiliation::owner, SubState::none, RetrieveDecision::allowed},
     };
     for (const auto& r : rows) {
         EXPECT_EQ(decide_retrieve(r.model, r.affiliation, r.state), r.want)
             << to_string(r.model) << " / " << to_string(r.affiliation) << " / " << to_string(r.state);
     }
+    EXPECT_EQ(decide_retrieve(AccessModel::presence, Affiliation::none, SubState::none, true), RetrieveDecision::allowed);
+    EXPECT_EQ(decide_retrieve(AccessModel::presence, Affiliation::outcast, SubState::none, true),
+              RetrieveDecision::forbidden);
 }
 
 TEST(PubsubAccess, PublishFollowsThePublishModel) {

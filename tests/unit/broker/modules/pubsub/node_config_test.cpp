@@ -85,7 +85,6 @@ TEST(NodeConfigForm, RefusesWithTheConditionAndNamesTheField) {
         {"unknown field", {{"pubsub#flavour", "mint"}}, StanzaError::bad_request, "pubsub#flavour"},
         {"wrong form type", {{"FORM_TYPE", "urn:other"}}, StanzaError::bad_request, "FORM_TYPE"},
         {"unknown access model", {{"pubsub#access_model", "everyone"}}, StanzaError::bad_request, "pubsub#access_model"},
-        {"presence not offered", {{"pubsub#access_model", "presence"}}, StanzaError::not_acceptable, "pubsub#access_model"},
         {"roster not offered", {{"pubsub#access_model", "roster"}}, StanzaError::not_acceptable, "pubsub#access_model"},
         {"unknown publish model", {{"pubsub#publish_model", "all"}}, StanzaError::bad_request, "pubsub#publish_model"},
         {"max_items not a number", {{"pubsub#max_items", "ten"}}, StanzaError::bad_request, "pubsub#max_items"},
