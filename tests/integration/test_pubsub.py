@@ -159,6 +159,39 @@ async def test_owner_creates_configures_publishes_retracts_purges_deletes(t):
     assert item_ids(await ps.get_items(SERVICE, instant, timeout=5)) == ["x"]
 
 
+async def test_items_are_paged_with_result_set_management(t):
+    # XEP-0060 §6.5.4 with XEP-0059: pages in publish order, <count/>, <first index/>, <last/>.
+    s = await t.shared_server()
+    owner = unique("owner")
+    s.add_user(owner, "pw")
+    c = await t.client(s, owner, "pw")
+    ps = with_pubsub(c)
+    node = unique("node")
+    await ps.create_node(SERVICE, node, config=form(c, {"pubsub#max_items": "10"}), timeout=5)
+    for k in "abcde":
+        await ps.publish(SERVICE, node, id=k, payload=reading(k), timeout=5)
+    rsm = "http://jabber.org/protocol/rsm"
+
+    async def page(set_xml):
+        r = await c.iq_get(SERVICE, f"<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='{node}'/>"
+                                    f"<set xmlns='{rsm}'>{set_xml}</set></pubsub>")
+        p = r.xml.find("{http://jabber.org/protocol/pubsub}pubsub")
+        ids = [i.get("id") for i in p.findall("{http://jabber.org/protocol/pubsub}items/"
+                                              "{http://jabber.org/protocol/pubsub}item")]
+        st = p.find(f"{{{rsm}}}set")
+        first = st.find(f"{{{rsm}}}first")
+        return ids, int(st.find(f"{{{rsm}}}count").text), (first.get("index") if first is not None else None)
+
+    assert await page("<max>2</max>") == (["a", "b"], 5, "0")
+    assert await page("<max>2</max><after>b</after>") == (["c", "d"], 5, "2")
+    assert await page("<max>2</max><after>d</after>") == (["e"], 5, "4")
+    assert await page("<max>2</max><before/>") == (["d", "e"], 5, "3")
+    assert await page("<max>2</max><before>d</before>") == (["b", "c"], 5, "1")
+    assert await page("<max>0</max>") == ([], 5, None)  # XEP-0059 §2.7: the count only
+    await expect_error(c.iq_get(SERVICE, f"<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='{node}'/>"
+                                         f"<set xmlns='{rsm}'><after>zz</after></set></pubsub>"), "item-not-found")
+
+
 async def test_subscribers_get_notifications(t):
     s = await t.shared_server()
     owner, bob, carol = unique("owner"), unique("bob"), unique("carol")

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <optional>
+#include <tuple>
 
 #include "broker/src/modules/pubsub/access.hpp"
 #include "broker/src/modules/pubsub/service_detail.hpp"
@@ -297,16 +299,92 @@ void PubsubService::items(Request& r, Node& n) {
         }
         for (auto i = n.items.size() - max; i < n.items.size(); ++i) out.push_back(&n.items[i]);
     }
+    // XEP-0060 §6.5.4 / XEP-0059: a page of the result, in publish order (oldest first).
+    const auto set = r.dom.child(r.payload, "set", k_ns_rsm);
+    const std::size_t total = out.size();
+    std::size_t begin = 0, end = total;
+    if (set) {
+        auto page = rsm_page(r, set, out);
+        if (!page) return;
+        std::tie(begin, end) = *page;
+    }
     std::string inner;
     xmpp::xml::Writer w(inner);
     w.open("pubsub").attr("xmlns", k_ns_pubsub).open("items").attr("node", n.name);
-    for (const auto* i : out) {
-        w.open("item").attr("id", i->id);
-        if (!i->payload.empty()) w.raw(i->payload);
+    for (std::size_t k = begin; k < end; ++k) {
+        w.open("item").attr("id", out[k]->id);
+        if (!out[k]->payload.empty()) w.raw(out[k]->payload);
         w.close();
     }
-    w.close().close();
+    w.close();
+    if (set) {
+        w.open("set").attr("xmlns", k_ns_rsm);
+        if (begin < end) {
+            w.open("first").attr("index", std::to_string(begin)).text(out[begin]->id).close();
+            w.open("last").text(out[end - 1]->id).close();
+        }
+        w.open("count").text(std::to_string(total)).close();
+        w.close();
+    }
+    w.close();
     reply_result(r, inner);
+}
+
+// XEP-0059 §2: <max/>, <after/>, <before/> (empty: the last page), <index/> over `items`;
+// [begin, end) or nullopt with the error answered (§2.6: an unknown after/before id is
+// item-not-found; a malformed number bad-request).
+std::optional<std::pair<std::size_t, std::size_t>> PubsubService::rsm_page(Request& r, pugi::xml_node set,
+                                                                           const std::vector<const Item*>& items) {
+    auto number = [](pugi::xml_node el, std::size_t& v) {
+        const std::string_view t = el.child_value();
+        const auto res = std::from_chars(t.data(), t.data() + t.size(), v);
+        return !t.empty() && res.ec == std::errc{} && res.ptr == t.data() + t.size();
+    };
+    auto position = [&](std::string_view id) -> std::optional<std::size_t> {
+        for (std::size_t k = 0; k < items.size(); ++k) {
+            if (items[k]->id == id) return k;
+        }
+        return std::nullopt;
+    };
+    std::size_t max = items.size();
+    if (auto m = r.dom.child(set, "max", k_ns_rsm)) {
+        if (!number(m, max)) {
+            reply_error(r, StanzaError::bad_request, {}, "rsm max: not a number");
+            return std::nullopt;
+        }
+    }
+    std::size_t begin = 0, end = items.size();
+    if (auto after = r.dom.child(set, "after", k_ns_rsm)) {
+        const auto at = position(after.child_value());
+        if (!at) {
+            reply_error(r, StanzaError::item_not_found, {}, "rsm after: no such item");
+            return std::nullopt;
+        }
+        begin = *at + 1;
+        end = std::min(items.size(), begin + max);
+    } else if (auto before = r.dom.child(set, "before", k_ns_rsm)) {
+        if (std::string_view(before.child_value()).empty()) {
+            end = items.size();  // §2.5: the last page
+        } else {
+            const auto at = position(before.child_value());
+            if (!at) {
+                reply_error(r, StanzaError::item_not_found, {}, "rsm before: no such item");
+                return std::nullopt;
+            }
+            end = *at;
+        }
+        begin = end > max ? end - max : 0;
+    } else if (auto index = r.dom.child(set, "index", k_ns_rsm)) {
+        if (!number(index, begin)) {
+            reply_error(r, StanzaError::bad_request, {}, "rsm index: not a number");
+            return std::nullopt;
+        }
+        begin = std::min(begin, items.size());  // §2.4 out of range: an empty page
+        end = std::min(items.size(), begin + max);
+    } else {
+        end = std::min(items.size(), max);
+    }
+    return std::pair{begin, end};
 }
 
 // §5.6 for one node: the requester's subscriptions to it.

@@ -31,12 +31,12 @@ namespace {
 
 // XEP-0060 §5.1: what this service implements (pubsub#<feature>).
 constexpr std::string_view k_features[] = {
-    "access-authorize", "access-open",          "access-whitelist", "create-and-configure",
+    "access-authorize", "access-open",          "access-presence",  "access-whitelist", "create-and-configure",
     "create-nodes",     "config-node",          "delete-items",     "delete-nodes",
     "instant-nodes",    "item-ids",             "last-published",   "manage-subscriptions",
     "modify-affiliations", "persistent-items", "publish",          "publish-options", "purge-nodes",
     "retract-items",    "retrieve-affiliations", "retrieve-default", "retrieve-items",
-    "retrieve-subscriptions", "subscribe",
+    "retrieve-subscriptions", "rsm",        "subscribe",
 };
 
 }  // namespace

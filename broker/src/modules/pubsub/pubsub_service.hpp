@@ -21,6 +21,8 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
+#include <utility>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -149,6 +151,8 @@ private:
     void subscribe(Request& r, Node& n);
     void unsubscribe(Request& r, Node& n);
     void items(Request& r, Node& n);
+    std::optional<std::pair<std::size_t, std::size_t>> rsm_page(Request& r, pugi::xml_node set,
+                                                                const std::vector<const Item*>& items);
     void subscription_of(Request& r, Node& n);
     void affiliation_of(Request& r, Node& n);
     void configure(Request& r, Node& n);

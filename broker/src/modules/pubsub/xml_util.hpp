@@ -24,6 +24,7 @@ namespace starling::modules::pubsub {
 
 inline constexpr std::string_view k_ns_pubsub = "http://jabber.org/protocol/pubsub";
 inline constexpr std::string_view k_ns_owner = "http://jabber.org/protocol/pubsub#owner";
+inline constexpr std::string_view k_ns_rsm = "http://jabber.org/protocol/rsm";
 inline constexpr std::string_view k_ns_event = "http://jabber.org/protocol/pubsub#event";
 inline constexpr std::string_view k_ns_errors = "http://jabber.org/protocol/pubsub#errors";
 inline constexpr std::string_view k_ns_disco_info = "http://jabber.org/protocol/disco#info";
