@@ -86,6 +86,8 @@ ROWS = [
         ("Forwarded to the node's home shard per second", "ops", [rate("starling_pubsub_forwarded_total")]),
         ("Errors per second", "ops", [rate("starling_pubsub_errors_total")]),
         ("Publishes refused by the per-account rate per second", "ops", [rate("starling_pubsub_rate_limited_total")]),
+        ("Fan-out size (recipients per notified event)", "short", quantiles("starling_pubsub_fan_out_size")),
+        ("Store write latency (staged to durable)", "s", quantiles("starling_pubsub_store_write_seconds")),
         ("Administration commands (XEP-0133) per second, by outcome", "ops",
          [rate("starling_adhoc_commands_total", "outcome")]),
         ("Client capabilities (XEP-0115): queries, cache hits, unverified answers per second", "ops",

@@ -42,12 +42,13 @@ void add_module_counters(std::vector<MetricFamily>& out, const std::vector<Shard
     const std::size_t first = out.size();
     for (const auto& s : shards) {
         for (const auto& c : s.modules) {
+            const bool histogram = !c.bounds.empty();
             MetricFamily* f = nullptr;
             for (std::size_t i = first; i < out.size(); ++i) {
                 if (out[i].name == c.name) f = &out[i];
             }
             if (f == nullptr) {
-                out.push_back(family(c.name, c.help, MetricType::Counter));
+                out.push_back(family(c.name, c.help, histogram ? MetricType::Histogram : MetricType::Counter));
                 f = &out.back();
             }
             std::vector<ClientMetric::Label> labels;
@@ -56,8 +57,30 @@ void add_module_counters(std::vector<MetricFamily>& out, const std::vector<Shard
             for (auto& existing : f->metric) {
                 if (existing.label == labels) m = &existing;
             }
-            if (m == nullptr) add(*f, std::move(labels), static_cast<double>(c.value));
-            else m->counter.value += static_cast<double>(c.value);
+            if (!histogram) {
+                if (m == nullptr) add(*f, std::move(labels), static_cast<double>(c.value));
+                else m->counter.value += static_cast<double>(c.value);
+                continue;
+            }
+            if (m == nullptr) {
+                ClientMetric fresh;
+                fresh.label = std::move(labels);
+                for (std::size_t b = 0; b <= c.bounds.size(); ++b) {
+                    ClientMetric::Bucket bucket;
+                    bucket.upper_bound = b < c.bounds.size() ? c.bounds[b] : std::numeric_limits<double>::infinity();
+                    fresh.histogram.bucket.push_back(bucket);
+                }
+                f->metric.push_back(std::move(fresh));
+                m = &f->metric.back();
+            }
+            // Cumulative counts (Prometheus), summed over shards.
+            std::uint64_t cumulative = 0;
+            for (std::size_t b = 0; b < c.buckets.size() && b < m->histogram.bucket.size(); ++b) {
+                cumulative += c.buckets[b];
+                m->histogram.bucket[b].cumulative_count += cumulative;
+            }
+            m->histogram.sample_count += cumulative;
+            m->histogram.sample_sum += c.sum;
         }
     }
 }

@@ -20,6 +20,11 @@ struct CounterSample {
     std::string help;
     MetricLabels labels;
     std::uint64_t value = 0;
+    // A histogram instead (ModuleContext::add_histogram) when `bounds` is not empty: `buckets`
+    // holds bounds.size() + 1 non-cumulative counts (the last is +Inf) and `sum` the total.
+    std::vector<double> bounds;
+    std::vector<std::uint64_t> buckets;
+    double sum = 0;
 };
 
 }  // namespace starling::session

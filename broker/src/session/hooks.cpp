@@ -142,7 +142,15 @@ void ModuleContext::on_interest(InterestHandler handler) { _host._interests.push
 void ModuleContext::add_counter(std::string_view name, std::string_view help, MetricLabels labels,
                                 const std::uint64_t* value) {
     if (value == nullptr) throw std::logic_error("module counter " + std::string(name) + " has no value");
-    _host._counters.push_back({std::string(name), std::string(help), std::move(labels), value});
+    _host._counters.push_back({std::string(name), std::string(help), std::move(labels), value, {}, nullptr});
+}
+
+void ModuleContext::add_histogram(std::string_view name, std::string_view help, std::vector<double> bounds,
+                                  const std::uint64_t* buckets, const double* sum) {
+    if (buckets == nullptr || sum == nullptr || bounds.empty()) {
+        throw std::logic_error("module histogram " + std::string(name) + " has no buckets");
+    }
+    _host._counters.push_back({std::string(name), std::string(help), {}, buckets, std::move(bounds), sum});
 }
 
 // ---- HookTable -------------------------------------------------------------------------------
@@ -238,7 +246,14 @@ bool HookTable::interested(const router::Endpoint& endpoint, std::string_view in
 std::vector<CounterSample> HookTable::counters() const {
     std::vector<CounterSample> out;
     out.reserve(_counters.size());
-    for (const auto& c : _counters) out.push_back({c.name, c.help, c.labels, *c.value});
+    for (const auto& c : _counters) {
+        if (c.bounds.empty()) {
+            out.push_back({c.name, c.help, c.labels, *c.value, {}, {}, 0});
+        } else {
+            out.push_back({c.name, c.help, c.labels, 0, c.bounds,
+                           std::vector<std::uint64_t>(c.value, c.value + c.bounds.size() + 1), *c.sum});
+        }
+    }
     return out;
 }
 

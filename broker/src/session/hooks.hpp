@@ -110,6 +110,8 @@ private:
         std::string help;
         MetricLabels labels;
         const std::uint64_t* value;
+        std::vector<double> bounds;  // histograms: value points at bounds.size() + 1 buckets
+        const double* sum = nullptr;
     };
     std::vector<CounterEntry> _counters;
 };

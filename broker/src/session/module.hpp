@@ -173,6 +173,11 @@ public:
     // A counter exported as a Prometheus counter `name`{labels}: `value` is read on this shard at
     // scrape time and must live as long as the module (a member of it).
     void add_counter(std::string_view name, std::string_view help, MetricLabels labels, const std::uint64_t* value);
+    // A histogram exported as `name`: `buckets` points at bounds.size() + 1 non-cumulative counts
+    // (the last for values above every bound) and `sum` at the sum of observed values; both are
+    // members of the module, read on this shard at scrape time.
+    void add_histogram(std::string_view name, std::string_view help, std::vector<double> bounds,
+                       const std::uint64_t* buckets, const double* sum);
 
 private:
     HookTable& _host;

@@ -40,6 +40,13 @@ void PubsubModule::install(ModuleContext& ctx) {
                         "Fan-out envelopes (one per destination shard and publish), by outcome",
                         {{"outcome", "dropped_mailbox_full"}}, &c.fan_out_dropped);
         ctx.add_counter("starling_pubsub_errors_total", "Requests answered with an error", {}, &c.errors);
+        ctx.add_histogram("starling_pubsub_fan_out_size", "Recipients addressed per notified event",
+                          {c.fan_out_size.bounds.begin(), c.fan_out_size.bounds.end()}, c.fan_out_size.counts.data(),
+                          &c.fan_out_size.sum);
+        ctx.add_histogram("starling_pubsub_store_write_seconds",
+                          "From staging a node or item change to its batch being durable",
+                          {c.write_latency.bounds.begin(), c.write_latency.bounds.end()},
+                          c.write_latency.counts.data(), &c.write_latency.sum);
         ctx.add_counter("starling_pubsub_rate_limited_total",
                         "Publishes refused because the account exceeded max_publishes_per_second", {},
                         &c.rate_limited);

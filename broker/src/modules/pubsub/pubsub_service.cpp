@@ -564,6 +564,12 @@ void PubsubService::notify(const Node& n, std::string event_xml, const std::vect
             if (!explicit_sub) add(implicit, bare);
         }
     }
+    if (only == nullptr) {
+        std::size_t size = 0;
+        for (const auto& [_, v] : by_shard) size += v.size();
+        for (const auto& [_, v] : implicit) size += v.size();
+        _counters.fan_out_size.observe(static_cast<double>(size));
+    }
     if (by_shard.empty() && implicit.empty()) return;
     auto shared = std::make_shared<const std::string>(std::move(event_xml));
     const std::string id = std::to_string(_shard.shard) + "-" + std::to_string(_next_message++);
@@ -743,12 +749,15 @@ void PubsubService::after_durable(Node* n, bool erased, storage::MoveFunction<vo
     _shard.writer->when_durable(
         storage::Durability::synced,
         [alive = std::weak_ptr<PubsubService*>(_alive), key = std::move(key), incarnation, erased,
+         staged_at = std::chrono::steady_clock::now(),
          done = std::move(done)](xmpp::Result<void, storage::Errc> result) mutable {
             auto self = alive.lock();
             if (!self) return;  // the service is gone (shutdown): nobody to answer
             if (!result) {
                 STARLING_LOG(warn, "pubsub: a change was not stored: {}", storage::to_string(result.error()));
             }
+            (*self)->_counters.write_latency.observe(
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - staged_at).count());
             (*self)->settle(key, incarnation, erased, result.has_value());
             done(result.has_value());
         });

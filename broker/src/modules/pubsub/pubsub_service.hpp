@@ -16,6 +16,7 @@
 // shard's router for each pubsub.<domain>. Its node cache holds only nodes homed on its shard.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -67,8 +68,22 @@ inline bool is_pep_service(std::string_view service) noexcept {
     return service.find('@') != std::string_view::npos;
 }
 
+// A fixed-bucket histogram of plain per-shard numbers (exported by the module, summed at scrape
+// time): counts[b] for values <= bounds[b], the last for the rest.
+template <std::size_t N>
+struct Buckets {
+    std::array<double, N> bounds;
+    std::array<std::uint64_t, N + 1> counts{};
+    double sum = 0;
+    void observe(double v) noexcept {
+        std::size_t b = 0;
+        while (b < N && v > bounds[b]) ++b;
+        ++counts[b];
+        sum += v;
+    }
+};
+
 // Per-shard counters (CONVENTIONS §4: plain integers, summed at scrape time).
-// TODO(#11): exported by the metrics server once modules can declare metrics.
 struct PubsubCounters {
     std::uint64_t requests = 0;
     std::uint64_t forwarded = 0;        // moved to the node's home shard
@@ -80,6 +95,11 @@ struct PubsubCounters {
     std::uint64_t fan_out_dropped = 0;  // a destination mailbox was full
     std::uint64_t errors = 0;           // requests answered with an error
     std::uint64_t rate_limited = 0;     // publishes refused: the account published too fast
+    // Recipients addressed per notified event (explicit subscribers, and for PEP the owner and
+    // contacts before their resources are filtered by interest).
+    Buckets<7> fan_out_size{{1, 10, 100, 1'000, 10'000, 100'000, 1'000'000}};
+    // From staging a change to its batch being durable, seconds.
+    Buckets<10> write_latency{{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0}};
 };
 
 class PubsubService final : public router::Service {

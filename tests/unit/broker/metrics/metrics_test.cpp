@@ -14,9 +14,9 @@ ShardSnapshot shard(std::uint16_t id, std::uint64_t urgent, std::uint64_t active
     ShardSnapshot s;
     s.shard = id;
     s.modules = {
-        CounterSample{"starling_csi_flushes_total", "Flushes", {{"reason", "urgent"}}, urgent},
-        CounterSample{"starling_csi_flushes_total", "Flushes", {{"reason", "active"}}, active},
-        CounterSample{"starling_csi_held_total", "Held", {}, held},
+        CounterSample{"starling_csi_flushes_total", "Flushes", {{"reason", "urgent"}}, urgent, {}, {}, 0},
+        CounterSample{"starling_csi_flushes_total", "Flushes", {{"reason", "active"}}, active, {}, {}, 0},
+        CounterSample{"starling_csi_held_total", "Held", {}, held, {}, {}, 0},
     };
     return s;
 }
@@ -30,6 +30,23 @@ TEST(ModuleCounters, AreSummedOverShardsPerLabelSet) {
     const auto help = text.find("# HELP starling_csi_flushes_total");
     ASSERT_NE(help, std::string::npos);
     EXPECT_EQ(text.find("# HELP starling_csi_flushes_total", help + 1), std::string::npos);
+}
+
+TEST(ModuleHistograms, AreCumulativeAndSummedOverShards) {
+    auto with = [](std::uint16_t id, std::vector<std::uint64_t> buckets, double sum) {
+        ShardSnapshot s;
+        s.shard = id;
+        s.modules = {CounterSample{"starling_pubsub_fan_out_size", "Recipients", {}, 0, {1, 10}, std::move(buckets), sum}};
+        return s;
+    };
+    // Shard 0 saw 1, 5, 50; shard 1 saw 1 and 7.
+    const std::string text = render_text({with(0, {1, 1, 1}, 56), with(1, {1, 1, 0}, 8)});
+    EXPECT_NE(text.find("# TYPE starling_pubsub_fan_out_size histogram"), std::string::npos) << text;
+    EXPECT_NE(text.find("starling_pubsub_fan_out_size_bucket{le=\"1\"} 2"), std::string::npos) << text;
+    EXPECT_NE(text.find("starling_pubsub_fan_out_size_bucket{le=\"10\"} 4"), std::string::npos) << text;
+    EXPECT_NE(text.find("starling_pubsub_fan_out_size_bucket{le=\"+Inf\"} 5"), std::string::npos) << text;
+    EXPECT_NE(text.find("starling_pubsub_fan_out_size_count 5"), std::string::npos) << text;
+    EXPECT_NE(text.find("starling_pubsub_fan_out_size_sum 64"), std::string::npos) << text;
 }
 
 TEST(ModuleCounters, NoShardsNoModuleFamilies) {
