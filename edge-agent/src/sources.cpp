@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 
 #include "edge-agent/src/log.hpp"
 #include "edge-agent/src/process.hpp"
@@ -63,6 +64,9 @@ Sources::Sources(asio::io_context& io, const AgentConfig& cfg)
 Sources::~Sources() { *_alive = false; }
 
 void Sources::collect(std::vector<Reading>& out) {
+    // Programs that finished since the last tick first: they were started (and stamped) earlier.
+    out.insert(out.end(), std::make_move_iterator(_pending.begin()), std::make_move_iterator(_pending.end()));
+    _pending.clear();
     const std::int64_t now = unix_ms();
     for (std::size_t i = 0; i < _cfg.files.size(); ++i) {
         const auto& f = _cfg.files[i];
@@ -107,8 +111,6 @@ void Sources::collect(std::vector<Reading>& out) {
                           if (*alive) program_done(i, now, r.status, r.out);
                       });
     }
-    out.insert(out.end(), std::make_move_iterator(_pending.begin()), std::make_move_iterator(_pending.end()));
-    _pending.clear();
 }
 
 void Sources::program_done(std::size_t i, std::int64_t started_ms, int rc, const std::string& text) {
