@@ -14,7 +14,6 @@ namespace {
 
 constexpr std::string_view k_ns_tls = "urn:ietf:params:xml:ns:xmpp-tls";
 constexpr std::string_view k_ns_sasl = "urn:ietf:params:xml:ns:xmpp-sasl";
-constexpr std::string_view k_ns_bind = "urn:ietf:params:xml:ns:xmpp-bind";
 constexpr std::string_view k_ns_sm = "urn:xmpp:sm:3";
 constexpr std::string_view k_ns_csi = "urn:xmpp:csi:0";
 constexpr std::string_view k_ns_ping = "urn:xmpp:ping";
