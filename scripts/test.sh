@@ -4,7 +4,9 @@
 #   2. the same under AddressSanitizer + UBSan,
 #   3. the libFuzzer harnesses for a bounded time (STARLING_FUZZ_SECONDS, default 45),
 #   4. integration tests against the real binaries, when there are any,
-#   5. the Debian package: built, installed, run, removed and purged (tests/deploy/).
+#   5. the Debian package: built, installed, run, removed and purged (tests/deploy/),
+#   6. starling-agent cross-built for arm64 and run under qemu-aarch64 against the host's
+#      starlingd (tests/cross/).
 # Idempotent; safe to run again. Ends with one summary line: "N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +18,8 @@ jobs=$(nproc)
 say() { printf '\n==> %s\n' "$*"; }
 
 say "dependencies"
-bash deploy/install-deps.sh
+# --cross: also the arm64/armhf cross compilers, qemu-user and the :arm64 libraries (step 6).
+bash deploy/install-deps.sh --cross
 
 mkdir -p "$logs"
 passed=0
@@ -101,6 +104,31 @@ if [[ -x tests/integration/run.sh ]]; then
     set +e
     "${sudo_cmd[@]}" tests/integration/run.sh "$root/build/release" "$root/tests/deploy/test_package.py" \
         "$root/tests/deploy/test_agent_package.py" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1 || true)
+    if [[ -n "$line" ]]; then
+        passed=$((passed + $(cut -d' ' -f1 <<<"$line")))
+        failed=$((failed + $(cut -d' ' -f3 <<<"$line")))
+    fi
+    if [[ $rc -ne 0 ]]; then status=1; [[ -n "$line" ]] || failed=$((failed + 1)); fi
+fi
+
+# starling-agent for arm64 (cmake/aarch64-linux-gnu.cmake, Debian's cross compiler and :arm64
+# libraries) under qemu-user against the release starlingd on the host (tests/cross/).
+if [[ -x tests/integration/run.sh ]]; then
+    say "starling-agent arm64 under qemu-aarch64"
+    log="$logs/cross-arm64.log"
+    set +e
+    {
+        cmake -S . -B build/arm64 -G Ninja --toolchain cmake/aarch64-linux-gnu.cmake -DCMAKE_BUILD_TYPE=MinSizeRel \
+            -DSTARLING_BUILD_BROKER=OFF -DSTARLING_BUILD_BENCH=OFF -DSTARLING_BUILD_TESTS=OFF \
+            -DSTARLING_BUILD_AGENT=ON >"$logs/configure-arm64.log" &&
+            cmake --build build/arm64 -j "$jobs" --target starling-agent &&
+            STARLING_AGENT_BINARY="$root/build/arm64/edge-agent/starling-agent" \
+            STARLING_AGENT_EMULATOR="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
+            tests/integration/run.sh "$root/build/release" "$root/tests/cross/test_agent_qemu.py"
+    } 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     set -e
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1 || true)

@@ -50,7 +50,7 @@ Agent::Agent(asio::io_context& io, const AgentConfig& cfg)
     : _io(io),
       _cfg(cfg),
       _queue(cfg.queue),
-      _sources(cfg),
+      _sources(io, cfg),
       _link(io, cfg,
             Link::Callbacks{
                 [this](bool resumed) { on_online(resumed); },
@@ -58,8 +58,10 @@ Agent::Agent(asio::io_context& io, const AgentConfig& cfg)
                 // stream fails them first and restarts publishing (on_online).
                 [] {},
                 [this](const pugi::xml_node& iq) {
-                    std::string answer = _commands.handle(iq);
-                    if (answer.empty()) {
+                    auto handled = _commands.handle(iq);
+                    if (handled && handled->empty()) return;  // answered when its program ends
+                    std::string answer = handled ? std::move(*handled) : std::string();
+                    if (!handled) {
                         // RFC 6120 §8.2.3: an IQ nobody handles gets an error.
                         answer = "<iq type='error' id='" + xml_escape(iq.attribute("id").value()) + "' to='" +
                                  xml_escape(iq.attribute("from").value()) +
@@ -83,6 +85,13 @@ Agent::Agent(asio::io_context& io, const AgentConfig& cfg)
     _commands.set_shim([this](const CommandDef& def, const std::map<std::string, std::string>& args) {
         return _shim.send_command(def, args);
     });
+    _commands.set_program_runner(
+        [this](const std::vector<std::string>& argv, std::uint32_t timeout_ms, std::uint32_t max_output, ProgramDone done) {
+            spawn_program(_io, argv, timeout_ms, max_output, std::move(done));
+        },
+        // Offline meanwhile: the answer goes into the stream-management queue or is lost with the
+        // stream (the operator's IQ then times out, as for any reply lost with a link).
+        [this](std::string stanza) { _link.send_stanza(std::move(stanza)); });
     if (s.corrupt_records > 0)
         log(LogLevel::warn, "queue.recovered", {{"corrupt_records", s.corrupt_records}, {"truncated_bytes", s.truncated_bytes}});
 }
@@ -154,7 +163,12 @@ bool Agent::enqueue(std::vector<Reading>& readings) {
 
 void Agent::on_online(bool resumed) {
     if (resumed) {
-        pump();
+        // A create that timed out is asked again; otherwise the stream goes on where it was.
+        if (!_node_ready && !_node_checked && _cfg.create_node) {
+            create_node();
+        } else {
+            pump();
+        }
         return;
     }
     restart_publishing();
@@ -179,6 +193,11 @@ void Agent::create_node() {
     s += "</pubsub></iq>";
     _link.send_iq(id, std::move(s), [this](const IqReply& r) {
         if (!r.ok && r.condition == "disconnected") return;  // asked again when the link is back
+        if (!r.ok && r.condition == "timeout") {
+            log(LogLevel::warn, "pubsub.create_timeout", {{"node", _node}});
+            if (_link.state() == LinkState::online) _link.drop("create timed out");
+            return;
+        }
         if (r.ok) {
             log(LogLevel::info, "pubsub.node_created", {{"service", _service}, {"node", _node}});
         } else if (r.condition == "conflict") {
@@ -190,7 +209,7 @@ void Agent::create_node() {
         _node_checked = true;
         _node_ready = true;
         pump();
-    });
+    }, _cfg.publish_timeout);
 }
 
 void Agent::restart_publishing() {
@@ -213,7 +232,7 @@ void Agent::pump() {
         const auto gen = _gen;
         const auto s = *seq;
         _link.send_iq(id, publish_stanza(id, _service, _node, _queue.item_id(s), *payload),
-                      [this, gen, s](const IqReply& r) { on_publish_reply(gen, s, r); });
+                      [this, gen, s](const IqReply& r) { on_publish_reply(gen, s, r); }, _cfg.publish_timeout);
         sent = true;
     }
     if (sent && _link.unacked_stanzas() >= _cfg.sm_max_unacked / 2) _link.request_ack();
@@ -235,6 +254,17 @@ void Agent::on_publish_reply(std::uint64_t gen, std::uint64_t seq, const IqReply
         return;
     }
     if (r.condition == "disconnected") return;  // the link starts a new generation
+    if (r.condition == "timeout") {
+        // The broker took it and never answered (a stuck service, a lost route): the batch stays
+        // queued; a resumed or new stream sends everything unacknowledged again, same item ids.
+        if (gen != _gen) return;
+        log(LogLevel::warn, "publish.timeout",
+            {{"item", _queue.item_id(seq)}, {"timeout_ms", static_cast<std::int64_t>(_cfg.publish_timeout.count())}});
+        ++_timeouts;
+        restart_publishing();
+        if (_link.state() == LinkState::online) _link.drop("publish timed out");
+        return;
+    }
     if (r.condition == "not-acceptable" || r.condition == "bad-request") {
         // This batch can never be accepted (too big, invalid): drop it rather than block the queue.
         log(LogLevel::error, "publish.rejected", {{"item", _queue.item_id(seq)}, {"condition", r.condition}, {"app", r.app_condition}});
@@ -270,7 +300,7 @@ std::string Agent::status_line() const {
     append_log_value(s, _link.full_jid().empty() ? std::string("-") : _link.full_jid());
     s += " queue_depth=" + std::to_string(q.depth) + " queue_bytes=" + std::to_string(q.bytes) +
          " queue_dropped=" + std::to_string(q.dropped) + " published=" + std::to_string(_published) +
-         " rejected=" + std::to_string(_rejected) + " readings=" + std::to_string(_readings) +
+         " rejected=" + std::to_string(_rejected) + " timeouts=" + std::to_string(_timeouts) + " readings=" + std::to_string(_readings) +
          " inflight=" + std::to_string(_inflight) + " last_publish_ms=" + std::to_string(_last_publish_ms) +
          " connects=" + std::to_string(_link.counters().connects) +
          " resumes=" + std::to_string(_link.counters().resumes) +

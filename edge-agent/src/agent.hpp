@@ -65,6 +65,7 @@ private:
     std::uint32_t _inflight = 0;
     std::uint64_t _published = 0;
     std::uint64_t _rejected = 0;
+    std::uint64_t _timeouts = 0;
     std::uint64_t _readings = 0;
     std::int64_t _last_publish_ms = 0;
     std::chrono::steady_clock::time_point _started = std::chrono::steady_clock::now();

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "edge-agent/src/log.hpp"
-#include "edge-agent/src/sources.hpp"
+#include "edge-agent/src/process.hpp"
 #include "edge-agent/src/xml_util.hpp"
 
 namespace starling::agent {
@@ -63,6 +63,16 @@ std::string_view type_name(CommandArg::Type t) {
     return "text-single";
 }
 
+// The note of a finished `program` command, or its error.
+void program_outcome(int rc, std::string out, std::string& note, std::string& error) {
+    if (rc != 0) {
+        error = rc < 0 ? "program failed to run, was killed or timed out" : "exit status " + std::to_string(rc);
+        return;
+    }
+    while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+    note = out.empty() ? "done" : out;
+}
+
 }  // namespace
 
 std::string validate_arg(const CommandArg& a, const std::string& v) {
@@ -92,7 +102,7 @@ std::string validate_arg(const CommandArg& a, const std::string& v) {
     return "bad type";
 }
 
-std::string Commands::handle(const pugi::xml_node& iq) {
+std::optional<std::string> Commands::handle(const pugi::xml_node& iq) {
     const std::string_view type = iq.attribute("type").value();
     const bool is_operator = [&] {
         const auto b = bare_of(iq.attribute("from").value());
@@ -132,7 +142,7 @@ std::string Commands::handle(const pugi::xml_node& iq) {
             }
             return out + "</query></iq>";
         }
-        return {};
+        return std::nullopt;
     }
     if (auto cmd = child(iq, "command", k_ns_commands)) {
         if (!is_operator) {
@@ -143,7 +153,7 @@ std::string Commands::handle(const pugi::xml_node& iq) {
         }
         return execute(iq, cmd);
     }
-    return {};
+    return std::nullopt;
 }
 
 std::string Commands::execute(const pugi::xml_node& iq, const pugi::xml_node& cmd) {
@@ -204,12 +214,39 @@ std::string Commands::execute(const pugi::xml_node& iq, const pugi::xml_node& cm
         values[a.name] = v;
     }
     _sessions.erase(session);
+    const std::string from = iq.attribute("from").value();
+    const std::string done_head = head("completed");
+    if (def->kind == CommandDef::Kind::program && _runner && _later) {
+        // The answer waits for the program; the agent's loop does not (process.hpp).
+        std::vector<std::string> argv;
+        for (const auto& a : def->argv) {
+            if (a.size() > 2 && a.front() == '{' && a.back() == '}') {
+                auto it = values.find(a.substr(1, a.size() - 2));
+                argv.push_back(it == values.end() ? std::string() : it->second);
+            } else {
+                argv.push_back(a);
+            }
+        }
+        _runner(argv, def->timeout_ms, 1024, [this, alive = _alive, from, node, done_head](ProgramResult r) {
+            if (!*alive) return;
+            std::string note;
+            std::string error;
+            program_outcome(r.status, r.out, note, error);
+            _later(finish(from, node, done_head, note, error));
+        });
+        return {};
+    }
     std::string error;
     const std::string note = run(*def, values, error);
+    return finish(from, node, done_head, note, error);
+}
+
+std::string Commands::finish(const std::string& from, const std::string& node, const std::string& head,
+                      const std::string& note, const std::string& error) {
     ++_executed;
     log(error.empty() ? LogLevel::info : LogLevel::warn, "command.executed",
-        {{"from", iq.attribute("from").value()}, {"command", node}, {"ok", error.empty()}, {"detail", error.empty() ? note : error}});
-    return head("completed") + "><note type='" + std::string(error.empty() ? "info" : "error") + "'>" +
+        {{"from", from}, {"command", node}, {"ok", error.empty()}, {"detail", error.empty() ? note : error}});
+    return head + "><note type='" + std::string(error.empty() ? "info" : "error") + "'>" +
            xml_escape(error.empty() ? note : error) + "</note></command></iq>";
 }
 
@@ -254,12 +291,9 @@ std::string Commands::run(const CommandDef& def, const std::map<std::string, std
             }
             std::string out;
             const int rc = run_program(argv, def.timeout_ms, 1024, out);
-            if (rc != 0) {
-                error = rc < 0 ? "program failed to run, was killed or timed out" : "exit status " + std::to_string(rc);
-                return {};
-            }
-            while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
-            return out.empty() ? "done" : out;
+            std::string note;
+            program_outcome(rc, out, note, error);
+            return note;
         }
     }
     return {};

@@ -7,6 +7,7 @@
 #include <initializer_list>
 #include <sstream>
 
+#include "xmpp/base64.hpp"
 #include "xmpp/jid.hpp"
 
 namespace starling::agent {
@@ -237,7 +238,20 @@ AgentConfig parse_config(std::string_view text, std::string_view source_name) {
     }
     if (const auto* t = r.table(root, "link")) {
         r.only(*t, "link", {"connect_timeout_ms", "ping_interval_ms", "ping_timeout_ms", "backoff_initial_ms",
-                            "backoff_max_ms", "stream_management", "sm_max_unacked", "send_inactive"});
+                            "backoff_max_ms", "stream_management", "sm_max_unacked", "send_inactive", "pin_sha256"});
+        std::string pin;
+        r.str(*t, "link", "pin_sha256", pin);
+        if (!pin.empty()) {
+            if (pin.rfind("sha256//", 0) == 0) pin.erase(0, 8);  // curl's spelling
+            const auto raw = xmpp::base64_decode(pin, 64);
+            if (!raw || raw->size() != 32) {
+                r.fail(t->get("pin_sha256"), "link.pin_sha256",
+                       "must be the base64 of a SHA-256 (44 characters ending in '='): of the server's public key (SPKI, DER)");
+            } else {
+                c.pin_spki_sha256.emplace();
+                std::copy(raw->begin(), raw->end(), c.pin_spki_sha256->begin());
+            }
+        }
         r.ms(*t, "link", "connect_timeout_ms", c.connect_timeout, 100, 300000);
         r.ms(*t, "link", "ping_interval_ms", c.ping_interval, 1000, 3600000);
         r.ms(*t, "link", "ping_timeout_ms", c.ping_timeout, 500, 600000);
@@ -250,13 +264,14 @@ AgentConfig parse_config(std::string_view text, std::string_view source_name) {
         r.boolean(*t, "link", "send_inactive", c.send_inactive);
     }
     if (const auto* t = r.table(root, "pubsub")) {
-        r.only(*t, "pubsub", {"service", "node", "create_node", "node_max_items", "publish_window"});
+        r.only(*t, "pubsub", {"service", "node", "create_node", "node_max_items", "publish_window", "publish_timeout_ms"});
         r.str(*t, "pubsub", "service", c.service);
         r.str(*t, "pubsub", "node", c.node);
         if (c.node.empty() || c.node.size() > 200) r.fail(t->get("node"), "pubsub.node", "must be 1-200 bytes");
         r.boolean(*t, "pubsub", "create_node", c.create_node);
         r.integer(*t, "pubsub", "publish_window", c.publish_window, 1, 128);
         r.integer(*t, "pubsub", "node_max_items", c.node_max_items, 0, 1000000);
+        r.ms(*t, "pubsub", "publish_timeout_ms", c.publish_timeout, 100, 3600000);
     }
     if (const auto* t = r.table(root, "queue")) {
         r.only(*t, "queue", {"dir", "max_bytes", "segment_bytes", "max_record_bytes", "fsync"});
@@ -349,6 +364,9 @@ AgentConfig parse_config(std::string_view text, std::string_view source_name) {
     }
     if (c.password.empty() && c.password_file.empty())
         throw ConfigError(std::string(source_name) + ": key 'xmpp.password' or 'xmpp.password_file' is required");
+    if (c.pin_spki_sha256 && (c.insecure_skip_verify || !c.pin_sha256.empty()))
+        throw ConfigError(std::string(source_name) +
+                          ": link.pin_sha256 (the public key) cannot go with tls.pin_sha256 or tls.insecure_skip_verify");
     if (c.insecure_skip_verify && !c.pin_sha256.empty())
         throw ConfigError(std::string(source_name) + ": tls.insecure_skip_verify and tls.pin_sha256 contradict each other");
     return c;

@@ -3,10 +3,12 @@
 // Parsing is start-up code: every problem throws ConfigError "file:line:col: key 'x.y': why".
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -79,6 +81,9 @@ struct AgentConfig {
     // [tls]
     std::string ca_file = "/etc/ssl/certs/ca-certificates.crt";
     std::string pin_sha256;  // hex SHA-256 of the server certificate (DER); empty: none
+    // [link] pin_sha256: SHA-256 of the server's SubjectPublicKeyInfo (base64 in the file, like
+    // HPKP's pin-sha256 and curl --pinnedpubkey sha256//...); replaces the CA and name checks.
+    std::optional<std::array<std::uint8_t, 32>> pin_spki_sha256;
     bool verify_hostname = true;
     bool insecure_skip_verify = false;  // labs only: no certificate check at all
     // [link]
@@ -96,6 +101,9 @@ struct AgentConfig {
     bool create_node = true;
     std::uint32_t node_max_items = 1000;  // pubsub#max_items at creation; 0: server default
     std::uint32_t publish_window = 8;
+    // A publish (or create) IQ unanswered this long: the link is dropped and resumed or
+    // reconnected, and the batch is sent again (it stays in the queue).
+    std::chrono::milliseconds publish_timeout{30000};
     // [queue]
     QueueOptions queue;
     // [telemetry]

@@ -14,14 +14,19 @@ namespace {
 
 constexpr std::string_view k_ns_tls = "urn:ietf:params:xml:ns:xmpp-tls";
 constexpr std::string_view k_ns_sasl = "urn:ietf:params:xml:ns:xmpp-sasl";
-constexpr std::string_view k_ns_bind = "urn:ietf:params:xml:ns:xmpp-bind";
 constexpr std::string_view k_ns_sm = "urn:xmpp:sm:3";
 constexpr std::string_view k_ns_csi = "urn:xmpp:csi:0";
 constexpr std::string_view k_ns_ping = "urn:xmpp:ping";
 
 xmpp::tls::TlsClientConfig tls_config(const AgentConfig& c) {
     xmpp::tls::TlsClientConfig t;
-    if (c.insecure_skip_verify || !c.pin_sha256.empty()) {
+    if (c.pin_spki_sha256) {
+        // Public-key pin: checked in mbedTLS's verify callback during the handshake, instead of
+        // the CA and the name (xmpp/tls/tls_context.hpp).
+        t.verify_peer = true;
+        t.verify_hostname = false;
+        t.pinned_spki_sha256 = c.pin_spki_sha256;
+    } else if (c.insecure_skip_verify || !c.pin_sha256.empty()) {
         // Pinning replaces the chain check: the certificate is compared byte for byte (its
         // SHA-256) after the handshake, whoever issued it.
         t.verify_peer = false;
@@ -140,7 +145,13 @@ void Link::send_raw(std::string_view bytes) {
     if (_channel) _channel->send(bytes);
 }
 
-void Link::on_channel_error(const std::string& reason) { fail(reason); }
+void Link::on_channel_error(const std::string& reason) {
+    if (_cfg.pin_spki_sha256 && !_tls_up && reason.find("certificate-untrusted") != std::string::npos) {
+        fail(reason + " (the server's public key does not match link.pin_sha256)");
+        return;
+    }
+    fail(reason);
+}
 
 void Link::fail(const std::string& reason) {
     if (_state == LinkState::offline && !_channel) return;
@@ -181,7 +192,10 @@ void Link::fail_pending_iqs() {
     _sm_out_acked = 0;
     IqReply r;
     r.condition = "disconnected";
-    for (auto& [id, h] : pending) h(r);
+    for (auto& [id, p] : pending) {
+        if (p.deadline) p.deadline->cancel();
+        p.handler(r);
+    }
 }
 
 void Link::on_data(std::string_view bytes) {
@@ -432,7 +446,8 @@ void Link::on_stanza(const pugi::xml_node& n, std::string_view name) {
         }
         auto it = _pending.find(id);
         if (it == _pending.end()) return;
-        auto h = std::move(it->second);
+        auto h = std::move(it->second.handler);
+        if (it->second.deadline) it->second.deadline->cancel();
         _pending.erase(it);
         IqReply r;
         r.ok = type == "result";
@@ -480,8 +495,22 @@ void Link::send_stanza(std::string stanza) {
     if (_sm_on || !_sm_id.empty()) _sm_unacked.push_back(std::move(stanza));
 }
 
-void Link::send_iq(const std::string& id, std::string stanza, IqHandler handler) {
-    _pending[id] = std::move(handler);
+void Link::send_iq(const std::string& id, std::string stanza, IqHandler handler, std::chrono::milliseconds timeout) {
+    PendingIq p{std::move(handler), nullptr};
+    if (timeout.count() > 0) {
+        p.deadline = std::make_unique<asio::steady_timer>(_io, timeout);
+        p.deadline->async_wait([this, id](const asio::error_code& ec) {
+            if (ec) return;
+            auto it = _pending.find(id);
+            if (it == _pending.end()) return;
+            auto h = std::move(it->second.handler);
+            _pending.erase(it);
+            IqReply r;
+            r.condition = "timeout";
+            h(r);
+        });
+    }
+    _pending[id] = std::move(p);
     send_stanza(std::move(stanza));
 }
 

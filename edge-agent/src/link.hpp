@@ -72,8 +72,13 @@ public:
     void start();
     void stop();  // closes the stream (</stream:stream>) and stays offline
 
-    // Sends an IQ; `stanza` must carry id='<id>' made by next_id(). The handler runs once.
-    void send_iq(const std::string& id, std::string stanza, IqHandler handler);
+    // Sends an IQ; `stanza` must carry id='<id>' made by next_id(). The handler runs once: with
+    // the answer, "disconnected" (a fresh stream replaced the one it was sent on), or "timeout"
+    // when `timeout` (> 0) passed without an answer (the caller decides what the link does).
+    void send_iq(const std::string& id, std::string stanza, IqHandler handler,
+                 std::chrono::milliseconds timeout = std::chrono::milliseconds::zero());
+    // Ends the connection as a failure would (resumed or reconnected after the backoff).
+    void drop(const std::string& reason) { fail(reason); }
     // Any stanza (an IQ answer). Counted for stream management.
     void send_stanza(std::string stanza);
     // Asks the server for an ack (XEP-0198 <r/>), if stream management is on.
@@ -128,7 +133,11 @@ private:
     std::string _full_jid;
     std::string _last_error;
     std::uint64_t _id_counter = 0;
-    std::map<std::string, IqHandler> _pending;
+    struct PendingIq {
+        IqHandler handler;
+        std::unique_ptr<asio::steady_timer> deadline;  // null: no timeout
+    };
+    std::map<std::string, PendingIq> _pending;
     // XEP-0198
     bool _sm_on = false;
     std::string _sm_id;  // resumption id; empty: cannot resume

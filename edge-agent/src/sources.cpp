@@ -1,9 +1,6 @@
 #include "edge-agent/src/sources.hpp"
 
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,8 +8,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 
 #include "edge-agent/src/log.hpp"
+#include "edge-agent/src/process.hpp"
 
 namespace starling::agent {
 
@@ -55,64 +54,19 @@ bool parse_program_line(std::string_view line, Reading& out) {
     return true;
 }
 
-int run_program(const std::vector<std::string>& argv, std::uint32_t timeout_ms, std::uint32_t max_output,
-                std::string& out) {
-    out.clear();
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) return -1;
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    const pid_t pid = ::fork();
-    if (pid < 0) {
-        ::close(fds[0]);
-        ::close(fds[1]);
-        return -1;
-    }
-    if (pid == 0) {
-        // Child: only async-signal-safe calls until exec.
-        const int devnull = ::open("/dev/null", O_RDWR);
-        if (devnull >= 0) ::dup2(devnull, 0);
-        ::dup2(fds[1], 1);
-        ::execv(args[0], args.data());
-        ::_exit(127);
-    }
-    ::close(fds[1]);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    bool timed_out = false;
-    char buf[1024];
-    for (;;) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) {
-            timed_out = true;
-            break;
-        }
-        pollfd p{fds[0], POLLIN, 0};
-        const int r = ::poll(&p, 1, static_cast<int>(left.count()));
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            timed_out = r == 0;
-            break;
-        }
-        const ssize_t n = ::read(fds[0], buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        const std::size_t room = max_output > out.size() ? max_output - out.size() : 0;
-        out.append(buf, std::min<std::size_t>(room, static_cast<std::size_t>(n)));
-    }
-    ::close(fds[0]);
-    if (timed_out) ::kill(pid, SIGKILL);
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (timed_out || !WIFEXITED(status)) return -1;
-    return WEXITSTATUS(status);
-}
+Sources::Sources(asio::io_context& io, const AgentConfig& cfg)
+    : _io(io),
+      _cfg(cfg),
+      _file_failing(cfg.files.size(), false),
+      _program_failing(cfg.programs.size(), false),
+      _program_running(cfg.programs.size(), false) {}
 
-Sources::Sources(const AgentConfig& cfg)
-    : _cfg(cfg), _file_failing(cfg.files.size(), false), _program_failing(cfg.programs.size(), false) {}
+Sources::~Sources() { *_alive = false; }
 
 void Sources::collect(std::vector<Reading>& out) {
+    // Programs that finished since the last tick first: they were started (and stamped) earlier.
+    out.insert(out.end(), std::make_move_iterator(_pending.begin()), std::make_move_iterator(_pending.end()));
+    _pending.clear();
     const std::int64_t now = unix_ms();
     for (std::size_t i = 0; i < _cfg.files.size(); ++i) {
         const auto& f = _cfg.files[i];
@@ -147,40 +101,50 @@ void Sources::collect(std::vector<Reading>& out) {
     }
     for (std::size_t i = 0; i < _cfg.programs.size(); ++i) {
         const auto& p = _cfg.programs[i];
-        std::string text;
-        const int rc = run_program(p.argv, p.timeout_ms, p.max_output, text);
-        std::string why;
-        std::size_t got = 0;
-        if (rc != 0) {
-            why = rc < 0 ? "failed to run, killed or timed out" : "exit status " + std::to_string(rc);
-        } else {
-            std::string_view rest = text;
-            while (!rest.empty()) {
-                const auto nl = rest.find('\n');
-                const auto line = rest.substr(0, nl);
-                rest = nl == std::string_view::npos ? std::string_view{} : rest.substr(nl + 1);
-                if (line.empty()) continue;
-                Reading r;
-                if (!parse_program_line(line, r)) {
-                    why = "malformed output line";
-                    continue;
-                }
-                r.name = p.name + "." + r.name;
-                r.t_ms = now;
-                out.push_back(std::move(r));
-                ++got;
-            }
+        if (_program_running[i]) {
+            ++_busy;
+            continue;
         }
-        if (!why.empty()) {
-            ++_errors;
-            if (!_program_failing[i]) {
-                _program_failing[i] = true;
-                log(LogLevel::warn, "source.failing", {{"source", p.name}, {"program", p.argv[0]}, {"reason", why}});
+        _program_running[i] = true;
+        spawn_program(_io, p.argv, p.timeout_ms, p.max_output,
+                      [this, alive = _alive, i, now](ProgramResult r) {
+                          if (*alive) program_done(i, now, r.status, r.out);
+                      });
+    }
+}
+
+void Sources::program_done(std::size_t i, std::int64_t started_ms, int rc, const std::string& text) {
+    _program_running[i] = false;
+    const auto& p = _cfg.programs[i];
+    std::string why;
+    if (rc != 0) {
+        why = rc < 0 ? "failed to run, killed or timed out" : "exit status " + std::to_string(rc);
+    } else {
+        std::string_view rest = text;
+        while (!rest.empty()) {
+            const auto nl = rest.find('\n');
+            const auto line = rest.substr(0, nl);
+            rest = nl == std::string_view::npos ? std::string_view{} : rest.substr(nl + 1);
+            if (line.empty()) continue;
+            Reading r;
+            if (!parse_program_line(line, r)) {
+                why = "malformed output line";
+                continue;
             }
-        } else if (_program_failing[i]) {
-            _program_failing[i] = false;
-            log(LogLevel::info, "source.recovered", {{"source", p.name}});
+            r.name = p.name + "." + r.name;
+            r.t_ms = started_ms;
+            _pending.push_back(std::move(r));
         }
+    }
+    if (!why.empty()) {
+        ++_errors;
+        if (!_program_failing[i]) {
+            _program_failing[i] = true;
+            log(LogLevel::warn, "source.failing", {{"source", p.name}, {"program", p.argv[0]}, {"reason", why}});
+        }
+    } else if (_program_failing[i]) {
+        _program_failing[i] = false;
+        log(LogLevel::info, "source.recovered", {{"source", p.name}});
     }
 }
 

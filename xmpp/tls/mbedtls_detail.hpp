@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -68,6 +69,7 @@ struct ClientContextImpl {
     mbedtls_x509_crt ca;
     mbedtls_ssl_config conf;
     bool verify_hostname = true;
+    std::optional<std::array<std::uint8_t, 32>> pinned_spki_sha256;
 
     ClientContextImpl();
     ~ClientContextImpl();

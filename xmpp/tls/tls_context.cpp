@@ -7,6 +7,7 @@
 #include <mbedtls/asn1.h>
 #include <mbedtls/error.h>
 #include <mbedtls/oid.h>
+#include <mbedtls/sha256.h>
 #include <mbedtls/version.h>
 
 #include "xmpp/tls/mbedtls_detail.hpp"
@@ -136,6 +137,25 @@ void apply_common(mbedtls_ssl_config& conf, Rng& rng) {
 // the name-mismatch flag on the leaf.
 int ignore_hostname(void*, mbedtls_x509_crt*, int depth, std::uint32_t* flags) noexcept {
     if (depth == 0) *flags &= ~static_cast<std::uint32_t>(MBEDTLS_X509_BADCERT_CN_MISMATCH);
+    return 0;
+}
+
+// Public-key pinning: the leaf (depth 0) passes if the SHA-256 of its SubjectPublicKeyInfo is the
+// pin, fails (not trusted) otherwise; the rest of the chain is not judged (no trust anchors).
+int check_pinned_key(void* ctx, mbedtls_x509_crt* crt, int depth, std::uint32_t* flags) noexcept {
+    if (depth != 0) {
+        *flags = 0;
+        return 0;
+    }
+    const auto& pin = *static_cast<const ClientContextImpl*>(ctx)->pinned_spki_sha256;
+    std::array<std::uint8_t, 32> got{};
+    if (mbedtls_sha256_ret(crt->pk_raw.p, crt->pk_raw.len, got.data(), 0) != 0) {
+        *flags = MBEDTLS_X509_BADCERT_NOT_TRUSTED;
+        return 0;
+    }
+    std::uint8_t diff = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) diff |= static_cast<std::uint8_t>(got[i] ^ pin[i]);
+    *flags = diff == 0 ? 0 : MBEDTLS_X509_BADCERT_NOT_TRUSTED;
     return 0;
 }
 
@@ -336,7 +356,13 @@ TlsClientContext::TlsClientContext(const TlsClientConfig& config) {
                                       MBEDTLS_SSL_PRESET_DEFAULT),
           "TLS client defaults");
     apply_common(conf, impl->rng);
-    if (config.verify_peer) {
+    if (config.pinned_spki_sha256) {
+        // No trust anchors: an empty chain satisfies mbedTLS's "CA required"; the callback decides.
+        impl->pinned_spki_sha256 = config.pinned_spki_sha256;
+        mbedtls_ssl_conf_ca_chain(&conf, &impl->ca, nullptr);
+        mbedtls_ssl_conf_authmode(&conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+        mbedtls_ssl_conf_verify(&conf, check_pinned_key, impl.get());
+    } else if (config.verify_peer) {
         load_certs(impl->ca, config.ca, "TLS trust anchors");
         mbedtls_ssl_conf_ca_chain(&conf, &impl->ca, nullptr);
         mbedtls_ssl_conf_authmode(&conf, MBEDTLS_SSL_VERIFY_REQUIRED);
@@ -344,7 +370,7 @@ TlsClientContext::TlsClientContext(const TlsClientConfig& config) {
     } else {
         mbedtls_ssl_conf_authmode(&conf, MBEDTLS_SSL_VERIFY_NONE);
     }
-    impl->verify_hostname = config.verify_peer && config.verify_hostname;
+    impl->verify_hostname = config.verify_peer && config.verify_hostname && !config.pinned_spki_sha256;
     if (config.identity) {
         impl->identity = std::make_unique<Identity>(*config.identity, "TLS client identity");
         check(mbedtls_ssl_conf_own_cert(&conf, &impl->identity->chain, &impl->identity->key),

@@ -8,6 +8,7 @@
 // no shared lock at all builds its own context from the same config.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -68,6 +69,10 @@ struct TlsClientConfig {
     bool verify_hostname = true;
     PemSource ca = PemSource::file(std::string(k_system_ca_file));
     std::optional<TlsIdentity> identity;  // client certificate, for device auth
+    // Public-key pinning (like curl --pinnedpubkey): the SHA-256 of the server certificate's
+    // SubjectPublicKeyInfo (DER). When set it replaces the chain and name checks: the handshake
+    // fails (certificate-untrusted) in the verify callback unless the leaf's key matches.
+    std::optional<std::array<std::uint8_t, 32>> pinned_spki_sha256;
 };
 
 namespace detail {

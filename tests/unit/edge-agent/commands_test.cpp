@@ -22,7 +22,7 @@ CommandArg integer(std::int64_t min, std::int64_t max) {
 std::string answer(starling::agent::Commands& c, const std::string& iq) {
     pugi::xml_document d;
     EXPECT_TRUE(d.load_string(iq.c_str()));
-    return c.handle(d.first_child());
+    return c.handle(d.first_child()).value_or("");
 }
 
 starling::agent::AgentConfig config() {

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -100,6 +101,21 @@ struct BadCase {
     const char* expected;  // a part of the message
 };
 
+TEST(AgentConfig, ReadsAPublicKeyPinAndThePublishTimeout) {
+    const AgentConfig dflt = parse_config(k_min, "agent.toml");
+    EXPECT_FALSE(dflt.pin_spki_sha256.has_value());
+    EXPECT_EQ(dflt.publish_timeout, std::chrono::milliseconds(30000));
+    // base64 of 32 bytes 0x00..0x1f; curl's "sha256//" prefix is accepted too.
+    const std::string pin = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    for (const std::string& spelled : {pin, "sha256//" + pin}) {
+        const AgentConfig c =
+            parse_config(k_min + "[link]\npin_sha256 = '" + spelled + "'\n[pubsub]\npublish_timeout_ms = 1500\n", "agent.toml");
+        ASSERT_TRUE(c.pin_spki_sha256.has_value());
+        for (std::size_t i = 0; i < 32; ++i) EXPECT_EQ((*c.pin_spki_sha256)[i], i);
+        EXPECT_EQ(c.publish_timeout, std::chrono::milliseconds(1500));
+    }
+}
+
 TEST(AgentConfig, RejectsBadFilesWithThePlaceAndTheReason) {
     const BadCase cases[] = {
         {"no xmpp table", "[agent]\ndevice='x'\n", "[xmpp]"},
@@ -112,6 +128,12 @@ TEST(AgentConfig, RejectsBadFilesWithThePlaceAndTheReason) {
         {"bad pin", k_min + "[tls]\npin_sha256 = 'abc'\n", "64 hex digits"},
         {"pin and insecure", k_min + "[tls]\ninsecure_skip_verify = true\npin_sha256 = '" + std::string(64, 'a') + "'\n",
          "contradict"},
+        {"spki pin not base64", k_min + "[link]\npin_sha256 = 'not base64!'\n", "link.pin_sha256"},
+        {"spki pin too short", k_min + "[link]\npin_sha256 = 'AAAA'\n", "SHA-256"},
+        {"spki pin and certificate pin",
+         k_min + "[tls]\npin_sha256 = '" + std::string(64, 'a') + "'\n[link]\npin_sha256 = '" + std::string(43, 'A') + "='\n",
+         "cannot go with tls.pin_sha256"},
+        {"publish timeout too short", k_min + "[pubsub]\npublish_timeout_ms = 10\n", "pubsub.publish_timeout_ms"},
         {"segment too big", k_min + "[queue]\nmax_bytes = 65536\nsegment_bytes = 65536\n", "half of queue.max_bytes"},
         {"relative program", k_min + "[[source.program]]\nname='p'\nargv=['df']\n", "absolute path"},
         {"file command without path", k_min + "[[command]]\nname='x'\nkind='file'\nargs=[{name='v'}]\n", "absolute path"},

@@ -1,7 +1,9 @@
 #include "edge-agent/src/sources.hpp"
+#include "edge-agent/src/process.hpp"
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -66,7 +68,8 @@ TEST(Sources, CollectsFilesAndLogsAVanishedOneWithoutFailing) {
     starling::agent::AgentConfig cfg;
     cfg.files.push_back({"t", (dir / "temp").string(), 0.001, 0, "Cel"});
     std::ofstream(dir / "temp") << "41500\n";
-    starling::agent::Sources s(cfg);
+    asio::io_context io;
+    starling::agent::Sources s(io, cfg);
     std::vector<Reading> out;
     s.collect(out);
     ASSERT_EQ(out.size(), 1u);
@@ -78,6 +81,36 @@ TEST(Sources, CollectsFilesAndLogsAVanishedOneWithoutFailing) {
     EXPECT_TRUE(out.empty());
     EXPECT_EQ(s.errors(), 1u);
     std::filesystem::remove_all(dir);
+}
+
+TEST(Sources, KillsTheWholeProcessGroupAtTheTimeout) {
+    // A grandchild keeps stdout open: killing only the child would leave the pipe open 5 s.
+    std::string out;
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(run_program({"/bin/sh", "-c", "(sleep 5; echo late) & echo early; wait"}, 300, 100, out), -1);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+    EXPECT_EQ(out, "early\n");
+}
+
+TEST(Sources, AProgramRunsWithoutBlockingCollectAndItsReadingsComeLater) {
+    starling::agent::AgentConfig cfg;
+    cfg.programs.push_back({"p", {"/bin/sh", "-c", "sleep 0.3; echo x 2 V"}, 5000, 4096});
+    asio::io_context io;
+    starling::agent::Sources s(io, cfg);
+    std::vector<Reading> out;
+    const auto t0 = std::chrono::steady_clock::now();
+    s.collect(out);  // starts it
+    s.collect(out);  // still running: not started twice
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(200));
+    EXPECT_TRUE(out.empty());
+    EXPECT_EQ(s.programs_busy(), 1u);
+    io.run_for(std::chrono::seconds(3));  // returns when the child is reaped (nothing else queued)
+    s.collect(out);
+    ASSERT_GE(out.size(), 1u);
+    EXPECT_EQ(out[0].name, "p.x");
+    EXPECT_DOUBLE_EQ(out[0].value, 2);
+    EXPECT_EQ(out[0].unit, "V");
+    EXPECT_EQ(s.errors(), 0u);
 }
 
 TEST(BatchPayload, IsOneEscapedReadingsElement) {

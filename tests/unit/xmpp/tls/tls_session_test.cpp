@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -10,6 +11,9 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include <mbedtls/sha256.h>
+#include <mbedtls/x509_crt.h>
 
 #include "xmpp/tls/self_signed.hpp"
 #include "xmpp/tls/tls_context.hpp"
@@ -330,6 +334,56 @@ TEST(TlsSession, HostnameMismatchIsRejectedUnlessTheCheckIsOff) {
         auto p = connected(cctx, sctx, "c.example");
         EXPECT_TRUE(p.client.is_handshake_done());
         EXPECT_EQ(p.server.server_name(), "c.example");  // SNI still sent
+    }
+}
+
+// SHA-256 of a certificate's SubjectPublicKeyInfo (what a public-key pin names).
+std::array<std::uint8_t, 32> spki_sha256(const std::string& cert_pem) {
+    mbedtls_x509_crt crt;
+    mbedtls_x509_crt_init(&crt);
+    std::array<std::uint8_t, 32> out{};
+    EXPECT_EQ(mbedtls_x509_crt_parse(&crt, reinterpret_cast<const unsigned char*>(cert_pem.c_str()),
+                                     cert_pem.size() + 1),
+              0);
+    EXPECT_EQ(mbedtls_sha256_ret(crt.pk_raw.p, crt.pk_raw.len, out.data(), 0), 0);
+    mbedtls_x509_crt_free(&crt);
+    return out;
+}
+
+TEST(TlsSession, PinnedPublicKeyReplacesTheChainAndNameChecks) {
+    auto sctx = server_for({"a.example"});
+    const auto pin = spki_sha256(cert_for("a.example").cert_pem);
+    {
+        // No trust anchor for the self-signed certificate and another name: the pin alone decides.
+        TlsClientConfig config;
+        config.pinned_spki_sha256 = pin;
+        TlsClientContext cctx(config);
+        auto p = connected(cctx, sctx, "c.example");
+        EXPECT_TRUE(p.client.is_handshake_done());
+    }
+    {
+        auto wrong = pin;
+        wrong[31] ^= 1;
+        TlsClientConfig config;
+        config.pinned_spki_sha256 = wrong;
+        TlsClientContext cctx(config);
+        auto c = TlsSession::client(cctx, "a.example");
+        auto s = TlsSession::server(sctx);
+        ASSERT_TRUE(c && s);
+        EXPECT_FALSE(handshake(*c, *s));
+        EXPECT_EQ(c->error(), TlsError::certificate_untrusted) << c->error_detail();
+    }
+    {
+        // Another server's key (b.example) with a.example's pin.
+        auto other = server_for({"b.example"});
+        TlsClientConfig config;
+        config.pinned_spki_sha256 = pin;
+        TlsClientContext cctx(config);
+        auto c = TlsSession::client(cctx, "b.example");
+        auto s = TlsSession::server(other);
+        ASSERT_TRUE(c && s);
+        EXPECT_FALSE(handshake(*c, *s));
+        EXPECT_EQ(c->error(), TlsError::certificate_untrusted);
     }
 }
 
