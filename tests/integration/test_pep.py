@@ -119,6 +119,33 @@ async def test_publish_creates_the_node_and_notifies_interested_resources_only(t
     assert payload.find(f"{{{NS_TUNE}}}artist").text == "Elgar"
 
 
+async def test_avatar_metadata_reaches_a_contact_who_then_fetches_the_data(t):
+    # XEP-0084 over PEP, as avatar-capable clients do it: data node, then metadata node; the
+    # contact's client wants urn:xmpp:avatar:metadata+notify and fetches the data by id.
+    import base64
+    import hashlib
+    s = await server(t)
+    a, b = await t.users(s, 2, "pep")
+    alice = await pep_peer(t, s, a, [], resource="phone")
+    bob = await pep_peer(t, s, b, ["urn:xmpp:avatar:metadata"], resource="laptop")
+    await befriend(alice, bob)
+    png = bytes(range(256)) * 8
+    sha = hashlib.sha1(png).hexdigest()
+    await publish(alice, "urn:xmpp:avatar:data",
+                  f"<data xmlns='urn:xmpp:avatar:data'>{base64.b64encode(png).decode()}</data>", item_id=sha)
+    await publish(alice, "urn:xmpp:avatar:metadata",
+                  f"<metadata xmlns='urn:xmpp:avatar:metadata'><info bytes='{len(png)}' id='{sha}' "
+                  f"type='image/png' height='64' width='64'/></metadata>", item_id=sha)
+    frm, _, payload = await next_event(bob, "urn:xmpp:avatar:metadata")
+    assert frm == alice.bare
+    info = payload.find("{urn:xmpp:avatar:metadata}info")
+    assert info.get("id") == sha
+    result = await bob.iq("get", f"<pubsub xmlns='{NS_PUBSUB}'><items node='urn:xmpp:avatar:data'>"
+                                 f"<item id='{sha}'/></items></pubsub>", to=alice.bare)
+    data = result.xml.find(f".//{{urn:xmpp:avatar:data}}data")
+    assert data is not None and base64.b64decode(data.text) == png
+
+
 async def test_presence_access_keeps_strangers_out(t):
     s = await server(t)
     a, b, d = await t.users(s, 3, "pep")
