@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import unique  # noqa: E402
 from test_presence import is_from  # noqa: E402
-from test_roster import peer, roster_get  # noqa: E402
+from test_roster import peer, roster_get, roster_set  # noqa: E402
 
 from slixmpp.exceptions import IqError  # noqa: E402
 
@@ -194,6 +194,40 @@ async def test_a_resource_that_comes_later_gets_the_last_item(t):
     alice2 = await pep_peer(t, s, a, [NS_TUNE], resource="watch")
     frm, _, _ = await next_event(alice2, NS_TUNE)
     assert frm == alice.bare
+
+
+async def test_roster_access_admits_allowed_groups_and_items_expire(t):
+    # XEP-0060 §4.5 access model roster: contacts in an allowed group of the owner's roster may
+    # read; others get not-authorized + <not-in-roster-group/>. pubsub#item_expire removes items
+    # once they are older than the node allows.
+    s = await server(t)
+    a, b, c = await t.users(s, 3, "pep")
+    alice = await pep_peer(t, s, a, [])
+    bob = await pep_peer(t, s, b, [])
+    carol = await pep_peer(t, s, c, [])
+    await roster_get(alice)
+    await roster_set(alice, bob.bare, groups=["Family"])
+    await roster_set(alice, carol.bare, groups=["Work"])
+    node = "urn:example:family-photos"
+    cfg = ("<publish-options><x xmlns='jabber:x:data' type='submit'>"
+           "<field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>"
+           "<field var='pubsub#access_model'><value>roster</value></field>"
+           "<field var='pubsub#roster_groups_allowed'><value>Family</value></field>"
+           "<field var='pubsub#item_expire'><value>2</value></field></x></publish-options>")
+    await alice.iq("set", f"<pubsub xmlns='{NS_PUBSUB}'><publish node='{node}'><item id='p1'>"
+                          f"<photo xmlns='urn:example:photo'>beach</photo></item></publish>{cfg}</pubsub>")
+    items = f"<pubsub xmlns='{NS_PUBSUB}'><items node='{node}'/></pubsub>"
+    r = await bob.iq("get", items, to=alice.bare)
+    assert [i.get("id") for i in r.xml.findall(f".//{{{NS_PUBSUB}}}item")] == ["p1"]
+    try:
+        await carol.iq("get", items, to=alice.bare)
+        raise AssertionError("a contact outside the allowed groups read the node")
+    except IqError as e:
+        assert e.iq["error"]["condition"] == "not-authorized"
+        assert e.iq.xml.find(f".//{{{NS_ERR}}}not-in-roster-group") is not None, ET.tostring(e.iq.xml)
+    await asyncio.sleep(2.5)
+    r = await bob.iq("get", items, to=alice.bare)
+    assert r.xml.findall(f".//{{{NS_PUBSUB}}}item") == [], "an expired item is still served"
 
 
 async def test_account_disco_shows_the_pep_identity(t):

@@ -10,7 +10,7 @@ bool is_affiliated(Affiliation a) noexcept {
 }
 }  // namespace
 
-SubscribeDecision decide_subscribe(AccessModel model, Affiliation affiliation, bool presence_subscribed) noexcept {
+SubscribeDecision decide_subscribe(AccessModel model, Affiliation affiliation, bool roster_admits) noexcept {
     if (affiliation == Affiliation::outcast) return SubscribeDecision::forbidden;
     if (is_affiliated(affiliation)) return SubscribeDecision::subscribed;
     switch (model) {
@@ -18,13 +18,15 @@ SubscribeDecision decide_subscribe(AccessModel model, Affiliation affiliation, b
         case AccessModel::authorize: return SubscribeDecision::pending;
         case AccessModel::whitelist: return SubscribeDecision::closed_node;
         case AccessModel::presence:
-            return presence_subscribed ? SubscribeDecision::subscribed : SubscribeDecision::presence_required;
+            return roster_admits ? SubscribeDecision::subscribed : SubscribeDecision::presence_required;
+        case AccessModel::roster:
+            return roster_admits ? SubscribeDecision::subscribed : SubscribeDecision::not_in_roster_group;
     }
     return SubscribeDecision::closed_node;
 }
 
 RetrieveDecision decide_retrieve(AccessModel model, Affiliation affiliation, SubState state,
-                                 bool presence_subscribed) noexcept {
+                                 bool roster_admits) noexcept {
     if (affiliation == Affiliation::outcast) return RetrieveDecision::forbidden;
     if (is_affiliated(affiliation)) return RetrieveDecision::allowed;
     switch (model) {
@@ -33,7 +35,9 @@ RetrieveDecision decide_retrieve(AccessModel model, Affiliation affiliation, Sub
             return state == SubState::subscribed ? RetrieveDecision::allowed : RetrieveDecision::not_subscribed;
         case AccessModel::whitelist: return RetrieveDecision::closed_node;
         case AccessModel::presence:
-            return presence_subscribed ? RetrieveDecision::allowed : RetrieveDecision::presence_required;
+            return roster_admits ? RetrieveDecision::allowed : RetrieveDecision::presence_required;
+        case AccessModel::roster:
+            return roster_admits ? RetrieveDecision::allowed : RetrieveDecision::not_in_roster_group;
     }
     return RetrieveDecision::closed_node;
 }

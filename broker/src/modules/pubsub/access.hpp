@@ -20,12 +20,14 @@ enum class SubscribeDecision : std::uint8_t {
     forbidden,   // §6.1.3.8: an outcast is blocked: forbidden
     presence_required,  // §6.1.3.2: presence, not subscribed to the owner's presence:
                         // not-authorized + <presence-subscription-required/>
+    not_in_roster_group,  // §6.1.3.3: roster, not in an allowed group: not-authorized +
+                          // <not-in-roster-group/>
 };
 
-// `presence_subscribed`: the entity is subscribed to an owner's presence (the owner's roster
-// says from or both, RFC 6121 §2.1.2.5), which the presence access model asks (§4.5).
-SubscribeDecision decide_subscribe(AccessModel model, Affiliation affiliation,
-                                   bool presence_subscribed = false) noexcept;
+// `roster_admits`: an owner's roster lets the entity in under the node's model (§4.5):
+// presence, its subscription is from or both (RFC 6121 §2.1.2.5); roster, it is in one of the
+// node's roster_groups_allowed. Ignored by the other models.
+SubscribeDecision decide_subscribe(AccessModel model, Affiliation affiliation, bool roster_admits = false) noexcept;
 
 // The answer to an items request (§6.5).
 enum class RetrieveDecision : std::uint8_t {
@@ -34,10 +36,11 @@ enum class RetrieveDecision : std::uint8_t {
     not_subscribed,  // §6.5.9 authorize: not-authorized + <not-subscribed/>
     forbidden,       // an outcast
     presence_required,  // §6.5.9 presence: not-authorized + <presence-subscription-required/>
+    not_in_roster_group,  // §6.5.9 roster: not-authorized + <not-in-roster-group/>
 };
 
 RetrieveDecision decide_retrieve(AccessModel model, Affiliation affiliation, SubState state,
-                                 bool presence_subscribed = false) noexcept;
+                                 bool roster_admits = false) noexcept;
 
 // §7.1.3: publishing needs the right affiliation under the node's publish_model.
 bool may_publish(PublishModel model, Affiliation affiliation, SubState state) noexcept;

@@ -57,7 +57,7 @@ bool parse_bool(std::string_view v, bool& out) noexcept {
     return false;
 }
 
-constexpr std::string_view k_access_models[] = {"open", "whitelist", "authorize", "presence"};
+constexpr std::string_view k_access_models[] = {"open", "whitelist", "authorize", "presence", "roster"};
 constexpr std::string_view k_publish_models[] = {"publishers", "subscribers", "open"};
 
 }  // namespace
@@ -77,7 +77,7 @@ xmpp::Result<NodeConfig, FormError> apply_config_form(const NodeConfig& base, pu
             const std::string_view var = f.attribute("var").value();
             const std::string_view v = first_value(f);
             if (var.empty()) return xmpp::Unexpected(bad("field", "a field without var"));
-            if (value_count(f) > 1 && var != "pubsub#title") {
+            if (value_count(f) > 1 && var != "pubsub#title" && var != "pubsub#roster_groups_allowed") {
                 return xmpp::Unexpected(bad(var, "more than one value"));
             }
             if (var == "FORM_TYPE") {
@@ -96,8 +96,7 @@ xmpp::Result<NodeConfig, FormError> apply_config_form(const NodeConfig& base, pu
                 } else if (v == "presence") {
                     c.access_model = AccessModel::presence;
                 } else if (v == "roster") {
-                    // §4.5: a valid model this service does not offer (roster groups).
-                    return xmpp::Unexpected(refused(var, "not supported by this service"));
+                    c.access_model = AccessModel::roster;
                 } else {
                     return xmpp::Unexpected(bad(var, "unknown access model"));
                 }
@@ -137,6 +136,27 @@ xmpp::Result<NodeConfig, FormError> apply_config_form(const NodeConfig& base, pu
                 if (!parse_bool(v, c.notify_delete)) return xmpp::Unexpected(bad(var, "not a boolean"));
             } else if (var == "pubsub#notify_config") {
                 if (!parse_bool(v, c.notify_config)) return xmpp::Unexpected(bad(var, "not a boolean"));
+            } else if (var == "pubsub#item_expire") {
+                std::uint64_t n = 0;
+                const auto r = std::from_chars(v.data(), v.data() + v.size(), n);
+                if (v.empty() || r.ec != std::errc{} || r.ptr != v.data() + v.size()) {
+                    return xmpp::Unexpected(bad(var, "not a number of seconds"));
+                }
+                if (n > k_max_item_expire_s) {
+                    return xmpp::Unexpected(refused(var, "at most " + std::to_string(k_max_item_expire_s) + " seconds"));
+                }
+                c.item_expire_s = static_cast<std::uint32_t>(n);
+            } else if (var == "pubsub#roster_groups_allowed") {
+                c.roster_groups_allowed.clear();
+                for (auto val = f.first_child(); val; val = val.next_sibling()) {
+                    if (val.type() != pugi::node_element || local_name(val) != "value") continue;
+                    const std::string_view g = val.child_value();
+                    if (g.empty() || g.size() > 1024) return xmpp::Unexpected(bad(var, "a group name of 1 to 1024 bytes"));
+                    if (c.roster_groups_allowed.size() == k_max_roster_groups) {
+                        return xmpp::Unexpected(refused(var, "at most " + std::to_string(k_max_roster_groups) + " groups"));
+                    }
+                    c.roster_groups_allowed.emplace_back(g);
+                }
             } else if (var == "pubsub#title") {
                 if (v.size() > 1024) return xmpp::Unexpected(refused(var, "longer than 1024 bytes"));
                 c.title = std::string(v);
@@ -160,7 +180,8 @@ void write_config_form(std::string& out, const NodeConfig& c, const ConfigLimits
     w.leaf("value", c.title).close();
     w.open("field").attr("var", "pubsub#access_model").attr("type", "list-single").attr("label", "Access model");
     w.leaf("value", to_string(c.access_model));
-    for (auto m : {AccessModel::open, AccessModel::whitelist, AccessModel::authorize}) {
+    for (auto m : {AccessModel::open, AccessModel::whitelist, AccessModel::authorize, AccessModel::presence,
+                   AccessModel::roster}) {
         w.open("option").leaf("value", to_string(m)).close();
     }
     w.close();
@@ -182,6 +203,13 @@ void write_config_form(std::string& out, const NodeConfig& c, const ConfigLimits
     boolean("pubsub#notify_retract", "Notify subscribers when items are removed from the node", c.notify_retract);
     boolean("pubsub#notify_delete", "Notify subscribers when the node is deleted", c.notify_delete);
     boolean("pubsub#notify_config", "Notify subscribers when the node configuration changes", c.notify_config);
+    w.open("field").attr("var", "pubsub#item_expire").attr("type", "text-single")
+        .attr("label", "Seconds after which items are removed (0: never)");
+    w.leaf("value", std::to_string(c.item_expire_s)).close();
+    w.open("field").attr("var", "pubsub#roster_groups_allowed").attr("type", "list-multi")
+        .attr("label", "Roster groups allowed to subscribe (access model roster)");
+    for (const auto& g : c.roster_groups_allowed) w.leaf("value", g);
+    w.close();
     w.close();
 }
 

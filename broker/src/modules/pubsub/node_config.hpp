@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <pugixml.hpp>
 
@@ -17,8 +18,9 @@
 namespace starling::modules::pubsub {
 
 // XEP-0060 §4.5: who may subscribe and retrieve items. `presence`: entities subscribed to an
-// owner's presence (the default of PEP nodes, XEP-0163 §5). `roster` (groups) is not offered.
-enum class AccessModel : std::uint8_t { open, whitelist, authorize, presence };
+// owner's presence (the default of PEP nodes, XEP-0163 §5); `roster`: entities in one of the
+// node's roster_groups_allowed in an owner's roster.
+enum class AccessModel : std::uint8_t { open, whitelist, authorize, presence, roster };
 // XEP-0060 §16.4.4 pubsub#publish_model: who may publish.
 enum class PublishModel : std::uint8_t { publishers, subscribers, open };
 
@@ -35,6 +37,8 @@ struct NodeConfig {
     bool notify_delete = true;
     bool notify_config = false;  // §8.2: tell subscribers when the configuration changes
     std::string title;
+    std::uint32_t item_expire_s = 0;  // pubsub#item_expire; 0: items do not expire
+    std::vector<std::string> roster_groups_allowed;
 
     friend bool operator==(const NodeConfig&, const NodeConfig&) = default;
 };
@@ -43,6 +47,10 @@ struct NodeConfig {
 struct ConfigLimits {
     std::uint32_t max_items_cap = 1000;
 };
+
+// The longest pubsub#item_expire accepted (ten years), and the most roster groups one node names.
+inline constexpr std::uint32_t k_max_item_expire_s = 10u * 366 * 24 * 3600;
+inline constexpr std::size_t k_max_roster_groups = 64;
 
 // Why a form was refused: the stanza error and the field (or form) at fault, for the <text/>.
 struct FormError {

@@ -182,6 +182,8 @@ std::string NodeStore::encode(const NodeRecord& r) {
     }
     const auto affs_off = b.CreateVector(affs);
     const auto title = b.CreateString(r.config.title);
+    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>> groups;
+    if (!r.config.roster_groups_allowed.empty()) groups = b.CreateVectorOfStrings(r.config.roster_groups_allowed);
     fb::PubsubNodeBuilder nb(b);
     nb.add_access_model(static_cast<fb::PubsubAccessModel>(r.config.access_model));
     nb.add_publish_model(static_cast<fb::PubsubPublishModel>(r.config.publish_model));
@@ -194,6 +196,8 @@ std::string NodeStore::encode(const NodeRecord& r) {
     nb.add_affiliations(affs_off);
     nb.add_created_unix_ms(r.created_unix_ms);
     nb.add_notify_config(r.config.notify_config);
+    nb.add_item_expire_s(r.config.item_expire_s);
+    if (!groups.IsNull()) nb.add_roster_groups_allowed(groups);
     b.Finish(nb.Finish());
     return std::string(finished(b));
 }
@@ -206,7 +210,7 @@ xmpp::Result<NodeRecord, Errc> NodeStore::decode_node(std::string_view bytes) no
         NodeRecord r;
         r.config.access_model = static_cast<AccessModel>(n->access_model());
         r.config.publish_model = static_cast<PublishModel>(n->publish_model());
-        if (static_cast<int>(r.config.access_model) > static_cast<int>(AccessModel::presence) ||
+        if (static_cast<int>(r.config.access_model) > static_cast<int>(AccessModel::roster) ||
             static_cast<int>(r.config.publish_model) > static_cast<int>(PublishModel::open)) {
             return xmpp::Unexpected(Errc::corrupt);
         }
@@ -217,6 +221,12 @@ xmpp::Result<NodeRecord, Errc> NodeStore::decode_node(std::string_view bytes) no
         r.config.notify_delete = n->notify_delete();
         r.config.notify_config = n->notify_config();
         r.config.title = str(n->title());
+        r.config.item_expire_s = n->item_expire_s();
+        if (const auto* groups = n->roster_groups_allowed()) {
+            for (const auto* g : *groups) {
+                if (g != nullptr) r.config.roster_groups_allowed.push_back(g->str());
+            }
+        }
         if (const auto* affs = n->affiliations()) {
             for (const auto* a : *affs) {
                 if (a == nullptr || a->jid() == nullptr) continue;

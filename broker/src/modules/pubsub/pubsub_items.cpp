@@ -196,13 +196,17 @@ void PubsubService::subscribe(Request& r, Node& n) {
         }
     }
     const auto decision =
-        decide_subscribe(n.record.config.access_model, affiliation(n, r.bare), presence_subscribed(n, r.bare));
+        decide_subscribe(n.record.config.access_model, affiliation(n, r.bare), roster_admits(n, r.bare));
     if (decision == SubscribeDecision::forbidden) {
         reply_error(r, StanzaError::forbidden);
         return;
     }
     if (decision == SubscribeDecision::presence_required) {
         reply_error(r, StanzaError::not_authorized, "presence-subscription-required");  // §6.1.3.2
+        return;
+    }
+    if (decision == SubscribeDecision::not_in_roster_group) {
+        reply_error(r, StanzaError::not_authorized, "not-in-roster-group");  // §6.1.3.3
         return;
     }
     if (decision == SubscribeDecision::closed_node) {
@@ -265,7 +269,7 @@ void PubsubService::unsubscribe(Request& r, Node& n) {
 // §6.5: retrieve items (all, the N most recent, or by id).
 void PubsubService::items(Request& r, Node& n) {
     switch (decide_retrieve(n.record.config.access_model, affiliation(n, r.bare),
-                            subscription_state(n, r.env.from), presence_subscribed(n, r.bare))) {
+                            subscription_state(n, r.env.from), roster_admits(n, r.bare))) {
         case RetrieveDecision::allowed: break;
         case RetrieveDecision::closed_node: return reply_error(r, StanzaError::not_allowed, "closed-node");
         case RetrieveDecision::not_subscribed:
@@ -273,6 +277,8 @@ void PubsubService::items(Request& r, Node& n) {
         case RetrieveDecision::forbidden: return reply_error(r, StanzaError::forbidden);
         case RetrieveDecision::presence_required:
             return reply_error(r, StanzaError::not_authorized, "presence-subscription-required");  // §6.5.9
+        case RetrieveDecision::not_in_roster_group:
+            return reply_error(r, StanzaError::not_authorized, "not-in-roster-group");  // §6.5.9
     }
     std::vector<const Item*> out;
     std::vector<std::string_view> ids;

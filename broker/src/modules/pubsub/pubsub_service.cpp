@@ -31,7 +31,7 @@ namespace {
 
 // XEP-0060 §5.1: what this service implements (pubsub#<feature>).
 constexpr std::string_view k_features[] = {
-    "access-authorize", "access-open",          "access-presence",  "access-whitelist", "create-and-configure",
+    "access-authorize", "access-open",          "access-presence",  "access-roster", "access-whitelist", "create-and-configure",
     "create-nodes",     "config-node",          "delete-items",     "delete-nodes",
     "instant-nodes",    "item-ids",             "last-published",   "manage-subscriptions",
     "modify-affiliations", "persistent-items", "publish",          "publish-options", "purge-nodes",
@@ -266,7 +266,7 @@ PubsubService::Node* PubsubService::find_node(Request& r, std::string_view node)
 
 PubsubService::Node* PubsubService::lookup(std::string_view service, std::string_view node, storage::Errc& err) {
     std::string key = NodeStore::node_prefix(service, node);
-    if (auto it = _nodes.find(key); it != _nodes.end()) return it->second.get();
+    if (auto it = _nodes.find(key); it != _nodes.end()) return expire_items(*it->second);
     if (_erasing.contains(key)) {
         err = storage::Errc::not_found;  // deleted; RocksDB will say so once that is durable
         return nullptr;
@@ -293,7 +293,30 @@ PubsubService::Node* PubsubService::lookup(std::string_view service, std::string
     for (auto& item : items.value()) n->items.push_back(std::move(item));
     n->next_seq = n->items.empty() ? 1 : n->items.back().seq + 1;
     n->incarnation = _next_incarnation++;
-    return cache(std::move(key), std::move(n));
+    return expire_items(*cache(std::move(key), std::move(n)));
+}
+
+// pubsub#item_expire: items older than the node allows are gone for every request from the
+// moment they expire; their records are deleted in the shard's next batch. Nothing waits for
+// that write: should it fail, the records are expired again when the node is next loaded.
+PubsubService::Node* PubsubService::expire_items(Node& n) {
+    const std::uint32_t ttl = n.record.config.item_expire_s;
+    if (ttl == 0 || n.items.empty()) return &n;
+    const std::int64_t oldest = now_unix_ms() - static_cast<std::int64_t>(ttl) * 1000;
+    std::vector<std::uint64_t> gone;
+    for (const auto& i : n.items) {
+        if (i.published_unix_ms <= oldest) gone.push_back(i.seq);
+    }
+    if (gone.empty()) return &n;
+    if (n.record.config.persist_items) {
+        if (auto erased = _store.erase_items(n.service, n.name, gone); !erased) {
+            STARLING_LOG(warn, "pubsub: removing {} expired items of {} failed: {}", gone.size(), n.name,
+                         storage::to_string(erased.error()));
+        }
+    }
+    std::erase_if(n.items, [&](const Item& i) { return i.published_unix_ms <= oldest; });
+    _counters.items_removed += gone.size();
+    return &n;
 }
 
 PubsubService::Node* PubsubService::cache(std::string key, std::unique_ptr<Node> node) {
@@ -412,11 +435,22 @@ NodeConfig PubsubService::default_config_for(std::string_view service) const {
     return c;
 }
 
-bool PubsubService::presence_subscribed(const Node& n, std::string_view bare) const {
-    if (n.record.config.access_model != AccessModel::presence) return false;
+bool PubsubService::roster_admits(const Node& n, std::string_view bare) const {
+    const auto& cfg = n.record.config;
+    if (cfg.access_model != AccessModel::presence && cfg.access_model != AccessModel::roster) return false;
     for (const auto& [owner, a] : n.record.affiliations) {
         if (a != Affiliation::owner) continue;
-        if (auto item = roster::RosterStore(_rocks).load(owner, bare); item && roster::has_from(item->sub)) return true;
+        auto item = roster::RosterStore(_rocks).load(owner, bare);
+        if (!item) continue;
+        if (cfg.access_model == AccessModel::presence && roster::has_from(item->sub)) return true;
+        if (cfg.access_model == AccessModel::roster && item->in_roster) {
+            for (const auto& g : item->groups) {
+                if (std::find(cfg.roster_groups_allowed.begin(), cfg.roster_groups_allowed.end(), g) !=
+                    cfg.roster_groups_allowed.end()) {
+                    return true;
+                }
+            }
+        }
     }
     return false;
 }
@@ -470,7 +504,7 @@ void PubsubService::node_disco_info(Request& r, Node& n) {
 // §5.5: a node's items, by id, for whoever may retrieve them.
 void PubsubService::node_disco_items(Request& r, Node& n) {
     const auto d = decide_retrieve(n.record.config.access_model, affiliation(n, r.bare),
-                                   subscription_state(n, r.env.from), presence_subscribed(n, r.bare));
+                                   subscription_state(n, r.env.from), roster_admits(n, r.bare));
     if (d != RetrieveDecision::allowed) return reply_error(r, StanzaError::forbidden);
     std::string inner;
     xmpp::xml::Writer w(inner);
@@ -551,9 +585,16 @@ void PubsubService::notify(const Node& n, std::string event_xml, const std::vect
     if (only == nullptr && is_pep_service(n.service)) {
         const AccessModel model = n.record.config.access_model;
         std::vector<std::string> audience{n.service};
-        if (model == AccessModel::open || model == AccessModel::presence) {
+        if (model == AccessModel::open || model == AccessModel::presence || model == AccessModel::roster) {
+            const auto& allowed = n.record.config.roster_groups_allowed;
             for (const auto& item : roster::RosterStore(_rocks).load_all(n.service)) {
-                if (roster::has_from(item.sub)) audience.push_back(item.jid);
+                const bool admitted =
+                    model == AccessModel::roster
+                        ? item.in_roster && std::any_of(item.groups.begin(), item.groups.end(), [&](const auto& g) {
+                              return std::find(allowed.begin(), allowed.end(), g) != allowed.end();
+                          })
+                        : roster::has_from(item.sub);
+                if (admitted) audience.push_back(item.jid);
             }
         }
         for (const auto& bare : audience) {
@@ -634,7 +675,7 @@ void PubsubService::on_interests(router::Envelope&& env) {
         Node* n = lookup(env.to, node, err);
         if (n == nullptr || n->items.empty()) continue;
         const auto d = decide_retrieve(n->record.config.access_model, affiliation(*n, bare),
-                                       subscription_state(*n, env.from), presence_subscribed(*n, bare));
+                                       subscription_state(*n, env.from), roster_admits(*n, bare));
         if (d != RetrieveDecision::allowed) continue;
         notify(*n, item_event(*n, n->items.back(), n->record.config.deliver_payloads), &only);
     }

@@ -184,13 +184,16 @@ private:
     // The node from the cache or the store; null (and the request answered) when missing.
     Node* find_node(Request& r, std::string_view node);
     Node* cache(std::string key, std::unique_ptr<Node> node);
+    // Drops `n`'s items older than its pubsub#item_expire (and stages their deletion); `&n`.
+    Node* expire_items(Node& n);
     // The node from the cache or the store, or null with `err` (not_found: no such node).
     Node* lookup(std::string_view service, std::string_view node, storage::Errc& err);
     void on_message(router::Envelope&& env);
     Affiliation affiliation(const Node& n, std::string_view bare) const noexcept;
-    // Whether `bare` is subscribed to the presence of one of `n`'s owners (the presence access
-    // model, XEP-0060 §4.5); false at once for other models.
-    bool presence_subscribed(const Node& n, std::string_view bare) const;
+    // Whether an owner's roster lets `bare` in under `n`'s access model (XEP-0060 §4.5):
+    // presence, a subscription from or both; roster, a group in roster_groups_allowed. False at
+    // once for the other models.
+    bool roster_admits(const Node& n, std::string_view bare) const;
     // The default configuration of a new node on `service` (PEP: XEP-0163 §5).
     NodeConfig default_config_for(std::string_view service) const;
     SubState subscription_state(const Node& n, std::string_view jid_or_bare) const noexcept;

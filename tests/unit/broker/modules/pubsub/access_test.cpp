@@ -34,6 +34,12 @@ TEST(PubsubAccess, SubscribeDecisionsFollowTheAccessModel) {
     EXPECT_EQ(decide_subscribe(AccessModel::presence, Affiliation::none, true), SubscribeDecision::subscribed);
     EXPECT_EQ(decide_subscribe(AccessModel::presence, Affiliation::outcast, true), SubscribeDecision::forbidden);
     EXPECT_EQ(decide_subscribe(AccessModel::whitelist, Affiliation::none, true), SubscribeDecision::closed_node);
+    // Roster: in an allowed group, or refused with not-in-roster-group (§6.1.3.3).
+    EXPECT_EQ(decide_subscribe(AccessModel::roster, Affiliation::none, false), SubscribeDecision::not_in_roster_group);
+    EXPECT_EQ(decide_subscribe(AccessModel::roster, Affiliation::none, true), SubscribeDecision::subscribed);
+    EXPECT_EQ(decide_retrieve(AccessModel::roster, Affiliation::none, SubState::subscribed, false),
+              RetrieveDecision::not_in_roster_group);
+    EXPECT_EQ(decide_retrieve(AccessModel::roster, Affiliation::member, SubState::none, false), RetrieveDecision::allowed);
 }
 
 TEST(PubsubAccess, RetrieveDecisionsFollowTheAccessModel) {

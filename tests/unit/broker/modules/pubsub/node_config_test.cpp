@@ -54,6 +54,17 @@ TEST(NodeConfigForm, AppliesEveryKnownField) {
     EXPECT_EQ(a.config.title, "Boiler & pumps");
 }
 
+TEST(NodeConfigForm, RosterAccessWithItsGroupsAndItemExpiry) {
+    const auto a = apply_form("<x xmlns='jabber:x:data' type='submit'>"
+                              "<field var='pubsub#access_model'><value>roster</value></field>"
+                              "<field var='pubsub#roster_groups_allowed'><value>Family</value><value>Ops</value></field>"
+                              "<field var='pubsub#item_expire'><value>600</value></field></x>");
+    ASSERT_TRUE(a.ok) << a.error.text;
+    EXPECT_EQ(a.config.access_model, AccessModel::roster);
+    EXPECT_EQ(a.config.roster_groups_allowed, (std::vector<std::string>{"Family", "Ops"}));
+    EXPECT_EQ(a.config.item_expire_s, 600u);
+}
+
 TEST(NodeConfigForm, KeepsFieldsTheFormDoesNotName) {
     NodeConfig base;
     base.max_items = 7;
@@ -85,7 +96,8 @@ TEST(NodeConfigForm, RefusesWithTheConditionAndNamesTheField) {
         {"unknown field", {{"pubsub#flavour", "mint"}}, StanzaError::bad_request, "pubsub#flavour"},
         {"wrong form type", {{"FORM_TYPE", "urn:other"}}, StanzaError::bad_request, "FORM_TYPE"},
         {"unknown access model", {{"pubsub#access_model", "everyone"}}, StanzaError::bad_request, "pubsub#access_model"},
-        {"roster not offered", {{"pubsub#access_model", "roster"}}, StanzaError::not_acceptable, "pubsub#access_model"},
+        {"item_expire not a number", {{"pubsub#item_expire", "soon"}}, StanzaError::bad_request, "pubsub#item_expire"},
+        {"item_expire over ten years", {{"pubsub#item_expire", "999999999"}}, StanzaError::not_acceptable, "pubsub#item_expire"},
         {"unknown publish model", {{"pubsub#publish_model", "all"}}, StanzaError::bad_request, "pubsub#publish_model"},
         {"max_items not a number", {{"pubsub#max_items", "ten"}}, StanzaError::bad_request, "pubsub#max_items"},
         {"max_items negative", {{"pubsub#max_items", "-1"}}, StanzaError::bad_request, "pubsub#max_items"},
@@ -130,6 +142,8 @@ TEST(NodeConfigForm, WrittenFormParsesBackToTheSameConfiguration) {
     c.notify_retract = false;
     c.notify_config = true;
     c.title = "<temps> & 'co'";
+    c.item_expire_s = 3600;
+    c.roster_groups_allowed = {"Family", "Ops & on-call"};
     std::string xml;
     write_config_form(xml, c, {});
     // An owner that submits the form unchanged keeps the configuration.

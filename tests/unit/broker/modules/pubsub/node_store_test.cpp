@@ -52,6 +52,8 @@ TEST_F(NodeStoreTest, NodeRecordRoundTrips) {
     r.config.notify_delete = false;
     r.config.notify_config = true;
     r.config.title = "t";
+    r.config.item_expire_s = 90;
+    r.config.roster_groups_allowed = {"Family", "Ops"};
     r.affiliations = {{"alice@localhost", Affiliation::owner}, {"bob@localhost", Affiliation::member}};
     r.created_unix_ms = 42;
     ASSERT_TRUE(nodes->create_node(k_svc, "n1", "alice@localhost", r));
