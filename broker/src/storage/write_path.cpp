@@ -203,6 +203,23 @@ xmpp::Result<void, Errc> ShardWriter::put(Column c, std::string_view key, std::s
     }
 }
 
+xmpp::Result<void, Errc> ShardWriter::append(Column c, std::string_view key, std::string_view value,
+                                             Durability at_least) noexcept {
+    auto& s = *_state;
+    try {
+        const auto st = s.batch->Put(s.handle(c), slice(key), slice(value));
+        if (!st.ok()) return xmpp::Unexpected(errc_of(st));
+        ++s.next_op;
+        s.level = std::max(s.level, at_least);
+        s.has_work = true;
+        ++s.counters.staged_ops;
+        s.post_seal();
+        return {};
+    } catch (...) {
+        return xmpp::Unexpected(Errc::io_error);
+    }
+}
+
 xmpp::Result<void, Errc> ShardWriter::erase(Column c, std::string_view key, Durability at_least) noexcept {
     auto& s = *_state;
     try {

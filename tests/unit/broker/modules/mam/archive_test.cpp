@@ -6,12 +6,22 @@
 #include <random>
 #include <vector>
 
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+#include <asio/post.hpp>
+#include <rocksdb/db.h>
+
+#include "broker/src/storage/rocks.hpp"
 #include "broker/src/storage/store.hpp"
+#include "broker/src/storage/write_path.hpp"
 
 namespace {
 
 namespace mam = starling::modules::mam;
+using starling::storage::Column;
+using starling::storage::Committer;
 using starling::storage::Errc;
+using starling::storage::ShardWriter;
 using starling::storage::Store;
 
 class TempDir {
@@ -171,6 +181,111 @@ TEST(MessageArchive, FreshIdsStayAboveTheUsersNewestRecordAfterARestart) {
     mam::MessageArchive memory(nullptr);
     ASSERT_TRUE(memory.append("a@x", msg(7'000, "b@x/r", "m")));
     EXPECT_GT(memory.fresh_id("a@x", 10), 7'000u);
+}
+
+// Retention by count and by age, from the kept count: the oldest beyond the limit go, and
+// records below the age floor; other users are untouched.
+TEST(MessageArchive, EnforceRemovesTheExpiredAndTheOldestBeyondTheCount) {
+    mam::MessageArchive a(nullptr);
+    for (std::uint64_t id = 10; id < 110; ++id) ASSERT_TRUE(a.append("alice@x", msg(id, "bob@x/r", "m")));
+    ASSERT_TRUE(a.append("bob@x", msg(5, "alice@x/r", "bob's")));
+    EXPECT_EQ(a.count("alice@x").value_or(0), 100u);
+    auto removed = a.enforce("alice@x", 20, 50);  // ids < 20 expired; then keep the newest 50
+    ASSERT_TRUE(removed);
+    EXPECT_EQ(*removed, 50u);
+    const auto left = ids_of(a, "alice@x");
+    ASSERT_EQ(left.size(), 50u);
+    EXPECT_EQ(left.front(), 60u);
+    EXPECT_EQ(left.back(), 109u);
+    EXPECT_EQ(a.count("alice@x").value_or(0), 50u);
+    EXPECT_EQ(ids_of(a, "bob@x"), (std::vector<std::uint64_t>{5}));
+    // Within the limits: nothing goes.
+    EXPECT_EQ(a.enforce("alice@x", 20, 50).value_or(99), 0u);
+    EXPECT_EQ(ids_of(a, "alice@x").size(), 50u);
+}
+
+// The count is stored with the records and read back after a restart (no scan); an archive
+// written before counts were kept is counted once.
+TEST(MessageArchive, CountsAreStoredAndLegacyArchivesAreCountedOnce) {
+    TempDir dir;
+    auto store = Store::open(dir.str());
+    {
+        mam::MessageArchive a(store.get());
+        for (std::uint64_t id = 1; id <= 7; ++id) ASSERT_TRUE(a.append("alice@x", msg(id, "bob@x/r", "m")));
+        ASSERT_TRUE(a.remove("alice@x", 0, 3));  // ids 1, 2
+        EXPECT_EQ(a.count("alice@x").value_or(0), 5u);
+        for (std::uint64_t id = 1; id <= 3; ++id) ASSERT_TRUE(a.append("old@x", msg(id, "bob@x/r", "m")));
+    }
+    std::string value;
+    ASSERT_TRUE(store->db()
+                    .Get(rocksdb::ReadOptions(), store->column(Column::meta),
+                         starling::storage::slice(mam::count_key("alice@x")), &value)
+                    .ok());
+    EXPECT_EQ(value, std::string("\0\0\0\0\0\0\0\x05", 8));
+    // "old@x" as if written by an older broker: no count stored.
+    ASSERT_TRUE(store->db()
+                    .Delete(rocksdb::WriteOptions(), store->column(Column::meta),
+                            starling::storage::slice(mam::count_key("old@x")))
+                    .ok());
+    mam::MessageArchive b(store.get());
+    EXPECT_EQ(b.count("alice@x").value_or(0), 5u);
+    EXPECT_EQ(b.count("old@x").value_or(0), 3u);
+    ASSERT_TRUE(b.append("alice@x", msg(b.fresh_id("alice@x", 100), "bob@x/r", "m")));
+    EXPECT_EQ(b.count("alice@x").value_or(0), 6u);
+}
+
+// Through the shard's write path: appends are committed by the committer thread; what was
+// appended is readable inside when_readable, and the count goes with the records.
+TEST(MessageArchive, ThroughTheWritePathRecordsAreReadableWhenCommitted) {
+    TempDir dir;
+    auto store = Store::open(dir.str());
+    asio::io_context io{1};
+    asio::executor_work_guard<asio::io_context::executor_type> guard{io.get_executor()};
+    Committer committer(*store);
+    committer.start();
+    {
+        ShardWriter writer(io, 0, committer);
+        mam::MessageArchive a(store.get(), &writer);
+        a.defer_writes_to(io);
+        std::vector<std::uint64_t> seen;
+        bool answered = false, readable = false;
+        asio::post(io, [&] {
+            for (std::uint64_t id = 1; id <= 100; ++id) ASSERT_TRUE(a.append("alice@x", msg(id, "bob@x/r", "m")));
+            a.when_readable([&](bool ok) {
+                readable = ok;
+                seen = ids_of(a, "alice@x");
+                answered = true;
+            });
+        });
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        while (!answered && std::chrono::steady_clock::now() < deadline) io.run_for(std::chrono::milliseconds(2));
+        ASSERT_TRUE(answered);
+        EXPECT_TRUE(readable);
+        EXPECT_EQ(seen.size(), 100u);
+        EXPECT_EQ(writer.counters().staged_ops, 100u) << "the message path reads no count: none written yet";
+        EXPECT_EQ(writer.overlay_size(), 0u) << "archive records are not copied into the overlay";
+        // Nothing pending: answered at once.
+        bool inline_answer = false;
+        a.when_readable([&](bool ok) { inline_answer = ok; });
+        EXPECT_TRUE(inline_answer);
+        // Once the count is known (the retention sweep loads it), it goes with the records.
+        EXPECT_EQ(a.count("alice@x").value_or(0), 100u);
+        answered = false;
+        asio::post(io, [&] {
+            ASSERT_TRUE(a.append("alice@x", msg(200, "bob@x/r", "m")));
+            a.when_readable([&](bool) { answered = true; });
+        });
+        while (!answered && std::chrono::steady_clock::now() < deadline) io.run_for(std::chrono::milliseconds(2));
+        ASSERT_TRUE(answered);
+        EXPECT_EQ(writer.counters().staged_ops, 102u) << "one record and the count, in one batch";
+    }
+    std::string value;
+    ASSERT_TRUE(store->db()
+                    .Get(rocksdb::ReadOptions(), store->column(Column::meta),
+                         starling::storage::slice(mam::count_key("alice@x")), &value)
+                    .ok());
+    EXPECT_EQ(value, std::string("\0\0\0\0\0\0\0\x65", 8));
+    committer.stop();
 }
 
 }  // namespace
