@@ -1,6 +1,7 @@
 #include "broker/src/storage/store.hpp"
 
 #include <rocksdb/cache.h>
+#include <rocksdb/comparator.h>
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
 #include <rocksdb/file_system.h>
@@ -18,6 +19,9 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -44,21 +48,90 @@ std::string_view to_string(Column c) noexcept {
 
 namespace {
 
-// Counts what RocksDB replays from the WALs at open, changing nothing.
+// A column family by id alone, for rebuilding a WAL batch before the families are open (the
+// public WriteBatch API takes handles; it asks them only for the id and the comparator).
+class IdOnlyHandle final : public rocksdb::ColumnFamilyHandle {
+public:
+    explicit IdOnlyHandle(std::uint32_t id) : _id(id) {}
+    const std::string& GetName() const override { return _name; }
+    std::uint32_t GetID() const override { return _id; }
+    rocksdb::Status GetDescriptor(rocksdb::ColumnFamilyDescriptor*) override {
+        return rocksdb::Status::NotSupported("a column family by id only");
+    }
+    const rocksdb::Comparator* GetComparator() const override { return rocksdb::BytewiseComparator(); }
+
+private:
+    std::uint32_t _id;
+    std::string _name;
+};
+
+// Copies a WAL batch, moving the start of every archive range deletion that begins at an owner's
+// first possible key ("bare JID, NUL, 8 zero bytes") to the bare JID without its NUL: the same
+// records, a start outside the memtable insert hint's domain (OwnerPrefix, below). Anything
+// but Put/Delete/DeleteRange fails the copy (the batch is then replayed as it is).
+class ArchiveRangeRewriter final : public rocksdb::WriteBatch::Handler {
+public:
+    ArchiveRangeRewriter(std::uint32_t mam, rocksdb::WriteBatch& out) noexcept : _mam(mam), _out(out) {}
+    rocksdb::Status PutCF(std::uint32_t cf, const rocksdb::Slice& key, const rocksdb::Slice& value) override {
+        IdOnlyHandle h(cf);
+        return _out.Put(&h, key, value);
+    }
+    rocksdb::Status DeleteCF(std::uint32_t cf, const rocksdb::Slice& key) override {
+        IdOnlyHandle h(cf);
+        return _out.Delete(&h, key);
+    }
+    rocksdb::Status DeleteRangeCF(std::uint32_t cf, const rocksdb::Slice& begin, const rocksdb::Slice& end) override {
+        if (cf == _mam && begin.size() > 9 && begin[begin.size() - 9] == '\0' &&
+            std::memchr(begin.data(), '\0', begin.size() - 9) == nullptr &&
+            std::all_of(begin.data() + begin.size() - 8, begin.data() + begin.size(), [](char c) { return c == 0; })) {
+            changed = true;
+            IdOnlyHandle h(cf);
+            return _out.DeleteRange(&h, rocksdb::Slice(begin.data(), begin.size() - 9), end);
+        }
+        IdOnlyHandle h(cf);
+        return _out.DeleteRange(&h, begin, end);
+    }
+    bool changed = false;
+
+private:
+    std::uint32_t _mam;
+    rocksdb::WriteBatch& _out;
+};
+
+// Counts what RocksDB replays from the WALs at open; rewrites only the archive range deletions
+// of older versions that the memtable insert hint cannot take (ArchiveRangeRewriter).
 class ReplayCounter final : public rocksdb::WalFilter {
 public:
+    void ColumnFamilyLogNumberMap(const std::map<std::uint32_t, std::uint64_t>& /*cf_lognumber_map*/,
+                                  const std::map<std::string, std::uint32_t>& cf_name_id_map) override {
+        const auto it = cf_name_id_map.find(std::string(to_string(Column::mam)));
+        if (it != cf_name_id_map.end()) _mam = it->second;
+    }
     WalProcessingOption LogRecordFound(unsigned long long /*log_number*/, const std::string& /*log_file_name*/,
-                                       const rocksdb::WriteBatch& batch, rocksdb::WriteBatch* /*new_batch*/,
+                                       const rocksdb::WriteBatch& batch, rocksdb::WriteBatch* new_batch,
                                        bool* batch_changed) override {
         *batch_changed = false;
         ++batches;
         ops += batch.Count();
+        if (_mam && new_batch != nullptr && batch.HasDeleteRange()) {
+            ArchiveRangeRewriter copy(*_mam, *new_batch);
+            if (batch.Iterate(&copy).ok() && copy.changed) {
+                *batch_changed = true;
+                ++rewritten;
+            } else {
+                new_batch->Clear();
+            }
+        }
         return WalProcessingOption::kContinueProcessing;
     }
     const char* Name() const override { return "starling.replay_counter"; }
 
     std::uint64_t batches = 0;
     std::uint64_t ops = 0;
+    std::uint64_t rewritten = 0;
+
+private:
+    std::optional<std::uint32_t> _mam;
 };
 
 // RocksDB's own messages go to Starling's log (stderr, journald) instead of a LOG file in the

@@ -288,4 +288,42 @@ TEST(MessageArchive, ThroughTheWritePathRecordsAreReadableWhenCommitted) {
     committer.stop();
 }
 
+// A WAL of an older broker with an archive range deletion from a user's first key (its
+// retention at login) after records of that user: replayed at open, it must not break the
+// memtable's per-owner insert hints (RocksDB shares them between point and range tombstone
+// lists); the store rewrites the deletion's start during the replay.
+TEST(MessageArchive, RangeDeletionsOfOlderVersionsReplayFromTheWal) {
+    TempDir dir;
+    { auto created = Store::open(dir.str()); }
+    {
+        rocksdb::Options o;
+        o.avoid_flush_during_shutdown = true;
+        std::vector<rocksdb::ColumnFamilyDescriptor> families{{rocksdb::kDefaultColumnFamilyName, {}}};
+        for (std::size_t i = 0; i < static_cast<std::size_t>(Column::count_); ++i) {
+            families.emplace_back(std::string(starling::storage::to_string(static_cast<Column>(i))),
+                                  rocksdb::ColumnFamilyOptions());
+        }
+        std::vector<rocksdb::ColumnFamilyHandle*> handles;
+        rocksdb::DB* raw = nullptr;
+        ASSERT_TRUE(rocksdb::DB::Open(o, dir.str(), families, &handles, &raw).ok());
+        auto* cf = handles[static_cast<std::size_t>(Column::mam) + 1];
+        using starling::storage::slice;
+        const rocksdb::WriteOptions w;
+        ASSERT_TRUE(raw->Put(w, cf, slice(mam::archive_key("alice@x", 1)), "a").ok());
+        ASSERT_TRUE(raw->Put(w, cf, slice(mam::archive_key("alice@x", 2)), "b").ok());
+        ASSERT_TRUE(raw->DeleteRange(w, cf, slice(mam::archive_key("alice@x", 0)), slice(mam::archive_key("alice@x", 2))).ok());
+        ASSERT_TRUE(raw->Put(w, cf, slice(mam::archive_key("alice@x", 3)), "c").ok());
+        for (auto* h : handles) raw->DestroyColumnFamilyHandle(h);
+        ASSERT_TRUE(raw->Close().ok());
+        delete raw;
+    }
+    auto store = Store::open(dir.str());
+    EXPECT_GE(store->recovery().wal_batches_replayed, 4u) << "the writes must come from the WAL";
+    mam::MessageArchive a(store.get());
+    EXPECT_EQ(ids_of(a, "alice@x"), (std::vector<std::uint64_t>{2, 3}));
+    ASSERT_TRUE(a.append("alice@x", msg(4, "bob@x/r", "after the replay")));
+    ASSERT_TRUE(a.remove("alice@x", 0, 3));
+    EXPECT_EQ(ids_of(a, "alice@x"), (std::vector<std::uint64_t>{3, 4}));
+}
+
 }  // namespace
