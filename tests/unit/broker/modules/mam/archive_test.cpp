@@ -14,6 +14,7 @@
 #include "broker/src/storage/rocks.hpp"
 #include "broker/src/storage/store.hpp"
 #include "broker/src/storage/write_path.hpp"
+#include "tests/support/faulty_fs.hpp"
 
 namespace {
 
@@ -23,6 +24,7 @@ using starling::storage::Committer;
 using starling::storage::Errc;
 using starling::storage::ShardWriter;
 using starling::storage::Store;
+using starling::storage::StoreOptions;
 
 class TempDir {
 public:
@@ -324,6 +326,57 @@ TEST(MessageArchive, RangeDeletionsOfOlderVersionsReplayFromTheWal) {
     ASSERT_TRUE(a.append("alice@x", msg(4, "bob@x/r", "after the replay")));
     ASSERT_TRUE(a.remove("alice@x", 0, 3));
     EXPECT_EQ(ids_of(a, "alice@x"), (std::vector<std::uint64_t>{3, 4}));
+}
+
+// A slow disk (every WAL append takes 400 ms) does not slow the reactor: turns archiving
+// messages end at once, the commits happen on the committer thread, and a reader waits for them
+// through when_readable instead of blocking.
+TEST(MessageArchive, ASlowDiskDoesNotStallTheReactor) {
+    using namespace std::chrono_literals;
+    TempDir dir;
+    auto fs = std::make_shared<starling::test::FaultyFileSystem>();
+    StoreOptions options;
+    options.file_system = fs;
+    auto store = Store::open(dir.str(), options);
+    asio::io_context io{1};
+    asio::executor_work_guard<asio::io_context::executor_type> guard{io.get_executor()};
+    Committer committer(*store);
+    committer.start();
+    {
+        ShardWriter writer(io, 0, committer);
+        mam::MessageArchive a(store.get(), &writer);
+        a.defer_writes_to(io);
+        fs->set_wal_latency(400ms);
+        const auto start = std::chrono::steady_clock::now();
+        std::chrono::steady_clock::duration slowest{};
+        std::uint64_t id = 0;
+        for (int turn = 0; turn < 20; ++turn) {
+            asio::post(io, [&] {
+                for (int i = 0; i < 50; ++i) ASSERT_TRUE(a.append("alice@x", msg(++id, "bob@x/r", "m")));
+            });
+            const auto t0 = std::chrono::steady_clock::now();
+            io.poll();  // the turn, the archive's end of turn and the writer's seal
+            slowest = std::max(slowest, std::chrono::steady_clock::now() - t0);
+        }
+        const auto turns_done = std::chrono::steady_clock::now() - start;
+        EXPECT_LT(slowest, 200ms) << "a turn waited for the disk";
+        EXPECT_LT(turns_done, 400ms) << "20 turns took longer than one WAL append";
+        bool answered = false;
+        std::size_t seen = 0;
+        a.when_readable([&](bool ok) {
+            EXPECT_TRUE(ok);
+            seen = ids_of(a, "alice@x").size();
+            answered = true;
+        });
+        EXPECT_FALSE(answered) << "nothing can be committed yet";
+        const auto deadline = std::chrono::steady_clock::now() + 20s;
+        while (!answered && std::chrono::steady_clock::now() < deadline) io.run_for(5ms);
+        ASSERT_TRUE(answered);
+        EXPECT_EQ(seen, 1000u);
+        EXPECT_GE(std::chrono::steady_clock::now() - start, 400ms) << "the reader did not wait for the disk";
+        fs->heal();
+    }
+    committer.stop();
 }
 
 }  // namespace
