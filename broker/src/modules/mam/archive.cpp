@@ -163,11 +163,23 @@ MessageArchive::MessageArchive(storage::Store* store, storage::ShardWriter* writ
 }
 
 MessageArchive::~MessageArchive() {
-    // With a writer: the counts were staged at the end of their turn, and the writer may be gone
-    // already (the broker destroys writers before the modules).
     if (_writer == nullptr) {
         stage_counts();
         flush();
+    } else if (!_dirty.empty()) {
+        // The counts changed since the last persist_counts(). The writer may be gone already
+        // (the broker destroys writers before the modules, the store after them): straight to
+        // the store, which no shard writes to any more.
+        try {
+            rocksdb::WriteBatch batch;
+            for (auto* entry : _dirty) {
+                if (!entry->second.count_known || !entry->second.count_dirty) continue;
+                batch.Put(_store->column(storage::Column::meta), slice(count_key(entry->first)),
+                          slice(be64(entry->second.count)));
+            }
+            write_pending(*_store, batch);
+        } catch (...) {
+        }
     }
     _pending->owner = nullptr;
 }
@@ -204,6 +216,8 @@ MessageArchive::Users::iterator MessageArchive::user(std::string_view bare) {
     }
     User u;
     u.last_id = newest;
+    // No record: the count is known without reading it (0; a stored one would say the same).
+    if (newest == 0) u.count_known = true;
     return _users.emplace(std::string(bare), u).first;
 }
 
@@ -262,10 +276,9 @@ xmpp::Result<void, Errc> MessageArchive::append(std::string_view bare, const Arc
 }
 
 void MessageArchive::post_end_of_turn() noexcept {
-    if (_pending->flush_posted || _io == nullptr) return;
+    if (_pending->flush_posted || _io == nullptr || _writer != nullptr) return;
     try {
-        // At the end of this turn, and (when it is the turn's first write) before the writer's
-        // seal: the counts then go in the same batch as the records they count.
+        // At the end of this turn: the records and the counts of the turn in one batch.
         asio::post(*_io, [weak = std::weak_ptr<Pending>(_pending)] {
             auto p = weak.lock();
             if (!p || p->owner == nullptr) return;
@@ -278,6 +291,8 @@ void MessageArchive::post_end_of_turn() noexcept {
         // Out of memory: the next append tries again.
     }
 }
+
+void MessageArchive::persist_counts() noexcept { stage_counts(); }
 
 void MessageArchive::stage_counts() noexcept {
     if (_dirty.empty()) return;

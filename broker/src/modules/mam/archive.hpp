@@ -3,8 +3,8 @@
 // microseconds since the epoch, made unique and increasing per shard (every message of a user
 // is archived on its home shard). Value: a FlatBuffers ArchivedMessage (schemas/storage/mam.fbs).
 // Per user, a record count in the "meta" column family (key: bare JID, NUL, "mam.count";
-// value: 8 bytes big-endian), written in the same batch as the records it counts, so that
-// retention by count never has to scan an archive to count it.
+// value: 8 bytes big-endian), so that retention by count never has to scan an archive to count
+// it; written at most once a second per user (persist_counts) and at destruction.
 // Without a Store (unit tests; a broker whose ShardContext does not expose one) the records live
 // in memory, per shard, in the same key order.
 //
@@ -136,6 +136,10 @@ public:
     // Up to `n` queued users, oldest first, taken off the queue.
     std::vector<std::string> take_queued(std::size_t n);
     std::size_t queued() const noexcept { return _queue.size(); }
+    // Stages the counts changed since the last call (with a writer: into its batch). The sweep
+    // calls it every tick: at most one count write per user per tick, not one per message.
+    // Without a writer the counts go with the records at the end of each turn.
+    void persist_counts() noexcept;
     // The user's record count, as kept (loaded or counted on first use).
     xmpp::Result<std::uint64_t, storage::Errc> count(std::string_view bare) noexcept;
 

@@ -375,6 +375,7 @@ void MamModule::arm_sweep() {
 // Retention off the message path: a few queued users per tick, each once what was archived
 // before is readable (the retention reads see it). Deletes go through the shard's write path.
 void MamModule::sweep() {
+    _archive->persist_counts();
     if (_sweeping || _archive->queued() == 0) return;
     _sweeping = true;
     _archive->when_readable([this](bool readable) {
