@@ -42,6 +42,9 @@ std::string_view to_string(Durability d) noexcept {
 
 void ShardWriter::State::seal() noexcept {
     if (!has_work) return;
+    // The next batch starts with room for as much as this one held: no growth by doubling,
+    // each time copying what is already there, on the shard thread.
+    const std::size_t reserve = std::min<std::size_t>(batch->GetDataSize(), k_max_batch_reserve);
     Committer::Sealed sealed;
     sealed.owner = weak_from_this();
     sealed.io = &io;
@@ -89,7 +92,7 @@ void ShardWriter::State::seal() noexcept {
     }
     keys.clear();
     waiters.clear();
-    batch = std::make_unique<rocksdb::WriteBatch>();
+    batch = std::make_unique<rocksdb::WriteBatch>(reserve);
     level = Durability::memory;
     has_work = false;
     ++next_batch_no;

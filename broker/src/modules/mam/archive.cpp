@@ -194,9 +194,11 @@ std::uint64_t MessageArchive::next_id(std::int64_t now_us) noexcept {
     return _last_id;
 }
 
-MessageArchive::Users::iterator MessageArchive::user(std::string_view bare) {
+MessageArchive::Users::value_type* MessageArchive::user(std::string_view bare) {
+    // fresh_id and append ask for the same user one after the other: one hash lookup for both.
+    if (_last_user != nullptr && _last_user->first == bare) return _last_user;
     auto it = _users.find(bare);
-    if (it != _users.end()) return it;
+    if (it != _users.end()) return _last_user = &*it;
     std::uint64_t newest = 0;
     const auto prefix = archive_key(bare, 0).substr(0, bare.size() + 1);
     if (_store == nullptr) {
@@ -218,7 +220,7 @@ MessageArchive::Users::iterator MessageArchive::user(std::string_view bare) {
     u.last_id = newest;
     // No record: the count is known without reading it (0; a stored one would say the same).
     if (newest == 0) u.count_known = true;
-    return _users.emplace(std::string(bare), u).first;
+    return _last_user = &*_users.emplace(std::string(bare), u).first;
 }
 
 std::uint64_t MessageArchive::fresh_id(std::string_view bare, std::int64_t now_us) {
@@ -342,11 +344,11 @@ xmpp::Result<void, Errc> MessageArchive::append(std::string_view bare, std::uint
         ++ur.count;  // a delta until the stored count is loaded
         if (!ur.queued && (!ur.count_known || (_max_count > 0 && ur.count > _max_count + std::max<std::uint64_t>(1, _max_count / 16)))) {
             ur.queued = true;
-            _queue.push_back(&*u);
+            _queue.push_back(u);
         }
         if (!ur.count_dirty) {
             ur.count_dirty = true;
-            _dirty.push_back(&*u);
+            _dirty.push_back(u);
         }
         if (_store != nullptr && _io == nullptr) {
             stage_counts();
@@ -362,7 +364,7 @@ void MessageArchive::queue_for_retention(std::string_view bare) {
     auto u = user(bare);
     if (u->second.queued) return;
     u->second.queued = true;
-    _queue.push_back(&*u);
+    _queue.push_back(u);
 }
 
 std::vector<std::string> MessageArchive::take_queued(std::size_t n) {

@@ -164,7 +164,7 @@ private:
     };
     using Users = std::unordered_map<std::string, User, Hash, std::equal_to<>>;
 
-    Users::iterator user(std::string_view bare);
+    Users::value_type* user(std::string_view bare);
     xmpp::Result<void, storage::Errc> load_count(std::string_view bare, User& u) noexcept;
     void post_end_of_turn() noexcept;
     void stage_counts() noexcept;
@@ -177,6 +177,7 @@ private:
     std::uint64_t _last_id = 0;
     // Per user that archived or was swept since start, on this shard.
     Users _users;
+    Users::value_type* _last_user = nullptr;  // the last one user() found (nodes are stable)
     std::deque<Users::value_type*> _queue;  // due for retention
     std::uint64_t _max_count = 0;
     std::vector<Users::value_type*> _dirty;  // users whose count changed this turn (nodes are stable)
