@@ -348,6 +348,66 @@ async def test_archive_survives_restart(t):
     assert after.ids == before.ids, (after.ids, before.ids)
 
 
+async def test_archive_survives_kill_9(t):
+    # kill -9 right after a conversation. An archived copy is committed by the write path a
+    # moment after its turn (WAL appended, no fsync: a process crash keeps it); a query is
+    # answered once what was archived before it is committed, so what a query showed survives.
+    first = await t.server()
+    s, (alice, bob) = await people(t, server=first)
+    await converse(bob, alice, ["crash 1", "crash 2"])
+    await converse(alice, bob, ["crash reply"])
+    before = await query(alice)
+    assert before.bodies == ["crash 1", "crash 2", "crash reply"], before.bodies
+    await alice.close()
+    await bob.close()
+    first.kill()
+    second = harness.make_server(data_dir=first.data_dir)
+    t.servers.append(second)
+    await second.start()
+    alice2 = with_mam(await t.client(second, alice.user, "pw", resource="again"))
+    bob2 = with_mam(await t.client(second, bob.user, "pw", resource="again"))
+    after = await query(alice2)
+    assert after.bodies == before.bodies and after.ids == before.ids, (after.bodies, after.ids, before.ids)
+    assert (await query(bob2)).bodies == ["crash 1", "crash 2", "crash reply"]
+
+
+async def test_retention_by_count_runs_in_the_background(t):
+    # [mam] max_messages_per_user = 5: the oldest beyond 5 go. The check runs in a sweep about
+    # once a second, off the message path (no scan at login or per message); between sweeps an
+    # archive may hold one more (the limit / 16, at least 1).
+    s = await t.starling_with("[mam]\nmax_messages_per_user = 5\n")
+    _, (alice, bob) = await people(t, server=s)
+    bodies = [f"retained {i}" for i in range(12)]
+    await converse(bob, alice, bodies)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 6
+    while True:
+        mine, theirs = await query(alice), await query(bob)
+        if (len(mine.items) <= 6 and len(theirs.items) <= 6) or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    for page in (mine, theirs):
+        assert 5 <= len(page.bodies) <= 6, page.bodies
+        assert page.bodies == bodies[-len(page.bodies):], page.bodies  # the newest are kept
+    # New messages keep it at the limit, and the count survives a restart (kept, not rescanned).
+    await alice.close()
+    await bob.close()
+    await s.stop()
+    again = await t.starling_with("[mam]\nmax_messages_per_user = 5\n", data_dir=s.data_dir)
+    alice2 = with_mam(await t.client(again, alice.user, "pw", resource="again"))
+    bob2 = with_mam(await t.client(again, bob.user, "pw", resource="again"))
+    more = [f"after restart {i}" for i in range(4)]
+    await converse(bob2, alice2, more)
+    deadline = loop.time() + 6
+    while True:
+        page = await query(alice2)
+        if len(page.items) <= 6 or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    assert 5 <= len(page.bodies) <= 6, page.bodies
+    assert page.bodies[-4:] == more, page.bodies
+
+
 OFF = "[modules]\nmam = false\noffline = false\nversion = false\n"
 
 

@@ -1,10 +1,12 @@
 #include "broker/src/storage/store.hpp"
 
 #include <rocksdb/cache.h>
+#include <rocksdb/comparator.h>
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
 #include <rocksdb/file_system.h>
 #include <rocksdb/options.h>
+#include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/wal_filter.h>
 #include <rocksdb/write_batch.h>
@@ -15,7 +17,11 @@
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -42,21 +48,90 @@ std::string_view to_string(Column c) noexcept {
 
 namespace {
 
-// Counts what RocksDB replays from the WALs at open, changing nothing.
+// A column family by id alone, for rebuilding a WAL batch before the families are open (the
+// public WriteBatch API takes handles; it asks them only for the id and the comparator).
+class IdOnlyHandle final : public rocksdb::ColumnFamilyHandle {
+public:
+    explicit IdOnlyHandle(std::uint32_t id) : _id(id) {}
+    const std::string& GetName() const override { return _name; }
+    std::uint32_t GetID() const override { return _id; }
+    rocksdb::Status GetDescriptor(rocksdb::ColumnFamilyDescriptor*) override {
+        return rocksdb::Status::NotSupported("a column family by id only");
+    }
+    const rocksdb::Comparator* GetComparator() const override { return rocksdb::BytewiseComparator(); }
+
+private:
+    std::uint32_t _id;
+    std::string _name;
+};
+
+// Copies a WAL batch, moving the start of every archive range deletion that begins at an owner's
+// first possible key ("bare JID, NUL, 8 zero bytes") to the bare JID without its NUL: the same
+// records, a start outside the memtable insert hint's domain (OwnerPrefix, below). Anything
+// but Put/Delete/DeleteRange fails the copy (the batch is then replayed as it is).
+class ArchiveRangeRewriter final : public rocksdb::WriteBatch::Handler {
+public:
+    ArchiveRangeRewriter(std::uint32_t mam, rocksdb::WriteBatch& out) noexcept : _mam(mam), _out(out) {}
+    rocksdb::Status PutCF(std::uint32_t cf, const rocksdb::Slice& key, const rocksdb::Slice& value) override {
+        IdOnlyHandle h(cf);
+        return _out.Put(&h, key, value);
+    }
+    rocksdb::Status DeleteCF(std::uint32_t cf, const rocksdb::Slice& key) override {
+        IdOnlyHandle h(cf);
+        return _out.Delete(&h, key);
+    }
+    rocksdb::Status DeleteRangeCF(std::uint32_t cf, const rocksdb::Slice& begin, const rocksdb::Slice& end) override {
+        if (cf == _mam && begin.size() > 9 && begin[begin.size() - 9] == '\0' &&
+            std::memchr(begin.data(), '\0', begin.size() - 9) == nullptr &&
+            std::all_of(begin.data() + begin.size() - 8, begin.data() + begin.size(), [](char c) { return c == 0; })) {
+            changed = true;
+            IdOnlyHandle h(cf);
+            return _out.DeleteRange(&h, rocksdb::Slice(begin.data(), begin.size() - 9), end);
+        }
+        IdOnlyHandle h(cf);
+        return _out.DeleteRange(&h, begin, end);
+    }
+    bool changed = false;
+
+private:
+    std::uint32_t _mam;
+    rocksdb::WriteBatch& _out;
+};
+
+// Counts what RocksDB replays from the WALs at open; rewrites only the archive range deletions
+// of older versions that the memtable insert hint cannot take (ArchiveRangeRewriter).
 class ReplayCounter final : public rocksdb::WalFilter {
 public:
+    void ColumnFamilyLogNumberMap(const std::map<std::uint32_t, std::uint64_t>& /*cf_lognumber_map*/,
+                                  const std::map<std::string, std::uint32_t>& cf_name_id_map) override {
+        const auto it = cf_name_id_map.find(std::string(to_string(Column::mam)));
+        if (it != cf_name_id_map.end()) _mam = it->second;
+    }
     WalProcessingOption LogRecordFound(unsigned long long /*log_number*/, const std::string& /*log_file_name*/,
-                                       const rocksdb::WriteBatch& batch, rocksdb::WriteBatch* /*new_batch*/,
+                                       const rocksdb::WriteBatch& batch, rocksdb::WriteBatch* new_batch,
                                        bool* batch_changed) override {
         *batch_changed = false;
         ++batches;
         ops += batch.Count();
+        if (_mam && new_batch != nullptr && batch.HasDeleteRange()) {
+            ArchiveRangeRewriter copy(*_mam, *new_batch);
+            if (batch.Iterate(&copy).ok() && copy.changed) {
+                *batch_changed = true;
+                ++rewritten;
+            } else {
+                new_batch->Clear();
+            }
+        }
         return WalProcessingOption::kContinueProcessing;
     }
     const char* Name() const override { return "starling.replay_counter"; }
 
     std::uint64_t batches = 0;
     std::uint64_t ops = 0;
+    std::uint64_t rewritten = 0;
+
+private:
+    std::optional<std::uint32_t> _mam;
 };
 
 // RocksDB's own messages go to Starling's log (stderr, journald) instead of a LOG file in the
@@ -101,6 +176,23 @@ bool create_marker(const std::string& path) noexcept {
     ::close(fd);
     return ok;
 }
+
+// The owner's part of a key: everything up to and including the first NUL (keys are
+// "bare JID, NUL, ..."). Used only as the memtable's insert hint (not stored in any file):
+// RocksDB keeps, per prefix, where its last key went in the memtable's skip list, so that the
+// next key of the same owner, which sorts right after (archive ids increase), is inserted
+// without a search from the top. For the archive this is most of a memtable insert's cost.
+class OwnerPrefix final : public rocksdb::SliceTransform {
+public:
+    const char* Name() const override { return "starling.OwnerPrefix"; }
+    rocksdb::Slice Transform(const rocksdb::Slice& key) const override {
+        const auto* nul = static_cast<const char*>(std::memchr(key.data(), '\0', key.size()));
+        return {key.data(), static_cast<std::size_t>(nul - key.data()) + 1};
+    }
+    bool InDomain(const rocksdb::Slice& key) const override {
+        return std::memchr(key.data(), '\0', key.size()) != nullptr;
+    }
+};
 
 }  // namespace
 
@@ -150,6 +242,10 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
     for (std::size_t i = 0; i < static_cast<std::size_t>(Column::count_); ++i) {
         families.emplace_back(std::string(to_string(static_cast<Column>(i))), cf_options);
     }
+    // The archive takes one record per message per party, each after its owner's previous one:
+    // the owner's insert hint (above) in the memtable.
+    families[static_cast<std::size_t>(Column::mam) + 1].options.memtable_insert_with_hint_prefix_extractor =
+        std::make_shared<OwnerPrefix>();
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::DB* raw = nullptr;
     const auto st = rocksdb::DB::Open(db_options, dir, families, &handles, &raw);

@@ -42,6 +42,9 @@ std::string_view to_string(Durability d) noexcept {
 
 void ShardWriter::State::seal() noexcept {
     if (!has_work) return;
+    // The next batch starts with room for as much as this one held: no growth by doubling,
+    // each time copying what is already there, on the shard thread.
+    const std::size_t reserve = std::min<std::size_t>(batch->GetDataSize(), k_max_batch_reserve);
     Committer::Sealed sealed;
     sealed.owner = weak_from_this();
     sealed.io = &io;
@@ -89,7 +92,7 @@ void ShardWriter::State::seal() noexcept {
     }
     keys.clear();
     waiters.clear();
-    batch = std::make_unique<rocksdb::WriteBatch>();
+    batch = std::make_unique<rocksdb::WriteBatch>(reserve);
     level = Durability::memory;
     has_work = false;
     ++next_batch_no;
@@ -199,6 +202,23 @@ xmpp::Result<void, Errc> ShardWriter::put(Column c, std::string_view key, std::s
     } catch (...) {
         // The batch may hold the write while the overlay does not: commit then shows it. Only
         // an allocation can fail here.
+        return xmpp::Unexpected(Errc::io_error);
+    }
+}
+
+xmpp::Result<void, Errc> ShardWriter::append(Column c, std::string_view key, std::string_view value,
+                                             Durability at_least) noexcept {
+    auto& s = *_state;
+    try {
+        const auto st = s.batch->Put(s.handle(c), slice(key), slice(value));
+        if (!st.ok()) return xmpp::Unexpected(errc_of(st));
+        ++s.next_op;
+        s.level = std::max(s.level, at_least);
+        s.has_work = true;
+        ++s.counters.staged_ops;
+        s.post_seal();
+        return {};
+    } catch (...) {
         return xmpp::Unexpected(Errc::io_error);
     }
 }

@@ -134,6 +134,11 @@ public:
     xmpp::Result<void, Errc> put(Column c, std::string_view key, std::string_view value,
                                  Durability at_least = Durability::logged) noexcept;
     xmpp::Result<void, Errc> erase(Column c, std::string_view key, Durability at_least = Durability::logged) noexcept;
+    // Like put, but not kept in the overlay: get() and get_async() do not see the write until it
+    // is committed. For stores that only add records under fresh keys and read them back after
+    // when_durable (the MAM archive): no copy of the key and value, no map insertion, per write.
+    xmpp::Result<void, Errc> append(Column c, std::string_view key, std::string_view value,
+                                    Durability at_least = Durability::logged) noexcept;
     // Erases [begin, end).
     xmpp::Result<void, Errc> erase_range(Column c, std::string_view begin, std::string_view end,
                                          Durability at_least = Durability::logged) noexcept;

@@ -79,6 +79,9 @@ using detail::RangeTombstone;
 using detail::VoidResult;
 using detail::Waiter;
 
+// The most a new batch reserves up front (it reserves what the previous one held).
+inline constexpr std::size_t k_max_batch_reserve = 4u << 20;
+
 struct ShardWriter::State : std::enable_shared_from_this<ShardWriter::State> {
     State(asio::io_context& io_, std::uint16_t shard_, Committer& committer_)
         : io(io_), shard(shard_), committer(committer_), retry_timer(io_) {}

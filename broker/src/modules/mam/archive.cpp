@@ -1,6 +1,7 @@
 #include "broker/src/modules/mam/archive.hpp"
 
 #include <cstddef>
+#include <vector>
 #include <memory>
 
 #include <asio/io_context.hpp>
@@ -14,6 +15,7 @@
 #include "broker/src/storage/rocks.hpp"
 #include "broker/src/util/log.hpp"
 #include "broker/src/storage/store.hpp"
+#include "broker/src/storage/write_path.hpp"
 #include "mam_generated.h"
 
 namespace starling::modules::mam {
@@ -59,7 +61,7 @@ IdCodec::IdCodec(std::string_view secret) noexcept {
     }
 }
 
-std::string IdCodec::format(std::uint64_t id) const {
+void IdCodec::format_into(std::uint64_t id, char (&out)[16]) const noexcept {
     auto l = static_cast<std::uint32_t>(id >> 32);
     auto r = static_cast<std::uint32_t>(id);
     for (std::uint64_t k : _keys) {
@@ -69,12 +71,16 @@ std::string IdCodec::format(std::uint64_t id) const {
     }
     std::uint64_t v = (static_cast<std::uint64_t>(l) << 32) | r;
     static constexpr char k_hex[] = "0123456789abcdef";
-    std::string s(16, '0');
     for (int i = 15; i >= 0; --i) {
-        s[static_cast<std::size_t>(i)] = k_hex[v & 0xf];
+        out[i] = k_hex[v & 0xf];
         v >>= 4;
     }
-    return s;
+}
+
+std::string IdCodec::format(std::uint64_t id) const {
+    char digits[16];
+    format_into(id, digits);
+    return std::string(digits, sizeof digits);
 }
 
 std::optional<std::uint64_t> IdCodec::parse(std::string_view text) const noexcept {
@@ -97,18 +103,31 @@ std::optional<std::uint64_t> IdCodec::parse(std::string_view text) const noexcep
     return (static_cast<std::uint64_t>(l) << 32) | r;
 }
 
+void archive_key_into(std::string& out, std::string_view bare, std::uint64_t id) {
+    out.clear();
+    out.reserve(bare.size() + 9);
+    out += bare;
+    out += '\0';
+    for (int shift = 56; shift >= 0; shift -= 8) out += static_cast<char>((id >> shift) & 0xff);
+}
+
 std::string archive_key(std::string_view bare, std::uint64_t id) {
     std::string k;
-    k.reserve(bare.size() + 9);
-    k += bare;
+    archive_key_into(k, bare, id);
+    return k;
+}
+
+std::string count_key(std::string_view bare) {
+    std::string k(bare);
     k += '\0';
-    for (int shift = 56; shift >= 0; shift -= 8) k += static_cast<char>((id >> shift) & 0xff);
+    k += "mam.count";
     return k;
 }
 
 struct MessageArchive::Pending {
-    rocksdb::WriteBatch batch;
+    rocksdb::WriteBatch batch;  // without a writer: this turn's records
     bool flush_posted = false;
+    MessageArchive* owner = nullptr;  // null once the archive is gone
 };
 
 namespace {
@@ -117,8 +136,6 @@ void write_pending(storage::Store& store, rocksdb::WriteBatch& batch) noexcept {
     if (batch.Count() == 0) return;
     // The archive is a copy of traffic, not something acknowledged to anyone (DESIGN §6
     // requires durability for acknowledged data): the batch goes to the WAL without an fsync.
-    // A synced write per message cost ~0.3 ms of the shard's time and capped a shard at ~3k
-    // msgs/s; a process crash loses at most the turn being written, a power cut the last moments.
     rocksdb::WriteOptions w;
     w.sync = false;
     const auto st = store.db().Write(w, &batch);
@@ -126,14 +143,49 @@ void write_pending(storage::Store& store, rocksdb::WriteBatch& batch) noexcept {
     batch.Clear();
 }
 
+std::string be64(std::uint64_t v) {
+    std::string s(8, '\0');
+    for (int i = 7; i >= 0; --i) {
+        s[static_cast<std::size_t>(i)] = static_cast<char>(v & 0xff);
+        v >>= 8;
+    }
+    return s;
+}
+
 }  // namespace
 
-MessageArchive::MessageArchive(storage::Store* store) noexcept : _store(store), _pending(std::make_shared<Pending>()) {}
+MessageArchive::MessageArchive(storage::Store* store, storage::ShardWriter* writer) noexcept
+    : _store(store),
+      _writer(store != nullptr ? writer : nullptr),
+      _pending(std::make_shared<Pending>()),
+      _fbb(std::make_unique<flatbuffers::FlatBufferBuilder>(1024)) {
+    _pending->owner = this;
+}
 
-MessageArchive::~MessageArchive() { flush(); }
+MessageArchive::~MessageArchive() {
+    if (_writer == nullptr) {
+        stage_counts();
+        flush();
+    } else if (!_dirty.empty()) {
+        // The counts changed since the last persist_counts(). The writer may be gone already
+        // (the broker destroys writers before the modules, the store after them): straight to
+        // the store, which no shard writes to any more.
+        try {
+            rocksdb::WriteBatch batch;
+            for (auto* entry : _dirty) {
+                if (!entry->second.count_known || !entry->second.count_dirty) continue;
+                batch.Put(_store->column(storage::Column::meta), slice(count_key(entry->first)),
+                          slice(be64(entry->second.count)));
+            }
+            write_pending(*_store, batch);
+        } catch (...) {
+        }
+    }
+    _pending->owner = nullptr;
+}
 
 void MessageArchive::flush() const noexcept {
-    if (_store != nullptr) write_pending(*_store, _pending->batch);
+    if (_store != nullptr && _writer == nullptr) write_pending(*_store, _pending->batch);
 }
 
 std::uint64_t MessageArchive::next_id(std::int64_t now_us) noexcept {
@@ -142,45 +194,63 @@ std::uint64_t MessageArchive::next_id(std::int64_t now_us) noexcept {
     return _last_id;
 }
 
-std::uint64_t MessageArchive::fresh_id(std::string_view bare, std::int64_t now_us) {
-    auto it = _user_last.find(bare);
-    if (it == _user_last.end()) {
-        std::uint64_t newest = 0;
-        if (_store == nullptr) {
-            auto m = _memory.upper_bound(archive_key(bare, ~std::uint64_t{0}));
-            if (m != _memory.begin()) {
-                --m;
-                const auto prefix = archive_key(bare, 0).substr(0, bare.size() + 1);
-                if (m->first.compare(0, prefix.size(), prefix) == 0) newest = id_of_key(m->first);
-            }
-        } else {
-            flush();
-            const auto prefix = archive_key(bare, 0).substr(0, bare.size() + 1);
-            std::unique_ptr<rocksdb::Iterator> i(
-                _store->db().NewIterator(rocksdb::ReadOptions(), _store->column(storage::Column::mam)));
-            i->SeekForPrev(slice(archive_key(bare, ~std::uint64_t{0})));
-            if (i->Valid() && i->key().starts_with(slice(prefix))) {
-                newest = id_of_key({i->key().data(), i->key().size()});
-            }
+MessageArchive::Users::value_type* MessageArchive::user(std::string_view bare) {
+    // fresh_id and append ask for the same user one after the other: one hash lookup for both.
+    if (_last_user != nullptr && _last_user->first == bare) return _last_user;
+    auto it = _users.find(bare);
+    if (it != _users.end()) return _last_user = &*it;
+    std::uint64_t newest = 0;
+    const auto prefix = archive_key(bare, 0).substr(0, bare.size() + 1);
+    if (_store == nullptr) {
+        auto m = _memory.upper_bound(archive_key(bare, ~std::uint64_t{0}));
+        if (m != _memory.begin()) {
+            --m;
+            if (m->first.compare(0, prefix.size(), prefix) == 0) newest = id_of_key(m->first);
         }
-        it = _user_last.emplace(std::string(bare), newest).first;
+    } else {
+        // With a writer, none of this user's records can be in flight: they would have made
+        // the entry. Without one, the pending batch is written first.
+        flush();
+        std::unique_ptr<rocksdb::Iterator> i(
+            _store->db().NewIterator(rocksdb::ReadOptions(), _store->column(storage::Column::mam)));
+        i->SeekForPrev(slice(archive_key(bare, ~std::uint64_t{0})));
+        if (i->Valid() && i->key().starts_with(slice(prefix))) newest = id_of_key({i->key().data(), i->key().size()});
     }
+    User u;
+    u.last_id = newest;
+    // No record: the count is known without reading it (0; a stored one would say the same).
+    if (newest == 0) u.count_known = true;
+    return _last_user = &*_users.emplace(std::string(bare), u).first;
+}
+
+std::uint64_t MessageArchive::fresh_id(std::string_view bare, std::int64_t now_us) {
+    auto it = user(bare);
     std::uint64_t id = next_id(now_us);
-    if (id <= it->second) {
-        _last_id = std::max(_last_id, it->second);
+    if (id <= it->second.last_id) {
+        _last_id = std::max(_last_id, it->second.last_id);
         id = next_id(0);
     }
-    it->second = id;
+    it->second.last_id = id;
     return id;
 }
 
+namespace {
+
+void build_value(flatbuffers::FlatBufferBuilder& b, std::int64_t stamp_us, std::string_view with, bool sent,
+                 std::string_view stanza) {
+    b.Clear();
+    auto with_off = b.CreateString(with.data(), with.size());
+    auto stanza_off = b.CreateString(stanza.data(), stanza.size());
+    b.Finish(storage::fb::CreateArchivedMessage(
+        b, stamp_us, with_off, sent ? storage::fb::ArchiveDirection::sent : storage::fb::ArchiveDirection::received,
+        stanza_off));
+}
+
+}  // namespace
+
 std::string MessageArchive::encode(const ArchivedMessage& m) {
     flatbuffers::FlatBufferBuilder b(m.stanza.size() + m.with.size() + 64);
-    auto with = b.CreateString(m.with);
-    auto stanza = b.CreateString(m.stanza);
-    b.Finish(storage::fb::CreateArchivedMessage(
-        b, m.stamp_us, with, m.sent ? storage::fb::ArchiveDirection::sent : storage::fb::ArchiveDirection::received,
-        stanza));
+    build_value(b, m.stamp_us, m.with, m.sent, m.stanza);
     return std::string(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
 }
 
@@ -204,31 +274,124 @@ xmpp::Result<ArchivedMessage, Errc> MessageArchive::decode(std::string_view byte
 }
 
 xmpp::Result<void, Errc> MessageArchive::append(std::string_view bare, const ArchivedMessage& m) noexcept {
+    return append(bare, m.id, m.stamp_us, m.with, m.sent, m.stanza);
+}
+
+void MessageArchive::post_end_of_turn() noexcept {
+    if (_pending->flush_posted || _io == nullptr || _writer != nullptr) return;
     try {
-        const auto key = archive_key(bare, m.id);
-        auto value = encode(m);
-        if (_store == nullptr) {
-            _memory[key] = std::move(value);
-            return {};
+        // At the end of this turn: the records and the counts of the turn in one batch.
+        asio::post(*_io, [weak = std::weak_ptr<Pending>(_pending)] {
+            auto p = weak.lock();
+            if (!p || p->owner == nullptr) return;
+            p->flush_posted = false;
+            p->owner->stage_counts();
+            p->owner->flush();
+        });
+        _pending->flush_posted = true;
+    } catch (...) {
+        // Out of memory: the next append tries again.
+    }
+}
+
+void MessageArchive::persist_counts() noexcept { stage_counts(); }
+
+void MessageArchive::stage_counts() noexcept {
+    if (_dirty.empty()) return;
+    for (auto* entry : _dirty) {
+        const std::string& bare = entry->first;
+        User& u = entry->second;
+        if (!u.count_dirty) continue;
+        u.count_dirty = false;
+        if (!u.count_known || _store == nullptr) continue;
+        try {
+            const auto key = count_key(bare);
+            const auto value = be64(u.count);
+            auto* meta = _store->column(storage::Column::meta);
+            if (_writer != nullptr) {
+                (void)_writer->append(storage::Column::meta, key, value, storage::Durability::logged);
+            } else {
+                (void)_pending->batch.Put(meta, slice(key), slice(value));
+            }
+        } catch (...) {
         }
-        const auto st = _pending->batch.Put(_store->column(storage::Column::mam), slice(key), slice(value));
-        if (!st.ok()) return xmpp::Unexpected(errc_of(st));
-        if (_io == nullptr) {
+    }
+    _dirty.clear();
+}
+
+xmpp::Result<void, Errc> MessageArchive::append(std::string_view bare, std::uint64_t id, std::int64_t stamp_us,
+                                                std::string_view with, bool sent, std::string_view stanza) noexcept {
+    try {
+        auto u = user(bare);
+        archive_key_into(_key, bare, id);
+        build_value(*_fbb, stamp_us, with, sent, stanza);
+        const std::string_view value(reinterpret_cast<const char*>(_fbb->GetBufferPointer()), _fbb->GetSize());
+        if (_store == nullptr) {
+            _memory[_key] = std::string(value);
+        } else {
+            post_end_of_turn();
+            if (_writer != nullptr) {
+                auto r = _writer->append(storage::Column::mam, _key, value, storage::Durability::logged);
+                if (!r) return r;
+            } else {
+                const auto st = _pending->batch.Put(_store->column(storage::Column::mam), slice(_key), slice(value));
+                if (!st.ok()) return xmpp::Unexpected(errc_of(st));
+            }
+        }
+        ++_appended;
+        User& ur = u->second;
+        if (id > ur.last_id) ur.last_id = id;
+        ++ur.count;  // a delta until the stored count is loaded
+        if (!ur.queued && (!ur.count_known || (_max_count > 0 && ur.count > _max_count + std::max<std::uint64_t>(1, _max_count / 16)))) {
+            ur.queued = true;
+            _queue.push_back(u);
+        }
+        if (!ur.count_dirty) {
+            ur.count_dirty = true;
+            _dirty.push_back(u);
+        }
+        if (_store != nullptr && _io == nullptr) {
+            stage_counts();
             flush();
-        } else if (!_pending->flush_posted) {
-            _pending->flush_posted = true;
-            // At the end of this turn. The handler does not outlive the archive's state.
-            asio::post(*_io, [store = _store, weak = std::weak_ptr<Pending>(_pending)] {
-                if (auto p = weak.lock()) {
-                    p->flush_posted = false;
-                    write_pending(*store, p->batch);
-                }
-            });
         }
         return {};
     } catch (...) {
         return xmpp::Unexpected(Errc::io_error);
     }
+}
+
+void MessageArchive::queue_for_retention(std::string_view bare) {
+    auto u = user(bare);
+    if (u->second.queued) return;
+    u->second.queued = true;
+    _queue.push_back(u);
+}
+
+std::vector<std::string> MessageArchive::take_queued(std::size_t n) {
+    std::vector<std::string> out;
+    while (!_queue.empty() && out.size() < n) {
+        auto* e = _queue.front();
+        _queue.pop_front();
+        e->second.queued = false;
+        out.push_back(e->first);
+    }
+    return out;
+}
+
+void MessageArchive::when_readable(storage::MoveFunction<void(bool)> f) noexcept {
+    if (_writer == nullptr || _readable == _appended) {
+        f(true);
+        return;
+    }
+    const std::uint64_t target = _appended;
+    _writer->when_durable(storage::Durability::logged,
+                          [target, weak = std::weak_ptr<Pending>(_pending), f = std::move(f)](
+                              xmpp::Result<void, Errc> r) mutable {
+                              auto p = weak.lock();
+                              if (!p || p->owner == nullptr) return;
+                              if (r) p->owner->_readable = std::max(p->owner->_readable, target);
+                              f(r.has_value());
+                          });
 }
 
 xmpp::Result<void, Errc> MessageArchive::scan(std::string_view bare, std::uint64_t lo, std::uint64_t hi,
@@ -285,17 +448,165 @@ xmpp::Result<void, Errc> MessageArchive::remove(std::string_view bare, std::uint
     try {
         flush();  // the pending batch is part of the archive
         if (hi <= lo) return {};
-        const auto first = archive_key(bare, lo);
+        // Count what goes, to keep the user's count exact (retention only: not the message path).
+        std::vector<std::uint64_t> ids;
+        if (auto r = scan(bare, lo, hi - 1, [&](std::uint64_t id, std::string_view) {
+                ids.push_back(id);
+                return true;
+            });
+            !r) {
+            return r;
+        }
+        const std::uint64_t removed = ids.size();
+        if (removed == 0) return {};  // no tombstone for nothing
+        // From the start of the user's archive: one range tombstone, which starts at the bare JID
+        // without its NUL. That start is outside the memtable's insert-hint domain (store.cpp,
+        // OwnerPrefix): RocksDB 7.8 shares the per-prefix hints between a memtable's point and
+        // range-deletion skip lists, and a range tombstone using a point hint breaks the list.
+        // No key is the bare JID alone, so the range holds the same records. Elsewhere (not
+        // used by retention): one point tombstone per record.
+        std::string first(bare);
+        if (lo > 0) first = archive_key(bare, lo);
         const auto end = archive_key(bare, hi);
+        auto* mam = _store != nullptr ? _store->column(storage::Column::mam) : nullptr;
         if (_store == nullptr) {
             _memory.erase(_memory.lower_bound(first), _memory.lower_bound(end));
-            return {};
+        } else if (_writer != nullptr) {
+            if (lo == 0) {
+                if (auto r = _writer->erase_range(storage::Column::mam, first, end, storage::Durability::logged); !r) return r;
+            } else {
+                for (auto id : ids) {
+                    if (auto r = _writer->erase(storage::Column::mam, archive_key(bare, id), storage::Durability::logged); !r) {
+                        return r;
+                    }
+                }
+            }
+        } else {
+            rocksdb::WriteBatch batch;
+            if (lo == 0) {
+                batch.DeleteRange(mam, slice(first), slice(end));
+            } else {
+                for (auto id : ids) batch.Delete(mam, slice(archive_key(bare, id)));
+            }
+            rocksdb::WriteOptions w;
+            w.sync = _store->options().sync_writes;
+            const auto st = _store->db().Write(w, &batch);
+            if (!st.ok()) return xmpp::Unexpected(errc_of(st));
         }
-        rocksdb::WriteOptions w;
-        w.sync = _store->options().sync_writes;
-        const auto st = _store->db().DeleteRange(w, _store->column(storage::Column::mam), slice(first), slice(end));
-        if (!st.ok()) return xmpp::Unexpected(errc_of(st));
+        auto u = _users.find(bare);
+        if (u != _users.end() && u->second.count_known) {
+            u->second.count = u->second.count > removed ? u->second.count - removed : 0;
+            if (!u->second.count_dirty) {
+                u->second.count_dirty = true;
+                _dirty.push_back(&*u);
+            }
+            stage_counts();
+            flush();
+        }
         return {};
+    } catch (...) {
+        return xmpp::Unexpected(Errc::io_error);
+    }
+}
+
+xmpp::Result<void, Errc> MessageArchive::load_count(std::string_view bare, User& u) noexcept {
+    if (u.count_known) return {};
+    try {
+        std::optional<std::uint64_t> stored;
+        if (_store != nullptr) {
+            flush();
+            std::string value;
+            const auto st = _store->db().Get(rocksdb::ReadOptions(), _store->column(storage::Column::meta),
+                                             slice(count_key(bare)), &value);
+            if (st.ok() && value.size() == 8) {
+                std::uint64_t v = 0;
+                for (char c : value) v = (v << 8) | static_cast<unsigned char>(c);
+                stored = v;
+            } else if (!st.ok() && !st.IsNotFound()) {
+                return xmpp::Unexpected(errc_of(st));
+            }
+        }
+        if (stored) {
+            u.count += *stored;  // plus what this run appended before (the delta)
+        } else {
+            // No count stored: an archive from before counts were kept, or a new one. Count it
+            // once (the caller made every append readable, so the scan sees the delta too).
+            std::uint64_t n = 0;
+            if (auto r = scan(bare, 0, UINT64_MAX, [&](std::uint64_t, std::string_view) {
+                    ++n;
+                    return true;
+                });
+                !r) {
+                return r;
+            }
+            u.count = n;
+        }
+        u.count_known = true;
+        if (!u.count_dirty) {
+            u.count_dirty = true;
+            _dirty.push_back(&*_users.find(bare));
+        }
+        return {};
+    } catch (...) {
+        return xmpp::Unexpected(Errc::io_error);
+    }
+}
+
+xmpp::Result<std::uint64_t, Errc> MessageArchive::count(std::string_view bare) noexcept {
+    try {
+        auto u = user(bare);
+        if (auto r = load_count(u->first, u->second); !r) return xmpp::Unexpected(r.error());
+        return u->second.count;
+    } catch (...) {
+        return xmpp::Unexpected(Errc::io_error);
+    }
+}
+
+xmpp::Result<std::uint64_t, Errc> MessageArchive::enforce(std::string_view bare, std::uint64_t floor,
+                                                           std::uint64_t max_count) noexcept {
+    try {
+        auto known = count(bare);
+        if (!known) return xmpp::Unexpected(known.error());
+        std::uint64_t removed = 0;
+        const std::string name(bare);  // `bare` may be the map's own key
+        if (floor > 0) {
+            const std::uint64_t before = *count(name);
+            if (auto r = remove(name, 0, floor); !r) return xmpp::Unexpected(r.error());
+            removed += before - *count(name);
+        }
+        const std::uint64_t n = *count(name);
+        if (max_count > 0 && n > max_count) {
+            // The id of the oldest record kept: skip the n - max_count oldest.
+            std::uint64_t skip = n - max_count, seen = 0;
+            std::optional<std::uint64_t> cut;
+            if (auto r = scan(name, 0, UINT64_MAX, [&](std::uint64_t id, std::string_view) {
+                    if (seen++ == skip) {
+                        cut = id;
+                        return false;
+                    }
+                    return true;
+                });
+                !r) {
+                return xmpp::Unexpected(r.error());
+            }
+            if (cut) {
+                const std::uint64_t before = *count(name);
+                if (auto r = remove(name, 0, *cut); !r) return xmpp::Unexpected(r.error());
+                removed += before - *count(name);
+            } else {
+                // Fewer records than counted (a count that lagged): the scan is the truth.
+                auto& u = _users.find(name)->second;
+                u.count = seen;
+                if (!u.count_dirty) {
+                    u.count_dirty = true;
+                    _dirty.push_back(&*_users.find(name));
+                }
+                stage_counts();
+            }
+        }
+        stage_counts();
+        flush();
+        return removed;
     } catch (...) {
         return xmpp::Unexpected(Errc::io_error);
     }

@@ -2,30 +2,45 @@
 // Key: bare JID, NUL, archive id as 8 bytes big-endian; the id is the archive time in
 // microseconds since the epoch, made unique and increasing per shard (every message of a user
 // is archived on its home shard). Value: a FlatBuffers ArchivedMessage (schemas/storage/mam.fbs).
+// Per user, a record count in the "meta" column family (key: bare JID, NUL, "mam.count";
+// value: 8 bytes big-endian), so that retention by count never has to scan an archive to count
+// it; written at most once a second per user (persist_counts) and at destruction.
 // Without a Store (unit tests; a broker whose ShardContext does not expose one) the records live
 // in memory, per shard, in the same key order.
 //
-// Lives on: one per shard (owned by MamModule); used on that shard's thread only. With
-// defer_writes_to(io), the records of one reactor turn go to RocksDB as one WriteBatch at the
-// end of the turn (DESIGN §3.5, §6): one WAL write and one lock for a turn's messages instead of
-// one per message. Reads (scan, get, fresh_id, remove) first write what is pending, so they
-// always see it. Reads are still synchronous on the shard thread (TODO: off the stanza path).
+// Lives on: one per shard (owned by MamModule); used on that shard's thread only.
+// Writes: with a ShardWriter (the broker), appends are staged into the shard's batch of the turn
+// and committed by the Committer thread at Durability::logged (WAL appended, no fsync: an
+// archived copy has no acknowledgement waiting on it; DESIGN §6, storage/README.md). The shard
+// thread never calls DB::Write for them. Records not yet committed are not readable: readers
+// go through when_readable(). Without a writer but with a store (tools, older tests), the
+// records of one turn go to RocksDB as one WriteBatch at the end of the turn.
+// Reads (scan, get) are synchronous on the shard thread: queries and the retention sweep, never
+// the message path (TODO: cold reads off the reactor).
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <map>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 #include <string_view>
 
 #include "broker/src/storage/errc.hpp"
+#include "broker/src/storage/move_function.hpp"
 #include "xmpp/result.hpp"
+
+namespace flatbuffers {
+class FlatBufferBuilder;
+}
 
 namespace starling::storage {
 class Store;
+class ShardWriter;
 }
 
 namespace asio {
@@ -52,6 +67,8 @@ public:
     // change if it does. An empty secret gives a fixed key (unit tests).
     explicit IdCodec(std::string_view secret) noexcept;
     std::string format(std::uint64_t id) const;
+    // The same 16 digits, without an allocation.
+    void format_into(std::uint64_t id, char (&out)[16]) const noexcept;
     std::optional<std::uint64_t> parse(std::string_view text) const noexcept;
 
 private:
@@ -59,26 +76,39 @@ private:
 };
 
 std::string archive_key(std::string_view bare, std::uint64_t id);
+// The same key into `out` (cleared first): no allocation once `out` has grown.
+void archive_key_into(std::string& out, std::string_view bare, std::uint64_t id);
+std::string count_key(std::string_view bare);
 
 class MessageArchive {
 public:
-    explicit MessageArchive(storage::Store* store) noexcept;
+    // `writer`: the shard's write path (null: direct writes to `store`, or memory without one).
+    explicit MessageArchive(storage::Store* store, storage::ShardWriter* writer = nullptr) noexcept;
     ~MessageArchive();
     MessageArchive(const MessageArchive&) = delete;
     MessageArchive& operator=(const MessageArchive&) = delete;
 
     // Appends are batched per turn of this io_context (the shard's); without it each append is
-    // its own write (tests).
+    // its own write (tests). With a writer, the writer batches them.
     void defer_writes_to(asio::io_context& io) noexcept { _io = &io; }
-    // Writes what is pending now (end of turn, before a read, at shutdown).
+    // Without a writer: writes what is pending now (end of turn, before a read, at shutdown).
     void flush() const noexcept;
 
     // A fresh id for a message archived now (`now_us`): strictly above every id this archive
     // handed out before.
     std::uint64_t next_id(std::int64_t now_us) noexcept;
 
-    // Durable (synced) when the store syncs writes (DESIGN §6).
+    // Logged (WAL, no fsync) with a writer; otherwise synced when the store syncs writes.
     xmpp::Result<void, storage::Errc> append(std::string_view bare, const ArchivedMessage& m) noexcept;
+    // The same from views: the value is built in a reused buffer, no allocation per message.
+    xmpp::Result<void, storage::Errc> append(std::string_view bare, std::uint64_t id, std::int64_t stamp_us,
+                                             std::string_view with, bool sent, std::string_view stanza) noexcept;
+
+    // Runs `f` on this shard once every append made before the call is readable (committed):
+    // inline when none is waiting. With `ok` false when a commit failed (what was appended may
+    // be missing). Reads that must see the latest messages (queries) run inside it.
+    void when_readable(storage::MoveFunction<void(bool ok)> f) noexcept;
+
     // Records of `bare` with lo <= id <= hi, in id order; `f` returns false to stop.
     using Visitor = std::function<bool(std::uint64_t id, std::string_view value)>;
     xmpp::Result<void, storage::Errc> scan(std::string_view bare, std::uint64_t lo, std::uint64_t hi,
@@ -88,8 +118,30 @@ public:
     // The user's newest stored id is looked up once per user (one reverse seek), not per
     // message: after a restart with the clock gone back, ids must still not collide.
     std::uint64_t fresh_id(std::string_view bare, std::int64_t now_us);
-    // Removes the records of `bare` with lo <= id < hi.
+    // Removes the records of `bare` with lo <= id < hi. Keeps the count exact (counts what it
+    // removes): for retention, not for the message path.
     xmpp::Result<void, storage::Errc> remove(std::string_view bare, std::uint64_t lo, std::uint64_t hi) noexcept;
+
+    // Retention, off the message path (MamModule's sweep timer). Removes the records of `bare`
+    // with ids below `floor` and the oldest beyond `max_count` (0: no limit). Returns how many
+    // it removed. Loads the user's count (one point read), counting the records once when no
+    // count was stored yet (archives written before counts were kept).
+    xmpp::Result<std::uint64_t, storage::Errc> enforce(std::string_view bare, std::uint64_t floor,
+                                                       std::uint64_t max_count) noexcept;
+    // Users due for enforce(): queued at their first archived message since start, when their
+    // count passes max_count by a slack (max_count / 16, at least 1), and by queue_for_retention
+    // (at login). At most one seek here (a user's newest id, once); the sweep does the work.
+    void set_max_count(std::uint64_t max_count) noexcept { _max_count = max_count; }
+    void queue_for_retention(std::string_view bare);
+    // Up to `n` queued users, oldest first, taken off the queue.
+    std::vector<std::string> take_queued(std::size_t n);
+    std::size_t queued() const noexcept { return _queue.size(); }
+    // Stages the counts changed since the last call (with a writer: into its batch). The sweep
+    // calls it every tick: at most one count write per user per tick, not one per message.
+    // Without a writer the counts go with the records at the end of each turn.
+    void persist_counts() noexcept;
+    // The user's record count, as kept (loaded or counted on first use).
+    xmpp::Result<std::uint64_t, storage::Errc> count(std::string_view bare) noexcept;
 
     bool is_durable() const noexcept { return _store != nullptr; }
 
@@ -99,17 +151,41 @@ public:
 
 private:
     struct Pending;
-    storage::Store* _store;
-    asio::io_context* _io = nullptr;
-    std::shared_ptr<Pending> _pending;  // a write-behind buffer, written through const reads too
-    std::map<std::string, std::string> _memory;  // without a store
-    std::uint64_t _last_id = 0;
+    struct User {
+        std::uint64_t last_id = 0;   // the newest id handed out or stored
+        std::uint64_t count = 0;     // records stored (valid when count_known)
+        bool count_known = false;
+        bool count_dirty = false;    // to be written with the next batch
+        bool queued = false;         // in _queue
+    };
     struct Hash {
         using is_transparent = void;
         std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
     };
-    // Last id handed out per user on this shard (one entry per user that archived since start).
-    std::unordered_map<std::string, std::uint64_t, Hash, std::equal_to<>> _user_last;
+    using Users = std::unordered_map<std::string, User, Hash, std::equal_to<>>;
+
+    Users::value_type* user(std::string_view bare);
+    xmpp::Result<void, storage::Errc> load_count(std::string_view bare, User& u) noexcept;
+    void post_end_of_turn() noexcept;
+    void stage_counts() noexcept;
+
+    storage::Store* _store;
+    storage::ShardWriter* _writer;
+    asio::io_context* _io = nullptr;
+    std::shared_ptr<Pending> _pending;  // a write-behind buffer, written through const reads too
+    std::map<std::string, std::string> _memory;  // without a store
+    std::uint64_t _last_id = 0;
+    // Per user that archived or was swept since start, on this shard.
+    Users _users;
+    Users::value_type* _last_user = nullptr;  // the last one user() found (nodes are stable)
+    std::deque<Users::value_type*> _queue;  // due for retention
+    std::uint64_t _max_count = 0;
+    std::vector<Users::value_type*> _dirty;  // users whose count changed this turn (nodes are stable)
+    // when_readable: appends made, and those known committed (with a writer).
+    std::uint64_t _appended = 0;
+    std::uint64_t _readable = 0;
+    std::unique_ptr<flatbuffers::FlatBufferBuilder> _fbb;  // reused for every value
+    std::string _key;                                                // reused for every key
 };
 
 }  // namespace starling::modules::mam

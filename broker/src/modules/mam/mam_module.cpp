@@ -4,6 +4,8 @@
 #include <chrono>
 #include <vector>
 
+#include <asio/post.hpp>
+
 #include "broker/src/session/shard_services.hpp"
 #include "broker/src/session/stamp.hpp"
 #include "broker/src/modules/carbons/forward.hpp"
@@ -30,6 +32,13 @@ std::int64_t now_us() noexcept {
         .count();
 }
 
+// Ids (archive times) below this have expired; 0: nothing expires.
+std::uint64_t retention_floor(const MamOptions& options, std::int64_t now) noexcept {
+    if (options.retention_days == 0) return 0;
+    const std::int64_t floor = now - static_cast<std::int64_t>(options.retention_days) * 86'400'000'000LL;
+    return floor > 0 ? static_cast<std::uint64_t>(floor) : 0;
+}
+
 constexpr std::string_view k_ns_mam_extended = "urn:xmpp:mam:2#extended";
 
 bool type_may_be_archived(std::string_view type) noexcept {
@@ -40,11 +49,10 @@ bool type_may_be_archived(std::string_view type) noexcept {
 // MessageArchive::fresh_id: never overwrite a record if the clock went back across a restart).
 std::uint64_t fresh_id(MessageArchive& archive, std::string_view bare) { return archive.fresh_id(bare, now_us()); }
 
-std::string stanza_id_element(std::string_view by, std::string_view id) {
-    std::string out;
+void stanza_id_element_into(std::string& out, std::string_view by, std::string_view id) {
+    out.clear();
     xmpp::xml::Writer w(out);
     w.open("stanza-id").attr("xmlns", fwd::k_ns_sid).attr("by", by).attr("id", id).close();
-    return out;
 }
 
 std::string form_fields() {
@@ -70,12 +78,17 @@ std::string form_fields() {
 
 void MamModule::install(ModuleContext& ctx) {
     storage::Store* store = _store != nullptr ? _store : ctx.shard().store;
-    _archive = std::make_unique<MessageArchive>(store);
+    // The shard's write path when the archive is in the shard's store: appends are committed by
+    // the committer thread, off the reactor (storage/README.md).
+    storage::ShardWriter* writer = store == ctx.shard().store ? ctx.shard().writer : nullptr;
+    _archive = std::make_unique<MessageArchive>(store, writer);
     _archive->defer_writes_to(ctx.shard().io);
+    _archive->set_max_count(_options.max_messages_per_user);
     if (!_archive->is_durable() && ctx.shard().shard == 0) {
         STARLING_LOG(warn, "mam: no store in the shard context; archives are kept in memory only");
     }
     MessageArchive* archive = _archive.get();
+    Scratch* scratch = _scratch.get();
     _ids = std::make_unique<mam::IdCodec>(ctx.shard().server.server_secret);
     const mam::IdCodec* ids_codec = _ids.get();
     const MamOptions options = _options;
@@ -86,30 +99,27 @@ void MamModule::install(ModuleContext& ctx) {
     ctx.add_account_disco_feature(k_ns_mam_extended);
     ctx.add_account_disco_feature(fwd::k_ns_sid);
 
-    auto retention_floor = [options](std::int64_t now) -> std::uint64_t {
-        if (options.retention_days == 0) return 0;
-        const std::int64_t floor = now - static_cast<std::int64_t>(options.retention_days) * 86'400'000'000LL;
-        return floor > 0 ? static_cast<std::uint64_t>(floor) : 0;
-    };
+    auto retention_floor = [options](std::int64_t now) -> std::uint64_t { return modules::retention_floor(options, now); };
 
     // Sent messages: archived in the sender's archive, on the sender's home shard.
     ctx.on_outbound(
         router::StanzaKind::message,
-        [archive](OutboundEvent& ev) {
+        [archive, scratch](OutboundEvent& ev) {
             if (!type_may_be_archived(ev.type) || ev.to == nullptr || !ev.to->has_localpart()) return Handled::no;
             const xmpp::Jid& me = *ev.session.jid();
             // To the user's own account: archived once, as received, by the inbound hook.
             if (ev.to->bare_view() == me.bare_view()) return Handled::no;
             util::StanzaDom dom(ev.element.bytes(), xmpp::ns::client);
             if (!fwd::archive_eligible(ev.type, fwd::read_facts(dom))) return Handled::no;
-            mam::ArchivedMessage m;
-            m.id = fresh_id(*archive, me.bare_view());
-            m.stamp_us = static_cast<std::int64_t>(m.id);  // the archive time, unique: start/end compare it
-            m.with = ev.to->full();
-            m.sent = true;
+            const std::uint64_t id = fresh_id(*archive, me.bare_view());
             // Stream-level prefix declarations are the session's; messages do not use them.
-            session::stamp_into(m.stanza, ev.element, me.full(), {});
-            if (auto r = archive->append(me.bare_view(), m); !r) {
+            // One buffer for every message of the shard (no allocation once it has grown).
+            scratch->stanza.clear();
+            session::stamp_into(scratch->stanza, ev.element, me.full(), {});
+            // The archive time is the id, unique: start/end compare it.
+            if (auto r = archive->append(me.bare_view(), id, static_cast<std::int64_t>(id), ev.to->full(), true,
+                                         scratch->stanza);
+                !r) {
                 STARLING_LOG(warn, "mam: archiving a sent message of {} failed: {}", me.bare_view(),
                              storage::to_string(r.error()));
             }
@@ -120,7 +130,7 @@ void MamModule::install(ModuleContext& ctx) {
     // Received messages: archived in the recipient's archive, and stamped with the archive id.
     ctx.on_inbound(
         router::StanzaKind::message,
-        [archive, ids_codec](InboundEvent& ev) {
+        [archive, ids_codec, scratch](InboundEvent& ev) {
             auto& env = ev.env;
             if (!type_may_be_archived(env.type)) return Handled::no;
             const std::string_view bare = bare_of(env.to);
@@ -135,46 +145,29 @@ void MamModule::install(ModuleContext& ctx) {
                 auto exists = ev.shard.accounts.exists(bare);
                 if (!exists || !*exists) return Handled::no;
             }
-            mam::ArchivedMessage m;
-            m.id = fresh_id(*archive, bare);
-            m.stamp_us = static_cast<std::int64_t>(m.id);  // the archive time, unique: start/end compare it
-            m.with = env.from;
-            m.sent = false;
-            const std::string id = ids_codec->format(m.id);
-            if (!fwd::insert_child(env.bytes, stanza_id_element(bare, id))) return Handled::no;
-            m.stanza = env.bytes;
-            if (auto r = archive->append(bare, m); !r) {
+            const std::uint64_t id = fresh_id(*archive, bare);
+            char digits[16];
+            ids_codec->format_into(id, digits);
+            stanza_id_element_into(scratch->sid, bare, std::string_view(digits, sizeof digits));
+            if (!fwd::insert_child(env.bytes, scratch->sid)) return Handled::no;
+            // The archive time is the id, unique: start/end compare it.
+            if (auto r = archive->append(bare, id, static_cast<std::int64_t>(id), env.from, false, env.bytes); !r) {
                 STARLING_LOG(warn, "mam: archiving a message for {} failed: {}", bare, storage::to_string(r.error()));
             }
             return Handled::no;
         },
         k_priority);
 
-    // Retention, at login: older than retention_days, and beyond max_messages_per_user.
-    ctx.on_session([archive, options, retention_floor](Session& s, SessionEvent e) {
+    // Retention: a user who logs in is due for a check (age and count), done by the sweep off
+    // the message path; no scan here.
+    ctx.on_session([archive](Session& s, SessionEvent e) {
         if (e != SessionEvent::bound || s.jid() == nullptr) return;
-        const std::string_view bare = s.jid()->bare_view();
-        const std::uint64_t floor = retention_floor(now_us());
-        // Only when something is that old: a range deletion is a tombstone every later read of
-        // the column family has to step over, and one per login piled up by the thousand.
-        bool expired = false;
-        if (floor > 0) {
-            (void)archive->scan(bare, 0, floor - 1, [&](std::uint64_t, std::string_view) {
-                expired = true;
-                return false;
-            });
-        }
-        if (expired) (void)archive->remove(bare, 0, floor);
-        if (options.max_messages_per_user == 0) return;
-        std::vector<std::uint64_t> ids;
-        (void)archive->scan(bare, 0, UINT64_MAX, [&](std::uint64_t id, std::string_view) {
-            ids.push_back(id);
-            return true;
-        });
-        if (ids.size() > options.max_messages_per_user) {
-            (void)archive->remove(bare, 0, ids[ids.size() - options.max_messages_per_user]);
-        }
+        archive->queue_for_retention(s.jid()->bare_view());
     });
+    _shard = &ctx.shard();
+    _timer = std::make_unique<asio::steady_timer>(_shard->io);
+    // The timer is first touched on the shard's own thread (install runs before it starts).
+    asio::post(_shard->io, [this] { arm_sweep(); });
 
     ctx.on_iq(IqType::get, mam::k_ns_mam, "query", [](IqEvent& ev) {
         if (!ev.to_account) return Handled::no;  // no archive on the server JID
@@ -193,28 +186,31 @@ void MamModule::install(ModuleContext& ctx) {
             ev.reply_error(xmpp::StanzaError::forbidden);
             return Handled::yes;
         }
-        const std::string_view bare = ev.to;
-        std::optional<std::uint64_t> first, last;
-        auto r = archive->scan(bare, retention_floor(now_us()), UINT64_MAX, [&](std::uint64_t id, std::string_view) {
-            if (!first) first = id;
-            last = id;
-            return true;
-        });
-        if (!r) {
-            ev.reply_error(xmpp::StanzaError::internal_server_error);
-            return Handled::yes;
-        }
-        std::string out;
-        xmpp::xml::Writer w(out);
-        w.open("metadata").attr("xmlns", mam::k_ns_mam);
-        if (first) {
-            for (auto [name, id] : {std::pair{"start", *first}, std::pair{"end", *last}}) {
-                w.open(name).attr("id", ids_codec->format(id));
-                w.attr("timestamp", mam::format_datetime(static_cast<std::int64_t>(id))).close();
+        // Read once the messages archived so far are readable (committed), maybe later.
+        archive->when_readable([archive, ids_codec, retention_floor, bare = std::string(ev.to),
+                                d = ev.defer()](bool readable) mutable {
+            std::optional<std::uint64_t> first, last;
+            auto r = archive->scan(bare, retention_floor(now_us()), UINT64_MAX, [&](std::uint64_t id, std::string_view) {
+                if (!first) first = id;
+                last = id;
+                return true;
+            });
+            if (!readable || !r) {
+                d.error(xmpp::StanzaError::internal_server_error);
+                return;
             }
-        }
-        w.finish();
-        ev.reply_result(out);
+            std::string out;
+            xmpp::xml::Writer w(out);
+            w.open("metadata").attr("xmlns", mam::k_ns_mam);
+            if (first) {
+                for (auto [name, id] : {std::pair{"start", *first}, std::pair{"end", *last}}) {
+                    w.open(name).attr("id", ids_codec->format(id));
+                    w.attr("timestamp", mam::format_datetime(static_cast<std::int64_t>(id))).close();
+                }
+            }
+            w.finish();
+            d.result(out);
+        });
         return Handled::yes;
     });
 
@@ -241,120 +237,158 @@ void MamModule::install(ModuleContext& ctx) {
             ev.reply_error(parsed.error());
             return Handled::yes;
         }
-        const mam::Query& q = *parsed;
-        const std::string_view bare = ev.to;
+        // Answered once the messages archived so far are readable (committed): maybe later,
+        // from the write path's completion, never blocking the reactor on the commit.
+        archive->when_readable([archive, ids_codec, options, retention_floor, q = std::move(*parsed),
+                                bare = std::string(ev.to), to = ev.from().full(), session = std::weak_ptr<Session>(ev.session.shared()),
+                                d = ev.defer()](bool readable) mutable {
+            if (!readable) {
+                d.error(xmpp::StanzaError::internal_server_error);
+                return;
+            }
 
-        // Every id the query names must be in the archive (XEP-0313 §4.1.1.3, §4.3.2):
-        // item-not-found otherwise.
-        auto known = [&](const std::string& text) -> std::optional<std::uint64_t> {
-            auto id = ids_codec->parse(text);
-            if (!id || !archive->get(bare, *id)) return std::nullopt;
-            return id;
-        };
-        std::optional<std::uint64_t> after, before, after_id, before_id;
-        const std::pair<const std::optional<std::string>*, std::optional<std::uint64_t>*> named[] = {
-            {&q.after, &after}, {&q.before, &before}, {&q.after_id, &after_id}, {&q.before_id, &before_id}};
-        for (auto [text, out] : named) {
-            if (!*text || (*text)->empty()) continue;
-            *out = known(**text);
-            if (!*out) {
-                ev.reply_error(xmpp::StanzaError::item_not_found);
-                return Handled::yes;
+            // Every id the query names must be in the archive (XEP-0313 §4.1.1.3, §4.3.2):
+            // item-not-found otherwise.
+            auto known = [&](const std::string& text) -> std::optional<std::uint64_t> {
+                auto id = ids_codec->parse(text);
+                if (!id || !archive->get(bare, *id)) return std::nullopt;
+                return id;
+            };
+            std::optional<std::uint64_t> after, before, after_id, before_id;
+            const std::pair<const std::optional<std::string>*, std::optional<std::uint64_t>*> named[] = {
+                {&q.after, &after}, {&q.before, &before}, {&q.after_id, &after_id}, {&q.before_id, &before_id}};
+            for (auto [text, out] : named) {
+                if (!*text || (*text)->empty()) continue;
+                *out = known(**text);
+                if (!*out) {
+                    d.error(xmpp::StanzaError::item_not_found);
+                    return;
+                }
             }
-        }
-        std::vector<std::uint64_t> wanted;  // the 'ids' field, sorted
-        for (const auto& text : q.ids) {
-            auto id = known(text);
-            if (!id) {
-                ev.reply_error(xmpp::StanzaError::item_not_found);
-                return Handled::yes;
+            std::vector<std::uint64_t> wanted;  // the 'ids' field, sorted
+            for (const auto& text : q.ids) {
+                auto id = known(text);
+                if (!id) {
+                    d.error(xmpp::StanzaError::item_not_found);
+                    return;
+                }
+                wanted.push_back(*id);
             }
-            wanted.push_back(*id);
-        }
-        std::sort(wanted.begin(), wanted.end());
+            std::sort(wanted.begin(), wanted.end());
 
-        // The matching ids, oldest first. O(archive in [start, end]) per query: bounded by the
-        // retention limits (TODO(#4): an index by 'with' when archives grow large).
-        std::uint64_t lo = retention_floor(now_us());
-        std::uint64_t hi = UINT64_MAX;
-        if (q.start_us) lo = std::max<std::uint64_t>(lo, *q.start_us > 0 ? static_cast<std::uint64_t>(*q.start_us) : 0);
-        if (q.end_us) {
-            if (*q.end_us < 0) hi = 0;
-            else hi = static_cast<std::uint64_t>(*q.end_us);
-        }
-        if (after_id) lo = std::max(lo, *after_id + 1);
-        if (before_id) hi = *before_id == 0 ? 0 : std::min(hi, *before_id - 1);
-        std::vector<std::uint64_t> ids;
-        bool corrupt = false;
-        auto scanned = archive->scan(bare, lo, hi, [&](std::uint64_t id, std::string_view value) {
-            if (!q.ids.empty() && !std::binary_search(wanted.begin(), wanted.end(), id)) return true;
-            if (before_id && *before_id == 0) return false;
-            if (q.with.empty()) {
-                ids.push_back(id);
-                return true;
+            // The matching ids, oldest first. O(archive in [start, end]) per query: bounded by the
+            // retention limits (TODO(#4): an index by 'with' when archives grow large).
+            std::uint64_t lo = retention_floor(now_us());
+            std::uint64_t hi = UINT64_MAX;
+            if (q.start_us) lo = std::max<std::uint64_t>(lo, *q.start_us > 0 ? static_cast<std::uint64_t>(*q.start_us) : 0);
+            if (q.end_us) {
+                if (*q.end_us < 0) hi = 0;
+                else hi = static_cast<std::uint64_t>(*q.end_us);
             }
-            auto m = MessageArchive::decode(value, id);
-            if (!m) {
-                corrupt = true;
+            if (after_id) lo = std::max(lo, *after_id + 1);
+            if (before_id) hi = *before_id == 0 ? 0 : std::min(hi, *before_id - 1);
+            std::vector<std::uint64_t> ids;
+            bool corrupt = false;
+            auto scanned = archive->scan(bare, lo, hi, [&](std::uint64_t id, std::string_view value) {
+                if (!q.ids.empty() && !std::binary_search(wanted.begin(), wanted.end(), id)) return true;
+                if (before_id && *before_id == 0) return false;
+                if (q.with.empty()) {
+                    ids.push_back(id);
+                    return true;
+                }
+                auto m = MessageArchive::decode(value, id);
+                if (!m) {
+                    corrupt = true;
+                    return true;
+                }
+                if (mam::with_matches(q, m->with)) ids.push_back(id);
                 return true;
+            });
+            if (!scanned) {
+                d.error(xmpp::StanzaError::internal_server_error);
+                return;
             }
-            if (mam::with_matches(q, m->with)) ids.push_back(id);
-            return true;
+            if (corrupt) STARLING_LOG(warn, "mam: corrupt records in the archive of {}", bare);
+
+            const bool last_page = q.before && q.before->empty();
+            const auto page = mam::select_page(ids, after, before, last_page, q.max);
+
+            for (std::size_t k = page.begin; k < page.end; ++k) {
+                // <flip-page/>: the same page, newest first (XEP-0313 §4.3.5).
+                const std::size_t i = q.flip_page ? page.end - 1 - (k - page.begin) : k;
+                auto m = archive->get(bare, ids[i]);
+                if (!m) continue;
+                const std::string id = ids_codec->format(m->id);
+                std::string out;
+                out.reserve(m->stanza.size() + 300);
+                out += "<message from='";
+                xmpp::xml::escape_attribute_into(out, bare);
+                out += "' to='";
+                xmpp::xml::escape_attribute_into(out, to);
+                out += "' id='";
+                out += id;  // hex digits
+                out += "'><result xmlns='urn:xmpp:mam:2'";
+                if (!q.queryid.empty()) {
+                    out += " queryid='";
+                    xmpp::xml::escape_attribute_into(out, q.queryid);
+                    out += '\'';
+                }
+                out += " id='";
+                out += id;
+                out += "'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='";
+                out += mam::format_datetime(m->stamp_us);
+                out += "'/>";
+                fwd::append_as_client_ns(out, m->stanza);
+                out += "</forwarded></result></message>";
+                if (auto s = session.lock()) s->deliver(out);
+            }
+
+            // XEP-0313 §4.3: <fin/> with the RSM summary (XEP-0059 §2.6 for an empty page).
+            std::string fin;
+            xmpp::xml::Writer w(fin);
+            w.open("fin").attr("xmlns", mam::k_ns_mam);
+            if (page.complete) w.attr("complete", "true");
+            w.open("set").attr("xmlns", mam::k_ns_rsm);
+            if (page.end > page.begin) {
+                w.open("first").attr("index", std::to_string(page.begin)).text(ids_codec->format(ids[page.begin])).close();
+                w.leaf("last", ids_codec->format(ids[page.end - 1]));
+            }
+            w.leaf("count", std::to_string(ids.size()));
+            w.finish();
+            d.result(fin);
         });
-        if (!scanned) {
-            ev.reply_error(xmpp::StanzaError::internal_server_error);
-            return Handled::yes;
-        }
-        if (corrupt) STARLING_LOG(warn, "mam: corrupt records in the archive of {}", bare);
-
-        const bool last_page = q.before && q.before->empty();
-        const auto page = mam::select_page(ids, after, before, last_page, q.max);
-
-        const std::string& to = ev.from().full();
-        for (std::size_t k = page.begin; k < page.end; ++k) {
-            // <flip-page/>: the same page, newest first (XEP-0313 §4.3.5).
-            const std::size_t i = q.flip_page ? page.end - 1 - (k - page.begin) : k;
-            auto m = archive->get(bare, ids[i]);
-            if (!m) continue;
-            const std::string id = ids_codec->format(m->id);
-            std::string out;
-            out.reserve(m->stanza.size() + 300);
-            out += "<message from='";
-            xmpp::xml::escape_attribute_into(out, bare);
-            out += "' to='";
-            xmpp::xml::escape_attribute_into(out, to);
-            out += "' id='";
-            out += id;  // hex digits
-            out += "'><result xmlns='urn:xmpp:mam:2'";
-            if (!q.queryid.empty()) {
-                out += " queryid='";
-                xmpp::xml::escape_attribute_into(out, q.queryid);
-                out += '\'';
-            }
-            out += " id='";
-            out += id;
-            out += "'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='";
-            out += mam::format_datetime(m->stamp_us);
-            out += "'/>";
-            fwd::append_as_client_ns(out, m->stanza);
-            out += "</forwarded></result></message>";
-            ev.session.deliver(out);
-        }
-
-        // XEP-0313 §4.3: <fin/> with the RSM summary (XEP-0059 §2.6 for an empty page).
-        std::string fin;
-        xmpp::xml::Writer w(fin);
-        w.open("fin").attr("xmlns", mam::k_ns_mam);
-        if (page.complete) w.attr("complete", "true");
-        w.open("set").attr("xmlns", mam::k_ns_rsm);
-        if (page.end > page.begin) {
-            w.open("first").attr("index", std::to_string(page.begin)).text(ids_codec->format(ids[page.begin])).close();
-            w.leaf("last", ids_codec->format(ids[page.end - 1]));
-        }
-        w.leaf("count", std::to_string(ids.size()));
-        w.finish();
-        ev.reply_result(fin);
         return Handled::yes;
+    });
+}
+
+void MamModule::arm_sweep() {
+    _timer->expires_after(k_sweep_interval);
+    // `this` outlives the wait: the module is destroyed with its ModuleHost after the shard's
+    // io_context has stopped, and a stopped context never runs the handler.
+    _timer->async_wait([this](const asio::error_code& ec) {
+        if (ec) return;
+        sweep();
+        arm_sweep();
+    });
+}
+
+// Retention off the message path: a few queued users per tick, each once what was archived
+// before is readable (the retention reads see it). Deletes go through the shard's write path.
+void MamModule::sweep() {
+    _archive->persist_counts();
+    if (_sweeping || _archive->queued() == 0) return;
+    _sweeping = true;
+    _archive->when_readable([this](bool readable) {
+        _sweeping = false;
+        if (!readable) return;  // the store is failing: try again next tick
+        const std::uint64_t floor = retention_floor(_options, now_us());
+        for (const auto& bare : _archive->take_queued(k_sweep_users)) {
+            if (auto r = _archive->enforce(bare, floor, _options.max_messages_per_user); !r) {
+                STARLING_LOG(warn, "mam: retention for {} failed: {}", bare, storage::to_string(r.error()));
+                _archive->queue_for_retention(bare);
+                break;
+            }
+        }
     });
 }
 

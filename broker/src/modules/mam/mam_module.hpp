@@ -2,18 +2,22 @@
 // message a user sends (outbound hook) or receives (inbound hook) is archived in the user's
 // archive, on the user's home shard; a received message gets a <stanza-id/> (XEP-0359) naming
 // its archive id before it is delivered. Queries filter by with/start/end and page with RSM.
-// Old messages go at login (retention by age and by count).
+// Retention (by age and by count) runs in a sweep on a timer, off the message path.
 //
 // Lives on: every shard (one MessageArchive each). Hooks run on the home shard of the archive's
 // owner, so one user's archive is only ever written by one thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "broker/src/modules/mam/archive.hpp"
 #include "broker/src/modules/mam/query.hpp"
 #include "broker/src/modules/api.hpp"
+
+#include <asio/steady_timer.hpp>
 
 namespace starling::storage {
 class Store;
@@ -44,11 +48,27 @@ public:
     std::string_view name() const noexcept override { return "mam"; }
     void install(ModuleContext& ctx) override;
 
+    // The sweep: every interval, up to k_sweep_users queued users get their retention enforced.
+    static constexpr std::chrono::milliseconds k_sweep_interval{1'000};
+    static constexpr std::size_t k_sweep_users = 64;
+
 private:
+    void arm_sweep();
+    void sweep();
+
     MamOptions _options;
+    session::ShardServices* _shard = nullptr;
+    std::unique_ptr<asio::steady_timer> _timer;
+    bool _sweeping = false;
     storage::Store* _store;
     std::unique_ptr<mam::MessageArchive> _archive;
     std::unique_ptr<mam::IdCodec> _ids;
+    // Reused buffers of the message hooks (one shard thread): no allocation per message.
+    struct Scratch {
+        std::string stanza;  // a sent message, stamped
+        std::string sid;     // a <stanza-id/> element
+    };
+    std::unique_ptr<Scratch> _scratch = std::make_unique<Scratch>();
 };
 
 }  // namespace starling::modules

@@ -6,13 +6,25 @@
 #include <random>
 #include <vector>
 
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+#include <asio/post.hpp>
+#include <rocksdb/db.h>
+
+#include "broker/src/storage/rocks.hpp"
 #include "broker/src/storage/store.hpp"
+#include "broker/src/storage/write_path.hpp"
+#include "tests/support/faulty_fs.hpp"
 
 namespace {
 
 namespace mam = starling::modules::mam;
+using starling::storage::Column;
+using starling::storage::Committer;
 using starling::storage::Errc;
+using starling::storage::ShardWriter;
 using starling::storage::Store;
+using starling::storage::StoreOptions;
 
 class TempDir {
 public:
@@ -171,6 +183,200 @@ TEST(MessageArchive, FreshIdsStayAboveTheUsersNewestRecordAfterARestart) {
     mam::MessageArchive memory(nullptr);
     ASSERT_TRUE(memory.append("a@x", msg(7'000, "b@x/r", "m")));
     EXPECT_GT(memory.fresh_id("a@x", 10), 7'000u);
+}
+
+// Retention by count and by age, from the kept count: the oldest beyond the limit go, and
+// records below the age floor; other users are untouched.
+TEST(MessageArchive, EnforceRemovesTheExpiredAndTheOldestBeyondTheCount) {
+    mam::MessageArchive a(nullptr);
+    for (std::uint64_t id = 10; id < 110; ++id) ASSERT_TRUE(a.append("alice@x", msg(id, "bob@x/r", "m")));
+    ASSERT_TRUE(a.append("bob@x", msg(5, "alice@x/r", "bob's")));
+    EXPECT_EQ(a.count("alice@x").value_or(0), 100u);
+    auto removed = a.enforce("alice@x", 20, 50);  // ids < 20 expired; then keep the newest 50
+    ASSERT_TRUE(removed);
+    EXPECT_EQ(*removed, 50u);
+    const auto left = ids_of(a, "alice@x");
+    ASSERT_EQ(left.size(), 50u);
+    EXPECT_EQ(left.front(), 60u);
+    EXPECT_EQ(left.back(), 109u);
+    EXPECT_EQ(a.count("alice@x").value_or(0), 50u);
+    EXPECT_EQ(ids_of(a, "bob@x"), (std::vector<std::uint64_t>{5}));
+    // Within the limits: nothing goes.
+    EXPECT_EQ(a.enforce("alice@x", 20, 50).value_or(99), 0u);
+    EXPECT_EQ(ids_of(a, "alice@x").size(), 50u);
+}
+
+// The count is stored with the records and read back after a restart (no scan); an archive
+// written before counts were kept is counted once.
+TEST(MessageArchive, CountsAreStoredAndLegacyArchivesAreCountedOnce) {
+    TempDir dir;
+    auto store = Store::open(dir.str());
+    {
+        mam::MessageArchive a(store.get());
+        for (std::uint64_t id = 1; id <= 7; ++id) ASSERT_TRUE(a.append("alice@x", msg(id, "bob@x/r", "m")));
+        ASSERT_TRUE(a.remove("alice@x", 0, 3));  // ids 1, 2
+        EXPECT_EQ(a.count("alice@x").value_or(0), 5u);
+        for (std::uint64_t id = 1; id <= 3; ++id) ASSERT_TRUE(a.append("old@x", msg(id, "bob@x/r", "m")));
+    }
+    std::string value;
+    ASSERT_TRUE(store->db()
+                    .Get(rocksdb::ReadOptions(), store->column(Column::meta),
+                         starling::storage::slice(mam::count_key("alice@x")), &value)
+                    .ok());
+    EXPECT_EQ(value, std::string("\0\0\0\0\0\0\0\x05", 8));
+    // "old@x" as if written by an older broker: no count stored.
+    ASSERT_TRUE(store->db()
+                    .Delete(rocksdb::WriteOptions(), store->column(Column::meta),
+                            starling::storage::slice(mam::count_key("old@x")))
+                    .ok());
+    mam::MessageArchive b(store.get());
+    EXPECT_EQ(b.count("alice@x").value_or(0), 5u);
+    EXPECT_EQ(b.count("old@x").value_or(0), 3u);
+    ASSERT_TRUE(b.append("alice@x", msg(b.fresh_id("alice@x", 100), "bob@x/r", "m")));
+    EXPECT_EQ(b.count("alice@x").value_or(0), 6u);
+}
+
+// Through the shard's write path: appends are committed by the committer thread; what was
+// appended is readable inside when_readable, and the count goes with the records.
+TEST(MessageArchive, ThroughTheWritePathRecordsAreReadableWhenCommitted) {
+    TempDir dir;
+    auto store = Store::open(dir.str());
+    asio::io_context io{1};
+    asio::executor_work_guard<asio::io_context::executor_type> guard{io.get_executor()};
+    Committer committer(*store);
+    committer.start();
+    {
+        ShardWriter writer(io, 0, committer);
+        mam::MessageArchive a(store.get(), &writer);
+        a.defer_writes_to(io);
+        std::vector<std::uint64_t> seen;
+        bool answered = false, readable = false;
+        asio::post(io, [&] {
+            for (std::uint64_t id = 1; id <= 100; ++id) ASSERT_TRUE(a.append("alice@x", msg(id, "bob@x/r", "m")));
+            a.when_readable([&](bool ok) {
+                readable = ok;
+                seen = ids_of(a, "alice@x");
+                answered = true;
+            });
+        });
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        while (!answered && std::chrono::steady_clock::now() < deadline) io.run_for(std::chrono::milliseconds(2));
+        ASSERT_TRUE(answered);
+        EXPECT_TRUE(readable);
+        EXPECT_EQ(seen.size(), 100u);
+        EXPECT_EQ(writer.counters().staged_ops, 100u) << "no count written per message";
+        EXPECT_EQ(writer.overlay_size(), 0u) << "archive records are not copied into the overlay";
+        // Nothing pending: answered at once.
+        bool inline_answer = false;
+        a.when_readable([&](bool ok) { inline_answer = ok; });
+        EXPECT_TRUE(inline_answer);
+        EXPECT_EQ(a.count("alice@x").value_or(0), 100u) << "a new archive's count is known without a scan";
+        answered = false;
+        asio::post(io, [&] {
+            ASSERT_TRUE(a.append("alice@x", msg(200, "bob@x/r", "m")));
+            a.persist_counts();  // the sweep's tick
+            a.when_readable([&](bool) { answered = true; });
+        });
+        while (!answered && std::chrono::steady_clock::now() < deadline) io.run_for(std::chrono::milliseconds(2));
+        ASSERT_TRUE(answered);
+        EXPECT_EQ(writer.counters().staged_ops, 102u) << "one record and the one count";
+    }
+    std::string value;
+    ASSERT_TRUE(store->db()
+                    .Get(rocksdb::ReadOptions(), store->column(Column::meta),
+                         starling::storage::slice(mam::count_key("alice@x")), &value)
+                    .ok());
+    EXPECT_EQ(value, std::string("\0\0\0\0\0\0\0\x65", 8));
+    committer.stop();
+}
+
+// A WAL of an older broker with an archive range deletion from a user's first key (its
+// retention at login) after records of that user: replayed at open, it must not break the
+// memtable's per-owner insert hints (RocksDB shares them between point and range tombstone
+// lists); the store rewrites the deletion's start during the replay.
+TEST(MessageArchive, RangeDeletionsOfOlderVersionsReplayFromTheWal) {
+    TempDir dir;
+    { auto created = Store::open(dir.str()); }
+    {
+        rocksdb::Options o;
+        o.avoid_flush_during_shutdown = true;
+        std::vector<rocksdb::ColumnFamilyDescriptor> families{{rocksdb::kDefaultColumnFamilyName, {}}};
+        for (std::size_t i = 0; i < static_cast<std::size_t>(Column::count_); ++i) {
+            families.emplace_back(std::string(starling::storage::to_string(static_cast<Column>(i))),
+                                  rocksdb::ColumnFamilyOptions());
+        }
+        std::vector<rocksdb::ColumnFamilyHandle*> handles;
+        rocksdb::DB* raw = nullptr;
+        ASSERT_TRUE(rocksdb::DB::Open(o, dir.str(), families, &handles, &raw).ok());
+        auto* cf = handles[static_cast<std::size_t>(Column::mam) + 1];
+        using starling::storage::slice;
+        const rocksdb::WriteOptions w;
+        ASSERT_TRUE(raw->Put(w, cf, slice(mam::archive_key("alice@x", 1)), "a").ok());
+        ASSERT_TRUE(raw->Put(w, cf, slice(mam::archive_key("alice@x", 2)), "b").ok());
+        ASSERT_TRUE(raw->DeleteRange(w, cf, slice(mam::archive_key("alice@x", 0)), slice(mam::archive_key("alice@x", 2))).ok());
+        ASSERT_TRUE(raw->Put(w, cf, slice(mam::archive_key("alice@x", 3)), "c").ok());
+        for (auto* h : handles) raw->DestroyColumnFamilyHandle(h);
+        ASSERT_TRUE(raw->Close().ok());
+        delete raw;
+    }
+    auto store = Store::open(dir.str());
+    EXPECT_GE(store->recovery().wal_batches_replayed, 4u) << "the writes must come from the WAL";
+    mam::MessageArchive a(store.get());
+    EXPECT_EQ(ids_of(a, "alice@x"), (std::vector<std::uint64_t>{2, 3}));
+    ASSERT_TRUE(a.append("alice@x", msg(4, "bob@x/r", "after the replay")));
+    ASSERT_TRUE(a.remove("alice@x", 0, 3));
+    EXPECT_EQ(ids_of(a, "alice@x"), (std::vector<std::uint64_t>{3, 4}));
+}
+
+// A slow disk (every WAL append takes 400 ms) does not slow the reactor: turns archiving
+// messages end at once, the commits happen on the committer thread, and a reader waits for them
+// through when_readable instead of blocking.
+TEST(MessageArchive, ASlowDiskDoesNotStallTheReactor) {
+    using namespace std::chrono_literals;
+    TempDir dir;
+    auto fs = std::make_shared<starling::test::FaultyFileSystem>();
+    StoreOptions options;
+    options.file_system = fs;
+    auto store = Store::open(dir.str(), options);
+    asio::io_context io{1};
+    asio::executor_work_guard<asio::io_context::executor_type> guard{io.get_executor()};
+    Committer committer(*store);
+    committer.start();
+    {
+        ShardWriter writer(io, 0, committer);
+        mam::MessageArchive a(store.get(), &writer);
+        a.defer_writes_to(io);
+        fs->set_wal_latency(400ms);
+        const auto start = std::chrono::steady_clock::now();
+        std::chrono::steady_clock::duration slowest{};
+        std::uint64_t id = 0;
+        for (int turn = 0; turn < 20; ++turn) {
+            asio::post(io, [&] {
+                for (int i = 0; i < 50; ++i) ASSERT_TRUE(a.append("alice@x", msg(++id, "bob@x/r", "m")));
+            });
+            const auto t0 = std::chrono::steady_clock::now();
+            io.poll();  // the turn, the archive's end of turn and the writer's seal
+            slowest = std::max(slowest, std::chrono::steady_clock::now() - t0);
+        }
+        const auto turns_done = std::chrono::steady_clock::now() - start;
+        EXPECT_LT(slowest, 200ms) << "a turn waited for the disk";
+        EXPECT_LT(turns_done, 400ms) << "20 turns took longer than one WAL append";
+        bool answered = false;
+        std::size_t seen = 0;
+        a.when_readable([&](bool ok) {
+            EXPECT_TRUE(ok);
+            seen = ids_of(a, "alice@x").size();
+            answered = true;
+        });
+        EXPECT_FALSE(answered) << "nothing can be committed yet";
+        const auto deadline = std::chrono::steady_clock::now() + 20s;
+        while (!answered && std::chrono::steady_clock::now() < deadline) io.run_for(5ms);
+        ASSERT_TRUE(answered);
+        EXPECT_EQ(seen, 1000u);
+        EXPECT_GE(std::chrono::steady_clock::now() - start, 400ms) << "the reader did not wait for the disk";
+        fs->heal();
+    }
+    committer.stop();
 }
 
 }  // namespace

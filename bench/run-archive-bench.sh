@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The archive's cost (issue 14): chat throughput of one shard with the XEP-0313 archive on and
+# off, measured side by side in one run (runs alternate on/off so that the shared machine's
+# load falls on both alike), driven by starling-loadgen. Prints the medians and their ratio.
+#
+#   bench/run-archive-bench.sh [BUILD_DIR]     (default: build/release; needs starlingd,
+#                                               starlingctl and starling-loadgen built there)
+#
+# Environment (defaults): USERS=1000 WINDOW=64 DURATION=10 RUNS=3 PORT=25232 KEEP=0
+#   BEFORE=  a second starlingd binary (e.g. main's) measured in the same run, on and off,
+#            interleaved with this tree's: before/after in one table.
+#   PERF=0   1: `perf record -g` the archive-on server of the last run (perf.data kept in the
+#            work folder; implies KEEP=1).
+#
+# Pinning: starlingd (one shard, every thread of it: reactor, committer, RocksDB's background
+# work) on core 0, the generator (one thread) on core 1. Limits lifted as in
+# run-broker-bench.sh (stanza shaper, per-address connection limits); everything else is the
+# default configuration, whose [modules] mam = true archives every chat message twice (sender
+# and recipient). "off" adds `[modules] mam = false`.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$repo/build/release}
+USERS=${USERS:-1000}
+WINDOW=${WINDOW:-64}
+DURATION=${DURATION:-10}
+RUNS=${RUNS:-3}
+PORT=${PORT:-25232}
+KEEP=${KEEP:-0}
+BEFORE=${BEFORE:-}
+PERF=${PERF:-0}
+[[ $PERF == 1 ]] && KEEP=1
+
+after_bin=$build/broker/starlingd
+starlingctl=$build/broker/starlingctl
+loadgen=$build/bench/loadgen/starling-loadgen
+for f in "$after_bin" "$starlingctl" "$loadgen" ${BEFORE:+"$BEFORE"}; do
+  [[ -x $f ]] || { echo "missing $f (build starlingd starlingctl starling-loadgen)" >&2; exit 1; }
+done
+
+work=$(mktemp -d /tmp/starling-archive-bench.XXXXXX)
+server_pid=
+cleanup() {
+  if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then kill -TERM "$server_pid"; wait "$server_pid" || true; fi
+  if [[ $KEEP == 1 ]]; then echo "kept $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+common='[c2s]
+stanzas_per_second = 1000000
+max_connections_per_ip = 1000000
+connection_rate_per_ip = 0
+'
+printf '%s' "$common" >"$work/on.toml"
+printf '%s\n[modules]\nmam = false\n' "$common" >"$work/off.toml"
+
+echo "== provision $USERS accounts" >&2
+mkdir -p "$work/seed"
+"$repo/bench/loadgen/provision.sh" --starlingctl "$starlingctl" --data-dir "$work/seed" --users "$USERS" \
+  --prefix user --password pass --domain localhost >/dev/null
+
+# run TAG BINARY MODE: a fresh copy of the provisioned store, one chat run, its JSON.
+run() {
+  local tag=$1 bin=$2 mode=$3 perf_this=${4:-0}
+  rm -rf "$work/data" && cp -a "$work/seed" "$work/data"
+  local wrap=()
+  [[ $perf_this == 1 ]] && wrap=(perf record -g -o "$work/perf-$tag.data" --)
+  taskset -c 0 "${wrap[@]}" "$bin" --config "$work/$mode.toml" --data-dir "$work/data" --c2s-port "$PORT" \
+    --c2s-tls-port 0 --metrics-port 0 --shards 1 --allow-plaintext >"$work/$tag.log" 2>&1 &
+  server_pid=$!
+  local up=0
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then up=1; break; fi
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ $up != 1 ]]; then echo "starlingd ($tag) did not start:" >&2; cat "$work/$tag.log" >&2; exit 1; fi
+  sleep 0.3
+  # With perf in front, the generator measures the server's CPU through perf's child; the
+  # figure that matters (delivered msgs/s) does not depend on it.
+  taskset -c 1 "$loadgen" chat --port "$PORT" --users "$USERS" --prefix user --password pass --threads 1 \
+    --duration "$DURATION" --window "$WINDOW" --server-pid "$server_pid" --timeout $((DURATION + 120)) \
+    --no-progress --json "$work/$tag.json" >/dev/null || echo "BENCH: loadgen exit $?" >>"$work/$tag.log"
+  kill -TERM "$server_pid" 2>/dev/null || true
+  wait "$server_pid" || true
+  server_pid=
+}
+
+variants=(after)
+[[ -n $BEFORE ]] && variants=(before after)
+echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+for r in $(seq "$RUNS"); do
+  for v in "${variants[@]}"; do
+    bin=$after_bin
+    [[ $v == before ]] && bin=$BEFORE
+    for mode in on off; do
+      echo "== run $r: $v, archive $mode" >&2
+      p=0
+      [[ $PERF == 1 && $r == "$RUNS" && $mode == on ]] && p=1
+      run "$v-$mode-r$r" "$bin" "$mode" "$p"
+    done
+  done
+done
+echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+python3 - "$work" "$RUNS" "${variants[@]}" <<'PY'
+import json, statistics, sys
+work, runs, variants = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+
+def load(tag):
+    try:
+        with open(f"{work}/{tag}.json") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+print("| binary | archive | delivered msgs/s (each run) | median | server CPU ms / 1000 msgs (median) | lost / dup |")
+print("|---|---|---|---:|---:|---|")
+med = {}
+notes = []
+for v in variants:
+    for mode in ("on", "off"):
+        xs = [load(f"{v}-{mode}-r{r}") for r in range(1, runs + 1)]
+        c = [x["chat"] for x in xs if x and "chat" in x]
+        for r, x in enumerate(xs, 1):
+            if x is None:
+                notes.append(f"{v} {mode} run {r}: no result (see {v}-{mode}-r{r}.log)")
+            elif not x.get("ok", False):
+                notes.append(f"{v} {mode} run {r}: not ok: errors={x.get('errors')}")
+        rates = [x["delivered_per_s"] for x in c]
+        cpu = [x["server_cpu_s_per_1000_msgs"] * 1000 for x in c if "server_cpu_s_per_1000_msgs" in x]
+        m = statistics.median(rates) if rates else None
+        med[(v, mode)] = m
+        print(f"| {v} | {mode} | {' / '.join(f'{x:,.0f}' for x in rates)} | {m:,.0f} | "
+              f"{statistics.median(cpu):.2f} | {sum(x['lost'] for x in c)} / {sum(x['duplicates'] for x in c)} |"
+              if m is not None else f"| {v} | {mode} | n/a | n/a | n/a | n/a |")
+print()
+for v in variants:
+    on, off = med.get((v, "on")), med.get((v, "off"))
+    if on and off:
+        print(f"{v}: archive on / archive off = {on / off:.1%} (goal: at least 50%)")
+for n in notes:
+    print("NOTE:", n)
+PY
