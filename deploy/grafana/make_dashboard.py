@@ -44,7 +44,11 @@ ROWS = [
         ("Connections refused per second, by limit", "ops", [rate("starling_connections_refused_total", "reason")]),
         ("TLS handshakes per second", "ops", [rate("starling_tls_handshakes_total", "shard")]),
         ("TLS failures per second", "ops", [rate("starling_tls_failures_total", "shard")]),
+        ("TLS handshakes per second, by version and resumption", "ops", [
+            q("sum by (version, resumed) (rate(starling_tls_sessions_total[$__rate_interval]))",
+              "TLS {{version}} resumed={{resumed}}")]),
         ("Authentications per second, by result", "ops", [rate("starling_auth_total", "result")]),
+        ("Logins per second, by SASL mechanism", "ops", [rate("starling_auth_mechanism_total", "mechanism")]),
         ("Client bytes per second", "Bps", [rate("starling_bytes_total", "direction")]),
         ("Server pings (XEP-0199), by outcome", "ops", [rate("starling_server_pings_total", "outcome")]),
     ]),

@@ -278,6 +278,17 @@ Result<std::uint32_t, ScramError> parse_iterations(std::string_view s) noexcept 
 
 }  // namespace
 
+std::string_view to_string(ChannelBindingType t) noexcept {
+    return t == ChannelBindingType::tls_exporter ? "tls-exporter" : "tls-server-end-point";
+}
+
+std::optional<ChannelBindingType> parse_channel_binding_type(std::string_view name) noexcept {
+    for (auto t : {ChannelBindingType::tls_exporter, ChannelBindingType::tls_server_end_point}) {
+        if (to_string(t) == name) return t;
+    }
+    return std::nullopt;
+}
+
 std::string_view to_string(ScramAlgorithm a) noexcept {
     return a == ScramAlgorithm::sha_1 ? "SCRAM-SHA-1" : "SCRAM-SHA-256";
 }
@@ -463,10 +474,21 @@ Result<void, ScramError> ScramServer::receive_client_first(std::string_view m) n
     // gs2-header = gs2-cbind-flag "," [ authzid ] ","   (RFC 5802 §7)
     const std::string_view flag = next_field(rest);
     if (flag.size() >= 2 && flag[0] == 'p' && flag[1] == '=') {
-        // RFC 5802 §6: the client wants channel binding and we offer none.
-        return fail(ScramError::channel_binding_not_supported);
-    }
-    if (flag == "y") {
+        if (!_options.plus) {
+            // RFC 5802 §6: "p" belongs to the -PLUS mechanism only. Without -PLUS offered, the
+            // client wants a binding we do not have; with it, the client picked the wrong name.
+            return fail(_options.channel_binding_offered ? ScramError::invalid_encoding
+                                                         : ScramError::channel_binding_not_supported);
+        }
+        const auto type = parse_channel_binding_type(flag.substr(2));
+        if (!type || !_options.bindings.has(*type)) return fail(ScramError::unsupported_channel_binding_type);
+        _cb_type = type;
+    } else if (_options.plus) {
+        // RFC 5802 §6: -PLUS means the client binds; "n" or "y" with it is a malformed exchange.
+        return fail(ScramError::invalid_encoding);
+    } else if (flag == "y") {
+        // RFC 5802 §6: the client could bind but believes we cannot. We offered -PLUS, so
+        // someone removed it from the feature list on the way: a downgrade.
         if (_options.channel_binding_offered) return fail(ScramError::server_does_support_channel_binding);
     } else if (flag != "n") {
         return fail(ScramError::invalid_encoding);
@@ -537,9 +559,15 @@ Result<std::string, ScramError> ScramServer::receive_client_final(std::string_vi
     if (!attribute(next_field(rest), 'c', value)) return fail(ScramError::invalid_encoding);
     auto cbind = base64_decode(value, _options.max_message);
     if (!cbind) return fail(ScramError::invalid_encoding);
-    // Without channel binding, c= carries the gs2-header exactly as sent (RFC 5802 §7 cbind-input);
-    // a difference means someone rewrote the first message.
-    if (*cbind != _gs2_header) return fail(ScramError::channel_bindings_dont_match);
+    // c= carries the gs2-header exactly as sent, then with "p" the binding data (RFC 5802 §7
+    // cbind-input). A different header means someone rewrote the first message; different data
+    // means the client's TLS channel is not ours (a man in the middle terminated it).
+    const std::string_view cb_data = _cb_type ? std::string_view(_options.bindings.data(*_cb_type)) : std::string_view();
+    if (cbind->size() != _gs2_header.size() + cb_data.size() ||
+        std::string_view(*cbind).substr(0, _gs2_header.size()) != _gs2_header ||
+        !equal_ct(std::string_view(*cbind).substr(_gs2_header.size()), cb_data)) {
+        return fail(ScramError::channel_bindings_dont_match);
+    }
     if (!attribute(next_field(rest), 'r', value)) return fail(ScramError::invalid_encoding);
     if (value != _nonce) return fail(ScramError::nonce_mismatch);
     while (!rest.empty()) {
@@ -602,8 +630,15 @@ Result<std::string, ScramError> ScramClient::client_first(std::string_view usern
     auto prepared = saslprep(password, SaslprepMode::query);
     if (!prepared) return fail(ScramError::bad_password);
     _password = std::move(*prepared);
-    // We never bind channels, so the flag is 'n' (RFC 5802 §6).
-    _gs2_header = "n,";
+    // RFC 5802 §6: "p=<type>" when we bind, "y" when we could but the server offers no -PLUS.
+    if (_options.channel_binding) {
+        if (_options.channel_binding_data.empty()) return fail(ScramError::channel_binding_not_supported);
+        _gs2_header = "p=";
+        _gs2_header += to_string(*_options.channel_binding);
+        _gs2_header += ',';
+    } else {
+        _gs2_header = _options.supports_binding ? "y," : "n,";
+    }
     if (!authzid.empty()) {
         _gs2_header += "a=";
         _gs2_header += escape_saslname(authzid);
@@ -660,7 +695,11 @@ Result<std::string, ScramError> ScramClient::receive_server_first(std::string_vi
     if (!keys_ok) return fail(ScramError::crypto_failure);
 
     std::string out = "c=";
-    base64_encode_append(_gs2_header, out);
+    if (_options.channel_binding) {
+        base64_encode_append(_gs2_header + _options.channel_binding_data, out);
+    } else {
+        base64_encode_append(_gs2_header, out);
+    }
     out += ",r=";
     out += nonce;
     std::string auth_message;

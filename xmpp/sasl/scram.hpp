@@ -1,5 +1,6 @@
-// SCRAM-SHA-1 (RFC 5802) and SCRAM-SHA-256 (RFC 7677) without channel binding: client and
-// server as pure state machines. Messages in, messages out: no I/O, no clock, no randomness
+// SCRAM-SHA-1 (RFC 5802) and SCRAM-SHA-256 (RFC 7677), with or without channel binding (the
+// -PLUS variants, RFC 5802 §6: tls-exporter RFC 9266, tls-server-end-point RFC 5929): client and
+// server as pure state machines. The channel-binding data comes from the caller (the TLS layer). Messages in, messages out: no I/O, no clock, no randomness
 // (the caller supplies each side's nonce), no base64 of the XMPP layer (RFC 6120 §6.4.2 wraps
 // these messages in base64 once more; that is the session's job).
 #pragma once
@@ -8,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -53,6 +55,24 @@ std::string_view to_string(ScramError e) noexcept;
 std::string_view server_error_value(ScramError e) noexcept;
 // "e=<value>": the server-final-message announcing a failure.
 std::string server_final_error(ScramError e);
+
+// Channel-binding types (RFC 5056 §2.1 names, IANA registry). tls-unique is not offered: it is
+// undefined for TLS 1.3 (RFC 9266 §2) and weak for 1.2 without extended master secret.
+enum class ChannelBindingType : std::uint8_t { tls_exporter, tls_server_end_point };
+std::string_view to_string(ChannelBindingType t) noexcept;  // "tls-exporter" / "tls-server-end-point"
+std::optional<ChannelBindingType> parse_channel_binding_type(std::string_view name) noexcept;
+
+// The channel-binding data of one TLS connection, per type; empty: that type is not available
+// on this connection (e.g. tls-exporter on TLS 1.2, see c2s/README.md).
+struct ChannelBindings {
+    std::string tls_exporter;          // RFC 9266: 32 bytes of "EXPORTER-Channel-Binding"
+    std::string tls_server_end_point;  // RFC 5929 §4.1: hash of the server's certificate
+    const std::string& data(ChannelBindingType t) const noexcept {
+        return t == ChannelBindingType::tls_exporter ? tls_exporter : tls_server_end_point;
+    }
+    bool has(ChannelBindingType t) const noexcept { return !data(t).empty(); }
+    bool has_any() const noexcept { return !tls_exporter.empty() || !tls_server_end_point.empty(); }
+};
 
 constexpr std::uint32_t k_min_iterations = 4096;      // RFC 7677 §4: at least 4096
 constexpr std::uint32_t k_max_iterations = 1'000'000; // beyond this a login is a DoS
@@ -102,6 +122,10 @@ public:
         // Whether the -PLUS variants were offered. A client that says 'y' (it could bind but
         // thinks we cannot) is then the victim of a downgrade (RFC 5802 §6).
         bool channel_binding_offered = false;
+        // The client chose the -PLUS mechanism: its gs2 flag must be "p=<type>" with a type
+        // present in `bindings`, and c= must carry that type's data after the gs2 header.
+        bool plus = false;
+        ChannelBindings bindings{};
     };
 
     explicit ScramServer(ScramAlgorithm algorithm) noexcept : ScramServer(algorithm, Options{}) {}
@@ -116,6 +140,8 @@ public:
     Result<void, ScramError> receive_client_first(std::string_view message) noexcept;
     std::string_view username() const noexcept { return _username; }
     std::string_view authzid() const noexcept { return _authzid; }
+    // With -PLUS, the type the client bound to (after receive_client_first).
+    std::optional<ChannelBindingType> channel_binding() const noexcept { return _cb_type; }
 
     // The server-first-message. `server_nonce`: fresh random printable bytes from the caller
     // (at least 16 recommended, no ','). For an unknown user, pass decoy credentials derived
@@ -139,6 +165,7 @@ private:
     State _state = State::initial;
     ScramError _error = ScramError::other_error;
     std::string _gs2_header;
+    std::optional<ChannelBindingType> _cb_type;
     std::string _client_first_bare;
     std::string _server_first;
     std::string _nonce;  // client nonce, then client + server nonce
@@ -156,6 +183,11 @@ public:
         std::uint32_t min_iterations = k_min_iterations;  // refuse a server that is too cheap
         std::uint32_t max_iterations = k_max_iterations;  // refuse a server that makes us burn CPU
         std::size_t max_message = k_max_message;
+        // -PLUS: bind to this type with this data (gs2 flag "p=<type>"). Unset: no binding,
+        // flag "y" if `supports_binding` (we could, the server offered no -PLUS), else "n".
+        std::optional<ChannelBindingType> channel_binding{};
+        std::string channel_binding_data{};
+        bool supports_binding = false;
     };
 
     explicit ScramClient(ScramAlgorithm algorithm) noexcept : ScramClient(algorithm, Options{}) {}

@@ -358,9 +358,30 @@ void configure_client_auth(SSL_CTX* c, const TlsServerConfig& config) {
     bool ok = true;
     for (X509* x : cas) {
         ok = ok && X509_STORE_add_cert(store, x) == 1;
+        // Named in the CertificateRequest, so a device with several certificates picks ours.
+        ok = ok && SSL_CTX_add_client_CA(c, x) == 1;
         X509_free(x);
     }
     if (!ok) throw TlsConfigError("TLS client CA: " + take_errors());
+    if (!config.client_crl.empty()) {
+        BioPtr bio = open_pem(config.client_crl, "TLS client CRL");
+        std::size_t n = 0;
+        while (X509_CRL* crl = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr)) {
+            ok = ok && X509_STORE_add_crl(store, crl) == 1;
+            X509_CRL_free(crl);
+            ++n;
+        }
+        const unsigned long last = ERR_peek_last_error();
+        const bool clean_end = ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE;
+        if (n == 0 || !ok || (last != 0 && !clean_end)) {
+            throw TlsConfigError("TLS client CRL: cannot load CRLs from " + describe(config.client_crl) + ": " +
+                                 (n == 0 ? std::string("no CRL found") : take_errors()));
+        }
+        ERR_clear_error();
+        // The leaf only: device CAs are usually one level; an intermediate's own revocation is
+        // handled by removing it from client_ca.
+        X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+    }
     SSL_CTX_set_verify(c, config.client_auth == ClientAuth::required
                               ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
                               : SSL_VERIFY_PEER,

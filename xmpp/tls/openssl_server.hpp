@@ -153,6 +153,10 @@ public:
     // For channel binding and certificate auth later (SCRAM-PLUS, SASL EXTERNAL):
     // the client's leaf certificate, if it sent one (allocates: once per connection);
     std::optional<PeerCertificate> peer_certificate() const;
+    // Frees the client certificate kept past the handshake (once authentication no longer needs
+    // it: a parsed X509 is a few KB per idle device). peer_certificate() is then empty. Only
+    // with our own record layer; otherwise OpenSSL's SSL object owns it and this does nothing.
+    void release_peer_certificate() noexcept;
     // RFC 5705 / RFC 8446 §7.5 exporter; `tls-exporter` (RFC 9266) is label
     // "EXPORTER-Channel-Binding", empty context, 32 bytes. Fails before the handshake ends.
     // With own_record_layer only that one value is kept past the handshake (other labels fail).

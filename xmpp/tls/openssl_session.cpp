@@ -397,6 +397,12 @@ std::optional<PeerCertificate> OpenSslServerSession::peer_certificate() const {
     return pc;
 }
 
+void OpenSslServerSession::release_peer_certificate() noexcept {
+    if (!_impl->est || _impl->est->peer == nullptr) return;
+    X509_free(_impl->est->peer);
+    _impl->est->peer = nullptr;
+}
+
 Result<void, TlsError> OpenSslServerSession::export_keying_material(std::span<std::uint8_t> out,
                                                                     std::string_view label,
                                                                     std::span<const std::uint8_t> context) const noexcept {

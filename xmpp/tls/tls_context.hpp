@@ -57,6 +57,10 @@ struct TlsServerConfig {
     std::vector<TlsIdentity> identities;
     ClientAuth client_auth = ClientAuth::none;
     PemSource client_ca;  // trust anchors for client certificates; required unless `none`
+    // PEM CRLs of those CAs (OpenSSL engine only): a revoked leaf fails the handshake. None: no
+    // revocation check. When set, each leaf's issuer must have a CRL in here (OpenSSL's
+    // X509_V_FLAG_CRL_CHECK), so a CA without one fails closed.
+    PemSource client_crl;
 };
 
 inline constexpr std::string_view k_system_ca_file = "/etc/ssl/certs/ca-certificates.crt";

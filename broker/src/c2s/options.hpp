@@ -18,6 +18,15 @@ struct C2sOptions : session::ServerOptions {
     bool require_tls = true;
     bool offer_scram_sha1 = true;
     bool offer_plain = true;  // only ever offered under TLS unless allow_plaintext
+    // SCRAM-SHA-*-PLUS under TLS (RFC 5802 §6), advertised with XEP-0440.
+    bool channel_binding = true;
+    // Refuse "y" while -PLUS is offered (RFC 5802 §6); see [tls] channel_binding_downgrade_check.
+    bool channel_binding_downgrade_check = false;
+    // SASL EXTERNAL with a verified client certificate (XEP-0178): on when [tls] client_ca_file
+    // is set. The JID is the certificate's id-on-xmppAddr, else (if external_jid_from_cn)
+    // <subject CN>@<stream domain>.
+    bool external_auth = false;
+    bool external_jid_from_cn = false;
     xmpp::xml::Limits xml_limits{};
     std::chrono::milliseconds pre_auth_timeout{30'000};
     std::chrono::milliseconds idle_timeout{600'000};  // 0: none

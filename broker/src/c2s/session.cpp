@@ -312,6 +312,7 @@ bool C2sSession::pump_tls() {
         }
         if (!_tls->is_handshake_done()) return true;
         ++_ctx->counters.tls_handshakes;
+        ++_ctx->counters.tls_completed[(_tls->protocol_version() == "TLSv1.3" ? 0 : 2) + (_tls->is_resumed() ? 1 : 0)];
         if (_phase == Phase::tls_handshake) _phase = Phase::header;
     }
     for (;;) {
@@ -453,14 +454,7 @@ void C2sSession::send_features() {
             if (tls_required()) _out += "<required/>";
             _out += "</starttls>";
         }
-        if (is_secure() || !tls_required()) {
-            _out += "<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>";
-            _out += "<mechanism>SCRAM-SHA-256</mechanism>";
-            if (o.offer_scram_sha1) _out += "<mechanism>SCRAM-SHA-1</mechanism>";
-            // RFC 6120 §13.8: PLAIN only under TLS, unless the operator said plaintext is fine.
-            if (o.offer_plain && (is_secure() || o.allow_plaintext)) _out += "<mechanism>PLAIN</mechanism>";
-            _out += "</mechanisms>";
-        }
+        if (is_secure() || !tls_required()) write_sasl_features();
     } else {
         _out += "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>";
         // RFC 6121 dropped session establishment; old clients still ask (draft-cridland-xmpp-session).

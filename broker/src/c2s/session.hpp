@@ -1,6 +1,6 @@
 // C2sSession: one client-to-server stream (RFC 6120), from the accepted socket to the closing
 // handshake: stream header and features, STARTTLS or direct TLS (XEP-0368), SASL
-// (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN), resource binding, then stanzas.
+// (EXTERNAL, SCRAM-SHA-256[-PLUS], SCRAM-SHA-1[-PLUS], PLAIN), resource binding, then stanzas.
 //
 // I/O is Asio callbacks (no coroutines): at most one read and one write in flight, each
 // handler holding a shared_ptr to the session; timers hold a weak_ptr (the shard's session
@@ -30,6 +30,7 @@
 #include "broker/src/router/mailboxes.hpp"
 #include "broker/src/session/session.hpp"
 #include "xmpp/jid.hpp"
+#include "xmpp/sasl/mechanism.hpp"
 #include "xmpp/sasl/scram.hpp"
 #include "xmpp/stream_error.hpp"
 #include "xmpp/tls/openssl_server.hpp"
@@ -85,6 +86,16 @@ public:
     // SIGTERM: <system-shutdown/> and </stream:stream>, then the connection is closed.
     void close_gracefully();
 
+    // The SASL mechanisms this session may use now, in preference order (session_mechanisms.cpp):
+    // what <mechanisms/> lists, what <auth/> accepts, and what SASL2 advertises.
+    std::vector<xmpp::sasl::Mechanism> offered_mechanisms() const;
+    // This connection's channel-binding data (RFC 9266 tls-exporter on TLS 1.3 only, RFC 5929
+    // tls-server-end-point); empty without TLS.
+    xmpp::sasl::ChannelBindings channel_bindings() const;
+    // The bare JIDs the client's verified certificate speaks for in the stream's domain
+    // (XEP-0178 §3); empty without a verified certificate.
+    std::vector<xmpp::BareJid> certificate_jids() const;
+
 private:
     enum class Phase : std::uint8_t {
         tls_handshake,  // direct TLS, or after <proceed/>
@@ -123,6 +134,8 @@ private:
     void sasl_step(std::string_view payload_b64);
     void sasl_plain(std::string_view decoded);
     void sasl_scram_first(std::string_view decoded);
+    void sasl_external(std::string_view decoded);
+    void write_sasl_features();
     void sasl_success(const xmpp::BareJid& who, std::string_view additional);
     void sasl_failure(std::string_view condition, bool counts);
     void send_sasl_failure();
@@ -196,12 +209,14 @@ private:
     bool _bind_generated = false;
 
     // SASL exchange in progress.
-    enum class Sasl : std::uint8_t { none, plain_initial, scram_initial, scram_final };
+    enum class Sasl : std::uint8_t { none, plain_initial, scram_initial, scram_final, external_initial };
     Sasl _sasl = Sasl::none;
+    xmpp::sasl::Mechanism _sasl_mech = xmpp::sasl::Mechanism::scram_sha_256;
     xmpp::sasl::ScramAlgorithm _scram_alg = xmpp::sasl::ScramAlgorithm::sha_256;
     std::unique_ptr<xmpp::sasl::ScramServer> _scram;
     std::optional<xmpp::BareJid> _scram_user;
     bool _scram_user_known = false;
+    bool _tried_tls_unique = false;  // a -PLUS attempt asked for tls-unique (COMPAT, session_auth.cpp)
     std::string _pending_failure;  // SASL condition sent when the failure delay is over
     std::uint32_t _auth_failures = 0;
     std::size_t _discarded = 0;  // bytes dropped while lingering

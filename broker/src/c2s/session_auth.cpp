@@ -51,21 +51,34 @@ std::string keyed_digest(std::string_view secret, std::string_view label, std::s
 // ---- SASL (RFC 6120 §6.4) -------------------------------------------------------------------
 
 void C2sSession::on_auth(const ElementView& el) {
-    const auto mech = el.attribute("mechanism");
     _scram.reset();
     _sasl = Sasl::none;
-    const bool plain_ok = _ctx->options.offer_plain && (is_secure() || _ctx->options.allow_plaintext);
-    if (mech.equals("SCRAM-SHA-256")) {
-        _scram_alg = xmpp::sasl::ScramAlgorithm::sha_256;
-        _sasl = Sasl::scram_initial;
-    } else if (mech.equals("SCRAM-SHA-1") && _ctx->options.offer_scram_sha1) {
-        _scram_alg = xmpp::sasl::ScramAlgorithm::sha_1;
-        _sasl = Sasl::scram_initial;
-    } else if (mech.equals("PLAIN") && plain_ok) {
-        _sasl = Sasl::plain_initial;
-    } else {
+    // Only what this session was offered (session_mechanisms.cpp): no PLAIN in the clear, no
+    // -PLUS without TLS, no EXTERNAL without a verified certificate.
+    const auto mech = xmpp::sasl::parse_mechanism(unescaped(el.attribute("mechanism")));
+    const auto offered = offered_mechanisms();
+    if (!mech || std::find(offered.begin(), offered.end(), *mech) == offered.end()) {
         sasl_failure("invalid-mechanism", false);
         return;
+    }
+    _sasl_mech = *mech;
+    switch (*mech) {
+        case xmpp::sasl::Mechanism::external:
+            _sasl = Sasl::external_initial;
+            break;
+        case xmpp::sasl::Mechanism::plain:
+            _sasl = Sasl::plain_initial;
+            break;
+        case xmpp::sasl::Mechanism::scram_sha_256:
+        case xmpp::sasl::Mechanism::scram_sha_256_plus:
+            _scram_alg = xmpp::sasl::ScramAlgorithm::sha_256;
+            _sasl = Sasl::scram_initial;
+            break;
+        case xmpp::sasl::Mechanism::scram_sha_1:
+        case xmpp::sasl::Mechanism::scram_sha_1_plus:
+            _scram_alg = xmpp::sasl::ScramAlgorithm::sha_1;
+            _sasl = Sasl::scram_initial;
+            break;
     }
     const std::string_view payload = inner_text(el);
     if (payload.empty()) {
@@ -101,6 +114,9 @@ void C2sSession::sasl_step(std::string_view payload_b64) {
             return;
         case Sasl::scram_initial:
             sasl_scram_first(decoded);
+            return;
+        case Sasl::external_initial:
+            sasl_external(decoded);
             return;
         case Sasl::scram_final: {
             auto final_msg = _scram->receive_client_final(decoded);
@@ -147,8 +163,27 @@ void C2sSession::sasl_plain(std::string_view decoded) {
 }
 
 void C2sSession::sasl_scram_first(std::string_view decoded) {
-    _scram = std::make_unique<xmpp::sasl::ScramServer>(_scram_alg);
-    if (!_scram->receive_client_first(decoded)) {
+    xmpp::sasl::ScramServer::Options so;
+    const auto offered = offered_mechanisms();
+    // RFC 5802 §6: a client that says "y" after we offered -PLUS had the offer stripped.
+    // COMPAT(slixmpp 1.8): it knows only tls-unique (which we do not offer: undefined on TLS
+    // 1.3, RFC 9266), asks for it with -PLUS, then falls back to plain SCRAM with "y" where
+    // XEP-0440 wants "n". A client that tried tls-unique on this connection saw our -PLUS offer,
+    // so its "y" is not a stripped offer from its side; c2s/README.md says what this gives up.
+    so.channel_binding_offered = _ctx->options.channel_binding_downgrade_check &&
+                                 std::any_of(offered.begin(), offered.end(), xmpp::sasl::is_plus) &&
+                                 !_tried_tls_unique;
+    so.plus = xmpp::sasl::is_plus(_sasl_mech);
+    if (so.plus) so.bindings = channel_bindings();
+    _scram = std::make_unique<xmpp::sasl::ScramServer>(_scram_alg, std::move(so));
+    if (auto first = _scram->receive_client_first(decoded); !first) {
+        if (first.error() == xmpp::sasl::ScramError::unsupported_channel_binding_type) {
+            // Refused before any password is looked at: nothing to guess, so no delay and no
+            // strike (a client then tries its next mechanism at once).
+            _tried_tls_unique = _tried_tls_unique || decoded.starts_with("p=tls-unique,");
+            sasl_failure("malformed-request", false);
+            return;
+        }
         sasl_failure("malformed-request", true);
         return;
     }
@@ -213,6 +248,8 @@ void C2sSession::sasl_success(const xmpp::BareJid& who, std::string_view additio
     _sasl = Sasl::none;
     _authed = who;
     ++_ctx->counters.auth_success;
+    ++_ctx->counters.auth_by_mechanism[static_cast<std::size_t>(_sasl_mech)];
+    if (_tls) _tls->release_peer_certificate();  // EXTERNAL is over: keep no X509 per idle device
     _out += "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>";
     if (!additional.empty()) xmpp::base64_encode_append(additional, _out);
     _out += "</success>";

@@ -36,6 +36,11 @@ struct C2sCounters {
     std::uint64_t connections_closed = 0;
     std::uint64_t tls_handshakes = 0;
     std::uint64_t tls_failures = 0;
+    // Completed handshakes by version and whether a ticket resumed them: [1.3 full, 1.3
+    // resumed, 1.2 full, 1.2 resumed].
+    std::array<std::uint64_t, 4> tls_completed{};
+    // Successful SASL logins by mechanism (index: xmpp::sasl::Mechanism).
+    std::array<std::uint64_t, 8> auth_by_mechanism{};
     std::uint64_t refused_per_ip = 0;       // too many open from one address
     std::uint64_t refused_rate = 0;         // too many new ones per second from one address
     std::uint64_t refused_capacity = 0;     // the shard's connection cap

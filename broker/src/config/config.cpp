@@ -70,6 +70,11 @@ void for_each_option(C& c, V&& v) {
 
     v("tls", "session_tickets", c.tls.session_tickets);
     v("tls", "ticket_key_rotation_s", c.tls.ticket_key_rotation_s, bounds::ticket_key_rotation_s);
+    v("tls", "client_ca_file", c.tls.client_ca_file, Text::any);
+    v("tls", "client_crl_file", c.tls.client_crl_file, Text::any);
+    v("tls", "client_cert_jid_from_cn", c.tls.client_cert_jid_from_cn);
+    v("tls", "channel_binding", c.tls.channel_binding);
+    v("tls", "channel_binding_downgrade_check", c.tls.channel_binding_downgrade_check);
 
     v("metrics", "bind_address", c.metrics.bind_address, Text::ip);
     v("metrics", "port", c.metrics.port, bounds::port);
@@ -768,6 +773,16 @@ void validate(const BrokerConfig& c) {
             if (!cert_names.insert(dc.normalised).second) {
                 throw ConfigError(prefix + ".domains", "\"" + d + "\" already has a certificate");
             }
+        }
+    }
+
+    if (!c.tls.client_ca_file.empty() && !is_readable_file(c.tls.client_ca_file)) {
+        throw ConfigError("tls.client_ca_file", "cannot read \"" + c.tls.client_ca_file.string() + "\"");
+    }
+    if (!c.tls.client_crl_file.empty()) {
+        if (c.tls.client_ca_file.empty()) throw ConfigError("tls.client_crl_file", "needs tls.client_ca_file");
+        if (!is_readable_file(c.tls.client_crl_file)) {
+            throw ConfigError("tls.client_crl_file", "cannot read \"" + c.tls.client_crl_file.string() + "\"");
         }
     }
 

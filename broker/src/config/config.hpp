@@ -119,6 +119,19 @@ struct TlsConfig {
     // ticket_key_rotation_s; a ticket is accepted for at most two periods.
     bool session_tickets = true;
     std::uint32_t ticket_key_rotation_s = 3'600;
+    // Device certificates (SASL EXTERNAL, XEP-0178): PEM CA bundle that client certificates
+    // must chain to. Empty: no client certificate is asked for and EXTERNAL is never offered.
+    std::filesystem::path client_ca_file;
+    // PEM CRL(s) of that CA: a listed certificate fails the handshake. Empty: no revocation check.
+    std::filesystem::path client_crl_file;
+    // A certificate without an id-on-xmppAddr SAN logs in as <subject CN>@<stream domain>.
+    bool client_cert_jid_from_cn = false;
+    // SCRAM-SHA-*-PLUS (channel binding, RFC 5802 §6) and XEP-0440's feature, under TLS.
+    bool channel_binding = true;
+    // RFC 5802 §6 downgrade detection: refuse SCRAM with the "y" flag while -PLUS is offered.
+    // Off by default: clients that know only tls-unique (slixmpp 1.8) send "y" with every
+    // non-PLUS mechanism, so it would lock them out (c2s/README.md).
+    bool channel_binding_downgrade_check = false;
 
     friend bool operator==(const TlsConfig&, const TlsConfig&) = default;
 };

@@ -19,6 +19,7 @@
 #include "broker/src/admin/protocol.hpp"
 #include "broker/src/admin/rosters.hpp"
 #include "broker/src/admin/users.hpp"
+#include "broker/src/ctl/cert_issue.hpp"
 #include "broker/src/ctl/client.hpp"
 #include "broker/src/ctl/terminal.hpp"
 #include "broker/src/storage/accounts.hpp"
@@ -63,6 +64,12 @@ Commands:
   pubsub show SERVICE NODE     a node's configuration, affiliations, subscriptions, items
   pubsub delete SERVICE NODE   delete a node; its subscribers are told
                                (pubsub: running broker only)
+  cert issue JID --ca-cert FILE --ca-key FILE --out PREFIX [--days N]
+                               enrol a device for SASL EXTERNAL: a new P-256 key
+                               (PREFIX.key, 0600) and a certificate for JID (PREFIX.crt,
+                               SAN id-on-xmppAddr, N days, default 365) signed by the
+                               device CA of [tls] client_ca_file. Offline; README "Device
+                               certificates" has the openssl commands for the same
   backup DIR                   a consistent copy of the store, taken while starlingd runs,
                                into DIR (a new folder; the broker's user must be able to
                                create it). Restore: deploy/README.md  (running broker only)
@@ -176,6 +183,10 @@ int check_command(const std::vector<std::string>& c) {
         return usage("usage: pubsub list [SERVICE] | pubsub show SERVICE NODE | pubsub delete SERVICE NODE");
     }
     if ((c[0] == "sessions" || c[0] == "stats") && n == 1) return -1;
+    if (c[0] == "cert") {
+        if (n >= 3 && c[1] == "issue") return -1;  // its options are read by run_cert()
+        return usage("usage: cert issue JID --ca-cert FILE --ca-key FILE --out PREFIX [--days N]");
+    }
     if (c[0] == "backup") return n == 2 ? -1 : usage("usage: backup DIR");
     if (c[0] == "kick" && n == 2) return -1;
     if (c[0] == "sessions" || c[0] == "stats" || c[0] == "kick") return usage("wrong arguments for " + c[0]);
@@ -362,6 +373,42 @@ int run_offline(const Options& o) {
 
 }  // namespace
 
+// cert issue JID --ca-cert FILE --ca-key FILE --out PREFIX [--days N]: no broker involved.
+int run_cert(const std::vector<std::string>& c) {
+    ctl::CertRequest req;
+    req.jid = c[2];
+    for (std::size_t i = 3; i < c.size(); ++i) {
+        const std::string& a = c[i];
+        if (i + 1 >= c.size()) return usage(a + " needs a value");
+        const std::string& v = c[++i];
+        if (a == "--ca-cert") {
+            req.ca_cert = v;
+        } else if (a == "--ca-key") {
+            req.ca_key = v;
+        } else if (a == "--out") {
+            req.out = v;
+        } else if (a == "--days") {
+            try {
+                std::size_t used = 0;
+                const unsigned long d = std::stoul(v, &used);
+                if (used != v.size() || d < 1 || d > 3650) throw std::out_of_range("");
+                req.days = static_cast<std::uint32_t>(d);
+            } catch (const std::exception&) {
+                return usage("--days must be a number in [1, 3650]");
+            }
+        } else {
+            return usage("unknown cert issue option " + a);
+        }
+    }
+    if (req.ca_cert.empty() || req.ca_key.empty() || req.out.empty()) {
+        return usage("cert issue needs --ca-cert, --ca-key and --out");
+    }
+    const auto issued = ctl::issue_device_certificate(req);
+    std::cout << "certificate " << issued.cert_file.string() << "\nkey " << issued.key_file.string()
+              << "\nserial " << issued.serial_hex << '\n';
+    return k_ok;
+}
+
 int main(int argc, char** argv) {
     Options o;
     if (int rc = parse_args(argc, argv, o); rc >= 0) return rc;
@@ -369,6 +416,7 @@ int main(int argc, char** argv) {
     try {
         // A broker that is starting up holds the store before its socket answers: try again
         // for a few seconds before calling the store locked.
+        if (o.command[0] == "cert") return run_cert(o.command);
         if (o.command[0] == "roster") {
             ctl::AdminClient probe;
             std::string detail;

@@ -8,6 +8,7 @@
 
 #include <prometheus/text_serializer.h>
 
+#include "xmpp/sasl/mechanism.hpp"
 #include "xmpp/stream_error.hpp"
 
 namespace starling::metrics {
@@ -120,6 +121,30 @@ std::vector<MetricFamily> BrokerCollector::families(const std::vector<ShardSnaps
               [](const ShardSnapshot& s) { return s.c2s.tls_handshakes; });
     per_shard("starling_tls_failures_total", "TLS handshakes or records that failed", MetricType::Counter,
               [](const ShardSnapshot& s) { return s.c2s.tls_failures; });
+    {
+        auto f = family("starling_tls_sessions_total",
+                        "TLS handshakes completed, by protocol version and whether a session ticket resumed them",
+                        MetricType::Counter);
+        std::array<std::uint64_t, 4> n{};
+        for (const auto& s : shards) {
+            for (std::size_t i = 0; i < n.size(); ++i) n[i] += s.c2s.tls_completed[i];
+        }
+        add(f, {{"version", "1.3"}, {"resumed", "false"}}, static_cast<double>(n[0]));
+        add(f, {{"version", "1.3"}, {"resumed", "true"}}, static_cast<double>(n[1]));
+        add(f, {{"version", "1.2"}, {"resumed", "false"}}, static_cast<double>(n[2]));
+        add(f, {{"version", "1.2"}, {"resumed", "true"}}, static_cast<double>(n[3]));
+        out.push_back(std::move(f));
+    }
+    {
+        auto f = family("starling_auth_mechanism_total", "Successful SASL authentications, by mechanism",
+                        MetricType::Counter);
+        for (const auto m : xmpp::sasl::k_all_mechanisms) {
+            std::uint64_t n = 0;
+            for (const auto& s : shards) n += s.c2s.auth_by_mechanism[static_cast<std::size_t>(m)];
+            add(f, {{"mechanism", std::string(xmpp::sasl::to_string(m))}}, static_cast<double>(n));
+        }
+        out.push_back(std::move(f));
+    }
 
     per_shard("starling_sm_unacked_stanzas", "XEP-0198: stanzas sent to clients and not yet acknowledged",
               MetricType::Gauge, [](const ShardSnapshot& s) { return s.sm_unacked; });

@@ -77,6 +77,10 @@ c2s::C2sOptions make_options(const config::BrokerConfig& cfg, std::string secret
     o.compression = cfg.c2s.compression;
     o.compression_window_bits = static_cast<int>(cfg.c2s.compression_window_bits);
     o.compression_mem_level = static_cast<int>(cfg.c2s.compression_mem_level);
+    o.channel_binding = cfg.tls.channel_binding;
+    o.channel_binding_downgrade_check = cfg.tls.channel_binding_downgrade_check;
+    o.external_auth = !cfg.tls.client_ca_file.empty();
+    o.external_jid_from_cn = cfg.tls.client_cert_jid_from_cn;
     o.server_secret = std::move(secret);
     return o;
 }
@@ -227,6 +231,15 @@ struct Broker::Impl {
             for (const auto& cert : cfg.tls.certificates) {
                 tc.identities.push_back({xmpp::tls::PemSource::file(cert.cert_file.string()),
                                          xmpp::tls::PemSource::file(cert.key_file.string()), {}, cert.domains});
+            }
+        }
+        if (!cfg.tls.client_ca_file.empty()) {
+            // Device certificates (XEP-0178): asked for, never required (a device without one
+            // still uses SCRAM); one that does not verify fails the handshake.
+            tc.client_auth = xmpp::tls::ClientAuth::optional;
+            tc.client_ca = xmpp::tls::PemSource::file(cfg.tls.client_ca_file.string());
+            if (!cfg.tls.client_crl_file.empty()) {
+                tc.client_crl = xmpp::tls::PemSource::file(cfg.tls.client_crl_file.string());
             }
         }
         xmpp::tls::OpenSslServerOptions opts;

@@ -178,6 +178,16 @@ INSTANTIATE_TEST_SUITE_P(
                      c.general.server_secret_file = "/etc/starling/secret";
                  }},
         GoodFile{"empty_secret_is_unset", "[general]\nserver_secret_file = \"\"\n", [](BrokerConfig&) {}},
+        GoodFile{"device_certificates_and_binding",
+                 "[tls]\nclient_ca_file = \"/etc/starling/ca.crt\"\nclient_crl_file = \"/etc/starling/ca.crl\"\n"
+                 "client_cert_jid_from_cn = true\nchannel_binding = false\nchannel_binding_downgrade_check = true\n",
+                 [](BrokerConfig& c) {
+                     c.tls.client_ca_file = "/etc/starling/ca.crt";
+                     c.tls.client_crl_file = "/etc/starling/ca.crl";
+                     c.tls.client_cert_jid_from_cn = true;
+                     c.tls.channel_binding = false;
+                     c.tls.channel_binding_downgrade_check = true;
+                 }},
         GoodFile{"ports_disabled", "[c2s]\nport = 0\ntls_port = 0\n[metrics]\nport = 0\n",
                  [](BrokerConfig& c) {
                      c.c2s.port = 0;
@@ -531,6 +541,16 @@ INSTANTIATE_TEST_SUITE_P(
                     c.tls.certificates.push_back({{"localhost"}, "/nonexistent/a.crt", "/nonexistent/a.key"});
                 },
                 "tls.certificates[0].cert_file", "cannot read \"/nonexistent/a.crt\""},
+        Invalid{"client_ca_unreadable", [](BrokerConfig& c) { c.tls.client_ca_file = "/nonexistent/ca.crt"; },
+                "tls.client_ca_file", "cannot read \"/nonexistent/ca.crt\""},
+        Invalid{"client_crl_without_ca", [](BrokerConfig& c) { c.tls.client_crl_file = "/etc/hostname"; },
+                "tls.client_crl_file", "needs tls.client_ca_file"},
+        Invalid{"client_crl_unreadable",
+                [](BrokerConfig& c) {
+                    c.tls.client_ca_file = "/etc/hostname";
+                    c.tls.client_crl_file = "/nonexistent/ca.crl";
+                },
+                "tls.client_crl_file", "cannot read \"/nonexistent/ca.crl\""},
         Invalid{"secret_unreadable",
                 [](BrokerConfig& c) { c.general.server_secret_file = "/nonexistent/secret"; },
                 "general.server_secret_file", ""},

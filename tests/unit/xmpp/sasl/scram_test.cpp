@@ -467,12 +467,166 @@ TEST(Saslprep, PreparesTheRfc4013Examples) {
 }
 
 TEST(Mechanism, ParsesOnlyTheNamesItPrints) {
-    for (auto m : {Mechanism::scram_sha_256, Mechanism::scram_sha_1, Mechanism::plain}) {
+    for (auto m : k_all_mechanisms) {
         EXPECT_EQ(parse_mechanism(to_string(m)), m);
     }
+    EXPECT_EQ(parse_mechanism("SCRAM-SHA-1-PLUS"), Mechanism::scram_sha_1_plus);
+    EXPECT_EQ(parse_mechanism("SCRAM-SHA-256-PLUS"), Mechanism::scram_sha_256_plus);
+    EXPECT_EQ(parse_mechanism("EXTERNAL"), Mechanism::external);
     EXPECT_FALSE(parse_mechanism("scram-sha-1"));
-    EXPECT_FALSE(parse_mechanism("SCRAM-SHA-1-PLUS"));
+    EXPECT_FALSE(parse_mechanism("SCRAM-SHA-512-PLUS"));
     EXPECT_FALSE(parse_mechanism("DIGEST-MD5"));
+    EXPECT_TRUE(is_plus(Mechanism::scram_sha_1_plus));
+    EXPECT_FALSE(is_plus(Mechanism::scram_sha_1));
+}
+
+// ---- channel binding (RFC 5802 §6, RFC 9266, RFC 5929) ----
+
+ChannelBindings tls_bindings() {
+    ChannelBindings b;
+    b.tls_exporter = std::string(32, '\x11');
+    b.tls_server_end_point = std::string(32, '\x22');
+    return b;
+}
+
+// One -PLUS exchange: the client binds to `type` with `client_data`, the server sees `server`.
+struct PlusExchange {
+    PlusExchange(ScramAlgorithm a, ChannelBindingType type, std::string client_data, ChannelBindings server_cb)
+        : client(a, ScramClient::Options{.channel_binding = type, .channel_binding_data = std::move(client_data)}),
+          server(a, ScramServer::Options{.channel_binding_offered = true, .plus = true,
+                                         .bindings = std::move(server_cb)}) {
+        auto m1 = client.client_first("romeo", "pencil", "clientnonce0123456789");
+        EXPECT_TRUE(m1);
+        if (!m1) return;
+        client_first = *m1;
+        first_ok = static_cast<bool>(server.receive_client_first(client_first));
+        if (!first_ok) return;
+        auto m2 = server.server_first(credentials(a), "servernonce9876543210");
+        EXPECT_TRUE(m2);
+        if (!m2) return;
+        auto m3 = client.receive_server_first(*m2);
+        EXPECT_TRUE(m3);
+        if (m3) client_final = *m3;
+    }
+    ScramClient client;
+    ScramServer server;
+    std::string client_first, client_final;
+    bool first_ok = false;
+};
+
+TEST(ScramPlus, BindsToEitherTypeWithBothAlgorithms) {
+    for (auto a : {ScramAlgorithm::sha_1, ScramAlgorithm::sha_256}) {
+        for (auto t : {ChannelBindingType::tls_exporter, ChannelBindingType::tls_server_end_point}) {
+            SCOPED_TRACE(std::string(to_string(a)) + " " + std::string(to_string(t)));
+            PlusExchange x(a, t, tls_bindings().data(t), tls_bindings());
+            EXPECT_EQ(x.client_first.substr(0, x.client_first.find(",,")), "p=" + std::string(to_string(t)));
+            ASSERT_TRUE(x.first_ok);
+            EXPECT_EQ(x.server.channel_binding(), t);
+            // c= is base64(gs2-header || binding data), RFC 5802 §7 cbind-input.
+            const std::string c = unbase64(x.client_final.substr(2, x.client_final.find(",r=") - 2));
+            EXPECT_EQ(c, "p=" + std::string(to_string(t)) + ",," + tls_bindings().data(t));
+            auto v = x.server.receive_client_final(x.client_final);
+            ASSERT_TRUE(v) << to_string(v.error());
+            EXPECT_TRUE(x.client.receive_server_final(*v));
+            EXPECT_TRUE(x.server.is_authenticated());
+        }
+    }
+}
+
+TEST(ScramPlus, RefusesDataFromAnotherChannel) {
+    // What a man in the middle produces: the client's TLS channel ends at the attacker, so its
+    // binding data differs from the server's even though the password is right.
+    for (auto t : {ChannelBindingType::tls_exporter, ChannelBindingType::tls_server_end_point}) {
+        SCOPED_TRACE(to_string(t));
+        std::string other = tls_bindings().data(t);
+        other.back() ^= 1;
+        PlusExchange x(ScramAlgorithm::sha_256, t, other, tls_bindings());
+        ASSERT_TRUE(x.first_ok);
+        auto v = x.server.receive_client_final(x.client_final);
+        ASSERT_FALSE(v);
+        EXPECT_EQ(v.error(), ScramError::channel_bindings_dont_match);
+        EXPECT_FALSE(x.server.is_authenticated());
+    }
+    // Shorter data (a prefix of the right value) is refused too.
+    PlusExchange x(ScramAlgorithm::sha_256, ChannelBindingType::tls_exporter, std::string(31, '\x11'),
+                   tls_bindings());
+    ASSERT_TRUE(x.first_ok);
+    auto v = x.server.receive_client_final(x.client_final);
+    ASSERT_FALSE(v);
+    EXPECT_EQ(v.error(), ScramError::channel_bindings_dont_match);
+}
+
+TEST(ScramPlus, RefusesATypeTheConnectionDoesNotHave) {
+    ChannelBindings only_end_point;
+    only_end_point.tls_server_end_point = std::string(32, '\x22');
+    ScramServer server(ScramAlgorithm::sha_256, {.channel_binding_offered = true, .plus = true,
+                                                 .bindings = only_end_point});
+    auto r = server.receive_client_first("p=tls-exporter,,n=user,r=abc");
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error(), ScramError::unsupported_channel_binding_type);
+    EXPECT_EQ(server_final_error(r.error()), "e=unsupported-channel-binding-type");
+    ScramServer unknown(ScramAlgorithm::sha_256, {.channel_binding_offered = true, .plus = true,
+                                                  .bindings = tls_bindings()});
+    r = unknown.receive_client_first("p=tls-unique,,n=user,r=abc");
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error(), ScramError::unsupported_channel_binding_type);
+}
+
+TEST(ScramPlus, RefusesAPlusMechanismWithoutABindingFlag) {
+    for (const char* m : {"n,,n=user,r=abc", "y,,n=user,r=abc"}) {
+        SCOPED_TRACE(m);
+        ScramServer server(ScramAlgorithm::sha_256, {.channel_binding_offered = true, .plus = true,
+                                                     .bindings = tls_bindings()});
+        auto r = server.receive_client_first(m);
+        ASSERT_FALSE(r);
+        EXPECT_EQ(r.error(), ScramError::invalid_encoding);
+    }
+}
+
+TEST(ScramPlus, RefusesABindingFlagOnThePlainMechanismWhenPlusIsOffered) {
+    ScramServer server(ScramAlgorithm::sha_256, {.channel_binding_offered = true, .bindings = tls_bindings()});
+    auto r = server.receive_client_first("p=tls-exporter,,n=user,r=abc");
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error(), ScramError::invalid_encoding);
+}
+
+TEST(ScramPlus, DetectsADowngradeWhenTheClientSaysY) {
+    // The client can bind but saw no -PLUS (stripped from the features): it says "y". The
+    // server did offer -PLUS, so it refuses (RFC 5802 §6).
+    ScramClient client(ScramAlgorithm::sha_256, ScramClient::Options{.supports_binding = true});
+    auto m1 = client.client_first("romeo", "pencil", "clientnonce0123456789");
+    ASSERT_TRUE(m1);
+    EXPECT_EQ(m1->substr(0, 3), "y,,");
+    ScramServer offered(ScramAlgorithm::sha_256, {.channel_binding_offered = true, .bindings = tls_bindings()});
+    auto r = offered.receive_client_first(*m1);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error(), ScramError::server_does_support_channel_binding);
+    // Over a channel where we offered no -PLUS (plain TCP), "y" is honest and the login works.
+    ScramServer not_offered(ScramAlgorithm::sha_256);
+    ASSERT_TRUE(not_offered.receive_client_first(*m1));
+    auto m2 = not_offered.server_first(credentials(ScramAlgorithm::sha_256), "servernonce9876543210");
+    ASSERT_TRUE(m2);
+    auto m3 = client.receive_server_first(*m2);
+    ASSERT_TRUE(m3);
+    auto v = not_offered.receive_client_final(*m3);
+    ASSERT_TRUE(v) << to_string(v.error());
+    EXPECT_TRUE(client.receive_server_final(*v));
+}
+
+TEST(ScramPlus, ClientRefusesToBindWithoutData) {
+    ScramClient client(ScramAlgorithm::sha_256,
+                       ScramClient::Options{.channel_binding = ChannelBindingType::tls_exporter});
+    auto m1 = client.client_first("romeo", "pencil", "clientnonce0123456789");
+    ASSERT_FALSE(m1);
+    EXPECT_EQ(m1.error(), ScramError::channel_binding_not_supported);
+}
+
+TEST(ChannelBindingType, ParsesOnlyTheNamesItPrints) {
+    for (auto t : {ChannelBindingType::tls_exporter, ChannelBindingType::tls_server_end_point}) {
+        EXPECT_EQ(parse_channel_binding_type(to_string(t)), t);
+    }
+    EXPECT_FALSE(parse_channel_binding_type("tls-unique"));
+    EXPECT_FALSE(parse_channel_binding_type("TLS-EXPORTER"));
 }
 
 }  // namespace

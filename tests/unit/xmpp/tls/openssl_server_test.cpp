@@ -10,6 +10,7 @@
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -351,6 +352,59 @@ TEST(OpenSslServer, ExporterAndServerEndPointMatchWhatTheClientComputes) {
     X509_digest(SSL_get0_peer_certificate(c.ssl()), EVP_sha256(), want, &len);
     EXPECT_EQ(s->server_end_point(), std::vector<std::uint8_t>(want, want + 32));
     EXPECT_FALSE(s->peer_certificate());  // no client certificate asked for
+}
+
+// The client presents `cert` (PEM certificate and key) in the handshake.
+void present(Client& c, const CertificateAndKey& cert) {
+    BIO* cb = BIO_new_mem_buf(cert.cert_pem.data(), static_cast<int>(cert.cert_pem.size()));
+    BIO* kb = BIO_new_mem_buf(cert.key_pem.data(), static_cast<int>(cert.key_pem.size()));
+    X509* x = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr);
+    EVP_PKEY* k = PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr);
+    ASSERT_NE(x, nullptr);
+    ASSERT_NE(k, nullptr);
+    EXPECT_EQ(SSL_use_certificate(c.ssl(), x), 1);
+    EXPECT_EQ(SSL_use_PrivateKey(c.ssl(), k), 1);
+    X509_free(x);
+    EVP_PKEY_free(k);
+    BIO_free(cb);
+    BIO_free(kb);
+}
+
+TlsServerConfig asking_for_client_certificates() {
+    TlsServerConfig config = config_for({"localhost"});
+    config.client_auth = ClientAuth::optional;
+    config.client_ca = PemSource::text(cert_for("device-ca.example").cert_pem);
+    return config;
+}
+
+TEST(OpenSslServer, OptionalClientCertificateMayBeAbsent) {
+    for (int version : {TLS1_3_VERSION, TLS1_2_VERSION}) {
+        OpenSslServerContext ctx(asking_for_client_certificates());
+        Client c(version);
+        auto s = OpenSslServerSession::make(ctx);
+        ASSERT_TRUE(handshake(c, *s)) << version;
+        EXPECT_FALSE(s->peer_certificate());
+        s->release_peer_certificate();  // nothing to release: harmless
+        EXPECT_FALSE(s->peer_certificate());
+    }
+}
+
+TEST(OpenSslServer, ClientCertificateFromAnotherCaFailsTheHandshake) {
+    OpenSslServerContext ctx(asking_for_client_certificates());
+    for (int version : {TLS1_3_VERSION, TLS1_2_VERSION}) {
+        Client c(version);
+        present(c, cert_for("foreign-device.example"));
+        auto s = OpenSslServerSession::make(ctx);
+        EXPECT_FALSE(handshake(c, *s)) << version;
+        EXPECT_EQ(s->error(), TlsError::certificate_untrusted) << s->error_detail();
+        EXPECT_FALSE(s->is_handshake_done());
+    }
+}
+
+TEST(OpenSslServerConfig, RejectsAClientCrlSourceWithoutCrls) {
+    TlsServerConfig config = asking_for_client_certificates();
+    config.client_crl = PemSource::text(cert_for("device-ca.example").cert_pem);  // a certificate, not a CRL
+    EXPECT_THROW(OpenSslServerContext ctx(config), TlsConfigError);
 }
 
 TEST(OpenSslServer, CloseNotifyIsSentAndPeerCloseIsSeen) {
