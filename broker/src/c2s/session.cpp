@@ -15,6 +15,7 @@
 #include "broker/src/c2s/options.hpp"
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/c2s/session_detail.hpp"
+#include "broker/src/c2s/session_sasl2.hpp"
 #include "broker/src/c2s/session_sm.hpp"
 #include "broker/src/c2s/session_zlib.hpp"
 #include "broker/src/session/stamp.hpp"
@@ -460,6 +461,7 @@ void C2sSession::send_features() {
             // RFC 6120 §13.8: PLAIN only under TLS, unless the operator said plaintext is fine.
             if (o.offer_plain && (is_secure() || o.allow_plaintext)) _out += "<mechanism>PLAIN</mechanism>";
             _out += "</mechanisms>";
+            append_sasl2_features();  // XEP-0388, beside the legacy mechanisms
         }
     } else {
         _out += "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>";
@@ -492,6 +494,10 @@ void C2sSession::on_element(const ElementView& el) {
     if (!_authed) {
         if (is_ns(el, xmpp::ns::tls) && el.local_name() == "starttls") {
             on_starttls();
+            return;
+        }
+        if (is_ns(el, k_ns_sasl2)) {
+            on_sasl2_element(el);
             return;
         }
         if (is_ns(el, xmpp::ns::sasl)) {

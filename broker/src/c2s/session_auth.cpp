@@ -13,6 +13,7 @@
 #include "broker/src/c2s/options.hpp"
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/c2s/session_detail.hpp"
+#include "broker/src/c2s/session_sasl2.hpp"
 #include "broker/src/c2s/session_sm.hpp"
 #include "broker/src/session/stamp.hpp"
 #include "broker/src/session/hooks.hpp"
@@ -240,6 +241,10 @@ void C2sSession::sasl_failure(std::string_view condition, bool counts) {
 }
 
 void C2sSession::send_sasl_failure() {
+    if (_sasl2 && _sasl2->failure_pending) {
+        send_sasl2_failure();  // XEP-0388 form (session_sasl2.cpp)
+        return;
+    }
     _out += "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><";
     _out += _pending_failure;
     _out += "/></failure>";
@@ -364,6 +369,10 @@ void C2sSession::adopt(ShardContext& ctx, int fd) {
 void C2sSession::finish_bind() {
     if (_resuming) {
         finish_resume();  // XEP-0198 §5: a <resume/> travelled here instead of a bind
+        return;
+    }
+    if (_sasl2 && _sasl2->bind) {
+        finish_bind2();  // XEP-0386: answered inside the SASL2 success (session_sasl2.cpp)
         return;
     }
     auto& router = _ctx->router;
