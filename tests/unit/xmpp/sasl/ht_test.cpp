@@ -85,7 +85,9 @@ TEST(HtMechanism, ParsesOnlyAnAuthcidAndA32ByteHash) {
     for (const auto& r : rows) {
         auto m = parse_ht_initial(r.input);
         EXPECT_EQ(static_cast<bool>(m), r.ok) << hex(r.input.substr(0, 8));
-        if (!r.ok && !m) EXPECT_EQ(m.error(), r.error);
+        if (!r.ok && !m) {
+            EXPECT_EQ(m.error(), r.error);
+        }
     }
 }
 
