@@ -317,5 +317,55 @@ async def test_wrong_password_gets_a_sasl2_failure(t):
     d.close()
 
 
+async def test_inline_resumption_in_sasl2_and_fallback_to_bind2(t):
+    s = await t.shared_server(toml=TOML)
+    user = unique("res")
+    s.add_user(user, "pw6")
+    inline = user_agent("ua-s") + f"<bind xmlns='{BIND2}'><tag>dev</tag><enable xmlns='{SM}' resume='true'/></bind>"
+    d, out, features = scram_login(s.c2s_port, user, "pw6", inline)
+    assert f"</bind><sm xmlns='{SM}'/>" in features, features  # inline resumption is offered
+    jid = re.search(r"<authorization-identifier>([^<]+)<", out).group(1)
+    previd = re.search(rf"<enabled xmlns='{SM}' id='([^']+)'", out).group(1)
+    d.send(f"<iq type='get' id='p1' to='{harness.DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    d.expect(r"<iq[^>]*'p1'[^>]*>|<iq[^>]*'p1'[^>]*/>")
+    d.sock.close()  # the link is cut: no </stream:stream>, the session waits to be resumed
+    await asyncio.sleep(0.3)
+    # Resumption instead of binding, in the same <authenticate/> (XEP-0198 inline with SASL2).
+    d, out, _ = scram_login(s.c2s_port, user, "pw6", inline + f"<resume xmlns='{SM}' previd='{previd}' h='0'/>")
+    assert f"<authorization-identifier>{jid}</authorization-identifier>" in out, out
+    assert re.search(rf"<resumed xmlns='{SM}' h='1' previd='{previd}'/>", out), out
+    assert "<bound" not in out, out
+    d.send(f"<r xmlns='{SM}'/>")
+    d.expect(rf"<a xmlns='{SM}' h='1'/>")  # the counts carried over
+    d.close()
+    # A resumption that finds nothing says <failed/> and Bind2 binds a fresh session instead.
+    d, out, _ = scram_login(s.c2s_port, user, "pw6", inline + f"<resume xmlns='{SM}' previd='nope' h='0'/>")
+    assert re.search(rf"<failed xmlns='{SM}'[^>]*><item-not-found", out), out
+    assert re.search(rf"<bound xmlns='{BIND2}'><enabled xmlns='{SM}' id=", out), out
+    assert f"<authorization-identifier>{user}@{harness.DOMAIN}/dev~" in out, out
+    d.close()
+
+
+async def test_bind2_migrates_to_the_home_shard(t):
+    # Two shards: an account's home is decided by its bare JID, the connection lands on either.
+    s = await t.server(toml=TOML, shards=2)
+    users = [unique("sh") for _ in range(6)]
+    s.add_users([(u, "pw7") for u in users])
+    for u in users:
+        d, out, _ = scram_login(s.c2s_port, u, "pw7",
+                                user_agent("ua-m") + f"<bind xmlns='{BIND2}'><tag>m</tag><enable xmlns='{SM}'/></bind>"
+                                f"<request-token xmlns='{FAST}' mechanism='{HT}'/>")
+        assert f"<authorization-identifier>{u}@{harness.DOMAIN}/m~" in out, out
+        token, _ = token_of(out)
+        d.send(f"<iq type='get' id='p2' to='{harness.DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        d.expect(r"<iq[^>]*'p2'")
+        d.close()
+        d, out = ht_login(s.c2s_port, u, token, "ua-m", 1, f"<bind xmlns='{BIND2}'><tag>m</tag></bind>")
+        assert out.startswith("<success"), out
+        d.send(f"<iq type='get' id='p3' to='{harness.DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        d.expect(r"<iq[^>]*'p3'")
+        d.close()
+
+
 if __name__ == "__main__":
     harness.main(globals())

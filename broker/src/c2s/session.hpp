@@ -143,6 +143,9 @@ private:
     void sasl2_failure(std::string_view condition, bool counts);
     void send_sasl2_failure();
     void finish_bind2();
+    void sasl2_success_open(std::string_view authorization_identifier);
+    void sasl2_success_close();
+    void sasl2_resume_failed(std::string failed_xml);
 
     // Binding, RFC 6120 §7.
     void on_bind(const xmpp::xml::ElementView& el);

@@ -65,6 +65,7 @@ void C2sSession::append_sasl2_features() {
     if (o.stream_management) _out += "<feature var='urn:xmpp:sm:3'/>";
     if (_ctx->hooks != nullptr && _ctx->hooks->find_module("csi") != nullptr) _out += "<feature var='urn:xmpp:csi:0'/>";
     _out += "</inline></bind>";
+    if (o.stream_management) _out += "<sm xmlns='urn:xmpp:sm:3'/>";  // XEP-0198 §5 inline resumption
     // XEP-0484 §3: the token mechanisms are offered here, not among the SASL2 mechanisms.
     if (o.fast && _ctx->store != nullptr) _out += "<fast xmlns='urn:xmpp:fast:0'><mechanism>HT-SHA-256-NONE</mechanism></fast>";
     _out += "</inline></authentication>";
@@ -125,6 +126,17 @@ void C2sSession::sasl2_authenticate(const ElementView& el) {
             st->sm_resume = truthy(en.attribute("resume").value());
         }
         st->csi_inactive = static_cast<bool>(dom.child(bind, "inactive", k_ns_csi));
+    }
+    if (auto r = dom.child(root, "resume", k_ns_sm)) {
+        const auto h = to_int(r.attribute("h").value(), -1);
+        st->resume_previd = r.attribute("previd").value();
+        if (h < 0 || h > 0xffff'ffffLL || st->resume_previd.empty() || st->resume_previd.size() > 64) {
+            _sasl2 = std::move(st);
+            sasl2_failure("malformed-request", true);
+            return;
+        }
+        st->resume = true;
+        st->resume_h = static_cast<std::uint32_t>(h);
     }
     if (auto rt = dom.child(root, "request-token", k_ns_fast)) {
         st->request_token = std::string_view(rt.attribute("mechanism").value()) == xmpp::sasl::k_ht_sha_256_none;
@@ -318,6 +330,17 @@ void C2sSession::sasl2_succeed(const xmpp::BareJid& who, std::string_view additi
     }
     const auto idle = o.idle_timeout;
     arm_deadline(idle.count() > 0 ? idle : std::chrono::milliseconds(0));
+    if (st.resume && o.stream_management) {
+        // XEP-0198 §5 inline: as a <resume/> after authentication would, on the home shard;
+        // finish_resume() answers inside the success, or falls back to Bind2 (or features).
+        _resuming = true;
+        _resume_id = st.resume_previd;
+        _resume_h = st.resume_h;
+        _binding = xmpp::Jid(*_authed);
+        _phase = Phase::migrating;
+        try_migrate();
+        return;
+    }
     if (st.bind) {
         // XEP-0386 §4: the resource is the client's tag and a part of ours, so that one device's
         // connections are told apart and a tag cannot take over another session's resource.
@@ -331,6 +354,14 @@ void C2sSession::sasl2_succeed(const xmpp::BareJid& who, std::string_view additi
         return;
     }
     // §2.7: no stream restart; the stream goes on with the features of an authenticated one.
+    sasl2_success_open(_authed->str());
+    sasl2_success_close();
+    send_features();
+}
+
+// <success> up to what the inline features add; sasl2_success_close() ends it.
+void C2sSession::sasl2_success_open(std::string_view authorization_identifier) {
+    const auto& st = *_sasl2;
     _out += "<success xmlns='urn:xmpp:sasl:2'>";
     if (!st.additional.empty()) {
         _out += "<additional-data>";
@@ -338,12 +369,39 @@ void C2sSession::sasl2_succeed(const xmpp::BareJid& who, std::string_view additi
         _out += "</additional-data>";
     }
     _out += "<authorization-identifier>";
-    xmpp::xml::escape_text_into(_out, _authed->str());
+    xmpp::xml::escape_text_into(_out, authorization_identifier);
     _out += "</authorization-identifier>";
-    _out += st.token_xml;
+    _out += st.sm_failed_xml;
+}
+
+void C2sSession::sasl2_success_close() {
+    _out += _sasl2->token_xml;
     _out += "</success>";
     _sasl2.reset();
+}
+
+// On the home shard: the inline <resume/> found nothing to resume. The success says so
+// (<failed/>), then Bind2 binds as asked, or the stream goes on with its features.
+void C2sSession::sasl2_resume_failed(std::string failed_xml) {
+    auto& st = *_sasl2;
+    st.sm_failed_xml = std::move(failed_xml);
+    st.resume = false;
+    if (st.bind) {
+        // Same bare JID, so this is already its home shard: bind here.
+        std::string tag = st.tag.size() > k_max_bind_tag ? std::string() : st.tag;
+        auto jid = xmpp::Jid::with_resource(*_authed, tag.empty() ? _ctx->random.alnum(12) : tag + "~" + _ctx->random.alnum(8));
+        if (!jid) jid = xmpp::Jid::with_resource(*_authed, _ctx->random.alnum(12));
+        _binding = std::move(*jid);
+        _bind_generated = true;
+        finish_bind2();
+        return;
+    }
+    sasl2_success_open(_authed->str());
+    sasl2_success_close();
     send_features();
+    process_input();
+    after_turn();
+    read();
 }
 
 void C2sSession::sasl2_failure(std::string_view condition, bool counts) {
@@ -380,7 +438,8 @@ void C2sSession::send_sasl2_failure() {
 
 void C2sSession::finish_bind2() {
     auto& router = _ctx->router;
-    auto st = std::move(_sasl2);
+    // What the success needs after sasl2_success_close() has dropped the exchange's state.
+    const bool sm_enable = _sasl2->sm_enable, sm_resume = _sasl2->sm_resume, csi_inactive = _sasl2->csi_inactive;
     if (router.resource_count(_binding->bare_view()) >= _ctx->options.max_resources_per_user) {
         _binding.reset();
         close(StreamError::resource_constraint, "too many resources bound for this account");
@@ -397,21 +456,14 @@ void C2sSession::finish_bind2() {
     _phase = Phase::bound;
     // The success is not a stanza: written before anything is delivered, never counted by
     // XEP-0198 nor held by XEP-0352.
-    _out += "<success xmlns='urn:xmpp:sasl:2'>";
-    if (!st->additional.empty()) {
-        _out += "<additional-data>";
-        xmpp::base64_encode_append(st->additional, _out);
-        _out += "</additional-data>";
-    }
-    _out += "<authorization-identifier>";
-    xmpp::xml::escape_text_into(_out, _jid->full());
-    _out += "</authorization-identifier><bound xmlns='urn:xmpp:bind:0'>";
-    if (st->sm_enable && _ctx->options.stream_management) {
+    sasl2_success_open(_jid->full());
+    _out += "<bound xmlns='urn:xmpp:bind:0'>";
+    if (sm_enable && _ctx->options.stream_management) {
         // XEP-0198 §3 inline (XEP-0386 §4.2): as sm_enable() would answer after a bind.
         _sm = std::make_unique<StreamMgmt>(_ctx->options.max_unacked_stanzas);
         ++_ctx->counters.sm_enabled;
         _out += "<enabled xmlns='urn:xmpp:sm:3'";
-        if (st->sm_resume) {
+        if (sm_resume) {
             _sm->id = _ctx->random.alnum(24);
             _ctx->resumable[_sm->id] = shared_from_this();
             _out += " id='" + _sm->id + "' resume='true' max='" + std::to_string(_ctx->options.resume_timeout.count()) + "'";
@@ -419,9 +471,8 @@ void C2sSession::finish_bind2() {
         _out += "/>";
     }
     _out += "</bound>";
-    _out += st->token_xml;
-    _out += "</success>";
-    if (st->csi_inactive && _ctx->hooks != nullptr) {
+    sasl2_success_close();
+    if (csi_inactive && _ctx->hooks != nullptr) {
         // XEP-0352 inline: the CSI module takes <inactive/> as if it had come on the stream.
         xmpp::xml::Tokenizer tok(_ctx->options.xml_limits);
         tok.append("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"

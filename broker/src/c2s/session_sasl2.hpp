@@ -35,6 +35,11 @@ struct C2sSession::Sasl2 {
     bool sm_enable = false;
     bool sm_resume = false;  // <enable resume='true'/>
     bool csi_inactive = false;
+    // XEP-0198 inline resumption (<resume/> inside <authenticate/>), tried before Bind2.
+    bool resume = false;
+    std::string resume_previd;
+    std::uint32_t resume_h = 0;
+    std::string sm_failed_xml;  // the resumption failed: said inside the success
     // FAST.
     bool request_token = false;
     std::optional<std::uint32_t> fast_count;
