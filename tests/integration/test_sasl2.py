@@ -314,6 +314,11 @@ async def test_wrong_password_gets_a_sasl2_failure(t):
     assert condition(out) == "not-authorized", out
     out = d.authenticate("NO-SUCH-MECH", None)
     assert condition(out) == "invalid-mechanism", out
+    # The two profiles do not mix: a legacy <response/> cannot finish a SASL2 exchange.
+    out = d.authenticate("SCRAM-SHA-256", f"n,,n={user},r=abc".encode())
+    assert "<challenge" in out, out
+    d.send(f"<response xmlns='{harness.SASL_NS}'>{base64.b64encode(b'c=biws,r=x,p=AAAA').decode()}</response>")
+    d.expect(rf"<failure xmlns='{harness.SASL_NS}'><malformed-request/></failure>")
     d.close()
 
 

@@ -55,6 +55,7 @@ void C2sSession::on_auth(const ElementView& el) {
     const auto mech = el.attribute("mechanism");
     _scram.reset();
     _sasl = Sasl::none;
+    _sasl2.reset();  // a legacy exchange replaces a SASL2 one
     const bool plain_ok = _ctx->options.offer_plain && (is_secure() || _ctx->options.allow_plaintext);
     if (mech.equals("SCRAM-SHA-256")) {
         _scram_alg = xmpp::sasl::ScramAlgorithm::sha_256;
@@ -79,7 +80,7 @@ void C2sSession::on_auth(const ElementView& el) {
 }
 
 void C2sSession::on_sasl_response(const ElementView& el) {
-    if (_sasl == Sasl::none) {
+    if (_sasl == Sasl::none || _sasl2) {  // none in progress, or a SASL2 one (XEP-0388)
         sasl_failure("malformed-request", true);
         return;
     }
