@@ -319,8 +319,10 @@ void C2sSession::sasl2_succeed(const xmpp::BareJid& who, std::string_view additi
             t.expiry_unix_s = now + o.fast_token_lifetime.count();
             storage::add_token(*fast_tokens, std::move(t), o.fast_max_tokens_per_account);
         }
-        // A token handed out must survive a power cut; a counter update needs the WAL only.
-        auto w = readable ? store.put(who.str(), *fast_tokens, !token.empty()) : xmpp::Result<void, storage::Errc>();
+        // A token handed out or invalidated must survive a power cut; a counter update needs the
+        // WAL only.
+        const bool durable = !token.empty() || st.fast_invalidate;
+        auto w = readable ? store.put(who.str(), *fast_tokens, durable) : xmpp::Result<void, storage::Errc>();
         if (!w || !readable) {
             STARLING_LOG(warn, "c2s {}: FAST tokens of {} not stored", _peer, who.str());
         } else if (!token.empty()) {
