@@ -426,6 +426,12 @@ struct Broker::Impl {
         hooks.fast_revoke = [this](std::string_view bare) -> Answer {
             auto n = storage::FastTokenStore(*store).revoke(bare);
             if (!n) return {false, "error: " + std::string(storage::to_string(n.error()))};
+            // A FAST login reads, updates and writes the account's tokens within one reactor
+            // handler (microseconds), on any shard. One that read them just before the delete
+            // has written them back well before this second delete.
+            std::this_thread::sleep_for(std::chrono::milliseconds(500));
+            auto again = storage::FastTokenStore(*store).revoke(bare);
+            if (!again) return {false, "error: " + std::string(storage::to_string(again.error()))};
             STARLING_LOG(info, "admin: revoked {} FAST token(s) of {}", *n, bare);
             return {true, "revoked " + std::to_string(*n) + " FAST token(s) of " + std::string(bare)};
         };

@@ -6,8 +6,7 @@
 // The token policy (expiry, bound per account, rotation) is in the free functions below, pure
 // and clock-free so that unit tests drive them. Thread-safe like AccountStore (each call is one
 // synchronous RocksDB operation); read-modify-write of one account's record is not atomic
-// across threads (a revocation racing a login in the same instant may be undone by the login's
-// counter update; see broker/src/c2s/README.md).
+// across threads (the revocation hook deletes twice for that reason; broker/src/c2s/README.md).
 #pragma once
 
 #include <cstdint>
