@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Reconnect rate of one starlingd shard: a full login (new TLS handshake, SASL2 SCRAM-SHA-256
-with PBKDF2) against a fast reconnect (TLS 1.3 session-ticket resumption, SASL2 FAST token with
+with PBKDF2 on the client; also the RFC 6120 way: SCRAM, stream restart, bind IQ) against a fast reconnect (TLS 1.3 session-ticket resumption, SASL2 FAST token with
 HT-SHA-256-NONE: one HMAC), both with a Bind2 bind, over direct TLS (XEP-0368).
 
 The broker runs with one shard pinned to one core (taskset -c SERVER_CPU); the clients are
@@ -89,9 +89,37 @@ def scram(conn, user, password, inline):
     return out
 
 
+def legacy_login(conn, user, password):
+    """RFC 6120: SASL SCRAM-SHA-256, stream restart, bind IQ (what a client without SASL2 does)."""
+    ns = "urn:ietf:params:xml:ns:xmpp-sasl"
+    any_outcome = re.compile(r"<success[^>]*>.*?</success>|<success[^>]*/>|<failure[^>]*>.*?</failure>"
+                             r"|<challenge[^>]*>.*?</challenge>", re.S)
+    cnonce = secrets.token_urlsafe(18)
+    first_bare = f"n={user},r={cnonce}"
+    conn.send(f"<auth xmlns='{ns}' mechanism='SCRAM-SHA-256'>{base64.b64encode(('n,,' + first_bare).encode()).decode()}</auth>")
+    out = conn.expect(any_outcome)
+    server_first = base64.b64decode(re.search(r">([^<]+)</challenge>", out).group(1)).decode()
+    attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"]))
+    ck = hmac.new(salted, b"Client Key", "sha256").digest()
+    without_proof = f"c=biws,r={attrs['r']}"
+    auth_msg = f"{first_bare},{server_first},{without_proof}".encode()
+    sig = hmac.new(hashlib.sha256(ck).digest(), auth_msg, "sha256").digest()
+    proof = base64.b64encode(bytes(a ^ b for a, b in zip(ck, sig))).decode()
+    conn.send(f"<response xmlns='{ns}'>{base64.b64encode((without_proof + ',p=' + proof).encode()).decode()}</response>")
+    out = conn.expect(any_outcome)
+    if not out.startswith("<success"):
+        raise RuntimeError(out)
+    conn.send(HEADER)
+    conn.expect(FEATURES)
+    conn.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bench</resource></bind></iq>")
+    conn.expect(re.compile(r"</iq>"))
+
+
 def worker(mode, port, user, cpus, seconds, start_at, results):
     """mode: (use TLS, use FAST). Returns (reconnects, TLS sessions resumed)."""
-    use_tls, use_fast = mode
+    use_tls, use_fast = mode[0], mode[1]
+    legacy = len(mode) > 2
     os.sched_setaffinity(0, cpus)
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -121,7 +149,12 @@ def worker(mode, port, user, cpus, seconds, start_at, results):
         time.sleep(0.01)
     end = start_at + seconds
     while time.time() < end:
-        if not use_fast:
+        if legacy:
+            c = Conn(port[use_tls], run_ctx)
+            c.send(HEADER)
+            c.expect(FEATURES)
+            legacy_login(c, user, "pw")
+        elif not use_fast:
             c = Conn(port[use_tls], run_ctx)
             c.send(HEADER)
             c.expect(FEATURES)
@@ -192,8 +225,9 @@ def main():
             except OSError:
                 time.sleep(0.1)
         rows = []
-        modes = {"full": (True, False), "fast": (True, True), "scram-tcp": (False, False), "fast-tcp": (False, True)}
-        for mode in ("full", "fast", "scram-tcp", "fast-tcp"):
+        modes = {"legacy": (True, False, "legacy"), "full": (True, False), "fast": (True, True),
+                 "scram-tcp": (False, False), "fast-tcp": (False, True)}
+        for mode in ("legacy", "full", "fast", "scram-tcp", "fast-tcp"):
             results = mp.Queue()
             start_at = time.time() + 2.0  # set-up logins happen before
             procs = [mp.Process(target=worker, args=(modes[mode], {True: port, False: tcp_port}, u,
@@ -215,12 +249,12 @@ def main():
             rows.append((mode, n, wall, cpu, resumed))
         print(f"{'login':<44} {'reconnects':>10} {'per s (wall)':>13} {'server CPU s':>13} "
               f"{'per server CPU-s':>17} {'TLS resumed':>12}")
-        names = {"full": "full: TLS handshake + SASL2 SCRAM-SHA-256", "fast": "fast: TLS 1.3 ticket + SASL2 FAST (HT)",
+        names = {"legacy": "legacy: TLS + RFC 6120 SCRAM, restart, bind IQ", "full": "full: TLS handshake + SASL2 SCRAM-SHA-256", "fast": "fast: TLS 1.3 ticket + SASL2 FAST (HT)",
                  "scram-tcp": "no TLS (loopback): SASL2 SCRAM-SHA-256", "fast-tcp": "no TLS (loopback): SASL2 FAST (HT)"}
         for mode, n, wall, cpu, resumed in rows:
             print(f"{names[mode]:<44} {n:>10} {n / wall:>13.0f} {cpu:>13.2f} {n / cpu if cpu else 0:>17.0f} "
                   f"{resumed:>12}")
-        for (slow, quick) in ((rows[0], rows[1]), (rows[2], rows[3])):
+        for (slow, quick) in ((rows[0], rows[2]), (rows[1], rows[2]), (rows[3], rows[4])):
             if slow[3] and quick[3] and slow[1] and quick[1]:
                 print(f"server CPU per reconnect: {slow[0]} {1e6 * slow[3] / slow[1]:.0f} us, {quick[0]} "
                       f"{1e6 * quick[3] / quick[1]:.0f} us ({(slow[3] / slow[1]) / (quick[3] / quick[1]):.2f}x)")

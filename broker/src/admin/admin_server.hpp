@@ -51,13 +51,13 @@ struct AdminHooks {
     std::function<Answer(std::string_view service)> pubsub_list;
     std::function<Answer(std::string_view service, std::string_view node)> pubsub_show;
     std::function<Answer(std::string_view service, std::string_view node)> pubsub_delete;
+    // Writes an online backup of the store into `dir` (absolute, not existing yet:
+    // storage/backup.hpp); returns an error text, empty on success.
+    std::function<std::string(const std::filesystem::path& dir)> backup;
     // XEP-0484 FAST tokens of an existing account (normalised bare JID): starlingctl fast
     // list|revoke. `text`: lines to print (list) or what was done (revoke).
     std::function<Answer(std::string_view bare_jid)> fast_list;
     std::function<Answer(std::string_view bare_jid)> fast_revoke;
-    // Writes an online backup of the store into `dir` (absolute, not existing yet:
-    // storage/backup.hpp); returns an error text, empty on success.
-    std::function<std::string(const std::filesystem::path& dir)> backup;
 };
 
 class AdminStartError : public std::runtime_error {
