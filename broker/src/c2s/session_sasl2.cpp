@@ -296,7 +296,8 @@ void C2sSession::sasl2_succeed(const xmpp::BareJid& who, std::string_view additi
     st.active = false;
     st.additional = std::string(additional);
     const auto& o = _ctx->options;
-    if (_ctx->store != nullptr && o.fast && (st.request_token || fast_tokens != nullptr)) {
+    const bool fast_login = fast_tokens != nullptr;
+    if (_ctx->store != nullptr && o.fast && (st.request_token || fast_login)) {
         storage::FastTokenStore store(*_ctx->store);
         std::vector<storage::FastToken> loaded;
         bool readable = true;
@@ -323,6 +324,15 @@ void C2sSession::sasl2_succeed(const xmpp::BareJid& who, std::string_view additi
         // WAL only.
         const bool durable = !token.empty() || st.fast_invalidate;
         auto w = readable ? store.put(who.str(), *fast_tokens, durable) : xmpp::Result<void, storage::Errc>();
+        if ((!w || !readable) && fast_login) {
+            // The token's new count could not be stored: accepting would leave this login
+            // replayable. The device still has its password.
+            STARLING_LOG(warn, "c2s {}: FAST login of {} refused: its token's counter could not be stored", _peer, who.str());
+            _authed.reset();
+            --_ctx->counters.auth_success;
+            sasl2_failure("temporary-auth-failure", false);
+            return;
+        }
         if (!w || !readable) {
             STARLING_LOG(warn, "c2s {}: FAST tokens of {} not stored", _peer, who.str());
         } else if (!token.empty()) {
