@@ -372,5 +372,34 @@ async def test_bind2_migrates_to_the_home_shard(t):
         d.close()
 
 
+async def test_token_login_needs_a_count_and_invalidate_ends_the_token(t):
+    s = await t.shared_server(toml=TOML)
+    user = unique("inv")
+    s.add_user(user, "pw8")
+    d, out, _ = scram_login(s.c2s_port, user, "pw8", user_agent("ua-i") + f"<request-token xmlns='{FAST}' mechanism='{HT}'/>")
+    token, _ = token_of(out)
+    d.close()
+    # No <fast count='..'/>: nothing would stop a replay, so the server refuses.
+    d = Device(s.c2s_port)
+    d.starttls()
+    initial = user.encode() + b"\0" + hmac.new(token.encode(), b"Initiator", "sha256").digest()
+    out = d.authenticate(HT, initial, user_agent("ua-i"))
+    assert condition(out) == "not-authorized", out
+    d.close()
+    # invalidate='true': this login is the token's last.
+    d, out = ht_login(s.c2s_port, user, token, "ua-i", 1)
+    assert out.startswith("<success"), out
+    d.close()
+    d = Device(s.c2s_port)
+    d.starttls()
+    out = d.authenticate(HT, initial, user_agent("ua-i") + f"<fast xmlns='{FAST}' count='2' invalidate='true'/>")
+    assert out.startswith("<success"), out
+    d.close()
+    d, out = ht_login(s.c2s_port, user, token, "ua-i", 3)
+    assert condition(out) == "not-authorized", out
+    d.close()
+    assert "no FAST tokens" in s.ctl("fast", "list", s.jid(user))
+
+
 if __name__ == "__main__":
     harness.main(globals())
