@@ -225,6 +225,21 @@ private:
             send(out_lines(a.text), false);
             return finish_ok("");
         }
+        if (is({"fast", "list"}, 1) || is({"fast", "revoke"}, 1)) {
+            const bool list = f[1] == "list";
+            const auto& hook = list ? s.hooks.fast_list : s.hooks.fast_revoke;
+            if (!hook) return finish_error(AdminErrc::not_available, "fast: not available");
+            auto jid = parse_user_jid(f[2], s.config.domains);
+            if (!jid) return finish_error(jid.error().code, jid.error().message);
+            auto exists = s.accounts.exists(jid->str());
+            if (!exists) return finish_error(AdminErrc::storage, std::string(storage::to_string(exists.error())));
+            if (!*exists) return finish_error(AdminErrc::not_found, "no account " + jid->str());
+            AdminHooks::Answer a = hook(jid->str());
+            if (!a.found) return finish_error(AdminErrc::storage, a.text);
+            if (!list) return finish_ok(a.text);
+            send(out_lines(a.text), false);
+            return finish_ok("");
+        }
         if (is({"backup"}, 1)) {
             if (!s.hooks.backup) return finish_error(AdminErrc::not_available, "backup: not available");
             const std::filesystem::path dir(f[1]);

@@ -54,6 +54,10 @@ struct AdminHooks {
     // Writes an online backup of the store into `dir` (absolute, not existing yet:
     // storage/backup.hpp); returns an error text, empty on success.
     std::function<std::string(const std::filesystem::path& dir)> backup;
+    // XEP-0484 FAST tokens of an existing account (normalised bare JID): starlingctl fast
+    // list|revoke. `text`: lines to print (list) or what was done (revoke).
+    std::function<Answer(std::string_view bare_jid)> fast_list;
+    std::function<Answer(std::string_view bare_jid)> fast_revoke;
 };
 
 class AdminStartError : public std::runtime_error {

@@ -51,6 +51,12 @@ struct C2sOptions : session::ServerOptions {
     bool compression = false;
     int compression_window_bits = 11;  // 9..15; memory, xmpp/zlib/README.md
     int compression_mem_level = 4;     // 1..9
+    // XEP-0388 SASL2 with XEP-0386 Bind2, offered beside RFC 6120 SASL.
+    bool sasl2 = true;
+    // XEP-0484 FAST: reconnect with a token (one HMAC) instead of a password (PBKDF2).
+    bool fast = true;
+    std::size_t fast_max_tokens_per_account = 8;
+    std::chrono::seconds fast_token_lifetime{14 * 24 * 3600};
 };
 
 }  // namespace starling::c2s

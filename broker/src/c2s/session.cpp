@@ -15,6 +15,7 @@
 #include "broker/src/c2s/options.hpp"
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/c2s/session_detail.hpp"
+#include "broker/src/c2s/session_sasl2.hpp"
 #include "broker/src/c2s/session_sm.hpp"
 #include "broker/src/c2s/session_zlib.hpp"
 #include "broker/src/session/stamp.hpp"
@@ -454,7 +455,10 @@ void C2sSession::send_features() {
             if (tls_required()) _out += "<required/>";
             _out += "</starttls>";
         }
-        if (is_secure() || !tls_required()) write_sasl_features();
+        if (is_secure() || !tls_required()) {
+            write_sasl_features();
+            append_sasl2_features();  // XEP-0388, beside the legacy mechanisms
+        }
     } else {
         _out += "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>";
         // RFC 6121 dropped session establishment; old clients still ask (draft-cridland-xmpp-session).
@@ -486,6 +490,10 @@ void C2sSession::on_element(const ElementView& el) {
     if (!_authed) {
         if (is_ns(el, xmpp::ns::tls) && el.local_name() == "starttls") {
             on_starttls();
+            return;
+        }
+        if (is_ns(el, k_ns_sasl2)) {
+            on_sasl2_element(el);
             return;
         }
         if (is_ns(el, xmpp::ns::sasl)) {

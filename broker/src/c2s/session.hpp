@@ -39,6 +39,9 @@
 namespace starling::router {
 struct Envelope;
 }
+namespace starling::storage {
+struct FastToken;
+}
 
 namespace starling::c2s {
 
@@ -142,6 +145,21 @@ private:
     xmpp::sasl::ScramCredentials credentials_for(const xmpp::BareJid& who, xmpp::sasl::ScramAlgorithm alg,
                                                  bool& known);
 
+    // SASL2 (XEP-0388), Bind2 (XEP-0386), FAST (XEP-0484): session_sasl2.cpp.
+    void append_sasl2_features();
+    void on_sasl2_element(const xmpp::xml::ElementView& el);
+    void sasl2_authenticate(const xmpp::xml::ElementView& el);
+    void sasl2_step(std::string_view payload_b64);
+    void sasl2_fast(std::string_view decoded);
+    void sasl2_succeed(const xmpp::BareJid& who, std::string_view additional,
+                       std::vector<storage::FastToken>* fast_tokens);
+    void sasl2_failure(std::string_view condition, bool counts);
+    void send_sasl2_failure();
+    void finish_bind2();
+    void sasl2_success_open(std::string_view authorization_identifier);
+    void sasl2_success_close();
+    void sasl2_resume_failed(std::string failed_xml);
+
     // Binding, RFC 6120 §7.
     void on_bind(const xmpp::xml::ElementView& el);
     void try_migrate();
@@ -220,6 +238,9 @@ private:
     std::string _pending_failure;  // SASL condition sent when the failure delay is over
     std::uint32_t _auth_failures = 0;
     std::size_t _discarded = 0;  // bytes dropped while lingering
+    // XEP-0388 exchange in progress, and what it asked for inline (null otherwise).
+    struct Sasl2;
+    std::unique_ptr<Sasl2> _sasl2;
 
     // XEP-0138, once negotiated (null until then).
     struct Compression;

@@ -13,6 +13,7 @@
 #include "broker/src/c2s/options.hpp"
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/c2s/session_detail.hpp"
+#include "broker/src/c2s/session_sasl2.hpp"
 #include "broker/src/c2s/session_sm.hpp"
 #include "broker/src/session/stamp.hpp"
 #include "broker/src/session/hooks.hpp"
@@ -53,6 +54,7 @@ std::string keyed_digest(std::string_view secret, std::string_view label, std::s
 void C2sSession::on_auth(const ElementView& el) {
     _scram.reset();
     _sasl = Sasl::none;
+    _sasl2.reset();  // a legacy exchange replaces a SASL2 one
     // Only what this session was offered (session_mechanisms.cpp): no PLAIN in the clear, no
     // -PLUS without TLS, no EXTERNAL without a verified certificate.
     const auto mech = xmpp::sasl::parse_mechanism(unescaped(el.attribute("mechanism")));
@@ -91,7 +93,7 @@ void C2sSession::on_auth(const ElementView& el) {
 }
 
 void C2sSession::on_sasl_response(const ElementView& el) {
-    if (_sasl == Sasl::none) {
+    if (_sasl == Sasl::none || _sasl2) {  // none in progress, or a SASL2 one (XEP-0388)
         sasl_failure("malformed-request", true);
         return;
     }
@@ -277,6 +279,10 @@ void C2sSession::sasl_failure(std::string_view condition, bool counts) {
 }
 
 void C2sSession::send_sasl_failure() {
+    if (_sasl2 && _sasl2->failure_pending) {
+        send_sasl2_failure();  // XEP-0388 form (session_sasl2.cpp)
+        return;
+    }
     _out += "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><";
     _out += _pending_failure;
     _out += "/></failure>";
@@ -401,6 +407,10 @@ void C2sSession::adopt(ShardContext& ctx, int fd) {
 void C2sSession::finish_bind() {
     if (_resuming) {
         finish_resume();  // XEP-0198 §5: a <resume/> travelled here instead of a bind
+        return;
+    }
+    if (_sasl2 && _sasl2->bind) {
+        finish_bind2();  // XEP-0386: answered inside the SASL2 success (session_sasl2.cpp)
         return;
     }
     auto& router = _ctx->router;

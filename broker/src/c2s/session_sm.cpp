@@ -10,6 +10,7 @@
 #include "broker/src/c2s/options.hpp"
 #include "broker/src/c2s/session.hpp"
 #include "broker/src/c2s/session_detail.hpp"
+#include "broker/src/c2s/session_sasl2.hpp"
 #include "broker/src/c2s/session_sm.hpp"
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/router/router.hpp"
@@ -175,6 +176,14 @@ void C2sSession::finish_resume() {
         }
         STARLING_LOG(debug, "c2s {}: resumption of {} failed: no such session", _peer, _resume_id);
         _phase = Phase::negotiating;
+        if (_sasl2) {  // inline in SASL2: said inside its success (session_sasl2.cpp)
+            std::string failed;
+            std::swap(failed, _out);
+            sm_failed("item-not-found", h);
+            std::swap(failed, _out);
+            sasl2_resume_failed(std::move(failed));
+            return;
+        }
         sm_failed("item-not-found", h);
         process_input();
         after_turn();
@@ -212,11 +221,13 @@ void C2sSession::finish_resume() {
     ++_ctx->counters.sm_resumed;
     STARLING_LOG(debug, "c2s {}: resumed on shard {}, connection accepted on shard {}", _jid->full(), _ctx->shard,
                  _accepted_on);
+    if (_sasl2) sasl2_success_open(_jid->full());  // XEP-0198 inline in SASL2
     _out += "<resumed xmlns='urn:xmpp:sm:3' h='";
     _out += std::to_string(_sm->handled);
     _out += "' previd='";
     xmpp::xml::escape_attribute_into(_out, _sm->id);
     _out += "'/>";
+    if (_sasl2) sasl2_success_close();
     // §5: what the client did not acknowledge is sent again, in order, and counted again. The
     // client's h told us what it has: nothing arrives twice.
     for (auto& stanza : _sm->queue.take_unacked()) deliver(stanza);

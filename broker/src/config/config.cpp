@@ -82,6 +82,11 @@ void for_each_option(C& c, V&& v) {
 
     v("accounts", "scram_iterations", c.accounts.scram_iterations, bounds::scram_iterations);
 
+    v("fast", "sasl2", c.fast.sasl2);
+    v("fast", "enabled", c.fast.enabled);
+    v("fast", "max_tokens_per_account", c.fast.max_tokens_per_account, bounds::fast_max_tokens_per_account);
+    v("fast", "token_lifetime_s", c.fast.token_lifetime_s, bounds::fast_token_lifetime_s);
+
     v("admin", "socket", c.admin.socket, Text::any);
     v("storage", "path", c.storage.path, Text::any);
     v("storage", "block_cache_mb", c.storage.block_cache_mb, bounds::block_cache_mb);

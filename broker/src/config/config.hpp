@@ -52,7 +52,9 @@ inline constexpr Range compression_window_bits{9, 15};  // zlib's LZ77 window, 2
 inline constexpr Range compression_mem_level{1, 9};
 // A ticket is accepted for up to two periods; RFC 8446 §4.6.1 caps a ticket's life at 7 days.
 inline constexpr Range ticket_key_rotation_s{60, 86'400};
-inline constexpr Range stall_limit_s{1, 3'600};  // a shard's reactor silent longer than this is unhealthy
+inline constexpr Range stall_limit_s{1, 3'600};
+inline constexpr Range fast_max_tokens_per_account{1, 64};
+inline constexpr Range fast_token_lifetime_s{1, 365 * 86'400};  // a shard's reactor silent longer than this is unhealthy
 }  // namespace bounds
 
 enum class LogLevel : std::uint8_t { trace, debug, info, warn, error };
@@ -146,6 +148,16 @@ struct MetricsConfig {
     friend bool operator==(const MetricsConfig&, const MetricsConfig&) = default;
 };
 
+// XEP-0388 SASL2 + XEP-0386 Bind2, and XEP-0484 FAST tokens (broker/src/c2s/README.md).
+struct FastConfig {
+    bool sasl2 = true;  // offer SASL2 and Bind2 beside RFC 6120 SASL
+    bool enabled = true;  // offer FAST tokens (needs sasl2)
+    std::uint32_t max_tokens_per_account = 8;  // the oldest goes first
+    std::uint32_t token_lifetime_s = 14 * 86'400;  // a token older than this is refused
+
+    friend bool operator==(const FastConfig&, const FastConfig&) = default;
+};
+
 struct AccountsConfig {
     std::uint32_t scram_iterations = 4096;  // for new and changed passwords
 
@@ -178,6 +190,7 @@ struct BrokerConfig {
     TlsConfig tls;
     MetricsConfig metrics;
     AccountsConfig accounts;
+    FastConfig fast;
     // [modules] switches and each module's own table ([offline], [mam]...): what the modules
     // declare (modules/module_list.hpp), defaults filled in.
     session::ModuleSettings modules = default_modules();

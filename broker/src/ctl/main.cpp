@@ -70,6 +70,9 @@ Commands:
                                SAN id-on-xmppAddr, N days, default 365) signed by the
                                device CA of [tls] client_ca_file. Offline; README "Device
                                certificates" has the openssl commands for the same
+  fast list JID                XEP-0484 FAST tokens of an account (no secrets: issue time,
+                               expiry, client id, use counter)     (running broker only)
+  fast revoke JID              revoke them all: the next token login is refused
   backup DIR                   a consistent copy of the store, taken while starlingd runs,
                                into DIR (a new folder; the broker's user must be able to
                                create it). Restore: deploy/README.md  (running broker only)
@@ -181,6 +184,10 @@ int check_command(const std::vector<std::string>& c) {
         if (n >= 2 && c[1] == "list" && n <= 3) return -1;
         if (n == 4 && (c[1] == "show" || c[1] == "delete")) return -1;
         return usage("usage: pubsub list [SERVICE] | pubsub show SERVICE NODE | pubsub delete SERVICE NODE");
+    }
+    if (c[0] == "fast") {
+        if (n == 3 && (c[1] == "list" || c[1] == "revoke")) return -1;
+        return usage("usage: fast list JID | fast revoke JID");
     }
     if ((c[0] == "sessions" || c[0] == "stats") && n == 1) return -1;
     if (c[0] == "cert") {

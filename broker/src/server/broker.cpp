@@ -36,6 +36,7 @@
 #include "broker/src/router/mailboxes.hpp"
 #include "broker/src/router/router.hpp"
 #include "broker/src/storage/accounts.hpp"
+#include "broker/src/storage/fast_tokens.hpp"
 #include "broker/src/storage/backup.hpp"
 #include "broker/src/storage/store.hpp"
 #include "broker/src/storage/write_path.hpp"
@@ -81,6 +82,10 @@ c2s::C2sOptions make_options(const config::BrokerConfig& cfg, std::string secret
     o.channel_binding_downgrade_check = cfg.tls.channel_binding_downgrade_check;
     o.external_auth = !cfg.tls.client_ca_file.empty();
     o.external_jid_from_cn = cfg.tls.client_cert_jid_from_cn;
+    o.sasl2 = cfg.fast.sasl2;
+    o.fast = cfg.fast.sasl2 && cfg.fast.enabled;
+    o.fast_max_tokens_per_account = cfg.fast.max_tokens_per_account;
+    o.fast_token_lifetime = std::chrono::seconds(cfg.fast.token_lifetime_s);
     o.server_secret = std::move(secret);
     return o;
 }
@@ -413,6 +418,38 @@ struct Broker::Impl {
         };
     }
 
+    // starlingctl fast list|revoke: the account's FAST tokens (XEP-0484), read and deleted in
+    // RocksDB on the admin thread; a login reads them there too, so the next one is refused.
+    void add_fast_hooks(admin::AdminHooks& hooks) {
+        using Answer = admin::AdminHooks::Answer;
+        hooks.fast_list = [this](std::string_view bare) -> Answer {
+            auto tokens = storage::FastTokenStore(*store).get(bare);
+            if (!tokens) return {false, "error: " + std::string(storage::to_string(tokens.error()))};
+            const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                                 std::chrono::system_clock::now().time_since_epoch()).count();
+            std::string out;
+            for (const auto& t : *tokens) {
+                out += "issued=" + std::to_string(t.issued_unix_s) + " expiry=" + std::to_string(t.expiry_unix_s) +
+                       (t.expiry_unix_s <= now ? " (expired)" : "") + " count=" + std::to_string(t.count) +
+                       " mechanism=" + t.mechanism + " client=" + (t.user_agent.empty() ? "-" : t.user_agent) + "\n";
+            }
+            if (out.empty()) out = "no FAST tokens\n";
+            return {true, out};
+        };
+        hooks.fast_revoke = [this](std::string_view bare) -> Answer {
+            auto n = storage::FastTokenStore(*store).revoke(bare);
+            if (!n) return {false, "error: " + std::string(storage::to_string(n.error()))};
+            // A FAST login reads, updates and writes the account's tokens within one reactor
+            // handler (microseconds), on any shard. One that read them just before the delete
+            // has written them back well before this second delete.
+            std::this_thread::sleep_for(std::chrono::milliseconds(500));
+            auto again = storage::FastTokenStore(*store).revoke(bare);
+            if (!again) return {false, "error: " + std::string(storage::to_string(again.error()))};
+            STARLING_LOG(info, "admin: revoked {} FAST token(s) of {}", *n, bare);
+            return {true, "revoked " + std::to_string(*n) + " FAST token(s) of " + std::string(bare)};
+        };
+    }
+
     void start_services() {
         if (cfg.metrics.port != 0) {
             const bool v6 = cfg.metrics.bind_address.find(':') != std::string::npos;
@@ -462,6 +499,7 @@ struct Broker::Impl {
             return r ? std::string() : std::string(storage::to_string(r.error()));
         };
         add_pubsub_hooks(hooks);
+        add_fast_hooks(hooks);
         hooks.backup = [this](const std::filesystem::path& dir) {
             auto err = storage::create_backup(*store, cfg.general.data_dir, dir);
             if (err.empty()) STARLING_LOG(info, "backup written to {}", dir.string());

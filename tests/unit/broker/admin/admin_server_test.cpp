@@ -157,6 +157,8 @@ TEST(AdminServer, HooksAreCalledOrReportedNotAvailable) {
             return admin::AdminHooks::Answer{node == "feed-a", node == "feed-a" ? "deleted feed-a" : "no node"};
         },
         {},  // backup
+        {},  // fast_list
+        {},  // fast_revoke
     });
     EXPECT_EQ(round_trip(b.socket, "sessions\n"),
               "out\ta@example.com/phone shard=0\nout\tb@example.com/x shard=1\nok\t\n");
@@ -186,6 +188,33 @@ TEST(AdminServer, HooksAreCalledOrReportedNotAvailable) {
     EXPECT_EQ(last_line(round_trip(b.socket, "pubsub\tshow\tps.example.com\tzzz\n")), "error\tnot-found\tno node zzz");
     EXPECT_EQ(round_trip(b.socket, "pubsub\tdelete\tps.example.com\tfeed-a\n"), "ok\tdeleted feed-a\n");
     EXPECT_EQ(last_line(round_trip(b.socket, "pubsub\tshow\tps.example.com\n")).rfind("error\tbad-request", 0), 0u);
+}
+
+TEST(AdminServer, FastListAndRevokeReachTheirHooksForExistingAccountsOnly) {
+    {
+        Broker b;
+        EXPECT_EQ(last_line(round_trip(b.socket, "fast\tlist\tdev@example.com\n")), "error\tnot-available\tfast: not available");
+    }
+    std::string listed, revoked;
+    admin::AdminHooks hooks;
+    hooks.fast_list = [&](std::string_view bare) {
+        listed = bare;
+        return admin::AdminHooks::Answer{true, "issued=1 expiry=2 count=0 mechanism=HT-SHA-256-NONE client=ua\n"};
+    };
+    hooks.fast_revoke = [&](std::string_view bare) {
+        revoked = bare;
+        return admin::AdminHooks::Answer{true, "revoked 1 FAST token(s) of " + std::string(bare)};
+    };
+    Broker b(std::move(hooks));
+    EXPECT_EQ(last_line(round_trip(b.socket, "fast\trevoke\tdev@example.com\n")), "error\tnot-found\tno account dev@example.com");
+    EXPECT_TRUE(revoked.empty());
+    EXPECT_EQ(round_trip(b.socket, "user\tadd\tdev@example.com\tpw\n"), "ok\tadded dev@example.com\n");
+    EXPECT_EQ(round_trip(b.socket, "fast\tlist\tDev@Example.com\n"),
+              "out\tissued=1 expiry=2 count=0 mechanism=HT-SHA-256-NONE client=ua\nok\t\n");
+    EXPECT_EQ(listed, "dev@example.com");
+    EXPECT_EQ(round_trip(b.socket, "fast\trevoke\tdev@example.com\n"), "ok\trevoked 1 FAST token(s) of dev@example.com\n");
+    EXPECT_EQ(revoked, "dev@example.com");
+    EXPECT_EQ(last_line(round_trip(b.socket, "fast\tlist\t@@\n")).rfind("error\tinvalid-jid", 0), 0u);
 }
 
 TEST(AdminServer, ImportStreamsLinesAndReportsTheResult) {

@@ -435,6 +435,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Bound{"metrics", "port", bounds::port},
                       Bound{"metrics", "stall_limit_s", bounds::stall_limit_s},
                       Bound{"accounts", "scram_iterations", bounds::scram_iterations},
+                      Bound{"fast", "max_tokens_per_account", bounds::fast_max_tokens_per_account},
+                      Bound{"fast", "token_lifetime_s", bounds::fast_token_lifetime_s},
                       Bound{"storage", "block_cache_mb", bounds::block_cache_mb},
                       Bound{"storage", "write_buffer_mb", bounds::write_buffer_mb},
                       declared("ping", "idle_ms"), declared("ping", "timeout_ms"),

@@ -1,0 +1,65 @@
+// FastTokenStore: XEP-0484 FAST tokens of each account, in the "meta" column family under
+// "<bare JID>\0fast" (one small record per account: at most max_tokens_per_account entries).
+// A token itself is never stored: only its SHA-256, which is the HMAC key of HT-SHA-256-NONE
+// (xmpp/sasl/ht.hpp explains why that suffices).
+//
+// The token policy (expiry, bound per account, rotation) is in the free functions below, pure
+// and clock-free so that unit tests drive them. Thread-safe like AccountStore (each call is one
+// synchronous RocksDB operation); read-modify-write of one account's record is not atomic
+// across threads (the revocation hook deletes twice for that reason; broker/src/c2s/README.md).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "broker/src/storage/errc.hpp"
+#include "xmpp/result.hpp"
+
+namespace starling::storage {
+
+class Store;
+
+struct FastToken {
+    std::string key;         // SHA-256 of the token (32 bytes)
+    std::string user_agent;  // the SASL2 <user-agent id='..'/> it was issued to (may be empty)
+    std::string mechanism;   // "HT-SHA-256-NONE"
+    std::int64_t issued_unix_s = 0;
+    std::int64_t expiry_unix_s = 0;
+    std::uint32_t count = 0;  // the highest <fast count='..'/> accepted (XEP-0484 replay protection)
+
+    friend bool operator==(const FastToken&, const FastToken&) = default;
+};
+
+// Drops expired tokens; true when something was dropped.
+bool drop_expired(std::vector<FastToken>& tokens, std::int64_t now_unix_s);
+// Adds `fresh`. The same user agent keeps one older token besides it (the one it may still hold
+// if it never saw the new one: rotation must not lock it out); the oldest tokens of the account
+// go first past `max_per_account` (>= 1).
+void add_token(std::vector<FastToken>& tokens, FastToken fresh, std::size_t max_per_account);
+// A login used `used`: older tokens of the same user agent are dropped (it holds the new one).
+void forget_superseded(std::vector<FastToken>& tokens, const FastToken& used);
+
+class FastTokenStore {
+public:
+    explicit FastTokenStore(Store& store) noexcept : _store(store) {}
+
+    // The account's tokens (empty when none).
+    xmpp::Result<std::vector<FastToken>, Errc> get(std::string_view bare_jid) const noexcept;
+    // Replaces the account's tokens (none: the record is deleted). `durable`: fsynced (a token
+    // handed out must survive a power cut); otherwise the WAL only (counter updates).
+    xmpp::Result<void, Errc> put(std::string_view bare_jid, const std::vector<FastToken>& tokens,
+                                 bool durable) noexcept;
+    // Deletes them all; returns how many there were.
+    xmpp::Result<std::size_t, Errc> revoke(std::string_view bare_jid) noexcept;
+
+    static std::string key_of(std::string_view bare_jid);
+    static std::string encode(const std::vector<FastToken>& tokens);
+    static xmpp::Result<std::vector<FastToken>, Errc> decode(std::string_view bytes) noexcept;
+
+private:
+    Store& _store;
+};
+
+}  // namespace starling::storage
