@@ -464,7 +464,7 @@ TEST(NumericBounds, CoverEveryIntegerOption) {
             if (e.message() == "must be an integer (got a string)") ++numeric;
         }
     }
-    EXPECT_EQ(numeric, 48u);  // booleans such as modules.mam are not counted
+    EXPECT_EQ(numeric, 50u);  // booleans such as modules.mam are not counted
 }
 
 // --- files on disk ---
