@@ -69,6 +69,18 @@ build fuzz -DSTARLING_FUZZ_SECONDS="$fuzz_seconds"
 say "fuzzing (${fuzz_seconds}s per harness, ASan + UBSan)"
 run_ctest fuzz -L fuzz
 
+# Adds the "N passed, N failed" line of log $1 (from run.sh) to the totals; a non-zero exit
+# status $2 without that line counts as one failure.
+tally() {
+    local log=$1 rc=$2 line
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1 || true)
+    if [[ -n "$line" ]]; then
+        passed=$((passed + $(cut -d' ' -f1 <<<"$line")))
+        failed=$((failed + $(cut -d' ' -f3 <<<"$line")))
+    fi
+    if [[ $rc -ne 0 ]]; then status=1; [[ -n "$line" ]] || failed=$((failed + 1)); fi
+}
+
 # Integration tests: the real starlingd driven by slixmpp, once from the release build and once
 # from the ASan + UBSan build (a sanitizer report aborts the broker or fails its exit status).
 run_integration() {
@@ -79,13 +91,7 @@ run_integration() {
         tests/integration/run.sh "$build" 2>&1 | tee "$log"
     local rc=${PIPESTATUS[0]}
     set -e
-    local line
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1 || true)
-    if [[ -n "$line" ]]; then
-        passed=$((passed + $(cut -d' ' -f1 <<<"$line")))
-        failed=$((failed + $(cut -d' ' -f3 <<<"$line")))
-    fi
-    if [[ $rc -ne 0 ]]; then status=1; [[ -n "$line" ]] || failed=$((failed + 1)); fi
+    tally "$log" "$rc"
 }
 if [[ -x tests/integration/run.sh ]]; then
     run_integration "$root/build/release" release
@@ -106,12 +112,7 @@ if [[ -x tests/integration/run.sh ]]; then
         "$root/tests/deploy/test_agent_package.py" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     set -e
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1 || true)
-    if [[ -n "$line" ]]; then
-        passed=$((passed + $(cut -d' ' -f1 <<<"$line")))
-        failed=$((failed + $(cut -d' ' -f3 <<<"$line")))
-    fi
-    if [[ $rc -ne 0 ]]; then status=1; [[ -n "$line" ]] || failed=$((failed + 1)); fi
+    tally "$log" "$rc"
 fi
 
 # starling-agent for arm64 (cmake/aarch64-linux-gnu.cmake, Debian's cross compiler and :arm64
@@ -131,12 +132,7 @@ if [[ -x tests/integration/run.sh ]]; then
     } 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     set -e
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1 || true)
-    if [[ -n "$line" ]]; then
-        passed=$((passed + $(cut -d' ' -f1 <<<"$line")))
-        failed=$((failed + $(cut -d' ' -f3 <<<"$line")))
-    fi
-    if [[ $rc -ne 0 ]]; then status=1; [[ -n "$line" ]] || failed=$((failed + 1)); fi
+    tally "$log" "$rc"
 fi
 
 echo
