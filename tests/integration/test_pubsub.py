@@ -249,6 +249,52 @@ async def test_subscribers_get_notifications(t):
     assert kind == "delete", (kind, m)
 
 
+async def test_subscription_options_turn_delivery_off_and_on(t):
+    # XEP-0060 §6.3: a subscriber reads its options form, sets pubsub#deliver to false and gets
+    # no notifications, then back to true; unknown options are bad-request + invalid-options;
+    # another account may not touch them.
+    s = await t.shared_server()
+    o_user, s_user, x_user = unique("owner"), unique("sub"), unique("other")
+    s.add_users([(o_user, "pw"), (s_user, "pw"), (x_user, "pw")])
+    o = await t.client(s, o_user, "pw")
+    d = await t.client(s, s_user, "pw")
+    x = await t.client(s, x_user, "pw")
+    po, pd, _ = with_pubsub(o), with_pubsub(d), with_pubsub(x)
+    node = unique("opts")
+    await po.create_node(SERVICE, node, timeout=5)
+    await pd.subscribe(SERVICE, node, timeout=5)
+    ns = "http://jabber.org/protocol/pubsub"
+
+    def options(jid, fields=None):
+        if fields is None:
+            return f"<pubsub xmlns='{ns}'><options node='{node}' jid='{jid}'/></pubsub>"
+        body = "".join(f"<field var='{k}'><value>{v}</value></field>" for k, v in fields.items())
+        return (f"<pubsub xmlns='{ns}'><options node='{node}' jid='{jid}'><x xmlns='jabber:x:data' type='submit'>"
+                f"<field var='FORM_TYPE' type='hidden'><value>{ns}#subscribe_options</value></field>{body}"
+                f"</x></options></pubsub>")
+
+    async def set_options(client, jid, fields):
+        iq = client.xmpp.make_iq_set(ito=SERVICE)
+        iq.append(ET.fromstring(options(jid, fields)))
+        return await iq.send(timeout=5)
+
+    # slixmpp subscribed the bare JID (its default).
+    form_iq = await d.iq_get(SERVICE, options(d.bare))
+    fields = {f.get("var"): f.findtext("{jabber:x:data}value")
+              for f in form_iq.xml.iter("{jabber:x:data}field")}
+    assert fields.get("pubsub#deliver") == "1", fields
+    await set_options(d, d.bare, {"pubsub#deliver": "0"})
+    await po.publish(SERVICE, node, id="quiet", payload=reading("1"), timeout=5)
+    await no_event(d)
+    await set_options(d, d.bare, {"pubsub#deliver": "1"})
+    await po.publish(SERVICE, node, id="loud", payload=reading("2"), timeout=5)
+    kind, m = await next_event(d)
+    assert kind == "publish" and m["pubsub_event"]["items"]["item"]["id"] == "loud"
+    await expect_error(set_options(d, d.bare, {"pubsub#digest": "1"}), "bad-request", "invalid-options")
+    await expect_error(set_options(x, d.bare, {"pubsub#deliver": "0"}), "forbidden")
+    await expect_error(set_options(d, d.jid, {"pubsub#deliver": "0"}), "unexpected-request", "not-subscribed")
+
+
 async def test_operator_lists_shows_and_deletes_nodes_with_starlingctl(t):
     # starlingctl pubsub list / show / delete against the running broker (two shards: the
     # deletion runs on the node's home shard); the subscriber is told of the deletion.

@@ -272,7 +272,7 @@ std::string NodeStore::encode(const Subscription& s) {
     flatbuffers::FlatBufferBuilder b(128);
     const auto jid = b.CreateString(s.jid);
     const auto subid = b.CreateString(s.subid);
-    b.Finish(fb::CreatePubsubSubscription(b, jid, static_cast<fb::PubsubSubscriptionState>(s.state), subid));
+    b.Finish(fb::CreatePubsubSubscription(b, jid, static_cast<fb::PubsubSubscriptionState>(s.state), subid, s.deliver));
     return std::string(finished(b));
 }
 
@@ -286,6 +286,7 @@ xmpp::Result<Subscription, Errc> NodeStore::decode_subscription(std::string_view
         s.state = static_cast<SubState>(m->state());
         if (s.state != SubState::subscribed && s.state != SubState::pending) return xmpp::Unexpected(Errc::corrupt);
         s.subid = str(m->subid());
+        s.deliver = m->deliver();
         return s;
     } catch (...) {
         return xmpp::Unexpected(Errc::io_error);

@@ -51,6 +51,7 @@ struct Subscription {
     std::string jid;  // bare or full JID, as subscribed
     SubState state = SubState::subscribed;
     std::string subid;
+    bool deliver = true;  // §6.3 pubsub#deliver: false holds notifications back
 };
 
 struct NodeRecord {

@@ -224,6 +224,10 @@ void PubsubService::subscribe(Request& r, Node& n) {
     sub.jid = who;
     sub.state = decision == SubscribeDecision::pending ? SubState::pending : SubState::subscribed;
     sub.subid = new_id(16);
+    if (auto options = r.dom.child(r.payload, "options", k_ns_pubsub)) {
+        // §6.3.7: subscribe and configure in one request.
+        if (auto x = r.dom.child(options, "x", k_ns_data); x && !apply_subscription_options(r, x, sub)) return;
+    }
     if (!stored(r, &n, _store.put_subscription(n.service, n.name, sub))) return;
     n.subscriptions.push_back(sub);
     std::string inner;
@@ -231,11 +235,79 @@ void PubsubService::subscribe(Request& r, Node& n) {
     reply_result(r, inner);
     if (sub.state == SubState::pending) {
         send_authorization_request(n, sub);  // §8.6
-    } else if (!n.items.empty()) {
+    } else if (!n.items.empty() && sub.deliver) {
         // §6.1.7: the last published item, to the new subscriber only.
         const std::vector<std::string> only{sub.jid};
         notify(n, item_event(n, n.items.back(), n.record.config.deliver_payloads), &only);
     }
+}
+
+// §6.3: subscription options. The one option offered is pubsub#deliver.
+namespace {
+constexpr std::string_view k_form_type_subscribe_options = "http://jabber.org/protocol/pubsub#subscribe_options";
+}  // namespace
+
+bool PubsubService::apply_subscription_options(Request& r, pugi::xml_node x, Subscription& sub) {
+    if (std::string_view(x.attribute("type").value()) != "submit") {
+        reply_error(r, StanzaError::bad_request, "invalid-options", "the form's type must be submit");
+        return false;
+    }
+    Subscription next = sub;
+    for (auto f = x.first_child(); f; f = f.next_sibling()) {
+        if (f.type() != pugi::node_element || StanzaDom::local_name(f) != "field") continue;
+        const std::string_view var = f.attribute("var").value();
+        const std::string_view v = f.child("value").child_value();
+        if (var == "FORM_TYPE") {
+            if (v != k_form_type_subscribe_options) {
+                reply_error(r, StanzaError::bad_request, "invalid-options", "FORM_TYPE: not subscribe_options");
+                return false;
+            }
+        } else if (var == "pubsub#deliver") {
+            if (v != "1" && v != "true" && v != "0" && v != "false") {
+                reply_error(r, StanzaError::bad_request, "invalid-options", "pubsub#deliver: not a boolean");
+                return false;
+            }
+            next.deliver = is_true(v);
+        } else {
+            reply_error(r, StanzaError::bad_request, "invalid-options", std::string(var) + ": unknown option");
+            return false;
+        }
+    }
+    sub = std::move(next);
+    return true;
+}
+
+void PubsubService::subscription_options(Request& r, Node& n) {
+    const std::string_view jid_attr = r.action.attribute("jid").value();
+    auto jid = xmpp::Jid::parse(jid_attr);
+    if (jid_attr.empty() || !jid) return reply_error(r, StanzaError::bad_request, "jid-required");  // §6.3.4
+    if (jid->bare_view() != r.bare && affiliation(n, r.bare) != Affiliation::owner) {
+        return reply_error(r, StanzaError::forbidden);  // §6.3.4: not the subscriber
+    }
+    auto it = std::find_if(n.subscriptions.begin(), n.subscriptions.end(),
+                           [&](const Subscription& s) { return s.jid == jid->full(); });
+    if (it == n.subscriptions.end()) {
+        return reply_error(r, StanzaError::unexpected_request, "not-subscribed");  // §6.3.4
+    }
+    if (r.get) {
+        // §6.3.2: the options form.
+        std::string inner;
+        xmpp::xml::Writer w(inner);
+        w.open("pubsub").attr("xmlns", k_ns_pubsub).open("options").attr("node", n.name).attr("jid", it->jid);
+        w.open("x").attr("xmlns", k_ns_data).attr("type", "form");
+        w.open("field").attr("var", "FORM_TYPE").attr("type", "hidden").leaf("value", k_form_type_subscribe_options).close();
+        w.open("field").attr("var", "pubsub#deliver").attr("type", "boolean").attr("label", "Enable delivery?");
+        w.leaf("value", it->deliver ? "1" : "0").close();
+        w.close().close().close();
+        return reply_result(r, inner);
+    }
+    auto x = r.dom.child(r.action, "x", k_ns_data);
+    if (!x) return reply_error(r, StanzaError::bad_request, "invalid-options", "no data form");
+    Subscription updated = *it;
+    if (!apply_subscription_options(r, x, updated)) return;
+    if (!stored(r, &n, _store.put_subscription(n.service, n.name, updated))) return;
+    *it = std::move(updated);
+    reply_result(r);  // §6.3.5
 }
 
 // §6.2: unsubscribe.

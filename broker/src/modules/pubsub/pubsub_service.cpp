@@ -36,7 +36,7 @@ constexpr std::string_view k_features[] = {
     "instant-nodes",    "item-ids",             "last-published",   "manage-subscriptions",
     "modify-affiliations", "persistent-items", "publish",          "publish-options", "purge-nodes",
     "retract-items",    "retrieve-affiliations", "retrieve-default", "retrieve-items",
-    "retrieve-subscriptions", "rsm",        "subscribe",
+    "retrieve-subscriptions", "rsm",        "subscribe",        "subscription-options",
 };
 
 }  // namespace
@@ -238,10 +238,7 @@ void PubsubService::handle_node(Request& r, std::string_view node) {
         if (r.get && a == "items") return items(r, *n);
         if (r.get && a == "subscriptions") return subscription_of(r, *n);
         if (r.get && a == "affiliations") return affiliation_of(r, *n);
-        if (a == "options") {
-            // §6.3: subscription options are not offered.
-            return reply_error(r, StanzaError::feature_not_implemented, "unsupported", {}, "subscription-options");
-        }
+        if (a == "options") return subscription_options(r, *n);
     } else {
         if (a == "configure") return configure(r, *n);
         if (!r.get && a == "delete") return remove_node(r, *n);
@@ -575,7 +572,7 @@ void PubsubService::notify(const Node& n, std::string event_xml, const std::vect
         for (const auto& jid : *only) add(by_shard, jid);
     } else {
         for (const auto& s : n.subscriptions) {
-            if (s.state == SubState::subscribed) add(by_shard, s.jid);
+            if (s.state == SubState::subscribed && s.deliver) add(by_shard, s.jid);
         }
     }
     // XEP-0163 §4.1-§4.2: on a PEP node, the owner and the contacts allowed to see it are

@@ -170,6 +170,11 @@ private:
     void retract(Request& r, Node& n);
     void subscribe(Request& r, Node& n);
     void unsubscribe(Request& r, Node& n);
+    // §6.3: get or set one subscription's options (pubsub#deliver).
+    void subscription_options(Request& r, Node& n);
+    // Applies a submitted subscribe_options form to `sub`; false (answered bad-request +
+    // invalid-options, §6.3.5) when it does not fit.
+    bool apply_subscription_options(Request& r, pugi::xml_node x, Subscription& sub);
     void items(Request& r, Node& n);
     std::optional<std::pair<std::size_t, std::size_t>> rsm_page(Request& r, pugi::xml_node set,
                                                                 const std::vector<const Item*>& items);
