@@ -158,6 +158,12 @@ void Link::on_channel_error(const std::string& reason) {
         fail(reason + " (the server's public key does not match link.pin_sha256)");
         return;
     }
+    if (!_cfg.client_cert.empty() && !_tls_up && reason.find("peer-alert") != std::string::npos) {
+        // The broker ends the handshake with an alert when it does not accept the certificate
+        // (unknown CA, expired, revoked): say which file to look at.
+        fail(reason + " (did the broker refuse link.client_cert? check its CA and dates)");
+        return;
+    }
     fail(reason);
 }
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -67,8 +68,7 @@ def use_certificate(agent: Agent, cert: tuple, password: bool) -> None:
 
 class Pki:
     def __init__(self):
-        self.dir = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"agent-pki-{os.getpid()}-{harness.unique('p')}")
-        os.makedirs(self.dir)
+        self.dir = tempfile.mkdtemp(prefix="agent-pki-")
         self.ca = make_ca(self.dir, "device")
         self.foreign = make_ca(self.dir, "foreign")
 
@@ -86,11 +86,11 @@ async def test_a_device_certificate_logs_in_with_external_and_publishes(t):
     pki = Pki()
     server = await t.starling_with(f'[tls]\nclient_ca_file = "{pki.ca[0]}"\n')
     dev, reader = await t.users(server, 2, prefix="ax")
-    good = issue(pki.ca, f"{dev}@{server.domain}", pki.path("good"))
-    foreign = issue(pki.foreign, f"{dev}@{server.domain}", pki.path("foreign"))
     agent = Agent(server, dev, "", device=dev, interval_ms=50)
     stranger = Agent(server, dev, "", device=dev + "f", interval_ms=50)
     try:
+        good = issue(pki.ca, f"{dev}@{server.domain}", pki.path("good"))
+        foreign = issue(pki.foreign, f"{dev}@{server.domain}", pki.path("stranger"))
         use_certificate(agent, good, password=False)
         agent.write_sensor("v", 7)
         with open(agent.config_path, "a") as f:
@@ -114,7 +114,8 @@ async def test_a_device_certificate_logs_in_with_external_and_publishes(t):
         # says so and retries with backoff, never online, still running.
         use_certificate(stranger, foreign, password=False)
         await stranger.start()
-        line = await stranger.wait_log(r"event=link\.down reason=\"tls[^\"]*\"")
+        line = await stranger.wait_log(r"event=link\.down reason=\"tls: peer-alert [^\"]*did the broker refuse "
+                                      r"link\.client_cert\?[^\"]*\"")
         deadline = time.monotonic() + 10
         while stranger.log_text().count("event=link.retry") < 3 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -136,10 +137,10 @@ async def test_without_external_on_offer_the_agent_refuses_or_falls_back_to_scra
     pki = Pki()
     server = await t.server()  # no client_ca_file: EXTERNAL is never offered
     dev, = await t.users(server, 1, prefix="ay")
-    cert = issue(pki.ca, f"{dev}@{server.domain}", pki.path("dev"))
     no_password = Agent(server, dev, "", device=dev, interval_ms=100)
     with_password = Agent(server, dev, "secret", device=dev + "p", interval_ms=100)
     try:
+        cert = issue(pki.ca, f"{dev}@{server.domain}", pki.path("dev"))
         use_certificate(no_password, cert, password=False)
         await no_password.start()
         await no_password.wait_log(r"event=link\.auth_failed reason=\"broker does not offer EXTERNAL[^\"]*\"")
