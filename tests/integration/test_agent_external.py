@@ -4,7 +4,7 @@
 with `[tls] client_ca_file`, and the readings reach the node; a certificate from another CA fails
 the TLS handshake and the agent retries with backoff without crashing; a broker that does not offer
 EXTERNAL is refused with a clear line (or SCRAM is used when a password is configured too); a key
-that others can read is a --check-config error."""
+that is not the certificate's, or that others can read, is a --check-config error."""
 import asyncio
 import os
 import shutil
@@ -59,8 +59,8 @@ def use_certificate(agent: Agent, cert: tuple, password: bool) -> None:
     """[link] client_cert / client_key; with password=False the [xmpp] password line goes."""
     with open(agent.config_path) as f:
         text = f.read()
-    if not password:
-        text = "".join(ln for ln in text.splitlines(True) if not ln.startswith("password = "))
+    drop = ("client_cert = ", "client_key = ") + (() if password else ("password = ",))
+    text = "".join(ln for ln in text.splitlines(True) if not ln.startswith(drop))
     text = text.replace("[link]\n", f'[link]\nclient_cert = "{cert[0]}"\nclient_key = "{cert[1]}"\n', 1)
     with open(agent.config_path, "w") as f:
         f.write(text)
@@ -123,8 +123,9 @@ async def test_a_device_certificate_logs_in_with_external_and_publishes(t):
         assert stranger.running(), line
         assert "event=link.online" not in stranger.log_text()
         assert stranger.status()["state"] != "online"
-        # The good agent's link was not disturbed.
+        # The good agent's link was not disturbed, and it stops cleanly.
         assert agent.status()["connects"] == "1"
+        assert await agent.stop() == 0
     finally:
         agent.cleanup()
         stranger.cleanup()
@@ -153,6 +154,13 @@ async def test_without_external_on_offer_the_agent_refuses_or_falls_back_to_scra
         await with_password.wait_status(lambda st: st["state"] == "online", what="online with SCRAM")
         await with_password.wait_log(r"event=link\.auth_fallback reason=\"broker does not offer EXTERNAL\"")
 
+        # A key that is not the certificate's is refused before anything connects.
+        other = issue(pki.ca, f"{dev}@{server.domain}", pki.path("other"))
+        use_certificate(with_password, (cert[0], other[1]), password=True)
+        out = subprocess.run(with_password.cmd + ["--config", with_password.config_path, "--check-config"],
+                             capture_output=True, text=True, timeout=10)
+        assert out.returncode == 1 and "does not match the certificate" in out.stderr, out
+        use_certificate(with_password, cert, password=True)
         # A private key that others may read is refused before anything connects.
         os.chmod(cert[1], 0o644)
         out = subprocess.run(with_password.cmd + ["--config", with_password.config_path, "--check-config"],
