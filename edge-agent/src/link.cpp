@@ -351,7 +351,8 @@ bool Link::on_features(const pugi::xml_node& f) {
                 fail("sasl: " + why);
                 return false;
             }
-            log(LogLevel::warn, "link.auth_fallback", {{"reason", "broker does not offer EXTERNAL"}, {"mechanism", "SCRAM"}});
+            log(LogLevel::warn, "link.auth_fallback",
+                {{"reason", "broker does not offer EXTERNAL"}, {"mechanism", "SCRAM"}});
         }
         if (!has256 && !has1) {
             fail("server offers neither SCRAM-SHA-256 nor SCRAM-SHA-1");
@@ -425,7 +426,8 @@ bool Link::on_sasl(const pugi::xml_node& n) {
                 break;
             }
         }
-        log(LogLevel::error, "link.auth_failed", {{"mechanism", _external ? "EXTERNAL" : "SCRAM"}, {"condition", cond}});
+        log(LogLevel::error, "link.auth_failed",
+            {{"mechanism", _external ? "EXTERNAL" : "SCRAM"}, {"condition", cond}});
         fail("sasl: " + cond);
         return false;
     }

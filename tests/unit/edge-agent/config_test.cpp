@@ -143,7 +143,8 @@ TEST(AgentConfig, RejectsBadFilesWithThePlaceAndTheReason) {
         {"file command without path", k_min + "[[command]]\nname='x'\nkind='file'\nargs=[{name='v'}]\n", "absolute path"},
         {"duplicate command", k_min + "[[command]]\nname='x'\n[[command]]\nname='x'\n", "defined twice"},
         {"integer arg without bounds", k_min + "[[command]]\nname='x'\nargs=[{name='v', type='integer'}]\n", "min <= max"},
-        {"client cert without key", k_min + "[link]\nclient_cert = '/d.crt'\n", "set both link.client_cert and link.client_key"},
+        {"client cert without key", k_min + "[link]\nclient_cert = '/d.crt'\n",
+         "set both link.client_cert and link.client_key"},
         {"client key without cert", k_min + "[link]\nclient_key = '/d.key'\n", "link.client_key"},
         {"bad log level", k_min + "[agent]\nlog_level='loud'\n", "debug, info, warn or error"},
         {"toml syntax", "[xmpp\n", "agent.toml:1:"},
@@ -196,7 +197,10 @@ TEST(AgentConfig, AClientKeyOthersCanReadIsRefusedLikeSshDoes) {
     const auto key = dir / "device.key";
     const auto conf = dir / "agent.toml";
     { std::ofstream(key) << "not read by the config loader\n"; }
-    { std::ofstream(conf) << "[xmpp]\njid = 'dev1@example.com'\n[link]\nclient_cert = '/x.crt'\nclient_key = '" << key.string() << "'\n"; }
+    {
+        std::ofstream(conf) << "[xmpp]\njid = 'dev1@example.com'\n[link]\nclient_cert = '/x.crt'\nclient_key = '"
+                            << key.string() << "'\n";
+    }
     auto error_loading = [&] {
         try {
             load_config(conf);
