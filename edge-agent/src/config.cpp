@@ -1,8 +1,12 @@
 #include "edge-agent/src/config.hpp"
 
+#include <sys/stat.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <initializer_list>
 #include <sstream>
@@ -238,7 +242,14 @@ AgentConfig parse_config(std::string_view text, std::string_view source_name) {
     }
     if (const auto* t = r.table(root, "link")) {
         r.only(*t, "link", {"connect_timeout_ms", "ping_interval_ms", "ping_timeout_ms", "backoff_initial_ms",
-                            "backoff_max_ms", "stream_management", "sm_max_unacked", "send_inactive", "pin_sha256"});
+                            "backoff_max_ms", "stream_management", "sm_max_unacked", "send_inactive", "pin_sha256",
+                            "client_cert", "client_key"});
+        r.str(*t, "link", "client_cert", c.client_cert);
+        r.str(*t, "link", "client_key", c.client_key);
+        if (c.client_cert.empty() != c.client_key.empty())
+            r.fail(t->get(c.client_cert.empty() ? "client_key" : "client_cert"),
+                   c.client_cert.empty() ? "link.client_key" : "link.client_cert",
+                   "set both link.client_cert and link.client_key, or neither");
         std::string pin;
         r.str(*t, "link", "pin_sha256", pin);
         if (!pin.empty()) {
@@ -362,8 +373,9 @@ AgentConfig parse_config(std::string_view text, std::string_view source_name) {
         }
         c.commands.push_back(std::move(d));
     }
-    if (c.password.empty() && c.password_file.empty())
-        throw ConfigError(std::string(source_name) + ": key 'xmpp.password' or 'xmpp.password_file' is required");
+    if (c.password.empty() && c.password_file.empty() && c.client_cert.empty())
+        throw ConfigError(std::string(source_name) +
+                          ": key 'xmpp.password' or 'xmpp.password_file' (or link.client_cert) is required");
     if (c.pin_spki_sha256 && (c.insecure_skip_verify || !c.pin_sha256.empty()))
         throw ConfigError(std::string(source_name) +
                           ": link.pin_sha256 (the public key) cannot go with tls.pin_sha256 or tls.insecure_skip_verify");
@@ -371,6 +383,25 @@ AgentConfig parse_config(std::string_view text, std::string_view source_name) {
         throw ConfigError(std::string(source_name) + ": tls.insecure_skip_verify and tls.pin_sha256 contradict each other");
     return c;
 }
+
+namespace {
+
+void check_key_file(const std::string& source, const std::string& key) {
+    // Like ssh with an identity file: a private key that group or others may read (or write) is
+    // refused, whoever owns it, so a careless chmod is found at --check-config, not in an audit.
+    struct stat st {};
+    if (::stat(key.c_str(), &st) != 0)
+        throw ConfigError(source + ": link.client_key '" + key + "': " + std::strerror(errno));
+    if (!S_ISREG(st.st_mode)) throw ConfigError(source + ": link.client_key '" + key + "': not a regular file");
+    if ((st.st_mode & 077) != 0) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        throw ConfigError(source + ": link.client_key '" + key + "': permissions " + mode +
+                          " are too open: a private key must not be accessible by group or others (chmod 600)");
+    }
+}
+
+}  // namespace
 
 AgentConfig load_config(const std::filesystem::path& path) {
     std::ifstream in(path, std::ios::binary);
@@ -384,6 +415,7 @@ AgentConfig load_config(const std::filesystem::path& path) {
         std::getline(pf, c.password);
         if (c.password.empty()) throw ConfigError(path.string() + ": xmpp.password_file '" + c.password_file + "' is empty");
     }
+    if (!c.client_key.empty()) check_key_file(path.string(), c.client_key);
     return c;
 }
 

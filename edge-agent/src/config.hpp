@@ -95,6 +95,10 @@ struct AgentConfig {
     bool stream_management = true;
     std::uint32_t sm_max_unacked = 256;  // stanzas kept for resend
     bool send_inactive = true;
+    // Client certificate and its private key (PEM files), for SASL EXTERNAL (XEP-0178) when
+    // the broker offers it. Both or neither. The key must not be accessible by group or others.
+    std::string client_cert;
+    std::string client_key;
     // [pubsub]
     std::string service;  // default "pubsub.<domain>"
     std::string node = "starling/devices/{device}";
@@ -121,6 +125,7 @@ struct AgentConfig {
 };
 
 AgentConfig parse_config(std::string_view toml_text, std::string_view source_name);
-AgentConfig load_config(const std::filesystem::path& path);  // reads password_file too
+// Reads password_file too, and refuses a client_key that group or others may access.
+AgentConfig load_config(const std::filesystem::path& path);
 
 }  // namespace starling::agent

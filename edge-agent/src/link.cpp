@@ -36,6 +36,14 @@ xmpp::tls::TlsClientConfig tls_config(const AgentConfig& c) {
         t.verify_hostname = c.verify_hostname;
         t.ca = xmpp::tls::PemSource::file(c.ca_file);
     }
+    if (!c.client_cert.empty()) {
+        // Sent when the broker asks for one (CertificateRequest); loaded once, checked against
+        // its key here (a mismatch is a TlsConfigError at start-up, not a failed handshake).
+        xmpp::tls::TlsIdentity id;
+        id.cert_chain = xmpp::tls::PemSource::file(c.client_cert);
+        id.private_key = xmpp::tls::PemSource::file(c.client_key);
+        t.identity = std::move(id);
+    }
     return t;
 }
 
@@ -150,6 +158,12 @@ void Link::on_channel_error(const std::string& reason) {
         fail(reason + " (the server's public key does not match link.pin_sha256)");
         return;
     }
+    if (!_cfg.client_cert.empty() && !_tls_up && reason.find("peer-alert") != std::string::npos) {
+        // The broker ends the handshake with an alert when it does not accept the certificate
+        // (unknown CA, expired, revoked): say which file to look at.
+        fail(reason + " (did the broker refuse link.client_cert? check its CA and dates)");
+        return;
+    }
     fail(reason);
 }
 
@@ -168,6 +182,7 @@ void Link::fail(const std::string& reason) {
     _ping_deadline.cancel();
     _ping_outstanding = false;
     _scram.reset();
+    _external = false;
     // A link that stayed up a while earns a fresh backoff.
     if (was_online && std::chrono::steady_clock::now() - _online_since > std::chrono::seconds(30)) _backoff.reset();
     if (_sm_id.empty()) fail_pending_iqs();
@@ -313,10 +328,31 @@ bool Link::on_features(const pugi::xml_node& f) {
         const auto mechs = child(f, "mechanisms", k_ns_sasl);
         bool has256 = false;
         bool has1 = false;
+        bool has_external = false;
         for (auto m = mechs.first_child(); m; m = m.next_sibling()) {
             const std::string_view v = m.text().get();
             has256 |= v == "SCRAM-SHA-256";
             has1 |= v == "SCRAM-SHA-1";
+            has_external |= v == "EXTERNAL";
+        }
+        if (!_cfg.client_cert.empty()) {
+            if (has_external) {
+                // XEP-0178 §3 / RFC 6120 §6.4.2: no authzid, so the broker derives the identity
+                // from the certificate; an empty initial response is sent as a single '='.
+                _external = true;
+                _phase = Phase::sasl;
+                log(LogLevel::debug, "link.auth", {{"mechanism", "EXTERNAL"}});
+                send_raw("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>");
+                return true;
+            }
+            if (_cfg.password.empty()) {
+                const std::string why = "broker does not offer EXTERNAL and no password is configured";
+                log(LogLevel::error, "link.auth_failed", {{"reason", why}});
+                fail("sasl: " + why);
+                return false;
+            }
+            log(LogLevel::warn, "link.auth_fallback",
+                {{"reason", "broker does not offer EXTERNAL"}, {"mechanism", "SCRAM"}});
         }
         if (!has256 && !has1) {
             fail("server offers neither SCRAM-SHA-256 nor SCRAM-SHA-1");
@@ -390,8 +426,24 @@ bool Link::on_sasl(const pugi::xml_node& n) {
                 break;
             }
         }
+        log(LogLevel::error, "link.auth_failed",
+            {{"mechanism", _external ? "EXTERNAL" : "SCRAM"}, {"condition", cond}});
         fail("sasl: " + cond);
         return false;
+    }
+    if (_external) {
+        // EXTERNAL has no challenges; a <success/> may carry no additional data (empty or '=').
+        const std::string_view data = n.text().get();
+        if (name != "success" || !(data.empty() || data == "=")) {
+            fail("sasl: unexpected " + std::string(name) + " during EXTERNAL");
+            return false;
+        }
+        _external = false;
+        _authenticated = true;
+        log(LogLevel::info, "link.auth", {{"mechanism", "EXTERNAL"}, {"ok", true}});
+        _tok->restart();  // RFC 6120 §6.4.6
+        send_header();
+        return true;
     }
     if (!_scram) {
         fail("sasl: unexpected " + std::string(name));

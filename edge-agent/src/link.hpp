@@ -118,6 +118,7 @@ private:
     std::shared_ptr<Channel> _channel;
     std::unique_ptr<xmpp::xml::Tokenizer> _tok;
     std::unique_ptr<xmpp::sasl::ScramClient> _scram;
+    bool _external = false;  // an EXTERNAL <auth/> is outstanding
     asio::steady_timer _reconnect_timer;
     asio::steady_timer _ping_timer;
     asio::steady_timer _ping_deadline;

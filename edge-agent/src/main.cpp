@@ -112,20 +112,32 @@ int main(int argc, char** argv) {
                 DiskQueue q(cfg.queue);  // the folder must be usable
                 const auto s = q.stats();
                 std::printf("config ok: jid=%s host=%s port=%u pubsub=%s node=%s queue=%s depth=%llu sources=%zu "
-                            "commands=%zu tls=%s\n",
+                            "commands=%zu tls=%s client_cert=%s\n",
                             cfg.jid.c_str(), (cfg.host.empty() ? cfg.domain() : cfg.host).c_str(), cfg.port,
                             cfg.pubsub_service().c_str(), cfg.node_name().c_str(), cfg.queue.dir.c_str(),
                             static_cast<unsigned long long>(s.depth), cfg.files.size() + cfg.programs.size(),
                             cfg.commands.size(),
                             cfg.insecure_skip_verify ? "INSECURE(no verification)"
                             : cfg.pin_sha256.empty() ? "ca"
-                                                     : "pinned");
+                                                     : "pinned",
+                            cfg.client_cert.empty() ? "none" : cfg.client_cert.c_str());
             }
             xmpp::tls::TlsClientConfig t;  // the CA file must load
+            bool build = false;
             if (!cfg.insecure_skip_verify && cfg.pin_sha256.empty()) {
                 t.ca = xmpp::tls::PemSource::file(cfg.ca_file);
-                xmpp::tls::TlsClientContext ctx(t);
+                build = true;
+            } else {
+                t.verify_peer = false;
             }
+            if (!cfg.client_cert.empty()) {  // the certificate and its key must load and match
+                xmpp::tls::TlsIdentity id;
+                id.cert_chain = xmpp::tls::PemSource::file(cfg.client_cert);
+                id.private_key = xmpp::tls::PemSource::file(cfg.client_key);
+                t.identity = std::move(id);
+                build = true;
+            }
+            if (build) xmpp::tls::TlsClientContext ctx(t);
             return 0;
         }
         asio::io_context io(1);

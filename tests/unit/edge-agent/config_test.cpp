@@ -2,13 +2,17 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 
 using starling::agent::AgentConfig;
 using starling::agent::ConfigError;
+using starling::agent::load_config;
 using starling::agent::parse_config;
 
 namespace {
@@ -139,6 +143,9 @@ TEST(AgentConfig, RejectsBadFilesWithThePlaceAndTheReason) {
         {"file command without path", k_min + "[[command]]\nname='x'\nkind='file'\nargs=[{name='v'}]\n", "absolute path"},
         {"duplicate command", k_min + "[[command]]\nname='x'\n[[command]]\nname='x'\n", "defined twice"},
         {"integer arg without bounds", k_min + "[[command]]\nname='x'\nargs=[{name='v', type='integer'}]\n", "min <= max"},
+        {"client cert without key", k_min + "[link]\nclient_cert = '/d.crt'\n",
+         "set both link.client_cert and link.client_key"},
+        {"client key without cert", k_min + "[link]\nclient_key = '/d.key'\n", "link.client_key"},
         {"bad log level", k_min + "[agent]\nlog_level='loud'\n", "debug, info, warn or error"},
         {"toml syntax", "[xmpp\n", "agent.toml:1:"},
     };
@@ -172,4 +179,48 @@ TEST(AgentConfig, TheExampleInDeployParses) {
     EXPECT_EQ(c.commands.size(), 3u);
     EXPECT_EQ(c.files.size(), 1u);
     EXPECT_EQ(c.programs.size(), 1u);
+}
+
+TEST(AgentConfig, AClientCertificateStandsInForThePassword) {
+    const std::string text = "[xmpp]\njid = 'dev1@example.com'\n[link]\nclient_cert = '/etc/starling-agent/device.crt'\n"
+                             "client_key = '/etc/starling-agent/device.key'\n";
+    const AgentConfig c = parse_config(text, "agent.toml");
+    EXPECT_EQ(c.client_cert, "/etc/starling-agent/device.crt");
+    EXPECT_EQ(c.client_key, "/etc/starling-agent/device.key");
+    EXPECT_TRUE(c.password.empty());
+    EXPECT_TRUE(parse_config(k_min, "a").client_cert.empty());  // default: no certificate
+}
+
+TEST(AgentConfig, AClientKeyOthersCanReadIsRefusedLikeSshDoes) {
+    const auto dir = std::filesystem::temp_directory_path() / ("agent-key-test-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const auto key = dir / "device.key";
+    const auto conf = dir / "agent.toml";
+    { std::ofstream(key) << "not read by the config loader\n"; }
+    {
+        std::ofstream(conf) << "[xmpp]\njid = 'dev1@example.com'\n[link]\nclient_cert = '/x.crt'\nclient_key = '"
+                            << key.string() << "'\n";
+    }
+    auto error_loading = [&] {
+        try {
+            load_config(conf);
+        } catch (const ConfigError& e) {
+            return std::string(e.what());
+        }
+        return std::string();
+    };
+    using std::filesystem::perms;
+    for (const auto mode : {perms::owner_read | perms::group_read, perms::owner_read | perms::others_read,
+                            perms::owner_read | perms::owner_write | perms::group_write}) {
+        std::filesystem::permissions(key, mode);
+        const std::string e = error_loading();
+        EXPECT_NE(e.find("link.client_key"), std::string::npos) << e;
+        EXPECT_NE(e.find("too open"), std::string::npos) << e;
+        EXPECT_NE(e.find("chmod 600"), std::string::npos) << e;
+    }
+    std::filesystem::permissions(key, perms::owner_read | perms::owner_write);
+    EXPECT_EQ(error_loading(), "");
+    std::filesystem::remove(key);
+    EXPECT_NE(error_loading().find("No such file"), std::string::npos);
+    std::filesystem::remove_all(dir);
 }
