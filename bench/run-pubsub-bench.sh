@@ -14,9 +14,10 @@
 #
 # Environment (defaults):
 #   SCENARIOS="fanout1k fanout10k telemetry" SERVERS="starling prosody ejabberd" RUNS=3
-#   DURATION=10 DRAIN=30 (seconds of publishing; seconds to wait for notifications in flight)
-#   WINDOW_FANOUT=16 (publish IQs the fan-out publisher keeps outstanding)
-#   WINDOW_TELEMETRY=4 (per telemetry device)  BODY_BYTES=0 (item payload padding)
+#   DURATION=10 DRAIN=60 (seconds of publishing; seconds to wait for notifications in flight)
+#   WINDOW_FANOUT1K=64 WINDOW_FANOUT10K=8 (publish IQs the fan-out publisher keeps outstanding:
+#   64,000 and 80,000 notifications in flight) WINDOW_TELEMETRY=4 (per device: 4,000 in flight)
+#   BODY_BYTES=0 (item payload padding)
 #   SKIP_INSTALL=0 SKIP_BUILD=0 KEEP=0 OUT=bench/pubsub/out (results.json, summary.md)
 #   PORT_BASE=35622 (starling +0, prosody +1, ejabberd +2, ejabberd dist +68)
 #   PERF=0 (1: record `perf record -g` of Starling during its first run of each scenario, into OUT)
@@ -29,8 +30,9 @@ SCENARIOS=${SCENARIOS:-"fanout1k fanout10k telemetry"}
 SERVERS=${SERVERS:-"starling prosody ejabberd"}
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
-DRAIN=${DRAIN:-30}
-WINDOW_FANOUT=${WINDOW_FANOUT:-16}
+DRAIN=${DRAIN:-60}
+WINDOW_FANOUT1K=${WINDOW_FANOUT1K:-64}
+WINDOW_FANOUT10K=${WINDOW_FANOUT10K:-8}
 WINDOW_TELEMETRY=${WINDOW_TELEMETRY:-4}
 BODY_BYTES=${BODY_BYTES:-0}
 KEEP=${KEEP:-0}
@@ -50,8 +52,8 @@ log() { echo "== $(date +%H:%M:%S) $*" >&2; }
 # Scenario shapes: users nodes subscribers-per-node publishers window.
 shape() { # SCENARIO -> "USERS NODES SUBS PUBLISHERS WINDOW"
   case $1 in
-    fanout1k) echo "1001 1 1000 1 $WINDOW_FANOUT" ;;
-    fanout10k) echo "10001 1 10000 1 $WINDOW_FANOUT" ;;
+    fanout1k) echo "1001 1 1000 1 $WINDOW_FANOUT1K" ;;
+    fanout10k) echo "10001 1 10000 1 $WINDOW_FANOUT10K" ;;
     telemetry) echo "2000 1000 1 1000 $WINDOW_TELEMETRY" ;;
     *) echo "run-pubsub-bench.sh: unknown scenario $1" >&2; exit 2 ;;
   esac
@@ -364,7 +366,7 @@ provision() { # NAME
   log "provisioned $USERS accounts on $1 in $((SECONDS - t0)) s"
 }
 
-log "work dir $work; SCENARIOS='$SCENARIOS' SERVERS='$SERVERS' RUNS=$RUNS DURATION=$DURATION DRAIN=$DRAIN WINDOW_FANOUT=$WINDOW_FANOUT WINDOW_TELEMETRY=$WINDOW_TELEMETRY"
+log "work dir $work; SCENARIOS='$SCENARIOS' SERVERS='$SERVERS' RUNS=$RUNS DURATION=$DURATION DRAIN=$DRAIN WINDOW_FANOUT1K=$WINDOW_FANOUT1K WINDOW_FANOUT10K=$WINDOW_FANOUT10K WINDOW_TELEMETRY=$WINDOW_TELEMETRY"
 log "load average before: $loadavg_before"
 for s in $SERVERS; do
   if [[ $s == ejabberd ]]; then
@@ -414,7 +416,7 @@ done
 
 cat >"$work/json/meta.json" <<JSON
 {"command": "bench/run-pubsub-bench.sh${1:+ $1}", "started": "$started_at", "wall_s": $(( $(date +%s) - t_start )),
- "env": "SCENARIOS='$SCENARIOS' RUNS=$RUNS DURATION=$DURATION DRAIN=$DRAIN WINDOW_FANOUT=$WINDOW_FANOUT WINDOW_TELEMETRY=$WINDOW_TELEMETRY BODY_BYTES=$BODY_BYTES",
+ "env": "SCENARIOS='$SCENARIOS' RUNS=$RUNS DURATION=$DURATION DRAIN=$DRAIN WINDOW_FANOUT1K=$WINDOW_FANOUT1K WINDOW_FANOUT10K=$WINDOW_FANOUT10K WINDOW_TELEMETRY=$WINDOW_TELEMETRY BODY_BYTES=$BODY_BYTES",
  "loadavg_before": "$loadavg_before", "loadavg_after": "$(cut -d' ' -f1-3 /proc/loadavg)", "nproc": $(nproc),
  "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//;s/"/ /g')",
  "git": "$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)",
