@@ -133,10 +133,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_port() { # PORT PID NAME
+wait_port() { # PORT PID NAME [LOG]
   for _ in $(seq 900); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then sleep 0.5; return 0; fi
     kill -0 "$2" 2>/dev/null || { echo "run-pubsub-bench.sh: $3 died at start-up" >&2; return 1; }
+    [[ -n ${4:-} ]] && grep -qiE 'address already in use|eaddrinuse|Failed to open server port' "$4" 2>/dev/null && return 1
     sleep 0.1
   done
   echo "run-pubsub-bench.sh: $3 did not open port $1 in 90 s" >&2
@@ -283,7 +284,18 @@ chown -R ejabberd:ejabberd "$work/ejabberd"
 ejctl=(setpriv --reuid=ejabberd --regid=ejabberd --init-groups env HOME="$work/ejabberd" ejabberdctl --config-dir "$work/ejabberd/conf" --spool "$work/ejabberd/spool" --logs "$work/ejabberd/logs")
 
 # ---------------------------------------------------------------- start / stop (server on core 0)
+# A port of ours may have been taken as a source port by someone's client socket just before
+# the reservation (or still be in TIME-WAIT): start again while the server fails to bind.
 start_server() { # NAME LOG
+  local attempt
+  for attempt in $(seq 40); do
+    start_server_once "$@" && return 0
+    log "$1 could not bind its port (attempt $attempt); retrying"
+    sleep 2
+  done
+  echo "run-pubsub-bench.sh: $1 could not bind its port for 80 s" >&2; tail -30 "$2" >&2; exit 1
+}
+start_server_once() { # NAME LOG; 1 when the server lost its port to someone else
   local name=$1 logf=$2 port
   server_name=$name
   case $name in
@@ -309,7 +321,15 @@ start_server() { # NAME LOG
       server_pid=$!
       ;;
   esac
-  wait_port "$port" "$server_pid" "$name" || { tail -30 "$logf" >&2; exit 1; }
+  if ! wait_port "$port" "$server_pid" "$name" "$logf"; then
+    if grep -qiE 'address already in use|eaddrinuse|Failed to open server port' "$logf"; then
+      kill -0 "$server_pid" 2>/dev/null && kill_tree "$server_pid"
+      wait "$server_pid" 2>/dev/null || true
+      server_pid='' measure_pid=''
+      return 1
+    fi
+    tail -30 "$logf" >&2; exit 1
+  fi
   if [[ $name == ejabberd ]]; then
     measure_pid=
     for p in $(descendants "$server_pid"); do
