@@ -68,6 +68,14 @@ def main():
             if not ok:
                 table[(sc, s)] = {"failed": rs[0].get("failed")}
                 continue
+            # A run whose set-up did not finish in --timeout published nothing: say so.
+            done = [r for r in ok if r["pubsub"]["published"] > 0]
+            if not done:
+                st = ok[0].get("setup", {})
+                table[(sc, s)] = {"failed": f"set-up not finished in the time limit: "
+                                            f"{st.get('subscriptions_ok', 0):,} subscriptions confirmed, nothing published"}
+                continue
+            ok = done
             p = [r["pubsub"] for r in ok]
             util = [x.get("server_cpu_s", 0) / x["wall_s"] if x.get("wall_s") else None for x in p]
             table[(sc, s)] = {
@@ -110,7 +118,8 @@ def main():
             if t is None:
                 continue
             if "failed" in t:
-                lines.append(f"| {LABEL[sc]} | {s} | failed (exit {t['failed']}) | | | | | | | | | | | |")
+                why = t["failed"] if isinstance(t["failed"], str) else f"failed (exit {t['failed']})"
+                lines.append(f"| {LABEL[sc]} | {s} | {why} | | | | | | | | | | | |")
                 continue
             ratio = f"{base / t['value']:.1f}x" if base and t["value"] and s != "starling" else ""
             ratio_cpu = f"{base_cpu / t['per_cpu_s']:.1f}x" if base_cpu and t["per_cpu_s"] and s != "starling" else ""
