@@ -15,6 +15,8 @@
 # Environment (defaults):
 #   SCENARIOS="fanout1k fanout10k telemetry" SERVERS="starling prosody ejabberd" RUNS=3
 #   DURATION=10 DRAIN=60 (seconds of publishing; seconds to wait for notifications in flight)
+#   SETUP_TIMEOUT=600 (seconds for logins, node creation and subscriptions; the generator's
+#   --timeout is DURATION + DRAIN + SETUP_TIMEOUT)
 #   WINDOW_FANOUT1K=64 WINDOW_FANOUT10K=8 (publish IQs the fan-out publisher keeps outstanding:
 #   64,000 and 80,000 notifications in flight) WINDOW_TELEMETRY=4 (per device: 4,000 in flight)
 #   BODY_BYTES=0 (item payload padding)
@@ -31,6 +33,7 @@ SERVERS=${SERVERS:-"starling prosody ejabberd"}
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 DRAIN=${DRAIN:-60}
+SETUP_TIMEOUT=${SETUP_TIMEOUT:-600}
 WINDOW_FANOUT1K=${WINDOW_FANOUT1K:-64}
 WINDOW_FANOUT10K=${WINDOW_FANOUT10K:-8}
 WINDOW_TELEMETRY=${WINDOW_TELEMETRY:-4}
@@ -386,7 +389,7 @@ provision() { # NAME
   log "provisioned $USERS accounts on $1 in $((SECONDS - t0)) s"
 }
 
-log "work dir $work; SCENARIOS='$SCENARIOS' SERVERS='$SERVERS' RUNS=$RUNS DURATION=$DURATION DRAIN=$DRAIN WINDOW_FANOUT1K=$WINDOW_FANOUT1K WINDOW_FANOUT10K=$WINDOW_FANOUT10K WINDOW_TELEMETRY=$WINDOW_TELEMETRY"
+log "work dir $work; SCENARIOS='$SCENARIOS' SERVERS='$SERVERS' RUNS=$RUNS DURATION=$DURATION DRAIN=$DRAIN SETUP_TIMEOUT=$SETUP_TIMEOUT WINDOW_FANOUT1K=$WINDOW_FANOUT1K WINDOW_FANOUT10K=$WINDOW_FANOUT10K WINDOW_TELEMETRY=$WINDOW_TELEMETRY"
 log "load average before: $loadavg_before"
 for s in $SERVERS; do
   if [[ $s == ejabberd ]]; then
@@ -418,7 +421,7 @@ for run in $(seq "$RUNS"); do
         --password pass --threads 1 --server-pid "$measure_pid" --no-progress \
         --nodes "$nodes" --subscribers-per-node "$subs" --publishers "$pubs" --node-prefix "$sc-r$run-" \
         --window "$window" --duration "$DURATION" --drain "$DRAIN" --body-bytes "$BODY_BYTES" \
-        --timeout $((DURATION + DRAIN + 600)) \
+        --timeout $((DURATION + DRAIN + SETUP_TIMEOUT)) \
         --json "$work/json/$tag.json" >/dev/null 2>"$work/logs/$tag.loadgen.log" &
       lg_pid=$!
       wait "$lg_pid" || rc=$?
@@ -436,7 +439,7 @@ done
 
 cat >"$work/json/meta.json" <<JSON
 {"command": "bench/run-pubsub-bench.sh${1:+ $1}", "started": "$started_at", "wall_s": $(( $(date +%s) - t_start )),
- "env": "SCENARIOS='$SCENARIOS' RUNS=$RUNS DURATION=$DURATION DRAIN=$DRAIN WINDOW_FANOUT1K=$WINDOW_FANOUT1K WINDOW_FANOUT10K=$WINDOW_FANOUT10K WINDOW_TELEMETRY=$WINDOW_TELEMETRY BODY_BYTES=$BODY_BYTES",
+ "env": "SCENARIOS='$SCENARIOS' RUNS=$RUNS DURATION=$DURATION DRAIN=$DRAIN SETUP_TIMEOUT=$SETUP_TIMEOUT WINDOW_FANOUT1K=$WINDOW_FANOUT1K WINDOW_FANOUT10K=$WINDOW_FANOUT10K WINDOW_TELEMETRY=$WINDOW_TELEMETRY BODY_BYTES=$BODY_BYTES",
  "loadavg_before": "$loadavg_before", "loadavg_after": "$(cut -d' ' -f1-3 /proc/loadavg)", "nproc": $(nproc),
  "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//;s/"/ /g')",
  "git": "$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)",
