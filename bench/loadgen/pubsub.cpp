@@ -1,5 +1,7 @@
 // The pubsub scenario's side of a Session (XEP-0060): node creation (§8.1), subscription
 // (§6.1), publishing (§7.1) and the notifications received (§7.1.2).
+#include <chrono>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -17,6 +19,7 @@ using xmpp::xml::ElementView;
 constexpr std::string_view k_ns_pubsub = "http://jabber.org/protocol/pubsub";
 // The item payload: <entry xmlns='urn:starling:loadgen'>lg RUN NODE SEQ SEND_NS</entry>.
 constexpr std::string_view k_payload_magic = ">lg ";
+constexpr std::uint32_t k_max_create_retries = 20;
 
 void open_pubsub_iq(std::string& out, const Options& o, char kind, std::uint32_t node) {
     out += "<iq type='set' id='";
@@ -117,6 +120,19 @@ bool Session::on_setup_iq(const ElementView& el) {
         return true;
     }
     const std::string condition = error_condition(el.bytes());
+    // ejabberd 23.01 (Mnesia) aborts some of many concurrent node creations with
+    // internal-server-error (a cyclic lock on its node index) and does not retry them itself:
+    // try again after a growing delay spread by session (so the retries do not collide
+    // again), a bounded number of times per publisher, before counting a failure.
+    if (id[0] == 'c' && condition == "internal-server-error" && _create_retries < k_max_create_retries) {
+        ++_create_retries;
+        const auto delay = std::chrono::milliseconds(50 * _create_retries + (_index * 7919u) % 500u);
+        auto timer = std::make_shared<asio::steady_timer>(_worker.io(), delay);
+        timer->async_wait([this, timer, n = static_cast<std::uint32_t>(node)](const std::error_code& ec) {
+            if (!ec && is_online()) send_create(n);
+        });
+        return true;
+    }
     // §8.1.3 (create): <conflict/> when the node exists already, e.g. from an earlier run.
     _worker.on_setup_answer(id[0], id[0] == 'c' && condition == "conflict" ? RegisterOutcome::existing
                                                                             : RegisterOutcome::failed,

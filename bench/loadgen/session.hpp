@@ -121,6 +121,7 @@ private:
     std::uint32_t _sm_handled = 0;  // XEP-0198: stanzas received since <enable/>
     std::uint64_t _next_seq = 0;
     std::uint32_t _publish_rr = 0;  // pubsub publisher: which of its nodes is next
+    std::uint32_t _create_retries = 0;  // pubsub publisher: creates sent again (see on_setup_iq)
     std::atomic<std::uint32_t> _inflight{0};
     std::chrono::steady_clock::time_point _started;
 };

@@ -259,7 +259,11 @@ xmpp::Result<void, Errc> ShardWriter::erase_range(Column c, std::string_view beg
 void ShardWriter::when_durable(Durability level, Completion done) noexcept {
     auto& s = *_state;
     try {
-        s.waiters.reserve(s.waiters.size() + 1);  // may throw; the push below then cannot
+        // May throw; the push below then cannot. Geometric growth: reserve(size() + 1) would
+        // reallocate, and move every waiter, on each call (quadratic in a batch's waiters).
+        if (s.waiters.size() == s.waiters.capacity()) {
+            s.waiters.reserve(std::max<std::size_t>(16, 2 * s.waiters.capacity()));
+        }
         s.waiters.push_back({level, std::move(done)});
         s.level = std::max(s.level, level);
         s.has_work = true;
