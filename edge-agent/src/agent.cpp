@@ -306,7 +306,7 @@ std::string Agent::status_line() const {
          " resumes=" + std::to_string(_link.counters().resumes) +
          " commands=" + std::to_string(_commands.executed()) + " refused=" + std::to_string(_commands.refused()) +
          " source_errors=" + std::to_string(_sources.errors()) +
-         " shim=" + std::string(_cfg.shim_socket.empty() ? "none" : _shim.is_connected() ? "connected" : "down") +
+         " shim=" + std::string(!_cfg.has_shim() ? "none" : _shim.is_connected() ? "connected" : "down") +
          " shim_readings=" + std::to_string(_shim.counters().readings) +
          " shim_bad_frames=" + std::to_string(_shim.counters().bad_frames) + " last_error=";
     append_log_value(s, _link.last_error().empty() ? std::string("-") : _link.last_error());

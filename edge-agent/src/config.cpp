@@ -310,10 +310,20 @@ AgentConfig parse_config(std::string_view text, std::string_view source_name) {
         }
     }
     if (const auto* t = r.table(root, "telemetry")) {
-        r.only(*t, "telemetry", {"interval_ms", "max_readings_per_batch", "shim_socket"});
+        r.only(*t, "telemetry", {"interval_ms", "max_readings_per_batch", "shim_socket", "shim_uart", "shim_baud"});
         r.ms(*t, "telemetry", "interval_ms", c.interval, 10, 86400000);
         r.integer(*t, "telemetry", "max_readings_per_batch", c.max_readings_per_batch, 1, 65536);
         r.str(*t, "telemetry", "shim_socket", c.shim_socket);
+        r.str(*t, "telemetry", "shim_uart", c.shim_uart);
+        r.integer(*t, "telemetry", "shim_baud", c.shim_baud, 1200, 4000000);
+        if (!c.shim_socket.empty() && !c.shim_uart.empty()) {
+            r.fail(t->get("shim_uart"), "telemetry.shim_uart", "one shim link: shim_socket or shim_uart, not both");
+        }
+        constexpr std::uint32_t k_bauds[] = {1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800,
+                                             500000, 576000, 921600, 1000000, 1500000, 2000000, 3000000, 4000000};
+        if (std::find(std::begin(k_bauds), std::end(k_bauds), c.shim_baud) == std::end(k_bauds)) {
+            r.fail(t->get("shim_baud"), "telemetry.shim_baud", "not a standard rate (e.g. 9600, 115200, 921600)");
+        }
     }
     if (const auto* t = r.table(root, "source")) {
         r.only(*t, "source", {"file", "program"});

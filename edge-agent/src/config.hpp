@@ -116,6 +116,9 @@ struct AgentConfig {
     std::vector<FileSource> files;
     std::vector<ProgramSource> programs;
     std::string shim_socket;  // firmware shim over a UNIX socket; empty: none
+    std::string shim_uart;    // firmware shim over a serial device (8N1, raw); empty: none
+    std::uint32_t shim_baud = 115200;
+    bool has_shim() const noexcept { return !shim_socket.empty() || !shim_uart.empty(); }
     // [[command]]
     std::vector<CommandDef> commands;
 

@@ -13,10 +13,11 @@ namespace starling::agent {
 
 namespace fb = starling::device::fb;
 
-ShimLink::ShimLink(asio::io_context& io, const AgentConfig& cfg) : _io(io), _cfg(cfg), _sock(io), _retry(io) {}
+ShimLink::ShimLink(asio::io_context& io, const AgentConfig& cfg)
+    : _io(io), _cfg(cfg), _sock(io), _serial(io), _retry(io) {}
 
 void ShimLink::start() {
-    if (_cfg.shim_socket.empty()) return;
+    if (!_cfg.has_shim()) return;
     connect();
 }
 
@@ -25,11 +26,37 @@ void ShimLink::stop() {
     _retry.cancel();
     asio::error_code ec;
     _sock.close(ec);
+    _serial.close(ec);
 }
 
 void ShimLink::connect() {
     if (_stopped) return;
     starling_shim_decoder_init(&_dec, _frame, sizeof _frame);
+    if (!_cfg.shim_uart.empty()) {
+        // A serial line: opened raw (asio sets no echo, no line discipline), 8N1, no flow
+        // control. It is "connected" once open; a device that is unplugged fails the next read.
+        asio::error_code ec;
+        _serial.open(_cfg.shim_uart, ec);
+        using base = asio::serial_port_base;
+        if (!ec) _serial.set_option(base::baud_rate(_cfg.shim_baud), ec);
+        if (!ec) _serial.set_option(base::character_size(8), ec);
+        if (!ec) _serial.set_option(base::parity(base::parity::none), ec);
+        if (!ec) _serial.set_option(base::stop_bits(base::stop_bits::one), ec);
+        if (!ec) _serial.set_option(base::flow_control(base::flow_control::none), ec);
+        if (ec) {
+            if (!_warned_open) {
+                log(LogLevel::warn, "shim.open_failed", {{"uart", _cfg.shim_uart}, {"error", ec.message()}});
+                _warned_open = true;
+            }
+            retry_later();
+            return;
+        }
+        _warned_open = false;
+        _connected = true;
+        log(LogLevel::info, "shim.connected", {{"uart", _cfg.shim_uart}, {"baud", _cfg.shim_baud}});
+        read();
+        return;
+    }
     _sock = asio::local::stream_protocol::socket(_io);
     _sock.async_connect(asio::local::stream_protocol::endpoint(_cfg.shim_socket), [this](const asio::error_code& ec) {
         if (_stopped) return;
@@ -44,12 +71,13 @@ void ShimLink::connect() {
 }
 
 void ShimLink::retry_later() {
-    if (_connected) log(LogLevel::warn, "shim.disconnected", {{"socket", _cfg.shim_socket}});
+    if (_connected) log(LogLevel::warn, "shim.disconnected", {{"device", where()}});
     _connected = false;
     _out.clear();
     _writing = false;
     asio::error_code ignored;
     _sock.close(ignored);
+    _serial.close(ignored);
     _retry.expires_after(std::chrono::seconds(1));
     _retry.async_wait([this](const asio::error_code& ec) {
         if (!ec) connect();
@@ -57,7 +85,7 @@ void ShimLink::retry_later() {
 }
 
 void ShimLink::read() {
-    _sock.async_read_some(asio::buffer(_in), [this](const asio::error_code& ec, std::size_t n) {
+    with_stream([this](auto& stream) { stream.async_read_some(asio::buffer(_in), [this](const asio::error_code& ec, std::size_t n) {
         if (_stopped) return;
         if (ec) {
             retry_later();
@@ -73,13 +101,13 @@ void ShimLink::read() {
             n -= used;
             if (st != STARLING_SHIM_OK) {
                 ++_counters.bad_frames;
-                log(LogLevel::warn, "shim.bad_frame", {{"reason", starling_shim_status_str(st)}, {"socket", _cfg.shim_socket}});
+                log(LogLevel::warn, "shim.bad_frame", {{"reason", starling_shim_status_str(st)}, {"device", where()}});
                 continue;
             }
             if (got) on_frame(f);
         }
         read();
-    });
+    }); });
 }
 
 void ShimLink::on_frame(const starling_shim_frame& f) {
@@ -212,7 +240,7 @@ void ShimLink::send_frame(std::uint8_t type, const std::uint8_t* payload, std::s
 void ShimLink::flush() {
     if (_writing || _out.empty() || !_connected) return;
     _writing = true;
-    asio::async_write(_sock, asio::buffer(_out.front()), [this](const asio::error_code& ec, std::size_t) {
+    with_stream([this](auto& stream) { asio::async_write(stream, asio::buffer(_out.front()), [this](const asio::error_code& ec, std::size_t) {
         _writing = false;
         if (_stopped) return;
         if (ec) {
@@ -221,7 +249,7 @@ void ShimLink::flush() {
         }
         if (!_out.empty()) _out.pop_front();
         flush();
-    });
+    }); });
 }
 
 }  // namespace starling::agent

@@ -1,6 +1,6 @@
-// The firmware-shim link: the agent's side of firmware-shim/'s framed protocol over a UNIX
-// socket (the device, e.g. examples/sim-sensor, listens; the agent connects as it would open a
-// UART). Telemetry batches become readings named "shim.<sensor_id>"; they are acknowledged to
+// The firmware-shim link: the agent's side of firmware-shim/'s framed protocol over a UART
+// (`[telemetry] shim_uart`: a serial device opened raw, 8N1, no flow control, at `shim_baud`)
+// or a UNIX socket (`shim_socket`: the device, e.g. examples/sim-sensor, listens). Telemetry batches become readings named "shim.<sensor_id>"; they are acknowledged to
 // the device (Ack{seq}) only after they are in the disk queue. Commands go out as Command
 // frames; CommandResults are logged. A corrupt frame is one log line and the decoder
 // resynchronises at the next delimiter (COBS). Reconnects every second while the device is away.
@@ -54,13 +54,26 @@ private:
     void on_frame(const starling_shim_frame& f);
     void send_frame(std::uint8_t type, const std::uint8_t* payload, std::size_t len);
     void flush();
+    // The device's path, for logs.
+    const std::string& where() const noexcept { return _cfg.shim_uart.empty() ? _cfg.shim_socket : _cfg.shim_uart; }
+    // `f(stream)` with the socket or the serial port, whichever this link uses.
+    template <class F>
+    void with_stream(F&& f) {
+        if (_cfg.shim_uart.empty()) {
+            f(_sock);
+        } else {
+            f(_serial);
+        }
+    }
 
     asio::io_context& _io;
     const AgentConfig& _cfg;
     asio::local::stream_protocol::socket _sock;
+    asio::serial_port _serial;
     asio::steady_timer _retry;
     bool _connected = false;
     bool _stopped = false;
+    bool _warned_open = false;  // one log line per outage, not one per retry
     std::vector<std::uint8_t> _in = std::vector<std::uint8_t>(1024);
     alignas(8) std::uint8_t _frame[STARLING_SHIM_MAX_FRAME];
     starling_shim_decoder _dec{};

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """starling-agent and a device on the firmware-shim link (issue 12): sim-sensor's readings
 reach a PubSub subscriber; an operator's set-led reaches the firmware program; a corrupt
-frame on the link is one clear log line, and the link goes on."""
+frame on the link is one clear log line, and the link goes on. The device is on a UNIX socket,
+and once on a pty opened as a serial line."""
 import asyncio
 import os
 import socket
@@ -48,25 +49,40 @@ async def wait_file(path, text, timeout=10.0):
         raise AssertionError(f"{text!r} never appeared in {path}:\n{f.read()[-2000:]}")
 
 
-@harness.timeout(60)
-async def test_sim_sensor_readings_reach_a_subscriber_and_set_led_reaches_the_device(t):
+async def sim_device_end_to_end(t, over_uart: bool):
+    """sim-sensor on a UNIX socket or a pty (a serial line as far as the agent can tell): its
+    readings reach a subscriber in order, and an operator's set-led reaches it."""
     binary = sim_sensor_binary()
     server = await t.server()
     dev, op = await t.users(server, 2, prefix="as")
     agent = Agent(server, dev, "secret", device=dev, interval_ms=100, operators=(f"{op}@localhost",))
     sock = os.path.join(agent.dir, "sim.sock")
     sim_log = os.path.join(agent.dir, "sim.log")
-    # The [telemetry] table is already in the file: append the key under a fresh one-off name.
-    with open(agent.config_path) as f:
-        text = f.read()
-    text = text.replace("[telemetry]\n", "", 1).replace("interval_ms = 100\n", "", 1)
-    with open(agent.config_path, "w") as f:
-        f.write(text + SHIM.format(sock=sock).replace("[telemetry]\n", "[telemetry]\ninterval_ms = 100\n"))
+    args = [binary, "--pty"] if over_uart else [binary, "--socket", sock]
     with open(sim_log, "wb") as log:
-        sim = subprocess.Popen([binary, "--socket", sock, "--interval", "100", "--device-id", "sim-1"],
+        sim = subprocess.Popen(args + ["--interval", "100", "--device-id", "sim-1"],
                                stdout=log, stderr=subprocess.STDOUT, preexec_fn=harness._die_with_parent)
     try:
+        shim = SHIM.format(sock=sock)
+        if over_uart:
+            # sim-sensor prints its pty's path first.
+            deadline = time.monotonic() + 5
+            tty = ""
+            while not tty.startswith("/dev/") and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                with open(sim_log, errors="replace") as f:
+                    tty = f.readline().strip()
+            assert tty.startswith("/dev/"), f"sim-sensor printed no pty path: {tty!r}"
+            shim = shim.replace(f'shim_socket = "{sock}"', f'shim_uart = "{tty}"\nshim_baud = 115200')
+        # The [telemetry] table is already in the file: append the key under a fresh one-off name.
+        with open(agent.config_path) as f:
+            text = f.read()
+        text = text.replace("[telemetry]\n", "", 1).replace("interval_ms = 100\n", "", 1)
+        with open(agent.config_path, "w") as f:
+            f.write(text + shim.replace("[telemetry]\n", "[telemetry]\ninterval_ms = 100\n"))
         await agent.start()
+        if over_uart:
+            await agent.wait_log(r"event=shim\.connected uart=/dev/")
         await agent.wait_log(r"event=shim\.hello device=sim-1")
         c = await t.client(server, op, "secret")
         ps = with_pubsub(c)
@@ -91,6 +107,17 @@ async def test_sim_sensor_readings_reach_a_subscriber_and_set_led_reaches_the_de
         sim.kill()
         sim.wait()
         agent.cleanup()
+
+
+@harness.timeout(60)
+async def test_sim_sensor_readings_reach_a_subscriber_and_set_led_reaches_the_device(t):
+    await sim_device_end_to_end(t, over_uart=False)
+
+
+@harness.timeout(60)
+async def test_the_same_device_over_a_serial_line(t):
+    # [telemetry] shim_uart: the agent opens the pty as a UART (raw, 8N1, no flow control).
+    await sim_device_end_to_end(t, over_uart=True)
 
 
 @harness.timeout(30)

@@ -147,6 +147,9 @@ TEST(AgentConfig, RejectsBadFilesWithThePlaceAndTheReason) {
          "set both link.client_cert and link.client_key"},
         {"client key without cert", k_min + "[link]\nclient_key = '/d.key'\n", "link.client_key"},
         {"bad log level", k_min + "[agent]\nlog_level='loud'\n", "debug, info, warn or error"},
+        {"two shim links", k_min + "[telemetry]\nshim_socket='/run/s.sock'\nshim_uart='/dev/ttyS0'\n",
+         "shim_socket or shim_uart, not both"},
+        {"odd baud rate", k_min + "[telemetry]\nshim_uart='/dev/ttyS0'\nshim_baud=12345\n", "telemetry.shim_baud"},
         {"toml syntax", "[xmpp\n", "agent.toml:1:"},
     };
     for (const auto& c : cases) {
