@@ -430,6 +430,7 @@ std::optional<std::pair<std::size_t, std::size_t>> PubsubService::rsm_page(Reque
             reply_error(r, StanzaError::bad_request, {}, "rsm max: not a number");
             return std::nullopt;
         }
+        max = std::min(max, items.size());  // a page is never larger than the result (no overflow below)
     }
     std::size_t begin = 0, end = items.size();
     if (auto after = r.dom.child(set, "after", k_ns_rsm)) {
