@@ -14,7 +14,7 @@ from xml.etree import ElementTree as ET
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import unique  # noqa: E402
-from test_presence import is_from  # noqa: E402
+from test_presence import subscribe_both as befriend  # noqa: E402
 from test_roster import peer, roster_get, roster_set  # noqa: E402
 
 from slixmpp.exceptions import IqError  # noqa: E402
@@ -49,17 +49,6 @@ async def pep_peer(t, s, user, interests=(), resource=None):
     x.add_filter("in", sniff)
     await p.c.login()
     return p
-
-
-async def befriend(x, y):
-    """x and y subscribe to each other's presence (both)."""
-    await roster_get(x)
-    await roster_get(y)
-    for a, b in ((x, y), (y, x)):
-        a.send_presence(to=b.bare, ptype="subscribe")
-        await b.wait_presence(lambda p: is_from(p, a.bare, "subscribe"), what="subscribe")
-        b.send_presence(to=a.bare, ptype="subscribed")
-        await a.wait_presence(lambda p: is_from(p, b.bare, "subscribed"), what="subscribed")
 
 
 def tune(artist):

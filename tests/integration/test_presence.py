@@ -31,11 +31,8 @@ async def server(t):
     return await t.shared_server(shards=2)
 
 
-async def befriend(t, s, a_user, b_user, a_res="phone", b_res="laptop"):
-    """alice and bob log in, each asks for the roster, and they subscribe to each other
-    (both). Returns (alice, bob)."""
-    alice = await peer(t, s, a_user, resource=a_res)
-    bob = await peer(t, s, b_user, resource=b_res)
+async def subscribe_both(alice, bob):
+    """Two logged-in peers ask for their rosters and subscribe to each other (both)."""
     await roster_get(alice)
     await roster_get(bob)
     for x, y in ((alice, bob), (bob, alice)):
@@ -43,6 +40,14 @@ async def befriend(t, s, a_user, b_user, a_res="phone", b_res="laptop"):
         await y.wait_presence(lambda p: is_from(p, x.bare, "subscribe"), what="subscribe")
         y.send_presence(to=x.bare, ptype="subscribed")
         await x.wait_presence(lambda p: is_from(p, y.bare, "subscribed"), what="subscribed")
+
+
+async def befriend(t, s, a_user, b_user, a_res="phone", b_res="laptop"):
+    """alice and bob log in, each asks for the roster, and they subscribe to each other
+    (both). Returns (alice, bob)."""
+    alice = await peer(t, s, a_user, resource=a_res)
+    bob = await peer(t, s, b_user, resource=b_res)
+    await subscribe_both(alice, bob)
     for x, y in ((alice, bob), (bob, alice)):
         _, items = await roster_get(x)
         assert items[y.bare]["subscription"] == "both", items

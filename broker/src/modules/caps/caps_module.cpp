@@ -17,8 +17,7 @@ namespace starling::modules {
 
 namespace {
 
-constexpr std::string_view k_ns_caps = "http://jabber.org/protocol/caps";
-constexpr std::string_view k_ns_info = "http://jabber.org/protocol/disco#info";
+constexpr std::string_view k_ns_info = k_ns_disco_info;
 constexpr std::string_view k_ns_data = "jabber:x:data";
 constexpr std::string_view k_notify = "+notify";
 constexpr std::string_view k_id_prefix = "caps-";

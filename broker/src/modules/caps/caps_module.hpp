@@ -28,6 +28,10 @@
 
 namespace starling::modules {
 
+// Shared with the disco module (which answers for the server's own caps).
+inline constexpr std::string_view k_ns_caps = "http://jabber.org/protocol/caps";
+inline constexpr std::string_view k_ns_disco_info = "http://jabber.org/protocol/disco#info";
+
 // XEP-0115 §5.1 verification string, hashed with SHA-1 and base64-encoded. `identities`:
 // "category/type/lang/name"; `forms`: the extended information (XEP-0128) as
 // (FORM_TYPE, fields (var, values)); every list is sorted here.

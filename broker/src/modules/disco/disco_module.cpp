@@ -12,9 +12,8 @@
 namespace starling::modules {
 
 namespace {
-constexpr std::string_view k_ns_info = "http://jabber.org/protocol/disco#info";
+constexpr std::string_view k_ns_info = k_ns_disco_info;  // caps_module.hpp
 constexpr std::string_view k_ns_items = "http://jabber.org/protocol/disco#items";
-constexpr std::string_view k_ns_caps = "http://jabber.org/protocol/caps";
 constexpr std::string_view k_server_identity = "server/im//Starling";
 }  // namespace
 
