@@ -106,9 +106,9 @@ if [[ -x tests/integration/run.sh ]]; then
     say "Debian packages (cpack, dpkg -i / -r / -P)"
     log="$logs/package.log"
     sudo_cmd=()
-    [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo --preserve-env=STARLING_BUILD_DIR)
+    [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo --preserve-env=STARLING_BUILD_DIR,STARLING_JOBS)
     set +e
-    "${sudo_cmd[@]}" tests/integration/run.sh "$root/build/release" "$root/tests/deploy/test_package.py" \
+    STARLING_JOBS=1 "${sudo_cmd[@]}" tests/integration/run.sh "$root/build/release" "$root/tests/deploy/test_package.py" \
         "$root/tests/deploy/test_agent_package.py" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     set -e

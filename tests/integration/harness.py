@@ -83,7 +83,31 @@ except Exception:  # pragma: no cover - keep slixmpp's own if its layout changes
     pass
 
 
+_PORT_RANGE = os.environ.get("STARLING_PORT_RANGE", "")  # "LO-HI", set by run.sh per worker
+_ports_given: set = set()
+
+
 def free_port() -> int:
+    """A TCP port on HOST that nothing listens on now.
+
+    run.sh gives each of its parallel workers its own range below the kernel's ephemeral range
+    (STARLING_PORT_RANGE), so two test files never pick the same port and no client's outgoing
+    connection takes a port between this check and the server's bind. Without a range, the
+    kernel picks one."""
+    if _PORT_RANGE:
+        lo, hi = (int(x) for x in _PORT_RANGE.split("-"))
+        for _ in range(4 * (hi - lo)):
+            port = secrets.randbelow(hi - lo) + lo
+            if port in _ports_given:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((HOST, port))
+                except OSError:
+                    continue
+            _ports_given.add(port)
+            return port
+        raise RuntimeError(f"no free port left in STARLING_PORT_RANGE={_PORT_RANGE}")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]

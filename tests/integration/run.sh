@@ -10,6 +10,7 @@
 #
 # Environment:
 #   STARLING_FILE_TIMEOUT=120   seconds per test file
+#   STARLING_JOBS=$(nproc)      test files run side by side (each on its own port range)
 #   STARLING_SUT=prosody        run against Debian's prosody instead (validates the tests
 #                               themselves; BUILD_DIR is then ignored; some tests fail or skip
 #                               where Prosody 0.12 lacks a feature, e.g. SCRAM-SHA-256)
@@ -59,18 +60,37 @@ else
 fi
 
 export STARLING_BUILD_DIR="$build_dir" STARLING_SUT="$sut" PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+
+# Test files run side by side, STARLING_JOBS at a time (each starts its own servers). Each
+# worker slot gets its own port range below the kernel's ephemeral range (32768 and up on
+# Debian), so two files never race for a port. A file's output is printed whole when it ends.
+jobs=${STARLING_JOBS:-$(nproc)}
+[[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: STARLING_JOBS must be a positive integer" >&2; exit 2; }
+(( jobs > 8 )) && jobs=8
+port_span=$(( 12000 / jobs ))
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
 passed=0
 failed=0
 start=$(date +%s)
-for f in "${files[@]}"; do
-    [[ -f "$f" ]] || f="$here/$f"
-    name=$(basename "$f")
-    out=$(mktemp)
+
+# Runs file $2 in slot $1; its output and exit status land in $work/$1.out and $work/$1.rc.
+run_file() {
+    local slot=$1 f=$2 lo=$(( 20000 + $1 * port_span ))
+    STARLING_PORT_RANGE="$lo-$(( lo + port_span ))" \
+        timeout -k 10 "$file_timeout" "$py" -u "$f" >"$work/$slot.out" 2>&1
+    echo $? >"$work/$slot.rc"
+}
+
+# Prints and counts what slot $1 ran (file name $2).
+report() {
+    local slot=$1 name=$2 rc p n
     # Drop slixmpp's import-time notice about stringprep; keep everything else.
-    timeout -k 10 "$file_timeout" "$py" -u "$f" 2>&1 | grep -v --line-buffered 'slower stringprep' | tee "$out"
-    rc=${PIPESTATUS[0]}
-    p=$(grep -c '^PASS ' "$out")
-    n=$(grep -c '^FAIL ' "$out")
+    grep -v 'slower stringprep' "$work/$slot.out" || true
+    rc=$(cat "$work/$slot.rc" 2>/dev/null || echo 1)
+    p=$(grep -c '^PASS ' "$work/$slot.out")
+    n=$(grep -c '^FAIL ' "$work/$slot.out")
     passed=$((passed + p))
     failed=$((failed + n))
     if [[ $rc -ne 0 && $n -eq 0 ]]; then
@@ -81,8 +101,32 @@ for f in "${files[@]}"; do
         fi
         failed=$((failed + 1))
     fi
-    rm -f "$out"
+}
+
+declare -A slot_of_pid name_of_slot
+free_slots=()
+for (( i = 0; i < jobs; i++ )); do free_slots+=("$i"); done
+for f in "${files[@]}"; do
+    [[ -f "$f" ]] || f="$here/$f"
+    if (( ${#free_slots[@]} == 0 )); then
+        wait -n -p done_pid
+        slot=${slot_of_pid[$done_pid]}
+        unset "slot_of_pid[$done_pid]"
+        report "$slot" "${name_of_slot[$slot]}"
+        free_slots+=("$slot")
+    fi
+    slot=${free_slots[0]}
+    free_slots=("${free_slots[@]:1}")
+    name_of_slot[$slot]=$(basename "$f")
+    run_file "$slot" "$f" &
+    slot_of_pid[$!]=$slot
 done
-echo "integration: $(( $(date +%s) - start ))s against $sut"
+while (( ${#slot_of_pid[@]} > 0 )); do
+    wait -n -p done_pid
+    slot=${slot_of_pid[$done_pid]}
+    unset "slot_of_pid[$done_pid]"
+    report "$slot" "${name_of_slot[$slot]}"
+done
+echo "integration: $(( $(date +%s) - start ))s against $sut, $jobs files at a time"
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
