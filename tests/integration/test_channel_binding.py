@@ -21,6 +21,8 @@ import harness  # noqa: E402
 from harness import DOMAIN, HOST, FEATURES_END, Raw, Skip, unique  # noqa: E402
 
 SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
+SASL2_NS = "urn:xmpp:sasl:2"
+BIND2_NS = "urn:xmpp:bind:0"
 CB_NS = "urn:xmpp:sasl-cb:0"
 PASSWORD = "binding-pw"
 
@@ -78,7 +80,11 @@ async def sasl_outcome(r: Raw, timeout=10.0):
     out = await r.expect(r"<success[^>]*/>|<success[^>]*>.*?</success>|<failure[^>]*>.*?</failure>"
                          r"|<challenge[^>]*>.*?</challenge>", timeout)
     if "<success" in out:
-        m = re.search(r"<success[^>]*>(.*?)</success>", out, re.S)
+        r.last_success = out
+        if SASL2_NS in out:  # XEP-0388 §2.6: the server-final data is <additional-data/>
+            m = re.search(r"<additional-data>([^<]*)</additional-data>", out)
+        else:
+            m = re.search(r"<success[^>]*>(.*?)</success>", out, re.S)
         return "success", base64.b64decode(m.group(1)).decode() if m else ""
     if "<challenge" in out:
         return "challenge", base64.b64decode(re.search(r">(.*?)</challenge>", out, re.S).group(1)).decode()
@@ -86,14 +92,20 @@ async def sasl_outcome(r: Raw, timeout=10.0):
     return "failure", m.group(1) if m else ""
 
 
-async def scram(r: Raw, mech: str, user: str, password: str, gs2: str, cb_data: bytes = b""):
+async def scram(r: Raw, mech: str, user: str, password: str, gs2: str, cb_data: bytes = b"",
+                sasl2: bool = False):
     """One SCRAM exchange with the given gs2 header ("p=tls-exporter,," / "y,," / "n,,") and
-    binding data; returns ('success', verified) or ('failure', condition)."""
+    binding data; returns ('success', verified) or ('failure', condition). With sasl2, the
+    exchange is XEP-0388's, with a Bind2 request inline (the success is in r.last_success)."""
     h = "sha1" if mech.startswith("SCRAM-SHA-1") else "sha256"
     cnonce = secrets.token_urlsafe(18)
     first_bare = f"n={user},r={cnonce}"
-    await r.send(f"<auth xmlns='{SASL_NS}' mechanism='{mech}'>"
-                 f"{base64.b64encode((gs2 + first_bare).encode()).decode()}</auth>")
+    initial = base64.b64encode((gs2 + first_bare).encode()).decode()
+    if sasl2:
+        await r.send(f"<authenticate xmlns='{SASL2_NS}' mechanism='{mech}'><initial-response>{initial}"
+                     f"</initial-response><bind xmlns='{BIND2_NS}'><tag>cb</tag></bind></authenticate>")
+    else:
+        await r.send(f"<auth xmlns='{SASL_NS}' mechanism='{mech}'>{initial}</auth>")
     kind, server_first = await sasl_outcome(r)
     if kind != "challenge":
         return kind, server_first
@@ -106,7 +118,8 @@ async def scram(r: Raw, mech: str, user: str, password: str, gs2: str, cb_data: 
     sig = hmac.new(hashlib.new(h, ck).digest(), auth_msg, h).digest()
     proof = base64.b64encode(bytes(a ^ b for a, b in zip(ck, sig))).decode()
     final = f"{without_proof},p={proof}"
-    await r.send(f"<response xmlns='{SASL_NS}'>{base64.b64encode(final.encode()).decode()}</response>")
+    await r.send(f"<response xmlns='{SASL2_NS if sasl2 else SASL_NS}'>"
+                 f"{base64.b64encode(final.encode()).decode()}</response>")
     kind, text = await sasl_outcome(r)
     if kind != "success":
         return kind, text
@@ -289,6 +302,57 @@ async def test_tls12_offers_only_tls_server_end_point(t):
         await features(r)
         res = await scram(r, "SCRAM-SHA-256-PLUS", user, PASSWORD, "p=tls-server-end-point,,",
                           tls_server_end_point(r))
+        assert res == ("success", True), res
+    finally:
+        await r.close()
+
+
+async def test_sasl2_offers_plus_and_binds_inline_with_tls_exporter(t):
+    # XEP-0388 §2.1: SASL2 offers the same mechanisms as legacy SASL on this connection, so a
+    # device reconnecting with SASL2 + Bind2 keeps its channel binding (RFC 9266 on TLS 1.3).
+    need_starling()
+    s, user = await account(t)
+    r = await connect(s.tls_port, ssl.TLSVersion.TLSv1_3)
+    try:
+        feats = await features(r)
+        sasl2 = re.search(rf"<authentication xmlns='{SASL2_NS}'>(.*?)</authentication>", feats, re.S)
+        assert sasl2, feats
+        offered = mechanisms(re.sub(r"<inline>.*</inline>", "", sasl2.group(1), flags=re.S))
+        assert offered[:2] == ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"] and "SCRAM-SHA-256" in offered, offered
+        res = await scram(r, "SCRAM-SHA-256-PLUS", user, PASSWORD, "p=tls-exporter,,", tls_exporter(r), sasl2=True)
+        assert res == ("success", True), res
+        ident = re.search(r"<authorization-identifier>([^<]+)</authorization-identifier>", r.last_success)
+        assert ident and ident.group(1).startswith(f"{user}@{DOMAIN}/"), r.last_success
+        assert f"<bound xmlns='{BIND2_NS}'" in r.last_success, r.last_success
+    finally:
+        await r.close()
+
+
+async def test_sasl2_plus_with_a_wrong_binding_or_an_unoffered_type_is_refused(t):
+    need_starling()
+    s, user = await account(t)
+    r = await connect(s.tls_port, ssl.TLSVersion.TLSv1_3)
+    try:
+        await features(r)
+        other = bytearray(tls_exporter(r))
+        other[0] ^= 0x80
+        res = await scram(r, "SCRAM-SHA-256-PLUS", user, PASSWORD, "p=tls-exporter,,", bytes(other), sasl2=True)
+        assert res == ("failure", "not-authorized"), res
+    finally:
+        await r.close()
+    # TLS 1.2: tls-exporter is not offered (RFC 9266 §3), whichever SASL the client speaks.
+    r = await connect(s.tls_port, ssl.TLSVersion.TLSv1_2)
+    try:
+        await features(r)
+        res = await scram(r, "SCRAM-SHA-256-PLUS", user, PASSWORD, "p=tls-exporter,,", tls_exporter(r), sasl2=True)
+        assert res == ("failure", "malformed-request"), res
+    finally:
+        await r.close()
+    r = await connect(s.tls_port, ssl.TLSVersion.TLSv1_2)
+    try:
+        await features(r)
+        res = await scram(r, "SCRAM-SHA-256-PLUS", user, PASSWORD, "p=tls-server-end-point,,",
+                          tls_server_end_point(r), sasl2=True)
         assert res == ("success", True), res
     finally:
         await r.close()

@@ -304,5 +304,24 @@ async def test_starlingctl_cert_issue_enrols_a_device(t):
     assert (res, jid) == ("success", f"dev-enrolled@{DOMAIN}"), (res, jid)
 
 
+async def test_sasl2_external_binds_the_certificate_jid_inline(t):
+    # XEP-0388 §2.1 offers EXTERNAL in SASL2 too: a device with a certificate logs in and binds
+    # in one round trip (XEP-0386).
+    need_starling()
+    s = await server(t)
+    r = await connect(s, pki().good)
+    try:
+        feats = await features(r)
+        sasl2 = re.search(r"<authentication xmlns='urn:xmpp:sasl:2'>(.*?)</authentication>", feats, re.S)
+        assert sasl2 and "<mechanism>EXTERNAL</mechanism>" in sasl2.group(1), feats
+        await r.send("<authenticate xmlns='urn:xmpp:sasl:2' mechanism='EXTERNAL'><initial-response>="
+                     "</initial-response><bind xmlns='urn:xmpp:bind:0'/></authenticate>")
+        out = await r.expect(r"<success xmlns='urn:xmpp:sasl:2'>.*?</success>|<failure[^>]*>.*?</failure>", 10)
+        ident = re.search(r"<authorization-identifier>([^<]+)</authorization-identifier>", out)
+        assert ident and ident.group(1).startswith(f"dev-good@{DOMAIN}/"), out
+    finally:
+        await r.close()
+
+
 if __name__ == "__main__":
     harness.main(globals())

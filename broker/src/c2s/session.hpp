@@ -139,6 +139,7 @@ private:
     void sasl_scram_first(std::string_view decoded);
     void sasl_external(std::string_view decoded);
     void write_sasl_features();
+    void begin_mechanism(xmpp::sasl::Mechanism m);
     void sasl_success(const xmpp::BareJid& who, std::string_view additional);
     void sasl_failure(std::string_view condition, bool counts);
     void send_sasl_failure();
@@ -149,7 +150,6 @@ private:
     void append_sasl2_features();
     void on_sasl2_element(const xmpp::xml::ElementView& el);
     void sasl2_authenticate(const xmpp::xml::ElementView& el);
-    void sasl2_step(std::string_view payload_b64);
     void sasl2_fast(std::string_view decoded);
     void sasl2_succeed(const xmpp::BareJid& who, std::string_view additional,
                        std::vector<storage::FastToken>* fast_tokens);

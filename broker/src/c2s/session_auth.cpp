@@ -63,8 +63,22 @@ void C2sSession::on_auth(const ElementView& el) {
         sasl_failure("invalid-mechanism", false);
         return;
     }
-    _sasl_mech = *mech;
-    switch (*mech) {
+    begin_mechanism(*mech);
+    const std::string_view payload = inner_text(el);
+    if (payload.empty()) {
+        // §6.4.2: no initial response; an empty challenge asks for it.
+        _out += "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>";
+        schedule_flush();
+        return;
+    }
+    sasl_step(payload);
+}
+
+// The first step of mechanism `m`, which this session was offered; shared by RFC 6120 SASL and
+// SASL2 (XEP-0388), which run the same mechanisms.
+void C2sSession::begin_mechanism(xmpp::sasl::Mechanism m) {
+    _sasl_mech = m;
+    switch (m) {
         case xmpp::sasl::Mechanism::external:
             _sasl = Sasl::external_initial;
             break;
@@ -82,18 +96,11 @@ void C2sSession::on_auth(const ElementView& el) {
             _sasl = Sasl::scram_initial;
             break;
     }
-    const std::string_view payload = inner_text(el);
-    if (payload.empty()) {
-        // §6.4.2: no initial response; an empty challenge asks for it.
-        _out += "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>";
-        schedule_flush();
-        return;
-    }
-    sasl_step(payload);
 }
 
 void C2sSession::on_sasl_response(const ElementView& el) {
     if (_sasl == Sasl::none || _sasl2) {  // none in progress, or a SASL2 one (XEP-0388)
+        _sasl2.reset();  // a legacy <response/> ends a SASL2 exchange and is answered in its own form
         sasl_failure("malformed-request", true);
         return;
     }
@@ -102,7 +109,7 @@ void C2sSession::on_sasl_response(const ElementView& el) {
 
 void C2sSession::sasl_step(std::string_view payload_b64) {
     std::string decoded;
-    if (payload_b64 != "=") {  // "=" is the empty response (§6.4.2)
+    if (!payload_b64.empty() && payload_b64 != "=") {  // "=" is the empty response (§6.4.2)
         auto d = xmpp::base64_decode(payload_b64, k_max_sasl_payload);
         if (!d) {
             sasl_failure("incorrect-encoding", true);
@@ -209,7 +216,7 @@ void C2sSession::sasl_scram_first(std::string_view decoded) {
     }
     _scram_user = std::move(*who);
     _sasl = Sasl::scram_final;
-    _out += "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>";
+    _out += _sasl2 ? "<challenge xmlns='urn:xmpp:sasl:2'>" : "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>";
     xmpp::base64_encode_append(*first, _out);
     _out += "</challenge>";
     schedule_flush();
@@ -245,13 +252,19 @@ xmpp::sasl::ScramCredentials C2sSession::credentials_for(const xmpp::BareJid& wh
     return c;
 }
 
+// The mechanism succeeded. In a SASL2 exchange (`_sasl2` set by <authenticate/>, cleared by
+// <auth/>) the outcome is XEP-0388's <success/> with its inline bind; otherwise RFC 6120's.
 void C2sSession::sasl_success(const xmpp::BareJid& who, std::string_view additional) {
+    ++_ctx->counters.auth_by_mechanism[static_cast<std::size_t>(_sasl_mech)];
+    if (_tls) _tls->release_peer_certificate();  // EXTERNAL is over: keep no X509 per idle device
+    if (_sasl2) {
+        sasl2_succeed(who, additional, nullptr);  // §2.6: the server-final data in <additional-data/>
+        return;
+    }
     _scram.reset();
     _sasl = Sasl::none;
     _authed = who;
     ++_ctx->counters.auth_success;
-    ++_ctx->counters.auth_by_mechanism[static_cast<std::size_t>(_sasl_mech)];
-    if (_tls) _tls->release_peer_certificate();  // EXTERNAL is over: keep no X509 per idle device
     _out += "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>";
     if (!additional.empty()) xmpp::base64_encode_append(additional, _out);
     _out += "</success>";
@@ -265,6 +278,10 @@ void C2sSession::sasl_success(const xmpp::BareJid& who, std::string_view additio
 }
 
 void C2sSession::sasl_failure(std::string_view condition, bool counts) {
+    if (_sasl2) {
+        sasl2_failure(condition, counts);
+        return;
+    }
     _scram.reset();
     _sasl = Sasl::none;
     _pending_failure = std::string(condition);

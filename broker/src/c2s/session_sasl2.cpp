@@ -4,6 +4,7 @@
 // with HT-SHA-256-NONE: one HMAC, no PBKDF2). Legacy SASL (RFC 6120 §6) is session_auth.cpp.
 #include "broker/src/c2s/session_sasl2.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 
@@ -59,8 +60,14 @@ std::optional<std::uint32_t> parse_u32(std::string_view s) noexcept {
 void C2sSession::append_sasl2_features() {
     const auto& o = _ctx->options;
     if (!o.sasl2) return;
-    _out += "<authentication xmlns='urn:xmpp:sasl:2'><mechanism>SCRAM-SHA-256</mechanism>";
-    if (o.offer_scram_sha1) _out += "<mechanism>SCRAM-SHA-1</mechanism>";
+    // §2.1: the same mechanisms as RFC 6120 SASL on this connection (-PLUS and EXTERNAL under
+    // TLS; the channel-binding types are the stream feature of XEP-0440, shared by both).
+    _out += "<authentication xmlns='urn:xmpp:sasl:2'>";
+    for (const auto m : offered_mechanisms()) {
+        _out += "<mechanism>";
+        _out += xmpp::sasl::to_string(m);
+        _out += "</mechanism>";
+    }
     _out += "<inline><bind xmlns='urn:xmpp:bind:0'><inline>";
     if (o.stream_management) _out += "<feature var='urn:xmpp:sm:3'/>";
     if (_ctx->hooks != nullptr && _ctx->hooks->find_module("csi") != nullptr) _out += "<feature var='urn:xmpp:csi:0'/>";
@@ -91,7 +98,7 @@ void C2sSession::on_sasl2_element(const ElementView& el) {
             sasl2_failure("malformed-request", true);
             return;
         }
-        sasl2_step(inner_text(el));
+        sasl_step(inner_text(el));
     } else if (name == "abort") {
         sasl2_failure("aborted", false);
     } else {
@@ -150,11 +157,7 @@ void C2sSession::sasl2_authenticate(const ElementView& el) {
     const std::string_view mech = root.attribute("mechanism").value();
     _sasl2 = std::move(st);
     const auto& o = _ctx->options;
-    if (mech == "SCRAM-SHA-256") {
-        _scram_alg = xmpp::sasl::ScramAlgorithm::sha_256;
-    } else if (mech == "SCRAM-SHA-1" && o.offer_scram_sha1) {
-        _scram_alg = xmpp::sasl::ScramAlgorithm::sha_1;
-    } else if (mech == xmpp::sasl::k_ht_sha_256_none && o.fast && _ctx->store != nullptr) {
+    if (mech == xmpp::sasl::k_ht_sha_256_none && o.fast && _ctx->store != nullptr) {
         // XEP-0484 §4: a token login always carries its initial response.
         if (!initial) {
             sasl2_failure("malformed-request", true);
@@ -167,73 +170,23 @@ void C2sSession::sasl2_authenticate(const ElementView& el) {
         }
         sasl2_fast(*decoded);
         return;
-    } else {
+    }
+    // Only what this connection was offered, as with <auth/> (session_mechanisms.cpp).
+    const auto m = xmpp::sasl::parse_mechanism(mech);
+    const auto offered = offered_mechanisms();
+    if (!m || std::find(offered.begin(), offered.end(), *m) == offered.end()) {
         sasl2_failure("invalid-mechanism", false);
         return;
     }
-    _sasl = Sasl::scram_initial;
+    begin_mechanism(*m);
     if (!initial) {
         _out += "<challenge xmlns='urn:xmpp:sasl:2'/>";  // §2.4: asks for the client's first message
         schedule_flush();
         return;
     }
-    sasl2_step(payload);
-}
-
-void C2sSession::sasl2_step(std::string_view payload_b64) {
-    std::string decoded;
-    if (!payload_b64.empty() && payload_b64 != "=") {
-        auto d = xmpp::base64_decode(payload_b64, k_max_sasl_payload);
-        if (!d) {
-            sasl2_failure("incorrect-encoding", true);
-            return;
-        }
-        decoded = std::move(*d);
-    }
-    if (_sasl == Sasl::scram_initial) {
-        _scram = std::make_unique<xmpp::sasl::ScramServer>(_scram_alg);
-        if (!_scram->receive_client_first(decoded)) {
-            sasl2_failure("malformed-request", true);
-            return;
-        }
-        auto who = xmpp::BareJid::parse(std::string(_scram->username()) + "@" + _domain);
-        if (!who || _scram->username().empty()) {
-            sasl2_failure("not-authorized", true);
-            return;
-        }
-        if (!_scram->authzid().empty()) {
-            auto authz = xmpp::BareJid::parse(_scram->authzid());
-            if (!authz || *authz != *who) {
-                sasl2_failure("invalid-authzid", true);
-                return;
-            }
-        }
-        const auto creds = credentials_for(*who, _scram_alg, _scram_user_known);
-        auto first = _scram->server_first(creds, _ctx->random.alnum(24));
-        if (!first) {
-            sasl2_failure("temporary-auth-failure", false);
-            return;
-        }
-        _scram_user = std::move(*who);
-        _sasl = Sasl::scram_final;
-        _out += "<challenge xmlns='urn:xmpp:sasl:2'>";
-        xmpp::base64_encode_append(*first, _out);
-        _out += "</challenge>";
-        schedule_flush();
-        return;
-    }
-    if (_sasl == Sasl::scram_final) {
-        auto final_msg = _scram->receive_client_final(decoded);
-        if (!final_msg || !_scram_user_known) {
-            sasl2_failure("not-authorized", true);
-            return;
-        }
-        // §2.6: SCRAM's server-final-message travels in <additional-data/>.
-        const auto who = *_scram_user;
-        sasl2_succeed(who, *final_msg, nullptr);
-        return;
-    }
-    sasl2_failure("malformed-request", true);
+    // The exchange is RFC 6120's (session_auth.cpp); sasl_success and sasl_failure answer in
+    // SASL2's form while _sasl2 is set.
+    sasl_step(payload);
 }
 
 // XEP-0484 §4 with HT-SHA-256-NONE: one HMAC per stored token of the account (at most
@@ -281,6 +234,7 @@ void C2sSession::sasl2_fast(std::string_view decoded) {
     const storage::FastToken used_copy = *used;
     storage::forget_superseded(*tokens, used_copy);
     if (st.fast_invalidate) std::erase(*tokens, used_copy);
+    ++_ctx->counters.auth_fast;
     sasl2_succeed(*who, xmpp::sasl::ht_responder(used_copy.key, {}), &*tokens);
 }
 

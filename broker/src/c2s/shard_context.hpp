@@ -41,6 +41,7 @@ struct C2sCounters {
     std::array<std::uint64_t, 4> tls_completed{};
     // Successful SASL logins by mechanism (index: xmpp::sasl::Mechanism).
     std::array<std::uint64_t, 8> auth_by_mechanism{};
+    std::uint64_t auth_fast = 0;  // XEP-0484 token logins (HT-SHA-256-NONE), not in the array
     std::uint64_t refused_per_ip = 0;       // too many open from one address
     std::uint64_t refused_rate = 0;         // too many new ones per second from one address
     std::uint64_t refused_capacity = 0;     // the shard's connection cap

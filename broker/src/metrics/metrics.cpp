@@ -8,6 +8,7 @@
 
 #include <prometheus/text_serializer.h>
 
+#include "xmpp/sasl/ht.hpp"
 #include "xmpp/sasl/mechanism.hpp"
 #include "xmpp/stream_error.hpp"
 
@@ -143,6 +144,9 @@ std::vector<MetricFamily> BrokerCollector::families(const std::vector<ShardSnaps
             for (const auto& s : shards) n += s.c2s.auth_by_mechanism[static_cast<std::size_t>(m)];
             add(f, {{"mechanism", std::string(xmpp::sasl::to_string(m))}}, static_cast<double>(n));
         }
+        std::uint64_t fast = 0;
+        for (const auto& s : shards) fast += s.c2s.auth_fast;
+        add(f, {{"mechanism", std::string(xmpp::sasl::k_ht_sha_256_none)}}, static_cast<double>(fast));
         out.push_back(std::move(f));
     }
 
