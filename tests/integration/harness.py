@@ -658,6 +658,32 @@ def closes_stream(text: str) -> bool:
     return bool(re.search(r"</(?:stream:)?stream\s*>", text))
 
 
+_libssl = None
+
+
+def tls_exporter(tls) -> bytes:
+    """RFC 9266 tls-exporter of a client connection (an ssl.SSLObject or ssl.SSLSocket): 32 bytes
+    of the exporter with label EXPORTER-Channel-Binding, no context. Python's ssl module has no
+    exporter, so read the SSL* out of CPython's _ssl._SSLSocket (after PyObject_HEAD and the
+    socket weakref) and call libssl, the same library _ssl uses; the SSL_version check makes
+    sure the pointer is this connection's."""
+    import ctypes
+    global _libssl
+    if _libssl is None:
+        _libssl = ctypes.CDLL("libssl.so.3")
+        _libssl.SSL_export_keying_material.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
+                                                       ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p,
+                                                       ctypes.c_size_t, ctypes.c_int]
+        _libssl.SSL_version.argtypes = [ctypes.c_void_p]
+    ptr = ctypes.c_void_p.from_address(id(tls._sslobj) + 3 * ctypes.sizeof(ctypes.c_void_p)).value
+    want = {"TLSv1.3": 0x0304, "TLSv1.2": 0x0303}[tls.version()]
+    assert _libssl.SSL_version(ptr) == want, "not the SSL* of this connection"
+    out = ctypes.create_string_buffer(32)
+    label = b"EXPORTER-Channel-Binding"
+    assert _libssl.SSL_export_keying_material(ptr, out, 32, label, len(label), None, 0, 0) == 1
+    return out.raw
+
+
 def tls_client_context() -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False

@@ -6,7 +6,6 @@ with the right binding (logs in) and a wrong one (not-authorized); a client that
 -PLUS is offered is refused (downgrade detection); TLS 1.2 offers only tls-server-end-point."""
 import asyncio
 import base64
-import ctypes
 import hashlib
 import hmac
 import os
@@ -55,25 +54,8 @@ def tls_server_end_point(r: Raw) -> bytes:
     return hashlib.sha256(der).digest()
 
 
-_libssl = ctypes.CDLL("libssl.so.3")
-_libssl.SSL_export_keying_material.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
-                                               ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p,
-                                               ctypes.c_size_t, ctypes.c_int]
-_libssl.SSL_version.argtypes = [ctypes.c_void_p]
-
-
 def tls_exporter(r: Raw) -> bytes:
-    """RFC 9266: 32 bytes of the exporter with label EXPORTER-Channel-Binding, no context.
-    Python's ssl module has no exporter, so read the SSL* out of CPython's PySSLSocket (after
-    PyObject_HEAD and the socket weakref) and call libssl, the same library _ssl uses."""
-    obj = ssl_object(r)
-    ptr = ctypes.c_void_p.from_address(id(obj._sslobj) + 3 * ctypes.sizeof(ctypes.c_void_p)).value
-    want = {"TLSv1.3": 0x0304, "TLSv1.2": 0x0303}[obj.version()]
-    assert _libssl.SSL_version(ptr) == want, "not the SSL* of this connection"
-    out = ctypes.create_string_buffer(32)
-    label = b"EXPORTER-Channel-Binding"
-    assert _libssl.SSL_export_keying_material(ptr, out, 32, label, len(label), None, 0, 0) == 1
-    return out.raw
+    return harness.tls_exporter(ssl_object(r))
 
 
 async def sasl_outcome(r: Raw, timeout=10.0):

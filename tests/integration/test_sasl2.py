@@ -30,6 +30,8 @@ FAST = "urn:xmpp:fast:0"
 SM = "urn:xmpp:sm:3"
 CSI = "urn:xmpp:csi:0"
 HT = "HT-SHA-256-NONE"
+EXPR = "HT-SHA-256-EXPR"
+ENDP = "HT-SHA-256-ENDP"
 # A failed login is answered after [c2s] auth_failure_delay_ms: short here to keep the file fast.
 TOML = "[c2s]\nauth_failure_delay_ms = 50\n"
 OUTCOME = (r"<success xmlns='urn:xmpp:sasl:2'>.*?</success>|<failure xmlns='urn:xmpp:sasl:2'>.*?</failure>"
@@ -128,13 +130,24 @@ def scram_login(port, user, password, inline):
     return d, out, features
 
 
-def ht_login(port, user, token, uid, count, inline=""):
-    """SASL2 HT-SHA-256-NONE with a FAST token: user NUL HMAC(token, 'Initiator')."""
+def ht_login(port, user, token, uid, count, inline="", mech=HT, binding=None):
+    """SASL2 HT-SHA-256-* with a FAST token: user NUL HMAC(token, 'Initiator' || cb-data), where
+    `binding(device)` gives the cb-data of the new connection (none for HT-SHA-256-NONE)."""
     d = Device(port)
     d.starttls()
-    initial = user.encode() + b"\0" + hmac.new(token.encode(), b"Initiator", "sha256").digest()
-    out = d.authenticate(HT, initial, user_agent(uid) + f"<fast xmlns='{FAST}' count='{count}'/>" + inline)
+    d.cb = binding(d) if binding else b""
+    initial = user.encode() + b"\0" + hmac.new(token.encode(), b"Initiator" + d.cb, "sha256").digest()
+    out = d.authenticate(mech, initial, user_agent(uid) + f"<fast xmlns='{FAST}' count='{count}'/>" + inline)
     return d, out
+
+
+def exporter(d):
+    return harness.tls_exporter(d.sock)
+
+
+def end_point(d):
+    # RFC 5929 §4.1: SHA-256 of the server's certificate (its signature hash is SHA-256).
+    return hashlib.sha256(d.sock.getpeercert(binary_form=True)).digest()
 
 
 def token_of(success):
@@ -159,9 +172,12 @@ async def test_sasl2_is_advertised_beside_legacy_sasl(t):
     a = auth.group(0)
     assert "<mechanism>SCRAM-SHA-256</mechanism>" in a, a
     assert f"<bind xmlns='{BIND2}'><inline><feature var='{SM}'/><feature var='{CSI}'/></inline></bind>" in a, a
-    assert f"<fast xmlns='{FAST}'><mechanism>{HT}</mechanism></fast>" in a, a
-    # XEP-0484: the token mechanism is only offered inside <fast/>.
-    assert f"<mechanism>{HT}</mechanism></fast>" in a and a.count(HT) == 1, a
+    # Over TLS 1.3 the token mechanisms bound to the connection come first (tls-exporter, then
+    # tls-server-end-point), then the unbound one.
+    assert (f"<fast xmlns='{FAST}'><mechanism>{EXPR}</mechanism><mechanism>{ENDP}</mechanism>"
+            f"<mechanism>{HT}</mechanism></fast>") in a, a
+    # XEP-0484: the token mechanisms are only offered inside <fast/>.
+    assert a.count(HT) == 1 and a.count(EXPR) == 1, a
 
 
 async def test_scram_bind2_sm_csi_and_token_request_in_one_authenticate(t):
@@ -216,6 +232,43 @@ async def test_fast_token_logs_in_with_one_hmac_and_counts_replays(t):
     assert condition(out) == "not-authorized", out
     d.close()
     d, out = ht_login(s.c2s_port, user, token, "ua-1", 2)
+    assert out.startswith("<success"), out
+    d.close()
+
+
+async def test_a_token_bound_to_tls_logs_in_only_over_its_own_connection_and_mechanism(t):
+    # draft-schmaus-kitten-sasl-ht: HT-SHA-256-EXPR mixes the connection's tls-exporter into both
+    # HMACs, so a proof taken from another connection is worthless; and a token is only good for
+    # the mechanism it was requested for (XEP-0484 §3).
+    s = await t.shared_server(toml=TOML)
+    user = unique("cb")
+    s.add_user(user, "pw-cb")
+    d, out, _ = scram_login(s.c2s_port, user, "pw-cb", user_agent("ua-cb") + f"<request-token xmlns='{FAST}' mechanism='{EXPR}'/>")
+    token, _ = token_of(out)
+    d.close()
+    d, out = ht_login(s.c2s_port, user, token, "ua-cb", 1, mech=EXPR, binding=exporter)
+    assert out.startswith("<success"), out
+    assert b64_of("additional-data", out) == hmac.new(token.encode(), b"Responder" + d.cb, "sha256").digest(), out
+    d.close()
+
+    def other_connection(d):
+        cb = bytearray(exporter(d))
+        cb[0] ^= 0x01
+        return bytes(cb)
+    d, out = ht_login(s.c2s_port, user, token, "ua-cb", 2, mech=EXPR, binding=other_connection)
+    assert condition(out) == "not-authorized", out
+    d.close()
+    d, out = ht_login(s.c2s_port, user, token, "ua-cb", 3)  # HT-SHA-256-NONE: not its mechanism
+    assert condition(out) == "not-authorized", out
+    d.close()
+    d, out = ht_login(s.c2s_port, user, token, "ua-cb", 4, mech=EXPR, binding=exporter)
+    assert out.startswith("<success"), out
+    d.close()
+    # tls-server-end-point binds to the server's certificate.
+    d, out, _ = scram_login(s.c2s_port, user, "pw-cb", user_agent("ua-ep") + f"<request-token xmlns='{FAST}' mechanism='{ENDP}'/>")
+    token, _ = token_of(out)
+    d.close()
+    d, out = ht_login(s.c2s_port, user, token, "ua-ep", 1, mech=ENDP, binding=end_point)
     assert out.startswith("<success"), out
     d.close()
 

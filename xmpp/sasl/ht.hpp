@@ -1,7 +1,8 @@
-// HT-SHA-256-NONE, the hashed-token SASL mechanism of XEP-0484 (FAST) as described by
+// HT-SHA-256-*, the hashed-token SASL mechanisms of XEP-0484 (FAST) as described by
 // draft-schmaus-kitten-sasl-ht: the client proves it holds a token the server issued earlier with
-// one HMAC, instead of a PBKDF2 (SCRAM). Server side only; no channel binding ("NONE": TLS is
-// still required around it, and a per-token counter stops replays, see broker/src/c2s).
+// one HMAC, instead of a PBKDF2 (SCRAM). Server side only. "NONE" has no channel binding (TLS is
+// still required around it, and a per-token counter stops replays, see broker/src/c2s); "EXPR"
+// and "ENDP" bind the proof to the TLS connection.
 //
 //   client -> server: authcid NUL HMAC-SHA-256(token, "Initiator" || cb-data)
 //   server -> client: HMAC-SHA-256(token, "Responder" || cb-data)   (in SASL2 additional-data)
@@ -25,6 +26,10 @@
 namespace xmpp::sasl {
 
 inline constexpr std::string_view k_ht_sha_256_none = "HT-SHA-256-NONE";
+// With channel binding (draft-schmaus-kitten-sasl-ht §3: the suffix names the binding type, whose
+// data is the cb-data above): tls-exporter (RFC 9266) and tls-server-end-point (RFC 5929).
+inline constexpr std::string_view k_ht_sha_256_expr = "HT-SHA-256-EXPR";
+inline constexpr std::string_view k_ht_sha_256_endp = "HT-SHA-256-ENDP";
 inline constexpr std::size_t k_ht_digest_bytes = 32;
 // Tokens issued must be longer than SHA-256's block for ht_key() to stand in for them.
 inline constexpr std::size_t k_ht_min_token_bytes = 65;

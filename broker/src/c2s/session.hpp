@@ -150,7 +150,9 @@ private:
     void append_sasl2_features();
     void on_sasl2_element(const xmpp::xml::ElementView& el);
     void sasl2_authenticate(const xmpp::xml::ElementView& el);
-    void sasl2_fast(std::string_view decoded);
+    std::vector<std::string_view> fast_mechanisms() const;
+    std::optional<std::string> fast_binding(std::string_view mechanism) const;
+    void sasl2_fast(std::string_view mechanism, std::string_view decoded);
     void sasl2_succeed(const xmpp::BareJid& who, std::string_view additional,
                        std::vector<storage::FastToken>* fast_tokens);
     void sasl2_failure(std::string_view condition, bool counts);

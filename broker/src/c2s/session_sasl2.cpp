@@ -74,7 +74,15 @@ void C2sSession::append_sasl2_features() {
     _out += "</inline></bind>";
     if (o.stream_management) _out += "<sm xmlns='urn:xmpp:sm:3'/>";  // XEP-0198 §5 inline resumption
     // XEP-0484 §3: the token mechanisms are offered here, not among the SASL2 mechanisms.
-    if (o.fast && _ctx->store != nullptr) _out += "<fast xmlns='urn:xmpp:fast:0'><mechanism>HT-SHA-256-NONE</mechanism></fast>";
+    if (o.fast && _ctx->store != nullptr) {
+        _out += "<fast xmlns='urn:xmpp:fast:0'>";
+        for (const auto m : fast_mechanisms()) {
+            _out += "<mechanism>";
+            _out += m;
+            _out += "</mechanism>";
+        }
+        _out += "</fast>";
+    }
     _out += "</inline></authentication>";
 }
 
@@ -146,7 +154,14 @@ void C2sSession::sasl2_authenticate(const ElementView& el) {
         st->resume_h = static_cast<std::uint32_t>(h);
     }
     if (auto rt = dom.child(root, "request-token", k_ns_fast)) {
-        st->request_token = std::string_view(rt.attribute("mechanism").value()) == xmpp::sasl::k_ht_sha_256_none;
+        // A token is for the mechanism it was requested for (one this connection offers).
+        const std::string_view want = rt.attribute("mechanism").value();
+        for (const auto m : fast_mechanisms()) {
+            if (m == want) {
+                st->request_token = true;
+                st->token_mechanism = m;
+            }
+        }
     }
     if (auto f = dom.child(root, "fast", k_ns_fast)) {
         if (auto c = f.attribute("count")) st->fast_count = parse_u32(c.value());
@@ -157,7 +172,8 @@ void C2sSession::sasl2_authenticate(const ElementView& el) {
     const std::string_view mech = root.attribute("mechanism").value();
     _sasl2 = std::move(st);
     const auto& o = _ctx->options;
-    if (mech == xmpp::sasl::k_ht_sha_256_none && o.fast && _ctx->store != nullptr) {
+    const auto fast = fast_mechanisms();
+    if (o.fast && _ctx->store != nullptr && std::find(fast.begin(), fast.end(), mech) != fast.end()) {
         // XEP-0484 §4: a token login always carries its initial response.
         if (!initial) {
             sasl2_failure("malformed-request", true);
@@ -168,7 +184,7 @@ void C2sSession::sasl2_authenticate(const ElementView& el) {
             sasl2_failure("incorrect-encoding", true);
             return;
         }
-        sasl2_fast(*decoded);
+        sasl2_fast(mech, *decoded);
         return;
     }
     // Only what this connection was offered, as with <auth/> (session_mechanisms.cpp).
@@ -189,10 +205,40 @@ void C2sSession::sasl2_authenticate(const ElementView& el) {
     sasl_step(payload);
 }
 
-// XEP-0484 §4 with HT-SHA-256-NONE: one HMAC per stored token of the account (at most
-// fast.max_tokens_per_account), no PBKDF2. Unknown users, wrong, expired, revoked and replayed
-// tokens all get the same not-authorized after the same failure delay.
-void C2sSession::sasl2_fast(std::string_view decoded) {
+// The token mechanisms this connection offers, best first: bound to the TLS connection where
+// it has the binding (tls-exporter on TLS 1.3, RFC 9266 §3; tls-server-end-point), then NONE.
+std::vector<std::string_view> C2sSession::fast_mechanisms() const {
+    std::vector<std::string_view> out;
+    if (_ctx->options.channel_binding && is_secure()) {
+        const auto cb = channel_bindings();
+        if (!cb.tls_exporter.empty()) out.push_back(xmpp::sasl::k_ht_sha_256_expr);
+        if (!cb.tls_server_end_point.empty()) out.push_back(xmpp::sasl::k_ht_sha_256_endp);
+    }
+    out.push_back(xmpp::sasl::k_ht_sha_256_none);
+    return out;
+}
+
+// The cb-data of a token mechanism on this connection; nullopt when it has none to give.
+std::optional<std::string> C2sSession::fast_binding(std::string_view mechanism) const {
+    if (mechanism == xmpp::sasl::k_ht_sha_256_none) return std::string();
+    const auto cb = channel_bindings();
+    const std::string& data = mechanism == xmpp::sasl::k_ht_sha_256_expr   ? cb.tls_exporter
+                              : mechanism == xmpp::sasl::k_ht_sha_256_endp ? cb.tls_server_end_point
+                                                                           : std::string();
+    if (data.empty()) return std::nullopt;
+    return data;
+}
+
+// XEP-0484 §4 with HT-SHA-256-*: one HMAC per stored token of the account (at most
+// fast.max_tokens_per_account), no PBKDF2. A token logs in only with the mechanism it was issued
+// for. Unknown users, wrong, expired, revoked and replayed tokens and a wrong channel binding all
+// get the same not-authorized after the same failure delay.
+void C2sSession::sasl2_fast(std::string_view mechanism, std::string_view decoded) {
+    const auto cb = fast_binding(mechanism);
+    if (!cb) {
+        sasl2_failure("invalid-mechanism", false);
+        return;
+    }
     auto msg = xmpp::sasl::parse_ht_initial(decoded);
     if (!msg) {
         sasl2_failure("malformed-request", true);
@@ -218,11 +264,13 @@ void C2sSession::sasl2_fast(std::string_view decoded) {
     const bool expired = storage::drop_expired(*tokens, unix_now());
     storage::FastToken* used = nullptr;
     for (auto& t : *tokens) {
-        if (xmpp::sasl::ht_verify(t.key, {}, msg->initiator_hash)) used = &t;
+        // Tokens stored before the mechanism was recorded are HT-SHA-256-NONE ones.
+        const std::string_view for_mech = t.mechanism.empty() ? xmpp::sasl::k_ht_sha_256_none : t.mechanism;
+        if (for_mech == mechanism && xmpp::sasl::ht_verify(t.key, *cb, msg->initiator_hash)) used = &t;
     }
     auto& st = *_sasl2;
-    // XEP-0484 §4.1: the counter must grow with each use of a token (no channel binding: it is
-    // what stops a replay); the token is the user agent's own.
+    // XEP-0484 §4.1: the counter must grow with each use of a token (with NONE it is what stops
+    // a replay; bound mechanisms need it too); the token is the user agent's own.
     const bool ok = used != nullptr && st.fast_count && *st.fast_count > used->count &&
                     (used->user_agent.empty() || used->user_agent == st.user_agent);
     if (!ok) {
@@ -235,7 +283,7 @@ void C2sSession::sasl2_fast(std::string_view decoded) {
     storage::forget_superseded(*tokens, used_copy);
     if (st.fast_invalidate) std::erase(*tokens, used_copy);
     ++_ctx->counters.auth_fast;
-    sasl2_succeed(*who, xmpp::sasl::ht_responder(used_copy.key, {}), &*tokens);
+    sasl2_succeed(*who, xmpp::sasl::ht_responder(used_copy.key, *cb), &*tokens);
 }
 
 // Authenticated. `fast_tokens`: the account's tokens already loaded (and changed) by a FAST
@@ -269,7 +317,7 @@ void C2sSession::sasl2_succeed(const xmpp::BareJid& who, std::string_view additi
             storage::FastToken t;
             t.key = xmpp::sasl::ht_key(token);
             t.user_agent = st.user_agent;
-            t.mechanism = std::string(xmpp::sasl::k_ht_sha_256_none);
+            t.mechanism = std::string(st.token_mechanism);
             t.issued_unix_s = now;
             t.expiry_unix_s = now + o.fast_token_lifetime.count();
             storage::add_token(*fast_tokens, std::move(t), o.fast_max_tokens_per_account);

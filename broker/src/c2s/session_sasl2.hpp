@@ -42,6 +42,7 @@ struct C2sSession::Sasl2 {
     std::string sm_failed_xml;  // the resumption failed: said inside the success
     // FAST.
     bool request_token = false;
+    std::string_view token_mechanism;  // what the requested token is for (an xmpp/sasl/ht.hpp constant)
     std::optional<std::uint32_t> fast_count;
     bool fast_invalidate = false;
     // The success, completed once bound.

@@ -24,7 +24,7 @@ class Store;
 struct FastToken {
     std::string key;         // SHA-256 of the token (32 bytes)
     std::string user_agent;  // the SASL2 <user-agent id='..'/> it was issued to (may be empty)
-    std::string mechanism;   // "HT-SHA-256-NONE"
+    std::string mechanism;   // "HT-SHA-256-NONE", "-EXPR" or "-ENDP": the only one it logs in with
     std::int64_t issued_unix_s = 0;
     std::int64_t expiry_unix_s = 0;
     std::uint32_t count = 0;  // the highest <fast count='..'/> accepted (XEP-0484 replay protection)
