@@ -126,4 +126,5 @@ async def test_a_jid_that_is_not_an_operator_is_refused(t):
         agent.cleanup()
 
 
-harness.main(globals())
+if __name__ == "__main__":
+    harness.main(globals())

@@ -172,4 +172,5 @@ async def test_a_cut_connection_is_resumed_and_each_notification_arrives_once(t)
         agent.cleanup()
 
 
-harness.main(globals())
+if __name__ == "__main__":
+    harness.main(globals())

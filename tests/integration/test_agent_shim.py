@@ -153,4 +153,5 @@ async def test_a_corrupt_shim_frame_is_a_clear_log_line_and_no_crash(t):
         agent.cleanup()
 
 
-harness.main(globals())
+if __name__ == "__main__":
+    harness.main(globals())

@@ -138,4 +138,5 @@ async def test_status_command_and_systemd_notify_with_watchdog(t):
         agent.cleanup()
 
 
-harness.main(globals())
+if __name__ == "__main__":
+    harness.main(globals())

@@ -255,4 +255,5 @@ async def test_carbons_with_aioxmpp_device(t):
     await bob.wait_message(5)
 
 
-harness.main(globals())
+if __name__ == "__main__":
+    harness.main(globals())

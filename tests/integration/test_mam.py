@@ -458,4 +458,5 @@ async def test_modules_turned_off_are_gone_and_their_data_stays(t):
     await alice.expect_no_message(1.0)
 
 
-harness.main(globals())
+if __name__ == "__main__":
+    harness.main(globals())

@@ -151,8 +151,13 @@ private:
                                   : f[1] == "passwd" ? change_password(ctx, f[2], f[3])
                                                      : delete_user(ctx, f[2]);
             if (!r) return finish_error(r.error().code, r.error().message);
+            const std::string bare = parse_user_jid(f[2], {})->str();
+            if (f[1] == "del" && s.hooks.account_deleted) {
+                const auto ended = s.hooks.account_deleted(bare);
+                return finish_ok("deleted " + bare + (ended > 0 ? ", " + std::to_string(ended) + " session(s) ended" : ""));
+            }
             const char* what = f[1] == "add" ? "added " : f[1] == "passwd" ? "password changed for " : "deleted ";
-            return finish_ok(what + parse_user_jid(f[2], {})->str());
+            return finish_ok(what + bare);
         }
         if (is({"user", "list"}, 0)) {
             auto users = list_users(s.accounts);

@@ -58,6 +58,9 @@ struct AdminHooks {
     // list|revoke. `text`: lines to print (list) or what was done (revoke).
     std::function<Answer(std::string_view bare_jid)> fast_list;
     std::function<Answer(std::string_view bare_jid)> fast_revoke;
+    // After `user del`: ends the account's sessions and has every shard's modules forget it
+    // (session::HookTable::account_deleted). Returns the number of sessions ended.
+    std::function<std::size_t(std::string_view bare_jid)> account_deleted;
 };
 
 class AdminStartError : public std::runtime_error {

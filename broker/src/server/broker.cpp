@@ -493,6 +493,22 @@ struct Broker::Impl {
             for (auto k : kicked) n += k;
             return n > 0;
         };
+        hooks.account_deleted = [this](std::string_view bare_jid) {
+            const std::string bare(bare_jid);
+            auto ended = on_every_shard([bare](ShardState& s) {
+                std::vector<router::Endpoint*> victims;
+                s.router->for_each_session([&](router::Endpoint& session) {
+                    if (session.jid()->bare_view() == bare) victims.push_back(&session);
+                });
+                // RFC 6120 §4.9.3.11: the account is gone.
+                for (auto* v : victims) v->close(xmpp::StreamError::not_authorized, "the account was deleted");
+                s.hooks.account_deleted(bare);
+                return victims.size();
+            });
+            std::size_t n = 0;
+            for (auto k : ended) n += k;
+            return n;
+        };
         hooks.stats = [this] { return metrics::render_text(snapshot()); };
         hooks.presence_silent = [this](std::string_view bare, bool on) -> std::string {
             auto r = modules::presence::set_silent(*store, bare, on);

@@ -138,6 +138,9 @@ void ModuleContext::on_stream_element(std::string_view ns, std::string_view name
 void ModuleContext::on_iq_response(IqResponseHandler handler) { _host._iq_responses.push_back(std::move(handler)); }
 
 void ModuleContext::on_interest(InterestHandler handler) { _host._interests.push_back(std::move(handler)); }
+void ModuleContext::on_account_deleted(AccountDeletedHandler handler) {
+    _host._account_deleted.push_back(std::move(handler));
+}
 
 void ModuleContext::add_counter(std::string_view name, std::string_view help, MetricLabels labels,
                                 const std::uint64_t* value) {
@@ -232,6 +235,10 @@ Handled HookTable::iq_response(Session& session, const xmpp::xml::ElementView& e
         if (h(session, el) == Handled::yes) return Handled::yes;
     }
     return Handled::no;
+}
+
+void HookTable::account_deleted(std::string_view bare_jid) const {
+    for (const auto& h : _account_deleted) h(bare_jid);
 }
 
 bool HookTable::interested(const router::Endpoint& endpoint, std::string_view interest) const {

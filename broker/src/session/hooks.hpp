@@ -38,6 +38,9 @@ public:
     Handled stream_element(Session& session, const xmpp::xml::ElementView& el) const;
     // An IQ result or error from a bound session to the server.
     Handled iq_response(Session& session, const xmpp::xml::ElementView& el) const;
+    // The account `bare_jid` was deleted: every module drops its cached state (call it on every
+    // shard, after storage::delete_account).
+    void account_deleted(std::string_view bare_jid) const;
     // The modules' counters with their current values (on this shard's thread).
     std::vector<CounterSample> counters() const;
 
@@ -86,6 +89,7 @@ private:
     std::vector<Identity> _account_identities;
     std::vector<IqResponseHandler> _iq_responses;
     std::vector<InterestHandler> _interests;
+    std::vector<AccountDeletedHandler> _account_deleted;
     std::vector<DiscoItem> _items;
     std::vector<IqEntry> _iq;
     std::vector<Prioritised<OutboundHandler>> _outbound[3];

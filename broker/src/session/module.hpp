@@ -143,6 +143,9 @@ using StreamElementHandler = std::function<Handled(Session&, const xmpp::xml::El
 using IqResponseHandler = std::function<Handled(Session&, const xmpp::xml::ElementView&)>;
 // Whether a session wants notifications for `interest` (XEP-0163 §4.2 filtered notifications).
 using InterestHandler = std::function<bool(const Session&, std::string_view interest)>;
+// An account was deleted (its records are gone from the store: storage::delete_account): the
+// module forgets what it caches for that bare JID. Runs on every shard.
+using AccountDeletedHandler = std::function<void(std::string_view bare_jid)>;
 
 
 // What a module sees at install time.
@@ -170,6 +173,7 @@ public:
     void on_iq_response(IqResponseHandler handler);
     // Answers RouterHooks::interested for client sessions; the first handler that says yes wins.
     void on_interest(InterestHandler handler);
+    void on_account_deleted(AccountDeletedHandler handler);
     // A counter exported as a Prometheus counter `name`{labels}: `value` is read on this shard at
     // scrape time and must live as long as the module (a member of it).
     void add_counter(std::string_view name, std::string_view help, MetricLabels labels, const std::uint64_t* value);

@@ -88,7 +88,15 @@ AccountResult<void> change_password(AccountStore& accounts, std::string_view bar
 AccountResult<void> delete_account(AccountStore& accounts, std::string_view bare_jid) {
     auto removed = accounts.remove(bare_jid);
     if (!removed) return fail(AccountErrc::storage, storage_message(removed.error()));
+    // No login can start any more; what the account left behind goes too, so that an account
+    // created later under the same name starts empty (its tokens, roster and archive included).
+    // Also when the account was gone already: that retries a purge that failed.
+    auto purged = accounts.purge_data(bare_jid);
     if (!*removed) return fail(AccountErrc::not_found, "account " + std::string(bare_jid) + " does not exist");
+    if (!purged) {
+        return fail(AccountErrc::storage, "account " + std::string(bare_jid) + " deleted, but its data was not: " +
+                                              storage_message(purged.error()) + " (deleting it again retries)");
+    }
     return {};
 }
 

@@ -47,6 +47,8 @@ AccountResult<void> create_account(AccountStore& accounts, std::string_view bare
 // New keys for an existing account; its creation time and disabled flag are kept.
 AccountResult<void> change_password(AccountStore& accounts, std::string_view bare_jid, std::string_view password,
                                     std::uint32_t iterations, util::Random& random);
+// Deletes the account, then its data (AccountStore::purge_data). A running broker also tells its
+// shards (session::HookTable::account_deleted) so that modules drop what they cache.
 AccountResult<void> delete_account(AccountStore& accounts, std::string_view bare_jid);
 
 }  // namespace starling::storage

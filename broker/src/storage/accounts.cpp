@@ -3,6 +3,7 @@
 #include <flatbuffers/flatbuffers.h>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 
@@ -127,6 +128,68 @@ xmpp::Result<bool, Errc> AccountStore::remove(std::string_view bare_jid) noexcep
     const auto st = _store.db().Delete(write_options(_store), _store.column(Column::accounts), slice(bare_jid));
     if (!st.ok()) return xmpp::Unexpected(errc_of(st));
     return true;
+}
+
+xmpp::Result<std::size_t, Errc> AccountStore::purge_data(std::string_view bare_jid) noexcept {
+    if (bare_jid.empty()) return std::size_t{0};
+    try {
+        constexpr std::size_t k_per_write = 10'000;
+        rocksdb::WriteBatch batch;
+        std::size_t pending = 0;
+        std::size_t total = 0;
+        const auto commit = [&]() -> rocksdb::Status {
+            if (pending == 0) return rocksdb::Status::OK();
+            auto st = _store.db().Write(write_options(_store), &batch);
+            batch.Clear();
+            pending = 0;
+            return st;
+        };
+        // Every key in [prefix, prefix with its last byte + 1), and `exact` itself.
+        const auto purge = [&](Column c, std::string prefix, std::string_view exact) -> rocksdb::Status {
+            auto* cf = _store.column(c);
+            if (!exact.empty()) {
+                std::string v;
+                const auto got = _store.db().Get(rocksdb::ReadOptions(), cf, slice(exact), &v);
+                if (got.ok()) {
+                    batch.Delete(cf, slice(exact));
+                    ++pending;
+                    ++total;
+                } else if (!got.IsNotFound()) {
+                    return got;
+                }
+            }
+            std::string upper = prefix;
+            upper.back() = static_cast<char>(upper.back() + 1);
+            const rocksdb::Slice upper_slice = slice(upper);
+            rocksdb::ReadOptions ro;
+            ro.iterate_upper_bound = &upper_slice;
+            std::unique_ptr<rocksdb::Iterator> it(_store.db().NewIterator(ro, cf));
+            for (it->Seek(slice(prefix)); it->Valid(); it->Next()) {
+                batch.Delete(cf, it->key());
+                ++total;
+                if (++pending >= k_per_write) {
+                    if (auto st = commit(); !st.ok()) return st;
+                }
+            }
+            return it->status();
+        };
+        std::string mine(bare_jid);
+        mine += '\0';  // no JID holds U+0000: `bare NUL` starts only this account's keys
+        for (const Column c : {Column::rosters, Column::offline, Column::mam, Column::blocking, Column::vcards,
+                               Column::meta, Column::pubsub_nodes, Column::pubsub_items}) {
+            if (auto st = purge(c, mine, bare_jid); !st.ok()) return xmpp::Unexpected(errc_of(st));
+        }
+        // The PubSub owner index (modules/pubsub/node_store.cpp: U+0001 owner NUL service NUL
+        // node) for the account's own PEP service.
+        std::string index(1, '\x01');
+        index += mine;
+        index += mine;
+        if (auto st = purge(Column::pubsub_nodes, index, {}); !st.ok()) return xmpp::Unexpected(errc_of(st));
+        if (auto st = commit(); !st.ok()) return xmpp::Unexpected(errc_of(st));
+        return total;
+    } catch (...) {
+        return xmpp::Unexpected(Errc::io_error);
+    }
 }
 
 xmpp::Result<std::vector<std::string>, Errc> AccountStore::list(std::string_view after,

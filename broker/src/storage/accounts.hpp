@@ -45,6 +45,13 @@ public:
     xmpp::Result<bool, Errc> exists(std::string_view bare_jid) const noexcept;
     // True when it existed.
     xmpp::Result<bool, Errc> remove(std::string_view bare_jid) noexcept;
+    // Deletes what the stores keep for the account `bare_jid` (one synced write per 10,000
+    // records): every record keyed `bare_jid` or `bare_jid NUL ...` in the per-account column
+    // families (roster, offline, archive, block list, vCard, meta: FAST tokens, counters, flags;
+    // PEP nodes and items, whose service is the account) and the account's PEP entries in the
+    // PubSub owner index. Point deletes only (no range tombstones: see modules/mam). Returns the
+    // number of records deleted. Its subscriptions and affiliations on other nodes stay.
+    xmpp::Result<std::size_t, Errc> purge_data(std::string_view bare_jid) noexcept;
     // Bare JIDs in key order, starting after `after` (empty: from the start), at most `limit`.
     xmpp::Result<std::vector<std::string>, Errc> list(std::string_view after, std::size_t limit) const noexcept;
 

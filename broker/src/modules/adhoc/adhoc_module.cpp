@@ -4,6 +4,7 @@
 #include <set>
 
 #include "broker/src/router/endpoint.hpp"
+#include "broker/src/session/hooks.hpp"
 #include "broker/src/session/shard_peers.hpp"
 #include "broker/src/session/shard_services.hpp"
 #include "broker/src/storage/account_ops.hpp"
@@ -381,6 +382,9 @@ void AdhocModule::run(IqEvent& ev, const CommandDef& c, const SubmittedForm& for
                         // administrator ending a session.
                         v->close(deleting ? xmpp::StreamError::not_authorized : xmpp::StreamError::policy_violation,
                                  deleting ? "the account was deleted" : "the session was ended by an administrator");
+                    }
+                    if (deleting && there.hooks != nullptr) {
+                        for (const auto& t : targets) there.hooks->account_deleted(t);  // modules forget it
                     }
                     return victims.size();
                 },

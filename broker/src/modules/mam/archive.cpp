@@ -296,6 +296,20 @@ void MessageArchive::post_end_of_turn() noexcept {
 
 void MessageArchive::persist_counts() noexcept { stage_counts(); }
 
+void MessageArchive::forget(std::string_view bare) noexcept {
+    (void)remove(bare, 0, ~std::uint64_t{0});  // records appended and not yet committed
+    auto it = _users.find(bare);
+    if (it != _users.end()) {
+        auto* node = &*it;
+        std::erase(_queue, node);
+        std::erase(_dirty, node);
+        if (_last_user == node) _last_user = nullptr;
+        _users.erase(it);
+    }
+    // A count staged before the deletion must not outlive it.
+    if (_writer != nullptr) (void)_writer->erase(storage::Column::meta, count_key(bare), storage::Durability::logged);
+}
+
 void MessageArchive::stage_counts() noexcept {
     if (_dirty.empty()) return;
     for (auto* entry : _dirty) {

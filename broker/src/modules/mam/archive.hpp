@@ -140,6 +140,10 @@ public:
     // calls it every tick: at most one count write per user per tick, not one per message.
     // Without a writer the counts go with the records at the end of each turn.
     void persist_counts() noexcept;
+    // The account `bare` was deleted (storage::delete_account removed its records): removes what
+    // this shard may still have staged for it (behind its writes on the shard's writer) and
+    // forgets its cached count and queue places.
+    void forget(std::string_view bare) noexcept;
     // The user's record count, as kept (loaded or counted on first use).
     xmpp::Result<std::uint64_t, storage::Errc> count(std::string_view bare) noexcept;
 

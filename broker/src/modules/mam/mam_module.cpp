@@ -88,6 +88,7 @@ void MamModule::install(ModuleContext& ctx) {
         STARLING_LOG(warn, "mam: no store in the shard context; archives are kept in memory only");
     }
     MessageArchive* archive = _archive.get();
+    ctx.on_account_deleted([archive](std::string_view bare) { archive->forget(bare); });
     Scratch* scratch = _scratch.get();
     _ids = std::make_unique<mam::IdCodec>(ctx.shard().server.server_secret);
     const mam::IdCodec* ids_codec = _ids.get();

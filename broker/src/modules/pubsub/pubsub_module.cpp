@@ -57,6 +57,7 @@ void PubsubModule::install(ModuleContext& ctx) {
         ctx.add_disco_item(domain, jid, "Publish-Subscribe");  // XEP-0060 §5.1: discoverable
     }
     if (_options.pep) install_pep(ctx, *store);
+    ctx.on_account_deleted([service = _service.get()](std::string_view bare) { service->forget_account(bare); });
 }
 
 // XEP-0163: the account's bare JID is a PubSub service. Requests reach it as IQs the server

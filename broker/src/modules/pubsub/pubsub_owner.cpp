@@ -127,6 +127,28 @@ void PubsubService::admin_delete(std::string_view service, std::string_view node
     _nodes.erase(NodeStore::node_prefix(n->service, n->name));  // `n` is gone after this line
 }
 
+void PubsubService::forget_account(std::string_view bare) {
+    std::vector<Node*> mine;
+    for (auto& [key, n] : _nodes) {
+        if (n->service == bare) mine.push_back(n.get());
+    }
+    for (auto* n : mine) {
+        std::vector<std::string> owners;
+        for (const auto& [jid, a] : n->record.affiliations) {
+            if (a == Affiliation::owner) owners.push_back(jid);
+        }
+        if (auto w = _store.erase_node(n->service, n->name, owners); !w) {
+            STARLING_LOG(warn, "pubsub: dropping node {} of the deleted account {} failed: {}", n->name, bare,
+                         storage::to_string(w.error()));
+        } else {
+            _counters.items_removed += n->items.size();
+            after_durable(n, true, [](bool) {});
+        }
+        _nodes.erase(NodeStore::node_prefix(n->service, n->name));  // `n` is gone after this line
+    }
+    if (auto it = _publish_buckets.find(std::string(bare)); it != _publish_buckets.end()) _publish_buckets.erase(it);
+}
+
 // §8.5: remove every item; subscribers are told when the node notifies retractions.
 void PubsubService::purge(Request& r, Node& n) {
     if (affiliation(n, r.bare) != Affiliation::owner) {

@@ -126,6 +126,10 @@ public:
     // on this shard once the deletion is durable.
     enum class AdminDelete : std::uint8_t { deleted, not_found, failed };
     void admin_delete(std::string_view service, std::string_view node, storage::MoveFunction<void(AdminDelete)> done);
+    // The account `bare` was deleted (its records are gone from the store): its cached PEP
+    // nodes go too, their deletion staged behind any write of theirs still in flight on this
+    // shard's writer, and its publish-rate bucket.
+    void forget_account(std::string_view bare);
 
 private:
     struct Node {

@@ -4,9 +4,9 @@
 #include <mutex>
 #include <vector>
 
+#include "broker/src/session/hooks.hpp"
 #include "broker/src/session/shard_services.hpp"
 #include "broker/src/modules/register/register_limiter.hpp"
-#include "broker/src/modules/vcard/vcard_store.hpp"
 #include "broker/src/storage/account_ops.hpp"
 #include "broker/src/storage/accounts.hpp"
 #include "broker/src/util/dom.hpp"
@@ -219,16 +219,19 @@ void RegisterModule::install(ModuleContext& ctx) {
                 ev.reply_error(StanzaError::not_allowed);
                 return Handled::yes;
             }
-            auto removed = shard->accounts.remove(bare);
+            // The account and its data (storage::delete_account), then the modules' caches: the
+            // account's state lives on its home shard, this one (DESIGN §2).
+            auto removed = storage::delete_account(shard->accounts, bare);
             if (!removed) {
+                if (removed.error().code == storage::AccountErrc::not_found) {
+                    ev.reply_error(StanzaError::registration_required);  // already gone (starlingctl)
+                    return Handled::yes;
+                }
+                STARLING_LOG(warn, "register: cancelling {} failed: {}", bare, removed.error().message);
                 ev.reply_error(StanzaError::internal_server_error);
                 return Handled::yes;
             }
-            if (!*removed) {
-                ev.reply_error(StanzaError::registration_required);  // already gone (starlingctl)
-                return Handled::yes;
-            }
-            if (auto* store = shard->store) (void)VcardStore(*store).remove(bare);
+            if (shard->hooks != nullptr) shard->hooks->account_deleted(bare);
             STARLING_LOG(info, "register: {} cancelled its account", bare);
             ev.reply_result();
             // §3.2: then a <not-authorized/> stream error on every stream of the account. They

@@ -159,6 +159,7 @@ TEST(AdminServer, HooksAreCalledOrReportedNotAvailable) {
         {},  // backup
         {},  // fast_list
         {},  // fast_revoke
+        {},  // account_deleted
     });
     EXPECT_EQ(round_trip(b.socket, "sessions\n"),
               "out\ta@example.com/phone shard=0\nout\tb@example.com/x shard=1\nok\t\n");

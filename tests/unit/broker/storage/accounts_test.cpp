@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <random>
 
+#include <rocksdb/db.h>
+
 #include "broker/src/storage/store.hpp"
 
 namespace {
@@ -56,6 +58,48 @@ TEST(AccountStore, PutGetRemoveRoundTrip) {
     EXPECT_TRUE(*accounts.remove("juliet@example.com"));
     EXPECT_FALSE(*accounts.remove("juliet@example.com"));
     EXPECT_FALSE(*accounts.exists("juliet@example.com"));
+}
+
+TEST(AccountStore, PurgeDeletesTheAccountsRecordsAndNoOneElses) {
+    using starling::storage::Column;
+    TempDir dir;
+    auto store = Store::open(dir.str());
+    AccountStore accounts(*store);
+    auto& db = store->db();
+    const auto put = [&](Column c, std::string key) {
+        ASSERT_TRUE(db.Put(rocksdb::WriteOptions(), store->column(c), key, "v").ok());
+    };
+    const std::string nul(1, '\0');
+    // Hers: keyed by her bare JID, or her bare JID NUL something; her PEP owner-index entry.
+    put(Column::rosters, "al@x" + nul + "bob@x");
+    put(Column::mam, "al@x" + nul + "12345678");
+    put(Column::vcards, "al@x");
+    put(Column::meta, "al@x" + nul + "fast");
+    put(Column::pubsub_items, "al@x" + nul + "urn:tune" + nul + "00000001");
+    put(Column::pubsub_nodes, "\x01" "al@x" + nul + "al@x" + nul + "urn:tune");
+    // Not hers: a longer JID with her name as a prefix, another account's record that names
+    // her, and a node of the domain's service she owns (it stays, with its owner index).
+    put(Column::vcards, "al@x.org");
+    put(Column::rosters, "al@x.org" + nul + "bob@x");
+    put(Column::rosters, "bob@x" + nul + "al@x");
+    put(Column::pubsub_nodes, "pubsub.x" + nul + "feed" + nul + "n");
+    put(Column::pubsub_nodes, "\x01" "al@x" + nul + "pubsub.x" + nul + "feed");
+    auto purged = accounts.purge_data("al@x");
+    ASSERT_TRUE(purged);
+    EXPECT_EQ(*purged, 6u);
+    const auto has = [&](Column c, const std::string& key) {
+        std::string v;
+        return db.Get(rocksdb::ReadOptions(), store->column(c), key, &v).ok();
+    };
+    EXPECT_FALSE(has(Column::rosters, "al@x" + nul + "bob@x"));
+    EXPECT_FALSE(has(Column::vcards, "al@x"));
+    EXPECT_FALSE(has(Column::pubsub_nodes, "\x01" "al@x" + nul + "al@x" + nul + "urn:tune"));
+    EXPECT_TRUE(has(Column::vcards, "al@x.org"));
+    EXPECT_TRUE(has(Column::rosters, "al@x.org" + nul + "bob@x"));
+    EXPECT_TRUE(has(Column::rosters, "bob@x" + nul + "al@x"));
+    EXPECT_TRUE(has(Column::pubsub_nodes, "pubsub.x" + nul + "feed" + nul + "n"));
+    EXPECT_TRUE(has(Column::pubsub_nodes, "\x01" "al@x" + nul + "pubsub.x" + nul + "feed"));
+    EXPECT_EQ(*accounts.purge_data("al@x"), 0u);
 }
 
 TEST(AccountStore, SurvivesReopen) {
