@@ -26,7 +26,7 @@ VCARD = "vcard-temp"
 
 
 async def leave_traces(t, s, a, b):
-    """alice (password pw-old) befriends bob, talks to him (archived), publishes a vCard and a
+    """alice befriends bob, talks to him (archived), publishes a vCard and a
     PEP tune, and gets a FAST token. Returns (alice, bob, token)."""
     alice, bob = await befriend(t, s, a, b)
     got = asyncio.get_running_loop().create_future()
@@ -42,6 +42,14 @@ async def leave_traces(t, s, a, b):
     with_mam(alice.c)
     assert len((await query(alice.c)).items) == 1
     return alice, bob, token
+
+
+async def two_accounts_with_traces(t, s, prefix):
+    """Accounts a (to be deleted) and b, with leave_traces(); returns (a, b, alice, token)."""
+    a, b = unique(prefix), unique("friend")
+    s.add_users([(a, "secret"), (b, "secret")])
+    alice, _, token = await leave_traces(t, s, a, b)
+    return a, b, alice, token
 
 
 async def nothing_left(t, s, a, b, token):
@@ -72,9 +80,7 @@ async def nothing_left(t, s, a, b, token):
 
 async def test_starlingctl_user_del_ends_sessions_and_leaves_nothing_behind(t):
     s = await t.shared_server(toml=TOML)
-    a, b = unique("gone"), unique("friend")
-    s.add_users([(a, "secret"), (b, "secret")])
-    alice, bob, token = await leave_traces(t, s, a, b)
+    a, b, alice, token = await two_accounts_with_traces(t, s, "gone")
     out = s.ctl("user", "del", f"{a}@{DOMAIN}")
     assert f"deleted {a}@{DOMAIN}, 1 session(s) ended" in out, out
     await asyncio.wait_for(alice.c.disconnected.wait(), 5)
@@ -84,9 +90,7 @@ async def test_starlingctl_user_del_ends_sessions_and_leaves_nothing_behind(t):
 
 async def test_cancelling_with_xep_0077_leaves_nothing_behind(t):
     s = await t.shared_server(toml=TOML)
-    a, b = unique("bye"), unique("friend")
-    s.add_users([(a, "secret"), (b, "secret")])
-    alice, bob, token = await leave_traces(t, s, a, b)
+    a, b, alice, token = await two_accounts_with_traces(t, s, "bye")
     for plugin in ("xep_0004", "xep_0066", "xep_0077"):
         alice.x.register_plugin(plugin)
     result = await alice.x["xep_0077"].cancel_registration(timeout=5)
@@ -98,9 +102,7 @@ async def test_cancelling_with_xep_0077_leaves_nothing_behind(t):
 async def test_an_account_deleted_while_the_broker_is_stopped_leaves_nothing_behind(t):
     # starlingctl opens the store itself when no broker answers on the admin socket.
     s = await t.server(toml=TOML)
-    a, b = unique("off"), unique("friend")
-    s.add_users([(a, "secret"), (b, "secret")])
-    alice, bob, token = await leave_traces(t, s, a, b)
+    a, b, alice, token = await two_accounts_with_traces(t, s, "off")
     await s.stop()
     out = s.ctl("user", "del", f"{a}@{DOMAIN}")
     assert f"deleted {a}@{DOMAIN}" in out, out

@@ -310,34 +310,32 @@ async def test_sasl2_offers_plus_and_binds_inline_with_tls_exporter(t):
         await r.close()
 
 
+async def plus_login(s, version, user, gs2, binding, sasl2=True):
+    """SCRAM-SHA-256-PLUS over a fresh direct-TLS connection pinned to `version`, with the
+    binding data binding(connection); returns what scram() returns."""
+    r = await connect(s.tls_port, version)
+    try:
+        await features(r)
+        return await scram(r, "SCRAM-SHA-256-PLUS", user, PASSWORD, gs2, binding(r), sasl2=sasl2)
+    finally:
+        await r.close()
+
+
 async def test_sasl2_plus_with_a_wrong_binding_or_an_unoffered_type_is_refused(t):
     need_starling()
     s, user = await account(t)
-    r = await connect(s.tls_port, ssl.TLSVersion.TLSv1_3)
-    try:
-        await features(r)
+
+    def another_connections(r):
         other = bytearray(tls_exporter(r))
         other[0] ^= 0x80
-        res = await scram(r, "SCRAM-SHA-256-PLUS", user, PASSWORD, "p=tls-exporter,,", bytes(other), sasl2=True)
-        assert res == ("failure", "not-authorized"), res
-    finally:
-        await r.close()
+        return bytes(other)
+    res = await plus_login(s, ssl.TLSVersion.TLSv1_3, user, "p=tls-exporter,,", another_connections)
+    assert res == ("failure", "not-authorized"), res
     # TLS 1.2: tls-exporter is not offered (RFC 9266 §3), whichever SASL the client speaks.
-    r = await connect(s.tls_port, ssl.TLSVersion.TLSv1_2)
-    try:
-        await features(r)
-        res = await scram(r, "SCRAM-SHA-256-PLUS", user, PASSWORD, "p=tls-exporter,,", tls_exporter(r), sasl2=True)
-        assert res == ("failure", "malformed-request"), res
-    finally:
-        await r.close()
-    r = await connect(s.tls_port, ssl.TLSVersion.TLSv1_2)
-    try:
-        await features(r)
-        res = await scram(r, "SCRAM-SHA-256-PLUS", user, PASSWORD, "p=tls-server-end-point,,",
-                          tls_server_end_point(r), sasl2=True)
-        assert res == ("success", True), res
-    finally:
-        await r.close()
+    res = await plus_login(s, ssl.TLSVersion.TLSv1_2, user, "p=tls-exporter,,", tls_exporter)
+    assert res == ("failure", "malformed-request"), res
+    res = await plus_login(s, ssl.TLSVersion.TLSv1_2, user, "p=tls-server-end-point,,", tls_server_end_point)
+    assert res == ("success", True), res
 
 
 if __name__ == "__main__":

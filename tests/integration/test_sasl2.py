@@ -141,6 +141,13 @@ def ht_login(port, user, token, uid, count, inline="", mech=HT, binding=None):
     return d, out
 
 
+def ht_outcome(*args, **kw):
+    """ht_login's answer, the connection closed."""
+    d, out = ht_login(*args, **kw)
+    d.close()
+    return out
+
+
 def exporter(d):
     return harness.tls_exporter(d.sock)
 
@@ -255,22 +262,18 @@ async def test_a_token_bound_to_tls_logs_in_only_over_its_own_connection_and_mec
         cb = bytearray(exporter(d))
         cb[0] ^= 0x01
         return bytes(cb)
-    d, out = ht_login(s.c2s_port, user, token, "ua-cb", 2, mech=EXPR, binding=other_connection)
+    out = ht_outcome(s.c2s_port, user, token, "ua-cb", 2, mech=EXPR, binding=other_connection)
     assert condition(out) == "not-authorized", out
-    d.close()
-    d, out = ht_login(s.c2s_port, user, token, "ua-cb", 3)  # HT-SHA-256-NONE: not its mechanism
+    out = ht_outcome(s.c2s_port, user, token, "ua-cb", 3)  # HT-SHA-256-NONE: not its mechanism
     assert condition(out) == "not-authorized", out
-    d.close()
-    d, out = ht_login(s.c2s_port, user, token, "ua-cb", 4, mech=EXPR, binding=exporter)
+    out = ht_outcome(s.c2s_port, user, token, "ua-cb", 4, mech=EXPR, binding=exporter)
     assert out.startswith("<success"), out
-    d.close()
     # tls-server-end-point binds to the server's certificate.
     d, out, _ = scram_login(s.c2s_port, user, "pw-cb", user_agent("ua-ep") + f"<request-token xmlns='{FAST}' mechanism='{ENDP}'/>")
     token, _ = token_of(out)
     d.close()
-    d, out = ht_login(s.c2s_port, user, token, "ua-ep", 1, mech=ENDP, binding=end_point)
+    out = ht_outcome(s.c2s_port, user, token, "ua-ep", 1, mech=ENDP, binding=end_point)
     assert out.startswith("<success"), out
-    d.close()
 
 
 async def test_wrong_token_and_another_clients_token_are_refused(t):
