@@ -231,5 +231,49 @@ async def test_account_disco_shows_the_pep_identity(t):
     assert f"{NS_PUBSUB}#publish-options" in feats and f"{NS_PUBSUB}#auto-create" in feats, feats
 
 
+
+async def test_account_disco_items_lists_the_pep_nodes_the_requester_may_see(t):
+    # XEP-0060 §5.2 on the account: its nodes are its disco#items. The owner sees every node, a
+    # contact with a presence subscription the presence-access ones, a stranger only open ones;
+    # disco#info with a node is about that node (§5.3).
+    s = await server(t)
+    a, b, c = await t.users(s, 3, "pep")
+    alice = await pep_peer(t, s, a, [], resource="phone")
+    bob = await pep_peer(t, s, b, [], resource="laptop")
+    carol = await pep_peer(t, s, c, [], resource="desk")
+    await befriend(alice, bob)
+    await publish(alice, NS_TUNE, tune("Holst"))  # presence access (the PEP default)
+    await alice.iq("set", f"<pubsub xmlns='{NS_PUBSUB}'><publish node='{NS_GEO}'><item id='current'>"
+                          f"<geoloc xmlns='{NS_GEO}'><locality>Leeds</locality></geoloc></item></publish>"
+                          f"{open_access()}</pubsub>")
+    items_ns = "http://jabber.org/protocol/disco#items"
+
+    async def nodes_seen_by(p):
+        r = await p.iq("get", f"<query xmlns='{items_ns}'/>", to=alice.bare)
+        found = r.xml.findall(f"{{{items_ns}}}query/{{{items_ns}}}item")
+        assert all(i.get("jid") == alice.bare for i in found), ET.tostring(r.xml)
+        return sorted(i.get("node") for i in found)
+    assert await nodes_seen_by(alice) == sorted([NS_TUNE, NS_GEO])
+    assert await nodes_seen_by(bob) == sorted([NS_TUNE, NS_GEO])
+    assert await nodes_seen_by(carol) == [NS_GEO]
+    info_ns = "http://jabber.org/protocol/disco#info"
+    r = await bob.iq("get", f"<query xmlns='{info_ns}' node='{NS_TUNE}'/>", to=alice.bare)
+    ident = r.xml.find(f"{{{info_ns}}}query/{{{info_ns}}}identity")
+    assert (ident.get("category"), ident.get("type")) == ("pubsub", "leaf"), ET.tostring(r.xml)
+    try:
+        await bob.iq("get", f"<query xmlns='{info_ns}' node='no-such-node'/>", to=alice.bare)
+    except IqError as e:
+        assert e.condition == "item-not-found", e.iq
+    else:
+        raise AssertionError("disco#info about a node the account does not have")
+
+
+def open_access():
+    """XEP-0060 §7.1.5 publish-options: access model open."""
+    return ("<publish-options><x xmlns='jabber:x:data' type='submit'>"
+            "<field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>"
+            "<field var='pubsub#access_model'><value>open</value></field></x></publish-options>")
+
+
 if __name__ == "__main__":
     harness.main(globals())

@@ -95,8 +95,10 @@ void ModuleContext::add_disco_item(std::string_view domain, std::string_view jid
     _host._items.push_back({std::string(domain), std::string(jid), std::string(name)});
 }
 
-void ModuleContext::on_iq(IqType type, std::string_view ns, std::string_view name, IqHandler handler) {
-    _host._iq.push_back({type, std::string(ns), std::string(name), std::move(handler)});
+void ModuleContext::on_iq(IqType type, std::string_view ns, std::string_view name, IqHandler handler, int priority) {
+    auto& v = _host._iq;
+    v.push_back({type, std::string(ns), std::string(name), std::move(handler), priority});
+    std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.priority > b.priority; });
 }
 
 void ModuleContext::on_outbound(router::StanzaKind kind, OutboundHandler handler, int priority) {

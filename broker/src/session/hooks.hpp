@@ -75,6 +75,7 @@ private:
         std::string ns;
         std::string name;
         IqHandler handler;
+        int priority = 0;
     };
     template <class H>
     struct Prioritised {

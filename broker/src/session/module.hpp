@@ -161,7 +161,9 @@ public:
     void add_account_disco_identity(std::string_view category, std::string_view type);
     // An entity the server `domain` lists in disco#items (XEP-0030 §4), e.g. its PubSub service.
     void add_disco_item(std::string_view domain, std::string_view jid, std::string_view name);
-    void on_iq(IqType type, std::string_view ns, std::string_view name, IqHandler handler);
+    // Handlers of the same payload run by priority (higher first), then in the order added,
+    // until one answers Handled::yes.
+    void on_iq(IqType type, std::string_view ns, std::string_view name, IqHandler handler, int priority = 0);
     void on_outbound(router::StanzaKind kind, OutboundHandler handler, int priority = 0);
     void on_inbound(router::StanzaKind kind, InboundHandler handler, int priority = 0);
     void on_session(SessionHandler handler);

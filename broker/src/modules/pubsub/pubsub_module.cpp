@@ -94,6 +94,13 @@ void PubsubModule::install_pep(ModuleContext& ctx, storage::Store& store) {
         ctx.on_iq(type, pubsub::k_ns_pubsub, "pubsub", handler);
         ctx.on_iq(type, pubsub::k_ns_owner, "pubsub", handler);
     }
+    // XEP-0060 §5.2-§5.3 on the account: its disco#items are its PEP nodes (those the requester
+    // may retrieve) and a disco#info with a node is about that node. Before the disco module,
+    // which answers the account's other disco queries.
+    ctx.on_iq(IqType::get, pubsub::k_ns_disco_items, "query", [handler](IqEvent& ev) { return handler(ev); }, 1);
+    ctx.on_iq(IqType::get, pubsub::k_ns_disco_info, "query", [handler](IqEvent& ev) {
+        return ev.payload.attribute("node") ? handler(ev) : Handled::no;
+    }, 1);
     // §4.3.4: a resource that wants notifications gets the last item of each node it may see,
     // of its own account and of every contact whose presence it is subscribed to.
     ShardServices* shard = &ctx.shard();

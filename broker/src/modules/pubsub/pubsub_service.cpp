@@ -479,10 +479,27 @@ void PubsubService::disco_info(Request& r) {
 void PubsubService::disco_items(Request& r) {
     auto nodes = _store.list_nodes(r.service);
     if (!nodes) return reply_error(r, StanzaError::internal_server_error);
+    // An account's PEP nodes are listed to those who may retrieve their items (XEP-0060 §5.2
+    // lets a service hide nodes): a stranger does not learn which nodes a device has. Decided
+    // from the stored record, without caching the node away from its home shard.
+    const bool pep = r.service.find('@') != std::string::npos && r.bare != r.service;
     std::string inner;
     xmpp::xml::Writer w(inner);
     w.open("query").attr("xmlns", k_ns_disco_items);
-    for (const auto& name : nodes.value()) w.open("item").attr("jid", r.service).attr("node", name).close();
+    for (const auto& name : nodes.value()) {
+        if (pep) {
+            auto rec = _store.load_node(r.service, name);
+            if (!rec) continue;
+            Node probe;
+            probe.service = r.service;
+            probe.name = name;
+            probe.record = std::move(*rec);
+            const auto d = decide_retrieve(probe.record.config.access_model, affiliation(probe, r.bare),
+                                           SubState::none, roster_admits(probe, r.bare));
+            if (d != RetrieveDecision::allowed) continue;
+        }
+        w.open("item").attr("jid", r.service).attr("node", name).close();
+    }
     w.close();
     reply_result(r, inner);
 }
