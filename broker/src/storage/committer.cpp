@@ -343,8 +343,13 @@ void Committer::Impl::complete(std::vector<Sealed>& group, const std::vector<Voi
     for (std::size_t i = 0; i < group.size(); ++i) {
         auto& s = group[i];
         try {
-            asio::post(*s.io, [owner_state = std::move(s.owner), no = s.batch_no, w = written[i], y = synced[i]] {
-                if (auto state = owner_state.lock()) state->on_committed(no, w, y);
+            // The batch goes back to its shard with the completion, for reuse (State::spare).
+            asio::post(*s.io, [owner_state = std::move(s.owner), no = s.batch_no, w = written[i], y = synced[i],
+                               used = std::move(s.batch)]() mutable {
+                if (auto state = owner_state.lock()) {
+                    state->on_committed(no, w, y);
+                    state->recycle(std::move(used));
+                }
             });
         } catch (...) {
             // Cannot happen short of memory exhaustion; the shard's destructor then answers its

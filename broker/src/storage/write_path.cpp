@@ -92,7 +92,8 @@ void ShardWriter::State::seal() noexcept {
     }
     keys.clear();
     waiters.clear();
-    batch = std::make_unique<rocksdb::WriteBatch>(reserve);
+    if (spare) batch = std::move(spare);
+    else batch = std::make_unique<rocksdb::WriteBatch>(reserve);
     level = Durability::memory;
     has_work = false;
     ++next_batch_no;
@@ -123,6 +124,12 @@ void ShardWriter::State::on_committed(std::uint64_t batch_no, VoidResult written
         break;
     }
     drain();
+}
+
+void ShardWriter::State::recycle(std::unique_ptr<rocksdb::WriteBatch> used) noexcept {
+    if (spare || !used || used->GetDataSize() > k_max_batch_reserve) return;
+    used->Clear();  // keeps its buffer
+    spare = std::move(used);
 }
 
 // Drops the batch's writes from the overlay: RocksDB has them now, or (when the commit failed)
