@@ -232,6 +232,11 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
     db_options.max_log_file_size = 8u << 20;
     rocksdb::BlockBasedTableOptions table;
     table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+    // SST block checksums with XXH3 rather than the default CRC32C: Debian's librocksdb is built
+    // without the SSE4.2 CRC32C (crc32c::IsFastCrc32Supported() says "Not supported on x86")
+    // and its table-driven CRC costs every flush, compaction and read. Each file records its
+    // checksum type, so files written before (CRC32C) stay readable.
+    table.checksum = rocksdb::kXXH3;
     rocksdb::ColumnFamilyOptions cf_options;
     cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
     db_options.db_write_buffer_size = options.write_buffer_bytes;
