@@ -92,8 +92,12 @@ void ShardWriter::State::seal() noexcept {
     }
     keys.clear();
     waiters.clear();
-    if (spare) batch = std::move(spare);
-    else batch = std::make_unique<rocksdb::WriteBatch>(reserve);
+    if (!spares.empty()) {
+        batch = std::move(spares.back());
+        spares.pop_back();
+    } else {
+        batch = std::make_unique<rocksdb::WriteBatch>(reserve);
+    }
     level = Durability::memory;
     has_work = false;
     ++next_batch_no;
@@ -127,9 +131,14 @@ void ShardWriter::State::on_committed(std::uint64_t batch_no, VoidResult written
 }
 
 void ShardWriter::State::recycle(std::unique_ptr<rocksdb::WriteBatch> used) noexcept {
-    if (spare || !used || used->GetDataSize() > k_max_batch_reserve) return;
+    if (!used || spares.size() >= k_max_spare_batches || used->GetDataSize() > 2 * k_seal_batch_bytes) return;
+    try {
+        spares.reserve(k_max_spare_batches);
+    } catch (...) {
+        return;  // out of memory: the batch is freed
+    }
     used->Clear();  // keeps its buffer
-    spare = std::move(used);
+    spares.push_back(std::move(used));
 }
 
 // Drops the batch's writes from the overlay: RocksDB has them now, or (when the commit failed)

@@ -81,6 +81,12 @@ using detail::Waiter;
 
 // The most a new batch reserves up front (it reserves what the previous one held).
 inline constexpr std::size_t k_max_batch_reserve = 4u << 20;
+// A batch this large is sealed at once, before the end of its turn: batches stay about this
+// size, so their buffers can be reused (State::spares) instead of growing by doubling and
+// being page-faulted in afresh; and the committer starts on a long turn's writes earlier.
+inline constexpr std::size_t k_seal_batch_bytes = 1u << 20;
+// Emptied batches a shard keeps for reuse.
+inline constexpr std::size_t k_max_spare_batches = 2;
 
 struct ShardWriter::State : std::enable_shared_from_this<ShardWriter::State> {
     State(asio::io_context& io_, std::uint16_t shard_, Committer& committer_)
@@ -107,10 +113,10 @@ struct ShardWriter::State : std::enable_shared_from_this<ShardWriter::State> {
     asio::steady_timer retry_timer;
 
     std::deque<InFlight> in_flight;  // in batch order
-    // A committed batch handed back by the committer, emptied, for the next turn: its buffer is
-    // reused instead of freshly allocated (and page-faulted in) on the shard thread each turn.
-    // At most one, of at most about k_max_batch_reserve bytes.
-    std::unique_ptr<rocksdb::WriteBatch> spare;
+    // Committed batches handed back by the committer, emptied, for the next batches: their
+    // buffers are reused instead of freshly allocated (and page-faulted in) on the shard thread.
+    // At most k_max_spare_batches, each of at most about 2 x k_seal_batch_bytes (capacity).
+    std::vector<std::unique_ptr<rocksdb::WriteBatch>> spares;
 
     // After a failed commit, every waiter registered before the failure reached this shard
     // (up to and including the batch that was open then) gets the error: the writes staged
@@ -134,6 +140,9 @@ struct ShardWriter::State : std::enable_shared_from_this<ShardWriter::State> {
     }
 
     void post_seal() {
+        // A full batch goes now (unless the committer's queue is full: the retry timer then
+        // seals it, and sealing on every write until then would only ask again).
+        if (batch->GetDataSize() >= k_seal_batch_bytes && !retry_armed) seal();
         if (seal_posted) return;
         // Queued behind what this turn has already queued: runs at the end of the turn.
         asio::post(io, [weak = weak_from_this()] {

@@ -1,5 +1,6 @@
 #include "broker/src/storage/write_path.hpp"
 
+#include <cstdio>
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -126,6 +127,45 @@ TEST_F(WritePathTest, PutsOfOneTurnAreCommittedAsOneBatchWithOneWriteAndOneFsync
     EXPECT_EQ(stats.syncs.load(), 1u);
     EXPECT_EQ(writer->counters().sealed_batches, 1u);
     EXPECT_EQ(writer->counters().staged_ops, 100u);
+}
+
+TEST_F(WritePathTest, ALongTurnIsCommittedInBatchesOfBoundedSizeInOrder) {
+    open();
+    // 3 MiB of appends in one turn: sealed as several batches of about 1 MiB, not one of 3.
+    const std::string value(4096, 'v');
+    std::vector<int> order;
+    in_turn([&] {
+        for (int i = 0; i < 768; ++i) {
+            char key[16];
+            std::snprintf(key, sizeof key, "k%05d", i);
+            ASSERT_TRUE(writer->append(Column::mam, key, value, Durability::logged));
+            if (i % 256 == 255) {
+                writer->when_durable(Durability::logged, [&order, i](Done r) {
+                    EXPECT_TRUE(r.has_value());
+                    order.push_back(i);
+                });
+            }
+        }
+    });
+    ASSERT_TRUE(run_until([&] { return order.size() == 3; }));
+    EXPECT_EQ(order, (std::vector<int>{255, 511, 767}));
+    EXPECT_GE(writer->counters().sealed_batches, 3u);
+    EXPECT_LE(writer->counters().sealed_batches, 4u);
+    EXPECT_EQ(committer->stats().ops.load(), 768u);
+    // Every record is in the store.
+    for (int i : {0, 255, 256, 767}) {
+        char key[16];
+        std::snprintf(key, sizeof key, "k%05d", i);
+        std::string got;
+        ASSERT_TRUE(store->db().Get({}, store->column(Column::mam), key, &got).ok()) << key;
+        EXPECT_EQ(got, value);
+    }
+    // A later turn (its batch one of those handed back) is committed like any other.
+    in_turn([&] { ASSERT_TRUE(writer->append(Column::mam, "later", "x", Durability::logged)); });
+    ASSERT_TRUE(settle(Durability::logged).has_value());
+    std::string got;
+    ASSERT_TRUE(store->db().Get({}, store->column(Column::mam), "later", &got).ok());
+    EXPECT_EQ(got, "x");
 }
 
 TEST_F(WritePathTest, CompletionsRunInStagingOrderAcrossTurnsAndLevels) {
