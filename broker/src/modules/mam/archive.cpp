@@ -381,6 +381,54 @@ void MessageArchive::queue_for_retention(std::string_view bare) {
     _queue.push_back(u);
 }
 
+std::vector<std::string> MessageArchive::users_from(std::string& cursor, std::size_t n) const {
+    flush();  // the pending batch is part of the archive
+    std::vector<std::string> out;
+    // Each user's keys are `bare NUL id`: after a user's first key, the next user starts at
+    // `bare U+0001` (no key is the bare JID alone).
+    const auto next_user = [](std::string_view bare) {
+        std::string k(bare);
+        k += '\x01';
+        return k;
+    };
+    if (_store == nullptr) {
+        auto it = _memory.lower_bound(cursor);
+        while (it != _memory.end() && out.size() < n) {
+            const auto nul = it->first.find('\0');
+            if (nul == std::string::npos) {
+                ++it;
+                continue;
+            }
+            out.emplace_back(it->first, 0, nul);
+            it = _memory.lower_bound(next_user(out.back()));
+        }
+        cursor = it == _memory.end() ? std::string() : next_user(out.back());
+        return out;
+    }
+    std::unique_ptr<rocksdb::Iterator> it(_store->db().NewIterator(rocksdb::ReadOptions(), _store->column(storage::Column::mam)));
+    it->Seek(slice(cursor));
+    while (it->Valid() && out.size() < n) {
+        const std::string_view key(it->key().data(), it->key().size());
+        const auto nul = key.find('\0');
+        if (nul == std::string_view::npos) {
+            it->Next();
+            continue;
+        }
+        out.emplace_back(key.substr(0, nul));
+        it->Seek(slice(next_user(out.back())));
+    }
+    // At the end, or on a read error: the pass starts again from the beginning next time.
+    cursor = it->Valid() && !out.empty() ? next_user(out.back()) : std::string();
+    return out;
+}
+
+void MessageArchive::release(std::string_view bare) noexcept {
+    auto it = _users.find(bare);
+    if (it == _users.end() || it->second.count_dirty || it->second.queued) return;
+    if (_last_user == &*it) _last_user = nullptr;
+    _users.erase(it);
+}
+
 std::vector<std::string> MessageArchive::take_queued(std::size_t n) {
     std::vector<std::string> out;
     while (!_queue.empty() && out.size() < n) {

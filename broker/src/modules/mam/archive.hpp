@@ -133,6 +133,13 @@ public:
     // (at login). At most one seek here (a user's newest id, once); the sweep does the work.
     void set_max_count(std::uint64_t max_count) noexcept { _max_count = max_count; }
     void queue_for_retention(std::string_view bare);
+    // Up to `n` bare JIDs that have records, in key order from `cursor` on; `cursor` is moved
+    // past them, or cleared when the pass has reached the end. For retention of users nobody
+    // queues (idle since the start): one seek per user, off the message path.
+    std::vector<std::string> users_from(std::string& cursor, std::size_t n) const;
+    // Drops the cached state of `bare` when nothing is pending for it (no count to write, not
+    // queued): the retention pass over idle users keeps no memory per user it visited.
+    void release(std::string_view bare) noexcept;
     // Up to `n` queued users, oldest first, taken off the queue.
     std::vector<std::string> take_queued(std::size_t n);
     std::size_t queued() const noexcept { return _queue.size(); }

@@ -375,14 +375,28 @@ void MamModule::arm_sweep() {
 
 // Retention off the message path: a few queued users per tick, each once what was archived
 // before is readable (the retention reads see it). Deletes go through the shard's write path.
+// Users nobody queued (idle since the start: no login, no message) are visited by a pass over
+// the archive's keys, a few per tick when the queue is empty, once an hour: their expired
+// records are deleted, not only hidden from queries. Each shard takes the users it is home to.
 void MamModule::sweep() {
     _archive->persist_counts();
-    if (_sweeping || _archive->queued() == 0) return;
+    const bool retention = _options.retention_days > 0 || _options.max_messages_per_user > 0;
+    const bool idle_pass = retention && _archive->queued() == 0 && std::chrono::steady_clock::now() >= _next_idle_pass;
+    if (_sweeping || (_archive->queued() == 0 && !idle_pass)) return;
     _sweeping = true;
-    _archive->when_readable([this](bool readable) {
+    _archive->when_readable([this, idle_pass](bool readable) {
         _sweeping = false;
         if (!readable) return;  // the store is failing: try again next tick
         const std::uint64_t floor = retention_floor(_options, now_us());
+        std::vector<std::string> visited;
+        if (idle_pass) {
+            for (auto& bare : _archive->users_from(_idle_cursor, k_sweep_users)) {
+                if (_shard->router.home_of(bare) != _shard->shard) continue;
+                _archive->queue_for_retention(bare);
+                visited.push_back(std::move(bare));
+            }
+            if (_idle_cursor.empty()) _next_idle_pass = std::chrono::steady_clock::now() + k_idle_pass_interval;
+        }
         for (const auto& bare : _archive->take_queued(k_sweep_users)) {
             if (auto r = _archive->enforce(bare, floor, _options.max_messages_per_user); !r) {
                 STARLING_LOG(warn, "mam: retention for {} failed: {}", bare, storage::to_string(r.error()));
@@ -390,6 +404,9 @@ void MamModule::sweep() {
                 break;
             }
         }
+        // Only what a user's count needs was written; the pass keeps no memory per user.
+        _archive->persist_counts();
+        for (const auto& bare : visited) _archive->release(bare);
     });
 }
 

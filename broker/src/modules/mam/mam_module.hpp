@@ -51,6 +51,10 @@ public:
     // The sweep: every interval, up to k_sweep_users queued users get their retention enforced.
     static constexpr std::chrono::milliseconds k_sweep_interval{1'000};
     static constexpr std::size_t k_sweep_users = 64;
+    // Users with an archive whom nobody queued (no login, no message since the start) are
+    // visited by a pass over the whole archive, k_sweep_users per idle tick; a pass that ends
+    // starts again after this long.
+    static constexpr std::chrono::hours k_idle_pass_interval{1};
 
 private:
     void arm_sweep();
@@ -60,6 +64,8 @@ private:
     session::ShardServices* _shard = nullptr;
     std::unique_ptr<asio::steady_timer> _timer;
     bool _sweeping = false;
+    std::string _idle_cursor;  // the pass over idle users: where it goes on
+    std::chrono::steady_clock::time_point _next_idle_pass{};
     storage::Store* _store;
     std::unique_ptr<mam::MessageArchive> _archive;
     std::unique_ptr<mam::IdCodec> _ids;

@@ -185,6 +185,32 @@ TEST(MessageArchive, FreshIdsStayAboveTheUsersNewestRecordAfterARestart) {
     EXPECT_GT(memory.fresh_id("a@x", 10), 7'000u);
 }
 
+// The retention pass over idle users: every user with records once, in key order, a page at a
+// time, whatever the length of their archives; then the cursor says the pass is over.
+TEST(MessageArchive, UsersFromVisitsEachUserWithRecordsOncePerPass) {
+    TempDir dir;
+    auto store = Store::open(dir.str());
+    mam::MessageArchive durable(store.get());
+    mam::MessageArchive memory(nullptr);
+    for (auto* a : {&durable, &memory}) {
+        for (std::uint64_t id = 1; id <= 30; ++id) ASSERT_TRUE(a->append("b@x", msg(id, "c@x/r", "m")));
+        ASSERT_TRUE(a->append("a@x", msg(5, "c@x/r", "m")));
+        ASSERT_TRUE(a->append("a@x.y", msg(6, "c@x/r", "m")));  // a@x's name is its prefix
+        ASSERT_TRUE(a->append("c@x", msg(7, "a@x/r", "m")));
+        a->flush();
+        std::string cursor;
+        EXPECT_EQ(a->users_from(cursor, 2), (std::vector<std::string>{"a@x", "a@x.y"}));
+        EXPECT_FALSE(cursor.empty());
+        EXPECT_EQ(a->users_from(cursor, 2), (std::vector<std::string>{"b@x", "c@x"}));
+        EXPECT_TRUE(cursor.empty()) << "the pass reached the end";
+        EXPECT_EQ(a->users_from(cursor, 10), (std::vector<std::string>{"a@x", "a@x.y", "b@x", "c@x"}));
+        EXPECT_TRUE(cursor.empty());
+        // Released, a user's count is loaded again on its next use, and is still right.
+        a->release("b@x");
+        EXPECT_EQ(a->count("b@x").value_or(0), 30u);
+    }
+}
+
 // Retention by count and by age, from the kept count: the oldest beyond the limit go, and
 // records below the age floor; other users are untouched.
 TEST(MessageArchive, EnforceRemovesTheExpiredAndTheOldestBeyondTheCount) {
