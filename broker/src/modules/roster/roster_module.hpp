@@ -12,7 +12,9 @@
 //   <sub xmlns='urn:xmpp:features:pre-approval'/>.
 //
 // Lives on: every shard; handlers run on the home shard of the roster's owner. State: the
-// RosterStore (RocksDB) and a per-session "interested" flag.
+// RosterStore (RocksDB, written through the shard's write path) and a per-session
+// "interested" flag. IQ results, pushes and subscription stanzas leave once the roster write
+// they follow is durable, in the order the writes were staged.
 #pragma once
 
 #include <memory>
@@ -22,6 +24,7 @@
 #include "broker/src/modules/api.hpp"
 #include "broker/src/modules/roster/roster_item.hpp"
 #include "broker/src/modules/roster/roster_store.hpp"
+#include "broker/src/storage/move_function.hpp"
 
 namespace starling::modules {
 
@@ -30,6 +33,7 @@ public:
     // Its name, options and factory, for the module list and the configuration.
     static ModuleSpec spec();
     std::string_view name() const noexcept override { return "roster"; }
+    ~RosterModule() override;
     void install(ModuleContext& ctx) override;
 
 private:
@@ -39,9 +43,16 @@ private:
     Handled on_inbound_subscription(InboundEvent& ev);
     void on_available(Session& session);
 
-    // Saves `item` for `owner`; when its visible form changed (`before`), bumps the version and
-    // pushes it. False when the write failed (nothing was pushed).
-    bool commit(std::string_view owner, const std::string& before, const roster::RosterItem& item);
+    using Then = storage::MoveFunction<void()>;
+    // Saves `item` for `owner`. Once the write is durable: when its visible form changed
+    // (`before`), pushes it with the bumped version; then runs `then` (the stanzas that follow
+    // from the change: DESIGN §6, nothing leaves before the state it reports is stored). False
+    // when the write could not be staged; a commit that fails later pushes nothing and skips
+    // `then`.
+    bool commit(std::string_view owner, const std::string& before, const roster::RosterItem& item, Then then = {});
+    // Runs `fn(ok)` once every roster write staged so far on this shard is durable (`ok`), or
+    // failed; inline when the shard writes synchronously. Never after the module is gone.
+    void after_durable(storage::MoveFunction<void(bool)> fn);
     void push(std::string_view owner, std::string_view item_xml, std::uint64_t ver);
     // Delivers a subscription stanza to every available resource of a local user (§3.1.3:
     // whatever their priority). Returns how many got it.
@@ -50,6 +61,8 @@ private:
     ShardServices* _shard = nullptr;
     std::unique_ptr<roster::RosterStore> _store;
     std::uint64_t _push_seq = 0;
+    std::uint64_t _storage_errors = 0;
+    std::shared_ptr<int> _alive = std::make_shared<int>(0);  // completions check it
 };
 
 }  // namespace starling::modules
