@@ -47,6 +47,11 @@ RosterModule::~RosterModule() { _alive.reset(); }
 void RosterModule::install(ModuleContext& ctx) {
     _shard = &ctx.shard();
     _store = std::make_unique<roster::RosterStore>(roster::store_of(ctx.shard()), ctx.shard().writer);
+    ctx.add_counter("starling_roster_storage_errors_total", "Roster changes whose commit failed (not acknowledged)", {},
+                    &_counters.storage_errors);
+    ctx.add_counter("starling_roster_refused_total",
+                    "Roster changes refused because roster.max_pending_changes wait for the disk", {},
+                    &_counters.refused_pending);
     ctx.on_iq(IqType::get, k_ns_roster, "query", [this](IqEvent& ev) {
         on_get(ev);
         return Handled::yes;
@@ -142,6 +147,10 @@ void RosterModule::on_set(IqEvent& ev) {
             ev.reply_error(xmpp::StanzaError::item_not_found);  // §2.5.3
             return;
         }
+        if (!may_stage()) {
+            ev.reply_error(xmpp::StanzaError::resource_constraint, "too many roster changes waiting for the disk");
+            return;
+        }
         const auto ver = _store->erase(owner, contact);
         if (!ver) {
             ev.reply_error(xmpp::StanzaError::internal_server_error);
@@ -167,7 +176,7 @@ void RosterModule::on_set(IqEvent& ev) {
                 presence::route_presence(*_shard, owner, contact, "unsubscribed",
                                          presence::make_presence(owner, contact, "unsubscribed"));
             }
-        });
+        }, true);
         return;
     }
 
@@ -216,6 +225,10 @@ void RosterModule::on_set(IqEvent& ev) {
     item.groups = std::move(groups);
     const std::string after = item.visible();
     const bool changed = after != before;
+    if (!may_stage()) {
+        ev.reply_error(xmpp::StanzaError::resource_constraint, "too many roster changes waiting for the disk");
+        return;
+    }
     const auto ver = _store->save(owner, item, changed);
     if (!ver) {
         ev.reply_error(xmpp::StanzaError::internal_server_error);
@@ -229,18 +242,21 @@ void RosterModule::on_set(IqEvent& ev) {
         }
         reply.result();
         if (!after.empty()) push(owner, after, ver);
-    });
+    }, true);
 }
 
 bool RosterModule::commit(std::string_view owner, const std::string& before, const RosterItem& item, Then then) {
     std::string after = item.visible();
     const bool changed = after != before;
-    const auto ver = _store->save(owner, item, changed);
-    if (!ver) {
-        ++_storage_errors;
+    if (!may_stage()) {
+        STARLING_LOG(warn, "roster: a change of {}'s roster was not made: {} changes wait for the disk", owner, _pending);
         return false;
     }
-    if (!changed && !then) return true;
+    const auto ver = _store->save(owner, item, changed);
+    if (!ver) {
+        ++_counters.storage_errors;
+        return false;
+    }
     if (changed && after.empty()) {
         xmpp::xml::Writer(after).open("item").attr("jid", item.jid).attr("subscription", "remove").close();
     }
@@ -249,22 +265,30 @@ bool RosterModule::commit(std::string_view owner, const std::string& before, con
         if (!ok) return;  // not stored: nobody is told (the failure is logged and counted)
         if (!after.empty()) push(owner, after, ver);
         if (then) then();
-    });
+    }, true);
     return true;
 }
 
-void RosterModule::after_durable(storage::MoveFunction<void(bool)> fn) {
+bool RosterModule::may_stage() {
+    if (_store->writer() == nullptr || _pending < _options.max_pending_changes) return true;
+    ++_counters.refused_pending;
+    return false;
+}
+
+void RosterModule::after_durable(storage::MoveFunction<void(bool)> fn, bool staged) {
     auto* writer = _store->writer();
     if (writer == nullptr) {
         fn(true);  // written synchronously
         return;
     }
+    if (staged) ++_pending;
     writer->when_durable(storage::Durability::synced,
-                         [this, alive = std::weak_ptr<int>(_alive), fn = std::move(fn)](
+                         [this, alive = std::weak_ptr<int>(_alive), fn = std::move(fn), staged](
                              xmpp::Result<void, storage::Errc> r) mutable {
                              if (alive.expired()) return;
+                             if (staged) --_pending;
                              if (!r) {
-                                 ++_storage_errors;
+                                 if (staged) ++_counters.storage_errors;
                                  STARLING_LOG(error, "roster: a roster write failed: {}", storage::to_string(r.error()));
                              }
                              fn(static_cast<bool>(r));
@@ -431,9 +455,13 @@ ModuleSpec RosterModule::spec() {
         .summary = "RFC 6121 roster, XEP-0237 versioning",
         .optional = false,
         .options = {
+            OptionSpec::integer("max_pending_changes", 10'000, 1, 1'000'000,
+                                "roster changes per shard waiting for the disk; past it a set gets <resource-constraint/>"),
         },
-        .make = [](const OptionValues&) -> std::unique_ptr<Module> {
-        return std::make_unique<RosterModule>();
+        .make = [](const OptionValues& v) -> std::unique_ptr<Module> {
+        RosterOptions o;
+        o.max_pending_changes = static_cast<std::uint32_t>(v.integer("roster.max_pending_changes"));
+        return std::make_unique<RosterModule>(o);
     },
     };
 }

@@ -22,9 +22,12 @@ constexpr const char* k_bob = "bob@localhost";
 struct Fixture {
     std::unique_ptr<test_support::OneShard> shard;
     // `write_path`: the broker's wiring, writes staged and committed off the shard thread.
-    explicit Fixture(bool write_path = false) {
+    modules::RosterModule* roster = nullptr;
+    explicit Fixture(bool write_path = false, modules::RosterOptions options = {}) {
         std::vector<std::unique_ptr<modules::Module>> mods;
-        mods.push_back(std::make_unique<modules::RosterModule>());
+        auto r = std::make_unique<modules::RosterModule>(options);
+        roster = r.get();
+        mods.push_back(std::move(r));
         mods.push_back(std::make_unique<modules::PresenceModule>());
         shard = std::make_unique<test_support::OneShard>(std::move(mods), write_path);
         shard->add_account(k_alice);
@@ -154,6 +157,26 @@ TEST(RosterModuleOnTheWritePath, BumpsTheVersionOverStagedChangesAndListsStagedI
     ASSERT_EQ(stored.size(), 2u);
     EXPECT_EQ(stored[0].sub, Sub::to);
     EXPECT_EQ(stored[1].jid, "dave@localhost");
+}
+
+// roster.max_pending_changes: past it a change is refused (counted), not queued without bound;
+// once the disk caught up, changes are made again.
+TEST(RosterModuleOnTheWritePath, RefusesChangesPastTheLimitOfChangesWaitingForTheDisk) {
+    Fixture f(true, modules::RosterOptions{.max_pending_changes = 1});
+    f.shard->add_account("carol@localhost");
+    f.from_alice_to_bob("subscribe");  // at the limit: staged
+    f.shard->route(StanzaKind::presence, "carol@localhost", k_bob, "subscribe",
+                   "<presence from='carol@localhost' to='bob@localhost' type='subscribe'/>");  // one past it
+    EXPECT_TRUE(f.seen().load(k_bob, k_alice));
+    EXPECT_FALSE(f.seen().load(k_bob, "carol@localhost"));
+    EXPECT_EQ(f.roster->counters().refused_pending, 1u);
+    f.shard->settle();
+    f.shard->route(StanzaKind::presence, "carol@localhost", k_bob, "subscribe",
+                   "<presence from='carol@localhost' to='bob@localhost' type='subscribe'/>");
+    f.shard->settle();
+    EXPECT_TRUE(f.db().load(k_bob, "carol@localhost"));
+    EXPECT_EQ(f.roster->counters().refused_pending, 1u);
+    EXPECT_EQ(f.roster->counters().storage_errors, 0u);
 }
 
 }  // namespace
