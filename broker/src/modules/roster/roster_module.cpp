@@ -248,10 +248,7 @@ void RosterModule::on_set(IqEvent& ev) {
 bool RosterModule::commit(std::string_view owner, const std::string& before, const RosterItem& item, Then then) {
     std::string after = item.visible();
     const bool changed = after != before;
-    if (!may_stage()) {
-        STARLING_LOG(warn, "roster: a change of {}'s roster was not made: {} changes wait for the disk", owner, _pending);
-        return false;
-    }
+    if (!may_stage()) return false;
     const auto ver = _store->save(owner, item, changed);
     if (!ver) {
         ++_counters.storage_errors;
@@ -271,7 +268,12 @@ bool RosterModule::commit(std::string_view owner, const std::string& before, con
 
 bool RosterModule::may_stage() {
     if (_store->writer() == nullptr || _pending < _options.max_pending_changes) return true;
-    ++_counters.refused_pending;
+    const auto n = ++_counters.refused_pending;
+    // Logged at the 1st, 2nd, 4th, 8th... refusal: a stalled disk under load must not flood the log.
+    if ((n & (n - 1)) == 0) {
+        STARLING_LOG(warn, "roster: {} changes refused so far: {} (roster.max_pending_changes) wait for the disk", n,
+                     _pending);
+    }
     return false;
 }
 
