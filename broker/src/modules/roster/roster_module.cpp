@@ -352,7 +352,7 @@ Handled RosterModule::on_outbound_subscription(OutboundEvent& ev) {
         roster::user_sends_subscribe(item);
         // Children (status, XEP-0172 nick) travel with the request.
         commit(owner, before, item,
-               [route, inner = presence::inner_xml(ev.element.bytes(), ev.element.start_tag().size())] {
+               [route, inner = std::string(presence::inner_xml(ev.element.bytes(), ev.element.start_tag().size()))] {
                    route("subscribe", inner);
                });
     } else if (ev.type == "subscribed") {
