@@ -287,6 +287,38 @@ async def test_roster_survives_a_restart(t):
     assert items[s2.jid(b)]["name"] == "Bee" and items[s2.jid(b)]["groups"] == ["G"], items
 
 
+@harness.timeout(90)
+async def test_acknowledged_roster_changes_survive_kill_9(t):
+    # Crash safety (issue 14): a roster set's result, a push and a subscription answer are sent
+    # only once the change is synced, so kill -9 right after them loses none of it.
+    s = await t.server()
+    a, b, c = await t.users(s, 3, "k9")
+    alice = await peer(t, s, a, resource="r")
+    bob = await peer(t, s, b, resource="r")
+    await roster_get(alice, ver="")
+    await roster_get(bob)
+    await roster_set(alice, s.jid(c), name="Cee", groups=["G"])  # the result: stored
+    # alice asks to see bob; bob approves: his answer leaves once his item says "from", and
+    # alice's push once hers says "to".
+    alice.send_presence(to=s.jid(b), ptype="subscribe")
+    await bob.wait_presence(lambda p: p["type"] == "subscribe", what="subscribe")
+    bob.send_presence(to=s.jid(a), ptype="subscribed")
+    while True:
+        ver, attrs, _ = await alice.wait_push(s.jid(b))
+        if attrs.get("subscription") == "to":
+            break
+    s.kill()
+    s2 = await t.server(data_dir=s.data_dir)
+    alice2 = await peer(t, s2, a, resource="again")
+    bob2 = await peer(t, s2, b, resource="again")
+    assert await roster_get(alice2, ver=ver) is None, "the pushed version was lost"
+    _, items = await roster_get(alice2)
+    assert items[s2.jid(c)]["name"] == "Cee" and items[s2.jid(c)]["groups"] == ["G"], items
+    assert items[s2.jid(b)]["subscription"] == "to", items
+    _, items = await roster_get(bob2)
+    assert items[s2.jid(a)]["subscription"] == "from", items
+
+
 async def test_aioxmpp_client_sees_roster_pushed_by_slixmpp_device(t):
     # A second, independent client library (aioxmpp) on the same account: its RosterClient gets
     # the roster at login and a push when the slixmpp device adds a contact.

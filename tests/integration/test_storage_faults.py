@@ -18,6 +18,7 @@ from harness import unique  # noqa: E402
 from slixmpp.exceptions import IqError  # noqa: E402
 
 NS_VCARD = "vcard-temp"
+NS_ROSTER = "jabber:iq:roster"
 TMPFS_MB = 64
 WRITE_BUFFER_MB = 2  # small memtables: a flush (and the disk-full error) comes quickly
 
@@ -80,6 +81,21 @@ async def get_fn(c) -> str:
     return el.text if el is not None else ""
 
 
+async def roster_set(c, jid: str, name: str):
+    from xml.etree import ElementTree as ET
+    iq = c.xmpp.make_iq_set()
+    iq.append(ET.fromstring(f"<query xmlns='{NS_ROSTER}'><item jid='{jid}' name='{name}'/></query>"))
+    return await iq.send(timeout=10.0)
+
+
+async def roster_jids(c) -> dict:
+    from xml.etree import ElementTree as ET
+    iq = c.xmpp.make_iq_get()
+    iq.append(ET.fromstring(f"<query xmlns='{NS_ROSTER}'/>"))
+    r = await iq.send(timeout=10.0)
+    return {it.get("jid"): it.get("name") for it in r.xml.iter(f"{{{NS_ROSTER}}}item")}
+
+
 def metric(s, name: str) -> float:
     total = 0.0
     for line in s.metrics_text().splitlines():
@@ -120,6 +136,14 @@ async def test_full_disk_refuses_writes_keeps_routing_and_recovers(t):
                     break
         assert refused > 0, "200 large writes were all acknowledged on a full disk"
         assert await get_fn(a) == last_acked
+        # The roster too (it shares the write path): a set is refused, not acknowledged, and
+        # the refused item is not in the roster afterwards.
+        try:
+            await roster_set(a, f"{bob}@{s.domain}", "Refused")
+            raise AssertionError("a roster set was acknowledged on a full disk")
+        except IqError as e:
+            assert e.iq["error"]["condition"] in ("internal-server-error", "resource-constraint"), e.iq
+        assert f"{bob}@{s.domain}" not in await roster_jids(a)
         assert metric(s, "starling_store_healthy") == 0, "the store says it is healthy on a full disk"
         # Chat between online clients needs no storage (the archive is best effort): it flows.
         a.send_message(b.jid, "still here", mtype="chat")
@@ -138,6 +162,7 @@ async def test_full_disk_refuses_writes_keeps_routing_and_recovers(t):
         assert recovered, "writes still fail after the disk was freed\n" + s.log_tail()
         assert metric(s, "starling_store_healthy") == 1
         assert await get_fn(a) == "after"
+        await roster_set(a, f"{bob}@{s.domain}", "After")
         log = s.log_tail(lines=400)
         assert re.search(r"no.?space|No space", log, re.I), "the fault was not logged\n" + log
 
@@ -145,6 +170,7 @@ async def test_full_disk_refuses_writes_keeps_routing_and_recovers(t):
         await s.start()
         c = await t.client(s, alice, "pw")
         assert await get_fn(c) == "after"
+        assert await roster_jids(c) == {f"{bob}@{s.domain}": "After"}
         await c.close()
         await s.stop()
 

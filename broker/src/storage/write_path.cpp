@@ -351,6 +351,21 @@ void ShardWriter::get_async(Column c, std::string_view key, ReadCompletion done)
     }
 }
 
+std::optional<std::optional<std::string>> ShardWriter::staged(Column c, std::string_view key) const {
+    return _state->lookup(c, key);
+}
+
+std::vector<std::pair<std::string, std::optional<std::string>>> ShardWriter::staged_with_prefix(
+    Column c, std::string_view prefix) const {
+    std::vector<std::pair<std::string, std::optional<std::string>>> out;
+    const auto& m = _state->overlay[static_cast<std::size_t>(c)];
+    for (auto it = m.lower_bound(prefix); it != m.end() && std::string_view(it->first).starts_with(prefix); ++it) {
+        // In the map, so lookup() knows it (a later range erase may have covered it).
+        out.emplace_back(it->first, *_state->lookup(c, it->first));
+    }
+    return out;
+}
+
 void ShardWriter::seal() noexcept { _state->seal(); }
 
 std::size_t ShardWriter::overlay_size() const noexcept {

@@ -21,6 +21,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "broker/src/storage/errc.hpp"
 #include "broker/src/storage/move_function.hpp"
@@ -159,6 +161,16 @@ public:
     // Otherwise the read goes to the committer's reader thread and `done` is posted back to
     // this shard. A write staged after the call is not seen by it.
     void get_async(Column c, std::string_view key, ReadCompletion done) noexcept;
+
+    // What this shard's staged and in-flight writes say of `key`: nullopt when they hold
+    // nothing for it (RocksDB answers); else the value, or an empty optional when erased.
+    std::optional<std::optional<std::string>> staged(Column c, std::string_view key) const;
+    // The staged and in-flight writes whose key starts with `prefix`, in key order, each with
+    // what staged() says of it. Merged with a RocksDB scan of the same prefix (whose keys are
+    // looked up with staged(): a range erase may cover them), a prefix read sees this shard's
+    // own writes. Allocates: call from code that may throw, or catch.
+    std::vector<std::pair<std::string, std::optional<std::string>>> staged_with_prefix(Column c,
+                                                                                      std::string_view prefix) const;
 
     // Hands the open batch to the committer now rather than at the end of the turn (shutdown,
     // tests). A no-op when nothing is staged.

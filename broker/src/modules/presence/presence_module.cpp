@@ -10,6 +10,7 @@
 #include "broker/src/modules/presence/presence_util.hpp"
 #include "broker/src/modules/presence/silent.hpp"
 #include "broker/src/storage/accounts.hpp"
+#include "broker/src/storage/write_path.hpp"
 #include "xmpp/jid.hpp"
 
 namespace starling::modules {
@@ -26,9 +27,11 @@ struct PresenceSession {
 std::string_view bare_of(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
 }  // namespace
 
+PresenceModule::~PresenceModule() { _alive.reset(); }
+
 void PresenceModule::install(ModuleContext& ctx) {
     _shard = &ctx.shard();
-    _store = std::make_unique<roster::RosterStore>(roster::store_of(ctx.shard()));
+    _store = std::make_unique<roster::RosterStore>(roster::store_of(ctx.shard()), ctx.shard().writer);
     ctx.add_counter("starling_presence_broadcasts_total", "Presence broadcasts to contacts (RFC 6121 §4.2, §4.4, §4.5)",
                     {}, &_counters.broadcasts);
     ctx.add_counter("starling_presence_suppressed_total", "Presence not broadcast at the source (DESIGN §5), by reason",
@@ -125,8 +128,34 @@ Handled PresenceModule::on_outbound(OutboundEvent& ev) {
     return Handled::no;  // routed by the core, from the full JID
 }
 
+// The roster module sends a subscription stanza or push only once the roster change behind it
+// is durable (DESIGN §6). A contact's presence that arrives meanwhile must not overtake it: the
+// 'subscribed' comes before the contact's presence (RFC 6121 §3.1.5-§3.1.6), an 'unavailable'
+// after an unsubscription does not precede it. So it waits for those writes, then is routed
+// again (without being held twice: the hold keeps arrival order).
+Handled PresenceModule::hold_behind_roster_writes(router::Envelope& env) {
+    auto* writer = _shard->writer;
+    if (writer == nullptr || _releasing) return Handled::no;
+    const std::string owner(bare_of(env.to));
+    if (!_held.contains(owner) && !_store->has_staged(owner)) return Handled::no;
+    ++_held[owner];
+    writer->when_durable(storage::Durability::memory,
+                         [this, alive = std::weak_ptr<int>(_alive), owner, env = std::move(env)](
+                             xmpp::Result<void, storage::Errc>) mutable {
+                             if (alive.expired()) return;
+                             if (auto it = _held.find(owner); it != _held.end() && --it->second == 0) _held.erase(it);
+                             // Whatever the commit's outcome: the presence itself needs no storage.
+                             _releasing = true;
+                             _shard->router.route(std::move(env));
+                             _releasing = false;
+                             _shard->router.flush();
+                         });
+    return Handled::yes;
+}
+
 Handled PresenceModule::on_inbound(InboundEvent& ev) {
     auto& env = ev.env;
+    if (env.type.empty() || env.type == "unavailable") return hold_behind_roster_writes(env);
     if (env.type != "probe") return Handled::no;
     // §4.3.2, on the probed user's home shard.
     const std::string owner(bare_of(env.to));

@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "broker/src/modules/api.hpp"
 #include "broker/src/modules/roster/roster_store.hpp"
@@ -40,6 +41,7 @@ public:
     // Its name, options and factory, for the module list and the configuration.
     static ModuleSpec spec();
     std::string_view name() const noexcept override { return "presence"; }
+    ~PresenceModule() override;
     void install(ModuleContext& ctx) override;
 
     const PresenceCounters& counters() const noexcept { return _counters; }
@@ -49,6 +51,9 @@ public:
 private:
     Handled on_outbound(OutboundEvent& ev);
     Handled on_inbound(InboundEvent& ev);
+    // Holds a contact's presence for `owner` back while a roster change of `owner` waits to be
+    // durable (and behind presence held before it): Handled::yes when it took the envelope.
+    Handled hold_behind_roster_writes(router::Envelope& env);
     void on_available(Session& session);
     void on_unavailable(Session& session);
     // `bytes` (stamped, from the session's full JID) to every contact with from/both and to the
@@ -60,6 +65,9 @@ private:
     std::unique_ptr<roster::RosterStore> _store;
     std::string _silent_prefix;
     PresenceCounters _counters;
+    std::unordered_map<std::string, std::uint32_t> _held;  // owner -> presence stanzas held back
+    bool _releasing = false;                                // routing a held stanza again
+    std::shared_ptr<int> _alive = std::make_shared<int>(0); // completions check it
 };
 
 }  // namespace starling::modules

@@ -5,6 +5,7 @@
 #include "broker/src/session/shard_services.hpp"
 #include "broker/src/modules/presence/presence_util.hpp"
 #include "broker/src/storage/accounts.hpp"
+#include "broker/src/storage/write_path.hpp"
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
 #include "xmpp/jid.hpp"
@@ -41,9 +42,16 @@ std::string query_open(std::uint64_t ver, bool versioned) {
 }
 }  // namespace
 
+RosterModule::~RosterModule() { _alive.reset(); }
+
 void RosterModule::install(ModuleContext& ctx) {
     _shard = &ctx.shard();
-    _store = std::make_unique<roster::RosterStore>(roster::store_of(ctx.shard()));
+    _store = std::make_unique<roster::RosterStore>(roster::store_of(ctx.shard()), ctx.shard().writer);
+    ctx.add_counter("starling_roster_storage_errors_total", "Roster changes whose commit failed (not acknowledged)", {},
+                    &_counters.storage_errors);
+    ctx.add_counter("starling_roster_refused_total",
+                    "Roster changes refused because roster.max_pending_changes wait for the disk", {},
+                    &_counters.refused_pending);
     ctx.on_iq(IqType::get, k_ns_roster, "query", [this](IqEvent& ev) {
         on_get(ev);
         return Handled::yes;
@@ -139,25 +147,36 @@ void RosterModule::on_set(IqEvent& ev) {
             ev.reply_error(xmpp::StanzaError::item_not_found);  // §2.5.3
             return;
         }
-        const RosterItem old = *existing;
-        if (!_store->erase(owner, contact)) {
+        if (!may_stage()) {
+            ev.reply_error(xmpp::StanzaError::resource_constraint, "too many roster changes waiting for the disk");
+            return;
+        }
+        const auto ver = _store->erase(owner, contact);
+        if (!ver) {
             ev.reply_error(xmpp::StanzaError::internal_server_error);
             return;
         }
-        ev.reply_result();
-        std::string gone;
-        xmpp::xml::Writer(gone).open("item").attr("jid", contact).attr("subscription", "remove").close();
-        push(owner, gone, _store->version(owner));
-        // §2.5.2: cancel both directions, and the contact stops seeing us.
-        if (roster::has_to(old.sub) || old.ask_out) {
-            presence::route_presence(*_shard, owner, contact, "unsubscribe",
-                                     presence::make_presence(owner, contact, "unsubscribe"));
-        }
-        if (roster::has_from(old.sub) || old.pending_in) {
-            if (roster::has_from(old.sub)) presence::send_unavailable_from_all(*_shard, owner, contact);
-            presence::route_presence(*_shard, owner, contact, "unsubscribed",
-                                     presence::make_presence(owner, contact, "unsubscribed"));
-        }
+        // The result, the push and the cancellations once the removal is durable (DESIGN §6).
+        after_durable([this, reply = ev.defer(), owner, contact, old = std::move(*existing), ver = *ver](bool ok) mutable {
+            if (!ok) {
+                reply.error(xmpp::StanzaError::internal_server_error);
+                return;
+            }
+            reply.result();
+            std::string gone;
+            xmpp::xml::Writer(gone).open("item").attr("jid", contact).attr("subscription", "remove").close();
+            push(owner, gone, ver);
+            // §2.5.2: cancel both directions, and the contact stops seeing us.
+            if (roster::has_to(old.sub) || old.ask_out) {
+                presence::route_presence(*_shard, owner, contact, "unsubscribe",
+                                         presence::make_presence(owner, contact, "unsubscribe"));
+            }
+            if (roster::has_from(old.sub) || old.pending_in) {
+                if (roster::has_from(old.sub)) presence::send_unavailable_from_all(*_shard, owner, contact);
+                presence::route_presence(*_shard, owner, contact, "unsubscribed",
+                                         presence::make_presence(owner, contact, "unsubscribed"));
+            }
+        }, true);
         return;
     }
 
@@ -205,29 +224,80 @@ void RosterModule::on_set(IqEvent& ev) {
     item.name = name;
     item.groups = std::move(groups);
     const std::string after = item.visible();
-    const auto ver = _store->save(owner, item, after != before);
+    const bool changed = after != before;
+    if (!may_stage()) {
+        ev.reply_error(xmpp::StanzaError::resource_constraint, "too many roster changes waiting for the disk");
+        return;
+    }
+    const auto ver = _store->save(owner, item, changed);
     if (!ver) {
         ev.reply_error(xmpp::StanzaError::internal_server_error);
         return;
     }
-    ev.reply_result();
-    if (after != before) push(owner, after, *ver);
+    // Answered once stored: a result is a promise that the item survives a crash.
+    after_durable([this, reply = ev.defer(), owner, after = changed ? after : std::string(), ver = *ver](bool ok) mutable {
+        if (!ok) {
+            reply.error(xmpp::StanzaError::internal_server_error);
+            return;
+        }
+        reply.result();
+        if (!after.empty()) push(owner, after, ver);
+    }, true);
 }
 
-bool RosterModule::commit(std::string_view owner, const std::string& before, const RosterItem& item) {
-    const std::string after = item.visible();
-    const auto ver = _store->save(owner, item, after != before);
-    if (!ver) return false;
-    if (after != before) {
-        if (after.empty()) {
-            std::string gone;
-            xmpp::xml::Writer(gone).open("item").attr("jid", item.jid).attr("subscription", "remove").close();
-            push(owner, gone, *ver);
-        } else {
-            push(owner, after, *ver);
-        }
+bool RosterModule::commit(std::string_view owner, const std::string& before, const RosterItem& item, Then then) {
+    std::string after = item.visible();
+    const bool changed = after != before;
+    if (!may_stage()) return false;
+    const auto ver = _store->save(owner, item, changed);
+    if (!ver) {
+        ++_counters.storage_errors;
+        return false;
     }
+    if (changed && after.empty()) {
+        xmpp::xml::Writer(after).open("item").attr("jid", item.jid).attr("subscription", "remove").close();
+    }
+    after_durable([this, owner = std::string(owner), after = changed ? std::move(after) : std::string(), ver = *ver,
+                   then = std::move(then)](bool ok) mutable {
+        if (!ok) return;  // not stored: nobody is told (the failure is logged and counted)
+        if (!after.empty()) push(owner, after, ver);
+        if (then) then();
+    }, true);
     return true;
+}
+
+bool RosterModule::may_stage() {
+    if (_store->writer() == nullptr || _pending < _options.max_pending_changes) return true;
+    const auto n = ++_counters.refused_pending;
+    // Logged at the 1st, 2nd, 4th, 8th... refusal: a stalled disk under load must not flood the log.
+    if ((n & (n - 1)) == 0) {
+        STARLING_LOG(warn, "roster: {} changes refused so far: {} (roster.max_pending_changes) wait for the disk", n,
+                     _pending);
+    }
+    return false;
+}
+
+void RosterModule::after_durable(storage::MoveFunction<void(bool)> fn, bool staged) {
+    auto* writer = _store->writer();
+    if (writer == nullptr) {
+        fn(true);  // written synchronously
+        return;
+    }
+    if (staged) ++_pending;
+    writer->when_durable(storage::Durability::synced,
+                         [this, alive = std::weak_ptr<int>(_alive), fn = std::move(fn), staged](
+                             xmpp::Result<void, storage::Errc> r) mutable {
+                             if (alive.expired()) return;
+                             if (staged) --_pending;
+                             if (!r) {
+                                 if (staged) ++_counters.storage_errors;
+                                 STARLING_LOG(error, "roster: a roster write failed: {}", storage::to_string(r.error()));
+                             }
+                             fn(static_cast<bool>(r));
+                             // Outside a session's turn: nothing else wakes the shards that
+                             // got mail from `fn` (routed subscription stanzas, presence).
+                             _shard->router.flush();
+                         });
 }
 
 void RosterModule::push(std::string_view owner, std::string_view item_xml, std::uint64_t ver) {
@@ -273,29 +343,35 @@ Handled RosterModule::on_outbound_subscription(OutboundEvent& ev) {
     const std::string before = item.visible();
     const std::string id = ev.element.id().present() ? ev.element.id().unescape() : std::string();
     const bool routable = _shard->server.serves(ev.to->domainpart());  // no s2s yet
-    auto route = [&](std::string_view type, std::string_view inner = {}) {
+    // What follows the change leaves once it is durable (captured by value: it runs later).
+    auto route = [this, routable, owner, contact, id](std::string_view type, std::string_view inner = {}) {
         if (!routable) return;
         presence::route_presence(*_shard, owner, contact, type, presence::make_presence(owner, contact, type, id, inner));
     };
     if (ev.type == "subscribe") {
         roster::user_sends_subscribe(item);
-        if (!commit(owner, before, item)) return Handled::yes;
         // Children (status, XEP-0172 nick) travel with the request.
-        route("subscribe", presence::inner_xml(ev.element.bytes(), ev.element.start_tag().size()));
+        commit(owner, before, item,
+               [route, inner = std::string(presence::inner_xml(ev.element.bytes(), ev.element.start_tag().size()))] {
+                   route("subscribe", inner);
+               });
     } else if (ev.type == "subscribed") {
         const auto r = roster::user_sends_subscribed(item);
-        if (!commit(owner, before, item)) return Handled::yes;
-        if (r.route) route("subscribed");
-        if (r.send_presence && routable) presence::send_current_presence(*_shard, owner, contact);
+        commit(owner, before, item, [this, route, r, routable, owner, contact] {
+            if (r.route) route("subscribed");
+            if (r.send_presence && routable) presence::send_current_presence(*_shard, owner, contact);
+        });
     } else if (ev.type == "unsubscribe") {
         const auto r = roster::user_sends_unsubscribe(item);
-        if (!commit(owner, before, item)) return Handled::yes;
-        if (r.route) route("unsubscribe");
+        commit(owner, before, item, [route, r] {
+            if (r.route) route("unsubscribe");
+        });
     } else {
         const auto r = roster::user_sends_unsubscribed(item);
-        if (!commit(owner, before, item)) return Handled::yes;
-        if (r.send_unavailable && routable) presence::send_unavailable_from_all(*_shard, owner, contact);
-        if (r.route) route("unsubscribed");
+        commit(owner, before, item, [this, route, r, routable, owner, contact] {
+            if (r.send_unavailable && routable) presence::send_unavailable_from_all(*_shard, owner, contact);
+            if (r.route) route("unsubscribed");
+        });
     }
     return Handled::yes;
 }
@@ -328,36 +404,41 @@ Handled RosterModule::on_inbound_subscription(InboundEvent& ev) {
         item.jid = contact;
     }
     const std::string before = item.visible();
+    auto deliver = [this, owner, bytes] { deliver_to_available(owner, bytes); };
+    auto answer = [this, owner, contact](std::string_view type) {
+        presence::route_presence(*_shard, owner, contact, type, presence::make_presence(owner, contact, type));
+    };
     if (env.type == "subscribe") {
         switch (roster::contact_sends_subscribe(item)) {
             case roster::InSubscribe::auto_subscribed:
-                presence::route_presence(*_shard, owner, contact, "subscribed",
-                                         presence::make_presence(owner, contact, "subscribed"));
+                // Nothing to store; still behind the answers to earlier changes, in order.
+                after_durable([answer](bool) { answer("subscribed"); });
                 break;
             case roster::InSubscribe::pre_approved:
-                if (!commit(owner, before, item)) break;
-                presence::route_presence(*_shard, owner, contact, "subscribed",
-                                         presence::make_presence(owner, contact, "subscribed"));
-                presence::send_current_presence(*_shard, owner, contact);
+                commit(owner, before, item, [this, answer, owner, contact] {
+                    answer("subscribed");
+                    presence::send_current_presence(*_shard, owner, contact);
+                });
                 break;
             case roster::InSubscribe::deliver:
                 // Kept until answered, and delivered again at each login (§3.1.3).
                 item.pending_stanza = bytes;
-                if (!commit(owner, before, item)) break;
-                deliver_to_available(owner, bytes);
+                commit(owner, before, item, std::move(deliver));
                 break;
         }
     } else if (env.type == "subscribed") {
-        if (roster::contact_sends_subscribed(item) && commit(owner, before, item)) deliver_to_available(owner, bytes);
+        if (roster::contact_sends_subscribed(item)) commit(owner, before, item, std::move(deliver));
     } else if (env.type == "unsubscribe") {
         const bool had_from = roster::has_from(item.sub);
-        if (roster::contact_sends_unsubscribe(item) && commit(owner, before, item)) {
-            deliver_to_available(owner, bytes);
-            // §3.3.3: the former subscriber gets unavailable from each available resource.
-            if (had_from) presence::send_unavailable_from_all(*_shard, owner, contact);
+        if (roster::contact_sends_unsubscribe(item)) {
+            commit(owner, before, item, [this, deliver = std::move(deliver), had_from, owner, contact]() mutable {
+                deliver();
+                // §3.3.3: the former subscriber gets unavailable from each available resource.
+                if (had_from) presence::send_unavailable_from_all(*_shard, owner, contact);
+            });
         }
     } else {
-        if (roster::contact_sends_unsubscribed(item) && commit(owner, before, item)) deliver_to_available(owner, bytes);
+        if (roster::contact_sends_unsubscribed(item)) commit(owner, before, item, std::move(deliver));
     }
     return Handled::yes;
 }
@@ -376,9 +457,13 @@ ModuleSpec RosterModule::spec() {
         .summary = "RFC 6121 roster, XEP-0237 versioning",
         .optional = false,
         .options = {
+            OptionSpec::integer("max_pending_changes", 10'000, 1, 1'000'000,
+                                "roster changes per shard waiting for the disk; past it a set gets <resource-constraint/>"),
         },
-        .make = [](const OptionValues&) -> std::unique_ptr<Module> {
-        return std::make_unique<RosterModule>();
+        .make = [](const OptionValues& v) -> std::unique_ptr<Module> {
+        RosterOptions o;
+        o.max_pending_changes = static_cast<std::uint32_t>(v.integer("roster.max_pending_changes"));
+        return std::make_unique<RosterModule>(o);
     },
     };
 }

@@ -12,7 +12,9 @@
 //   <sub xmlns='urn:xmpp:features:pre-approval'/>.
 //
 // Lives on: every shard; handlers run on the home shard of the roster's owner. State: the
-// RosterStore (RocksDB) and a per-session "interested" flag.
+// RosterStore (RocksDB, written through the shard's write path) and a per-session
+// "interested" flag. IQ results, pushes and subscription stanzas leave once the roster write
+// they follow is durable, in the order the writes were staged.
 #pragma once
 
 #include <memory>
@@ -22,15 +24,33 @@
 #include "broker/src/modules/api.hpp"
 #include "broker/src/modules/roster/roster_item.hpp"
 #include "broker/src/modules/roster/roster_store.hpp"
+#include "broker/src/storage/move_function.hpp"
 
 namespace starling::modules {
 
+struct RosterOptions {
+    // Roster changes staged on one shard and not yet durable. Past it (a stalled disk, a client
+    // flooding sets) a set is answered resource-constraint and a subscription change is not
+    // made (logged, counted), instead of queueing without bound. Configured as
+    // roster.max_pending_changes.
+    std::uint32_t max_pending_changes = 10'000;
+};
+
+// Plain per-shard integers (CONVENTIONS §4), exported with ModuleContext::add_counter.
+struct RosterCounters {
+    std::uint64_t storage_errors = 0;  // changes whose commit failed (nothing was acknowledged)
+    std::uint64_t refused_pending = 0; // changes refused: max_pending_changes waiting already
+};
+
 class RosterModule final : public Module {
 public:
+    explicit RosterModule(RosterOptions options = {}) : _options(options) {}
     // Its name, options and factory, for the module list and the configuration.
     static ModuleSpec spec();
     std::string_view name() const noexcept override { return "roster"; }
+    ~RosterModule() override;
     void install(ModuleContext& ctx) override;
+    const RosterCounters& counters() const noexcept { return _counters; }
 
 private:
     void on_get(IqEvent& ev);
@@ -39,9 +59,17 @@ private:
     Handled on_inbound_subscription(InboundEvent& ev);
     void on_available(Session& session);
 
-    // Saves `item` for `owner`; when its visible form changed (`before`), bumps the version and
-    // pushes it. False when the write failed (nothing was pushed).
-    bool commit(std::string_view owner, const std::string& before, const roster::RosterItem& item);
+    using Then = storage::MoveFunction<void()>;
+    // Saves `item` for `owner`. Once the write is durable: when its visible form changed
+    // (`before`), pushes it with the bumped version; then runs `then` (the stanzas that follow
+    // from the change: DESIGN §6, nothing leaves before the state it reports is stored). False
+    // when the write could not be staged; a commit that fails later pushes nothing and skips
+    // `then`.
+    bool commit(std::string_view owner, const std::string& before, const roster::RosterItem& item, Then then = {});
+    // Runs `fn(ok)` once every roster write staged so far on this shard is durable (`ok`), or
+    // failed; inline when the shard writes synchronously. Never after the module is gone.
+    // `staged`: a change was just staged (counted in _pending until it completes).
+    void after_durable(storage::MoveFunction<void(bool)> fn, bool staged = false);
     void push(std::string_view owner, std::string_view item_xml, std::uint64_t ver);
     // Delivers a subscription stanza to every available resource of a local user (§3.1.3:
     // whatever their priority). Returns how many got it.
@@ -50,6 +78,13 @@ private:
     ShardServices* _shard = nullptr;
     std::unique_ptr<roster::RosterStore> _store;
     std::uint64_t _push_seq = 0;
+    // Whether one more change may be staged (max_pending_changes); counts a refusal.
+    bool may_stage();
+
+    RosterOptions _options;
+    RosterCounters _counters;
+    std::uint32_t _pending = 0;  // changes staged and not yet durable
+    std::shared_ptr<int> _alive = std::make_shared<int>(0);  // completions check it
 };
 
 }  // namespace starling::modules

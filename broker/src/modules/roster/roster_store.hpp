@@ -1,12 +1,15 @@
 // RosterStore: rosters and their version counters in RocksDB (DESIGN §6).
 //   rosters column: key = owner bare JID + '\0' + contact bare JID, value = roster_item.hpp record
 //   meta column:    key = owner bare JID + '\0' + "roster.ver", value = decimal counter (XEP-0237)
-// An item and the version it bumps are one synchronous (fsync'd) write batch, done before the
-// IQ is answered or a push or subscription stanza leaves (DESIGN §6).
+// An item and the version it bumps are written together: staged into the shard's batch through
+// its storage::ShardWriter at Durability::synced when the shard has one (the broker), so that
+// RosterModule answers the IQ, pushes and routes subscription stanzas only once the batch is
+// durable (ShardWriter::when_durable); without one (unit fixtures, starlingctl) as one
+// synchronous, fsync'd WriteBatch.
 //
-// RocksDB calls are synchronous on the shard thread for now (allowed by the design for this
-// stage; a per-shard write batcher is the follow-up). No cache: RocksDB's block cache serves
-// the repeated reads of one login.
+// Reads see the shard's own staged writes (read-your-writes): point reads through the writer's
+// overlay, prefix scans merged with it. Reads still go to RocksDB on the shard thread (block
+// cache first); moving cold reads off the reactor is TODO(#14).
 //
 // Lives on: one per shard (every shard's module instance has one); RocksDB is thread-safe, and
 // a given owner's keys are only ever touched from that owner's home shard.
@@ -20,32 +23,47 @@
 
 #include "broker/src/modules/roster/roster_item.hpp"
 
-namespace starling::storage {
-class Store;
-}
 #include "broker/src/modules/api.hpp"
+#include "broker/src/storage/store.hpp"
+
+namespace starling::storage {
+class ShardWriter;
+}
 
 namespace starling::modules::roster {
 
 class RosterStore {
 public:
-    explicit RosterStore(storage::Store& store) noexcept : _store(store) {}
+    // `writer` null: every write is one synchronous RocksDB write, reads go to RocksDB only.
+    explicit RosterStore(storage::Store& store, storage::ShardWriter* writer = nullptr) noexcept
+        : _store(store), _writer(writer) {}
+    storage::ShardWriter* writer() const noexcept { return _writer; }
 
     // Every stored item of `owner` (visible or not), in contact order.
     std::vector<RosterItem> load_all(std::string_view owner) const;
     std::optional<RosterItem> load(std::string_view owner, std::string_view contact) const;
     std::uint64_t version(std::string_view owner) const;
     // Saves `item` (deleting it when roster::is_empty) and, when `bump`, the next version.
-    // Returns the roster version after the write, or nullopt when the write failed.
+    // Returns the roster version after the write, or nullopt when the write failed. With a
+    // writer the write is staged, not durable: wait with writer()->when_durable before telling
+    // anyone.
     std::optional<std::uint64_t> save(std::string_view owner, const RosterItem& item, bool bump);
     // Removes the item entirely (roster remove, §2.5) and bumps the version.
     std::optional<std::uint64_t> erase(std::string_view owner, std::string_view contact);
+
+    // Whether this shard has roster writes for `owner` staged or in flight (not yet durable).
+    bool has_staged(std::string_view owner) const;
 
     static std::string item_key(std::string_view owner, std::string_view contact);
     static std::string version_key(std::string_view owner);
 
 private:
+    // The value of `key` as this shard sees it (staged writes first); nullopt when absent or
+    // unreadable (logged).
+    std::optional<std::string> get(storage::Column c, const std::string& key) const;
+
     storage::Store& _store;
+    storage::ShardWriter* _writer;
 };
 
 // The broker's Store, from the shard context (ShardServices::store; aborts when unset).

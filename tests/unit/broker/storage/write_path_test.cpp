@@ -246,6 +246,34 @@ TEST_F(WritePathTest, ErasesAndRangeErasesAreSeenInTheOverlayAndAfterCommit) {
     check();
 }
 
+// Prefix reads (a user's roster) merge a RocksDB scan with what the overlay says: staged()
+// answers for each key a range erase may cover, staged_with_prefix() lists the staged keys.
+TEST_F(WritePathTest, StagedWritesUnderAPrefixAreListedInKeyOrderWithErasesAsEmpty) {
+    open();
+    in_turn([&] {
+        for (const char* k : {"u1\0a", "u1\0b", "u1\0c"}) ASSERT_TRUE(writer->put(Column::rosters, std::string(k, 4), "old"));
+    });
+    ASSERT_TRUE(settle());
+    using Staged = std::vector<std::pair<std::string, std::optional<std::string>>>;
+    in_turn([&] {
+        EXPECT_EQ(writer->staged(Column::rosters, std::string("u1\0a", 4)), std::nullopt) << "committed: RocksDB answers";
+        ASSERT_TRUE(writer->put(Column::rosters, std::string("u1\0d", 4), "new"));
+        ASSERT_TRUE(writer->erase(Column::rosters, std::string("u1\0a", 4)));
+        ASSERT_TRUE(writer->put(Column::rosters, std::string("u2\0a", 4), "other user"));
+        ASSERT_TRUE(writer->put(Column::offline, std::string("u1\0e", 4), "other column"));
+        ASSERT_TRUE(writer->erase_range(Column::rosters, std::string("u1\0c", 4), std::string("u1\0e", 4)));
+        EXPECT_EQ(writer->staged_with_prefix(Column::rosters, std::string("u1\0", 3)),
+                  (Staged{{std::string("u1\0a", 4), std::nullopt}, {std::string("u1\0d", 4), std::nullopt}}));
+        // Not in the point overlay, but under the range erase.
+        EXPECT_EQ(writer->staged(Column::rosters, std::string("u1\0c", 4)), std::optional<std::optional<std::string>>(std::optional<std::string>()));
+        EXPECT_EQ(writer->staged(Column::rosters, std::string("u1\0b", 4)), std::nullopt);
+    });
+    ASSERT_TRUE(settle());
+    EXPECT_TRUE(writer->staged_with_prefix(Column::rosters, std::string("u1\0", 3)).empty());
+    EXPECT_EQ(value_of(writer->get(Column::rosters, std::string("u1\0b", 4))), "old");
+    EXPECT_EQ(value_of(writer->get(Column::rosters, std::string("u1\0c", 4))), std::nullopt);
+}
+
 TEST_F(WritePathTest, AFailedWriteCompletesItsWaitersWithTheErrorAndIsNeverReportedDurable) {
     CommitterOptions options;
     options.resume_backoff_min_ms = 60'000;  // no recovery during this test
