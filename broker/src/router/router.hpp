@@ -147,6 +147,8 @@ private:
     std::unordered_map<std::string, Service*, JidHash, std::equal_to<>> _services;
     Service* _account_service = nullptr;
     RouterCounters _counters;
+    // While deliver_fan_out writes one fan-out: the clock read once for all its recipients.
+    std::int64_t _fan_out_now = 0;
 };
 
 }  // namespace starling::router
