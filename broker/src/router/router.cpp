@@ -137,13 +137,14 @@ void ShardRouter::on_mail(Envelope&& env) {
 // (every recipient here is written in this same turn). The module hooks still see each
 // recipient's complete stanza (blocking, carbons), as deliver_local gives it to them.
 void ShardRouter::deliver_fan_out(Envelope&& env) {
-    if (!env.fan_out) return;
+    if (!env.fan_out || !env.fan_out->recipients) return;
     static const std::string k_empty;
     const std::string& payload = env.fan_out->payload ? *env.fan_out->payload : k_empty;
+    const std::vector<std::string>& recipients = *env.fan_out->recipients;
     std::vector<std::string> filtered;
     if (!env.fan_out->interest.empty()) {
         // XEP-0163 §4.2-§4.3.1: to each interested available resource, by its full JID.
-        for (const auto& bare : env.fan_out->recipients) {
+        for (const auto& bare : recipients) {
             for (auto* s : sessions_of(bare)) {
                 if (s->is_available() && s->jid() != nullptr && _hooks != nullptr &&
                     _hooks->interested(*s, env.fan_out->interest)) {
@@ -173,7 +174,7 @@ void ShardRouter::deliver_fan_out(Envelope&& env) {
     const std::int64_t outer_now = _fan_out_now;  // a hook may fan out again from inside
     _fan_out_now = now_ns();
     Envelope one;
-    for (const auto& to : env.fan_out->interest.empty() ? env.fan_out->recipients : filtered) {
+    for (const auto& to : env.fan_out->interest.empty() ? recipients : filtered) {
         one.kind = Envelope::Kind::deliver;
         one.stanza = StanzaKind::message;
         // Assigned each time: a hook may have moved a field out of the previous recipient's.

@@ -38,7 +38,9 @@ enum class StanzaKind : std::uint8_t { message, presence, iq };
 // Envelope, so each byte here is paid capacity x shards² times.
 struct FanOut {
     std::shared_ptr<const std::string> payload;  // the message's content, shared by all shards
-    std::vector<std::string> recipients;         // normalised JIDs homed on the destination shard
+    // Normalised JIDs homed on the destination shard. Shared and immutable: a PubSub node keeps
+    // its subscribers grouped by shard and hands the same list to every publish until it changes.
+    std::shared_ptr<const std::vector<std::string>> recipients;
     // Filtered notifications (XEP-0163 §4.2): when set, the recipients are bare JIDs and each
     // gets the message at those of its available resources that RouterHooks::interested() says
     // want `interest` (a PEP node), addressed to that resource's full JID (§4.3.1).
