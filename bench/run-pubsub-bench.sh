@@ -25,6 +25,9 @@
 #   SKIP_INSTALL=0 SKIP_BUILD=0 KEEP=0 OUT=bench/pubsub/out (results.json, summary.md)
 #   PORT_BASE=35622 (starling +0, prosody +1, ejabberd +2, ejabberd dist +68)
 #   PERF=0 (1: record `perf record -g` of Starling during its first run of each scenario, into OUT)
+#   BEFORE= (a second starlingd binary, e.g. main's, run as server "before" right after
+#   "starling" on the same accounts and settings: before/after side by side in one run; the
+#   summary's "Starling / this" column of its rows is after/before)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -43,6 +46,7 @@ WINDOW_TELEMETRY=${WINDOW_TELEMETRY:-4}
 BODY_BYTES=${BODY_BYTES:-0}
 KEEP=${KEEP:-0}
 PERF=${PERF:-0}
+BEFORE=${BEFORE:-}
 OUT=${OUT:-$here/pubsub/out}
 PORT_BASE=${PORT_BASE:-35622}
 port_starling=$PORT_BASE
@@ -70,7 +74,12 @@ for sc in $SCENARIOS; do
   ((u > USERS)) && USERS=$u
   ((p > MAX_PUBLISHERS)) && MAX_PUBLISHERS=$p
 done
-for s in $SERVERS; do case $s in starling|prosody|ejabberd) ;; *) echo "run-pubsub-bench.sh: unknown server $s" >&2; exit 2 ;; esac; done
+if [[ -n $BEFORE && " $SERVERS " != *" before "* ]]; then
+  SERVERS=$(for s in $SERVERS; do echo "$s"; [[ $s == starling ]] && echo before; done | xargs)
+  [[ " $SERVERS " == *" before "* ]] || SERVERS="before $SERVERS"
+fi
+[[ " $SERVERS " == *" before "* && -z $BEFORE ]] && { echo "run-pubsub-bench.sh: server 'before' needs BEFORE=<starlingd>" >&2; exit 2; }
+for s in $SERVERS; do case $s in starling|before|prosody|ejabberd) ;; *) echo "run-pubsub-bench.sh: unknown server $s" >&2; exit 2 ;; esac; done
 
 # ---------------------------------------------------------------- install and build
 if [[ ${SKIP_INSTALL:-0} != 1 ]]; then
@@ -85,7 +94,7 @@ fi
 starlingd=$build/broker/starlingd
 starlingctl=$build/broker/starlingctl
 loadgen=$build/bench/loadgen/starling-loadgen
-for b in "$starlingd" "$starlingctl" "$loadgen"; do [[ -x $b ]] || { echo "run-pubsub-bench.sh: $b missing" >&2; exit 1; }; done
+for b in "$starlingd" "$starlingctl" "$loadgen" ${BEFORE:+"$BEFORE"}; do [[ -x $b ]] || { echo "run-pubsub-bench.sh: $b missing" >&2; exit 1; }; done
 
 # 10,001 sessions in the generator and as many on the server (the generator spreads its source
 # addresses over 127.0.0.1-254, so ephemeral ports do not run out).
@@ -305,11 +314,13 @@ start_server_once() { # NAME LOG; 1 when the server lost its port to someone els
   local name=$1 logf=$2 port
   server_name=$name
   case $name in
-    starling)
+    starling|before)
       port=$port_starling
       wait_bindable "$port"
       rm -rf "$work/starling/data" && cp -a "$work/starling/template" "$work/starling/data"
-      taskset -c 0 "$starlingd" --config "$work/starling/bench.toml" --data-dir "$work/starling/data" \
+      local bin=$starlingd
+      [[ $name == before ]] && bin=$BEFORE
+      taskset -c 0 "$bin" --config "$work/starling/bench.toml" --data-dir "$work/starling/data" \
         --c2s-port "$port" --c2s-tls-port 0 --metrics-port 0 --shards 1 --allow-plaintext \
         --log-level warn >"$logf" 2>&1 &
       server_pid=$! measure_pid=$!
@@ -395,6 +406,8 @@ provision() { # NAME
 log "work dir $work; SCENARIOS='$SCENARIOS' SERVERS='$SERVERS' RUNS=$RUNS DURATION=$DURATION DRAIN=$DRAIN SETUP_TIMEOUT=$SETUP_TIMEOUT SKIP='$SKIP' WINDOW_FANOUT1K=$WINDOW_FANOUT1K WINDOW_FANOUT10K=$WINDOW_FANOUT10K WINDOW_TELEMETRY=$WINDOW_TELEMETRY"
 log "load average before: $loadavg_before"
 for s in $SERVERS; do
+  [[ $s == before && " $SERVERS " == *" starling "* ]] && continue  # the same accounts as starling
+  [[ $s == before ]] && s=starling
   if [[ $s == ejabberd ]]; then
     start_server ejabberd "$work/logs/ejabberd-provision.log"
     provision ejabberd

@@ -12,7 +12,7 @@ Metric per scenario:
 import argparse, glob, json, os, re, statistics
 
 SCENARIOS = ["fanout1k", "fanout10k", "telemetry"]
-SERVERS = ["starling", "prosody", "ejabberd"]
+SERVERS = ["starling", "before", "prosody", "ejabberd"]  # before: BEFORE=<starlingd>
 LABEL = {
     "fanout1k": "fan-out 1 -> 1,000 (notifications/s)",
     "fanout10k": "fan-out 1 -> 10,000 (notifications/s)",

@@ -2,7 +2,11 @@
 // services and serves until SIGTERM/SIGINT. Start-up errors are one line on stderr and exit 1;
 // usage errors exit 2.
 #include <sys/resource.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
+#include <cstdint>
 #include <cstdio>
 #include <exception>
 
@@ -26,6 +30,19 @@ void raise_descriptor_limit() {
     }
     STARLING_LOG(info, "file descriptor limit {}: at most about {} client connections", r.rlim_cur,
                  r.rlim_cur > 64 ? r.rlim_cur - 64 : 0);
+}
+
+// general.malloc_keep_free_bytes: how much freed memory an arena keeps before trimming. Before
+// any shard thread starts (the setting is global to the allocator).
+void set_malloc_keep_free(std::uint64_t bytes) {
+#if defined(__GLIBC__)
+    if (bytes == 0) return;
+    if (::mallopt(M_TRIM_THRESHOLD, static_cast<int>(bytes)) != 1) {
+        STARLING_LOG(warn, "general.malloc_keep_free_bytes: the allocator refused {}", bytes);
+    }
+#else
+    (void)bytes;
+#endif
 }
 
 }  // namespace
@@ -68,6 +85,7 @@ int main(int argc, char** argv) {
                            "read on the network. Use it on loopback and for benchmarks only. ***");
     }
     raise_descriptor_limit();
+    set_malloc_keep_free(cfg.general.malloc_keep_free_bytes);
     try {
         server::Broker broker(cfg);
         // SIGHUP (systemd ExecReload=): read the configuration again and apply what can change

@@ -41,6 +41,7 @@ void for_each_option(C& c, V&& v) {
     v("general", "log_level", c.general.log_level);
     v("general", "data_dir", c.general.data_dir, Text::not_empty);
     v("general", "shards", c.general.shards, bounds::shards);
+    v("general", "malloc_keep_free_bytes", c.general.malloc_keep_free_bytes, bounds::malloc_keep_free_bytes);
     v("general", "server_secret_file", c.general.server_secret_file);
 
     v("c2s", "bind_address", c.c2s.bind_address, Text::ip);

@@ -29,6 +29,7 @@ namespace bounds {
 inline constexpr Range block_cache_mb{1, 1u << 20};
 inline constexpr Range write_buffer_mb{1, 1u << 16};
 inline constexpr Range shards{0, 1024};  // 0: one shard per core
+inline constexpr Range malloc_keep_free_bytes{0, 1ull << 30};  // 0: the C library's own policy
 inline constexpr Range port{0, 65535};   // 0: that listener is disabled
 inline constexpr Range pre_auth_timeout_ms{1'000, 3'600'000};
 inline constexpr Range idle_timeout_ms{0, 86'400'000};  // 0: no idle timeout
@@ -66,6 +67,11 @@ struct GeneralConfig {
     LogLevel log_level = LogLevel::info;
     std::filesystem::path data_dir = "./data";
     std::uint32_t shards = 0;  // 0: one per core
+    // Freed heap memory each allocator arena keeps for reuse instead of giving it back to the
+    // kernel (glibc M_TRIM_THRESHOLD). A fan-out fills every subscriber's output buffer in one
+    // turn and frees them once written; kept, the next turn reuses the pages instead of
+    // faulting them in again (bench/RESULTS.md, PubSub). 0: glibc's default (128 KiB, adaptive).
+    std::uint64_t malloc_keep_free_bytes = 64ull << 20;
     // Secret that derives decoy SCRAM salts for unknown users (RFC 5802 §9). Unset: the broker
     // keeps one in <data_dir>. Set: the file must exist and be readable.
     std::optional<std::filesystem::path> server_secret_file;

@@ -130,14 +130,21 @@ void ShardRouter::on_mail(Envelope&& env) {
 
 // DESIGN §2: one envelope per destination shard carries the payload once; each recipient's
 // stanza is a short header written here plus the shared bytes, never a re-serialisation.
+//
+// Per recipient this costs no allocation once the first one is built: one Envelope is reused
+// (its strings keep their capacity), the escaped start tag around the recipient's address is
+// written once per fan-out, and the clock is read once per fan-out for the latency histogram
+// (every recipient here is written in this same turn). The module hooks still see each
+// recipient's complete stanza (blocking, carbons), as deliver_local gives it to them.
 void ShardRouter::deliver_fan_out(Envelope&& env) {
-    if (!env.fan_out) return;
+    if (!env.fan_out || !env.fan_out->recipients) return;
     static const std::string k_empty;
     const std::string& payload = env.fan_out->payload ? *env.fan_out->payload : k_empty;
+    const std::vector<std::string>& recipients = *env.fan_out->recipients;
     std::vector<std::string> filtered;
     if (!env.fan_out->interest.empty()) {
         // XEP-0163 §4.2-§4.3.1: to each interested available resource, by its full JID.
-        for (const auto& bare : env.fan_out->recipients) {
+        for (const auto& bare : recipients) {
             for (auto* s : sessions_of(bare)) {
                 if (s->is_available() && s->jid() != nullptr && _hooks != nullptr &&
                     _hooks->interested(*s, env.fan_out->interest)) {
@@ -146,38 +153,54 @@ void ShardRouter::deliver_fan_out(Envelope&& env) {
             }
         }
     }
-    for (const auto& to : env.fan_out->interest.empty() ? env.fan_out->recipients : filtered) {
-        Envelope one;
+    // <message from='FROM' to=' ... ' type='TYPE' id='ID'>, escaped once.
+    std::string head = "<message from='";
+    xmpp::xml::escape_attribute_into(head, env.from);
+    head += "' to='";
+    std::string tail = "'";
+    if (!env.type.empty()) {
+        tail += " type='";
+        xmpp::xml::escape_attribute_into(tail, env.type);
+        tail += '\'';
+    }
+    if (!env.id.empty()) {
+        tail += " id='";
+        xmpp::xml::escape_attribute_into(tail, env.id);
+        tail += '\'';
+    }
+    tail += '>';
+    static constexpr std::string_view k_close = "</message>";
+
+    const std::int64_t outer_now = _fan_out_now;  // a hook may fan out again from inside
+    _fan_out_now = now_ns();
+    Envelope one;
+    for (const auto& to : env.fan_out->interest.empty() ? recipients : filtered) {
         one.kind = Envelope::Kind::deliver;
         one.stanza = StanzaKind::message;
+        // Assigned each time: a hook may have moved a field out of the previous recipient's.
         one.from = env.from;
         one.type = env.type;
         one.id = env.id;
+        one.to = to;
         one.routed_ns = env.routed_ns;
         std::string& out = one.bytes;
-        out.reserve(payload.size() + env.from.size() + to.size() + env.id.size() + 64);
-        out += "<message from='";
-        xmpp::xml::escape_attribute_into(out, env.from);
-        out += "' to='";
+        out.clear();
+        out.reserve(head.size() + to.size() + tail.size() + payload.size() + k_close.size() + 8);
+        out += head;
         xmpp::xml::escape_attribute_into(out, to);
-        out += '\'';
-        if (!env.type.empty()) {
-            out += " type='";
-            xmpp::xml::escape_attribute_into(out, env.type);
-            out += '\'';
-        }
-        if (!env.id.empty()) {
-            out += " id='";
-            xmpp::xml::escape_attribute_into(out, env.id);
-            out += '\'';
-        }
-        out += '>';
+        out += tail;
         out += payload;
-        out += "</message>";
-        one.to = to;
-        // The sender grouped recipients by home shard, so this is local; route() still checks.
-        if (!route(std::move(one))) ++_counters.dropped;
+        out += k_close;
+        // The sender grouped recipients by home shard, so this is local; a recipient that is a
+        // local service's domain, or homed elsewhere, goes through route() (a copy: `one` is
+        // reused).
+        if ((_services.empty() || service_for(to) == nullptr) && home_of(bare_of(to)) == _self) {
+            deliver_local(std::move(one));
+        } else if (!route(Envelope(one))) {
+            ++_counters.dropped;
+        }
     }
+    _fan_out_now = outer_now;
 }
 
 void ShardRouter::flush() { _mailboxes.flush(_self); }
@@ -186,7 +209,7 @@ void ShardRouter::deliver_to(Endpoint& session, const Envelope& env) {
     session.deliver(env.bytes);
     ++_counters.delivered;
     if (env.routed_ns != 0) {
-        const std::int64_t us = (now_ns() - env.routed_ns) / 1000;
+        const std::int64_t us = ((_fan_out_now != 0 ? _fan_out_now : now_ns()) - env.routed_ns) / 1000;
         std::size_t b = 0;
         while (b < std::size(k_latency_bounds_us) && us > k_latency_bounds_us[b]) ++b;
         ++_counters.latency[b];

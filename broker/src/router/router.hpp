@@ -38,7 +38,9 @@ enum class StanzaKind : std::uint8_t { message, presence, iq };
 // Envelope, so each byte here is paid capacity x shards² times.
 struct FanOut {
     std::shared_ptr<const std::string> payload;  // the message's content, shared by all shards
-    std::vector<std::string> recipients;         // normalised JIDs homed on the destination shard
+    // Normalised JIDs homed on the destination shard. Shared and immutable: a PubSub node keeps
+    // its subscribers grouped by shard and hands the same list to every publish until it changes.
+    std::shared_ptr<const std::vector<std::string>> recipients;
     // Filtered notifications (XEP-0163 §4.2): when set, the recipients are bare JIDs and each
     // gets the message at those of its available resources that RouterHooks::interested() says
     // want `interest` (a PEP node), addressed to that resource's full JID (§4.3.1).
@@ -147,6 +149,8 @@ private:
     std::unordered_map<std::string, Service*, JidHash, std::equal_to<>> _services;
     Service* _account_service = nullptr;
     RouterCounters _counters;
+    // While deliver_fan_out writes one fan-out: the clock read once for all its recipients.
+    std::int64_t _fan_out_now = 0;
 };
 
 }  // namespace starling::router

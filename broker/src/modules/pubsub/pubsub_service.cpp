@@ -580,22 +580,29 @@ std::string PubsubService::item_event(const Node& n, const Item& item, bool with
     return ev;
 }
 
-// DESIGN §2: one envelope per destination shard; the payload is serialized once and shared.
+// DESIGN §2: one envelope per destination shard; the payload is serialized once and shared, and
+// so are the recipient lists of a node's subscribers (subscriber_groups).
 void PubsubService::notify(const Node& n, std::string event_xml, const std::vector<std::string>* only) {
     using ByShard = std::map<router::ShardId, std::vector<std::string>>;
-    ByShard by_shard;
     auto add = [&](ByShard& to, const std::string& jid) { to[_shard.router.home_of(bare_of(jid))].push_back(jid); };
-    if (only != nullptr) {
-        for (const auto& jid : *only) add(by_shard, jid);
-    } else {
-        for (const auto& s : n.subscriptions) {
-            if (s.state == SubState::subscribed && s.deliver) add(by_shard, s.jid);
+    auto share = [](ByShard& groups) {
+        RecipientGroups shared;
+        for (auto& [shard, v] : groups) {
+            shared.emplace_back(shard, std::make_shared<const std::vector<std::string>>(std::move(v)));
         }
+        return shared;
+    };
+    RecipientGroups listed;
+    if (only != nullptr) {
+        ByShard by_shard;
+        for (const auto& jid : *only) add(by_shard, jid);
+        listed = share(by_shard);
     }
+    const RecipientGroups& by_shard = only != nullptr ? listed : subscriber_groups(n).by_shard;
     // XEP-0163 §4.1-§4.2: on a PEP node, the owner and the contacts allowed to see it are
     // subscribed without asking; each of their available resources gets the event if its
     // entity capabilities say "<node>+notify" (the destination shard checks, FanOut::interest).
-    ByShard implicit;
+    ByShard implicit_jids;
     if (only == nullptr && is_pep_service(n.service)) {
         const AccessModel model = n.record.config.access_model;
         std::vector<std::string> audience{n.service};
@@ -616,20 +623,21 @@ void PubsubService::notify(const Node& n, std::string event_xml, const std::vect
             const bool explicit_sub = std::any_of(n.subscriptions.begin(), n.subscriptions.end(), [&](const auto& s) {
                 return s.state == SubState::subscribed && s.jid == bare;
             });
-            if (!explicit_sub) add(implicit, bare);
+            if (!explicit_sub) add(implicit_jids, bare);
         }
     }
+    const RecipientGroups implicit = share(implicit_jids);
     if (only == nullptr) {
         std::size_t size = 0;
-        for (const auto& [_, v] : by_shard) size += v.size();
-        for (const auto& [_, v] : implicit) size += v.size();
+        for (const auto& [_, v] : by_shard) size += v->size();
+        for (const auto& [_, v] : implicit) size += v->size();
         _counters.fan_out_size.observe(static_cast<double>(size));
     }
     if (by_shard.empty() && implicit.empty()) return;
     auto shared = std::make_shared<const std::string>(std::move(event_xml));
     const std::string id = std::to_string(_shard.shard) + "-" + std::to_string(_next_message++);
-    auto send_all = [&](ByShard& groups, const std::string& interest) {
-        for (auto& [shard, recipients] : groups) {
+    auto send_all = [&](const RecipientGroups& groups, const std::string& interest) {
+        for (const auto& [shard, recipients] : groups) {
             router::Envelope env;
             env.kind = router::Envelope::Kind::fan_out;
             env.stanza = router::StanzaKind::message;
@@ -638,8 +646,8 @@ void PubsubService::notify(const Node& n, std::string event_xml, const std::vect
             // registry's pubsub#notification_type lets a service choose; RFC 6121 §5.2.2).
             env.type = "headline";
             env.id = id;
-            const std::size_t count = recipients.size();
-            env.fan_out = std::make_shared<const router::FanOut>(router::FanOut{shared, std::move(recipients), interest});
+            const std::size_t count = recipients->size();
+            env.fan_out = std::make_shared<const router::FanOut>(router::FanOut{shared, recipients, interest});
             if (_shard.router.send_to(shard, std::move(env))) {
                 ++_counters.fan_out_envelopes;
                 _counters.notifications += count;
@@ -652,6 +660,47 @@ void PubsubService::notify(const Node& n, std::string event_xml, const std::vect
     };
     send_all(by_shard, {});
     send_all(implicit, n.name);
+}
+
+const PubsubService::FanOutGroups& PubsubService::subscriber_groups(const Node& n) const {
+    FanOutGroups& groups = n.fan_out_groups;
+    auto notified = [](const Subscription& s) { return s.state == SubState::subscribed && s.deliver; };
+    // Still the same subscribers, in the same order? Then the shared lists are reused as they are.
+    std::size_t k = 0;
+    bool same = true;
+    for (const auto& s : n.subscriptions) {
+        if (!notified(s)) continue;
+        if (k == groups.order.size()) {
+            same = false;
+            break;
+        }
+        const auto [group, at] = groups.order[k++];
+        if ((*groups.by_shard[group].second)[at] != s.jid) {
+            same = false;
+            break;
+        }
+    }
+    if (same && k == groups.order.size()) return groups;
+    // Rebuilt: new lists (envelopes in flight keep the old ones, which nobody changes).
+    std::map<router::ShardId, std::vector<std::string>> lists;
+    std::vector<std::pair<router::ShardId, std::uint32_t>> where;
+    for (const auto& s : n.subscriptions) {
+        if (!notified(s)) continue;
+        const router::ShardId shard = _shard.router.home_of(bare_of(s.jid));
+        auto& list = lists[shard];
+        where.emplace_back(shard, static_cast<std::uint32_t>(list.size()));
+        list.push_back(s.jid);
+    }
+    FanOutGroups fresh;
+    std::map<router::ShardId, std::uint32_t> index;
+    for (auto& [shard, list] : lists) {
+        index[shard] = static_cast<std::uint32_t>(fresh.by_shard.size());
+        fresh.by_shard.emplace_back(shard, std::make_shared<const std::vector<std::string>>(std::move(list)));
+    }
+    fresh.order.reserve(where.size());
+    for (const auto& [shard, at] : where) fresh.order.emplace_back(index[shard], at);
+    groups = std::move(fresh);
+    return groups;
 }
 
 void PubsubService::send_last_items(std::string_view owner, std::string_view full_jid,

@@ -132,6 +132,15 @@ public:
     void forget_account(std::string_view bare);
 
 private:
+    // A node's notified subscribers grouped by home shard (DESIGN §2), the lists shared with the
+    // fan-out envelopes (router::FanOut::recipients) and reused by every publish.
+    using RecipientGroups = std::vector<std::pair<router::ShardId, std::shared_ptr<const std::vector<std::string>>>>;
+    struct FanOutGroups {
+        RecipientGroups by_shard;
+        // For each notified subscription, in Node::subscriptions order: its group and position
+        // in by_shard. What checks the groups against the subscriptions (subscriber_groups).
+        std::vector<std::pair<std::uint32_t, std::uint32_t>> order;
+    };
     struct Node {
         std::string service;
         std::string name;
@@ -147,6 +156,10 @@ private:
         // A write failed: the cache may be ahead of the store. Dropped from the cache (and
         // reloaded from the store on next use) once `unsynced` is zero.
         bool stale = false;
+        // Built by subscriber_groups() on publish; never trusted blindly: checked against
+        // `subscriptions` each time (one comparison per subscriber, no allocation) and rebuilt
+        // when any of them changed.
+        mutable FanOutGroups fan_out_groups;
     };
     struct Request;
 
@@ -209,6 +222,8 @@ private:
     // Sends <message from=service type=headline> + `event_xml` to every subscribed JID
     // (or `only`, when given), one fan-out envelope per destination shard.
     void notify(const Node& n, std::string event_xml, const std::vector<std::string>* only = nullptr);
+    // The subscriptions of `n` that get notifications (subscribed, pubsub#deliver), by shard.
+    const FanOutGroups& subscriber_groups(const Node& n) const;
     std::string item_event(const Node& n, const Item& item, bool with_payload) const;
     void send_authorization_request(const Node& n, const Subscription& sub);
 

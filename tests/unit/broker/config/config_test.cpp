@@ -412,7 +412,9 @@ TEST_P(NumericBounds, AcceptTheLimitsAndRejectOnePast) {
 
 INSTANTIATE_TEST_SUITE_P(
     Config, NumericBounds,
-    ::testing::Values(Bound{"general", "shards", bounds::shards}, Bound{"c2s", "port", bounds::port},
+    ::testing::Values(Bound{"general", "shards", bounds::shards},
+                      Bound{"general", "malloc_keep_free_bytes", bounds::malloc_keep_free_bytes},
+                      Bound{"c2s", "port", bounds::port},
                       Bound{"c2s", "tls_port", bounds::port},
                       Bound{"c2s", "pre_auth_timeout_ms", bounds::pre_auth_timeout_ms},
                       Bound{"c2s", "idle_timeout_ms", bounds::idle_timeout_ms},

@@ -119,7 +119,8 @@ TEST(ShardRouterServices, FanOutWritesOneMessagePerRecipientFromTheSharedPayload
     e.type = "headline";
     e.id = "n1";
     e.fan_out = std::make_shared<const FanOut>(
-        FanOut{std::make_shared<const std::string>("<event xmlns='urn:e'/>"), {a, b + "/one"}, {}});
+        FanOut{std::make_shared<const std::string>("<event xmlns='urn:e'/>"),
+               std::make_shared<const std::vector<std::string>>(std::vector<std::string>{a, b + "/one"}), {}});
     ASSERT_TRUE(t.r0.send_to(1, std::move(e)));
     EXPECT_EQ(t.r0.counters().fan_outs, 1u);
     t.drain();
@@ -146,7 +147,10 @@ TEST(ShardRouterServices, AFullMailboxRefusesAndLeavesTheEnvelopeIntact) {
     Envelope e;
     e.kind = Envelope::Kind::fan_out;
     e.from = "pubsub.localhost";
-    e.fan_out = std::make_shared<const FanOut>(FanOut{std::make_shared<const std::string>("<x/>"), {"a@localhost"}, {}});
+    e.fan_out = std::make_shared<const FanOut>(FanOut{std::make_shared<const std::string>("<x/>"),
+                                                          std::make_shared<const std::vector<std::string>>(
+                                                              std::vector<std::string>{"a@localhost"}),
+                                                          {}});
     EXPECT_FALSE(t.r0.send_to(1, std::move(e)));
     ASSERT_TRUE(e.fan_out);  // NOLINT(bugprone-use-after-move): a refused send keeps it
     EXPECT_EQ(*e.fan_out->payload, "<x/>");

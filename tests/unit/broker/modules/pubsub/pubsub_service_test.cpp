@@ -262,6 +262,41 @@ TEST(PubsubService, FanOutSendsOneEnvelopePerDestinationShard) {
     }
 }
 
+// The node's recipient lists are reused from one publish to the next: a subscriber who left
+// gets nothing more, and one who joined gets the next publish, on either shard.
+TEST(PubsubService, FanOutFollowsSubscriptionChangesBetweenPublishes) {
+    TwoShards b;
+    auto& owner = b.client_on(0, "owner");
+    const std::string node = b.node_on(0);
+    ASSERT_TRUE(is_result(b.iq(owner, "set", create(node))));
+    std::vector<FakeClient*> subs;
+    for (int i = 0; i < 4; ++i) subs.push_back(&b.client_on(static_cast<router::ShardId>(i % 2), "sub"));
+    for (int i = 0; i < 3; ++i) {
+        ASSERT_TRUE(is_result(b.iq(*subs[i], "set", subscribe(node, std::string(subs[i]->jid()->bare_view())))));
+    }
+    ASSERT_TRUE(is_result(b.iq(owner, "set", publish(node, "i1", "<t xmlns='urn:x'>1</t>"))));
+    ASSERT_TRUE(is_result(b.iq(owner, "set", publish(node, "i2", "<t xmlns='urn:x'>2</t>"))));
+    // subs[1] leaves, subs[3] joins.
+    const std::string bare1(subs[1]->jid()->bare_view());
+    ASSERT_TRUE(is_result(b.iq(*subs[1], "set",
+                               "<pubsub xmlns='http://jabber.org/protocol/pubsub'><unsubscribe node='" + node +
+                                   "' jid='" + bare1 + "'/></pubsub>")));
+    // The newcomer's result may be followed by the last published item (§6.1.7).
+    (void)b.iq(*subs[3], "set", subscribe(node, std::string(subs[3]->jid()->bare_view())));
+    ASSERT_TRUE(std::any_of(subs[3]->out.begin(), subs[3]->out.end(), is_result));
+    for (auto* s : subs) s->out.clear();
+    ASSERT_TRUE(is_result(b.iq(owner, "set", publish(node, "i3", "<t xmlns='urn:x'>3</t>"))));
+    auto got_i3 = [](const FakeClient& c) {
+        return std::count_if(c.out.begin(), c.out.end(), [](const std::string& m) {
+            return has(m, "<message from='pubsub.localhost'") && has(m, "<item id='i3'>");
+        });
+    };
+    EXPECT_EQ(got_i3(*subs[0]), 1);
+    EXPECT_EQ(got_i3(*subs[1]), 0);
+    EXPECT_EQ(got_i3(*subs[2]), 1);
+    EXPECT_EQ(got_i3(*subs[3]), 1);
+}
+
 TEST(PubsubService, PayloadLimitAtTheLimitAndOnePast) {
     PubsubOptions o;
     o.max_payload_bytes = 256;
