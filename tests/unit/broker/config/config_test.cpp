@@ -466,7 +466,7 @@ TEST(NumericBounds, CoverEveryIntegerOption) {
             if (e.message() == "must be an integer (got a string)") ++numeric;
         }
     }
-    EXPECT_EQ(numeric, 51u);  // booleans such as modules.mam are not counted
+    EXPECT_EQ(numeric, 52u);  // booleans such as modules.mam are not counted
 }
 
 // --- files on disk ---
