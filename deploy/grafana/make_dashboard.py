@@ -92,6 +92,8 @@ ROWS = [
         ("Publishes refused by the per-account rate per second", "ops", [rate("starling_pubsub_rate_limited_total")]),
         ("Fan-out size (recipients per notified event)", "short", quantiles("starling_pubsub_fan_out_size")),
         ("Store write latency (staged to durable)", "s", quantiles("starling_pubsub_store_write_seconds")),
+        ("Roster changes refused (waiting for the disk) and not stored, per second", "ops",
+         [rate("starling_roster_refused_total"), rate("starling_roster_storage_errors_total")]),
         ("Administration commands (XEP-0133) per second, by outcome", "ops",
          [rate("starling_adhoc_commands_total", "outcome")]),
         ("Client capabilities (XEP-0115): queries, cache hits, unverified answers per second", "ops",

@@ -52,6 +52,7 @@ void RosterModule::install(ModuleContext& ctx) {
     ctx.add_counter("starling_roster_refused_total",
                     "Roster changes refused because roster.max_pending_changes wait for the disk", {},
                     &_counters.refused_pending);
+    ctx.on_account_deleted([this](std::string_view bare) { _store->forget(bare); });
     ctx.on_iq(IqType::get, k_ns_roster, "query", [this](IqEvent& ev) {
         on_get(ev);
         return Handled::yes;

@@ -54,6 +54,14 @@ std::optional<std::string> RosterStore::get(storage::Column c, const std::string
     return value;
 }
 
+void RosterStore::forget(std::string_view owner) {
+    if (_writer == nullptr) return;
+    for (const auto& item : load_all(owner)) {
+        (void)_writer->erase(storage::Column::rosters, item_key(owner, item.jid), storage::Durability::logged);
+    }
+    (void)_writer->erase(storage::Column::meta, version_key(owner), storage::Durability::logged);
+}
+
 std::vector<RosterItem> RosterStore::load_all(std::string_view owner) const {
     std::string prefix(owner);
     prefix += '\0';

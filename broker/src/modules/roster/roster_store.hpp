@@ -51,6 +51,9 @@ public:
     // Removes the item entirely (roster remove, §2.5) and bumps the version.
     std::optional<std::uint64_t> erase(std::string_view owner, std::string_view contact);
 
+    // The account `owner` was deleted (its records are gone from RocksDB): with a writer, what
+    // this shard still has staged for it is erased behind those writes.
+    void forget(std::string_view owner);
     // Whether this shard has roster writes for `owner` staged or in flight (not yet durable).
     bool has_staged(std::string_view owner) const;
 
