@@ -429,15 +429,22 @@ if errs:
         print(f"- {k}: {v}")
 PY
 cat "$work/summary.md"
-cp "$work/summary.md" "$repo/bench/reconnect/last-summary.md" 2>/dev/null || true
 if [[ $UPDATE_RESULTS == 1 ]]; then
+  # A new section above the newest one (RESULTS.md is newest first).
   {
-    echo "## TLS reconnects: full logins, resumed reconnects, a storm (issue 13), $(date -u +%Y-%m-%d)"
+    echo "## TLS reconnects: full logins, resumed reconnects, a storm (issue 13), $(date -u +'%Y-%m-%d %H:%M') UTC"
     echo
-    echo "Command: \`USERS=$USERS DURATION=$DURATION RUNS=$RUNS DEVICES=$DEVICES WINDOW=$WINDOW${BEFORE:+ BEFORE=$BEFORE} bench/run-reconnect-bench.sh\`"
+    echo "\`USERS=$USERS DURATION=$DURATION RUNS=$RUNS DEVICES=$DEVICES WINDOW=$WINDOW${BEFORE:+ BEFORE=$BEFORE} bench/run-reconnect-bench.sh\`"
     echo
     cat "$work/summary.md"
     echo
-    cat "$repo/bench/RESULTS.md"
-  } >"$work/RESULTS.new" && mv "$work/RESULTS.new" "$repo/bench/RESULTS.md"
+  } >"$work/section.md"
+  "$PYTHON" - "$repo/bench/RESULTS.md" "$work/section.md" <<'PY'
+import sys
+path, section = sys.argv[1], open(sys.argv[2]).read()
+text = open(path).read()
+at = text.find("\n## ")
+text = text + "\n" + section if at < 0 else text[:at + 1] + section + "\n" + text[at + 1:]
+open(path, "w").write(text)
+PY
 fi
