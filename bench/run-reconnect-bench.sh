@@ -225,7 +225,7 @@ wait_port() { # PORT PID NAME
   return 1
 }
 
-start_server() { # NAME LOG
+start_server() { # NAME LOG [ATTEMPT]
   local name=$1 logf=$2 port
   server_name=$name
   case $name in
@@ -248,7 +248,18 @@ start_server() { # NAME LOG
       server_pid=$!
       ;;
   esac
-  wait_port "$port" "$server_pid" "$name" || { tail -30 "$logf" >&2; exit 1; }
+  if ! wait_port "$port" "$server_pid" "$name"; then
+    # Our port can be held for up to 60 s by someone's client socket in TIME-WAIT (the port is
+    # in the ephemeral range): start again until it binds (compare/run.sh does the same).
+    if grep -qiE 'address already in use|eaddrinuse|Failed to open server port' "$logf" && ((${3:-0} < 40)); then
+      kill_tree "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
+      log "$name could not bind port $port; retrying in 2 s"
+      sleep 2
+      start_server "$name" "$logf" $((${3:-0} + 1))
+      return
+    fi
+    tail -30 "$logf" >&2; exit 1
+  fi
   if [[ $name == ejabberd ]]; then
     measure_pid=
     for p in $(descendants "$server_pid"); do [[ $(cat /proc/"$p"/comm 2>/dev/null) == beam.smp ]] && measure_pid=$p; done
