@@ -387,7 +387,7 @@ for tag, label in rows:
     for s in servers:
         ds = [d for n, d in data if n == s]
         if not ds:
-            cells.append("-")
+            cells.append("no SASL2" if tag.endswith("sasl2") and not s.startswith("starling") else "-")
             continue
         pc = med([d["logins"]["logins_per_server_cpu_s"] for d in ds])
         wall = med([d["logins"]["rate_per_s"] for d in ds])
