@@ -82,8 +82,8 @@ Options:
   --auth A             reconnect: legacy (RFC 6120 SASL SCRAM + restart + bind, default) or sasl2
                        (XEP-0388 SASL2 + Bind2 + XEP-0484 FAST where offered, else legacy)
   --tls-version V      reconnect: 1.2, 1.3 or any (default any: TLS 1.2 to 1.3)
-  --tls-psk-only       reconnect: offer psk_ke too on TLS 1.3 resumption (no ECDHE if the server
-                       agrees; OpenSSL's SSL_OP_ALLOW_NO_DHE_KEX)
+  --tls-psk-only       reconnect: offer psk_ke beside psk_dhe_ke on TLS 1.3 resumption (OpenSSL's
+                       SSL_OP_ALLOW_NO_DHE_KEX; an OpenSSL 3.0 server still picks DHE when offered)
   --storm-cut WHO      reconnect storm: client (default: we close every link at once) or server
                        (wait until the server drops them, e.g. a restart by the calling script)
   --ready-file FILE    reconnect storm: written once every device is bound (the script's cue)

@@ -73,7 +73,7 @@ struct Options {
     ReconnectMode reconnect_mode = ReconnectMode::resume;
     ReconnectAuth reconnect_auth = ReconnectAuth::legacy;
     std::string tls_version = "any";  // "1.2", "1.3" or "any" (the OpenSSL client's range)
-    bool tls_psk_only = false;        // TLS 1.3 resumption: also offer psk_ke (no ECDHE)
+    bool tls_psk_only = false;        // TLS 1.3 resumption: also offer psk_ke (beside psk_dhe_ke)
     bool storm_cut_server = false;    // storm: wait for the server to drop the links
     std::string ready_file;           // storm: written when all devices are bound
     std::uint32_t storm_retry_ms = 100;  // storm: pause after a failed reconnect attempt
