@@ -377,8 +377,9 @@ print(f"Runs: {runs} (medians); {users} devices looping for {duration} s per row
       f"starling-loadgen (OpenSSL 3 client, STARTTLS) on core 1; load average {la0} -> {la1}; git {git}.\n")
 print("Logins per second of server CPU (= per core), median; in brackets: wall-clock logins/s, "
       "server CPU us per login, share of TLS resumed; failures summed over the runs.\n")
-print("| login | " + " | ".join(servers) + " | " + " | ".join(f"starling/{p}" for p in servers if not p.startswith("starling")) + " |")
-print("|---|" + "---:|" * (len(servers) + len([p for p in servers if not p.startswith("starling")])))
+peers = [p for p in servers if not p.startswith("starling")]
+print("| login | " + " | ".join(servers + [f"starling/{p}" for p in peers]) + " |")
+print("|---|" + "---:|" * (len(servers) + len(peers)))
 for tag, label in rows:
     data = load(tag)
     if not data:
@@ -408,7 +409,7 @@ for tag, label in rows:
         if peer is None and tag.endswith("sasl2"):
             peer = med([d["logins"]["logins_per_server_cpu_s"] for n, d in load(tag.replace("sasl2", "legacy")) if n == p])
         ratios.append(f"{base / peer:.1f}x" if base and peer else "-")
-    print(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    print(f"| {label} | " + " | ".join(cells + ratios) + " |")
 storm = load("storm")
 if storm:
     print(f"\nStorm: {devices} devices bound over STARTTLS, all links cut at once by the client, all reconnect "

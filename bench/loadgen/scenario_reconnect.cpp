@@ -100,12 +100,13 @@ struct Stats {
     std::uint64_t fast = 0;           // of `ok`: logged in with a FAST token
     std::uint64_t tickets = 0;        // session tickets received (all connections)
     std::uint64_t retries = 0;        // storm: attempts after a failed one
+    std::uint64_t unfinished = 0;     // logins under way when the run ended (not counted)
     std::map<std::string, std::uint64_t> errors;
     Histogram latency;                // per login: connect -> bound (ns)
     Histogram storm_latency;          // per device: link lost -> bound again (ns)
     void merge(const Stats& o) {
         ok += o.ok; failed += o.failed; tls_resumed += o.tls_resumed; tls_offered += o.tls_offered;
-        fast += o.fast; tickets += o.tickets; retries += o.retries;
+        fast += o.fast; tickets += o.tickets; retries += o.retries; unfinished += o.unfinished;
         for (const auto& [k, v] : o.errors) errors[k] += v;
         latency.merge(o.latency);
         storm_latency.merge(o.storm_latency);
@@ -277,6 +278,8 @@ public:
 
     // End of the run: no new attempts; pending waits and timers complete as aborted.
     void stop() {
+        // A login still under way when the run ends is neither done nor failed: reported apart.
+        if (_phase != Phase::idle && _phase != Phase::online) ++_t.stats.unfinished;
         _stopped = true;
         drop_connection();
         ++_gen;
@@ -1167,6 +1170,7 @@ int run_reconnect(const Options& opt) {
         .field("tls_resumed", total.tls_resumed)
         .field("fast", total.fast)
         .field("tickets_received", total.tickets)
+        .field("unfinished_at_end", total.unfinished)
         .field("server_cpu_s", server_cpu_s)
         .field("server_cpu_us_per_login", total.ok > 0 ? server_cpu_s * 1e6 / static_cast<double>(total.ok) : 0.0)
         .field("logins_per_server_cpu_s", server_cpu_s > 0 ? static_cast<double>(total.ok) / server_cpu_s : 0.0)
