@@ -20,6 +20,8 @@
 # saturate it. The wall-clock rate is printed beside it.
 #
 # Environment (defaults): USERS=64 DURATION=10 RUNS=3 DEVICES=15000 WINDOW=256 STORM=1
+#   STORM_CUT=client (server: the script stops and starts the server under the bound devices;
+#   Starling's FAST tokens survive, TLS tickets do not, their keys are in memory only)
 #   SERVERS="starling prosody ejabberd"  STARLINGD= STARLINGCTL= LOADGEN= (default: in BUILD_DIR)
 #   BEFORE=/path/to/starlingd (adds a "starling-before"
 #   column: the same runs against that binary)  KEEP=0  PORT_BASE=36322  SKIP_INSTALL=1
@@ -35,6 +37,7 @@ RUNS=${RUNS:-3}
 DEVICES=${DEVICES:-15000}
 WINDOW=${WINDOW:-256}
 STORM=${STORM:-1}
+STORM_CUT=${STORM_CUT:-client}
 SERVERS=${SERVERS:-"starling prosody ejabberd"}
 KEEP=${KEEP:-0}
 PORT_BASE=${PORT_BASE:-36322}
@@ -232,7 +235,7 @@ start_server() { # NAME LOG [ATTEMPT]
     starling|starling-before)
       port=$port_starling
       local bin=$starlingd; [[ $name == starling-before ]] && bin=$BEFORE
-      rm -rf "$work/starling/data"; cp -a "$work/starling/template" "$work/starling/data"
+      if [[ ${keep_data:-0} != 1 ]]; then rm -rf "$work/starling/data"; cp -a "$work/starling/template" "$work/starling/data"; fi
       taskset -c 0 "$bin" --config "$work/starling/bench.toml" --data-dir "$work/starling/data" \
         --c2s-port "$port" --c2s-tls-port 0 --metrics-port 0 --shards 1 --log-level warn >"$logf" 2>&1 &
       server_pid=$! measure_pid=$!
@@ -341,8 +344,21 @@ for run in $(seq "$RUNS"); do
       loadgen_run "$s-r$run-full-sasl2" --mode full --auth sasl2 --users "$USERS" --duration "$DURATION" --timeout $((DURATION + 120))
       loadgen_run "$s-r$run-resume-sasl2" --mode resume --auth sasl2 --users "$USERS" --duration "$DURATION" --timeout $((DURATION + 120))
     fi
-    if [[ $STORM == 1 ]]; then
+    if [[ $STORM == 1 && $STORM_CUT == client ]]; then
       loadgen_run "$s-r$run-storm" --mode storm --auth sasl2 --sasl scram-sha-1 --users "$DEVICES" --connect-window "$WINDOW" --timeout 900
+    elif [[ $STORM == 1 ]]; then
+      # The server is restarted under the bound devices: stop it once all are bound, start it
+      # again; the devices retry (connection refused meanwhile) until they are bound again.
+      rm -f "$work/ready"
+      loadgen_run "$s-r$run-storm" --mode storm --storm-cut server --ready-file "$work/ready" --auth sasl2 \
+        --sasl scram-sha-1 --users "$DEVICES" --connect-window "$WINDOW" --timeout 900 &
+      storm_lg=$!
+      while [[ ! -f $work/ready ]] && kill -0 "$storm_lg" 2>/dev/null; do sleep 0.2; done
+      if [[ -f $work/ready ]]; then
+        stop_server "$work/logs/$s-r$run.server.log"
+        keep_data=1 start_server "$s" "$work/logs/$s-r$run.restarted.server.log"  # same store: tokens kept
+      fi
+      wait "$storm_lg" || true
     fi
     stop_server "$work/logs/$s-r$run.server.log"
     sleep 1
@@ -351,7 +367,7 @@ done
 loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- summary
-"$PYTHON" - "$work/json" "$RUNS" "$SERVERS" "$USERS" "$DEVICES" "$WINDOW" "$DURATION" "$loadavg_before" "$loadavg_after" \
+STORM_CUT=$STORM_CUT "$PYTHON" - "$work/json" "$RUNS" "$SERVERS" "$USERS" "$DEVICES" "$WINDOW" "$DURATION" "$loadavg_before" "$loadavg_after" \
   "$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)" >"$work/summary.md" <<'PY'
 import glob, json, os, re, statistics, sys
 jdir, runs, servers, users, devices, window, duration, la0, la1, git = sys.argv[1:]
@@ -412,7 +428,9 @@ for tag, label in rows:
     print(f"| {label} | " + " | ".join(cells + ratios) + " |")
 storm = load("storm")
 if storm:
-    print(f"\nStorm: {devices} devices bound over STARTTLS, all links cut at once by the client, all reconnect "
+    cut = ("the server stopped and started again by the script (server CPU not measured: another process)"
+           if os.environ.get("STORM_CUT") == "server" else "all links cut at once by the client")
+    print(f"\nStorm: {devices} devices bound over STARTTLS, {cut}, all reconnect "
           f"with {window} logins in flight (TLS resumption + SASL2 FAST where offered, else RFC 6120 SCRAM-SHA-1); "
           "median over runs.\n")
     print("| server | bound again | all bound after (s) | p50 per device (ms) | p99 per device (ms) | TLS resumed | FAST | "
