@@ -28,6 +28,12 @@ Scenarios:
             subscribed in-band first (RFC 6121 §3) unless --skip-subscribe; then sessions send
             presence updates at --rate in total for --duration seconds; report notifications/s,
             latency, lost/duplicated (each update is expected by its --neighbours*2 contacts)
+  reconnect TLS reconnects with an OpenSSL client (--tls starttls or direct): --mode full (each
+            login a full handshake + SCRAM), resume (one full login per device, then each login
+            offers the TLS session and, with --auth sasl2, a FAST token) for --duration s with
+            --users devices looping; or storm (all bound, links cut, all reconnect with
+            --connect-window per thread in flight); report logins/s, server CPU per login,
+            resumed handshakes, failures, per-device time to be bound again (p50/p99)
 
 Options:
   --host ADDR          server address (default 127.0.0.1)
@@ -72,6 +78,16 @@ Options:
                        node). Sessions 0..P-1 publish, the others subscribe.
   --neighbours K       presence: contacts on each side of a user (default 4)
   --skip-subscribe     presence: the rosters are provisioned already (no subscribe phase)
+  --mode M             reconnect: full, resume or storm (default resume)
+  --auth A             reconnect: legacy (RFC 6120 SASL SCRAM + restart + bind, default) or sasl2
+                       (XEP-0388 SASL2 + Bind2 + XEP-0484 FAST where offered, else legacy)
+  --tls-version V      reconnect: 1.2, 1.3 or any (default any: TLS 1.2 to 1.3)
+  --tls-psk-only       reconnect: offer psk_ke beside psk_dhe_ke on TLS 1.3 resumption (OpenSSL's
+                       SSL_OP_ALLOW_NO_DHE_KEX; an OpenSSL 3.0 server still picks DHE when offered)
+  --storm-cut WHO      reconnect storm: client (default: we close every link at once) or server
+                       (wait until the server drops them, e.g. a restart by the calling script)
+  --ready-file FILE    reconnect storm: written once every device is bound (the script's cue)
+  --storm-retry-ms N   reconnect storm: pause after a failed attempt (default 100)
   -h, --help           this text
 
 Output: progress on stderr (one live line on a terminal, else a line every 5 s), the JSON
@@ -107,6 +123,7 @@ const char* to_string(Scenario s) noexcept {
         case Scenario::registration: return "register";
         case Scenario::pubsub: return "pubsub";
         case Scenario::presence: return "presence";
+        case Scenario::reconnect: return "reconnect";
     }
     return "?";
 }
@@ -143,6 +160,7 @@ bool parse_options(int argc, char** argv, Options& o) {
         if (a == "--tls-verify") { o.tls_verify = true; continue; }
         if (a == "--sm") { o.sm = true; continue; }
         if (a == "--skip-subscribe") { o.skip_subscribe = true; continue; }
+        if (a == "--tls-psk-only") { o.tls_psk_only = true; continue; }
         if (a.starts_with("--")) {
             if (i + 1 >= argc) throw UsageError(std::string(a) + " needs a value");
             const std::string_view v = argv[++i];
@@ -187,6 +205,28 @@ bool parse_options(int argc, char** argv, Options& o) {
             else if (a == "--subscribers-per-node") o.subscribers_per_node = parse_number<std::uint32_t>(a, v);
             else if (a == "--publishers") o.publishers = parse_number<std::uint32_t>(a, v);
             else if (a == "--neighbours") o.neighbours = parse_number<std::uint32_t>(a, v);
+            else if (a == "--mode") {
+                if (v == "full") o.reconnect_mode = ReconnectMode::full;
+                else if (v == "resume") o.reconnect_mode = ReconnectMode::resume;
+                else if (v == "storm") o.reconnect_mode = ReconnectMode::storm;
+                else throw UsageError("--mode: one of full, resume, storm");
+            }
+            else if (a == "--auth") {
+                if (v == "legacy") o.reconnect_auth = ReconnectAuth::legacy;
+                else if (v == "sasl2") o.reconnect_auth = ReconnectAuth::sasl2;
+                else throw UsageError("--auth: one of legacy, sasl2");
+            }
+            else if (a == "--tls-version") {
+                if (v != "1.2" && v != "1.3" && v != "any") throw UsageError("--tls-version: one of 1.2, 1.3, any");
+                o.tls_version = v;
+            }
+            else if (a == "--storm-cut") {
+                if (v == "client") o.storm_cut_server = false;
+                else if (v == "server") o.storm_cut_server = true;
+                else throw UsageError("--storm-cut: one of client, server");
+            }
+            else if (a == "--ready-file") o.ready_file = v;
+            else if (a == "--storm-retry-ms") o.storm_retry_ms = parse_number<std::uint32_t>(a, v);
             else throw UsageError("unknown option " + std::string(a));
             continue;
         }
@@ -196,10 +236,11 @@ bool parse_options(int argc, char** argv, Options& o) {
         else if (a == "register") o.scenario = Scenario::registration;
         else if (a == "pubsub") o.scenario = Scenario::pubsub;
         else if (a == "presence") o.scenario = Scenario::presence;
-        else throw UsageError("unknown scenario \"" + std::string(a) + "\" (connect, chat, register, pubsub, presence)");
+        else if (a == "reconnect") o.scenario = Scenario::reconnect;
+        else throw UsageError("unknown scenario \"" + std::string(a) + "\" (connect, chat, register, pubsub, presence, reconnect)");
         have_scenario = true;
     }
-    if (!have_scenario) throw UsageError("a scenario is required (connect, chat, register, pubsub, presence)");
+    if (!have_scenario) throw UsageError("a scenario is required (connect, chat, register, pubsub, presence, reconnect)");
     if (o.users == 0) throw UsageError("--users must be at least 1");
     if (o.scenario == Scenario::chat && o.users < 2) throw UsageError("chat needs at least 2 --users");
     if (o.threads == 0 || o.threads > 256) throw UsageError("--threads must be 1..256");
@@ -216,6 +257,10 @@ bool parse_options(int argc, char** argv, Options& o) {
             throw UsageError("--subscribers-per-node must not exceed --users minus --publishers");
         }
         if (o.pubsub_service.empty()) o.pubsub_service = "pubsub." + o.domain;
+    }
+    if (o.scenario == Scenario::reconnect) {
+        if (o.mechanism == Mechanism::plain) throw UsageError("reconnect: --sasl scram-sha-1, scram-sha-256 or auto");
+        if (o.storm_cut_server && o.reconnect_mode != ReconnectMode::storm) throw UsageError("--storm-cut: only with --mode storm");
     }
     if (o.scenario == Scenario::presence) {
         if (o.neighbours == 0) throw UsageError("--neighbours must be at least 1");

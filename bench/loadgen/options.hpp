@@ -9,7 +9,13 @@
 namespace starling::loadgen {
 
 // `registration` is the `register` scenario (a C++ keyword).
-enum class Scenario : std::uint8_t { connect, chat, registration, pubsub, presence };
+enum class Scenario : std::uint8_t { connect, chat, registration, pubsub, presence, reconnect };
+// reconnect: every login a full TLS handshake, every login resumed (after one full login per
+// device), or a storm (all bound, links cut, all come back).
+enum class ReconnectMode : std::uint8_t { full, resume, storm };
+// reconnect: RFC 6120 SASL + restart + bind, or XEP-0388 SASL2 + Bind2 (+ XEP-0484 FAST when
+// offered) where the server offers SASL2 (else the RFC 6120 way).
+enum class ReconnectAuth : std::uint8_t { legacy, sasl2 };
 // Transport under XMPP: plain TCP, STARTTLS (RFC 6120 §5), or TLS from the first byte
 // (XEP-0368).
 enum class TlsMode : std::uint8_t { none, starttls, direct };
@@ -63,6 +69,14 @@ struct Options {
     // presence.
     std::uint32_t neighbours = 4;     // K: user i is subscribed both ways with i+1..i+K mod N
     bool skip_subscribe = false;      // rosters provisioned out of band
+    // reconnect.
+    ReconnectMode reconnect_mode = ReconnectMode::resume;
+    ReconnectAuth reconnect_auth = ReconnectAuth::legacy;
+    std::string tls_version = "any";  // "1.2", "1.3" or "any" (the OpenSSL client's range)
+    bool tls_psk_only = false;        // TLS 1.3 resumption: also offer psk_ke (beside psk_dhe_ke)
+    bool storm_cut_server = false;    // storm: wait for the server to drop the links
+    std::string ready_file;           // storm: written when all devices are bound
+    std::uint32_t storm_retry_ms = 100;  // storm: pause after a failed reconnect attempt
 };
 
 // Throws UsageError. Returns false when --help was asked (usage already printed).

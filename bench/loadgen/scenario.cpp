@@ -166,6 +166,7 @@ int run_scenario(const Options& opt) {
         case Scenario::registration: return run_register(opt);
         case Scenario::pubsub: return run_pubsub(opt);
         case Scenario::presence: return run_presence(opt);
+        case Scenario::reconnect: return run_reconnect(opt);
         case Scenario::connect:
         case Scenario::chat: break;
     }

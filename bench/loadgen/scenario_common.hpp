@@ -183,6 +183,7 @@ std::uint64_t count_below(const std::vector<std::uint64_t>& bits, std::uint64_t 
 // The scenario runners beside run_scenario's connect and chat.
 int run_register(const Options& opt);
 int run_pubsub(const Options& opt);
+int run_reconnect(const Options& opt);  // scenario_reconnect.cpp
 int run_presence(const Options& opt);
 
 }  // namespace starling::loadgen

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """starling-loadgen against a real starlingd: it provisions accounts in-band (XEP-0077), logs
-them in over plain TCP and STARTTLS, and its chat and presence scenarios lose nothing.
+them in over plain TCP and STARTTLS, its chat and presence scenarios lose nothing, and its
+reconnect scenario resumes TLS, uses FAST tokens and never counts a failed login.
 
 Short runs only: this checks that the generator's protocol flows work end to end, not the
 broker's speed (bench/run-broker-bench.sh does that). Skipped when the loadgen is not built
@@ -90,6 +91,55 @@ async def test_presence_over_starttls_reaches_every_contact(t):
     p = j["presence"]
     assert p["lost"] == 0 and p["duplicates"] == 0 and p["non_neighbour_receipts"] == 0, p
     assert p["delivered"] == p["notifications_expected"] == 4 * p["sent"], p
+
+
+@harness.timeout(120)
+async def test_reconnect_resumes_tls_and_uses_fast_tokens_and_survives_a_storm(t):
+    # issue 13: the reconnect scenario's OpenSSL client over STARTTLS. Every resumed login
+    # offers the ticket of the device's last connection: the broker must take all of them
+    # (a fresh ticket per resumption) and every login must use the FAST token it was given.
+    s = await server(t)
+    prefix = harness.unique("lgr")
+    rc, j = await loadgen(s, "register", "--users", "12", "--prefix", prefix, "--password", "pw")
+    assert rc == 0, j
+    common = ("--prefix", prefix, "--password", "pw", "--tls", "starttls")
+    rc, j = await loadgen(s, "reconnect", "--mode", "resume", "--auth", "sasl2", "--users", "4",
+                          "--duration", "1", *common)
+    assert rc == 0, j
+    lg = j["logins"]
+    assert lg["ok"] >= 4 and lg["failed"] == 0, j
+    assert lg["tls_offered"] == lg["ok"] and lg["tls_resumed"] == lg["ok"], lg
+    assert lg["fast"] == lg["ok"], lg
+    assert j["tls_negotiated"].startswith("TLSv1.3"), j["tls_negotiated"]
+    # RFC 6120 SCRAM + bind with full handshakes: nothing resumed, nothing failed.
+    rc, j = await loadgen(s, "reconnect", "--mode", "full", "--auth", "legacy", "--users", "4",
+                          "--duration", "1", *common)
+    assert rc == 0, j
+    assert j["logins"]["ok"] >= 4 and j["logins"]["failed"] == 0 and j["logins"]["tls_resumed"] == 0, j["logins"]
+    assert j["auth_used"].startswith("legacy SCRAM"), j["auth_used"]
+    # A storm: 12 devices bound, links cut, all bound again, resumed and with FAST.
+    rc, j = await loadgen(s, "reconnect", "--mode", "storm", "--auth", "sasl2", "--users", "12",
+                          "--connect-window", "4", *common)
+    assert rc == 0, j
+    st = j["storm"]
+    assert (st["devices"], st["links_lost"], st["bound_again"], st["not_bound"]) == (12, 12, 12, 0), st
+    assert j["logins"]["tls_resumed"] == 12 and j["logins"]["fast"] == 12, j["logins"]
+    assert st["per_device"]["count"] == 12, st
+
+
+@harness.timeout(60)
+async def test_reconnect_never_counts_a_failed_login(t):
+    # A wrong password: every attempt fails (by reason), none is a login, the exit status is 1.
+    # The broker answers a failed SASL exchange after auth_failure_delay_ms (1 s): 3 s of trying.
+    s = await server(t)
+    prefix = harness.unique("lgw")
+    rc, j = await loadgen(s, "register", "--users", "2", "--prefix", prefix, "--password", "pw")
+    assert rc == 0, j
+    rc, j = await loadgen(s, "reconnect", "--mode", "full", "--users", "2", "--duration", "3",
+                          "--prefix", prefix, "--password", "wrong", "--tls", "starttls")
+    assert rc == 1, j
+    assert j["logins"]["ok"] == 0 and j["logins"]["failed"] > 0, j["logins"]
+    assert any(k.startswith("sasl failure") for k in j["errors"]), j["errors"]
 
 
 if __name__ == "__main__":

@@ -298,7 +298,11 @@ int ticket_key_cb(SSL* ssl, unsigned char key_name[16], unsigned char* iv, EVP_C
         auto found = ctx->tickets->find(std::span<const std::uint8_t, 16>(key_name, 16));
         if (!found) return 0;  // unknown or retired key: full handshake
         key = found->first;
-        result = found->second ? 1 : 2;  // 2: sealed with the previous key, issue a fresh ticket
+        // 2: issue a fresh ticket. For a ticket sealed with the previous key, and on every TLS 1.3
+        // resumption: RFC 8446 §C.4 tells clients not to use a ticket twice (OpenSSL's client
+        // does not), and OpenSSL's server sends none after a resumed 1.3 handshake unless told,
+        // so without it every other reconnect of such a device was a full handshake.
+        result = (found->second && SSL_version(ssl) != TLS1_3_VERSION) ? 1 : 2;
     }
     char digest[] = "SHA256";
     OSSL_PARAM params[] = {

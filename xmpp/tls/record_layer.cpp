@@ -28,13 +28,32 @@ constexpr std::size_t k_tls13_cipher_max = k_record_plain_max + 256;
 struct ThreadCiphers {
     EVP_CIPHER* cipher[3] = {};
     EVP_CIPHER_CTX* ctx[3] = {};
+    // HKDF-Expand-Label of the TLS 1.3 traffic keys (every handshake): HMAC-SHA-256 and -384
+    // contexts with their digest set once; HMAC() would fetch HMAC and the digest each call.
+    EVP_MAC* hmac = nullptr;
+    EVP_MAC_CTX* hmac_ctx[2] = {};
     ThreadCiphers() {
         cipher[0] = EVP_CIPHER_fetch(nullptr, "AES-128-GCM", nullptr);
         cipher[1] = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
         cipher[2] = EVP_CIPHER_fetch(nullptr, "ChaCha20-Poly1305", nullptr);
         for (auto& c : ctx) c = EVP_CIPHER_CTX_new();
+        hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+        const char* digests[2] = {"SHA256", "SHA384"};
+        for (int i = 0; i < 2 && hmac != nullptr; ++i) {
+            hmac_ctx[i] = EVP_MAC_CTX_new(hmac);
+            const OSSL_PARAM params[] = {
+                OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>(digests[i]), 0),
+                OSSL_PARAM_construct_end(),
+            };
+            if (hmac_ctx[i] != nullptr && EVP_MAC_CTX_set_params(hmac_ctx[i], params) != 1) {
+                EVP_MAC_CTX_free(hmac_ctx[i]);
+                hmac_ctx[i] = nullptr;
+            }
+        }
     }
     ~ThreadCiphers() {
+        for (auto* c : hmac_ctx) EVP_MAC_CTX_free(c);
+        EVP_MAC_free(hmac);
         for (auto* c : ctx) EVP_CIPHER_CTX_free(c);
         for (auto* c : cipher) EVP_CIPHER_free(c);
     }
@@ -84,12 +103,17 @@ bool expand_label(bool sha384, std::span<const std::uint8_t> secret, std::string
     info[n++] = 0;     // empty context
     info[n++] = 0x01;  // HKDF-Expand's first block counter (RFC 5869 §2.3)
     std::uint8_t block[EVP_MAX_MD_SIZE];
-    unsigned int block_len = 0;
-    if (HMAC(sha384 ? EVP_sha384() : EVP_sha256(), secret.data(), static_cast<int>(secret.size()), info, n, block,
-             &block_len) == nullptr ||
+    std::size_t block_len = 0;
+    EVP_MAC_CTX* mac = thread_ciphers().hmac_ctx[sha384 ? 1 : 0];
+    if (mac == nullptr || EVP_MAC_init(mac, secret.data(), secret.size(), nullptr) != 1 ||
+        EVP_MAC_update(mac, info, n) != 1 || EVP_MAC_final(mac, block, &block_len, sizeof block) != 1 ||
         block_len < length) {
+        OPENSSL_cleanse(block, sizeof block);
         return false;
     }
+    // The context would keep the secret's keyed HMAC state until the next handshake: re-key it.
+    static constexpr unsigned char k_nothing[1] = {0};
+    (void)EVP_MAC_init(mac, k_nothing, sizeof k_nothing, nullptr);
     std::memcpy(out, block, length);
     OPENSSL_cleanse(block, sizeof block);
     return true;

@@ -296,6 +296,26 @@ TEST(OpenSslServer, TicketResumesAcrossContextsSharingKeysAndExpiresAfterTwoRota
     for (SSL_SESSION* p : {first, second, third, fourth}) SSL_SESSION_free(p);
 }
 
+// A device reconnects with the ticket of its last connection, each time. RFC 8446 §C.4: a client
+// should not use a TLS 1.3 ticket twice, so every resumed 1.3 handshake must hand out a fresh
+// one (OpenSSL's server sends none after a resumption unless the ticket callback asks).
+TEST(OpenSslServer, EveryResumedTls13HandshakeIssuesAFreshTicket) {
+    OpenSslServerContext ctx(config_for({"localhost"}));
+    bool resumed = true;
+    SSL_SESSION* last = connect_and_keep_session(ctx, &resumed);
+    EXPECT_FALSE(resumed);
+    ASSERT_NE(last, nullptr);
+    for (int i = 0; i < 4; ++i) {
+        SSL_SESSION* next = connect_and_keep_session(ctx, &resumed, last);
+        EXPECT_TRUE(resumed) << "reconnect " << i;
+        // A new ticket arrived: the client holds a new session, not the one it offered.
+        EXPECT_NE(next, last) << "reconnect " << i << ": no fresh ticket";
+        SSL_SESSION_free(last);
+        last = next;
+    }
+    SSL_SESSION_free(last);
+}
+
 TEST(OpenSslServer, Tls12TicketResumesAndDataFlowsOnTheOwnRecordLayer) {
     OpenSslServerContext ctx(config_for({"localhost"}));
     bool resumed = true;
