@@ -60,6 +60,19 @@ void BlockingModule::install(ModuleContext& ctx) {
         ctx.add_counter("starling_blocking_storage_errors_total", "Block list reads or writes that failed", {},
                         &_counters.storage_errors);
     }
+    if (auto owners = _db->owners()) {
+        for (auto& bare : *owners) {
+            if (_shard->router.home_of(bare) == _shard->shard) _with_list.insert(std::move(bare));
+        }
+        _indexed = true;
+    } else {
+        STARLING_LOG(warn, "blocking: listing block lists failed ({}); every check reads the store",
+                     storage::to_string(owners.error()));
+    }
+    ctx.on_account_deleted([this](std::string_view bare) {
+        if (auto it = _lists.find(bare); it != _lists.end()) _lists.erase(it);
+        if (auto it = _with_list.find(bare); it != _with_list.end()) _with_list.erase(it);
+    });
     ctx.on_iq(IqType::get, k_ns, "blocklist", [this](IqEvent& ev) { return on_get(ev); });
     ctx.on_iq(IqType::set, k_ns, "block", [this](IqEvent& ev) { return on_block(ev); });
     ctx.on_iq(IqType::set, k_ns, "unblock", [this](IqEvent& ev) { return on_unblock(ev); });
@@ -71,6 +84,8 @@ void BlockingModule::install(ModuleContext& ctx) {
 }
 
 const blocking::BlockList* BlockingModule::list_of(std::string_view bare_jid) {
+    static const blocking::BlockList k_none;
+    if (_indexed && !_with_list.contains(bare_jid)) return &k_none;
     if (auto it = _lists.find(bare_jid); it != _lists.end()) return &it->second;
     // Through the writer when there is one: a list staged and not yet committed is the list.
     auto loaded = [&]() -> xmpp::Result<blocking::BlockList, storage::Errc> {
@@ -216,6 +231,14 @@ Handled BlockingModule::on_unblock(IqEvent& ev) {
 // once), and `then` runs with the deferred reply once it is synced, or the reply is an error
 // and the cache forgets the list when the commit failed. Without a writer (unit tests): a synced
 // write here, and the caller answers.
+void BlockingModule::note_list(const std::string& bare, bool empty) {
+    if (empty) {
+        _with_list.erase(bare);
+    } else {
+        _with_list.insert(bare);
+    }
+}
+
 BlockingModule::Saved BlockingModule::save(const std::string& bare, blocking::BlockList next, IqEvent& ev,
                                            std::function<void(DeferredIq&)> then) {
     auto* writer = _shard->writer;
@@ -225,6 +248,7 @@ BlockingModule::Saved BlockingModule::save(const std::string& bare, blocking::Bl
             STARLING_LOG(error, "blocking: saving the block list of {} failed: {}", bare, storage::to_string(r.error()));
             return Saved::failed;
         }
+        note_list(bare, next.empty());
         _lists.insert_or_assign(bare, std::move(next));
         return Saved::now;
     }
@@ -235,6 +259,7 @@ BlockingModule::Saved BlockingModule::save(const std::string& bare, blocking::Bl
         ++_counters.storage_errors;
         return Saved::failed;
     }
+    note_list(bare, next.empty());
     _lists.insert_or_assign(bare, std::move(next));
     writer->when_durable(storage::Durability::synced,
                          [this, bare, reply = ev.defer(), then = std::move(then)](
@@ -244,6 +269,7 @@ BlockingModule::Saved BlockingModule::save(const std::string& bare, blocking::Bl
                                  STARLING_LOG(error, "blocking: saving the block list of {} failed: {}", bare,
                                               storage::to_string(r.error()));
                                  _lists.erase(bare);  // the store is what a read says now
+                                 _with_list.insert(bare);  // so the next check reads it
                                  reply.error(xmpp::StanzaError::internal_server_error);
                                  return;
                              }

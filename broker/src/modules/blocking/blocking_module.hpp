@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "broker/src/modules/blocking/blocklist.hpp"
 #include "broker/src/modules/api.hpp"
@@ -59,6 +60,8 @@ private:
     Saved save(const std::string& bare, blocking::BlockList next, IqEvent& ev, std::function<void(DeferredIq&)> then);
     void after_block(const std::string& bare, const std::vector<std::string>& items,
                      const std::vector<std::string>& added);
+    // Keeps `_with_list` true to the list `bare` now has.
+    void note_list(const std::string& bare, bool empty);
     Handled on_get(IqEvent& ev);
     Handled on_block(IqEvent& ev);
     Handled on_unblock(IqEvent& ev);
@@ -71,6 +74,13 @@ private:
     ShardServices* _shard = nullptr;
     std::unique_ptr<blocking::BlockStore> _db;
     std::unordered_map<std::string, blocking::BlockList, StringHash, std::equal_to<>> _lists;
+    // The users homed on this shard who have a list (non-empty), read from the store at start
+    // and kept with every change (lists change only on their owner's home shard, where they are
+    // also checked): anyone else is known to block nobody without a lookup in `_lists` or a
+    // read. Most devices never block anyone, so a fan-out to them costs no read. `_indexed`
+    // false: the start-up read failed, and every check goes through `_lists` and the store.
+    std::unordered_set<std::string, StringHash, std::equal_to<>> _with_list;
+    bool _indexed = false;
     std::uint64_t _push_id = 0;
     BlockingCounters _counters;
 };

@@ -113,4 +113,16 @@ xmpp::Result<void, Errc> BlockStore::save(std::string_view bare_jid, const Block
     }
 }
 
+xmpp::Result<std::vector<std::string>, Errc> BlockStore::owners() const noexcept {
+    try {
+        std::vector<std::string> out;
+        std::unique_ptr<rocksdb::Iterator> it(_store.db().NewIterator(rocksdb::ReadOptions(), _store.column(Column::blocking)));
+        for (it->SeekToFirst(); it->Valid(); it->Next()) out.emplace_back(it->key().ToStringView());
+        if (!it->status().ok()) return xmpp::Unexpected(errc_of(it->status()));
+        return out;
+    } catch (...) {
+        return xmpp::Unexpected(Errc::io_error);
+    }
+}
+
 }  // namespace starling::modules::blocking

@@ -54,6 +54,8 @@ public:
     xmpp::Result<BlockList, storage::Errc> load(std::string_view bare_jid) const noexcept;
     // An empty list deletes the record.
     xmpp::Result<void, storage::Errc> save(std::string_view bare_jid, const BlockList& list) noexcept;
+    // Every bare JID that has a list stored (only non-empty lists are), in key order.
+    xmpp::Result<std::vector<std::string>, storage::Errc> owners() const noexcept;
 
 private:
     storage::Store& _store;

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -28,7 +29,10 @@ class OneShard {
 public:
     // `write_path`: writes go through a Committer and a ShardWriter, as in the broker; settle()
     // runs their completions. Otherwise modules write synchronously.
-    explicit OneShard(std::vector<std::unique_ptr<session::Module>> mods, bool write_path = false) {
+    // `seed`: writes into the store before the modules are installed (what a broker finds at
+    // start).
+    explicit OneShard(std::vector<std::unique_ptr<session::Module>> mods, bool write_path = false,
+                      const std::function<void(storage::Store&)>& seed = {}) {
         std::random_device rd;
         _dir = std::filesystem::temp_directory_path() / ("starling-module-test-" + std::to_string(rd()));
         std::filesystem::create_directories(_dir);
@@ -44,6 +48,7 @@ public:
         ctx = std::make_unique<session::ShardServices>(session::ShardServices{
             .shard = 0, .io = io, .server = options, .accounts = *accounts, .router = *router, .random = random,
             .hooks = &host, .store = store.get(), .writer = writer.get()});
+        if (seed) seed(*store);
         host.install(*ctx, std::move(mods));
         router->set_hooks(&host);
     }

@@ -24,12 +24,13 @@ struct Fixture {
         offline = o.get();
         mods.push_back(std::move(b));
         mods.push_back(std::move(o));
-        shard = std::make_unique<test_support::OneShard>(std::move(mods));
+        // juliet's list is in the store when the broker starts (the module indexes who has one).
+        shard = std::make_unique<test_support::OneShard>(std::move(mods), false, [&](storage::Store& store) {
+            modules::blocking::BlockList list;
+            for (const auto& j : juliet_blocks) list.add(j);
+            EXPECT_TRUE(modules::blocking::BlockStore(store).save("juliet@localhost", list));
+        });
         shard->add_account("juliet@localhost");
-        modules::blocking::BlockList list;
-        for (const auto& j : juliet_blocks) list.add(j);
-        modules::blocking::BlockStore db(*shard->store);
-        EXPECT_TRUE(db.save("juliet@localhost", list));
     }
 };
 
