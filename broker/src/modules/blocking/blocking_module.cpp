@@ -85,7 +85,7 @@ void BlockingModule::install(ModuleContext& ctx) {
 
 const blocking::BlockList* BlockingModule::list_of(std::string_view bare_jid) {
     static const blocking::BlockList k_none;
-    if (_indexed && !_with_list.contains(bare_jid)) return &k_none;
+    if (_indexed && (_with_list.empty() || !_with_list.contains(bare_jid))) return &k_none;
     if (auto it = _lists.find(bare_jid); it != _lists.end()) return &it->second;
     // Through the writer when there is one: a list staged and not yet committed is the list.
     auto loaded = [&]() -> xmpp::Result<blocking::BlockList, storage::Errc> {
