@@ -429,6 +429,28 @@ void Committer::Impl::run_reads() noexcept {
         ReadRequest r = std::move(reads.front());
         reads.pop_front();
         lock.unlock();
+        if (r.work) {
+            try {
+                r.work();
+            } catch (...) {
+                STARLING_LOG(error, "storage: work off the reactor failed (out of memory)");
+            }
+            try {
+                asio::post(*r.io, [owner_state = std::move(r.owner), id = r.id] {
+                    auto state = owner_state.lock();
+                    if (!state) return;
+                    auto it = state->tasks.find(id);
+                    if (it == state->tasks.end()) return;
+                    auto done = std::move(it->second);
+                    state->tasks.erase(it);
+                    done();
+                });
+            } catch (...) {
+                STARLING_LOG(error, "storage: cannot answer work off the reactor (out of memory)");
+            }
+            lock.lock();
+            continue;
+        }
         xmpp::Result<std::optional<std::string>, Errc> result = std::optional<std::string>();
         try {
             rocksdb::PinnableSlice value;

@@ -351,6 +351,32 @@ void ShardWriter::get_async(Column c, std::string_view key, ReadCompletion done)
     }
 }
 
+void ShardWriter::run_off_reactor(Task work, Task done) noexcept {
+    auto& s = *_state;
+    std::uint64_t id = 0;
+    try {
+        Committer::ReadRequest request;
+        request.owner = s.weak_from_this();
+        request.io = &s.io;
+        request.id = id = s.next_read++;
+        request.work = std::move(work);
+        s.tasks.emplace(id, std::move(done));
+        if (s.committer.submit_read(request)) return;
+        work = std::move(request.work);  // not taken: the reader is stopping
+    } catch (...) {
+    }
+    // Here and now: the reader thread is stopping (or memory ran out queueing the request).
+    if (auto it = s.tasks.find(id); it != s.tasks.end()) {
+        done = std::move(it->second);
+        s.tasks.erase(it);
+    }
+    try {
+        if (work) work();
+        if (done) done();
+    } catch (...) {
+    }
+}
+
 std::optional<std::optional<std::string>> ShardWriter::staged(Column c, std::string_view key) const {
     return _state->lookup(c, key);
 }

@@ -162,6 +162,16 @@ public:
     // this shard. A write staged after the call is not seen by it.
     void get_async(Column c, std::string_view key, ReadCompletion done) noexcept;
 
+    // Runs `work` on the committer's reader thread, then `done` on this shard (posted), in
+    // submission order of neither: for reads that may touch the disk (a MAM query's scan), so
+    // that a slow disk stalls the reader and not the reactor. `work` may read the Store (only
+    // RocksDB: it does not see this shard's staged writes; wait for them first, e.g. with
+    // when_durable) and must touch nothing that belongs to the shard; what it produces reaches
+    // `done` through state both capture. `done` is dropped, never run, once this writer is gone.
+    // If the reader thread is stopping, both run here, now.
+    using Task = MoveFunction<void()>;
+    void run_off_reactor(Task work, Task done) noexcept;
+
     // What this shard's staged and in-flight writes say of `key`: nullopt when they hold
     // nothing for it (RocksDB answers); else the value, or an empty optional when erased.
     std::optional<std::optional<std::string>> staged(Column c, std::string_view key) const;

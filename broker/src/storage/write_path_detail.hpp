@@ -126,6 +126,7 @@ struct ShardWriter::State : std::enable_shared_from_this<ShardWriter::State> {
 
     std::uint64_t next_read = 1;
     std::unordered_map<std::uint64_t, ReadCompletion> reads;
+    std::unordered_map<std::uint64_t, MoveFunction<void()>> tasks;  // run_off_reactor's `done`s
 
     ShardWriterCounters counters;
 
@@ -194,6 +195,7 @@ struct Committer::ReadRequest {
     rocksdb::ColumnFamilyHandle* column = nullptr;
     std::string key;
     std::uint64_t id = 0;
+    MoveFunction<void()> work;  // set: run_off_reactor's work instead of a point read
 };
 
 }  // namespace starling::storage

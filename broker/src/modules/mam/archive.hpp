@@ -155,6 +155,10 @@ public:
     xmpp::Result<std::uint64_t, storage::Errc> count(std::string_view bare) noexcept;
 
     bool is_durable() const noexcept { return _store != nullptr; }
+    // The shard's writer when every read of this archive is a RocksDB read (records go through
+    // the writer, none wait in memory): get() and scan() may then run on the store's reader
+    // thread (ShardWriter::run_off_reactor) once when_readable() said so. Null otherwise.
+    storage::ShardWriter* off_reactor_writer() const noexcept { return _store != nullptr ? _writer : nullptr; }
 
     static std::string encode(const ArchivedMessage& m);
     // `id` comes from the key.

@@ -12,6 +12,7 @@
 #include "broker/src/router/router.hpp"
 #include "broker/src/storage/accounts.hpp"
 #include "broker/src/storage/store.hpp"
+#include "broker/src/storage/write_path.hpp"
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
 #include "xmpp/ns.hpp"
@@ -48,6 +49,123 @@ bool type_may_be_archived(std::string_view type) noexcept {
 // An id for a message archived now, above every id the user already has (see
 // MessageArchive::fresh_id: never overwrite a record if the clock went back across a restart).
 std::uint64_t fresh_id(MessageArchive& archive, std::string_view bare) { return archive.fresh_id(bare, now_us()); }
+
+// A MAM query's reads and their outcome (XEP-0313 §4). `gather` fills the outcome from the
+// archive; it may run on the store's reader thread (it reads RocksDB only, and touches nothing
+// of the shard); the rest runs on the shard.
+struct QueryRun {
+    std::string bare;  // whose archive
+    mam::Query q;
+    std::optional<std::uint64_t> after, before, after_id, before_id;  // ids the query names
+    std::vector<std::uint64_t> wanted;                                // the 'ids' field
+    std::uint64_t floor = 0;                                          // retention: older expired
+    std::optional<xmpp::StanzaError> error;
+    std::vector<std::uint64_t> ids;  // every match, oldest first
+    mam::Page page;
+    std::vector<mam::ArchivedMessage> messages;  // the page, in the order to send
+    bool corrupt = false;
+};
+
+void gather(const MessageArchive& archive, QueryRun& r) {
+    // Every id the query names must be in the archive (XEP-0313 §4.1.1.3, §4.3.2):
+    // item-not-found otherwise.
+    for (const auto* id : {&r.after, &r.before, &r.after_id, &r.before_id}) {
+        if (*id && !archive.get(r.bare, **id)) {
+            r.error = xmpp::StanzaError::item_not_found;
+            return;
+        }
+    }
+    for (const auto id : r.wanted) {
+        if (!archive.get(r.bare, id)) {
+            r.error = xmpp::StanzaError::item_not_found;
+            return;
+        }
+    }
+    std::sort(r.wanted.begin(), r.wanted.end());
+    const auto& q = r.q;
+    // The matching ids, oldest first. O(archive in [start, end]) per query: bounded by the
+    // retention limits (TODO(#4): an index by 'with' when archives grow large).
+    std::uint64_t lo = r.floor;
+    std::uint64_t hi = UINT64_MAX;
+    if (q.start_us) lo = std::max<std::uint64_t>(lo, *q.start_us > 0 ? static_cast<std::uint64_t>(*q.start_us) : 0);
+    if (q.end_us) {
+        if (*q.end_us < 0) hi = 0;
+        else hi = static_cast<std::uint64_t>(*q.end_us);
+    }
+    if (r.after_id) lo = std::max(lo, *r.after_id + 1);
+    if (r.before_id) hi = *r.before_id == 0 ? 0 : std::min(hi, *r.before_id - 1);
+    auto scanned = archive.scan(r.bare, lo, hi, [&](std::uint64_t id, std::string_view value) {
+        if (!q.ids.empty() && !std::binary_search(r.wanted.begin(), r.wanted.end(), id)) return true;
+        if (r.before_id && *r.before_id == 0) return false;
+        if (q.with.empty()) {
+            r.ids.push_back(id);
+            return true;
+        }
+        auto m = MessageArchive::decode(value, id);
+        if (!m) {
+            r.corrupt = true;
+            return true;
+        }
+        if (mam::with_matches(q, m->with)) r.ids.push_back(id);
+        return true;
+    });
+    if (!scanned) {
+        r.error = xmpp::StanzaError::internal_server_error;
+        return;
+    }
+    const bool last_page = q.before && q.before->empty();
+    r.page = mam::select_page(r.ids, r.after, r.before, last_page, q.max);
+    for (std::size_t k = r.page.begin; k < r.page.end; ++k) {
+        // <flip-page/>: the same page, newest first (XEP-0313 §4.3.5).
+        const std::size_t i = q.flip_page ? r.page.end - 1 - (k - r.page.begin) : k;
+        if (auto m = archive.get(r.bare, r.ids[i])) r.messages.push_back(std::move(*m));
+    }
+}
+
+// The page's messages to `session` (gone: nobody to send them to).
+void answer_query(const QueryRun& r, const mam::IdCodec& ids_codec, const std::string& to, Session* session) {
+    for (const auto& m : r.messages) {
+        const std::string id = ids_codec.format(m.id);
+        std::string out;
+        out.reserve(m.stanza.size() + 300);
+        out += "<message from='";
+        xmpp::xml::escape_attribute_into(out, r.bare);
+        out += "' to='";
+        xmpp::xml::escape_attribute_into(out, to);
+        out += "' id='";
+        out += id;  // hex digits
+        out += "'><result xmlns='urn:xmpp:mam:2'";
+        if (!r.q.queryid.empty()) {
+            out += " queryid='";
+            xmpp::xml::escape_attribute_into(out, r.q.queryid);
+            out += '\'';
+        }
+        out += " id='";
+        out += id;
+        out += "'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='";
+        out += mam::format_datetime(m.stamp_us);
+        out += "'/>";
+        fwd::append_as_client_ns(out, m.stanza);
+        out += "</forwarded></result></message>";
+        if (session != nullptr) session->deliver(out);
+    }
+}
+
+// XEP-0313 §4.3: <fin/> with the RSM summary (XEP-0059 §2.6 for an empty page).
+std::string fin_of(const QueryRun& r, const mam::IdCodec& ids_codec) {
+    std::string fin;
+    xmpp::xml::Writer w(fin);
+    w.open("fin").attr("xmlns", mam::k_ns_mam);
+    if (r.page.complete) w.attr("complete", "true");
+    w.open("set").attr("xmlns", mam::k_ns_rsm);
+    if (r.page.end > r.page.begin) {
+        w.open("first").attr("index", std::to_string(r.page.begin)).text(ids_codec.format(r.ids[r.page.begin])).close();
+        w.leaf("last", ids_codec.format(r.ids[r.page.end - 1]));
+    }
+    w.leaf("count", std::to_string(r.ids.size()));
+    w.finish();
+    return fin;
+}
 
 void stanza_id_element_into(std::string& out, std::string_view by, std::string_view id) {
     out.clear();
@@ -238,125 +356,58 @@ void MamModule::install(ModuleContext& ctx) {
             ev.reply_error(parsed.error());
             return Handled::yes;
         }
+        // The ids the query names, parsed here (the codec is the shard's); whether they exist is
+        // for the reads.
+        auto run = std::make_shared<QueryRun>();
+        run->bare = std::string(ev.to);
+        const std::pair<const std::optional<std::string>*, std::optional<std::uint64_t>*> named[] = {
+            {&parsed->after, &run->after}, {&parsed->before, &run->before},
+            {&parsed->after_id, &run->after_id}, {&parsed->before_id, &run->before_id}};
+        for (auto [text, out] : named) {
+            if (!*text || (*text)->empty()) continue;
+            *out = ids_codec->parse(**text);
+            if (!*out) {
+                ev.reply_error(xmpp::StanzaError::item_not_found);  // XEP-0313 §4.1.1.3
+                return Handled::yes;
+            }
+        }
+        for (const auto& text : parsed->ids) {
+            auto id = ids_codec->parse(text);
+            if (!id) {
+                ev.reply_error(xmpp::StanzaError::item_not_found);
+                return Handled::yes;
+            }
+            run->wanted.push_back(*id);
+        }
+        run->q = std::move(*parsed);
+        run->floor = retention_floor(now_us());
         // Answered once the messages archived so far are readable (committed): maybe later,
-        // from the write path's completion, never blocking the reactor on the commit.
-        archive->when_readable([archive, ids_codec, options, retention_floor, q = std::move(*parsed),
-                                bare = std::string(ev.to), to = ev.from().full(), session = std::weak_ptr<Session>(ev.session.shared()),
+        // from the write path's completion, never blocking the reactor on the commit. The reads
+        // (the query's scan) then run on the store's reader thread when the archive is only in
+        // RocksDB, so that a slow disk stalls that thread and not this shard's sessions.
+        archive->when_readable([archive, ids_codec, run, to = ev.from().full(),
+                                session = std::weak_ptr<Session>(ev.session.shared()),
                                 d = ev.defer()](bool readable) mutable {
             if (!readable) {
                 d.error(xmpp::StanzaError::internal_server_error);
                 return;
             }
-
-            // Every id the query names must be in the archive (XEP-0313 §4.1.1.3, §4.3.2):
-            // item-not-found otherwise.
-            auto known = [&](const std::string& text) -> std::optional<std::uint64_t> {
-                auto id = ids_codec->parse(text);
-                if (!id || !archive->get(bare, *id)) return std::nullopt;
-                return id;
+            auto answer = [archive, ids_codec, run, to = std::move(to), session = std::move(session),
+                           d = std::move(d)]() mutable {
+                if (run->error) {
+                    d.error(*run->error);
+                    return;
+                }
+                if (run->corrupt) STARLING_LOG(warn, "mam: corrupt records in the archive of {}", run->bare);
+                answer_query(*run, *ids_codec, to, session.lock().get());
+                d.result(fin_of(*run, *ids_codec));
             };
-            std::optional<std::uint64_t> after, before, after_id, before_id;
-            const std::pair<const std::optional<std::string>*, std::optional<std::uint64_t>*> named[] = {
-                {&q.after, &after}, {&q.before, &before}, {&q.after_id, &after_id}, {&q.before_id, &before_id}};
-            for (auto [text, out] : named) {
-                if (!*text || (*text)->empty()) continue;
-                *out = known(**text);
-                if (!*out) {
-                    d.error(xmpp::StanzaError::item_not_found);
-                    return;
-                }
+            if (auto* reader = archive->off_reactor_writer()) {
+                reader->run_off_reactor([archive, run] { gather(*archive, *run); }, std::move(answer));
+            } else {
+                gather(*archive, *run);
+                answer();
             }
-            std::vector<std::uint64_t> wanted;  // the 'ids' field, sorted
-            for (const auto& text : q.ids) {
-                auto id = known(text);
-                if (!id) {
-                    d.error(xmpp::StanzaError::item_not_found);
-                    return;
-                }
-                wanted.push_back(*id);
-            }
-            std::sort(wanted.begin(), wanted.end());
-
-            // The matching ids, oldest first. O(archive in [start, end]) per query: bounded by the
-            // retention limits (TODO(#4): an index by 'with' when archives grow large).
-            std::uint64_t lo = retention_floor(now_us());
-            std::uint64_t hi = UINT64_MAX;
-            if (q.start_us) lo = std::max<std::uint64_t>(lo, *q.start_us > 0 ? static_cast<std::uint64_t>(*q.start_us) : 0);
-            if (q.end_us) {
-                if (*q.end_us < 0) hi = 0;
-                else hi = static_cast<std::uint64_t>(*q.end_us);
-            }
-            if (after_id) lo = std::max(lo, *after_id + 1);
-            if (before_id) hi = *before_id == 0 ? 0 : std::min(hi, *before_id - 1);
-            std::vector<std::uint64_t> ids;
-            bool corrupt = false;
-            auto scanned = archive->scan(bare, lo, hi, [&](std::uint64_t id, std::string_view value) {
-                if (!q.ids.empty() && !std::binary_search(wanted.begin(), wanted.end(), id)) return true;
-                if (before_id && *before_id == 0) return false;
-                if (q.with.empty()) {
-                    ids.push_back(id);
-                    return true;
-                }
-                auto m = MessageArchive::decode(value, id);
-                if (!m) {
-                    corrupt = true;
-                    return true;
-                }
-                if (mam::with_matches(q, m->with)) ids.push_back(id);
-                return true;
-            });
-            if (!scanned) {
-                d.error(xmpp::StanzaError::internal_server_error);
-                return;
-            }
-            if (corrupt) STARLING_LOG(warn, "mam: corrupt records in the archive of {}", bare);
-
-            const bool last_page = q.before && q.before->empty();
-            const auto page = mam::select_page(ids, after, before, last_page, q.max);
-
-            for (std::size_t k = page.begin; k < page.end; ++k) {
-                // <flip-page/>: the same page, newest first (XEP-0313 §4.3.5).
-                const std::size_t i = q.flip_page ? page.end - 1 - (k - page.begin) : k;
-                auto m = archive->get(bare, ids[i]);
-                if (!m) continue;
-                const std::string id = ids_codec->format(m->id);
-                std::string out;
-                out.reserve(m->stanza.size() + 300);
-                out += "<message from='";
-                xmpp::xml::escape_attribute_into(out, bare);
-                out += "' to='";
-                xmpp::xml::escape_attribute_into(out, to);
-                out += "' id='";
-                out += id;  // hex digits
-                out += "'><result xmlns='urn:xmpp:mam:2'";
-                if (!q.queryid.empty()) {
-                    out += " queryid='";
-                    xmpp::xml::escape_attribute_into(out, q.queryid);
-                    out += '\'';
-                }
-                out += " id='";
-                out += id;
-                out += "'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='";
-                out += mam::format_datetime(m->stamp_us);
-                out += "'/>";
-                fwd::append_as_client_ns(out, m->stanza);
-                out += "</forwarded></result></message>";
-                if (auto s = session.lock()) s->deliver(out);
-            }
-
-            // XEP-0313 §4.3: <fin/> with the RSM summary (XEP-0059 §2.6 for an empty page).
-            std::string fin;
-            xmpp::xml::Writer w(fin);
-            w.open("fin").attr("xmlns", mam::k_ns_mam);
-            if (page.complete) w.attr("complete", "true");
-            w.open("set").attr("xmlns", mam::k_ns_rsm);
-            if (page.end > page.begin) {
-                w.open("first").attr("index", std::to_string(page.begin)).text(ids_codec->format(ids[page.begin])).close();
-                w.leaf("last", ids_codec->format(ids[page.end - 1]));
-            }
-            w.leaf("count", std::to_string(ids.size()));
-            w.finish();
-            d.result(fin);
         });
         return Handled::yes;
     });

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -432,6 +433,45 @@ TEST_F(WritePathTest, AColdReadGoesToTheReaderThreadAndIsPostedBack) {
     ASSERT_TRUE(run_until([&] { return answer.has_value(); }));
     EXPECT_EQ(value_of(*answer), "payload");
     EXPECT_EQ(writer->counters().reads_offloaded, 1u);
+}
+
+// A MAM query's scan: the work runs on the reader thread, its result reaches the shard through
+// what both capture; once the writer is gone, `done` is dropped; with the reader stopped, both
+// run at once on the shard.
+TEST_F(WritePathTest, WorkOffTheReactorRunsOnTheReaderThreadAndIsAnsweredOnTheShard) {
+    open();
+    const auto shard_thread = std::this_thread::get_id();
+    auto seen = std::make_shared<std::thread::id>();
+    bool answered = false;
+    bool returned = false;
+    in_turn([&] {
+        writer->run_off_reactor([seen] { *seen = std::this_thread::get_id(); },
+                                [&, seen] {
+                                    EXPECT_TRUE(returned) << "done never runs inline";
+                                    EXPECT_TRUE(*seen != std::thread::id()) << "done runs after the work";
+                                    EXPECT_TRUE(std::this_thread::get_id() == shard_thread);
+                                    answered = true;
+                                });
+        returned = true;
+    });
+    ASSERT_TRUE(run_until([&] { return answered; }));
+    EXPECT_TRUE(*seen != shard_thread) << "the work ran on the shard's thread";
+
+    // The writer goes before the answer: the work still runs, the answer is dropped.
+    std::atomic<bool> worked{false};
+    bool late = false;
+    writer->run_off_reactor([&] { worked = true; }, [&] { late = true; });
+    writer.reset();
+    ASSERT_TRUE(run_until([&] { return worked.load(); }));
+    io.run_for(20ms);
+    EXPECT_FALSE(late);
+
+    // The reader stopped: both run now.
+    writer = std::make_unique<ShardWriter>(io, 0, *committer);
+    committer->stop();
+    bool both = false;
+    writer->run_off_reactor([&] { both = true; }, [&] { EXPECT_TRUE(both); both = false; late = true; });
+    EXPECT_TRUE(late);
 }
 
 TEST_F(WritePathTest, StopCommitsWhatWasSealedAndAnswersEveryLaterWaiterWithStopped) {
