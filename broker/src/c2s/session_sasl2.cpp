@@ -124,6 +124,8 @@ void C2sSession::sasl2_authenticate(const ElementView& el) {
     }
     const auto root = dom.root();
     auto st = std::make_unique<Sasl2>();
+    // The token mechanisms of this connection (their channel bindings computed once per login).
+    const auto fast = fast_mechanisms();
     st->active = true;
     if (auto ua = dom.child(root, "user-agent", k_ns_sasl2)) {
         st->user_agent = ua.attribute("id").value();
@@ -156,7 +158,7 @@ void C2sSession::sasl2_authenticate(const ElementView& el) {
     if (auto rt = dom.child(root, "request-token", k_ns_fast)) {
         // A token is for the mechanism it was requested for (one this connection offers).
         const std::string_view want = rt.attribute("mechanism").value();
-        for (const auto m : fast_mechanisms()) {
+        for (const auto m : fast) {
             if (m == want) {
                 st->request_token = true;
                 st->token_mechanism = m;
@@ -172,7 +174,6 @@ void C2sSession::sasl2_authenticate(const ElementView& el) {
     const std::string_view mech = root.attribute("mechanism").value();
     _sasl2 = std::move(st);
     const auto& o = _ctx->options;
-    const auto fast = fast_mechanisms();
     if (o.fast && _ctx->store != nullptr && std::find(fast.begin(), fast.end(), mech) != fast.end()) {
         // XEP-0484 §4: a token login always carries its initial response.
         if (!initial) {
