@@ -18,6 +18,7 @@
 
 #include "broker/src/router/endpoint.hpp"
 #include "broker/src/router/mailboxes.hpp"
+#include "broker/src/util/string_map.hpp"
 #include "xmpp/stream_error.hpp"
 
 namespace starling::router {
@@ -140,13 +141,9 @@ private:
     Adopt _adopt;
     const RouterHooks* _hooks = nullptr;
     // Transparent hashing: lookups by string_view, no temporary string per delivered stanza.
-    struct JidHash {
-        using is_transparent = void;
-        std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-    };
-    std::unordered_map<std::string, Endpoint*, JidHash, std::equal_to<>> _by_full;
-    std::unordered_map<std::string, std::vector<Endpoint*>, JidHash, std::equal_to<>> _by_bare;
-    std::unordered_map<std::string, Service*, JidHash, std::equal_to<>> _services;
+    util::StringMap<Endpoint*> _by_full;
+    util::StringMap<std::vector<Endpoint*>> _by_bare;
+    util::StringMap<Service*> _services;
     Service* _account_service = nullptr;
     RouterCounters _counters;
     // While deliver_fan_out writes one fan-out: the clock read once for all its recipients.

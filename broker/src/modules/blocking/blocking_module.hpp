@@ -19,6 +19,7 @@
 
 #include "broker/src/modules/blocking/blocklist.hpp"
 #include "broker/src/modules/api.hpp"
+#include "broker/src/util/string_map.hpp"
 
 namespace starling::modules {
 
@@ -48,11 +49,6 @@ public:
     const BlockingCounters& counters() const noexcept { return _counters; }
 
 private:
-    struct StringHash {
-        using is_transparent = void;
-        std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-    };
-
     // The user's list (loaded on first use); null when the store failed.
     const blocking::BlockList* list_of(std::string_view bare_jid);
     bool recipient_blocks(std::string_view recipient_bare, std::string_view sender_full);
@@ -73,13 +69,13 @@ private:
     BlockingOptions _options;
     ShardServices* _shard = nullptr;
     std::unique_ptr<blocking::BlockStore> _db;
-    std::unordered_map<std::string, blocking::BlockList, StringHash, std::equal_to<>> _lists;
+    util::StringMap<blocking::BlockList> _lists;
     // The users homed on this shard who have a list (non-empty), read from the store at start
     // and kept with every change (lists change only on their owner's home shard, where they are
     // also checked): anyone else is known to block nobody without a lookup in `_lists` or a
     // read. Most devices never block anyone, so a fan-out to them costs no read. `_indexed`
     // false: the start-up read failed, and every check goes through `_lists` and the store.
-    std::unordered_set<std::string, StringHash, std::equal_to<>> _with_list;
+    std::unordered_set<std::string, util::StringHash, std::equal_to<>> _with_list;
     bool _indexed = false;
     std::uint64_t _push_id = 0;
     BlockingCounters _counters;

@@ -32,6 +32,7 @@
 
 #include "broker/src/storage/errc.hpp"
 #include "broker/src/storage/move_function.hpp"
+#include "broker/src/util/string_map.hpp"
 #include "xmpp/result.hpp"
 
 namespace flatbuffers {
@@ -173,11 +174,7 @@ private:
         bool count_dirty = false;    // to be written with the next batch
         bool queued = false;         // in _queue
     };
-    struct Hash {
-        using is_transparent = void;
-        std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-    };
-    using Users = std::unordered_map<std::string, User, Hash, std::equal_to<>>;
+    using Users = util::StringMap<User>;
 
     Users::value_type* user(std::string_view bare);
     xmpp::Result<void, storage::Errc> load_count(std::string_view bare, User& u) noexcept;
