@@ -306,7 +306,7 @@ void PubsubService::subscription_options(Request& r, Node& n) {
     Subscription updated = *it;
     if (!apply_subscription_options(r, x, updated)) return;
     if (!stored(r, &n, _store.put_subscription(n.service, n.name, updated))) return;
-    *it = std::move(updated);
+    n.subscriptions.replace(it, std::move(updated));
     reply_result(r);  // §6.3.5
 }
 

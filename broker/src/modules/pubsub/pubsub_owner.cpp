@@ -234,7 +234,7 @@ void PubsubService::owner_subscriptions(Request& r, Node& n) {
         }
         if (!stored(r, &n, _store.put_subscription(n.service, n.name, sub))) return;
         if (it != n.subscriptions.end()) {
-            *it = sub;
+            n.subscriptions.replace(it, sub);
         } else {
             n.subscriptions.push_back(sub);
         }
@@ -370,7 +370,7 @@ void PubsubService::on_message(router::Envelope&& env) {
     if (is_true(allow)) {
         sub.state = SubState::subscribed;
         if (!_store.put_subscription(n->service, n->name, sub)) return;
-        *it = sub;
+        n->subscriptions.replace(it, sub);
     } else {
         if (!_store.erase_subscription(n->service, n->name, sub.jid)) return;
         n->subscriptions.erase(it);

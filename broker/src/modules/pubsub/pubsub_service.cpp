@@ -286,7 +286,7 @@ PubsubService::Node* PubsubService::lookup(std::string_view service, std::string
     n->service = std::string(service);
     n->name = std::string(node);
     n->record = std::move(rec).value();
-    n->subscriptions = std::move(subs).value();
+    n->subscriptions.assign(std::move(subs).value());
     for (auto& item : items.value()) n->items.push_back(std::move(item));
     n->next_seq = n->items.empty() ? 1 : n->items.back().seq + 1;
     n->incarnation = _next_incarnation++;
@@ -664,41 +664,17 @@ void PubsubService::notify(const Node& n, std::string event_xml, const std::vect
 
 const PubsubService::FanOutGroups& PubsubService::subscriber_groups(const Node& n) const {
     FanOutGroups& groups = n.fan_out_groups;
-    auto notified = [](const Subscription& s) { return s.state == SubState::subscribed && s.deliver; };
-    // Still the same subscribers, in the same order? Then the shared lists are reused as they are.
-    std::size_t k = 0;
-    bool same = true;
-    for (const auto& s : n.subscriptions) {
-        if (!notified(s)) continue;
-        if (k == groups.order.size()) {
-            same = false;
-            break;
-        }
-        const auto [group, at] = groups.order[k++];
-        if ((*groups.by_shard[group].second)[at] != s.jid) {
-            same = false;
-            break;
-        }
-    }
-    if (same && k == groups.order.size()) return groups;
+    if (groups.revision == n.subscriptions.revision()) return groups;
     // Rebuilt: new lists (envelopes in flight keep the old ones, which nobody changes).
     std::map<router::ShardId, std::vector<std::string>> lists;
-    std::vector<std::pair<router::ShardId, std::uint32_t>> where;
     for (const auto& s : n.subscriptions) {
-        if (!notified(s)) continue;
-        const router::ShardId shard = _shard.router.home_of(bare_of(s.jid));
-        auto& list = lists[shard];
-        where.emplace_back(shard, static_cast<std::uint32_t>(list.size()));
-        list.push_back(s.jid);
+        if (s.state == SubState::subscribed && s.deliver) lists[_shard.router.home_of(bare_of(s.jid))].push_back(s.jid);
     }
     FanOutGroups fresh;
-    std::map<router::ShardId, std::uint32_t> index;
     for (auto& [shard, list] : lists) {
-        index[shard] = static_cast<std::uint32_t>(fresh.by_shard.size());
         fresh.by_shard.emplace_back(shard, std::make_shared<const std::vector<std::string>>(std::move(list)));
     }
-    fresh.order.reserve(where.size());
-    for (const auto& [shard, at] : where) fresh.order.emplace_back(index[shard], at);
+    fresh.revision = n.subscriptions.revision();
     groups = std::move(fresh);
     return groups;
 }

@@ -137,15 +137,46 @@ private:
     using RecipientGroups = std::vector<std::pair<router::ShardId, std::shared_ptr<const std::vector<std::string>>>>;
     struct FanOutGroups {
         RecipientGroups by_shard;
-        // For each notified subscription, in Node::subscriptions order: its group and position
-        // in by_shard. What checks the groups against the subscriptions (subscriber_groups).
-        std::vector<std::pair<std::uint32_t, std::uint32_t>> order;
+        // The SubscriptionList::revision these groups were built from (0: never built).
+        std::uint64_t revision = 0;
+    };
+    // A node's subscriptions: read freely; every change goes through the members below, which
+    // count it, so that what is derived from them (the fan-out groups) knows it is out of date.
+    class SubscriptionList {
+    public:
+        using const_iterator = std::vector<Subscription>::const_iterator;
+        const_iterator begin() const noexcept { return _list.begin(); }
+        const_iterator end() const noexcept { return _list.end(); }
+        std::size_t size() const noexcept { return _list.size(); }
+        bool empty() const noexcept { return _list.empty(); }
+        std::uint64_t revision() const noexcept { return _revision; }
+
+        void assign(std::vector<Subscription> list) {
+            _list = std::move(list);
+            ++_revision;
+        }
+        void push_back(Subscription s) {
+            _list.push_back(std::move(s));
+            ++_revision;
+        }
+        void replace(const_iterator at, Subscription s) {
+            _list[static_cast<std::size_t>(at - _list.cbegin())] = std::move(s);
+            ++_revision;
+        }
+        const_iterator erase(const_iterator at) {
+            ++_revision;
+            return _list.erase(at);
+        }
+
+    private:
+        std::vector<Subscription> _list;
+        std::uint64_t _revision = 1;
     };
     struct Node {
         std::string service;
         std::string name;
         NodeRecord record;
-        std::vector<Subscription> subscriptions;
+        SubscriptionList subscriptions;
         std::deque<Item> items;  // publish order, oldest first
         std::uint64_t next_seq = 1;
         std::uint64_t incarnation = 0;  // tells a node from one deleted and created again
@@ -156,9 +187,8 @@ private:
         // A write failed: the cache may be ahead of the store. Dropped from the cache (and
         // reloaded from the store on next use) once `unsynced` is zero.
         bool stale = false;
-        // Built by subscriber_groups() on publish; never trusted blindly: checked against
-        // `subscriptions` each time (one comparison per subscriber, no allocation) and rebuilt
-        // when any of them changed.
+        // Built by subscriber_groups() on publish, rebuilt when `subscriptions` has changed
+        // since (its revision).
         mutable FanOutGroups fan_out_groups;
     };
     struct Request;
