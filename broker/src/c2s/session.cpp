@@ -591,6 +591,10 @@ void C2sSession::deliver(std::string_view stanza) {
         }
         if (_phase == Phase::hibernating) return;  // sent when the client resumes
     }
+    // The first stanza since the last write: room for more of this turn's (a fan-out's
+    // notifications, a burst of presence), so that they grow the buffer once, not by doubling
+    // from the first stanza's size. Given back when the session is idle again.
+    if (_out.empty() && _out.capacity() < k_output_reserve) _out.reserve(std::max(k_output_reserve, stanza.size()));
     _out += stanza;
     ++_ctx->counters.stanzas_out;
     if (_out.size() + _wire.size() > _ctx->options.max_output_bytes) {

@@ -29,6 +29,8 @@ inline constexpr std::chrono::milliseconds k_close_grace{5'000};
 // this much), so that closing does not reset the connection before it has read them.
 inline constexpr std::chrono::milliseconds k_linger{2'000};
 inline constexpr std::size_t k_linger_bytes = 64u << 20;
+// The first reservation of a session's output buffer after a write (C2sSession::deliver).
+inline constexpr std::size_t k_output_reserve = 4096;
 
 // The character data of a simple element: what lies between its start and end tags.
 inline std::string_view inner_text(const ElementView& el) {

@@ -373,7 +373,7 @@ Handled BlockingModule::on_outbound(OutboundEvent& ev) {
 // an error, service-unavailable; IQ results and errors are dropped.
 Handled BlockingModule::on_inbound(InboundEvent& ev) {
     auto& env = ev.env;
-    if (env.from.empty()) return Handled::no;
+    if (env.from.empty() || (_indexed && _with_list.empty())) return Handled::no;  // nobody here blocks anyone
     const auto* list = list_of(bare_of(env.to));
     if (list == nullptr || list->empty() || !list->blocks(env.from)) return Handled::no;
     const bool answer = env.type != "error" &&
