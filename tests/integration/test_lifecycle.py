@@ -121,5 +121,29 @@ async def test_metrics_port_in_use_names_the_port_and_the_option(t):
     assert f"127.0.0.1:{port}" in proc.stderr and "--metrics-port" in proc.stderr, proc.stderr[-800:]
 
 
+async def test_c2s_port_in_use_names_the_port_and_the_option(t):
+    # Another process listens on the client port: starlingd exits non-zero at once and names
+    # the port and the option that moves it (it used to print "bind: Address already in use").
+    if harness.SUT != "starling":
+        raise harness.Skip("starlingd's own start-up message")
+    import socket
+    import subprocess
+    import tempfile
+    holder = socket.socket()
+    holder.bind(("0.0.0.0", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        with tempfile.TemporaryDirectory() as data:
+            proc = await asyncio.get_event_loop().run_in_executor(None, lambda: subprocess.run(
+                [harness.Starling.binary("starlingd"), "--data-dir", data, "--c2s-port", str(port),
+                 "--c2s-tls-port", "0", "--metrics-port", "0"],
+                capture_output=True, text=True, timeout=30))
+    finally:
+        holder.close()
+    assert proc.returncode != 0, proc
+    assert f"port {port}" in proc.stderr and "--c2s-port" in proc.stderr, proc.stderr[-800:]
+
+
 if __name__ == "__main__":
     harness.main(globals())

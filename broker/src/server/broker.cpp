@@ -303,17 +303,25 @@ struct Broker::Impl {
         st->router->set_hooks(&st->hooks);
         st->beat_timer = std::make_unique<asio::steady_timer>(shard.io());
         const auto address = asio::ip::make_address(cfg.c2s.bind_address);
-        auto listen = [&](std::uint16_t port, bool direct_tls) {
+        auto listen = [&](std::uint16_t port, bool direct_tls, std::string_view option) {
             if (port == 0) return;
             auto* ctx = st->ctx.get();
-            st->listeners.push_back(std::make_unique<net::Listener>(
-                shard.io(), asio::ip::tcp::endpoint(address, port),
-                [ctx, direct_tls](asio::ip::tcp::socket s) {
-                    c2s::C2sSession::start(*ctx, std::move(s), direct_tls);
-                }));
+            try {
+                st->listeners.push_back(std::make_unique<net::Listener>(
+                    shard.io(), asio::ip::tcp::endpoint(address, port),
+                    [ctx, direct_tls](asio::ip::tcp::socket s) {
+                        c2s::C2sSession::start(*ctx, std::move(s), direct_tls);
+                    }));
+            } catch (const std::system_error& e) {
+                // Say which port and which option: "bind: Address already in use" alone sends
+                // an operator looking through the whole configuration.
+                throw std::runtime_error("cannot listen on " + cfg.c2s.bind_address + " port " + std::to_string(port) +
+                                         " (" + e.code().message() + "); change " + std::string(option) +
+                                         ", or set it to 0 to turn that listener off");
+            }
         };
-        listen(cfg.c2s.port, false);
-        listen(cfg.c2s.tls_port, true);
+        listen(cfg.c2s.port, false, "[c2s] port / --c2s-port");
+        listen(cfg.c2s.tls_port, true, "[c2s] tls_port / --c2s-tls-port");
         states.push_back(std::move(st));
     }
 
