@@ -10,7 +10,7 @@
 #
 # Environment (defaults): DEVICES=5000 EVENTS=10 PERIOD=60 RUNS=1 SEED=20261204
 #   SERVERS="starling prosody ejabberd" MODES="none csi csi+zlib" SKIP_INSTALL=0 SKIP_BUILD=0
-#   KEEP=0 PORT_BASE=35422 (starling +0, prosody +1, ejabberd +2, ejabberd dist +68)
+#   KEEP=0 PORT_BASE=29422 (below the ephemeral port range; starling +0, prosody +1, ejabberd +2, ejabberd dist +68)
 #   OUT=bench/fleet/out (results.json, summary.md)
 set -euo pipefail
 
@@ -26,7 +26,7 @@ SERVERS=${SERVERS:-"starling prosody ejabberd"}
 MODES=${MODES:-"none csi csi+zlib"}
 KEEP=${KEEP:-0}
 OUT=${OUT:-$here/fleet/out}
-PORT_BASE=${PORT_BASE:-35422}
+PORT_BASE=${PORT_BASE:-29422}
 port_starling=$PORT_BASE
 port_prosody=$((PORT_BASE + 1))
 port_ejabberd=$((PORT_BASE + 2))

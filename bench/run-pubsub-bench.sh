@@ -23,8 +23,11 @@
 #   64,000 and 80,000 notifications in flight) WINDOW_TELEMETRY=4 (per device: 4,000 in flight)
 #   BODY_BYTES=0 (item payload padding)
 #   SKIP_INSTALL=0 SKIP_BUILD=0 KEEP=0 OUT=bench/pubsub/out (results.json, summary.md)
-#   PORT_BASE=35622 (starling +0, prosody +1, ejabberd +2, ejabberd dist +68)
+#   PORT_BASE=29622 (below the ephemeral port range; starling +0, prosody +1, ejabberd +2, ejabberd dist +68)
 #   PERF=0 (1: record `perf record -g` of Starling during its first run of each scenario, into OUT)
+#   PERF_DELAY=0 (with PERF=1: start recording this many seconds after the server, for DURATION
+#     seconds, so that the logins and subscriptions of the set-up stay out of the profile)
+#   PERF_ARGS="-g -F 499" (perf record options, e.g. "--call-graph dwarf -F 199")
 #   BEFORE= (a second starlingd binary, e.g. main's, run as server "before" right after
 #   "starling" on the same accounts and settings: before/after side by side in one run; the
 #   summary's "Starling / this" column of its rows is after/before)
@@ -46,9 +49,11 @@ WINDOW_TELEMETRY=${WINDOW_TELEMETRY:-4}
 BODY_BYTES=${BODY_BYTES:-0}
 KEEP=${KEEP:-0}
 PERF=${PERF:-0}
+PERF_DELAY=${PERF_DELAY:-0}
+PERF_ARGS=${PERF_ARGS:-"-g -F 499"}
 BEFORE=${BEFORE:-}
 OUT=${OUT:-$here/pubsub/out}
-PORT_BASE=${PORT_BASE:-35622}
+PORT_BASE=${PORT_BASE:-29622}
 port_starling=$PORT_BASE
 port_prosody=$((PORT_BASE + 1))
 port_ejabberd=$((PORT_BASE + 2))
@@ -430,7 +435,12 @@ for run in $(seq "$RUNS"); do
       log "run $run/$RUNS: $sc on $s (users $users, nodes $nodes x $subs subscribers, $pubs publishers, window $window)"
       start_server "$s" "$work/logs/$tag.server.log"
       if [[ $PERF == 1 && $s == starling && $run == 1 ]]; then
-        perf record -g -F 499 -p "$measure_pid" -o "$OUT/perf-$sc.data" >/dev/null 2>"$work/logs/$tag.perf.log" &
+        if ((PERF_DELAY > 0)); then  # skip the logins: record PERF_DELAY s after the start, for DURATION s
+          (sleep "$PERF_DELAY"; exec perf record $PERF_ARGS -p "$measure_pid" -o "$OUT/perf-$sc.data" -- sleep "$DURATION") \
+            >/dev/null 2>"$work/logs/$tag.perf.log" &
+        else
+          perf record $PERF_ARGS -p "$measure_pid" -o "$OUT/perf-$sc.data" >/dev/null 2>"$work/logs/$tag.perf.log" &
+        fi
         perf_pid=$!
       fi
       rc=0

@@ -24,7 +24,7 @@
 #   Starling's FAST tokens survive, TLS tickets do not, their keys are in memory only)
 #   SERVERS="starling prosody ejabberd"  STARLINGD= STARLINGCTL= LOADGEN= (default: in BUILD_DIR)
 #   BEFORE=/path/to/starlingd (adds a "starling-before"
-#   column: the same runs against that binary)  KEEP=0  PORT_BASE=36322  SKIP_INSTALL=1
+#   column: the same runs against that binary)  KEEP=0  PORT_BASE=30322  SKIP_INSTALL=1
 #   UPDATE_RESULTS=0 (1: the table goes to the top of bench/RESULTS.md)
 set -euo pipefail
 
@@ -40,7 +40,7 @@ STORM=${STORM:-1}
 STORM_CUT=${STORM_CUT:-client}
 SERVERS=${SERVERS:-"starling prosody ejabberd"}
 KEEP=${KEEP:-0}
-PORT_BASE=${PORT_BASE:-36322}
+PORT_BASE=${PORT_BASE:-30322}
 UPDATE_RESULTS=${UPDATE_RESULTS:-0}
 port_starling=$PORT_BASE
 port_prosody=$((PORT_BASE + 1))
