@@ -128,18 +128,19 @@ void ShardRouter::on_mail(Envelope&& env) {
     }
 }
 
-// DESIGN §2: one envelope per destination shard carries the payload once; each recipient's
+// DESIGN §2: one envelope per destination shard carries the payloads once; each recipient's
 // stanza is a short header written here plus the shared bytes, never a re-serialisation.
 //
 // Per recipient this costs no allocation once the first one is built: one Envelope is reused
-// (its strings keep their capacity), the escaped start tag around the recipient's address is
+// (its strings keep their capacity), the escaped start tags around the recipient's address are
 // written once per fan-out, and the clock is read once per fan-out for the latency histogram
-// (every recipient here is written in this same turn). The module hooks still see each
-// recipient's complete stanza (blocking, carbons), as deliver_local gives it to them.
+// (every recipient here is written in this same turn). A recipient gets all the envelope's
+// messages one after the other, so that its directory entry and its session are fetched into
+// the cache once for all of them. The module hooks still see each recipient's complete stanza
+// (blocking, carbons), one message at a time, as deliver_local gives it to them.
 void ShardRouter::deliver_fan_out(Envelope&& env) {
-    if (!env.fan_out || !env.fan_out->recipients) return;
-    static const std::string k_empty;
-    const std::string& payload = env.fan_out->payload ? *env.fan_out->payload : k_empty;
+    if (!env.fan_out || !env.fan_out->recipients || env.fan_out->messages.empty()) return;
+    const auto& messages = env.fan_out->messages;
     const std::vector<std::string>& recipients = *env.fan_out->recipients;
     std::vector<std::string> filtered;
     if (!env.fan_out->interest.empty()) {
@@ -157,47 +158,55 @@ void ShardRouter::deliver_fan_out(Envelope&& env) {
     std::string head = "<message from='";
     xmpp::xml::escape_attribute_into(head, env.from);
     head += "' to='";
-    std::string tail = "'";
+    std::string type_attr = "'";
     if (!env.type.empty()) {
-        tail += " type='";
-        xmpp::xml::escape_attribute_into(tail, env.type);
-        tail += '\'';
+        type_attr += " type='";
+        xmpp::xml::escape_attribute_into(type_attr, env.type);
+        type_attr += '\'';
     }
-    if (!env.id.empty()) {
-        tail += " id='";
-        xmpp::xml::escape_attribute_into(tail, env.id);
-        tail += '\'';
+    std::vector<std::string> tails(messages.size(), type_attr);
+    for (std::size_t m = 0; m < messages.size(); ++m) {
+        if (!messages[m].id.empty()) {
+            tails[m] += " id='";
+            xmpp::xml::escape_attribute_into(tails[m], messages[m].id);
+            tails[m] += '\'';
+        }
+        tails[m] += '>';
     }
-    tail += '>';
     static constexpr std::string_view k_close = "</message>";
+    static const std::string k_empty;
 
     const std::int64_t outer_now = _fan_out_now;  // a hook may fan out again from inside
     _fan_out_now = now_ns();
     Envelope one;
     for (const auto& to : env.fan_out->interest.empty() ? recipients : filtered) {
-        one.kind = Envelope::Kind::deliver;
-        one.stanza = StanzaKind::message;
-        // Assigned each time: a hook may have moved a field out of the previous recipient's.
-        one.from = env.from;
-        one.type = env.type;
-        one.id = env.id;
-        one.to = to;
-        one.routed_ns = env.routed_ns;
-        std::string& out = one.bytes;
-        out.clear();
-        out.reserve(head.size() + to.size() + tail.size() + payload.size() + k_close.size() + 8);
-        out += head;
-        xmpp::xml::escape_attribute_into(out, to);
-        out += tail;
-        out += payload;
-        out += k_close;
         // The sender grouped recipients by home shard, so this is local; a recipient that is a
         // local service's domain, or homed elsewhere, goes through route() (a copy: `one` is
         // reused).
-        if ((_services.empty() || service_for(to) == nullptr) && home_of(bare_of(to)) == _self) {
-            deliver_local(std::move(one));
-        } else if (!route(Envelope(one))) {
-            ++_counters.dropped;
+        const bool local = (_services.empty() || service_for(to) == nullptr) && home_of(bare_of(to)) == _self;
+        for (std::size_t m = 0; m < messages.size(); ++m) {
+            one.kind = Envelope::Kind::deliver;
+            one.stanza = StanzaKind::message;
+            // Assigned each time: a hook may have moved a field out of the previous one.
+            one.from = env.from;
+            one.type = env.type;
+            one.id = messages[m].id;
+            one.to = to;
+            one.routed_ns = env.routed_ns;
+            const std::string& payload = messages[m].payload ? *messages[m].payload : k_empty;
+            std::string& out = one.bytes;
+            out.clear();
+            out.reserve(head.size() + to.size() + tails[m].size() + payload.size() + k_close.size() + 8);
+            out += head;
+            xmpp::xml::escape_attribute_into(out, to);
+            out += tails[m];
+            out += payload;
+            out += k_close;
+            if (local) {
+                deliver_local(std::move(one));
+            } else if (!route(Envelope(one))) {
+                ++_counters.dropped;
+            }
         }
     }
     _fan_out_now = outer_now;

@@ -32,13 +32,21 @@ enum class StanzaKind : std::uint8_t { message, presence, iq };
 //   adopt    a session moving to its home shard after binding
 //   service  a stanza for the local service of `to`'s domain, moved to the shard that must
 //            handle it (e.g. a PubSub node's home shard); handed to Service::receive there
-//   fan_out  one message for many recipients of the destination shard (DESIGN §2): each gets
-//            <message from='from' to='r' type='type' id='id'> + *fan_out->payload + </message>
+//   fan_out  messages for many recipients of the destination shard (DESIGN §2): each recipient
+//            gets, for each of fan_out->messages in order,
+//            <message from='from' to='r' type='type' id='m.id'> + *m.payload + </message>
 //
 // One pointer for fan-out (not the payload and the list inline): every ring slot is an
 // Envelope, so each byte here is paid capacity x shards² times.
 struct FanOut {
-    std::shared_ptr<const std::string> payload;  // the message's content, shared by all shards
+    struct Message {
+        std::string id;
+        std::shared_ptr<const std::string> payload;  // the message's content, shared by all shards
+    };
+    // One or more: a service that sends several messages to the same recipients in one turn
+    // (a burst of publishes to one node) sends them in one envelope, and each recipient is
+    // looked up and written to once for all of them rather than once per message.
+    std::vector<Message> messages;
     // Normalised JIDs homed on the destination shard. Shared and immutable: a PubSub node keeps
     // its subscribers grouped by shard and hands the same list to every publish until it changes.
     std::shared_ptr<const std::vector<std::string>> recipients;
@@ -55,7 +63,7 @@ struct Envelope {
     std::string to;     // normalised bare or full JID of the recipient
     std::string from;   // normalised full JID of the sender, for bounces
     std::string type;   // the stanza's type attribute, unescaped
-    std::string id;     // the stanza's id attribute, unescaped, for bounces
+    std::string id;     // the stanza's id attribute, unescaped, for bounces (fan_out: per message)
     std::string bytes;  // the stanza as it is to be written: start tag stamped
     std::int64_t routed_ns = 0;                // steady clock when routed, for the latency histogram
     std::shared_ptr<Endpoint> session;         // adopt: the session moving here

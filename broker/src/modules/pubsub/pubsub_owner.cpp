@@ -119,7 +119,7 @@ void PubsubService::admin_delete(std::string_view service, std::string_view node
         xmpp::xml::Writer w(ev);
         w.open("event").attr("xmlns", k_ns_event).open("delete").attr("node", n->name).close().close();
         notify(*n, std::move(ev));  // §8.4
-        _shard.router.flush();      // no session's turn ends here to wake the other shards
+        flush_fan_outs(true);       // now, and wake the other shards: no session's turn ends here
     }
     after_durable(n, true, [done = std::move(done)](bool ok) mutable {
         done(ok ? AdminDelete::deleted : AdminDelete::failed);

@@ -7,6 +7,8 @@
 #include <charconv>
 #include <map>
 
+#include <asio/post.hpp>
+
 #include "broker/src/modules/pubsub/access.hpp"
 #include "broker/src/modules/pubsub/service_detail.hpp"
 #include "broker/src/modules/pubsub/xml_util.hpp"
@@ -634,32 +636,70 @@ void PubsubService::notify(const Node& n, std::string event_xml, const std::vect
         _counters.fan_out_size.observe(static_cast<double>(size));
     }
     if (by_shard.empty() && implicit.empty()) return;
-    auto shared = std::make_shared<const std::string>(std::move(event_xml));
-    const std::string id = std::to_string(_shard.shard) + "-" + std::to_string(_next_message++);
-    auto send_all = [&](const RecipientGroups& groups, const std::string& interest) {
-        for (const auto& [shard, recipients] : groups) {
+    // Joins the held notifications when it goes to exactly the same lists (the node's shared
+    // subscriber lists, unchanged since); else those go first.
+    auto same_lists = [](const RecipientGroups& a, const RecipientGroups& b) {
+        return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](const auto& x, const auto& y) {
+                   return x.first == y.first && x.second == y.second;
+               });
+    };
+    const bool joins = !_pending.messages.empty() && _pending.from == n.service && implicit.empty() &&
+                       _pending.implicit.empty() && same_lists(_pending.by_shard, by_shard);
+    if (!joins) {
+        flush_fan_outs(false);
+        _pending.from = n.service;
+        _pending.by_shard = by_shard;
+        _pending.implicit = implicit;
+        _pending.interest = implicit.empty() ? std::string() : n.name;
+    }
+    _pending.messages.push_back({std::to_string(_shard.shard) + "-" + std::to_string(_next_message++),
+                                 std::make_shared<const std::string>(std::move(event_xml))});
+    if (_pending.messages.size() >= k_max_pending_messages) {
+        flush_fan_outs(false);
+    } else if (!_flush_posted) {
+        _flush_posted = true;
+        asio::post(_shard.io, [alive = std::weak_ptr<PubsubService*>(_alive)] {
+            if (auto self = alive.lock()) {
+                (*self)->_flush_posted = false;
+                // No session's turn ends after this handler to wake the other shards.
+                (*self)->flush_fan_outs(true);
+            }
+        });
+    }
+}
+
+void PubsubService::flush_fan_outs(bool wake) {
+    if (_pending.messages.empty()) return;
+    PendingFanOut batch = std::move(_pending);
+    _pending = PendingFanOut{};
+    const std::size_t per_recipient = batch.messages.size();
+    auto send_all = [&](const RecipientGroups& groups, const std::string& interest, bool last) {
+        for (std::size_t g = 0; g < groups.size(); ++g) {
+            const auto& [shard, recipients] = groups[g];
             router::Envelope env;
             env.kind = router::Envelope::Kind::fan_out;
             env.stanza = router::StanzaKind::message;
-            env.from = n.service;
+            env.from = batch.from;
             // Headline: a notification is not stored offline nor answered (the node_config
             // registry's pubsub#notification_type lets a service choose; RFC 6121 §5.2.2).
             env.type = "headline";
-            env.id = id;
-            const std::size_t count = recipients->size();
-            env.fan_out = std::make_shared<const router::FanOut>(router::FanOut{shared, recipients, interest});
+            const std::size_t count = recipients->size() * per_recipient;
+            // The messages are shared by reference (each payload is); the last envelope takes them.
+            env.fan_out = std::make_shared<const router::FanOut>(router::FanOut{
+                last && g + 1 == groups.size() ? std::move(batch.messages) : batch.messages, recipients, interest});
             if (_shard.router.send_to(shard, std::move(env))) {
                 ++_counters.fan_out_envelopes;
                 _counters.notifications += count;
             } else {
                 _counters.fan_out_dropped += count;
-                STARLING_LOG(warn, "pubsub: mailbox to shard {} full; {} notifications of {} dropped", shard, count,
-                             n.name);
+                STARLING_LOG(warn, "pubsub: mailbox to shard {} full; {} notifications from {} dropped", shard, count,
+                             batch.from);
             }
         }
     };
-    send_all(by_shard, {});
-    send_all(implicit, n.name);
+    send_all(batch.by_shard, {}, batch.implicit.empty());
+    send_all(batch.implicit, batch.interest, true);
+    if (wake) _shard.router.flush();
 }
 
 const PubsubService::FanOutGroups& PubsubService::subscriber_groups(const Node& n) const {
@@ -864,6 +904,7 @@ void PubsubService::reply_error(Request& r, StanzaError condition, std::string_v
 }
 
 void PubsubService::send(router::Envelope&& env) {
+    flush_fan_outs(false);  // what this service said before goes first
     if (!_shard.router.route(std::move(env))) {
         STARLING_LOG(warn, "pubsub: a reply was dropped (mailbox full)");
     }

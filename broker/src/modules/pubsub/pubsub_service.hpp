@@ -254,6 +254,9 @@ private:
     void notify(const Node& n, std::string event_xml, const std::vector<std::string>* only = nullptr);
     // The subscriptions of `n` that get notifications (subscribed, pubsub#deliver), by shard.
     const FanOutGroups& subscriber_groups(const Node& n) const;
+    // Sends the notifications held in _pending (end of the turn, or before anything that must
+    // not overtake them); `wake`: also wake the shards whose mailboxes got them.
+    void flush_fan_outs(bool wake);
     std::string item_event(const Node& n, const Item& item, bool with_payload) const;
     void send_authorization_request(const Node& n, const Subscription& sub);
 
@@ -295,6 +298,21 @@ private:
     std::unordered_map<std::string, Bucket> _publish_buckets;  // by bare JID
     std::uint64_t _next_message = 1;
     std::uint64_t _next_incarnation = 1;
+    // This turn's notifications not sent yet: consecutive notifications from one service to the
+    // same recipient lists (a burst of publishes to one node) travel in one fan-out envelope per
+    // shard, so that each subscriber is looked up and written to once for the whole burst. Sent
+    // at the end of the turn (posted), when a notification for other recipients comes, when
+    // k_max_pending_messages are held, and before any other stanza this service sends.
+    struct PendingFanOut {
+        std::string from;
+        RecipientGroups by_shard;
+        RecipientGroups implicit;  // PEP's audience, filtered by `interest` on arrival
+        std::string interest;
+        std::vector<router::FanOut::Message> messages;
+    };
+    static constexpr std::size_t k_max_pending_messages = 64;
+    PendingFanOut _pending;
+    bool _flush_posted = false;
     // Completions posted by the shard's writer hold a weak reference: one that runs after the
     // service is gone (shutdown) does nothing.
     std::shared_ptr<PubsubService*> _alive;

@@ -117,9 +117,8 @@ TEST(ShardRouterServices, FanOutWritesOneMessagePerRecipientFromTheSharedPayload
     e.stanza = StanzaKind::message;
     e.from = "pubsub.localhost";
     e.type = "headline";
-    e.id = "n1";
     e.fan_out = std::make_shared<const FanOut>(
-        FanOut{std::make_shared<const std::string>("<event xmlns='urn:e'/>"),
+        FanOut{{{"n1", std::make_shared<const std::string>("<event xmlns='urn:e'/>")}},
                std::make_shared<const std::vector<std::string>>(std::vector<std::string>{a, b + "/one"}), {}});
     ASSERT_TRUE(t.r0.send_to(1, std::move(e)));
     EXPECT_EQ(t.r0.counters().fan_outs, 1u);
@@ -137,6 +136,35 @@ TEST(ShardRouterServices, FanOutWritesOneMessagePerRecipientFromTheSharedPayload
     for (auto* c : {&a1, &a2, &b1, &away}) t.r1.remove(c);
 }
 
+TEST(ShardRouterServices, AFanOutOfSeveralMessagesGivesEachRecipientAllOfThemInOrder) {
+    Two t;
+    const std::string a = t.user_on(1, "a"), b = t.user_on(1, "b");
+    Client a1(a + "/one"), b1(b + "/one");
+    for (auto* c : {&a1, &b1}) t.r1.add(c);
+    Envelope e;
+    e.kind = Envelope::Kind::fan_out;
+    e.stanza = StanzaKind::message;
+    e.from = "pubsub.localhost";
+    e.type = "headline";
+    e.fan_out = std::make_shared<const FanOut>(FanOut{
+        {{"m1", std::make_shared<const std::string>("<one/>")},
+         {"m'2", std::make_shared<const std::string>("<two/>")},
+         {"", std::make_shared<const std::string>("<three/>")}},
+        std::make_shared<const std::vector<std::string>>(std::vector<std::string>{a + "/one", b + "/one"}), {}});
+    ASSERT_TRUE(t.r0.send_to(1, std::move(e)));
+    t.drain();
+    for (auto* c : {&a1, &b1}) {
+        const std::string to = c == &a1 ? a + "/one" : b + "/one";
+        const std::string head = "<message from='pubsub.localhost' to='" + to + "' type='headline'";
+        ASSERT_EQ(c->out.size(), 3u) << to;
+        EXPECT_EQ(c->out[0], head + " id='m1'><one/></message>");
+        EXPECT_EQ(c->out[1], head + " id='m&apos;2'><two/></message>");  // each id escaped
+        EXPECT_EQ(c->out[2], head + "><three/></message>");             // no id: no attribute
+    }
+    EXPECT_EQ(t.r1.counters().delivered, 6u);
+    for (auto* c : {&a1, &b1}) t.r1.remove(c);
+}
+
 TEST(ShardRouterServices, AFullMailboxRefusesAndLeavesTheEnvelopeIntact) {
     Two t(2);
     for (int i = 0; i < 2; ++i) {
@@ -147,13 +175,14 @@ TEST(ShardRouterServices, AFullMailboxRefusesAndLeavesTheEnvelopeIntact) {
     Envelope e;
     e.kind = Envelope::Kind::fan_out;
     e.from = "pubsub.localhost";
-    e.fan_out = std::make_shared<const FanOut>(FanOut{std::make_shared<const std::string>("<x/>"),
+    e.fan_out = std::make_shared<const FanOut>(FanOut{{{"x1", std::make_shared<const std::string>("<x/>")}},
                                                           std::make_shared<const std::vector<std::string>>(
                                                               std::vector<std::string>{"a@localhost"}),
                                                           {}});
     EXPECT_FALSE(t.r0.send_to(1, std::move(e)));
     ASSERT_TRUE(e.fan_out);  // NOLINT(bugprone-use-after-move): a refused send keeps it
-    EXPECT_EQ(*e.fan_out->payload, "<x/>");
+    ASSERT_EQ(e.fan_out->messages.size(), 1u);
+    EXPECT_EQ(*e.fan_out->messages[0].payload, "<x/>");
     EXPECT_EQ(t.r0.counters().mailbox_full, 1u);
 }
 

@@ -134,8 +134,17 @@ public:
     }
 
     // An IQ from `from` to the service, routed on its shard as a session routes it; then every
-    // mailbox is drained until quiet. Returns what `from` got last.
+    // mailbox is drained until quiet, and what the turn posted for its end (the service's
+    // notifications) runs. Returns what `from` got last.
     std::string iq(FakeClient& from, const std::string& type, const std::string& inner, const std::string& to = "") {
+        send_iq(from, type, inner, to);
+        io.restart();
+        io.poll();
+        drain();
+        return from.last();
+    }
+    // The same, without ending the turn: several requests may arrive in one turn.
+    void send_iq(FakeClient& from, const std::string& type, const std::string& inner, const std::string& to = "") {
         router::Envelope env;
         env.stanza = router::StanzaKind::iq;
         env.from = from.jid()->full();
@@ -147,7 +156,6 @@ public:
         const auto shard = routers[0]->home_of(from.jid()->bare_view());
         EXPECT_TRUE(routers[shard]->route(std::move(env)));
         drain();
-        return from.last();
     }
 
     void drain() {
@@ -259,6 +267,49 @@ TEST(PubsubService, FanOutSendsOneEnvelopePerDestinationShard) {
         EXPECT_TRUE(has(m, "<event xmlns='http://jabber.org/protocol/pubsub#event'><items node='" + node +
                                "'><item id='i1'><t xmlns=\"urn:x\">21</t></item></items></event></message>"))
             << m;
+    }
+}
+
+// Publishes to one node that arrive in one turn (a device's pipelined burst) reach each
+// subscriber in one fan-out envelope per shard, in publish order; one to another node in the
+// middle of the burst keeps its place.
+TEST(PubsubService, ABurstOfPublishesInOneTurnTravelsInOneEnvelopePerShardInOrder) {
+    TwoShards b({}, 1024, Writes::write_path);  // results wait for the commit, as in the broker
+    auto ok = [&b](FakeClient& from, const std::string& inner) {
+        b.send_iq(from, "set", inner);
+        b.settle();
+        return is_result(from.last());
+    };
+    auto& owner = b.client_on(0, "owner");
+    const std::string node = b.node_on(0), other = b.node_on(0, "other");
+    ASSERT_TRUE(ok(owner, create(node)));
+    ASSERT_TRUE(ok(owner, create(other)));
+    std::vector<FakeClient*> subs;
+    for (int i = 0; i < 6; ++i) subs.push_back(&b.client_on(static_cast<router::ShardId>(i % 2), "sub"));
+    for (auto* s : subs) {
+        for (const auto& n : {node, other}) ASSERT_TRUE(ok(*s, subscribe(n, std::string(s->jid()->bare_view()))));
+    }
+    for (auto* s : subs) s->out.clear();
+    const auto hops_before = b.routers[0]->counters().fan_outs;
+    for (int i = 1; i <= 5; ++i) {
+        b.send_iq(owner, "set", publish(node, "i" + std::to_string(i), "<t xmlns='urn:x'>" + std::to_string(i) + "</t>"));
+    }
+    for (auto* s : subs) EXPECT_TRUE(s->out.empty()) << "sent before the end of the turn";
+    b.send_iq(owner, "set", publish(other, "o1", "<t xmlns='urn:x'>o</t>"));
+    b.send_iq(owner, "set", publish(node, "i6", "<t xmlns='urn:x'>6</t>"));
+    b.settle();
+    // Three runs (i1-i5, o1, i6), each one envelope to shard 1.
+    EXPECT_EQ(b.routers[0]->counters().fan_outs - hops_before, 3u);
+    EXPECT_EQ(b.service[0]->counters().notifications, 7u * subs.size());
+    for (auto* s : subs) {
+        std::vector<std::string> items;
+        for (const auto& m : s->out) {
+            if (!has(m, "<message from='pubsub.localhost'")) continue;
+            const auto at = m.find("<item id='");
+            ASSERT_NE(at, std::string::npos) << m;
+            items.push_back(m.substr(at + 10, m.find('\'', at + 10) - at - 10));
+        }
+        EXPECT_EQ(items, (std::vector<std::string>{"i1", "i2", "i3", "i4", "i5", "o1", "i6"})) << s->jid()->full();
     }
 }
 
