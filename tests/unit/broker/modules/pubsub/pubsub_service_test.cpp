@@ -72,7 +72,7 @@ public:
         for (router::ShardId i = 0; i < 2; ++i) {
             routers[i] = std::make_unique<router::ShardRouter>(i, *mailboxes, [](router::Envelope&&) {});
             ctx[i] = std::make_unique<session::ShardServices>(session::ShardServices{
-                .shard = i, .io = io, .server = server, .accounts = *accounts, .router = *routers[i],
+                .shard = i, .io = turn_io, .server = server, .accounts = *accounts, .router = *routers[i],
                 .random = random[i], .hooks = &hosts[i], .store = store.get(), .writer = writers[i].get()});
             auto m = std::make_unique<modules::PubsubModule>(nullptr, options);
             auto* raw = m.get();
@@ -102,7 +102,10 @@ public:
         while (std::chrono::steady_clock::now() < deadline) {
             drain();
             io.restart();
-            const auto ran = io.poll();
+            auto ran = io.poll();
+            drain();
+            turn_io.restart();
+            ran += turn_io.poll();
             drain();
             std::size_t pending = 0;
             for (auto& w : writers) {
@@ -138,9 +141,7 @@ public:
     // notifications) runs. Returns what `from` got last.
     std::string iq(FakeClient& from, const std::string& type, const std::string& inner, const std::string& to = "") {
         send_iq(from, type, inner, to);
-        io.restart();
-        io.poll();
-        drain();
+        end_turn();
         return from.last();
     }
     // The same, without ending the turn: several requests may arrive in one turn.
@@ -158,6 +159,15 @@ public:
         drain();
     }
 
+    // What the shards posted for the end of their turn (the service's held notifications),
+    // apart from the writers' completions (`io`), which settle() runs: a test sees exactly
+    // when a commit answers.
+    void end_turn() {
+        turn_io.restart();
+        turn_io.poll();
+        drain();
+    }
+
     void drain() {
         for (;;) {
             std::size_t n = 0;
@@ -170,7 +180,8 @@ public:
     }
 
     std::filesystem::path _dir;
-    asio::io_context io;
+    asio::io_context io;       // the writers' completions
+    asio::io_context turn_io;  // the shards' own posted handlers (ShardServices::io)
     session::ServerOptions server;
     util::Random random[2];
     std::unique_ptr<storage::Store> store;
