@@ -21,13 +21,22 @@ constexpr std::uint8_t k_type_application_data = 23;
 constexpr std::size_t k_tls13_cipher_max = k_record_plain_max + 256;
 
 // Fetched once per thread (an implicit fetch per record costs microseconds in OpenSSL 3), and
-// one cipher context per AEAD per thread, re-keyed for every record: a session keeps no cipher
-// context of its own (DESIGN §5), yet no record pays for making one. Like OpenSSL's own
-// per-thread error queue, this is per-thread scratch, not shared state: nothing in it outlives
-// one aead() call.
+// one cipher context per AEAD per thread, re-keyed when a record comes under another key than
+// the last one: a session keeps no cipher context of its own (DESIGN §5), yet no record pays
+// for making one. Like OpenSSL's own per-thread error queue, this is per-thread scratch, not
+// shared state: what a call leaves in it is only the key schedule of the last key used.
+//
+// Set up once, a context is re-initialised with no cipher (EVP_CipherInit_ex(ctx, NULL, ...)):
+// naming the cipher again makes OpenSSL 3 free (and cleanse) and rebuild its cipher state on
+// every record, which cost more than the AES-GCM of a chat message. And when the key is the
+// one the context is already scheduled with (a session's records in a row: a read of several
+// records, a long write), only the nonce is set: no key expansion, no GHASH key.
 struct ThreadCiphers {
     EVP_CIPHER* cipher[3] = {};
     EVP_CIPHER_CTX* ctx[3] = {};
+    bool primed[3] = {};               // ctx[i] holds cipher[i]
+    bool keyed[3] = {};                // ctx[i] is scheduled with key[i]
+    std::uint8_t key[3][32] = {};
     // HKDF-Expand-Label of the TLS 1.3 traffic keys (every handshake): HMAC-SHA-256 and -384
     // contexts with their digest set once; HMAC() would fetch HMAC and the digest each call.
     EVP_MAC* hmac = nullptr;
@@ -52,6 +61,7 @@ struct ThreadCiphers {
         }
     }
     ~ThreadCiphers() {
+        OPENSSL_cleanse(key, sizeof key);
         for (auto* c : hmac_ctx) EVP_MAC_CTX_free(c);
         EVP_MAC_free(hmac);
         for (auto* c : ctx) EVP_CIPHER_CTX_free(c);
@@ -73,18 +83,33 @@ bool aead(bool seal, RecordLayer::Aead a, const std::uint8_t* key, const std::ui
     const auto i = static_cast<std::size_t>(a);
     EVP_CIPHER_CTX* c = t.ctx[i];
     if (c == nullptr || t.cipher[i] == nullptr) return false;
+    const std::size_t key_len = key_length(a);
+    const bool same_key = t.keyed[i] && std::memcmp(t.key[i], key, key_len) == 0;
+    // Any failure: the next call builds the context from scratch.
+    auto fail = [&t, i] {
+        t.primed[i] = false;
+        t.keyed[i] = false;
+        return false;
+    };
     int len = 0;
     const int enc = seal ? 1 : 0;
-    // The IV length is 12 for all three AEADs by default (RFC 5116 §3.2 nonce size).
-    if (EVP_CipherInit_ex(c, t.cipher[i], nullptr, key, nonce, enc) != 1 ||
-        EVP_CipherUpdate(c, nullptr, &len, aad, static_cast<int>(aad_len)) != 1) {
-        return false;
+    // The IV length is 12 for all three AEADs by default (RFC 5116 §3.2 nonce size). The
+    // direction may change with the key kept: AES-GCM and ChaCha20-Poly1305 schedule one key
+    // for both.
+    if (EVP_CipherInit_ex(c, t.primed[i] ? nullptr : t.cipher[i], nullptr, same_key ? nullptr : key, nonce, enc) != 1) {
+        return fail();
     }
-    if (n != 0 && EVP_CipherUpdate(c, out, &len, in, static_cast<int>(n)) != 1) return false;
-    if (!seal && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, k_tag, tag) != 1) return false;
+    t.primed[i] = true;
+    if (!same_key) {
+        std::memcpy(t.key[i], key, key_len);
+        t.keyed[i] = true;
+    }
+    if (EVP_CipherUpdate(c, nullptr, &len, aad, static_cast<int>(aad_len)) != 1) return fail();
+    if (n != 0 && EVP_CipherUpdate(c, out, &len, in, static_cast<int>(n)) != 1) return fail();
+    if (!seal && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, k_tag, tag) != 1) return fail();
     int fin = 0;
-    if (EVP_CipherFinal_ex(c, out + n, &fin) != 1) return false;  // open: tag mismatch
-    if (seal && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, k_tag, tag) != 1) return false;
+    if (EVP_CipherFinal_ex(c, out + n, &fin) != 1) return fail();  // open: tag mismatch
+    if (seal && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, k_tag, tag) != 1) return fail();
     return true;
 }
 

@@ -511,6 +511,75 @@ TEST(OpenSslServer, EverySuiteRunsOnTheOwnRecordLayer) {
     }
 }
 
+// The record layer's per-thread cipher contexts keep the last key's schedule: records of
+// several sessions and suites, both directions, interleaved on one thread (as a shard serves
+// them), each open and seal with its own session's keys; a forged record in the middle fails
+// alone and the others go on.
+TEST(OpenSslServer, RecordsOfManySessionsInterleavedOnOneThreadUseEachTheirOwnKeys) {
+    struct Peer {
+        std::unique_ptr<Client> client;
+        std::unique_ptr<OpenSslServerSession> server;
+    };
+    const std::pair<int, const char*> suites[] = {
+        {TLS1_3_VERSION, "TLS_AES_128_GCM_SHA256"},        {TLS1_3_VERSION, "TLS_AES_128_GCM_SHA256"},
+        {TLS1_3_VERSION, "TLS_AES_256_GCM_SHA384"},        {TLS1_3_VERSION, "TLS_CHACHA20_POLY1305_SHA256"},
+        {TLS1_2_VERSION, "ECDHE-ECDSA-AES128-GCM-SHA256"}, {TLS1_2_VERSION, "ECDHE-ECDSA-AES128-GCM-SHA256"},
+        {TLS1_2_VERSION, "ECDHE-ECDSA-CHACHA20-POLY1305"},
+    };
+    OpenSslServerContext ctx(config_for({"localhost"}));
+    std::vector<Peer> peers;
+    for (const auto& [version, suite] : suites) {
+        auto made = OpenSslServerSession::make(ctx);
+        ASSERT_TRUE(made);
+        Peer p{std::make_unique<Client>(version, "localhost", nullptr, suite),
+               std::make_unique<OpenSslServerSession>(std::move(*made))};
+        ASSERT_TRUE(handshake(*p.client, *p.server)) << suite;
+        ASSERT_TRUE(p.server->uses_own_record_layer()) << suite;
+        peers.push_back(std::move(p));
+    }
+    for (int round = 0; round < 3; ++round) {
+        // Up: each client writes two records; the server opens them peer after peer.
+        for (std::size_t k = 0; k < peers.size(); ++k) {
+            peers[k].client->write("<up r='" + std::to_string(round) + "' k='" + std::to_string(k) + "'/>");
+            peers[k].client->write(std::string(100 + k, 'x'));
+        }
+        for (std::size_t k = 0; k < peers.size(); ++k) {
+            peers[k].client->to(*peers[k].server);
+            EXPECT_EQ(read_server(*peers[k].server),
+                      "<up r='" + std::to_string(round) + "' k='" + std::to_string(k) + "'/>" + std::string(100 + k, 'x'));
+        }
+        // Down, alternating with up on the next peer.
+        for (std::size_t k = 0; k < peers.size(); ++k) {
+            const std::string down = "<down r='" + std::to_string(round) + "' k='" + std::to_string(k) + "'/>";
+            ASSERT_TRUE(peers[k].server->write_plaintext(std::span<const char>(down.data(), down.size())));
+            peers[k].client->from(*peers[k].server);
+            EXPECT_EQ(peers[k].client->read_all(), down);
+        }
+    }
+    // A record sealed by peer 0's client, fed to peer 1's server: authentication fails there
+    // only; peer 0 (same suite) and the others still exchange data.
+    peers[0].client->write("<stolen/>");
+    OpenSslServerSession& victim = *peers[1].server;
+    {
+        std::string ct;
+        // Take peer 0's ciphertext out of its client without giving it to peer 0's server.
+        Peer& p0 = peers[0];
+        char buf[4096];
+        int n;
+        while ((n = BIO_read(SSL_get_wbio(p0.client->ssl()), buf, sizeof buf)) > 0) ct.append(buf, static_cast<std::size_t>(n));
+        ASSERT_FALSE(ct.empty());
+        (void)victim.receive_ciphertext(std::span<const char>(ct.data(), ct.size()));
+        char out[64];
+        auto r = victim.read_plaintext(out);
+        EXPECT_FALSE(r && *r > 0) << "a record under another session's key was accepted";
+    }
+    for (std::size_t k = 2; k < peers.size(); ++k) {
+        peers[k].client->write("<after/>");
+        peers[k].client->to(*peers[k].server);
+        EXPECT_EQ(read_server(*peers[k].server), "<after/>") << k;
+    }
+}
+
 TEST(OpenSslServer, KeyUpdateFromTheClientIsAnsweredAndDataFlowsOn) {
     OpenSslServerContext ctx(config_for({"localhost"}));
     Client c;
