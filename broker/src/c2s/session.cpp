@@ -197,7 +197,7 @@ void C2sSession::read() {
 }
 
 bool C2sSession::can_read() const noexcept {
-    if (_paused || _starttls_pending || !_socket) return false;
+    if (_paused || _store_wait || _starttls_pending || !_socket) return false;
     return _phase != Phase::migrating && _phase != Phase::closing && _phase != Phase::closed &&
            _phase != Phase::hibernating;
 }
@@ -344,7 +344,7 @@ bool C2sSession::pump_tls() {
 }
 
 void C2sSession::process_input() {
-    while (!_paused && !_starttls_pending &&
+    while (!_paused && !_store_wait && !_starttls_pending &&
            (_phase == Phase::header || _phase == Phase::negotiating || _phase == Phase::bound)) {
         const auto ev = _tok->next();
         switch (ev.kind()) {
