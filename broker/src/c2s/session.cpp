@@ -681,6 +681,7 @@ void C2sSession::linger() {
     asio::error_code ignored;
     _socket->shutdown(asio::socket_base::shutdown_send, ignored);
     arm_deadline(k_linger);
+    _store_wait = false;  // draining needs reads; a pending store read's completion is dropped
     read();  // into the shard's scratch, and dropped
 }
 
