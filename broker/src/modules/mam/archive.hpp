@@ -118,6 +118,14 @@ public:
     // The user's newest stored id is looked up once per user (one reverse seek), not per
     // message: after a restart with the clock gone back, ids must still not collide.
     std::uint64_t fresh_id(std::string_view bare, std::int64_t now_us);
+    // The newest id `bare` has in the store (0: none). Reads RocksDB only (one reverse seek),
+    // touches no shard state: runs on the store's reader thread when off_reactor_writer() is set.
+    xmpp::Result<std::uint64_t, storage::Errc> newest_stored(std::string_view bare) const noexcept;
+    // Whether the newest id of `bare` is cached (fresh_id and queue_for_retention seek no more).
+    bool knows(std::string_view bare) const noexcept { return _users.find(bare) != _users.end(); }
+    // Caches `newest` (from newest_stored, read off the reactor) as the newest id of `bare`,
+    // unless an entry was made meanwhile: that one did its own seek and may have moved on.
+    void seed_newest(std::string_view bare, std::uint64_t newest);
     // Removes the records of `bare` with lo <= id < hi. Keeps the count exact (counts what it
     // removes): for retention, not for the message path.
     xmpp::Result<void, storage::Errc> remove(std::string_view bare, std::uint64_t lo, std::uint64_t hi) noexcept;
