@@ -212,6 +212,19 @@ MessageArchive::Users::value_type* MessageArchive::user(std::string_view bare) {
 }
 
 xmpp::Result<std::uint64_t, Errc> MessageArchive::newest_stored(std::string_view bare) const noexcept {
+    return newest_with(bare, rocksdb::ReadOptions());
+}
+
+std::optional<std::uint64_t> MessageArchive::newest_in_memory(std::string_view bare) const noexcept {
+    rocksdb::ReadOptions memory_only;
+    memory_only.read_tier = rocksdb::kBlockCacheTier;
+    auto r = newest_with(bare, memory_only);
+    if (!r) return std::nullopt;
+    return *r;
+}
+
+xmpp::Result<std::uint64_t, Errc> MessageArchive::newest_with(std::string_view bare,
+                                                              const rocksdb::ReadOptions& ro) const noexcept {
     try {
         std::uint64_t newest = 0;
         const auto prefix = archive_key(bare, 0).substr(0, bare.size() + 1);
@@ -224,8 +237,7 @@ xmpp::Result<std::uint64_t, Errc> MessageArchive::newest_stored(std::string_view
             }
             return newest;
         }
-        std::unique_ptr<rocksdb::Iterator> i(
-            _store->db().NewIterator(rocksdb::ReadOptions(), _store->column(storage::Column::mam)));
+        std::unique_ptr<rocksdb::Iterator> i(_store->db().NewIterator(ro, _store->column(storage::Column::mam)));
         i->SeekForPrev(slice(top));
         if (i->Valid() && i->key().starts_with(slice(prefix))) newest = id_of_key({i->key().data(), i->key().size()});
         if (!i->status().ok()) return xmpp::Unexpected(errc_of(i->status()));

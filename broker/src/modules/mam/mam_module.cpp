@@ -288,6 +288,11 @@ void MamModule::install(ModuleContext& ctx) {
             archive->queue_for_retention(s.jid()->bare_view());
             return;
         }
+        if (const auto newest = archive->newest_in_memory(s.jid()->bare_view())) {
+            archive->seed_newest(s.jid()->bare_view(), *newest);  // in memory: no thread hop
+            archive->queue_for_retention(s.jid()->bare_view());
+            return;
+        }
         struct Seek {
             std::string bare;
             xmpp::Result<std::uint64_t, storage::Errc> newest{0};

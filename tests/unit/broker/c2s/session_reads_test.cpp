@@ -270,6 +270,15 @@ TEST(SessionReads, AColdAccountReadStallsOnlyItsOwnLoginNotTheShardsOtherSession
     EXPECT_GT(t.on_shard([&] { return t.writer->counters().reads_offloaded; }), offloaded_before);
     EXPECT_GT(t.fs->table_reads(), 0u);
     EXPECT_EQ(t.on_shard([&] { return t.ctx->counters.auth_success; }), 3u);
+
+    // Her record's block is in the block cache now: her next login reads it inline, at once,
+    // though the disk is still slow.
+    const auto offloaded = t.on_shard([&] { return t.writer->counters().reads_offloaded; });
+    const auto again_at = Clock::now();
+    Client carol_again(t.port);
+    EXPECT_NE(carol_again.login("carol", "pw-c", "c2").find("carol@localhost/c2"), std::string::npos);
+    EXPECT_LT(Clock::now() - again_at, k_disk_latency / 2);
+    EXPECT_EQ(t.on_shard([&] { return t.writer->counters().reads_offloaded; }), offloaded);
 }
 
 TEST(SessionReads, AWrongPasswordAndAnUnknownUserReadFromTheSlowDiskGetNotAuthorized) {
