@@ -42,7 +42,7 @@ using namespace starling;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-constexpr auto k_disk_latency = 700ms;  // per SST read while the disk is slow
+constexpr auto k_disk_latency = 1000ms;  // per SST read while the disk is slow
 
 class TempDir {
 public:
