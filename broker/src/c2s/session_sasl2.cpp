@@ -248,10 +248,6 @@ std::optional<std::string> C2sSession::fast_binding(std::string_view mechanism) 
     return data;
 }
 
-// XEP-0484 §4 with HT-SHA-256-*: one HMAC per stored token of the account (at most
-// fast.max_tokens_per_account), no PBKDF2. A token logs in only with the mechanism it was issued
-// for. Unknown users, wrong, expired, revoked and replayed tokens and a wrong channel binding all
-// get the same not-authorized after the same failure delay.
 // What a token login said, kept while the account and its tokens are read.
 struct C2sSession::FastAttempt {
     xmpp::BareJid who;
@@ -261,6 +257,10 @@ struct C2sSession::FastAttempt {
     std::chrono::steady_clock::time_point asked{};  // when the tokens were asked for
 };
 
+// XEP-0484 §4 with HT-SHA-256-*: one HMAC per stored token of the account (at most
+// fast.max_tokens_per_account), no PBKDF2. A token logs in only with the mechanism it was issued
+// for. Unknown users, wrong, expired, revoked and replayed tokens and a wrong channel binding all
+// get the same not-authorized after the same failure delay.
 void C2sSession::sasl2_fast(std::string_view mechanism, std::string_view decoded) {
     const auto cb = fast_binding(mechanism);
     if (!cb) {
