@@ -10,7 +10,11 @@
 //     send-to-receive. These messages need no storage (archive off), or only an archive append
 //     that nobody waits for (archive on).
 //   - storage: one more session that keeps writing on the same shard: roster sets (each one an
-//     IQ answered once it is durable, plus a roster push), or messages to offline accounts.
+//     IQ answered once it is durable, plus a roster push), or messages to offline accounts;
+//     or, for the "logins" stream, a client on a thread of its own that logs in (PLAIN and
+//     bind) one account after another, accounts whose records are only in an SST and in no
+//     cache (the store's block cache is made empty for that stream): every login reads the
+//     disk. Its slow disk adds the latency to every SST read instead of the WAL's.
 // Each scenario runs twice on one fresh shard, the disk healthy and then with the fault, and
 // prints p50/p99/max of the chat latency side by side with the storage operations completed.
 //
@@ -23,6 +27,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -39,6 +44,7 @@
 
 #include <asio/ip/tcp.hpp>
 #include <asio/post.hpp>
+#include <rocksdb/db.h>
 
 #include "broker/src/admin/users.hpp"
 #include "broker/src/c2s/options.hpp"
@@ -65,8 +71,10 @@ using namespace std::chrono_literals;
 
 constexpr const char* k_password = "bench-password";
 
-enum class Stream { roster, offline };
-const char* to_string(Stream s) { return s == Stream::roster ? "roster sets" : "offline messages"; }
+enum class Stream { roster, offline, logins };
+const char* to_string(Stream s) {
+    return s == Stream::roster ? "roster sets" : s == Stream::offline ? "offline messages" : "logins (cold)";
+}
 
 struct Settings {
     int seconds = 5;
@@ -80,9 +88,13 @@ struct Settings {
 // The shard, as broker.cpp builds one (minus TLS, metrics and the admin socket).
 class Shard {
 public:
-    Shard(const std::filesystem::path& dir, bool archive, std::shared_ptr<test::FaultyFileSystem> fs) {
+    // `cold_cache`: a block cache of one byte, so that what is not in a memtable is read from
+    // disk every time (the "logins" stream).
+    Shard(const std::filesystem::path& dir, bool archive, std::shared_ptr<test::FaultyFileSystem> fs,
+          bool cold_cache = false) {
         storage::StoreOptions so;
         so.file_system = std::move(fs);
+        if (cold_cache) so.block_cache_bytes = 1;
         store = storage::Store::open(dir.string(), so);
         committer = std::make_unique<storage::Committer>(*store);
         committer->start();
@@ -91,6 +103,7 @@ public:
         options.allow_plaintext = true;
         options.auth_failure_delay = 0ms;
         options.server_secret = "0123456789abcdef0123456789abcdef";
+        options.connection_rate_per_ip = 0;  // the logins stream reconnects from one address, flat out
         writer = std::make_unique<storage::ShardWriter>(shards[0].io(), 0, *committer);
         mailboxes = std::make_unique<router::Mailboxes<router::Envelope>>(1, 1024, [this](router::ShardId) { wake(); });
         router = std::make_unique<router::ShardRouter>(0, *mailboxes, [this](router::Envelope&& env) {
@@ -127,6 +140,16 @@ public:
         auto rec = admin::make_account_record(k_password, 4096, random);
         if (!rec || !accounts->put(bare, *rec)) {
             std::fprintf(stderr, "cannot add %s\n", bare.c_str());
+            std::exit(1);
+        }
+    }
+
+    // The accounts go from the memtable to an SST: later reads of them may need the disk.
+    void flush_accounts() {
+        rocksdb::FlushOptions fo;
+        fo.wait = true;
+        if (!store->db().Flush(fo, store->column(storage::Column::accounts)).ok()) {
+            std::fprintf(stderr, "cannot flush the accounts\n");
             std::exit(1);
         }
     }
@@ -225,7 +248,10 @@ private:
         while (_in.find(needle) == std::string::npos) {
             if (Clock::now() > deadline) die("login timed out");
             pollfd p{_fd, POLLIN, 0};
-            if (::poll(&p, 1, 100) > 0 && !read_some()) die("closed during login");
+            if (::poll(&p, 1, 100) > 0 && !read_some()) {
+                std::fprintf(stderr, "slow_disk_bench: received before the close: %s\n", _in.c_str());
+                die("closed during login");
+            }
             if (_in.find("<failure") != std::string::npos) die("login refused");
         }
         _in.erase(0, _in.find(needle) + needle.size());
@@ -270,6 +296,9 @@ public:
         }
         shard.add_user("writer@localhost");
         for (int i = 0; i < k_offline_users; ++i) shard.add_user("away" + std::to_string(i) + "@localhost");
+        if (stream == Stream::logins) {
+            for (int i = 0; i < k_login_users; ++i) shard.add_user("login" + std::to_string(i) + "@localhost");
+        }
         for (int i = 0; i < s.pairs; ++i) {
             _senders.push_back(std::make_unique<Client>(shard.port, "a" + std::to_string(i), "r"));
             _receivers.push_back(std::make_unique<Client>(shard.port, "b" + std::to_string(i), "r"));
@@ -277,6 +306,8 @@ public:
         _writer = std::make_unique<Client>(shard.port, "writer", "r");
         // An interested resource (RFC 6121 §2.1.6): every set is also pushed to it.
         _writer->send("<iq type='get' id='roster0'><query xmlns='jabber:iq:roster'/></iq>");
+        if (stream == Stream::logins) shard.flush_accounts();
+        _port = shard.port;
     }
 
     PhaseResult run(Clock::duration length) {
@@ -294,6 +325,18 @@ public:
         fds.push_back({_writer->fd(), POLLIN, 0});
         const std::size_t writer_at = fds.size() - 1;
         const auto drain_limit = stop_sending + 5s;
+        // Logins: one after another on a thread of their own, until the phase stops sending.
+        std::atomic<bool> logging_in{_stream == Stream::logins};
+        std::atomic<std::size_t> logins{0};
+        std::thread login_thread;
+        if (_stream == Stream::logins) {
+            login_thread = std::thread([&] {
+                while (logging_in.load()) {
+                    Client c(_port, "login" + std::to_string(_login_seq++ % k_login_users), "r");
+                    logins.fetch_add(1);
+                }
+            });
+        }
         for (;;) {
             const auto now = Clock::now();
             const bool sending = now < stop_sending;
@@ -317,7 +360,7 @@ public:
                         ++in_flight_sets;
                         ++r.storage_sent;
                     }
-                } else if (now >= next_offline) {
+                } else if (_stream == Stream::offline && now >= next_offline) {
                     next_offline += offline_interval;
                     _writer->send("<message to='away" + std::to_string(_seq++ % k_offline_users) +
                                   "@localhost' type='chat'><body>stored</body></message>");
@@ -339,6 +382,11 @@ public:
                 in_flight_sets -= std::min(in_flight_sets, done);
             }
         }
+        if (login_thread.joinable()) {
+            logging_in.store(false);
+            login_thread.join();
+            r.storage_sent = r.storage_done = logins.load();
+        }
         // Roster sets still in flight carry over to the next phase's window.
         _carry = in_flight_sets;
         return r;
@@ -346,6 +394,7 @@ public:
 
 private:
     static constexpr int k_offline_users = 64;
+    static constexpr int k_login_users = 256;
 
     static void take_latencies(std::string& in, std::vector<std::int64_t>& out) {
         const auto t = now_us();
@@ -374,6 +423,8 @@ private:
     std::vector<std::unique_ptr<Client>> _receivers;
     std::unique_ptr<Client> _writer;
     std::uint64_t _seq = 0;
+    std::uint64_t _login_seq = 0;
+    std::uint16_t _port = 0;
     std::size_t _carry = 1;  // the roster get's result counts as one
 };
 
@@ -416,23 +467,26 @@ int main(int argc, char** argv) {
     std::random_device rd;
     const auto root = std::filesystem::path(base != nullptr ? base : std::filesystem::temp_directory_path().c_str()) /
                       ("starling-slow-disk-" + std::to_string(rd()));
-    std::printf("slow-disk fault: +%d ms on every WAL append and sync; %d chat pairs at %d msg/s each; %d s per "
-                "phase\n",
+    std::printf("slow-disk fault: +%d ms on every WAL append and sync (logins: on every SST read instead; "
+                "'stored' counts logins); %d chat pairs at %d msg/s each; %d s per phase\n",
                 s.latency_ms, s.pairs, s.rate, s.seconds);
     std::printf("%-8s %-17s %-9s %8s %8s %10s %10s %10s %10s %10s\n", "archive", "storage stream", "disk", "sent",
                 "received", "p50 ms", "p99 ms", "max ms", "stored", "stored/s");
     for (const bool archive : {false, true}) {
-        for (const Stream stream : {Stream::roster, Stream::offline}) {
-            const auto dir = root / (std::string(archive ? "on-" : "off-") + (stream == Stream::roster ? "roster" : "offline"));
+        for (const Stream stream : {Stream::roster, Stream::offline, Stream::logins}) {
+            if (stream == Stream::logins && archive) continue;  // the archive plays no part in a login
+            const auto dir = root / (std::string(archive ? "on-" : "off-") +
+                                     (stream == Stream::roster ? "roster" : stream == Stream::offline ? "offline" : "logins"));
             std::filesystem::create_directories(dir);
             auto fs = std::make_shared<test::FaultyFileSystem>();
             {
-                Shard shard(dir, archive, fs);
+                Shard shard(dir, archive, fs, stream == Stream::logins);
                 Driver d(shard, s, stream);
                 const auto length = std::chrono::seconds(s.seconds);
                 auto healthy = d.run(length);
                 print_row(archive ? "on" : "off", stream, "healthy", healthy, s.seconds);
-                fs->set_wal_latency(std::chrono::milliseconds(s.latency_ms));
+                if (stream == Stream::logins) fs->set_read_latency(std::chrono::milliseconds(s.latency_ms));
+                else fs->set_wal_latency(std::chrono::milliseconds(s.latency_ms));
                 auto slow = d.run(length);
                 print_row(archive ? "on" : "off", stream, "slow", slow, s.seconds);
                 fs->heal();

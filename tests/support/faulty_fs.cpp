@@ -51,6 +51,27 @@ private:
     bool _wal;
 };
 
+// Reads of SSTs (and the other non-WAL files) wait for the read latency first.
+class SlowRandomAccessFile final : public rocksdb::FSRandomAccessFileOwnerWrapper {
+public:
+    SlowRandomAccessFile(std::unique_ptr<rocksdb::FSRandomAccessFile> file, FaultyFileSystem& fs)
+        : FSRandomAccessFileOwnerWrapper(std::move(file)), _fs(fs) {}
+
+    rocksdb::IOStatus Read(std::uint64_t offset, std::size_t n, const rocksdb::IOOptions& options,
+                           rocksdb::Slice* result, char* scratch, rocksdb::IODebugContext* dbg) const override {
+        _fs.on_read();
+        return FSRandomAccessFileOwnerWrapper::Read(offset, n, options, result, scratch, dbg);
+    }
+    rocksdb::IOStatus MultiRead(rocksdb::FSReadRequest* reqs, std::size_t num_reqs, const rocksdb::IOOptions& options,
+                                rocksdb::IODebugContext* dbg) override {
+        _fs.on_read();
+        return FSRandomAccessFileOwnerWrapper::MultiRead(reqs, num_reqs, options, dbg);
+    }
+
+private:
+    FaultyFileSystem& _fs;
+};
+
 namespace {
 
 bool is_wal(const std::string& name) {
@@ -82,6 +103,23 @@ rocksdb::IOStatus FaultyFileSystem::on_sync(bool wal) {
         if (const auto ms = _wal_latency_ms.load(); ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     }
     return injected(_sync_fault.load());
+}
+
+void FaultyFileSystem::on_read() {
+    _table_reads.fetch_add(1);
+    if (const auto ms = _read_latency_ms.load(); ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+}
+
+rocksdb::IOStatus FaultyFileSystem::NewRandomAccessFile(const std::string& name, const rocksdb::FileOptions& options,
+                                                        std::unique_ptr<rocksdb::FSRandomAccessFile>* result,
+                                                        rocksdb::IODebugContext* dbg) {
+    std::unique_ptr<rocksdb::FSRandomAccessFile> file;
+    auto st = target()->NewRandomAccessFile(name, options, &file, dbg);
+    if (st.ok()) {
+        if (is_wal(name)) *result = std::move(file);
+        else *result = std::make_unique<SlowRandomAccessFile>(std::move(file), *this);
+    }
+    return st;
 }
 
 rocksdb::IOStatus FaultyFileSystem::NewWritableFile(const std::string& name, const rocksdb::FileOptions& options,

@@ -38,17 +38,25 @@ public:
     void fail_syncs(Fault f) noexcept { _sync_fault.store(f); }
     // Added to every append and sync of a WAL file (a slow disk).
     void set_wal_latency(std::chrono::milliseconds d) noexcept { _wal_latency_ms.store(d.count()); }
+    // Added to every read of a file other than a WAL (an SST block not in the block cache: a
+    // cold read from a slow disk).
+    void set_read_latency(std::chrono::milliseconds d) noexcept { _read_latency_ms.store(d.count()); }
     void heal() noexcept {
         fail_writes(Fault::none);
         fail_syncs(Fault::none);
         set_wal_latency(std::chrono::milliseconds(0));
+        set_read_latency(std::chrono::milliseconds(0));
     }
 
     // Seen since construction (successful or not).
     std::uint64_t wal_appends() const noexcept { return _wal_appends.load(); }
     std::uint64_t wal_syncs() const noexcept { return _wal_syncs.load(); }
     std::uint64_t injected_faults() const noexcept { return _injected.load(); }
+    std::uint64_t table_reads() const noexcept { return _table_reads.load(); }
 
+    rocksdb::IOStatus NewRandomAccessFile(const std::string& name, const rocksdb::FileOptions& options,
+                                          std::unique_ptr<rocksdb::FSRandomAccessFile>* result,
+                                          rocksdb::IODebugContext* dbg) override;
     rocksdb::IOStatus NewWritableFile(const std::string& name, const rocksdb::FileOptions& options,
                                       std::unique_ptr<rocksdb::FSWritableFile>* result,
                                       rocksdb::IODebugContext* dbg) override;
@@ -62,6 +70,8 @@ public:
 
 private:
     friend class FaultyWritableFile;
+    friend class SlowRandomAccessFile;
+    void on_read();  // the read latency, if any
     rocksdb::IOStatus on_write(bool wal);  // the fault to return, after the latency
     rocksdb::IOStatus on_sync(bool wal);
     rocksdb::IOStatus injected(Fault f);
@@ -70,6 +80,8 @@ private:
     std::atomic<Fault> _table_write_fault{Fault::none};
     std::atomic<Fault> _sync_fault{Fault::none};
     std::atomic<std::int64_t> _wal_latency_ms{0};
+    std::atomic<std::int64_t> _read_latency_ms{0};
+    std::atomic<std::uint64_t> _table_reads{0};
     std::atomic<std::uint64_t> _wal_appends{0};
     std::atomic<std::uint64_t> _wal_syncs{0};
     std::atomic<std::uint64_t> _injected{0};

@@ -29,6 +29,8 @@
 
 #include "broker/src/router/mailboxes.hpp"
 #include "broker/src/session/session.hpp"
+#include "broker/src/storage/accounts.hpp"
+#include "broker/src/storage/fast_tokens.hpp"
 #include "xmpp/jid.hpp"
 #include "xmpp/sasl/mechanism.hpp"
 #include "xmpp/sasl/scram.hpp"
@@ -39,10 +41,6 @@
 namespace starling::router {
 struct Envelope;
 }
-namespace starling::storage {
-struct FastToken;
-}
-
 namespace starling::c2s {
 
 struct ShardContext;
@@ -143,8 +141,26 @@ private:
     void sasl_success(const xmpp::BareJid& who, std::string_view additional);
     void sasl_failure(std::string_view condition, bool counts);
     void send_sasl_failure();
-    xmpp::sasl::ScramCredentials credentials_for(const xmpp::BareJid& who, xmpp::sasl::ScramAlgorithm alg,
-                                                 bool& known);
+    void sasl_scram_server_first(const xmpp::BareJid& who, const xmpp::Result<storage::AccountRecord, storage::Errc>& rec);
+    xmpp::sasl::ScramCredentials credentials_from(const xmpp::BareJid& who, xmpp::sasl::ScramAlgorithm alg,
+                                                  const xmpp::Result<storage::AccountRecord, storage::Errc>& rec,
+                                                  bool& known);
+
+    // Store reads a login waits for (session_reads.cpp). They go through the shard's writer
+    // (storage/README.md, "The read path"): answered inline when the record is in memory, else
+    // read on the store's reader thread, so a slow disk never stalls the shard. From the call
+    // until `then` runs, the session processes no input (nothing is reordered); `then` runs
+    // only if the session is still negotiating (a session closed meanwhile is not touched) and
+    // never after the writer stopped (shutdown). Without a writer (unit tests) they read
+    // synchronously.
+    using AccountThen = storage::MoveFunction<void(C2sSession&, xmpp::Result<storage::AccountRecord, storage::Errc>)>;
+    using TokensThen =
+        storage::MoveFunction<void(C2sSession&, xmpp::Result<std::vector<storage::FastToken>, storage::Errc>)>;
+    void load_account(const std::string& bare, AccountThen then);
+    void load_fast_tokens(const std::string& bare, TokensThen then);
+    template <class T, class Read>
+    void await_store(Read read, storage::MoveFunction<void(C2sSession&, xmpp::Result<T, storage::Errc>)> then);
+    bool end_store_wait(std::uint32_t id, bool stopped) noexcept;
 
     // SASL2 (XEP-0388), Bind2 (XEP-0386), FAST (XEP-0484): session_sasl2.cpp.
     void append_sasl2_features();
@@ -153,8 +169,13 @@ private:
     std::vector<std::string_view> fast_mechanisms() const;
     std::optional<std::string> fast_binding(std::string_view mechanism) const;
     void sasl2_fast(std::string_view mechanism, std::string_view decoded);
+    struct FastAttempt;
+    void sasl2_fast_verify(const FastAttempt& attempt,
+                           xmpp::Result<std::vector<storage::FastToken>, storage::Errc> tokens);
     void sasl2_succeed(const xmpp::BareJid& who, std::string_view additional,
                        std::vector<storage::FastToken>* fast_tokens);
+    void sasl2_succeed_with(const xmpp::BareJid& who, std::string_view additional,
+                            std::vector<storage::FastToken>* tokens, bool fast_login);
     void sasl2_failure(std::string_view condition, bool counts);
     void send_sasl2_failure();
     void finish_bind2();
@@ -276,6 +297,9 @@ private:
     bool _flush_scheduled = false;
     bool _header_sent = false;
     bool _paused = false;            // reading paused (auth failure delay, rate limit)
+    bool _store_wait = false;        // input stopped until a store read completes (session_reads.cpp)
+    bool _in_store_call = false;     // inside load_*(): a completion now is an inline one
+    std::uint32_t _store_wait_id = 0;
     bool _starttls_pending = false;  // <proceed/> queued: TLS starts once it is written
     bool _close_after_write = false; // the stream is over: close once the batch is out
     bool _handoff_pending = false;   // hand_off() is posted

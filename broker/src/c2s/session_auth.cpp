@@ -160,15 +160,20 @@ void C2sSession::sasl_plain(std::string_view decoded) {
             return;
         }
     }
-    bool known = false;
-    const auto creds = credentials_for(*who, xmpp::sasl::ScramAlgorithm::sha_256, known);
-    // The decoy costs the same PBKDF2 as a real account: timing does not tell who exists.
-    const bool ok = static_cast<bool>(xmpp::sasl::verify_password(creds, msg->password));
-    if (!ok || !known) {
-        sasl_failure("not-authorized", true);
-        return;
-    }
-    sasl_success(*who, {});
+    // The account may have to come from disk: off the reactor (session_reads.cpp).
+    const std::string bare = who->str();
+    load_account(bare, [who = std::move(*who), password = std::string(msg->password)](
+                           C2sSession& self, xmpp::Result<storage::AccountRecord, storage::Errc> rec) {
+        bool known = false;
+        const auto creds = self.credentials_from(who, xmpp::sasl::ScramAlgorithm::sha_256, rec, known);
+        // The decoy costs the same PBKDF2 as a real account: timing does not tell who exists.
+        const bool ok = static_cast<bool>(xmpp::sasl::verify_password(creds, password));
+        if (!ok || !known) {
+            self.sasl_failure("not-authorized", true);
+            return;
+        }
+        self.sasl_success(who, {});
+    });
 }
 
 void C2sSession::sasl_scram_first(std::string_view decoded) {
@@ -208,13 +213,24 @@ void C2sSession::sasl_scram_first(std::string_view decoded) {
             return;
         }
     }
-    const auto creds = credentials_for(*who, _scram_alg, _scram_user_known);
+    // The account may have to come from disk: off the reactor (session_reads.cpp).
+    const std::string bare = who->str();
+    load_account(bare, [who = std::move(*who)](C2sSession& self,
+                                               xmpp::Result<storage::AccountRecord, storage::Errc> rec) {
+        self.sasl_scram_server_first(who, rec);
+    });
+}
+
+// SCRAM's server-first message (RFC 5802 §5.1), once the account's keys are read.
+void C2sSession::sasl_scram_server_first(const xmpp::BareJid& who,
+                                         const xmpp::Result<storage::AccountRecord, storage::Errc>& rec) {
+    const auto creds = credentials_from(who, _scram_alg, rec, _scram_user_known);
     auto first = _scram->server_first(creds, _ctx->random.alnum(24));
     if (!first) {
         sasl_failure("temporary-auth-failure", false);
         return;
     }
-    _scram_user = std::move(*who);
+    _scram_user = who;
     _sasl = Sasl::scram_final;
     _out += _sasl2 ? "<challenge xmlns='urn:xmpp:sasl:2'>" : "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>";
     xmpp::base64_encode_append(*first, _out);
@@ -224,12 +240,12 @@ void C2sSession::sasl_scram_first(std::string_view decoded) {
 
 // The stored keys of an account, or decoys derived from the server secret (RFC 5802 §9) so
 // that an unknown user and a wrong password look the same from outside.
-xmpp::sasl::ScramCredentials C2sSession::credentials_for(const xmpp::BareJid& who,
-                                                         xmpp::sasl::ScramAlgorithm alg, bool& known) {
+xmpp::sasl::ScramCredentials C2sSession::credentials_from(const xmpp::BareJid& who, xmpp::sasl::ScramAlgorithm alg,
+                                                          const xmpp::Result<storage::AccountRecord, storage::Errc>& rec,
+                                                          bool& known) {
     known = false;
     xmpp::sasl::ScramCredentials c;
     c.algorithm = alg;
-    auto rec = _ctx->accounts.get(who.str());
     if (rec && !rec->disabled) {
         const auto& keys = alg == xmpp::sasl::ScramAlgorithm::sha_256 ? rec->sha256 : rec->sha1;
         if (!keys.empty()) {

@@ -118,15 +118,19 @@ void C2sSession::sasl_external(std::string_view decoded) {
     }
     // The certificate proves who the device is, not that the account exists: an operator
     // disables a device by disabling (or deleting) its account, as with passwords.
-    auto rec = _ctx->accounts.get(who->str());
-    if (!rec || rec->disabled) {
-        if (!rec && rec.error() != storage::Errc::not_found) {
-            STARLING_LOG(warn, "c2s: account lookup for {} failed: {}", who->str(), storage::to_string(rec.error()));
+    // The account may have to come from disk: off the reactor (session_reads.cpp).
+    const std::string bare = who->str();
+    load_account(bare, [who = std::move(*who)](C2sSession& self,
+                                               xmpp::Result<storage::AccountRecord, storage::Errc> rec) {
+        if (!rec || rec->disabled) {
+            if (!rec && rec.error() != storage::Errc::not_found) {
+                STARLING_LOG(warn, "c2s: account lookup for {} failed: {}", who.str(), storage::to_string(rec.error()));
+            }
+            self.sasl_failure("not-authorized", true);
+            return;
         }
-        sasl_failure("not-authorized", true);
-        return;
-    }
-    sasl_success(*who, {});
+        self.sasl_success(who, {});
+    });
 }
 
 }  // namespace starling::c2s

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <memory>
 
 #include "broker/src/c2s/options.hpp"
 #include "broker/src/c2s/session_detail.hpp"
@@ -43,6 +44,23 @@ std::string xep82(std::int64_t unix_s) {
     char buf[32];
     std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
     return buf;
+}
+
+// How long a login may take from asking for an account's FAST tokens to writing them back.
+// `starlingctl fast revoke` deletes the record twice, 500 ms apart (server/broker.cpp): a login
+// that read the tokens before the first delete must have written them before the second, or it
+// would bring revoked tokens back. A read slower than this (a sick disk) is treated as failed.
+constexpr std::chrono::milliseconds k_fast_read_window{250};
+
+bool read_in_time(std::chrono::steady_clock::time_point asked) noexcept {
+    return std::chrono::steady_clock::now() - asked < k_fast_read_window;
+}
+
+// The xmpp/sasl/ht.hpp constant of a token mechanism fast_binding() accepted.
+std::string_view ht_constant(std::string_view m) noexcept {
+    if (m == xmpp::sasl::k_ht_sha_256_expr) return xmpp::sasl::k_ht_sha_256_expr;
+    if (m == xmpp::sasl::k_ht_sha_256_endp) return xmpp::sasl::k_ht_sha_256_endp;
+    return xmpp::sasl::k_ht_sha_256_none;
 }
 
 bool truthy(std::string_view s) noexcept { return s == "true" || s == "1"; }
@@ -230,6 +248,15 @@ std::optional<std::string> C2sSession::fast_binding(std::string_view mechanism) 
     return data;
 }
 
+// What a token login said, kept while the account and its tokens are read.
+struct C2sSession::FastAttempt {
+    xmpp::BareJid who;
+    std::string_view mechanism;  // an xmpp/sasl/ht.hpp constant
+    std::string cb;              // its cb-data on this connection
+    std::string initiator_hash;
+    std::chrono::steady_clock::time_point asked{};  // when the tokens were asked for
+};
+
 // XEP-0484 §4 with HT-SHA-256-*: one HMAC per stored token of the account (at most
 // fast.max_tokens_per_account), no PBKDF2. A token logs in only with the mechanism it was issued
 // for. Unknown users, wrong, expired, revoked and replayed tokens and a wrong channel binding all
@@ -250,24 +277,55 @@ void C2sSession::sasl2_fast(std::string_view mechanism, std::string_view decoded
         sasl2_failure("not-authorized", true);
         return;
     }
-    auto account = _ctx->accounts.get(who->str());
-    if (!account || account->disabled) {
-        sasl2_failure("not-authorized", true);
-        return;
-    }
-    storage::FastTokenStore store(*_ctx->store);
-    auto tokens = store.get(who->str());
+    // The account, then its tokens: either may have to come from disk, so both are read off the
+    // reactor (session_reads.cpp).
+    auto attempt = std::make_unique<FastAttempt>(FastAttempt{
+        .who = std::move(*who),
+        .mechanism = ht_constant(mechanism),
+        .cb = *cb,
+        .initiator_hash = std::string(msg->initiator_hash),
+    });
+    const std::string bare = attempt->who.str();
+    load_account(bare, [attempt = std::move(attempt)](C2sSession& self,
+                                                      xmpp::Result<storage::AccountRecord, storage::Errc> account) mutable {
+        if (!account || account->disabled) {
+            self.sasl2_failure("not-authorized", true);
+            return;
+        }
+        attempt->asked = std::chrono::steady_clock::now();
+        const std::string account_jid = attempt->who.str();
+        self.load_fast_tokens(account_jid, [attempt = std::move(attempt)](
+                                               C2sSession& again,
+                                               xmpp::Result<std::vector<storage::FastToken>, storage::Errc> tokens) {
+            again.sasl2_fast_verify(*attempt, std::move(tokens));
+        });
+    });
+}
+
+// The account exists and is enabled; `tokens` are its FAST tokens as read.
+void C2sSession::sasl2_fast_verify(const FastAttempt& attempt,
+                                   xmpp::Result<std::vector<storage::FastToken>, storage::Errc> tokens) {
+    const auto& who = attempt.who;
     if (!tokens) {
-        STARLING_LOG(warn, "c2s {}: FAST tokens of {} unreadable: {}", _peer, who->str(), storage::to_string(tokens.error()));
+        STARLING_LOG(warn, "c2s {}: FAST tokens of {} unreadable: {}", _peer, who.str(), storage::to_string(tokens.error()));
         sasl2_failure("temporary-auth-failure", false);
         return;
     }
+    if (!read_in_time(attempt.asked)) {
+        // Writing these back now could undo a revocation made meanwhile (k_fast_read_window).
+        STARLING_LOG(warn, "c2s {}: FAST login of {} refused: its tokens took over {} ms to read", _peer, who.str(),
+                     k_fast_read_window.count());
+        sasl2_failure("temporary-auth-failure", false);
+        return;
+    }
+    storage::FastTokenStore store(*_ctx->store);
+    const std::string_view mechanism = attempt.mechanism;
     const bool expired = storage::drop_expired(*tokens, unix_now());
     storage::FastToken* used = nullptr;
     for (auto& t : *tokens) {
         // Tokens stored before the mechanism was recorded are HT-SHA-256-NONE ones.
         const std::string_view for_mech = t.mechanism.empty() ? xmpp::sasl::k_ht_sha_256_none : t.mechanism;
-        if (for_mech == mechanism && xmpp::sasl::ht_verify(t.key, *cb, msg->initiator_hash)) used = &t;
+        if (for_mech == mechanism && xmpp::sasl::ht_verify(t.key, attempt.cb, attempt.initiator_hash)) used = &t;
     }
     auto& st = *_sasl2;
     // XEP-0484 §4.1: the counter must grow with each use of a token (with NONE it is what stops
@@ -275,7 +333,7 @@ void C2sSession::sasl2_fast(std::string_view mechanism, std::string_view decoded
     const bool ok = used != nullptr && st.fast_count && *st.fast_count > used->count &&
                     (used->user_agent.empty() || used->user_agent == st.user_agent);
     if (!ok) {
-        if (expired) (void)store.put(who->str(), *tokens, false);
+        if (expired) (void)store.put(who.str(), *tokens, false);
         sasl2_failure("not-authorized", true);
         return;
     }
@@ -284,13 +342,37 @@ void C2sSession::sasl2_fast(std::string_view mechanism, std::string_view decoded
     storage::forget_superseded(*tokens, used_copy);
     if (st.fast_invalidate) std::erase(*tokens, used_copy);
     ++_ctx->counters.auth_fast;
-    sasl2_succeed(*who, xmpp::sasl::ht_responder(used_copy.key, *cb), &*tokens);
+    sasl2_succeed(who, xmpp::sasl::ht_responder(used_copy.key, attempt.cb), &*tokens);
 }
 
 // Authenticated. `fast_tokens`: the account's tokens already loaded (and changed) by a FAST
 // login, to be written back with any new token in one write.
 void C2sSession::sasl2_succeed(const xmpp::BareJid& who, std::string_view additional,
                                std::vector<storage::FastToken>* fast_tokens) {
+    if (fast_tokens == nullptr && _ctx->store != nullptr && _ctx->options.fast && _sasl2->request_token) {
+        // A new token joins the account's others: read them first, off the reactor
+        // (session_reads.cpp). Unreadable, or read too slowly (k_fast_read_window): the login
+        // succeeds without a token, as when it cannot be stored.
+        const auto asked = std::chrono::steady_clock::now();
+        load_fast_tokens(who.str(), [who, additional = std::string(additional), asked](
+                                        C2sSession& self,
+                                        xmpp::Result<std::vector<storage::FastToken>, storage::Errc> tokens) mutable {
+            if (!tokens) {
+                STARLING_LOG(warn, "c2s {}: FAST tokens of {} unreadable: {}", self._peer, who.str(),
+                             storage::to_string(tokens.error()));
+            }
+            const bool usable = tokens && read_in_time(asked);
+            self.sasl2_succeed_with(who, additional, usable ? &*tokens : nullptr, false);
+        });
+        return;
+    }
+    sasl2_succeed_with(who, additional, fast_tokens, fast_tokens != nullptr);
+}
+
+// `tokens`: the account's tokens, read (and changed by a FAST login); null when they could not
+// be read.
+void C2sSession::sasl2_succeed_with(const xmpp::BareJid& who, std::string_view additional,
+                                    std::vector<storage::FastToken>* tokens, bool fast_login) {
     _scram.reset();
     _sasl = Sasl::none;
     _authed = who;
@@ -299,17 +381,11 @@ void C2sSession::sasl2_succeed(const xmpp::BareJid& who, std::string_view additi
     st.active = false;
     st.additional = std::string(additional);
     const auto& o = _ctx->options;
-    const bool fast_login = fast_tokens != nullptr;
     if (_ctx->store != nullptr && o.fast && (st.request_token || fast_login)) {
         storage::FastTokenStore store(*_ctx->store);
-        std::vector<storage::FastToken> loaded;
-        bool readable = true;
-        if (fast_tokens == nullptr) {
-            auto r = store.get(who.str());
-            if (r) loaded = std::move(*r);
-            else readable = false;
-            fast_tokens = &loaded;
-        }
+        std::vector<storage::FastToken> none;
+        const bool readable = tokens != nullptr;
+        auto* fast_tokens = readable ? tokens : &none;
         std::string token;
         const auto now = unix_now();
         if (st.request_token && readable) {

@@ -10,6 +10,7 @@
 #include "account_generated.h"
 #include "broker/src/storage/rocks.hpp"
 #include "broker/src/storage/store.hpp"
+#include "broker/src/storage/write_path.hpp"
 
 namespace starling::storage {
 
@@ -112,6 +113,15 @@ xmpp::Result<AccountRecord, Errc> AccountStore::get(std::string_view bare_jid) c
     } catch (...) {
         return xmpp::Unexpected(Errc::io_error);
     }
+}
+
+void AccountStore::get_async(ShardWriter& writer, std::string_view bare_jid, AccountLoaded done) noexcept {
+    writer.get_async(Column::accounts, bare_jid,
+                     [done = std::move(done)](xmpp::Result<std::optional<std::string>, Errc> value) mutable {
+                         if (!value) return done(xmpp::Unexpected(value.error()));
+                         if (!*value) return done(xmpp::Unexpected(Errc::not_found));
+                         done(decode(**value));
+                     });
 }
 
 xmpp::Result<bool, Errc> AccountStore::exists(std::string_view bare_jid) const noexcept {

@@ -2,7 +2,8 @@
 // (DESIGN §6, RFC 5802 §3): a stolen store does not reveal passwords, nor let anyone log in
 // with PLAIN without first cracking the PBKDF2 hash.
 //
-// Thread-safe (RocksDB is); each call is one synchronous RocksDB operation.
+// Thread-safe (RocksDB is); each call is one synchronous RocksDB operation, except get_async,
+// which reads through a shard's ShardWriter and never touches the disk on the caller's thread.
 #pragma once
 
 #include <cstdint>
@@ -13,11 +14,13 @@
 #include <vector>
 
 #include "broker/src/storage/errc.hpp"
+#include "broker/src/storage/move_function.hpp"
 #include "xmpp/result.hpp"
 
 namespace starling::storage {
 
 class Store;
+class ShardWriter;
 
 // Salted keys for one hash function.
 struct ScramKeys {
@@ -35,6 +38,8 @@ struct AccountRecord {
     bool disabled = false;
 };
 
+using AccountLoaded = MoveFunction<void(xmpp::Result<AccountRecord, Errc>)>;
+
 class AccountStore {
 public:
     explicit AccountStore(Store& store) noexcept : _store(store) {}
@@ -42,6 +47,12 @@ public:
     // `bare_jid` must already be normalised (xmpp::Jid).
     xmpp::Result<void, Errc> put(std::string_view bare_jid, const AccountRecord& record) noexcept;
     xmpp::Result<AccountRecord, Errc> get(std::string_view bare_jid) const noexcept;
+    // get() through `writer` (ShardWriter::get_async), on the writer's shard: `done` runs inline
+    // when the record is in the shard's overlay, the memtable or the block cache, else it is
+    // posted back once the committer's reader thread has read it (a slow disk stalls that
+    // thread, not the shard). Errc::not_found when there is no such account; Errc::stopped when
+    // the writer went away first.
+    static void get_async(ShardWriter& writer, std::string_view bare_jid, AccountLoaded done) noexcept;
     xmpp::Result<bool, Errc> exists(std::string_view bare_jid) const noexcept;
     // True when it existed.
     xmpp::Result<bool, Errc> remove(std::string_view bare_jid) noexcept;

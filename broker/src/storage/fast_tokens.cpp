@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "broker/src/storage/rocks.hpp"
+#include "broker/src/storage/write_path.hpp"
 
 namespace starling::storage {
 
@@ -139,6 +140,22 @@ xmpp::Result<std::vector<FastToken>, Errc> FastTokenStore::get(std::string_view 
     } catch (...) {
         return xmpp::Unexpected(Errc::io_error);
     }
+}
+
+void FastTokenStore::get_async(ShardWriter& writer, std::string_view bare_jid, FastTokensLoaded done) noexcept {
+    std::string key;
+    try {
+        key = key_of(bare_jid);
+    } catch (...) {
+        done(xmpp::Unexpected(Errc::io_error));
+        return;
+    }
+    writer.get_async(Column::meta, key,
+                     [done = std::move(done)](xmpp::Result<std::optional<std::string>, Errc> value) mutable {
+                         if (!value) return done(xmpp::Unexpected(value.error()));
+                         if (!*value) return done(std::vector<FastToken>{});
+                         done(decode(**value));
+                     });
 }
 
 xmpp::Result<void, Errc> FastTokenStore::put(std::string_view bare_jid, const std::vector<FastToken>& tokens,

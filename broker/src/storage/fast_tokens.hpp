@@ -15,11 +15,13 @@
 #include <vector>
 
 #include "broker/src/storage/errc.hpp"
+#include "broker/src/storage/move_function.hpp"
 #include "xmpp/result.hpp"
 
 namespace starling::storage {
 
 class Store;
+class ShardWriter;
 
 struct FastToken {
     std::string key;         // SHA-256 of the token (32 bytes)
@@ -41,12 +43,18 @@ void add_token(std::vector<FastToken>& tokens, FastToken fresh, std::size_t max_
 // A login used `used`: older tokens of the same user agent are dropped (it holds the new one).
 void forget_superseded(std::vector<FastToken>& tokens, const FastToken& used);
 
+using FastTokensLoaded = MoveFunction<void(xmpp::Result<std::vector<FastToken>, Errc>)>;
+
 class FastTokenStore {
 public:
     explicit FastTokenStore(Store& store) noexcept : _store(store) {}
 
     // The account's tokens (empty when none).
     xmpp::Result<std::vector<FastToken>, Errc> get(std::string_view bare_jid) const noexcept;
+    // get() through `writer` (ShardWriter::get_async), on the writer's shard: inline when the
+    // record is in the overlay, the memtable or the block cache, else read on the committer's
+    // reader thread and posted back. Errc::stopped when the writer went away first.
+    static void get_async(ShardWriter& writer, std::string_view bare_jid, FastTokensLoaded done) noexcept;
     // Replaces the account's tokens (none: the record is deleted). `durable`: fsynced (a token
     // handed out must survive a power cut); otherwise the WAL only (counter updates).
     xmpp::Result<void, Errc> put(std::string_view bare_jid, const std::vector<FastToken>& tokens,

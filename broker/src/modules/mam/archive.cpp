@@ -199,28 +199,60 @@ MessageArchive::Users::value_type* MessageArchive::user(std::string_view bare) {
     if (_last_user != nullptr && _last_user->first == bare) return _last_user;
     auto it = _users.find(bare);
     if (it != _users.end()) return _last_user = &*it;
-    std::uint64_t newest = 0;
-    const auto prefix = archive_key(bare, 0).substr(0, bare.size() + 1);
-    if (_store == nullptr) {
-        auto m = _memory.upper_bound(archive_key(bare, ~std::uint64_t{0}));
-        if (m != _memory.begin()) {
-            --m;
-            if (m->first.compare(0, prefix.size(), prefix) == 0) newest = id_of_key(m->first);
-        }
-    } else {
-        // With a writer, none of this user's records can be in flight: they would have made
-        // the entry. Without one, the pending batch is written first.
-        flush();
-        std::unique_ptr<rocksdb::Iterator> i(
-            _store->db().NewIterator(rocksdb::ReadOptions(), _store->column(storage::Column::mam)));
-        i->SeekForPrev(slice(archive_key(bare, ~std::uint64_t{0})));
-        if (i->Valid() && i->key().starts_with(slice(prefix))) newest = id_of_key({i->key().data(), i->key().size()});
-    }
+    // With a writer, none of this user's records can be in flight: they would have made the
+    // entry. Without one, the pending batch is written first.
+    flush();
+    // A read error counts as no record, as before: ids still grow with the clock.
+    const std::uint64_t newest = newest_stored(bare).value_or(0);
     User u;
     u.last_id = newest;
     // No record: the count is known without reading it (0; a stored one would say the same).
     if (newest == 0) u.count_known = true;
     return _last_user = &*_users.emplace(std::string(bare), u).first;
+}
+
+xmpp::Result<std::uint64_t, Errc> MessageArchive::newest_stored(std::string_view bare) const noexcept {
+    return newest_with(bare, rocksdb::ReadOptions());
+}
+
+std::optional<std::uint64_t> MessageArchive::newest_in_memory(std::string_view bare) const noexcept {
+    rocksdb::ReadOptions memory_only;
+    memory_only.read_tier = rocksdb::kBlockCacheTier;
+    auto r = newest_with(bare, memory_only);
+    if (!r) return std::nullopt;
+    return *r;
+}
+
+xmpp::Result<std::uint64_t, Errc> MessageArchive::newest_with(std::string_view bare,
+                                                              const rocksdb::ReadOptions& ro) const noexcept {
+    try {
+        std::uint64_t newest = 0;
+        const auto prefix = archive_key(bare, 0).substr(0, bare.size() + 1);
+        const auto top = archive_key(bare, ~std::uint64_t{0});
+        if (_store == nullptr) {
+            auto m = _memory.upper_bound(top);
+            if (m != _memory.begin()) {
+                --m;
+                if (m->first.compare(0, prefix.size(), prefix) == 0) newest = id_of_key(m->first);
+            }
+            return newest;
+        }
+        std::unique_ptr<rocksdb::Iterator> i(_store->db().NewIterator(ro, _store->column(storage::Column::mam)));
+        i->SeekForPrev(slice(top));
+        if (i->Valid() && i->key().starts_with(slice(prefix))) newest = id_of_key({i->key().data(), i->key().size()});
+        if (!i->status().ok()) return xmpp::Unexpected(errc_of(i->status()));
+        return newest;
+    } catch (...) {
+        return xmpp::Unexpected(Errc::io_error);
+    }
+}
+
+void MessageArchive::seed_newest(std::string_view bare, std::uint64_t newest) {
+    if (knows(bare)) return;
+    User u;
+    u.last_id = newest;
+    if (newest == 0) u.count_known = true;
+    _users.emplace(std::string(bare), u);
 }
 
 std::uint64_t MessageArchive::fresh_id(std::string_view bare, std::int64_t now_us) {

@@ -47,6 +47,9 @@ class ShardWriter;
 namespace asio {
 class io_context;
 }
+namespace rocksdb {
+struct ReadOptions;
+}
 
 namespace starling::modules::mam {
 
@@ -119,6 +122,17 @@ public:
     // The user's newest stored id is looked up once per user (one reverse seek), not per
     // message: after a restart with the clock gone back, ids must still not collide.
     std::uint64_t fresh_id(std::string_view bare, std::int64_t now_us);
+    // The newest id `bare` has in the store (0: none). Reads RocksDB only (one reverse seek),
+    // touches no shard state: runs on the store's reader thread when off_reactor_writer() is set.
+    xmpp::Result<std::uint64_t, storage::Errc> newest_stored(std::string_view bare) const noexcept;
+    // The same from the memtables and the block cache only, on the shard: nullopt when that
+    // would need the disk (or failed), and then newest_stored() goes to the reader thread.
+    std::optional<std::uint64_t> newest_in_memory(std::string_view bare) const noexcept;
+    // Whether the newest id of `bare` is cached (fresh_id and queue_for_retention seek no more).
+    bool knows(std::string_view bare) const noexcept { return _users.find(bare) != _users.end(); }
+    // Caches `newest` (from newest_stored, read off the reactor) as the newest id of `bare`,
+    // unless an entry was made meanwhile: that one did its own seek and may have moved on.
+    void seed_newest(std::string_view bare, std::uint64_t newest);
     // Removes the records of `bare` with lo <= id < hi. Keeps the count exact (counts what it
     // removes): for retention, not for the message path.
     xmpp::Result<void, storage::Errc> remove(std::string_view bare, std::uint64_t lo, std::uint64_t hi) noexcept;
@@ -166,6 +180,8 @@ public:
     static xmpp::Result<ArchivedMessage, storage::Errc> decode(std::string_view bytes, std::uint64_t id) noexcept;
 
 private:
+    xmpp::Result<std::uint64_t, storage::Errc> newest_with(std::string_view bare,
+                                                           const rocksdb::ReadOptions& ro) const noexcept;
     struct Pending;
     struct User {
         std::uint64_t last_id = 0;   // the newest id handed out or stored

@@ -279,9 +279,34 @@ void MamModule::install(ModuleContext& ctx) {
 
     // Retention: a user who logs in is due for a check (age and count), done by the sweep off
     // the message path; no scan here.
+    // Queuing needs the user's newest id (one reverse seek, maybe from disk): when it is not
+    // cached, the seek runs on the store's reader thread, not on this shard at login (issue 14).
     ctx.on_session([archive](Session& s, SessionEvent e) {
         if (e != SessionEvent::bound || s.jid() == nullptr) return;
-        archive->queue_for_retention(s.jid()->bare_view());
+        auto* reader = archive->off_reactor_writer();
+        if (reader == nullptr || archive->knows(s.jid()->bare_view())) {
+            archive->queue_for_retention(s.jid()->bare_view());
+            return;
+        }
+        if (const auto newest = archive->newest_in_memory(s.jid()->bare_view())) {
+            archive->seed_newest(s.jid()->bare_view(), *newest);  // in memory: no thread hop
+            archive->queue_for_retention(s.jid()->bare_view());
+            return;
+        }
+        struct Seek {
+            std::string bare;
+            xmpp::Result<std::uint64_t, storage::Errc> newest{0};
+        };
+        auto seek = std::make_shared<Seek>();
+        seek->bare = std::string(s.jid()->bare_view());
+        reader->run_off_reactor([archive, seek] { seek->newest = archive->newest_stored(seek->bare); },
+                                [archive, seek] {
+                                    // On a read error nothing is cached: the next message seeks
+                                    // again, and the sweep's pass over idle users covers retention.
+                                    if (!seek->newest) return;
+                                    archive->seed_newest(seek->bare, *seek->newest);
+                                    archive->queue_for_retention(seek->bare);
+                                });
     });
     _shard = &ctx.shard();
     _timer = std::make_unique<asio::steady_timer>(_shard->io);
@@ -305,30 +330,57 @@ void MamModule::install(ModuleContext& ctx) {
             ev.reply_error(xmpp::StanzaError::forbidden);
             return Handled::yes;
         }
-        // Read once the messages archived so far are readable (committed), maybe later.
+        // Read once the messages archived so far are readable (committed), maybe later; then
+        // two seeks (the oldest record at or above the retention floor, the newest), on the
+        // store's reader thread when the archive is only in RocksDB (issue 14).
         archive->when_readable([archive, ids_codec, retention_floor, bare = std::string(ev.to),
                                 d = ev.defer()](bool readable) mutable {
-            std::optional<std::uint64_t> first, last;
-            auto r = archive->scan(bare, retention_floor(now_us()), UINT64_MAX, [&](std::uint64_t id, std::string_view) {
-                if (!first) first = id;
-                last = id;
-                return true;
-            });
-            if (!readable || !r) {
+            if (!readable) {
                 d.error(xmpp::StanzaError::internal_server_error);
                 return;
             }
-            std::string out;
-            xmpp::xml::Writer w(out);
-            w.open("metadata").attr("xmlns", mam::k_ns_mam);
-            if (first) {
-                for (auto [name, id] : {std::pair{"start", *first}, std::pair{"end", *last}}) {
-                    w.open(name).attr("id", ids_codec->format(id));
-                    w.attr("timestamp", mam::format_datetime(static_cast<std::int64_t>(id))).close();
+            struct Bounds {
+                std::string bare;
+                std::uint64_t floor = 0;
+                std::optional<std::uint64_t> first, last;
+                bool failed = false;
+            };
+            auto b = std::make_shared<Bounds>();
+            b->bare = std::move(bare);
+            b->floor = retention_floor(now_us());
+            auto work = [archive, b] {
+                auto r = archive->scan(b->bare, b->floor, UINT64_MAX, [&](std::uint64_t id, std::string_view) {
+                    b->first = id;
+                    return false;
+                });
+                auto newest = archive->newest_stored(b->bare);
+                b->failed = !r || !newest;
+                if (b->first && newest && *newest >= *b->first) b->last = *newest;
+                else b->first.reset();
+            };
+            auto answer = [ids_codec, b, d = std::move(d)]() mutable {
+                if (b->failed) {
+                    d.error(xmpp::StanzaError::internal_server_error);
+                    return;
                 }
+                std::string out;
+                xmpp::xml::Writer w(out);
+                w.open("metadata").attr("xmlns", mam::k_ns_mam);
+                if (b->first) {
+                    for (auto [name, id] : {std::pair{"start", *b->first}, std::pair{"end", *b->last}}) {
+                        w.open(name).attr("id", ids_codec->format(id));
+                        w.attr("timestamp", mam::format_datetime(static_cast<std::int64_t>(id))).close();
+                    }
+                }
+                w.finish();
+                d.result(out);
+            };
+            if (auto* reader = archive->off_reactor_writer()) {
+                reader->run_off_reactor(std::move(work), std::move(answer));
+            } else {
+                work();
+                answer();
             }
-            w.finish();
-            d.result(out);
         });
         return Handled::yes;
     });

@@ -2,12 +2,17 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
+#include <optional>
 #include <random>
+#include <thread>
 
+#include <asio/io_context.hpp>
 #include <rocksdb/db.h>
 
 #include "broker/src/storage/store.hpp"
+#include "broker/src/storage/write_path.hpp"
 
 namespace {
 
@@ -100,6 +105,52 @@ TEST(AccountStore, PurgeDeletesTheAccountsRecordsAndNoOneElses) {
     EXPECT_TRUE(has(Column::pubsub_nodes, "pubsub.x" + nul + "feed" + nul + "n"));
     EXPECT_TRUE(has(Column::pubsub_nodes, "\x01" "al@x" + nul + "pubsub.x" + nul + "feed"));
     EXPECT_EQ(*accounts.purge_data("al@x"), 0u);
+}
+
+// The login path's read (c2s/session_reads.cpp): decoded like get(), inline from the memtable,
+// and through the reader thread (posted back) once the record is only in an SST and no cache.
+TEST(AccountStore, GetAsyncReadsLikeGetInlineFromMemoryAndFromDiskOffTheCaller) {
+    TempDir dir;
+    starling::storage::StoreOptions so;
+    so.block_cache_bytes = 1;  // nothing stays cached: the SST read below must go to the file
+    auto store = Store::open(dir.str(), so);
+    AccountStore accounts(*store);
+    ASSERT_TRUE(accounts.put("juliet@example.com", sample()));
+    starling::storage::Committer committer(*store);
+    committer.start();
+    asio::io_context io;
+    using Loaded = xmpp::Result<AccountRecord, Errc>;
+    std::optional<Loaded> hot, missing, cold;
+    {
+        starling::storage::ShardWriter writer(io, 0, committer);
+        AccountStore::get_async(writer, "juliet@example.com", [&](Loaded r) { hot = std::move(r); });
+        ASSERT_TRUE(hot) << "a record in the memtable is answered inline";
+        ASSERT_TRUE(*hot);
+        EXPECT_EQ((*hot)->sha256.stored_key, std::string(32, '\x01'));
+        EXPECT_EQ(writer.counters().reads_inline, 1u);
+
+        rocksdb::FlushOptions fo;
+        fo.wait = true;
+        ASSERT_TRUE(store->db().Flush(fo, store->column(starling::storage::Column::accounts)).ok());
+        AccountStore::get_async(writer, "juliet@example.com", [&](Loaded r) { cold = std::move(r); });
+        EXPECT_FALSE(cold) << "a record only on disk is not read on the caller's thread";
+        AccountStore::get_async(writer, "romeo@example.com", [&](Loaded r) { missing = std::move(r); });
+        for (int i = 0; i < 500 && !(cold && missing); ++i) {
+            // The answer is posted from the reader thread: the io_context may be idle until then.
+            io.restart();
+            io.poll();
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        ASSERT_TRUE(cold);
+        ASSERT_TRUE(*cold);
+        EXPECT_EQ((*cold)->sha1.server_key, std::string(20, '\x04'));
+        EXPECT_EQ((*cold)->created_unix_ms, 1700000000000);
+        ASSERT_TRUE(missing);
+        ASSERT_FALSE(*missing);
+        EXPECT_EQ(missing->error(), Errc::not_found);
+        EXPECT_GE(writer.counters().reads_offloaded, 1u);
+    }
+    committer.stop();
 }
 
 TEST(AccountStore, SurvivesReopen) {

@@ -2,10 +2,17 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
+#include <optional>
 #include <random>
+#include <thread>
+
+#include <asio/io_context.hpp>
+#include <rocksdb/db.h>
 
 #include "broker/src/storage/store.hpp"
+#include "broker/src/storage/write_path.hpp"
 
 namespace {
 
@@ -114,6 +121,45 @@ TEST(FastTokenStore, StoresPerAccountAndRevokesThemAll) {
     EXPECT_TRUE(s.get("a@example.com")->empty());
     EXPECT_EQ(s.get("b@example.com")->size(), 1u);  // another account's are untouched
     EXPECT_EQ(*s.revoke("a@example.com"), 0u);
+}
+
+// The login path's read (c2s/session_reads.cpp): what get() says, from memory inline, from an
+// SST through the reader thread; no record is no tokens.
+TEST(FastTokenStore, GetAsyncReadsLikeGet) {
+    TempDir dir;
+    starling::storage::StoreOptions so;
+    so.block_cache_bytes = 1;
+    auto store = Store::open(dir.str(), so);
+    FastTokenStore s(*store);
+    ASSERT_TRUE(s.put("a@example.com", {token('a', "ua", 1), token('b', "ub", 2)}, true));
+    starling::storage::Committer committer(*store);
+    committer.start();
+    asio::io_context io;
+    using Loaded = xmpp::Result<std::vector<FastToken>, Errc>;
+    std::optional<Loaded> hot, cold, none;
+    {
+        starling::storage::ShardWriter writer(io, 0, committer);
+        FastTokenStore::get_async(writer, "a@example.com", [&](Loaded r) { hot = std::move(r); });
+        ASSERT_TRUE(hot && *hot);
+        EXPECT_EQ(**hot, *s.get("a@example.com"));
+        rocksdb::FlushOptions fo;
+        fo.wait = true;
+        ASSERT_TRUE(store->db().Flush(fo, store->column(starling::storage::Column::meta)).ok());
+        FastTokenStore::get_async(writer, "a@example.com", [&](Loaded r) { cold = std::move(r); });
+        FastTokenStore::get_async(writer, "b@example.com", [&](Loaded r) { none = std::move(r); });
+        for (int i = 0; i < 500 && !(cold && none); ++i) {
+            // The answer is posted from the reader thread: the io_context may be idle until then.
+            io.restart();
+            io.poll();
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        ASSERT_TRUE(cold);
+        ASSERT_TRUE(*cold) << starling::storage::to_string(cold->error());
+        EXPECT_EQ(**cold, *s.get("a@example.com"));
+        ASSERT_TRUE(none && *none);
+        EXPECT_TRUE((*none)->empty());
+    }
+    committer.stop();
 }
 
 }  // namespace

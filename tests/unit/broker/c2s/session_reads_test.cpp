@@ -1,0 +1,373 @@
+// The store reads a login waits for (broker/src/c2s/session_reads.cpp, issue 14): with the
+// account record only on a slow disk (an SST whose reads the test file system delays), one
+// session's login waits on the store's reader thread while the other sessions of the same shard
+// go on; and a session closed while its read is pending is never touched by the completion.
+// One real shard wired as broker.cpp wires one (store, committer, shard writer, router, c2s
+// sessions over loopback); run under the asan preset this also checks the lifetimes.
+#include <gtest/gtest.h>
+
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <random>
+#include <string>
+#include <thread>
+
+#include <asio/post.hpp>
+#include <rocksdb/db.h>
+
+#include "broker/src/c2s/options.hpp"
+#include "broker/src/c2s/session.hpp"
+#include "broker/src/c2s/shard_context.hpp"
+#include "broker/src/net/listener.hpp"
+#include "broker/src/net/shard.hpp"
+#include "broker/src/router/mailboxes.hpp"
+#include "broker/src/router/router.hpp"
+#include "broker/src/storage/accounts.hpp"
+#include "broker/src/storage/store.hpp"
+#include "broker/src/storage/write_path.hpp"
+#include "broker/src/util/random.hpp"
+#include "tests/support/faulty_fs.hpp"
+#include "xmpp/base64.hpp"
+#include "xmpp/sasl/scram.hpp"
+
+namespace {
+
+using namespace starling;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr auto k_disk_latency = 1000ms;  // per SST read while the disk is slow
+
+class TempDir {
+public:
+    TempDir() {
+        std::random_device rd;
+        _path = std::filesystem::temp_directory_path() / ("starling-reads-" + std::to_string(rd()));
+        std::filesystem::create_directories(_path);
+    }
+    ~TempDir() { std::filesystem::remove_all(_path); }
+    std::string str() const { return _path.string(); }
+
+private:
+    std::filesystem::path _path;
+};
+
+// One shard with a store on a file system that can be made slow.
+struct SlowDiskShard {
+    TempDir dir;
+    std::shared_ptr<test::FaultyFileSystem> fs = std::make_shared<test::FaultyFileSystem>();
+    std::unique_ptr<storage::Store> store;
+    std::unique_ptr<storage::Committer> committer;
+    std::unique_ptr<storage::AccountStore> accounts;
+    c2s::C2sOptions options;
+    util::Random random;
+    net::ShardSet shards{1};
+    std::unique_ptr<storage::ShardWriter> writer;
+    std::unique_ptr<router::Mailboxes<router::Envelope>> mailboxes;
+    std::unique_ptr<router::ShardRouter> router;
+    std::unique_ptr<c2s::ShardContext> ctx;
+    std::unique_ptr<net::Listener> listener;
+    std::uint16_t port = 0;
+
+    SlowDiskShard() {
+        storage::StoreOptions so;
+        so.file_system = fs;
+        store = storage::Store::open(dir.str(), so);
+        committer = std::make_unique<storage::Committer>(*store);
+        committer->start();
+        accounts = std::make_unique<storage::AccountStore>(*store);
+        options.require_tls = false;
+        options.allow_plaintext = true;
+        options.auth_failure_delay = 0ms;
+        options.server_secret = "0123456789abcdef0123456789abcdef";
+        writer = std::make_unique<storage::ShardWriter>(shards[0].io(), 0, *committer);
+        mailboxes = std::make_unique<router::Mailboxes<router::Envelope>>(1, 1024, [this](router::ShardId) { wake(); });
+        router = std::make_unique<router::ShardRouter>(0, *mailboxes, [this](router::Envelope&& env) {
+            std::static_pointer_cast<c2s::C2sSession>(std::move(env.session))->adopt(*ctx, env.fd);
+        });
+        ctx = std::make_unique<c2s::ShardContext>(
+            session::ShardServices{.shard = 0, .io = shards[0].io(), .server = options, .accounts = *accounts,
+                                   .router = *router, .random = random, .store = store.get(),
+                                   .writer = writer.get()},
+            options, nullptr);
+        listener = std::make_unique<net::Listener>(
+            shards[0].io(), asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0),
+            [this](asio::ip::tcp::socket s) { c2s::C2sSession::start(*ctx, std::move(s), false); });
+        listener->start();
+        port = listener->port();
+    }
+
+    ~SlowDiskShard() {
+        fs->heal();
+        shards.stop();
+        ctx->sessions.clear();
+        listener.reset();
+        writer.reset();
+        committer->stop();
+    }
+
+    void wake() {
+        asio::post(shards[0].io(), [this] {
+            mailboxes->drain(0, [this](router::Envelope&& env) { router->on_mail(std::move(env)); });
+            router->flush();
+        });
+    }
+
+    void add_account(const std::string& bare, const std::string& password) {
+        auto creds = xmpp::sasl::derive_credentials(xmpp::sasl::ScramAlgorithm::sha_256, password, "saltsaltsaltsalt", 4096);
+        ASSERT_TRUE(creds);
+        storage::AccountRecord rec;
+        rec.sha256 = {creds->iterations, creds->salt, creds->stored_key, creds->server_key};
+        ASSERT_TRUE(accounts->put(bare, rec));
+    }
+
+    // The accounts go from the memtable to an SST, whose blocks are in no cache yet; from now
+    // on every read of that file waits `latency`.
+    void make_accounts_cold(std::chrono::milliseconds latency) {
+        rocksdb::FlushOptions fo;
+        fo.wait = true;
+        ASSERT_TRUE(store->db().Flush(fo, store->column(storage::Column::accounts)).ok());
+        fs->set_read_latency(latency);
+    }
+
+    template <class F>
+    auto on_shard(F f) {
+        std::packaged_task<decltype(f())()> task(f);
+        auto fut = task.get_future();
+        asio::post(shards[0].io(), [&task] { task(); });
+        return fut.get();
+    }
+};
+
+// A blocking test client.
+class Client {
+public:
+    explicit Client(std::uint16_t port) {
+        _fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(port);
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        timeval tv{8, 0};
+        ::setsockopt(_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        EXPECT_EQ(::connect(_fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    }
+    ~Client() { disconnect(); }
+
+    void disconnect() {
+        if (_fd >= 0) ::close(_fd);
+        _fd = -1;
+    }
+    void send(std::string_view s) { ASSERT_EQ(::write(_fd, s.data(), s.size()), static_cast<ssize_t>(s.size())); }
+
+    // Reads until `needle` has arrived (or EOF, or the receive timeout); returns everything read
+    // so far and keeps what follows the needle.
+    std::string read_until(std::string_view needle) {
+        char buf[4096];
+        while (_in.find(needle) == std::string::npos) {
+            const ssize_t n = ::read(_fd, buf, sizeof buf);
+            if (n <= 0) break;
+            _in.append(buf, static_cast<std::size_t>(n));
+        }
+        std::string out = _in;
+        const auto at = _in.find(needle);
+        _in = at == std::string::npos ? std::string() : _in.substr(at + needle.size());
+        return out;
+    }
+    // What arrives within `wait`, without blocking longer.
+    std::string read_for(std::chrono::milliseconds wait) {
+        const auto until = Clock::now() + wait;
+        char buf[4096];
+        for (;;) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+            if (left.count() <= 0) break;
+            pollfd p{_fd, POLLIN, 0};
+            if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
+            const ssize_t n = ::read(_fd, buf, sizeof buf);
+            if (n <= 0) break;
+            _in.append(buf, static_cast<std::size_t>(n));
+        }
+        return std::exchange(_in, std::string());
+    }
+    // Everything until the server closes the connection.
+    std::string read_to_eof() {
+        char buf[4096];
+        for (;;) {
+            const ssize_t n = ::read(_fd, buf, sizeof buf);
+            if (n <= 0) break;
+            _in.append(buf, static_cast<std::size_t>(n));
+        }
+        return std::exchange(_in, std::string());
+    }
+
+    void open_stream() {
+        send("<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' "
+             "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>");
+    }
+    void send_plain(const std::string& user, const std::string& password) {
+        send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" +
+             xmpp::base64_encode(std::string(1, '\0') + user + std::string(1, '\0') + password) + "</auth>");
+    }
+    // PLAIN login and bind; returns the bind answer.
+    std::string login(const std::string& user, const std::string& password, const std::string& resource) {
+        open_stream();
+        read_until("</stream:features>");
+        send_plain(user, password);
+        read_until("<success");
+        open_stream();
+        read_until("</stream:features>");
+        send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>" + resource +
+             "</resource></bind></iq>");
+        return read_until("</iq>");
+    }
+
+private:
+    int _fd = -1;
+    std::string _in;
+};
+
+TEST(SessionReads, AColdAccountReadStallsOnlyItsOwnLoginNotTheShardsOtherSessions) {
+    SlowDiskShard t;
+    t.add_account("alice@localhost", "pw-a");
+    t.add_account("bob@localhost", "pw-b");
+    t.add_account("carol@localhost", "pw-c");
+    t.shards.start();
+
+    Client alice(t.port), bob(t.port);
+    ASSERT_NE(alice.login("alice", "pw-a", "a").find("alice@localhost/a"), std::string::npos);
+    ASSERT_NE(bob.login("bob", "pw-b", "b").find("bob@localhost/b"), std::string::npos);
+    t.make_accounts_cold(k_disk_latency);
+    const auto offloaded_before = t.on_shard([&] { return t.writer->counters().reads_offloaded; });
+
+    // Carol's account is only on the slow disk: her login waits for it...
+    Client carol(t.port);
+    carol.open_stream();
+    carol.read_until("</stream:features>");
+    carol.send_plain("carol", "pw-c");
+    std::this_thread::sleep_for(50ms);
+
+    // ...while alice's message to bob on the same shard is routed at once.
+    const auto sent = Clock::now();
+    alice.send("<message type='chat' to='bob@localhost/b' id='m1'><body>during the stall</body></message>");
+    const auto got = bob.read_until("during the stall");
+    const auto routed_in = Clock::now() - sent;
+    EXPECT_NE(got.find("<body>during the stall</body>"), std::string::npos) << got;
+    EXPECT_LT(routed_in, k_disk_latency / 2) << "the message waited for the disk";
+    EXPECT_EQ(carol.read_for(0ms).find("<success"), std::string::npos) << "the cold read did not stall the login";
+
+    // Carol's login completes once the disk answers, and she binds.
+    EXPECT_NE(carol.read_until("<success").find("<success"), std::string::npos);
+    carol.open_stream();
+    carol.read_until("</stream:features>");
+    carol.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>c</resource></bind></iq>");
+    EXPECT_NE(carol.read_until("</iq>").find("carol@localhost/c"), std::string::npos);
+    EXPECT_GT(t.on_shard([&] { return t.writer->counters().reads_offloaded; }), offloaded_before);
+    EXPECT_GT(t.fs->table_reads(), 0u);
+    EXPECT_EQ(t.on_shard([&] { return t.ctx->counters.auth_success; }), 3u);
+
+    // Her record's block is in the block cache now: her next login reads it inline, at once,
+    // though the disk is still slow.
+    const auto offloaded = t.on_shard([&] { return t.writer->counters().reads_offloaded; });
+    const auto again_at = Clock::now();
+    Client carol_again(t.port);
+    EXPECT_NE(carol_again.login("carol", "pw-c", "c2").find("carol@localhost/c2"), std::string::npos);
+    EXPECT_LT(Clock::now() - again_at, k_disk_latency / 2);
+    EXPECT_EQ(t.on_shard([&] { return t.writer->counters().reads_offloaded; }), offloaded);
+}
+
+TEST(SessionReads, AWrongPasswordAndAnUnknownUserReadFromTheSlowDiskGetNotAuthorized) {
+    SlowDiskShard t;
+    t.add_account("carol@localhost", "pw-c");
+    t.shards.start();
+    t.make_accounts_cold(100ms);
+
+    Client wrong(t.port);
+    wrong.open_stream();
+    wrong.read_until("</stream:features>");
+    wrong.send_plain("carol", "not-her-password");
+    EXPECT_NE(wrong.read_until("</failure>").find("<not-authorized/>"), std::string::npos);
+
+    Client unknown(t.port);
+    unknown.open_stream();
+    unknown.read_until("</stream:features>");
+    unknown.send_plain("dave", "pw");
+    EXPECT_NE(unknown.read_until("</failure>").find("<not-authorized/>"), std::string::npos);
+    EXPECT_EQ(t.on_shard([&] { return t.ctx->counters.auth_success; }), 0u);
+}
+
+// The session is closed (SIGTERM's close) while its read waits on the disk, and its client stays
+// connected: the completion finds the session lingering and must not continue the login.
+TEST(SessionReads, ASessionClosedDuringItsPendingReadIsNotTouchedByTheCompletion) {
+    SlowDiskShard t;
+    t.add_account("carol@localhost", "pw-c");
+    t.shards.start();
+    t.make_accounts_cold(k_disk_latency);
+
+    Client carol(t.port);
+    carol.open_stream();
+    carol.read_until("</stream:features>");
+    carol.send_plain("carol", "pw-c");
+    std::this_thread::sleep_for(100ms);
+    t.on_shard([&] {
+        for (auto& [p, s] : t.ctx->sessions) s->close_gracefully();
+        return 0;
+    });
+    const auto rest = carol.read_to_eof();  // the server half-closes, lingers, then closes
+    EXPECT_NE(rest.find("<system-shutdown"), std::string::npos) << rest;
+    const auto end = rest.find("</stream:stream>");
+    ASSERT_NE(end, std::string::npos) << rest;
+    EXPECT_EQ(rest.substr(end + 16), "") << "something was written after the stream ended";
+    std::this_thread::sleep_for(k_disk_latency * 2);  // the read has completed by now
+    // Still lingering (k_linger: 2 s for the client's end), and the login went no further.
+    EXPECT_EQ(t.on_shard([&] { return t.ctx->sessions.size(); }), 1u);
+    EXPECT_EQ(t.on_shard([&] { return t.ctx->counters.auth_success + t.ctx->counters.auth_failure; }), 0u);
+    carol.disconnect();
+    const auto deadline = Clock::now() + 3s;
+    while (Clock::now() < deadline && t.on_shard([&] { return t.ctx->sessions.size(); }) != 0) {
+        std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_EQ(t.on_shard([&] { return t.ctx->sessions.size(); }), 0u);
+}
+
+// The client goes away and the session is destroyed while its read waits on the disk: the
+// completion finds nothing to continue (checked by ASan for the lifetime).
+TEST(SessionReads, ASessionDestroyedDuringItsPendingReadIsNotTouchedByTheCompletion) {
+    SlowDiskShard t;
+    t.add_account("carol@localhost", "pw-c");
+    t.shards.start();
+    t.make_accounts_cold(k_disk_latency);
+
+    {
+        Client carol(t.port);
+        carol.open_stream();
+        carol.read_until("</stream:features>");
+        carol.send_plain("carol", "pw-c");
+        std::this_thread::sleep_for(100ms);
+        t.on_shard([&] {
+            for (auto& [p, s] : t.ctx->sessions) s->close(xmpp::StreamError::policy_violation);
+            return 0;
+        });
+        carol.read_until("</stream:stream>");
+        carol.disconnect();  // ends the lingering at once: the session is torn down
+    }
+    const auto deadline = Clock::now() + 2s;
+    while (Clock::now() < deadline && t.on_shard([&] { return t.ctx->sessions.size(); }) != 0) {
+        std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_EQ(t.on_shard([&] { return t.ctx->sessions.size(); }), 0u);
+    std::this_thread::sleep_for(k_disk_latency * 2);  // the read completes into nothing
+    EXPECT_EQ(t.on_shard([&] { return t.ctx->counters.auth_success + t.ctx->counters.auth_failure; }), 0u);
+
+    // The shard still serves logins.
+    t.fs->set_read_latency(0ms);
+    Client again(t.port);
+    EXPECT_NE(again.login("carol", "pw-c", "c").find("carol@localhost/c"), std::string::npos);
+}
+
+}  // namespace
