@@ -313,6 +313,7 @@ TEST(SessionReads, ASessionClosedDuringItsPendingReadIsNotTouchedByTheCompletion
     carol.open_stream();
     carol.read_until("</stream:features>");
     carol.send_plain("carol", "pw-c");
+    const auto sent_at = Clock::now();
     std::this_thread::sleep_for(100ms);
     t.on_shard([&] {
         for (auto& [p, s] : t.ctx->sessions) s->close_gracefully();
@@ -323,8 +324,11 @@ TEST(SessionReads, ASessionClosedDuringItsPendingReadIsNotTouchedByTheCompletion
     const auto end = rest.find("</stream:stream>");
     ASSERT_NE(end, std::string::npos) << rest;
     EXPECT_EQ(rest.substr(end + 16), "") << "something was written after the stream ended";
-    std::this_thread::sleep_for(k_disk_latency * 2);  // the read has completed by now
-    // Still lingering (k_linger: 2 s for the client's end), and the login went no further.
+    // The read has completed by now (one disk latency after the request), and the session
+    // still lingers: k_linger is 2 s from the close, 100 ms after the request. Waiting from
+    // the request, not from the end of the stream, keeps both sides of that window.
+    std::this_thread::sleep_until(sent_at + k_disk_latency + 400ms);
+    // Still lingering, and the login went no further.
     EXPECT_EQ(t.on_shard([&] { return t.ctx->sessions.size(); }), 1u);
     EXPECT_EQ(t.on_shard([&] { return t.ctx->counters.auth_success + t.ctx->counters.auth_failure; }), 0u);
     carol.disconnect();
