@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 import tempfile
 import time
@@ -178,6 +179,100 @@ async def test_tickets_off_means_full_handshakes(t):
             assert session_line(out)[0] == "New", out[-800:]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# ---- certificate chains -----------------------------------------------------------------------
+
+def run_openssl(*args):
+    subprocess.run([OPENSSL, *args], check=True, capture_output=True, timeout=30)
+
+
+def make_pki(d):
+    """root CA -> intermediate CA -> leaf for localhost, and a leaf signed by the root directly;
+    EC P-256 throughout. Returns a dict of file paths."""
+    f = {n: os.path.join(d, n) for n in ("root.key", "root.crt", "int.key", "int.csr", "int.crt", "leaf.key",
+                                         "leaf.csr", "leaf.crt", "chain.crt", "direct.key", "direct.csr",
+                                         "direct.crt", "ca.ext", "leaf.ext")}
+    with open(f["ca.ext"], "w") as out:
+        out.write("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n")
+    with open(f["leaf.ext"], "w") as out:
+        out.write("basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run_openssl("req", "-x509", *ec, "-keyout", f["root.key"], "-out", f["root.crt"], "-days", "2",
+                "-subj", "/CN=Chain Test Root", "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    def issue(name, subj, ca, ext):
+        run_openssl("req", "-new", *ec, "-keyout", f[name + ".key"], "-out", f[name + ".csr"], "-subj", subj)
+        run_openssl("x509", "-req", "-in", f[name + ".csr"], "-CA", f[ca + ".crt"], "-CAkey", f[ca + ".key"],
+                    "-CAcreateserial", "-days", "2", "-extfile", f[ext], "-out", f[name + ".crt"])
+    issue("int", "/CN=Chain Test Intermediate", "root", "ca.ext")
+    issue("leaf", "/CN=localhost", "int", "leaf.ext")
+    issue("direct", "/CN=localhost", "root", "leaf.ext")
+    with open(f["chain.crt"], "w") as out:
+        out.write(open(f["leaf.crt"]).read() + open(f["int.crt"]).read())
+    return f
+
+
+def sent_certificates(out):
+    """Subjects of the certificates the server sent, in order (s_client -showcerts)."""
+    start = out.index("Certificate chain")
+    chain = out[start:out.index("\n---\n", start)]
+    return re.findall(r"^\s*\d+ s:(.*)$", chain, re.M)
+
+
+async def test_certificate_chain_with_an_intermediate_goes_out_complete(t):
+    # The operator's cert_file holds the leaf and its intermediate; the client trusts only the
+    # root. Over TLS 1.3 and 1.2 the server sends both certificates and the client verifies the
+    # chain. The chain is built once at load (SSL_MODE_NO_AUTO_CHAIN), not per handshake.
+    need_starling()
+    if OPENSSL is None:
+        raise Skip("openssl command not installed")
+    d = tempfile.mkdtemp(prefix="tls-chain-")
+    try:
+        f = make_pki(d)
+        s = await t.starling_with(f"[[tls.certificates]]\ndomains = [\"localhost\"]\n"
+                                  f"cert_file = \"{f['chain.crt']}\"\nkey_file = \"{f['leaf.key']}\"\n")
+        for version in ("-tls1_3", "-tls1_2"):
+            _, out = await s_client(starttls_args(s, version, "-showcerts", "-CAfile", f["root.crt"],
+                                                  "-verify_return_error"), keep_open=0.3)
+            subjects = sent_certificates(out)
+            assert len(subjects) == 2, (version, subjects)
+            assert "localhost" in subjects[0] and "Intermediate" in subjects[1], (version, subjects)
+            assert "Verify return code: 0 (ok)" in out, (version, out[-800:])
+            assert session_line(out)[0] == "New"
+        t.note("leaf + intermediate sent, verified against the root (TLS 1.3 and 1.2)")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+async def test_leaf_alone_is_completed_from_the_client_ca_store_as_before(t):
+    # cert_file holds the leaf alone, issued by the CA that is also the device CA
+    # (client_ca_file). OpenSSL completes such a chain from its store; it now does so once at
+    # load: the leaf and the CA still go out, and a client trusting that CA verifies them. With
+    # a leaf whose issuer the server does not know, the leaf goes out alone, as before.
+    need_starling()
+    if OPENSSL is None:
+        raise Skip("openssl command not installed")
+    d = tempfile.mkdtemp(prefix="tls-chain-")
+    try:
+        f = make_pki(d)
+        s = await t.starling_with(f"[tls]\nclient_ca_file = \"{f['root.crt']}\"\n"
+                                  f"[[tls.certificates]]\ndomains = [\"localhost\"]\n"
+                                  f"cert_file = \"{f['direct.crt']}\"\nkey_file = \"{f['direct.key']}\"\n")
+        _, out = await s_client(starttls_args(s, "-tls1_3", "-showcerts", "-CAfile", f["root.crt"],
+                                              "-verify_return_error"), keep_open=0.3)
+        subjects = sent_certificates(out)
+        assert len(subjects) == 2 and "Root" in subjects[1], subjects
+        assert "Verify return code: 0 (ok)" in out, out[-800:]
+
+        s2 = await t.starling_with(f"[[tls.certificates]]\ndomains = [\"localhost\"]\n"
+                                   f"cert_file = \"{f['leaf.crt']}\"\nkey_file = \"{f['leaf.key']}\"\n")
+        _, out = await s_client(starttls_args(s2, "-tls1_3", "-showcerts"), keep_open=0.3)
+        subjects = sent_certificates(out)
+        assert len(subjects) == 1 and "localhost" in subjects[0], subjects
+        t.note("leaf + CA from the store; unknown issuer: leaf alone")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 # ---- reload -----------------------------------------------------------------------------------

@@ -409,6 +409,7 @@ std::vector<std::string> load_identity(SSL_CTX* c, const TlsIdentity& source, st
             if (names.empty() && !cn.empty()) names.push_back(lower(cn));
         }
     }
+    const std::size_t chain_size = chain.size();
     for (X509* x : chain) X509_free(x);
     if (!ok) throw TlsConfigError(std::string(what) + ": certificate refused: " + take_errors());
     EVP_PKEY* key = load_key(source.private_key, source.key_password, what);
@@ -419,6 +420,16 @@ std::vector<std::string> load_identity(SSL_CTX* c, const TlsIdentity& source, st
         throw TlsConfigError(std::string(what) + ": private key (" + describe(source.private_key) +
                              ") does not match the certificate (" + describe(source.cert_chain) + ")");
     }
+    // The chain we send, built once here instead of on every handshake. Given a leaf alone,
+    // OpenSSL 3.0 completes it from the context's store at each Certificate message (a fresh
+    // X509_STORE_CTX and a chain search per handshake); SSL_CTX_build_cert_chain does the same
+    // search now (same store: the client CAs are loaded before us), and NO_AUTO_CHAIN keeps
+    // the handshake from searching again. A chain given in the file is sent as given, as before.
+    if (chain_size == 1 &&
+        SSL_CTX_build_cert_chain(c, SSL_BUILD_CHAIN_FLAG_IGNORE_ERROR | SSL_BUILD_CHAIN_FLAG_CLEAR_ERROR) <= 0) {
+        throw TlsConfigError(std::string(what) + ": cannot build the certificate chain: " + take_errors());
+    }
+    SSL_CTX_set_mode(c, SSL_MODE_NO_AUTO_CHAIN);
     return names;
 }
 
@@ -499,7 +510,8 @@ OpenSslServerContext::OpenSslServerContext(const TlsServerConfig& config, const 
         configure(c.get(), *impl, options);
         configure_client_auth(c.get(), config);
         auto names = load_identity(c.get(), config.identities[i], what);
-        impl->identities.push_back({std::move(c), std::move(names)});
+        auto end_point = server_end_point_of(SSL_CTX_get0_certificate(c.get()));
+        impl->identities.push_back({std::move(c), std::move(names), std::move(end_point)});
     }
     for (const auto& id : impl->identities) {
         // First identity listed wins a name: the order in the config file is the priority.

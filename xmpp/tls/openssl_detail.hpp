@@ -40,6 +40,7 @@ struct OpenSslContextImpl {
     struct Identity {
         SslCtxPtr ctx;  // identities[0]'s is the one every session starts on
         std::vector<std::string> names;
+        std::vector<std::uint8_t> end_point;  // RFC 5929 tls-server-end-point of its certificate
     };
     std::vector<Identity> identities;
     std::map<std::string, const Identity*, std::less<>> by_name;  // exact and "*.x" keys
@@ -55,6 +56,14 @@ struct OpenSslContextImpl {
     OpenSslContextImpl(const OpenSslContextImpl&) = delete;
     OpenSslContextImpl& operator=(const OpenSslContextImpl&) = delete;
 
+    // The tls-server-end-point of the certificate a handshake sent, hashed once at load; null
+    // for a certificate that is none of ours (cannot happen: each SSL_CTX holds one).
+    const std::vector<std::uint8_t>* end_point_of(const X509* cert) const noexcept {
+        for (const auto& id : identities) {
+            if (cert != nullptr && SSL_CTX_get0_certificate(id.ctx.get()) == cert) return &id.end_point;
+        }
+        return nullptr;
+    }
     // SNI lookup: exact name, then the wildcard of its parent (RFC 6125 §6.4.3: one label).
     const Identity* find(std::string_view name) const noexcept {
         if (auto it = by_name.find(name); it != by_name.end()) return it->second;
@@ -108,7 +117,10 @@ struct OpenSslSessionImpl {
         bool resumed = false;
         bool has_exporter = false;
         std::array<std::uint8_t, 32> exporter{};  // RFC 9266 tls-exporter
-        std::vector<std::uint8_t> end_point;      // RFC 5929 tls-server-end-point
+        // RFC 5929 tls-server-end-point: the identity's, hashed at load (the context outlives
+        // the session), or own_end_point if the certificate was not found there.
+        const std::vector<std::uint8_t>* end_point = nullptr;
+        std::vector<std::uint8_t> own_end_point;
         X509* peer = nullptr;                     // the client's certificate, if any
         long verify = X509_V_OK;
         ~Established() {

@@ -57,10 +57,15 @@ void OpenSslSessionImpl::detach(std::size_t out_before) noexcept {
     static constexpr char k_label[] = "EXPORTER-Channel-Binding";
     e->has_exporter = SSL_export_keying_material(ssl, e->exporter.data(), e->exporter.size(), k_label,
                                                  sizeof k_label - 1, nullptr, 0, 1) == 1;
-    try {
-        e->end_point = server_end_point_of(SSL_get_certificate(ssl));
-    } catch (const std::bad_alloc&) {
-        return;
+    X509* cert = SSL_get_certificate(ssl);
+    e->end_point = ctx->end_point_of(cert);
+    if (e->end_point == nullptr) {
+        try {
+            e->own_end_point = server_end_point_of(cert);
+        } catch (const std::bad_alloc&) {
+            return;
+        }
+        e->end_point = &e->own_end_point;
     }
     e->peer = SSL_get1_peer_certificate(ssl);
     e->verify = SSL_get_verify_result(ssl);
@@ -426,7 +431,7 @@ Result<void, TlsError> OpenSslServerSession::export_keying_material(std::span<st
 
 std::vector<std::uint8_t> OpenSslServerSession::server_end_point() const {
     if (!_impl->handshake_done) return {};
-    if (_impl->est) return _impl->est->end_point;
+    if (_impl->est) return *_impl->est->end_point;
     return detail::server_end_point_of(SSL_get_certificate(_impl->ssl));
 }
 

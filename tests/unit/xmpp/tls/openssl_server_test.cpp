@@ -233,6 +233,12 @@ TEST(OpenSslServer, SniSelectsTheCertificateOfTheRequestedDomain) {
         EXPECT_EQ(std::string(cn), known ? "b.example" : "a.example") << name;
         EXPECT_EQ(s->is_server_name_known(), known);
         EXPECT_EQ(s->server_name(), known ? "b.example" : "unknown.example");
+        // tls-server-end-point is the certificate this handshake sent (hashed once per identity
+        // at load), not the default identity's.
+        std::uint8_t want[32];
+        unsigned int len = 0;
+        X509_digest(leaf, EVP_sha256(), want, &len);
+        EXPECT_EQ(s->server_end_point(), std::vector<std::uint8_t>(want, want + 32)) << name;
     }
 }
 
