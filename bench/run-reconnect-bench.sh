@@ -87,6 +87,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+reserve_ports "$PORT_BASE" "$port_ejabberd_dist" # no source port from our range meanwhile (lib.sh)
 
 # ---------------------------------------------------------------- configurations
 # One certificate for all, STARTTLS required on all three (bench/compare/lib.sh).

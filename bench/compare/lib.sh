@@ -53,6 +53,44 @@ stop_leftovers() {
     wait "$server_pid" 2>/dev/null || true
   fi
   if [[ -n ${lg_pid:-} ]]; then kill -TERM "$lg_pid" 2>/dev/null || true; wait "$lg_pid" 2>/dev/null || true; fi
+  unreserve_ports
+}
+
+# reserve_ports FIRST LAST: our ports lie inside the kernel's ephemeral range (32768-60999). A
+# client socket of anyone on the machine (our loadgen, another engineer's benchmark spreading
+# thousands of connections over 127.0.0.1-254) that got one of them as its source port keeps it
+# in TIME-WAIT for 60 s after closing, and a server's bind to that port then fails
+# (SO_REUSEADDR does not help against a client socket). Seen: 22 attempts in a row over 60 s.
+# net.ipv4.ip_local_reserved_ports keeps the kernel from handing FIRST-LAST out as source ports;
+# it only changes the choice of ephemeral ports. stop_leftovers takes our range out again
+# (only ours: another run's reservation made meanwhile stays). RESERVE_PORTS=0 skips it.
+reserved_range=
+reserve_ports() {
+  local f=/proc/sys/net/ipv4/ip_local_reserved_ports cur
+  [[ ${RESERVE_PORTS:-1} == 1 && -w $f ]] || return 0
+  cur=$(cat "$f")
+  if echo "${cur:+$cur,}$1-$2" >"$f"; then
+    reserved_range="$1-$2"
+    log "reserved ports $1-$2 against ephemeral use until the end of the run"
+  fi
+}
+unreserve_ports() {
+  local f=/proc/sys/net/ipv4/ip_local_reserved_ports lo hi
+  [[ -n $reserved_range ]] || return 0
+  lo=${reserved_range%-*} hi=${reserved_range#*-}
+  # The kernel prints ranges merged with neighbours; rewrite the list without lo..hi.
+  "${PYTHON:-/usr/bin/python3}" - "$f" "$lo" "$hi" <<'PY' || true
+import sys
+path, lo, hi = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out = []
+for part in filter(None, open(path).read().strip().split(",")):
+    a, _, b = part.partition("-")
+    a, b = int(a), int(b or a)
+    if a < lo: out.append((a, min(b, lo - 1)))
+    if b > hi: out.append((max(a, hi + 1), b))
+open(path, "w").write(",".join(f"{a}-{b}" if a != b else str(a) for a, b in out) + "\n")
+PY
+  reserved_range=
 }
 
 ports_free() { # PORT...: exit when one is listened on (another engineer's run, or a leftover of ours)

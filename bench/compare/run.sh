@@ -81,20 +81,9 @@ source "$here/lib.sh"
 # Each port in our range must be free (another engineer's run, or a leftover of ours).
 ports_free "$port_starling" "$port_prosody" "$port_ejabberd" "$port_ejabberd_dist" "$port_tsung_epmd"
 
-# Our ports lie inside the kernel's ephemeral range (32768-60999). A client socket of anyone on
-# the machine (our loadgen, another engineer's benchmark with thousands of connections) that got
-# one of them as its source port keeps it in TIME-WAIT for 60 s after closing, and a server's
-# bind to 0.0.0.0 on that port then fails (SO_REUSEADDR does not help against a client socket).
-# ip_local_reserved_ports keeps the kernel from handing our range out as source ports; it only
-# changes the choice of ephemeral ports, and the previous value is put back at exit.
-reserved_before= reserved_set=
-if [[ ${RESERVE_PORTS:-1} == 1 && -w /proc/sys/net/ipv4/ip_local_reserved_ports ]]; then
-  reserved_before=$(cat /proc/sys/net/ipv4/ip_local_reserved_ports)
-  if echo "${reserved_before:+$reserved_before,}$PORT_BASE-$((PORT_BASE + 77))" >/proc/sys/net/ipv4/ip_local_reserved_ports; then
-    reserved_set=1
-    log "reserved ports $PORT_BASE-$((PORT_BASE + 77)) against ephemeral use until the end of the run"
-  fi
-fi
+# Our ports lie in the ephemeral range: keep the kernel from handing them out as source ports
+# during the run (lib.sh; RESERVE_PORTS=0 to skip).
+reserve_ports "$PORT_BASE" $((PORT_BASE + 77))
 
 work=$(mktemp -d /tmp/starling-compare.XXXXXX)
 chmod 755 "$work" # ejabberd runs as the ejabberd user (setpriv, below) and must reach its dir
@@ -104,9 +93,6 @@ server_pid= server_name= measure_pid= lg_pid=
 cleanup() {
   local rc=$?
   stop_leftovers
-  if [[ -n $reserved_set ]]; then
-    echo "$reserved_before" >/proc/sys/net/ipv4/ip_local_reserved_ports 2>/dev/null || true
-  fi
   if [[ $KEEP == 1 || $rc != 0 ]]; then echo "run.sh: kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
