@@ -20,7 +20,9 @@
 #   RUNS=3  SERVERS="starling starling-plain prosody ejabberd"  KEEP=0  PORT_BASE=36422
 #   STARLINGD= STARLINGCTL= LOADGEN= (default: in BUILD_DIR)
 #   PERF=0 (1: one more Starling TLS chat run after the measured ones, not counted, with
-#           `perf record -g` on the server; the top entries go into the summary)
+#           `perf record -g` on the server while the messages flow; the top entries go into
+#           the summary. RUNS=0 PERF=1 SERVERS=starling: the profile alone)
+#   PERF_SERVER=starling (or starling-plain: the same profile over plain TCP, to compare)
 #   UPDATE_RESULTS=0 (1: the summary becomes a new top section of bench/RESULTS.md)
 set -euo pipefail
 
@@ -37,6 +39,7 @@ RUNS=${RUNS:-3}
 SERVERS=${SERVERS:-"starling starling-plain prosody ejabberd"}
 KEEP=${KEEP:-0}
 PERF=${PERF:-0}
+PERF_SERVER=${PERF_SERVER:-starling}
 PORT_BASE=${PORT_BASE:-36422}
 UPDATE_RESULTS=${UPDATE_RESULTS:-0}
 port_starling=$PORT_BASE
@@ -51,6 +54,7 @@ starlingctl=${STARLINGCTL:-$build/broker/starlingctl}
 loadgen=${LOADGEN:-$build/bench/loadgen/starling-loadgen}
 for b in "$starlingd" "$starlingctl" "$loadgen"; do [[ -x $b ]] || { echo "$me: $b missing" >&2; exit 1; }; done
 for s in $SERVERS; do case $s in starling|starling-plain|prosody|ejabberd) ;; *) echo "$me: unknown server $s" >&2; exit 2 ;; esac; done
+[[ $PERF_SERVER == starling || $PERF_SERVER == starling-plain ]] || { echo "$me: PERF_SERVER is starling or starling-plain" >&2; exit 2; }
 [[ $PERF == 1 ]] && { command -v perf >/dev/null || { echo "$me: PERF=1 needs perf (linux-perf)" >&2; exit 1; }; }
 
 # shellcheck source=compare/lib.sh
@@ -121,13 +125,18 @@ for run in $(seq "$RUNS"); do
 done
 
 if [[ $PERF == 1 ]]; then
-  # Not counted: perf's sampling costs the server CPU. Recorded while the messages flow (the
-  # logins take well under a second on Starling; the first and last seconds are left out).
-  log "perf: one more Starling TLS chat run with perf record -g on the shard"
-  start starling "$work/logs/perf.server.log"
+  # Not counted: perf's sampling costs the server CPU. Recorded while the messages flow: from
+  # 2 s after all USERS sessions are connected (the TLS logins take seconds: the generator's
+  # mbedTLS handshakes) for DURATION - 4 s, so neither logins nor the drain are in it.
+  log "perf: one more $PERF_SERVER chat run with perf record -g on the shard"
+  start "$PERF_SERVER" "$work/logs/perf.server.log"
   loadgen_run perf-chat chat "${chat_args[@]}" &
   perf_lg=$!
-  sleep 3
+  for _ in $(seq 600); do
+    (( $(ss -Htn state established "( sport = :$port_starling )" | wc -l) >= USERS )) && break
+    sleep 0.2
+  done
+  sleep 2
   perf record -g -p "$measure_pid" -o "$work/perf.data" -- sleep $((DURATION > 6 ? DURATION - 4 : 2)) >"$work/logs/perf.log" 2>&1 || true
   wait "$perf_lg" || true
   stop_server "$work/logs/perf.server.log"
@@ -143,11 +152,11 @@ loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)
 "$PYTHON" - "$work" "$RUNS" "$SERVERS" "$USERS" "$WINDOW" "$DURATION" "$BODY_BYTES" "$SESSIONS" "$HOLD" \
   "$loadavg_before" "$loadavg_after" "$(( $(date +%s) - t_start ))" \
   "$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)" \
-  "$(dpkg-query -W -f='${Version}' prosody 2>/dev/null)" "$(dpkg-query -W -f='${Version}' ejabberd 2>/dev/null)" \
+  "$(dpkg-query -W -f='${Version}' prosody 2>/dev/null)" "$(dpkg-query -W -f='${Version}' ejabberd 2>/dev/null)" "$PERF_SERVER" \
   >"$work/summary.md" <<'PY'
 import glob, json, os, statistics, sys
 (work, runs, servers, users, window, duration, body, sessions, hold, la0, la1, wall, git,
- v_prosody, v_ejabberd) = sys.argv[1:]
+ v_prosody, v_ejabberd, perf_server) = sys.argv[1:]
 servers = servers.split()
 def load(name, kind):
     out = []
@@ -224,7 +233,8 @@ if errs:
 for name, title in (("perf-dso.txt", "by object"), ("perf-top.txt", "by symbol (>= 1%)")):
     p = os.path.join(work, name)
     if os.path.exists(p) and os.path.getsize(p):
-        print(f"\n`perf record -g` of the Starling shard during an extra TLS chat run (not counted), self time {title}:\n")
+        print(f"\n`perf record -g` of the shard of {label[perf_server]} during an extra chat run (not counted), "
+              f"while the messages flowed; self time {title}:\n")
         print("```\n" + open(p).read().rstrip() + "\n```")
 PY
 cat "$work/summary.md"
