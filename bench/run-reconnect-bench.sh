@@ -70,7 +70,7 @@ fi
 accounts=$(( DEVICES > USERS ? DEVICES : USERS ))
 
 ej_node=starlingrc@localhost
-me=run-reconnect-bench.sh
+me="run-reconnect-bench.sh"
 starling_flags=()
 # shellcheck source=compare/lib.sh
 source "$repo/bench/compare/lib.sh"
