@@ -69,255 +69,36 @@ if (( $(ulimit -n) < need )); then
 fi
 accounts=$(( DEVICES > USERS ? DEVICES : USERS ))
 
-for p in $port_starling $port_prosody $port_ejabberd $port_ejabberd_dist; do
-  if ss -ltnH "sport = :$p" | grep -q .; then echo "run-reconnect-bench.sh: port $p is busy" >&2; exit 1; fi
-done
+ej_node=starlingrc@localhost
+me="run-reconnect-bench.sh"
+starling_flags=()
+# shellcheck source=compare/lib.sh
+source "$repo/bench/compare/lib.sh"
+ports_free "$port_starling" "$port_prosody" "$port_ejabberd" "$port_ejabberd_dist"
 
 work=$(mktemp -d /tmp/starling-reconnect.XXXXXX)
 chmod 755 "$work"
-mkdir -p "$work/json" "$work/logs" "$work/certs"
+mkdir -p "$work/json" "$work/logs"
 server_pid= server_name= measure_pid= lg_pid=
-
-descendants() { local c; for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done; }
-kill_tree() {
-  local pids p
-  pids="$1 $(descendants "$1")"
-  for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
-  for _ in $(seq 100); do
-    local alive=0
-    for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
-    ((alive)) || return 0
-    sleep 0.2
-  done
-  for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
-}
 cleanup() {
   local rc=$?
-  if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then kill_tree "$server_pid"; wait "$server_pid" 2>/dev/null || true; fi
-  if [[ -n $lg_pid ]]; then kill -TERM "$lg_pid" 2>/dev/null || true; wait "$lg_pid" 2>/dev/null || true; fi
+  stop_leftovers
   if [[ $KEEP == 1 || $rc != 0 ]]; then echo "run-reconnect-bench.sh: kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# ---------------------------------------------------------------- one certificate for all
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj "/CN=localhost" \
-  -addext "subjectAltName=DNS:localhost" -keyout "$work/certs/localhost.key" -out "$work/certs/localhost.crt" 2>/dev/null
-cat "$work/certs/localhost.crt" "$work/certs/localhost.key" >"$work/certs/localhost.pem"
-chmod 644 "$work/certs/"*
+reserve_ports "$PORT_BASE" "$port_ejabberd_dist" # no source port from our range meanwhile (lib.sh)
 
 # ---------------------------------------------------------------- configurations
-mkdir -p "$work/starling/template"
-cat >"$work/starling/bench.toml" <<TOML
-[c2s]
-stanzas_per_second = 1000000
-max_connections_per_ip = 1000000
-connection_rate_per_ip = 0
-[modules]
-mam = false
-[[tls.certificates]]
-domains = ["localhost"]
-cert_file = "$work/certs/localhost.crt"
-key_file = "$work/certs/localhost.key"
-TOML
-
-mkdir -p "$work/prosody/data"
-cat >"$work/prosody/prosody.cfg.lua" <<LUA
--- Prosody for the reconnect benchmark; everything under $work/prosody. TLS settings: Prosody's defaults.
-run_as_root = true
-pidfile = "$work/prosody/prosody.pid"
-data_path = "$work/prosody/data"
-log = { warn = "$work/prosody/prosody.log" }
-network_backend = "epoll"
-network_settings = { tcp_backlog = 4096 }
-interfaces = { "127.0.0.1" }
-c2s_ports = { $port_prosody }
-c2s_direct_tls_ports = { }
-s2s_ports = { }
-component_ports = { }
-http_ports = { }
-https_ports = { }
-ssl = { certificate = "$work/certs/localhost.crt"; key = "$work/certs/localhost.key"; }
-c2s_require_encryption = true
-authentication = "internal_hashed"
-storage = "internal"
-limits = { c2s = { rate = "1000mb/s"; burst = "10s" } }
-max_connections_per_ip = 0
-modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "offline", "carbons", "blocklist", "vcard_legacy", "version" }
-modules_disabled = { "s2s", "limits", "mam", "admin_socket" }
-VirtualHost "localhost"
-LUA
-
-mkdir -p "$work/ejabberd/conf" "$work/ejabberd/spool" "$work/ejabberd/logs"
-head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/ejabberd/cookie"
-cp /etc/ejabberd/inetrc "$work/ejabberd/conf/inetrc" 2>/dev/null || echo '{lookup,["file","native"]}.' >"$work/ejabberd/conf/inetrc"
-cat >"$work/ejabberd/conf/ejabberd.yml" <<YML
-loglevel: warning
-log_rotate_count: 0
-hosts:
-  - localhost
-certfiles:
-  - "$work/certs/localhost.pem"
-listen:
-  -
-    port: $port_ejabberd
-    ip: "127.0.0.1"
-    module: ejabberd_c2s
-    max_stanza_size: 262144
-    shaper: none
-    access: c2s
-    starttls: true
-    starttls_required: true
-    max_fsm_queue: 10000000
-    backlog: 4096
-auth_method: internal
-auth_password_format: scram
-auth_scram_hash: sha
-disable_sasl_mechanisms:
-  - "digest-md5"
-  - "X-OAUTH2"
-acl:
-  local:
-    user_regexp: ""
-access_rules:
-  local:
-    allow: local
-  c2s:
-    allow: all
-api_permissions:
-  "console commands":
-    from:
-      - ejabberd_ctl
-    who: all
-    what: "*"
-shaper: {}
-shaper_rules:
-  max_user_sessions: 10
-  c2s_shaper: none
-modules:
-  mod_roster: {}
-  mod_disco: {}
-  mod_ping: {}
-  mod_offline: {}
-  mod_carboncopy: {}
-  mod_privacy: {}
-  mod_blocking: {}
-  mod_vcard: {}
-  mod_version: {}
-YML
-cat >"$work/ejabberd/conf/ejabberdctl.cfg" <<CFG
-ERLANG_NODE=starlingrc@localhost
-ERL_DIST_PORT=$port_ejabberd_dist
-INET_DIST_INTERFACE=127.0.0.1
-ERL_MAX_PORTS=1100000
-ERL_PROCESSES=4000000
-ERL_OPTIONS="-setcookie $(cat "$work/ejabberd/cookie") +sbwt none +sbwtdcpu none +sbwtdio none +S 1:1 +SDcpu 1:1 +SDio 1 -env ERL_CRASH_DUMP_BYTES 0"
-EJABBERD_BYPASS_WARNINGS=true
-CFG
-chown -R ejabberd:ejabberd "$work/ejabberd"
-ejctl=(setpriv --reuid=ejabberd --regid=ejabberd --init-groups env HOME="$work/ejabberd" ejabberdctl --config-dir "$work/ejabberd/conf" --spool "$work/ejabberd/spool" --logs "$work/ejabberd/logs")
-
-# ---------------------------------------------------------------- start / stop
-wait_port() { # PORT PID NAME
-  for _ in $(seq 600); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then sleep 0.5; return 0; fi
-    kill -0 "$2" 2>/dev/null || { echo "run-reconnect-bench.sh: $3 died at start-up" >&2; return 1; }
-    sleep 0.1
-  done
-  echo "run-reconnect-bench.sh: $3 did not open port $1 in 60 s" >&2
-  return 1
-}
-
-start_server() { # NAME LOG [ATTEMPT]
-  local name=$1 logf=$2 port
-  server_name=$name
-  case $name in
-    starling|starling-before)
-      port=$port_starling
-      local bin=$starlingd; [[ $name == starling-before ]] && bin=$BEFORE
-      if [[ ${keep_data:-0} != 1 ]]; then rm -rf "$work/starling/data"; cp -a "$work/starling/template" "$work/starling/data"; fi
-      taskset -c 0 "$bin" --config "$work/starling/bench.toml" --data-dir "$work/starling/data" \
-        --c2s-port "$port" --c2s-tls-port 0 --metrics-port 0 --shards 1 --log-level warn >"$logf" 2>&1 &
-      server_pid=$! measure_pid=$!
-      ;;
-    prosody)
-      port=$port_prosody
-      taskset -c 0 prosody -F --config "$work/prosody/prosody.cfg.lua" >"$logf" 2>&1 &
-      server_pid=$! measure_pid=$!
-      ;;
-    ejabberd)
-      port=$port_ejabberd
-      taskset -c 0 "${ejctl[@]}" foreground >"$logf" 2>&1 &
-      server_pid=$!
-      ;;
-  esac
-  if ! wait_port "$port" "$server_pid" "$name"; then
-    # Our port can be held for up to 60 s by someone's client socket in TIME-WAIT (the port is
-    # in the ephemeral range): start again until it binds (compare/run.sh does the same).
-    if grep -qiE 'address already in use|eaddrinuse|Failed to open server port' "$logf" && ((${3:-0} < 40)); then
-      kill_tree "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
-      log "$name could not bind port $port; retrying in 2 s"
-      sleep 2
-      start_server "$name" "$logf" $((${3:-0} + 1))
-      return
-    fi
-    tail -30 "$logf" >&2; exit 1
-  fi
-  if [[ $name == ejabberd ]]; then
-    measure_pid=
-    for p in $(descendants "$server_pid"); do [[ $(cat /proc/"$p"/comm 2>/dev/null) == beam.smp ]] && measure_pid=$p; done
-    [[ -n $measure_pid ]] || { echo "run-reconnect-bench.sh: no beam.smp below $server_pid" >&2; exit 1; }
-  fi
-  server_port=$port
-}
-
-stop_server() { # LOG
-  [[ -n $server_pid ]] || return 0
-  if kill -0 "$server_pid" 2>/dev/null; then
-    if [[ $server_name == ejabberd ]]; then
-      timeout 60 "${ejctl[@]}" stop >>"$1" 2>&1 || true
-      for _ in $(seq 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.2; done
-    fi
-    kill -0 "$server_pid" 2>/dev/null && kill_tree "$server_pid"
-  fi
-  wait "$server_pid" 2>/dev/null || true
-  server_pid= measure_pid=
-}
+# One certificate for all, STARTTLS required on all three (bench/compare/lib.sh).
+bench_configs 1
 
 # ---------------------------------------------------------------- provisioning
 # user1..userN@localhost, password "pass", SCRAM (4096 iterations) on all three.
 for s in $SERVERS; do
-  case $s in
-    starling)
-      "$repo/bench/loadgen/provision.sh" --starlingctl "$starlingctl" --data-dir "$work/starling/template" \
-        --users "$accounts" --prefix user --password pass --domain localhost >/dev/null 2>"$work/logs/provision-starling.log"
-      ;;
-    prosody)
-      "$PYTHON" "$repo/bench/compare/provision_prosody.py" --data-dir "$work/prosody/data" --domain localhost \
-        --users "$accounts" --prefix user --password pass
-      ;;
-    ejabberd)
-      start_server ejabberd "$work/logs/ejabberd-provision.log"
-      erl -noshell -hidden -sname "prov$$" -setcookie "$(cat "$work/ejabberd/cookie")" \
-        -erl_epmd_port "$port_ejabberd_dist" -start_epmd false -dist_listen false -eval "
-          N = 'starlingrc@localhost', H = <<\"localhost\">>,
-          R1 = rpc:call(N, ejabberd_auth, try_register, [<<\"user1\">>, H, <<\"pass\">>]),
-          [Rec] = rpc:call(N, mnesia, dirty_read, [passwd, {<<\"user1\">>, H}]),
-          F = fun() -> lists:foreach(fun(I) ->
-                  ok = mnesia:dirty_write(setelement(2, Rec, {<<\"user\", (integer_to_binary(I))/binary>>, H}))
-                end, lists:seq(2, $accounts)), ok end,
-          R2 = rpc:call(N, erlang, apply, [F, []]),
-          C = rpc:call(N, mnesia, table_info, [passwd, size]),
-          io:format(\"register user1: ~p, copies: ~p, passwd records: ~p~n\", [R1, R2, C]),
-          halt(case {R2, C >= $accounts} of {ok, true} -> 0; _ -> 1 end)." >"$work/logs/provision-ejabberd.log" 2>&1 \
-        || { echo "run-reconnect-bench.sh: ejabberd provisioning failed:" >&2; cat "$work/logs/provision-ejabberd.log" >&2; exit 1; }
-      stop_server "$work/logs/ejabberd-provision.log"
-      ;;
-  esac
+  case $s in starling|prosody|ejabberd) provision "$s" "$accounts" ;; esac
 done
-[[ " $SERVERS " == *" starling-before "* && " $SERVERS " != *" starling "* ]] && \
-  "$repo/bench/loadgen/provision.sh" --starlingctl "$starlingctl" --data-dir "$work/starling/template" \
-    --users "$accounts" --prefix user --password pass --domain localhost >/dev/null 2>"$work/logs/provision-starling.log"
+[[ " $SERVERS " == *" starling-before "* && " $SERVERS " != *" starling "* ]] && provision starling "$accounts"
 log "provisioned $accounts accounts on: $SERVERS"
 
 # ---------------------------------------------------------------- runs
@@ -337,7 +118,8 @@ loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for run in $(seq "$RUNS"); do
   for s in $SERVERS; do
     log "run $run/$RUNS: $s"
-    start_server "$s" "$work/logs/$s-r$run.server.log"
+    bin=$starlingd; [[ $s == starling-before ]] && bin=$BEFORE
+    start_server "$s" 0 "$work/logs/$s-r$run.server.log" "$bin"
     loadgen_run "$s-r$run-full-legacy" --mode full --auth legacy --sasl scram-sha-1 --users "$USERS" --duration "$DURATION" --timeout $((DURATION + 120))
     loadgen_run "$s-r$run-resume-legacy" --mode resume --auth legacy --sasl scram-sha-1 --users "$USERS" --duration "$DURATION" --timeout $((DURATION + 120))
     if [[ $s == starling* ]]; then
@@ -356,7 +138,7 @@ for run in $(seq "$RUNS"); do
       while [[ ! -f $work/ready ]] && kill -0 "$storm_lg" 2>/dev/null; do sleep 0.2; done
       if [[ -f $work/ready ]]; then
         stop_server "$work/logs/$s-r$run.server.log"
-        keep_data=1 start_server "$s" "$work/logs/$s-r$run.restarted.server.log"  # same store: tokens kept
+        keep_data=1 start_server "$s" 0 "$work/logs/$s-r$run.restarted.server.log" "$bin"  # same store: tokens kept
       fi
       wait "$storm_lg" || true
     fi
