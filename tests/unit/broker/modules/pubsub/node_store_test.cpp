@@ -88,6 +88,49 @@ TEST_F(NodeStoreTest, ItemsComeBackInPublishOrderAndReplaceInOneBatch) {
     EXPECT_TRUE(nodes->load_node(k_svc, "n"));  // purge keeps the node
 }
 
+// Items go into the memtable with a per-node insert hint (storage/store.cpp, NodePrefix), and
+// purges and deletions are range tombstones starting at the node's prefix, which must stay out
+// of the hints: publishes with evictions on two nodes, purged between rounds, read back right
+// and again after a reopen (WAL replay).
+TEST_F(NodeStoreTest, ItemsStayRightThroughEvictionsAndPurgesInTheMemtableAndAfterAReopen) {
+    ASSERT_TRUE(nodes->create_node(k_svc, "t1", "alice@localhost", {}));
+    ASSERT_TRUE(nodes->create_node(k_svc, "t2", "alice@localhost", {}));
+    std::uint64_t seq = 0;
+    for (int round = 0; round < 4; ++round) {
+        for (int i = 0; i < 50; ++i) {
+            ++seq;
+            for (const char* n : {"t1", "t2"}) {
+                // max_items 3: each publish deletes the item three back.
+                std::vector<std::uint64_t> evict;
+                if (seq > 3 && (seq - 3) > static_cast<std::uint64_t>(round) * 50) evict.push_back(seq - 3);
+                ASSERT_TRUE(nodes->publish(k_svc, n, item("i" + std::to_string(seq), seq), evict));
+            }
+        }
+        ASSERT_TRUE(nodes->purge(k_svc, round % 2 == 0 ? "t1" : "t2"));
+        ++seq;
+        ASSERT_TRUE(nodes->publish(k_svc, "t1", item("after" + std::to_string(round), seq), {}));
+    }
+    auto check = [&] {
+        auto t1 = nodes->load_items(k_svc, "t1");
+        auto t2 = nodes->load_items(k_svc, "t2");
+        ASSERT_TRUE(t1 && t2);
+        std::vector<std::string> ids1, ids2;
+        for (const auto& it : t1.value()) ids1.push_back(it.id);
+        for (const auto& it : t2.value()) ids2.push_back(it.id);
+        // t1 was purged last in round 2, then got after2 (seq 153); round 3 published
+        // i154..i203, each evicting seq - 3 (after2 too), and after3.
+        EXPECT_EQ(ids1, (std::vector<std::string>{"i201", "i202", "i203", "after3"}));
+        // t2 was purged in round 3, after its last publish.
+        EXPECT_TRUE(ids2.empty()) << ids2.size();
+    };
+    check();
+    nodes.reset();
+    store.reset();
+    store = storage::Store::open(_dir.string());
+    nodes = std::make_unique<NodeStore>(*store);
+    check();
+}
+
 TEST_F(NodeStoreTest, SubscriptionsRoundTripAndAreFoundPerUser) {
     ASSERT_TRUE(nodes->create_node(k_svc, "n1", "alice@localhost", {}));
     ASSERT_TRUE(nodes->create_node(k_svc, "n2", "alice@localhost", {}));
