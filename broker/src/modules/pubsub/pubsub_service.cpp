@@ -669,7 +669,11 @@ void PubsubService::notify(const Node& n, std::string event_xml, const std::vect
 }
 
 void PubsubService::flush_fan_outs(bool wake) {
-    if (_pending.messages.empty()) return;
+    if (_pending.messages.empty()) {
+        // A flush for the size bound may have filled mailboxes earlier in this turn.
+        if (wake) _shard.router.flush();
+        return;
+    }
     PendingFanOut batch = std::move(_pending);
     _pending = PendingFanOut{};
     const std::size_t per_recipient = batch.messages.size();
