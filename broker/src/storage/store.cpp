@@ -209,17 +209,19 @@ class NodePrefix final : public rocksdb::SliceTransform {
 public:
     const char* Name() const override { return "starling.NodePrefix"; }
     rocksdb::Slice Transform(const rocksdb::Slice& key) const override {
-        const auto* first = static_cast<const char*>(std::memchr(key.data(), '\0', key.size()));
-        const std::size_t rest = key.size() - static_cast<std::size_t>(first + 1 - key.data());
-        const auto* second = static_cast<const char*>(std::memchr(first + 1, '\0', rest));
-        return {key.data(), static_cast<std::size_t>(second - key.data()) + 1};
+        return {key.data(), static_cast<std::size_t>(second_nul(key) - key.data()) + 1};  // InDomain: found
     }
     bool InDomain(const rocksdb::Slice& key) const override {
-        const auto* first = static_cast<const char*>(std::memchr(key.data(), '\0', key.size()));
-        if (first == nullptr) return false;
-        const std::size_t rest = key.size() - static_cast<std::size_t>(first + 1 - key.data());
-        const auto* second = static_cast<const char*>(std::memchr(first + 1, '\0', rest));
+        const char* second = second_nul(key);
         return second != nullptr && second + 1 < key.data() + key.size();  // more than the prefix
+    }
+
+private:
+    static const char* second_nul(const rocksdb::Slice& key) noexcept {
+        const auto* first = static_cast<const char*>(std::memchr(key.data(), '\0', key.size()));
+        if (first == nullptr) return nullptr;
+        const std::size_t rest = key.size() - static_cast<std::size_t>(first + 1 - key.data());
+        return static_cast<const char*>(std::memchr(first + 1, '\0', rest));
     }
 };
 
