@@ -134,6 +134,14 @@ public:
     void consume_ciphertext(std::size_t n) noexcept;
     std::size_t drain_ciphertext(std::string& out);
     std::size_t drain_ciphertext(std::vector<char>& out);
+    // write_plaintext() and drain_ciphertext(wire) in one: the records are sealed straight into
+    // `wire` (after whatever ciphertext was pending), with no copy of the plaintext or of the
+    // ciphertext on the way. The same bound and results as write_plaintext(). Throws only
+    // std::bad_alloc from growing `wire` (then nothing of that record is taken).
+    Result<std::size_t, TlsError> seal_into(std::span<const char> in, std::string& wire);
+    // Gives back the receive queue's memory if nothing is waiting in it. A busy connection keeps
+    // it between reads (no allocation per read); call when parking the connection.
+    void release_idle_buffers() noexcept;
 
     Result<void, TlsError> close() noexcept;
     bool is_peer_closed() const noexcept;

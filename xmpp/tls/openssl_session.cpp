@@ -86,9 +86,15 @@ Result<std::size_t, TlsError> OpenSslSessionImpl::read_own(std::span<char> dst) 
         total += n;
     };
     if (!plain_left.empty()) take_left();
-    std::uint8_t buf[k_record_open_buffer];
+    std::uint8_t stack_buf[k_record_open_buffer];
     while (total < dst.size() && !peer_closed) {
-        auto r = est->rl->open(std::span<const char>(in.data() + in_pos, pending_in()), buf);
+        const std::span<const char> record(in.data() + in_pos, pending_in());
+        // A record that fits in what is left of `dst` is opened right there (a record never
+        // decrypts to more than its length); otherwise on the stack, the rest kept for later.
+        const std::size_t len = RecordLayer::record_length(record);
+        const bool direct = len != 0 && len <= dst.size() - total;
+        std::uint8_t* buf = direct ? reinterpret_cast<std::uint8_t*>(dst.data() + total) : stack_buf;
+        auto r = est->rl->open(record, buf);
         if (r.status == RecordLayer::Status::need_more) break;
         if (r.status != RecordLayer::Status::ok) {
             // RFC 8446 §6.2: bad_record_mac (20) or record_overflow (22), then we are done.
@@ -102,7 +108,9 @@ Result<std::size_t, TlsError> OpenSslSessionImpl::read_own(std::span<char> dst) 
             in.clear();
             in_pos = 0;
         }
-        if (r.type == 23) {
+        if (r.type == 23 && direct) {
+            total += r.length;
+        } else if (r.type == 23) {
             const std::size_t n = std::min(r.length, dst.size() - total);
             std::memcpy(dst.data() + total, buf, n);
             total += n;
@@ -160,7 +168,8 @@ Result<std::size_t, TlsError> OpenSslSessionImpl::read_own(std::span<char> dst) 
             break;
         }
     }
-    release_if_idle(in);
+    // `in` keeps its memory while the connection is busy (no allocation per read); the owner
+    // gives it back when it parks the connection (release_idle_buffers()).
     if (error != TlsError::none && total == 0) return Unexpected(error);
     return total;
 }
@@ -326,6 +335,43 @@ void OpenSslServerSession::consume_ciphertext(std::size_t n) noexcept {
         s.out.clear();
         s.out_pos = 0;
         detail::release_if_idle(s.out);
+    }
+}
+
+Result<std::size_t, TlsError> OpenSslServerSession::seal_into(std::span<const char> in, std::string& wire) {
+    OpenSslSessionImpl& s = *_impl;
+    if (!s.est) {  // OpenSSL's record layer: through its queue
+        auto took = write_plaintext(in);
+        drain_ciphertext(wire);
+        return took;
+    }
+    if (s.error != TlsError::none) return Unexpected(s.error);
+    if (s.closed || s.peer_closed) return Unexpected(TlsError::closed);
+    drain_ciphertext(wire);  // an alert or KeyUpdate queued earlier goes first
+    // The same bound as write_plaintext: at most max_ciphertext_out waiting (one record over).
+    const std::size_t start = wire.size();
+    std::size_t taken = 0;
+    while (taken < in.size() && wire.size() - start < s.limits.max_ciphertext_out) {
+        const std::size_t n = std::min(in.size() - taken, detail::k_max_record_payload);
+        const std::size_t at = wire.size();
+        wire.resize(at + s.est->rl->sealed_size(n));  // may throw: nothing is taken then
+        if (!s.est->rl->seal_to(23, in.subspan(taken, n), reinterpret_cast<std::uint8_t*>(wire.data() + at))) {
+            wire.resize(at);
+            s.fail_own(TlsError::out_of_memory, "cannot seal a record");
+            if (taken != 0) return taken;
+            return Unexpected(s.error);
+        }
+        taken += n;
+    }
+    return taken;
+}
+
+void OpenSslServerSession::release_idle_buffers() noexcept {
+    OpenSslSessionImpl& s = *_impl;
+    if (s.pending_in() == 0) {
+        s.in.clear();
+        s.in_pos = 0;
+        detail::release_if_idle(s.in);
     }
 }
 

@@ -76,9 +76,12 @@ ThreadCiphers& thread_ciphers() noexcept {
 
 std::size_t key_length(RecordLayer::Aead a) noexcept { return a == RecordLayer::Aead::aes_128_gcm ? 16 : 32; }
 
+// `in` and `out` may be the same buffer or apart (OpenSSL's AEAD update reads each block before
+// it writes it). Sealing a TLS 1.3 record, `trailer` is the inner content type (RFC 8446 §5.2),
+// encrypted right after the `n` bytes of `in`, so the caller's plaintext needs no staging copy.
 bool aead(bool seal, RecordLayer::Aead a, const std::uint8_t* key, const std::uint8_t nonce[12],
           const std::uint8_t* aad, std::size_t aad_len, const std::uint8_t* in, std::size_t n, std::uint8_t* out,
-          std::uint8_t* tag) noexcept {
+          std::uint8_t* tag, const std::uint8_t* trailer = nullptr) noexcept {
     ThreadCiphers& t = thread_ciphers();
     const auto i = static_cast<std::size_t>(a);
     EVP_CIPHER_CTX* c = t.ctx[i];
@@ -106,6 +109,10 @@ bool aead(bool seal, RecordLayer::Aead a, const std::uint8_t* key, const std::ui
     }
     if (EVP_CipherUpdate(c, nullptr, &len, aad, static_cast<int>(aad_len)) != 1) return fail();
     if (n != 0 && EVP_CipherUpdate(c, out, &len, in, static_cast<int>(n)) != 1) return fail();
+    if (trailer != nullptr) {
+        if (EVP_CipherUpdate(c, out + n, &len, trailer, 1) != 1) return fail();
+        ++n;
+    }
     if (!seal && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, k_tag, tag) != 1) return fail();
     int fin = 0;
     if (EVP_CipherFinal_ex(c, out + n, &fin) != 1) return fail();  // open: tag mismatch
@@ -266,18 +273,31 @@ void RecordLayer::nonce(const Direction& d, std::uint64_t seq, std::uint8_t out[
     for (int i = 0; i < 12; ++i) out[i] = static_cast<std::uint8_t>(d.iv[static_cast<std::size_t>(i)] ^ s[i]);
 }
 
+std::size_t RecordLayer::sealed_size(std::size_t plain) const noexcept {
+    const bool explicit_nonce = !_tls13 && _aead != Aead::chacha20_poly1305;
+    return 5 + (explicit_nonce ? 8 : 0) + plain + (_tls13 ? 1 : 0) + k_tag;
+}
+
 bool RecordLayer::seal(std::uint8_t type, std::span<const char> data, std::vector<char>& out) noexcept {
     if (data.size() > k_record_plain_max) return false;
-    const bool explicit_nonce = !_tls13 && _aead != Aead::chacha20_poly1305;
-    const std::size_t inner = data.size() + (_tls13 ? 1 : 0);
-    const std::size_t body = (explicit_nonce ? 8 : 0) + inner + k_tag;
     const std::size_t at = out.size();
     try {
-        out.resize(at + 5 + body);
+        out.resize(at + sealed_size(data.size()));
     } catch (const std::bad_alloc&) {
         return false;
     }
-    auto* rec = reinterpret_cast<std::uint8_t*>(out.data() + at);
+    if (!seal_to(type, data, reinterpret_cast<std::uint8_t*>(out.data() + at))) {
+        out.resize(at);
+        return false;
+    }
+    return true;
+}
+
+bool RecordLayer::seal_to(std::uint8_t type, std::span<const char> data, std::uint8_t* rec) noexcept {
+    if (data.size() > k_record_plain_max) return false;
+    const bool explicit_nonce = !_tls13 && _aead != Aead::chacha20_poly1305;
+    const std::size_t inner = data.size() + (_tls13 ? 1 : 0);
+    const std::size_t body = sealed_size(data.size()) - 5;
     rec[0] = _tls13 ? k_type_application_data : type;
     rec[1] = 3;
     rec[2] = 3;
@@ -290,9 +310,6 @@ bool RecordLayer::seal(std::uint8_t type, std::span<const char> data, std::vecto
         std::memcpy(payload, n + 4, 8);
         payload += 8;
     }
-    // The plaintext is placed where its ciphertext goes (in-place AEAD).
-    if (!data.empty()) std::memcpy(payload, data.data(), data.size());
-    if (_tls13) payload[data.size()] = type;
     std::uint8_t aad[13];
     std::size_t aad_len = 5;
     if (_tls13) {
@@ -307,8 +324,9 @@ bool RecordLayer::seal(std::uint8_t type, std::span<const char> data, std::vecto
         aad[12] = static_cast<std::uint8_t>(data.size());
         aad_len = 13;
     }
-    if (!aead(true, _aead, _write.key.data(), n, aad, aad_len, payload, inner, payload, payload + inner)) {
-        out.resize(at);
+    // The ciphertext is written straight from the caller's plaintext (no copy first).
+    if (!aead(true, _aead, _write.key.data(), n, aad, aad_len, reinterpret_cast<const std::uint8_t*>(data.data()),
+              data.size(), payload, payload + inner, _tls13 ? &type : nullptr)) {
         return false;
     }
     ++_write.seq;

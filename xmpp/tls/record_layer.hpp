@@ -48,6 +48,11 @@ public:
     // Appends one protected record of content `type` carrying `data` (at most 2^14 bytes).
     // False when the cipher failed (out of memory): the connection cannot go on.
     bool seal(std::uint8_t type, std::span<const char> data, std::vector<char>& out) noexcept;
+    // The same record written at `rec`, which has room for sealed_size(data.size()) bytes and
+    // does not overlap `data`.
+    bool seal_to(std::uint8_t type, std::span<const char> data, std::uint8_t* rec) noexcept;
+    // Bytes on the wire of one record carrying `plain` bytes.
+    std::size_t sealed_size(std::size_t plain) const noexcept;
 
     enum class Status : std::uint8_t { ok, need_more, bad_record, record_overflow };
     struct Opened {
@@ -56,8 +61,15 @@ public:
         std::size_t consumed = 0;  // ciphertext bytes taken from `in`
         std::size_t length = 0;    // plaintext bytes in the buffer
     };
-    // Opens the first record of `in` into `buf` (k_record_open_buffer bytes).
+    // Opens the first record of `in` into `buf` (k_record_open_buffer bytes, or at least the
+    // record's length as its header gives it: record_length()).
     Opened open(std::span<const char> in, std::uint8_t* buf) noexcept;
+    // The length field of the record at the front of `in` (0 if its header is incomplete): open()
+    // writes at most that many bytes into its buffer.
+    static std::size_t record_length(std::span<const char> in) noexcept {
+        if (in.size() < 5) return 0;
+        return static_cast<std::size_t>(static_cast<std::uint8_t>(in[3])) << 8 | static_cast<std::uint8_t>(in[4]);
+    }
 
     // TLS 1.3 KeyUpdate (RFC 8446 §4.6.3, §7.2): next generation of one side's secret.
     bool update_read_key() noexcept;
