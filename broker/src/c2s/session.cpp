@@ -233,6 +233,7 @@ void C2sSession::read_now() {
 // once everything is written (they grow again with the next batch).
 void C2sSession::release_idle_buffers() {
     _tok->release_buffer();
+    if (_tls) _tls->release_idle_buffers();
     if (_out.empty() && !_writing) park_compression();
     if (_out.empty() && !_flush_scheduled) std::string().swap(_out);
     if (_wire.empty() && !_writing) std::string().swap(_wire);
@@ -625,9 +626,12 @@ void C2sSession::flush() {
     }
     if (_tls) {
         if (!_out.empty() && _tls->is_handshake_done()) {
-            auto took = _tls->write_plaintext(std::span<const char>(_out.data(), _out.size()));
+            // Sealed straight from _out into _wire, which is empty here (a write is never
+            // started while the last one is unfinished).
+            auto took = _tls->seal_into(std::span<const char>(_out.data(), _out.size()), _wire);
             if (took) {
-                _out.erase(0, *took);
+                if (*took == _out.size()) _out.clear();
+                else _out.erase(0, *took);
                 _out_ready -= std::min(_out_ready, *took);
             }
         }
@@ -672,7 +676,11 @@ void C2sSession::on_written(const asio::error_code& ec, std::size_t n) {
         start_tls();
         return;
     }
-    flush();
+    // What was queued while this write was on the wire goes out with everything the rest of
+    // this turn adds (DESIGN §3.5): flushing it here would send a stanza or two now and the
+    // rest in a second write moments later.
+    if (_out.empty()) flush();
+    else schedule_flush();
     if (_reading && !_writing) release_idle_buffers();  // parked, and now all is written
 }
 
