@@ -218,6 +218,40 @@ async def test_carbons_across_shards(t):
         assert body_of(carbon_of(await phone.wait_message(5), "received")) == "in"
 
 
+async def test_carbons_follow_devices_that_come_and_go(t):
+    # One shard of its own, so that no other test's devices are on it: the shard knows whether
+    # anyone has carbons on at all (the message hooks skip their lookups while nobody has).
+    # That knowledge must follow devices that enable, disconnect and come back.
+    s = await t.server(shards=1)
+    a, b = unique("alice"), unique("bob")
+    s.add_users([(a, "pa"), (b, "pb")])
+    phone = await t.client(s, a, "pa", resource="phone")
+    laptop = await t.client(s, a, "pa", resource="laptop")
+    bob = await t.client(s, b, "pb", resource="desk")
+    await enable(phone)
+    await enable(laptop)
+    await laptop.close()  # gone with carbons on
+    tablet = await t.client(s, a, "pa", resource="tablet")
+    await enable(tablet)
+    bob.send_message(phone.jid, "one")
+    assert (await phone.wait_message(5))["body"] == "one"
+    assert body_of(carbon_of(await tablet.wait_message(5), "received")) == "one"
+    # Nobody left with carbons on: the phone disables, the tablet goes.
+    await phone.xmpp["xep_0280"].disable()
+    await tablet.close()
+    bob.send_message(phone.jid, "two")
+    assert (await phone.wait_message(5))["body"] == "two"
+    watch = await t.client(s, a, "pa", resource="watch")
+    await enable(watch)
+    phone.send_message(bob.bare, "three")
+    assert (await bob.wait_message(5))["body"] == "three"
+    assert body_of(carbon_of(await watch.wait_message(5), "sent")) == "three"
+    bob.send_message(phone.jid, "four")
+    assert (await phone.wait_message(5))["body"] == "four"
+    assert body_of(carbon_of(await watch.wait_message(5), "received")) == "four"
+    await phone.expect_no_message(0.5)
+
+
 async def test_carbons_with_aioxmpp_device(t):
     # A second, independent client library: alice's laptop is aioxmpp with carbons enabled;
     # it receives the <sent/> copy of what her slixmpp phone sends.

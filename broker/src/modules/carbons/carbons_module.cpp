@@ -25,18 +25,30 @@ bool type_may_be_eligible(std::string_view type) noexcept {
     return type.empty() || type == "chat" || type == "normal";
 }
 
-Handled on_enable(IqEvent& ev, bool on) {
+Handled on_enable(IqEvent& ev, bool on, const std::shared_ptr<std::size_t>& count) {
     // XEP-0280 §4-§5: only for the sender's own sessions (to its bare JID or the server).
     if (!ev.is_to_self_or_server()) {
         ev.reply_error(xmpp::StanzaError::not_allowed);
         return Handled::yes;
     }
-    ev.session.slot<CarbonsState>().enabled = on;  // §8.1: repeated requests are not errors
+    ev.session.slot<CarbonsState>().set(on, count);  // §8.1: repeated requests are not errors
     ev.reply_result();
     return Handled::yes;
 }
 
 }  // namespace
+
+void CarbonsState::set(bool on, const std::shared_ptr<std::size_t>& count) noexcept {
+    if (on == enabled) return;
+    if (on) {
+        enabled_sessions = count;
+        ++*enabled_sessions;
+    } else {
+        if (enabled_sessions) --*enabled_sessions;
+        enabled_sessions.reset();
+    }
+    enabled = on;
+}
 
 std::vector<router::Endpoint*> rfc6121_recipients(const std::vector<router::Endpoint*>& sessions,
                                                  std::string_view to, std::string_view type) {
@@ -64,15 +76,17 @@ std::vector<router::Endpoint*> rfc6121_recipients(const std::vector<router::Endp
 
 void CarbonsModule::install(ModuleContext& ctx) {
     ctx.add_disco_feature(fwd::k_ns_carbons);  // XEP-0280 §3: on the server's disco#info
-    ctx.on_iq(IqType::set, fwd::k_ns_carbons, "enable", [](IqEvent& ev) { return on_enable(ev, true); });
-    ctx.on_iq(IqType::set, fwd::k_ns_carbons, "disable", [](IqEvent& ev) { return on_enable(ev, false); });
+    ctx.on_iq(IqType::set, fwd::k_ns_carbons, "enable",
+              [count = _enabled_sessions](IqEvent& ev) { return on_enable(ev, true, count); });
+    ctx.on_iq(IqType::set, fwd::k_ns_carbons, "disable",
+              [count = _enabled_sessions](IqEvent& ev) { return on_enable(ev, false, count); });
 
     // XEP-0280 §6 (sending): copies to the sender's other carbons-enabled resources, whether
     // or not the sender enabled carbons itself.
     ctx.on_outbound(
         router::StanzaKind::message,
-        [](OutboundEvent& ev) {
-            if (!type_may_be_eligible(ev.type) || ev.to == nullptr) return Handled::no;
+        [count = _enabled_sessions](OutboundEvent& ev) {
+            if (*count == 0 || !type_may_be_eligible(ev.type) || ev.to == nullptr) return Handled::no;
             const xmpp::Jid& me = *ev.session.jid();
             auto& shard = ev.session.shard();
             const auto& sessions = shard.router.sessions_of(me.bare_view());
@@ -99,12 +113,13 @@ void CarbonsModule::install(ModuleContext& ctx) {
     // original under RFC 6121 §8.5.
     ctx.on_inbound(
         router::StanzaKind::message,
-        [](InboundEvent& ev) {
+        [count = _enabled_sessions](InboundEvent& ev) {
             auto& env = ev.env;
             if (!type_may_be_eligible(env.type)) return Handled::no;
             // §7: a private message is not copied, and the receiving server SHOULD remove
             // <private/> before delivering it.
             if (fwd::remove_children(env.bytes, "private", fwd::k_ns_carbons)) return Handled::no;
+            if (*count == 0) return Handled::no;  // nobody on this shard would get a copy
             const std::string_view bare = bare_of(env.to);
             // Between two resources of one user the sender's side made <sent/> copies already.
             if (bare_of(env.from) == bare) return Handled::no;

@@ -9,15 +9,26 @@
 // Lives on: every shard. Per-session state only (CarbonsState).
 #pragma once
 
+#include <cstddef>
+#include <memory>
 #include <vector>
 
 #include "broker/src/modules/api.hpp"
 
 namespace starling::modules {
 
-// Per-session slot (C2sSession::slot<CarbonsState>()).
+// Per-session slot (C2sSession::slot<CarbonsState>()). While enabled it counts in its shard's
+// `enabled_sessions` (shared: a slot may outlive the module at shutdown), so that the message
+// hooks skip the user's session lookup while nobody on the shard has carbons on, the usual
+// case in a device fleet.
 struct CarbonsState {
     bool enabled = false;
+    std::shared_ptr<std::size_t> enabled_sessions;  // set while enabled
+    void set(bool on, const std::shared_ptr<std::size_t>& count) noexcept;
+    CarbonsState() = default;
+    CarbonsState(const CarbonsState&) = delete;
+    CarbonsState& operator=(const CarbonsState&) = delete;
+    ~CarbonsState() { set(false, nullptr); }
 };
 
 class CarbonsModule final : public Module {
@@ -30,6 +41,11 @@ public:
     static ModuleSpec spec();
     std::string_view name() const noexcept override { return "carbons"; }
     void install(ModuleContext& ctx) override;
+
+private:
+    // Sessions of this shard with carbons enabled (every session of a user is on its home
+    // shard, DESIGN §2, so both hooks look only here).
+    std::shared_ptr<std::size_t> _enabled_sessions = std::make_shared<std::size_t>(0);
 };
 
 // Which of `sessions` the router gives a message for `to` (a bare or full JID of their
