@@ -22,6 +22,7 @@
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
 #include "broker/src/util/random.hpp"
+#include "xmpp/secret.hpp"
 #include "xmpp/base64.hpp"
 #include "xmpp/ns.hpp"
 #include "xmpp/sasl/plain.hpp"
@@ -108,15 +109,17 @@ void C2sSession::on_sasl_response(const ElementView& el) {
 }
 
 void C2sSession::sasl_step(std::string_view payload_b64) {
-    std::string decoded;
+    // PLAIN's password, SCRAM's proof: wiped when this step is over.
+    xmpp::SecretString secret;
     if (!payload_b64.empty() && payload_b64 != "=") {  // "=" is the empty response (§6.4.2)
         auto d = xmpp::base64_decode(payload_b64, k_max_sasl_payload);
         if (!d) {
             sasl_failure("incorrect-encoding", true);
             return;
         }
-        decoded = std::move(*d);
+        secret = xmpp::SecretString(std::move(*d));
     }
+    const std::string_view decoded = secret.view();
     switch (_sasl) {
         case Sasl::plain_initial:
             sasl_plain(decoded);
@@ -162,12 +165,13 @@ void C2sSession::sasl_plain(std::string_view decoded) {
     }
     // The account may have to come from disk: off the reactor (session_reads.cpp).
     const std::string bare = who->str();
-    load_account(bare, [who = std::move(*who), password = std::string(msg->password)](
+    // The password waits for the account read in a copy that wipes itself.
+    load_account(bare, [who = std::move(*who), password = xmpp::SecretString(msg->password)](
                            C2sSession& self, xmpp::Result<storage::AccountRecord, storage::Errc> rec) {
         bool known = false;
         const auto creds = self.credentials_from(who, xmpp::sasl::ScramAlgorithm::sha_256, rec, known);
         // The decoy costs the same PBKDF2 as a real account: timing does not tell who exists.
-        const bool ok = static_cast<bool>(xmpp::sasl::verify_password(creds, password));
+        const bool ok = static_cast<bool>(xmpp::sasl::verify_password(creds, password.view()));
         if (!ok || !known) {
             self.sasl_failure("not-authorized", true);
             return;

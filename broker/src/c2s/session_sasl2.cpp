@@ -20,6 +20,7 @@
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
 #include "broker/src/util/random.hpp"
+#include "xmpp/secret.hpp"
 #include "xmpp/base64.hpp"
 #include "xmpp/ns.hpp"
 #include "xmpp/sasl/ht.hpp"
@@ -203,7 +204,8 @@ void C2sSession::sasl2_authenticate(const ElementView& el) {
             sasl2_failure("incorrect-encoding", true);
             return;
         }
-        sasl2_fast(mech, *decoded);
+        const xmpp::SecretString proof(std::move(*decoded));  // wiped when this step is over
+        sasl2_fast(mech, proof.view());
         return;
     }
     // Only what this connection was offered, as with <auth/> (session_mechanisms.cpp).
