@@ -23,8 +23,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 
-#include "xmpp/tls/openssl_server.hpp"
-#include "xmpp/tls/self_signed.hpp"
+#include "bench/tls_bench_support.hpp"
 
 namespace {
 
@@ -97,18 +96,9 @@ int main(int argc, char** argv) {
     const int per_batch = argc > 1 ? std::atoi(argv[1]) : 500;
     const int batches = argc > 2 ? std::atoi(argv[2]) : 7;
     const bool tls12 = argc > 3 && std::string(argv[3]) == "tls1.2";
-    const std::vector<std::string> names{"localhost"};
-    const auto ck = xmpp::tls::generate_self_signed(names);
-    xmpp::tls::TlsServerConfig config;
-    xmpp::tls::TlsIdentity id;
-    id.cert_chain = xmpp::tls::PemSource::text(ck.cert_pem);
-    id.private_key = xmpp::tls::PemSource::text(ck.key_pem);
-    config.identities.push_back(id);
-    const xmpp::tls::OpenSslServerContext server_ctx(config, {});
-
-    SSL_CTX* client_ctx = SSL_CTX_new(TLS_client_method());
-    SSL_CTX_set_verify(client_ctx, SSL_VERIFY_NONE, nullptr);
-    if (tls12) SSL_CTX_set_max_proto_version(client_ctx, TLS1_2_VERSION);
+    starling::bench::TlsBenchContexts contexts(tls12);
+    const xmpp::tls::OpenSslServerContext& server_ctx = contexts.server;
+    SSL_CTX* client_ctx = contexts.client;
     SSL_CTX_set_options(client_ctx, SSL_OP_NO_TICKET);
 
     std::vector<double> results;
@@ -169,7 +159,6 @@ int main(int argc, char** argv) {
     std::sort(results.begin(), results.end());
     std::printf("median: %.1f us per full %s handshake (server side), %d x %d\n", results[results.size() / 2],
                 tls12 ? "TLS 1.2" : "TLS 1.3", batches, per_batch);
-    print_floor(ck.key_pem, per_batch);
-    SSL_CTX_free(client_ctx);
+    print_floor(contexts.cert.key_pem, per_batch);
     return 0;
 }

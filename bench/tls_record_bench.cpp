@@ -21,8 +21,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include "xmpp/tls/openssl_server.hpp"
-#include "xmpp/tls/self_signed.hpp"
+#include "bench/tls_bench_support.hpp"
 
 namespace {
 
@@ -43,18 +42,9 @@ int main(int argc, char** argv) {
     const std::size_t stanza_bytes = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 250;
     const int rounds = argc > 2 ? std::atoi(argv[2]) : 7;
     const bool tls12 = argc > 3 && std::string(argv[3]) == "tls1.2";
-    const std::vector<std::string> names{"localhost"};
-    const auto ck = xmpp::tls::generate_self_signed(names);
-    xmpp::tls::TlsServerConfig config;
-    xmpp::tls::TlsIdentity id;
-    id.cert_chain = xmpp::tls::PemSource::text(ck.cert_pem);
-    id.private_key = xmpp::tls::PemSource::text(ck.key_pem);
-    config.identities.push_back(id);
-    const xmpp::tls::OpenSslServerContext server_ctx(config, {});
-
-    SSL_CTX* client_ctx = SSL_CTX_new(TLS_client_method());
-    SSL_CTX_set_verify(client_ctx, SSL_VERIFY_NONE, nullptr);
-    if (tls12) SSL_CTX_set_max_proto_version(client_ctx, TLS1_2_VERSION);
+    starling::bench::TlsBenchContexts contexts(tls12);
+    const xmpp::tls::OpenSslServerContext& server_ctx = contexts.server;
+    SSL_CTX* client_ctx = contexts.client;
     SSL* ssl = SSL_new(client_ctx);
     BIO* c_in = BIO_new(BIO_s_mem());
     BIO* c_out = BIO_new(BIO_s_mem());
@@ -138,6 +128,5 @@ int main(int argc, char** argv) {
                     median(old_ns), median(new_ns));
     }
     SSL_free(ssl);
-    SSL_CTX_free(client_ctx);
     return 0;
 }
