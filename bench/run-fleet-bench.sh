@@ -35,7 +35,11 @@ PYTHON=/usr/bin/python3
 started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 t_start=$(date +%s)
 loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)
-log() { echo "== $(date +%H:%M:%S) $*" >&2; }
+me="run-fleet-bench.sh"
+# Process, port and log helpers (log, kill_tree, stop_leftovers, reserve_ports, wait_port,
+# wait_bindable); this script keeps its own configurations, start and provisioning (CSI modes).
+# shellcheck source=compare/lib.sh
+source "$repo/bench/compare/lib.sh"
 
 # ---------------------------------------------------------------- install and build
 if [[ ${SKIP_INSTALL:-0} != 1 ]]; then
@@ -55,70 +59,23 @@ fi
 
 # DEVICES connections in one client process, and as many on each server.
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-for p in $port_starling $port_prosody $port_ejabberd $port_ejabberd_dist; do
-  if ss -ltnH "sport = :$p" | grep -q .; then echo "run-fleet-bench.sh: port $p is busy" >&2; exit 1; fi
-done
-# Our ports are in the ephemeral range: keep the kernel from handing them out as source ports
-# for the run (see bench/compare/README.md, Caveats); the previous value is restored at exit.
-reserved_before='' reserved_set=''
-if [[ ${RESERVE_PORTS:-1} == 1 && -w /proc/sys/net/ipv4/ip_local_reserved_ports ]]; then
-  reserved_before=$(cat /proc/sys/net/ipv4/ip_local_reserved_ports)
-  if echo "${reserved_before:+$reserved_before,}$PORT_BASE-$((PORT_BASE + 77))" >/proc/sys/net/ipv4/ip_local_reserved_ports; then
-    reserved_set=1
-  fi
-fi
+ports_free $port_starling $port_prosody $port_ejabberd $port_ejabberd_dist
 
 work=$(mktemp -d /tmp/starling-fleet.XXXXXX)
 chmod 755 "$work" # ejabberd runs as the ejabberd user and must reach its dir
 mkdir -p "$work/json" "$work/logs"
-server_pid='' server_name='' client_pid=''
+server_pid='' server_name='' lg_pid=''
 
-descendants() {
-  local c
-  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done
-}
-kill_tree() { # TERM the tree rooted at PID (all started by us), then KILL what is left after 10 s
-  local pids p
-  pids="$1 $(descendants "$1")"
-  for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
-  for _ in $(seq 50); do
-    local alive=0
-    for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
-    ((alive)) || return 0
-    sleep 0.2
-  done
-  for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
-}
 cleanup() {
   local rc=$?
-  if [[ -n $client_pid ]]; then kill -TERM "$client_pid" 2>/dev/null || true; wait "$client_pid" 2>/dev/null || true; fi
-  if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
-    echo "run-fleet-bench.sh: stopping $server_name (pid $server_pid)" >&2
-    kill_tree "$server_pid"
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  if [[ -n $reserved_set ]]; then echo "$reserved_before" >/proc/sys/net/ipv4/ip_local_reserved_ports 2>/dev/null || true; fi
-  if [[ $KEEP == 1 || $rc != 0 ]]; then echo "run-fleet-bench.sh: kept $work" >&2; else rm -rf "$work"; fi
+  stop_leftovers
+  if [[ $KEEP == 1 || $rc != 0 ]]; then echo "$me: kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-wait_port() { # PORT PID NAME
-  for _ in $(seq 600); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then sleep 0.5; return 0; fi
-    kill -0 "$2" 2>/dev/null || { echo "run-fleet-bench.sh: $3 died at start-up" >&2; return 1; }
-    sleep 0.1
-  done
-  echo "run-fleet-bench.sh: $3 did not open port $1 in 60 s" >&2
-  return 1
-}
-wait_bindable() { # PORT: no live socket on it (a TIME-WAIT client socket would block the bind)
-  for _ in $(seq 120); do
-    ss -tanH "( sport = :$1 )" | grep -qv '^TIME-WAIT' || return 0
-    sleep 1
-  done
-  echo "run-fleet-bench.sh: port $1 stayed in use for 120 s" >&2; exit 1
-}
+# Our ports are in the ephemeral range: keep the kernel from handing them out as source ports
+# for the run (bench/compare/README.md, Caveats); cleanup takes them back.
+reserve_ports "$PORT_BASE" $((PORT_BASE + 77))
 
 # ---------------------------------------------------------------- configurations
 # As bench/compare/run.sh (plain c2s on loopback, no shaper or rate limit, no MAM, SCRAM-SHA-1
@@ -275,7 +232,7 @@ start_server() { # NAME MODE LOG
       server_pid=$!
       ;;
   esac
-  wait_port "$port" "$server_pid" "$name" || { tail -30 "$logf" >&2; exit 1; }
+  wait_port "$port" "$server_pid" "$name" "$logf" || { tail -30 "$logf" >&2; exit 1; }
   server_port=$port
 }
 stop_server() { # LOG
@@ -388,9 +345,9 @@ for run in $(seq "$RUNS"); do
       taskset -c 1 "$PYTHON" "$here/fleet/fleet_bench.py" --port "$server_port" --server "$s" --mode "$mode" \
         --devices "$DEVICES" --events "$EVENTS" --period "$PERIOD" --seed "$SEED" \
         --json "$work/json/$tag.json" >/dev/null 2>"$work/logs/$tag.client.log" &
-      client_pid=$!
-      wait "$client_pid" || rc=$?
-      client_pid=
+      lg_pid=$!
+      wait "$lg_pid" || rc=$?
+      lg_pid=
       if ((rc != 0)); then
         echo "run-fleet-bench.sh: the fleet client failed on $s ($mode), exit $rc:" >&2; tail -20 "$work/logs/$tag.client.log" >&2
         echo "{\"server\": \"$s\", \"mode\": \"$mode\", \"failed\": $rc}" >"$work/json/$tag.json"

@@ -62,7 +62,12 @@ PYTHON=/usr/bin/python3
 started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 t_start=$(date +%s)
 loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)
-log() { echo "== $(date +%H:%M:%S) $*" >&2; }
+me="run-pubsub-bench.sh"
+WAIT_PORT_S=90  # ejabberd with 10,000 subscriptions in Mnesia starts slowly
+# Process, port and log helpers (log, kill_tree, stop_leftovers, reserve_ports, wait_port,
+# wait_bindable); this script keeps its own configurations, start and provisioning (PubSub).
+# shellcheck source=compare/lib.sh
+source "$repo/bench/compare/lib.sh"
 
 # Scenario shapes: users nodes subscribers-per-node publishers window.
 shape() { # SCENARIO -> "USERS NODES SUBS PUBLISHERS WINDOW"
@@ -104,72 +109,24 @@ for b in "$starlingd" "$starlingctl" "$loadgen" ${BEFORE:+"$BEFORE"}; do [[ -x $
 # 10,001 sessions in the generator and as many on the server (the generator spreads its source
 # addresses over 127.0.0.1-254, so ephemeral ports do not run out).
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-for p in $port_starling $port_prosody $port_ejabberd $port_ejabberd_dist; do
-  if ss -ltnH "sport = :$p" | grep -q .; then echo "run-pubsub-bench.sh: port $p is busy" >&2; exit 1; fi
-done
-# Our ports are in the ephemeral range: keep the kernel from handing them out as source ports
-# (see bench/compare/README.md, Caveats); the previous value is restored at exit.
-reserved_before='' reserved_set=''
-if [[ ${RESERVE_PORTS:-1} == 1 && -w /proc/sys/net/ipv4/ip_local_reserved_ports ]]; then
-  reserved_before=$(cat /proc/sys/net/ipv4/ip_local_reserved_ports)
-  if echo "${reserved_before:+$reserved_before,}$PORT_BASE-$((PORT_BASE + 77))" >/proc/sys/net/ipv4/ip_local_reserved_ports; then
-    reserved_set=1
-  fi
-fi
+ports_free $port_starling $port_prosody $port_ejabberd $port_ejabberd_dist
 
 work=$(mktemp -d /tmp/starling-pubsub.XXXXXX)
 chmod 755 "$work" # ejabberd runs as the ejabberd user and must reach its dir
 mkdir -p "$work/json" "$work/logs" "$OUT"
 server_pid='' server_name='' measure_pid='' lg_pid='' perf_pid=''
 
-descendants() {
-  local c
-  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done
-}
-kill_tree() { # TERM the tree rooted at PID (all started by us), then KILL what is left after 10 s
-  local pids p
-  pids="$1 $(descendants "$1")"
-  for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
-  for _ in $(seq 50); do
-    local alive=0
-    for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
-    ((alive)) || return 0
-    sleep 0.2
-  done
-  for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
-}
 cleanup() {
   local rc=$?
-  if [[ -n $lg_pid ]]; then kill -TERM "$lg_pid" 2>/dev/null || true; wait "$lg_pid" 2>/dev/null || true; fi
   if [[ -n $perf_pid ]]; then kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" 2>/dev/null || true; fi
-  if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
-    echo "run-pubsub-bench.sh: stopping $server_name (pid $server_pid)" >&2
-    kill_tree "$server_pid"
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  if [[ -n $reserved_set ]]; then echo "$reserved_before" >/proc/sys/net/ipv4/ip_local_reserved_ports 2>/dev/null || true; fi
-  if [[ $KEEP == 1 || $rc != 0 ]]; then echo "run-pubsub-bench.sh: kept $work" >&2; else rm -rf "$work"; fi
+  stop_leftovers
+  if [[ $KEEP == 1 || $rc != 0 ]]; then echo "$me: kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-wait_port() { # PORT PID NAME [LOG]
-  for _ in $(seq 900); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then sleep 0.5; return 0; fi
-    kill -0 "$2" 2>/dev/null || { echo "run-pubsub-bench.sh: $3 died at start-up" >&2; return 1; }
-    [[ -n ${4:-} ]] && grep -qiE 'address already in use|eaddrinuse|Failed to open server port' "$4" 2>/dev/null && return 1
-    sleep 0.1
-  done
-  echo "run-pubsub-bench.sh: $3 did not open port $1 in 90 s" >&2
-  return 1
-}
-wait_bindable() { # PORT: no live socket on it (a TIME-WAIT client socket would block the bind)
-  for _ in $(seq 120); do
-    ss -tanH "( sport = :$1 )" | grep -qv '^TIME-WAIT' || return 0
-    sleep 1
-  done
-  echo "run-pubsub-bench.sh: port $1 stayed in use for 120 s" >&2; exit 1
-}
+# Our ports are in the ephemeral range: keep the kernel from handing them out as source ports
+# (bench/compare/README.md, Caveats); cleanup takes them back.
+reserve_ports "$PORT_BASE" $((PORT_BASE + 77))
 
 # ---------------------------------------------------------------- configurations
 # As bench/compare/run.sh: plain c2s on loopback, no shaper or rate limit, no MAM, SCRAM-SHA-1

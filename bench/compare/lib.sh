@@ -21,7 +21,8 @@
 # starling_mam (off|on), bench_tls (0|1), lg_pid (the caller's generator, stopped by the trap).
 #
 # bench/compare/README.md says what is comparable and why; run.sh, run-reconnect-bench.sh and
-# run-tls-chat-bench.sh use it.
+# run-tls-chat-bench.sh use all of it; run-pubsub-bench.sh and run-fleet-bench.sh its process,
+# port and log helpers (their peers' configurations differ).
 
 log() { echo "== $(date +%H:%M:%S) $*" >&2; }
 
@@ -100,14 +101,14 @@ ports_free() { # PORT...: exit when one is listened on (another engineer's run, 
   done
 }
 
-wait_port() { # wait_port PORT PID NAME LOG: 0 when PORT accepts; 1 when PID died, lost its port, or 60 s passed
-  for _ in $(seq 600); do
+wait_port() { # wait_port PORT PID NAME LOG: 0 when PORT accepts; 1 when PID died, lost its port, or WAIT_PORT_S (60) s passed
+  for _ in $(seq $((${WAIT_PORT_S:-60} * 10))); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then sleep 0.5; return 0; fi
     kill -0 "$2" 2>/dev/null || { echo "$me: $3 died at start-up" >&2; return 1; }
     if grep -qiE 'address already in use|eaddrinuse|Failed to open server port' "$4" 2>/dev/null; then return 1; fi
     sleep 0.1
   done
-  echo "$me: $3 did not open port $1 in 60 s" >&2
+  echo "$me: $3 did not open port $1 in ${WAIT_PORT_S:-60} s" >&2
   return 1
 }
 
