@@ -23,6 +23,8 @@
 #           `perf record -g` on the server while the messages flow; the top entries go into
 #           the summary. RUNS=0 PERF=1 SERVERS=starling: the profile alone)
 #   PERF_SERVER=starling (or starling-plain: the same profile over plain TCP, to compare)
+#   BEFORE= (another starlingd binary, e.g. main's before a change: server "starling-before" in
+#           SERVERS runs it over STARTTLS on the same accounts and settings, side by side)
 #   UPDATE_RESULTS=0 (1: the summary becomes a new top section of bench/RESULTS.md)
 set -euo pipefail
 
@@ -41,6 +43,7 @@ KEEP=${KEEP:-0}
 PERF=${PERF:-0}
 PERF_SERVER=${PERF_SERVER:-starling}
 PORT_BASE=${PORT_BASE:-30422}
+BEFORE=${BEFORE:-}
 UPDATE_RESULTS=${UPDATE_RESULTS:-0}
 port_starling=$PORT_BASE
 port_prosody=$((PORT_BASE + 1))
@@ -53,7 +56,10 @@ starlingd=${STARLINGD:-$build/broker/starlingd}
 starlingctl=${STARLINGCTL:-$build/broker/starlingctl}
 loadgen=${LOADGEN:-$build/bench/loadgen/starling-loadgen}
 for b in "$starlingd" "$starlingctl" "$loadgen"; do [[ -x $b ]] || { echo "$me: $b missing" >&2; exit 1; }; done
-for s in $SERVERS; do case $s in starling|starling-plain|prosody|ejabberd) ;; *) echo "$me: unknown server $s" >&2; exit 2 ;; esac; done
+for s in $SERVERS; do case $s in starling|starling-plain|starling-before|prosody|ejabberd) ;; *) echo "$me: unknown server $s" >&2; exit 2 ;; esac; done
+if [[ " $SERVERS " == *" starling-before "* ]]; then
+  [[ -x $BEFORE ]] || { echo "$me: server starling-before needs BEFORE=<a starlingd binary>" >&2; exit 2; }
+fi
 [[ $PERF_SERVER == starling || $PERF_SERVER == starling-plain ]] || { echo "$me: PERF_SERVER is starling or starling-plain" >&2; exit 2; }
 [[ $PERF == 1 ]] && { command -v perf >/dev/null || { echo "$me: PERF=1 needs perf (linux-perf)" >&2; exit 1; }; }
 
@@ -83,7 +89,8 @@ accounts=$(( SESSIONS > USERS ? SESSIONS : USERS ))
 for s in $SERVERS; do
   case $s in starling|prosody|ejabberd) provision "$s" "$accounts" ;; esac
 done
-[[ " $SERVERS " == *" starling-plain "* && " $SERVERS " != *" starling "* ]] && provision starling "$accounts"
+# starling-plain and starling-before start on the store provisioned for starling.
+[[ " $SERVERS " =~ " starling-(plain|before) " && " $SERVERS " != *" starling "* ]] && provision starling "$accounts"
 
 loadgen_run() { # TAG SCENARIO ARGS...: the generator on core 1, one thread
   local tag=$1 scenario=$2; shift 2
@@ -101,7 +108,7 @@ loadgen_run() { # TAG SCENARIO ARGS...: the generator on core 1, one thread
 start() { # NAME LOG
   starling_flags=()
   [[ $1 == starling-plain ]] && starling_flags=(--allow-plaintext)
-  start_server "$1" 0 "$2"
+  if [[ $1 == starling-before ]]; then start_server "$1" 0 "$2" "$BEFORE"; else start_server "$1" 0 "$2"; fi
 }
 
 chat_args=(--users "$USERS" --window "$WINDOW" --duration "$DURATION" --body-bytes "$BODY_BYTES" --timeout $((DURATION + 300)))
@@ -175,6 +182,7 @@ def med(xs):
 def f0(x): return "-" if x is None else f"{x:,.0f}"
 def f2(x): return "-" if x is None else f"{x:.2f}"
 label = {"starling": "Starling, STARTTLS", "starling-plain": "Starling, plain TCP",
+         "starling-before": "Starling before (BEFORE=), STARTTLS",
          "prosody": f"Prosody {v_prosody}, STARTTLS", "ejabberd": f"ejabberd {v_ejabberd}, STARTTLS"}
 print(f"{runs} runs, medians; each server on core 0 (one core), starling-loadgen (1 thread) on core 1; "
       f"load average {la0} -> {la1}; {int(wall) // 60} min {int(wall) % 60} s; git {git}.\n")
@@ -199,9 +207,10 @@ for s in servers:
           f"| {f2(us)} | {f2(med([c.get('generator_cpu_util') for c in ds]))} | {lost} / {dup} (of {tot:,}) | {raw} |")
 if "starling" in chat:
     print()
-    for p in ("prosody", "ejabberd", "starling-plain"):
+    for p in ("prosody", "ejabberd", "starling-plain", "starling-before"):
         if p in chat and chat[p][0] and chat[p][1]:
-            what = "TLS/plain on Starling" if p == "starling-plain" else f"Starling/{p} over TLS"
+            what = {"starling-plain": "TLS/plain on Starling",
+                    "starling-before": "Starling after/before over TLS"}.get(p, f"Starling/{p} over TLS")
             print(f"- {what}: **{chat['starling'][0] / chat[p][0]:.1f}x** delivered msgs/s, "
                   f"**{chat['starling'][1] / chat[p][1]:.1f}x** per server CPU-second")
 print(f"\n**Idle**: {sessions} sessions logged in (STARTTLS unless plain; SCRAM, bind, initial presence), held "
