@@ -25,6 +25,11 @@ enum class JidError : std::uint8_t {
 
 std::string_view to_string(JidError e) noexcept;
 
+// The bare part of a JID that is already normalised (a stamped 'from', a routed 'to'): all
+// before the first '/'. A localpart or domainpart never holds '/' (RFC 7622 §3.1), so the first
+// one starts the resource. No parsing and no check: for input from the wire, Jid::parse.
+constexpr std::string_view bare_of(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
+
 class Jid;
 
 // localpart@domainpart, the address of an account (or a bare domain). The protocol's word: the

@@ -12,11 +12,7 @@ namespace starling::router {
 
 namespace {
 
-std::string_view bare_of(std::string_view jid) noexcept {
-    // A localpart or domainpart never holds '/' (RFC 7622 §3.1), so the first one starts the
-    // resource.
-    return jid.substr(0, jid.find('/'));
-}
+using xmpp::bare_of;
 
 std::string_view kind_name(StanzaKind k) noexcept {
     switch (k) {

@@ -258,3 +258,11 @@ TEST(Jid, RefusesPartsWhoseNormalisationIsNotStable) {
 }
 
 }  // namespace
+
+TEST(BareOf, IsAllBeforeTheFirstSlashOfANormalisedJid) {
+    static_assert(xmpp::bare_of("juliet@example.com/balcony") == "juliet@example.com");
+    EXPECT_EQ(xmpp::bare_of("juliet@example.com/a/b"), "juliet@example.com");  // '/' may recur in a resource
+    EXPECT_EQ(xmpp::bare_of("juliet@example.com"), "juliet@example.com");
+    EXPECT_EQ(xmpp::bare_of("example.com/node"), "example.com");
+    EXPECT_EQ(xmpp::bare_of(""), "");
+}

@@ -7,13 +7,14 @@
 #include "broker/src/modules/carbons/forward.hpp"
 #include "broker/src/router/router.hpp"
 #include "broker/src/util/dom.hpp"
+#include "xmpp/jid.hpp"
 #include "xmpp/ns.hpp"
 
 namespace starling::modules {
 
 namespace {
 
-std::string_view bare_of(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
+using xmpp::bare_of;
 
 bool enabled(const router::Endpoint& s) noexcept {
     const auto* st = s.find_slot<CarbonsState>();
