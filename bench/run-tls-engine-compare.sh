@@ -20,6 +20,7 @@ openssl req -new -x509 -key "$work/key.pem" -out "$work/cert.pem" -days 1 -subj 
   -addext "subjectAltName=DNS:localhost" 2>/dev/null
 for r in $(seq "$ROUNDS"); do
   echo "round $r (load average $(cut -d' ' -f1 /proc/loadavg))"
-  echo -n "  OpenSSL 3.0 (Starling's engine): "; "$build/bench/tls_handshake_bench" "$N" 5 | grep median
+  echo -n "  OpenSSL 3.0 (Starling's engine): "; "$build/bench/tls_handshake_bench" "$N" 5 tls1.3 full | grep median
+  echo -n "  OpenSSL 3.0 (Starling's engine): "; "$build/bench/tls_handshake_bench" "$N" 5 tls1.3 resumed | grep median
   "$build/bench/wolfssl_handshake_bench" "$work/cert.pem" "$work/key.pem" "$N" | grep median | sed 's/^/  wolfSSL 5.5.4: /'
 done

@@ -4,13 +4,15 @@
 // draining the output, the channel-binding data and the destructor). Less noisy than
 // bench/run-tls-login-ab.sh on a shared machine: no kernel, no scheduler between the two.
 //
-//   tls_handshake_bench [handshakes per batch (500)] [batches (7)] [tls1.2|tls1.3 (tls1.3)]
+//   tls_handshake_bench [handshakes per batch (500)] [batches (7)] [tls1.2|tls1.3 (tls1.3)] [full|resumed]
 //
 // Prints us per server handshake for every batch and the median, what was negotiated, and the
 // floor no handshake goes under: the server's public-key operations timed alone through the same
 // OpenSSL (X25519 key generation and derivation, one ECDSA P-256 signature). Certificate: ECDSA
 // P-256, self-signed (what the broker makes on first start); the client offers OpenSSL's
-// defaults (X25519 key share first) and no ticket, so every handshake is a full one.
+// defaults (X25519 key share first) and no ticket, so every handshake is a full one; with
+// "resumed", it offers the ticket of its previous connection (psk_dhe_ke: OpenSSL's client, like
+// every client we know, offers no other mode), and the median is of resumed handshakes.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -36,8 +38,9 @@ double thread_cpu_us() {
 struct Client {
     SSL* ssl = nullptr;
     BIO* net = nullptr;  // our end of the BIO pair
-    explicit Client(SSL_CTX* ctx) {
+    explicit Client(SSL_CTX* ctx, SSL_SESSION* resume = nullptr) {
         ssl = SSL_new(ctx);
+        if (resume != nullptr) SSL_set_session(ssl, resume);
         BIO* inner = nullptr;
         BIO_new_bio_pair(&inner, 1 << 16, &net, 1 << 16);
         SSL_set_bio(ssl, inner, inner);
@@ -45,6 +48,9 @@ struct Client {
         SSL_set_tlsext_host_name(ssl, "localhost");
     }
     ~Client() {
+        // A connection freed without a shutdown makes OpenSSL mark its session not resumable.
+        SSL_set_quiet_shutdown(ssl, 1);
+        SSL_shutdown(ssl);
         SSL_free(ssl);
         BIO_free(net);
     }
@@ -96,10 +102,13 @@ int main(int argc, char** argv) {
     const int per_batch = argc > 1 ? std::atoi(argv[1]) : 500;
     const int batches = argc > 2 ? std::atoi(argv[2]) : 7;
     const bool tls12 = argc > 3 && std::string(argv[3]) == "tls1.2";
+    const bool resumed = argc > 4 && std::string(argv[4]) == "resumed";
     starling::bench::TlsBenchContexts contexts(tls12);
     const xmpp::tls::OpenSslServerContext& server_ctx = contexts.server;
     SSL_CTX* client_ctx = contexts.client;
-    SSL_CTX_set_options(client_ctx, SSL_OP_NO_TICKET);
+    if (!resumed) SSL_CTX_set_options(client_ctx, SSL_OP_NO_TICKET);
+    SSL_SESSION* ticket = nullptr;
+    int resumed_count = 0;
 
     std::vector<double> results;
     std::vector<char> buf(1 << 16);
@@ -107,7 +116,7 @@ int main(int argc, char** argv) {
     for (int b = 0; b < batches; ++b) {
         double server_us = 0;
         for (int i = 0; i < per_batch; ++i) {
-            Client client(client_ctx);
+            Client client(client_ctx, ticket);
             double t0 = thread_cpu_us();
             auto made = xmpp::tls::OpenSslServerSession::make(server_ctx);
             server_us += thread_cpu_us() - t0;
@@ -140,6 +149,14 @@ int main(int argc, char** argv) {
                 std::fprintf(stderr, "handshake did not finish\n");
                 return 4;
             }
+            if (resumed) {  // the TLS 1.3 ticket came after the handshake: read it, keep it
+                char sink[256];
+                (void)SSL_read(client.ssl, sink, sizeof sink);
+                ERR_clear_error();
+                resumed_count += SSL_session_reused(client.ssl);
+                if (ticket != nullptr) SSL_SESSION_free(ticket);
+                ticket = SSL_get1_session(client.ssl);
+            }
             if (b == 0 && i == 0) {
                 int type = NID_undef, md = NID_undef;
                 SSL_get_peer_signature_type_nid(client.ssl, &type);
@@ -157,8 +174,10 @@ int main(int argc, char** argv) {
         std::printf("batch %d: %.1f us server CPU per handshake\n", b + 1, results.back());
     }
     std::sort(results.begin(), results.end());
-    std::printf("median: %.1f us per full %s handshake (server side), %d x %d\n", results[results.size() / 2],
-                tls12 ? "TLS 1.2" : "TLS 1.3", batches, per_batch);
+    std::printf("median: %.1f us per %s %s handshake (server side), %d x %d\n", results[results.size() / 2],
+                resumed ? "resumed" : "full", tls12 ? "TLS 1.2" : "TLS 1.3", batches, per_batch);
+    if (resumed) std::printf("resumed: %d of %d handshakes\n", resumed_count, batches * per_batch);
+    if (ticket != nullptr) SSL_SESSION_free(ticket);
     print_floor(contexts.cert.key_pem, per_batch);
     return 0;
 }
