@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include "broker/src/session/input_hold.hpp"
 #include "broker/src/session/shard_services.hpp"
 #include "broker/src/session/stamp.hpp"
 #include "broker/src/modules/blocking/blocklist.hpp"
@@ -53,7 +54,7 @@ bool PresenceModule::is_silent(std::string_view bare) const {
 }
 
 void PresenceModule::broadcast(Session& session, std::string_view type, std::string_view bytes,
-                               bool to_self, bool to_contacts) {
+                               bool to_self, bool to_contacts, std::shared_ptr<session::InputHold> hold) {
     const std::string owner(session.jid()->bare_view());
     const std::string& full = session.jid()->full();
     // §4.2.2 / §4.4.2: the user's available resources (including this one for available
@@ -72,11 +73,56 @@ void PresenceModule::broadcast(Session& session, std::string_view type, std::str
     if (type.empty()) {
         if (auto list = blocking::BlockStore(roster::store_of(*_shard)).load(owner)) blocked = std::move(*list);
     }
-    for (const auto& item : _store->load_all(owner)) {
-        if (!roster::has_from(item.sub)) continue;
-        if (!blocked.empty() && blocked.blocks(item.jid)) continue;
-        presence::route_presence(*_shard, full, item.jid, type, presence::with_to(bytes, item.jid));
+    with_roster(owner, [this, full, type = std::string(type), bytes = std::string(bytes), blocked = std::move(blocked),
+                        hold = std::move(hold)](xmpp::Result<roster::RosterSnapshot, storage::Errc> r) {
+        if (!r) {
+            // Logged by the store. Presence needs no storage: the contacts miss this one.
+            if (hold) hold->done();
+            return;
+        }
+        for (const auto& item : r->items) {
+            if (!roster::has_from(item.sub)) continue;
+            if (!blocked.empty() && blocked.blocks(item.jid)) continue;
+            presence::route_presence(*_shard, full, item.jid, type, presence::with_to(bytes, item.jid));
+        }
+        if (hold) hold->done();
+    });
+}
+
+void PresenceModule::with_roster(const std::string& owner, RosterThen fn) {
+    auto& q = _roster_queues[owner];
+    q.waiting.push_back(std::move(fn));
+    if (q.reading) return;  // after the one being read
+    const bool outer = std::exchange(_in_roster_call, true);
+    next_roster(owner);
+    _in_roster_call = outer;
+}
+
+void PresenceModule::next_roster(const std::string& owner) {
+    auto it = _roster_queues.find(owner);
+    if (it == _roster_queues.end()) return;
+    if (it->second.waiting.empty()) {
+        _roster_queues.erase(it);
+        return;
     }
+    it->second.reading = true;
+    _store->load_async(owner, [this, alive = std::weak_ptr<int>(_alive),
+                               owner](xmpp::Result<roster::RosterSnapshot, storage::Errc> r) {
+        if (alive.expired()) return;
+        const bool posted = !_in_roster_call;
+        auto q = _roster_queues.find(owner);
+        if (q == _roster_queues.end() || q->second.waiting.empty()) return;  // cannot happen
+        auto fn = std::move(q->second.waiting.front());
+        q->second.waiting.pop_front();
+        q->second.reading = false;
+        fn(std::move(r));
+        // fn may have asked for the roster again (and started that read): the rest waits.
+        if (auto again = _roster_queues.find(owner); again != _roster_queues.end() && !again->second.reading) {
+            next_roster(owner);
+        }
+        // A handler of its own: the turn's end that would send what was routed has passed.
+        if (posted) _shard->router.flush();
+    });
 }
 
 Handled PresenceModule::on_outbound(OutboundEvent& ev) {
@@ -105,7 +151,11 @@ Handled PresenceModule::on_outbound(OutboundEvent& ev) {
                 return Handled::yes;
             }
             st.announced = true;
-            broadcast(ev.session, "", bytes, true);
+            // The client's next stanzas (an update, an unavailable, a directed presence) wait
+            // until its contacts have this one, when the roster comes from the disk.
+            auto hold = std::make_shared<session::InputHold>(ev.session);
+            broadcast(ev.session, "", bytes, true, true, hold);
+            hold->arm();
         } else if (ev.type == "unavailable") {
             // Broadcast by the session's unavailable event, which follows: keep its status.
             st.unavailable.clear();
@@ -187,14 +237,18 @@ void PresenceModule::on_available(Session& session) {
         if (s == &session || !s->is_available() || s->last_presence().empty()) continue;
         session.deliver(presence::with_to(s->last_presence(), session.jid()->full()));
     }
-    // ...and probes go to the contacts the user is subscribed to (from the bare JID, §4.3.1).
-    for (const auto& item : _store->load_all(owner)) {
-        if (!roster::has_to(item.sub)) continue;
-        const auto at = item.jid.find('@');
-        const std::string_view domain = std::string_view(item.jid).substr(at == std::string::npos ? 0 : at + 1);
-        if (!_shard->server.serves(domain)) continue;  // no s2s yet
-        presence::route_presence(*_shard, owner, item.jid, "probe", presence::make_presence(owner, item.jid, "probe"));
-    }
+    // ...and probes go to the contacts the user is subscribed to (from the bare JID, §4.3.1),
+    // after the broadcast of this presence (with_roster keeps the order).
+    with_roster(owner, [this, owner](xmpp::Result<roster::RosterSnapshot, storage::Errc> r) {
+        if (!r) return;  // logged by the store
+        for (const auto& item : r->items) {
+            if (!roster::has_to(item.sub)) continue;
+            const auto at = item.jid.find('@');
+            const std::string_view domain = std::string_view(item.jid).substr(at == std::string::npos ? 0 : at + 1);
+            if (!_shard->server.serves(domain)) continue;  // no s2s yet
+            presence::route_presence(*_shard, owner, item.jid, "probe", presence::make_presence(owner, item.jid, "probe"));
+        }
+    });
 }
 
 void PresenceModule::on_unavailable(Session& session) {
@@ -208,10 +262,19 @@ void PresenceModule::on_unavailable(Session& session) {
     broadcast(session, "unavailable", bytes, false, announced);
     // §4.6.3: directed-presence recipients that the broadcast did not reach.
     const std::string owner(session.jid()->bare_view());
-    for (const auto& to : st.directed) {
-        auto item = _store->load(owner, bare_of(to));
-        if (announced && item && roster::has_from(item->sub)) continue;
-        presence::route_presence(*_shard, full, to, "unavailable", presence::with_to(bytes, to));
+    if (!st.directed.empty()) {
+        with_roster(owner, [this, full, bytes, announced, directed = std::exchange(st.directed, {})](
+                               xmpp::Result<roster::RosterSnapshot, storage::Errc> r) {
+            for (const auto& to : directed) {
+                if (announced && r) {
+                    const auto to_bare = bare_of(to);
+                    const auto it = std::find_if(r->items.begin(), r->items.end(),
+                                                 [&](const roster::RosterItem& i) { return i.jid == to_bare; });
+                    if (it != r->items.end() && roster::has_from(it->sub)) continue;  // the broadcast had it
+                }
+                presence::route_presence(*_shard, full, to, "unavailable", presence::with_to(bytes, to));
+            }
+        });
     }
     st.directed.clear();
     // FIXME(#4): a session torn down by its reader (connection lost) ends its turn without

@@ -17,6 +17,7 @@
 // presence recipients and the last broadcast presence.
 #pragma once
 
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -24,6 +25,11 @@
 
 #include "broker/src/modules/api.hpp"
 #include "broker/src/modules/roster/roster_store.hpp"
+#include "broker/src/storage/move_function.hpp"
+
+namespace starling::session {
+class InputHold;
+}
 
 namespace starling::modules {
 
@@ -57,9 +63,25 @@ private:
     void on_available(Session& session);
     void on_unavailable(Session& session);
     // `bytes` (stamped, from the session's full JID) to every contact with from/both and to the
-    // user's other available resources.
+    // user's other available resources. The contacts come from the roster, read through
+    // with_roster; `hold` (may be null) is released once they have it.
     void broadcast(Session& session, std::string_view type, std::string_view bytes, bool to_self,
-                   bool to_contacts = true);
+                   bool to_contacts = true, std::shared_ptr<session::InputHold> hold = nullptr);
+
+    // Runs `fn` with `owner`'s roster, read without touching the disk on this thread (issue 14:
+    // RosterStore::load_async), after every earlier with_roster of `owner` on this shard: a
+    // user's broadcasts and probes leave in the order they were asked for (an unavailable never
+    // overtakes the available before it). Inline when nothing is waiting and the roster is in
+    // memory. Never after the module is gone.
+    using RosterThen = storage::MoveFunction<void(xmpp::Result<roster::RosterSnapshot, storage::Errc>)>;
+    void with_roster(const std::string& owner, RosterThen fn);
+    void next_roster(const std::string& owner);
+    struct RosterQueue {
+        std::deque<RosterThen> waiting;
+        bool reading = false;
+    };
+    std::unordered_map<std::string, RosterQueue> _roster_queues;
+    bool _in_roster_call = false;  // inside with_roster's own call: a completion now is inline
 
     ShardServices* _shard = nullptr;
     std::unique_ptr<roster::RosterStore> _store;
