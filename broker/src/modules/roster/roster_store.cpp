@@ -32,8 +32,10 @@ struct Watch {
     std::uint64_t writes = 0;
 };
 thread_local std::unordered_map<std::string, Watch> t_watched;
+thread_local std::uint64_t t_writes = 0;
 
 void note_write(std::string_view owner) {
+    ++t_writes;
     if (t_watched.empty()) return;
     if (auto it = t_watched.find(std::string(owner)); it != t_watched.end()) ++it->second.writes;
 }
@@ -171,6 +173,8 @@ void load_async_attempt(storage::Store& store, storage::ShardWriter& writer, std
 }
 
 }  // namespace
+
+std::uint64_t RosterStore::writes_on_this_thread() noexcept { return t_writes; }
 
 void RosterStore::load_async(std::string_view owner, RosterLoaded done) const {
     if (_writer == nullptr) {

@@ -65,6 +65,10 @@ public:
     // Without a writer: synchronous, inline.
     void load_async(std::string_view owner, RosterLoaded done) const;
     static constexpr int k_async_attempts = 3;
+    // Roster writes (save, erase, forget) staged or made by RosterStore on the calling thread
+    // since it started, whoever the owner: a copy of a roster read on a shard is current while
+    // this has not moved (the PubSub service's cache of PEP owners' rosters).
+    static std::uint64_t writes_on_this_thread() noexcept;
     // Saves `item` (deleting it when roster::is_empty) and, when `bump`, the next version.
     // Returns the roster version after the write, or nullopt when the write failed. With a
     // writer the write is staged, not durable: wait with writer()->when_durable before telling
