@@ -42,6 +42,7 @@
 #include <future>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -161,9 +162,9 @@ public:
     void flush_accounts(bool im = false) {
         rocksdb::FlushOptions fo;
         fo.wait = true;
-        std::vector<storage::Column> columns{storage::Column::accounts};
-        if (im) columns.insert(columns.end(), {storage::Column::rosters, storage::Column::meta, storage::Column::offline});
-        for (const auto c : columns) {
+        const storage::Column all[] = {storage::Column::accounts, storage::Column::rosters, storage::Column::meta,
+                                       storage::Column::offline};
+        for (const auto c : std::span(all, im ? std::size(all) : 1)) {
             if (!store->db().Flush(fo, store->column(c)).ok()) {
                 std::fprintf(stderr, "cannot flush the stores\n");
                 std::exit(1);

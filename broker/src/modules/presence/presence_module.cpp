@@ -54,7 +54,8 @@ bool PresenceModule::is_silent(std::string_view bare) const {
 }
 
 void PresenceModule::broadcast(Session& session, std::string_view type, std::string_view bytes,
-                               bool to_self, bool to_contacts, std::shared_ptr<session::InputHold> hold) {
+                               bool to_self, bool to_contacts, std::shared_ptr<session::InputHold> hold,
+                               blocking::BlockList blocked) {
     const std::string owner(session.jid()->bare_view());
     const std::string& full = session.jid()->full();
     // §4.2.2 / §4.4.2: the user's available resources (including this one for available
@@ -66,13 +67,7 @@ void PresenceModule::broadcast(Session& session, std::string_view type, std::str
     if (!to_contacts) return;
     ++_counters.broadcasts;
     // XEP-0191 §3.3: contacts the user blocked get no available presence (the blocking module
-    // refuses stanzas the client addresses to them, but a broadcast is ours to build).
-    // FIXME(#4): read from the blocking module's store; a host-level "is blocked" query would
-    // decouple the two modules.
-    blocking::BlockList blocked;
-    if (type.empty()) {
-        if (auto list = blocking::BlockStore(roster::store_of(*_shard)).load(owner)) blocked = std::move(*list);
-    }
+    // refuses stanzas the client addresses to them, but a broadcast is ours to build): `blocked`.
     with_roster(owner, [this, full, type = std::string(type), bytes = std::string(bytes), blocked = std::move(blocked),
                         hold = std::move(hold)](xmpp::Result<roster::RosterSnapshot, storage::Errc> r) {
         if (!r) {
@@ -87,6 +82,37 @@ void PresenceModule::broadcast(Session& session, std::string_view type, std::str
         }
         if (hold) hold->done();
     });
+}
+
+void PresenceModule::presence_state(const std::string& owner, StateThen fn) {
+    const bool prefix_silent = presence::has_silent_prefix(owner, _silent_prefix);
+    auto* writer = _shard->writer;
+    if (writer == nullptr) {
+        if (prefix_silent || presence::stored_silent(roster::store_of(*_shard), owner)) return fn(true, {});
+        // FIXME(#4): read from the blocking module's store; a host-level "is blocked" query would
+        // decouple the two modules.
+        auto list = blocking::BlockStore(roster::store_of(*_shard)).load(owner);
+        return fn(false, list ? std::move(*list) : blocking::BlockList{});
+    }
+    if (prefix_silent) return fn(true, {});
+    writer->get_async(
+        storage::Column::meta, presence::silent_key(owner),
+        [this, alive = std::weak_ptr<int>(_alive), owner, fn = std::move(fn)](
+            xmpp::Result<std::optional<std::string>, storage::Errc> flag) mutable {
+            if (alive.expired()) return;
+            if (flag && *flag && **flag == "1") return fn(true, {});  // unreadable: not silent, as before
+            // The blocking module's list (staged changes included), FIXME(#4) as above.
+            _shard->writer->get_async(storage::Column::blocking, owner,
+                                      [alive, fn = std::move(fn)](
+                                          xmpp::Result<std::optional<std::string>, storage::Errc> raw) mutable {
+                                          if (alive.expired()) return;
+                                          blocking::BlockList blocked;
+                                          if (raw && *raw) {
+                                              if (auto list = blocking::BlockList::decode(**raw)) blocked = std::move(*list);
+                                          }
+                                          fn(false, std::move(blocked));
+                                      });
+        });
 }
 
 void PresenceModule::with_roster(const std::string& owner, RosterThen fn) {
@@ -137,24 +163,44 @@ Handled PresenceModule::on_outbound(OutboundEvent& ev) {
                 ++_counters.suppressed_unchanged;
                 return Handled::yes;
             }
-            st.last_broadcast = std::move(fingerprint);
-            if (is_silent(ev.session.jid()->bare_view())) {
-                // Own resources only. Contacts that saw an earlier presence of this session
-                // (the flag was set since) learn it is gone, once, rather than keep a stale one.
-                ++_counters.suppressed_silent;
-                broadcast(ev.session, "", bytes, true, false);
-                if (st.announced) {
-                    st.announced = false;
-                    const std::string gone = presence::make_presence(ev.session.jid()->full(), {}, "unavailable");
-                    broadcast(ev.session, "unavailable", gone, false, true);
-                }
-                return Handled::yes;
-            }
-            st.announced = true;
+            st.last_broadcast = fingerprint;
             // The client's next stanzas (an update, an unavailable, a directed presence) wait
-            // until its contacts have this one, when the roster comes from the disk.
+            // until its contacts have this one, when what it needs comes from the disk.
             auto hold = std::make_shared<session::InputHold>(ev.session);
-            broadcast(ev.session, "", bytes, true, true, hold);
+            const bool outer = std::exchange(_in_state_call, true);
+            presence_state(std::string(ev.session.jid()->bare_view()),
+                           [this, alive = std::weak_ptr<int>(_alive), who = std::weak_ptr<Session>(ev.session.shared()),
+                            bytes = std::string(bytes), fingerprint = std::move(fingerprint),
+                            hold](bool silent, blocking::BlockList blocked) mutable {
+                               if (alive.expired()) return;
+                               const bool posted = !_in_state_call;
+                               auto s = who.lock();
+                               // Gone, or unavailable since (it cleared last_broadcast): nothing to say.
+                               if (!s || s->jid() == nullptr ||
+                                   s->slot<PresenceSession>().last_broadcast != fingerprint) {
+                                   hold->done();
+                                   return;
+                               }
+                               auto& now = s->slot<PresenceSession>();
+                               if (silent) {
+                                   // Own resources only. Contacts that saw an earlier presence of this
+                                   // session (the flag was set since) learn it is gone, once, rather
+                                   // than keep a stale one.
+                                   ++_counters.suppressed_silent;
+                                   broadcast(*s, "", bytes, true, false);
+                                   if (now.announced) {
+                                       now.announced = false;
+                                       const std::string gone = presence::make_presence(s->jid()->full(), {}, "unavailable");
+                                       broadcast(*s, "unavailable", gone, false, true);
+                                   }
+                                   hold->done();
+                               } else {
+                                   now.announced = true;
+                                   broadcast(*s, "", bytes, true, true, hold, std::move(blocked));
+                               }
+                               if (posted) _shard->router.flush();
+                           });
+            _in_state_call = outer;
             hold->arm();
         } else if (ev.type == "unavailable") {
             // Broadcast by the session's unavailable event, which follows: keep its status.

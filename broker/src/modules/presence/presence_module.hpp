@@ -24,6 +24,7 @@
 #include <unordered_map>
 
 #include "broker/src/modules/api.hpp"
+#include "broker/src/modules/blocking/blocklist.hpp"
 #include "broker/src/modules/roster/roster_store.hpp"
 #include "broker/src/storage/move_function.hpp"
 
@@ -65,8 +66,16 @@ private:
     // `bytes` (stamped, from the session's full JID) to every contact with from/both and to the
     // user's other available resources. The contacts come from the roster, read through
     // with_roster; `hold` (may be null) is released once they have it.
+    // `blocked`: the user's XEP-0191 list (available presence skips those contacts).
     void broadcast(Session& session, std::string_view type, std::string_view bytes, bool to_self,
-                   bool to_contacts = true, std::shared_ptr<session::InputHold> hold = nullptr);
+                   bool to_contacts = true, std::shared_ptr<session::InputHold> hold = nullptr,
+                   blocking::BlockList blocked = {});
+    // What an available presence of `owner` needs before it is broadcast: whether the account
+    // is silent, and (when not) its block list. Read through the shard's writer without touching
+    // the disk on this thread (issue 14); `fn` may run inline. Never after the module is gone.
+    using StateThen = storage::MoveFunction<void(bool silent, blocking::BlockList blocked)>;
+    void presence_state(const std::string& owner, StateThen fn);
+    bool _in_state_call = false;  // inside presence_state's own call: a completion now is inline
 
     // Runs `fn` with `owner`'s roster, read without touching the disk on this thread (issue 14:
     // RosterStore::load_async), after every earlier with_roster of `owner` on this shard: a
