@@ -19,6 +19,8 @@
 #include "broker/src/modules/presence/presence_module.hpp"
 #include "broker/src/modules/roster/roster_module.hpp"
 #include "broker/src/modules/roster/roster_store.hpp"
+#include "broker/src/modules/vcard/vcard_module.hpp"
+#include "broker/src/modules/vcard/vcard_store.hpp"
 #include "broker/src/storage/write_path.hpp"
 #include "tests/support/faulty_fs.hpp"
 #include "tests/unit/broker/support/live_shard.hpp"
@@ -38,6 +40,7 @@ std::vector<std::unique_ptr<session::Module>> im_modules() {
     mods.push_back(std::make_unique<modules::RosterModule>());
     mods.push_back(std::make_unique<modules::PresenceModule>());
     mods.push_back(std::make_unique<modules::OfflineModule>());
+    mods.push_back(std::make_unique<modules::VcardModule>());
     return mods;
 }
 
@@ -209,6 +212,28 @@ TEST(ColdReads, ColdOfflineMessagesStallOnlyTheirDeliveryAndArriveInOrderAfterwa
     ASSERT_NE(again.login("carol", "pw-c", "c2").find("carol@localhost/c2"), std::string::npos);
     again.send("<presence/>");
     EXPECT_EQ(read_for(again, 300ms).find("offline"), std::string::npos);
+}
+
+TEST(ColdReads, AColdVcardGetStallsOnlyItsUserAndIsAnsweredBeforeHerNextStanza) {
+    ColdShard s;
+    ASSERT_TRUE(modules::VcardStore(*s.t.store).put("carol@localhost",
+                                                    "<vCard xmlns='vcard-temp'><FN>Carol Cold</FN></vCard>"));
+    TestClient alice(s.t.port), bob(s.t.port), carol(s.t.port);
+    ASSERT_NE(alice.login("alice", "pw-a", "a").find("alice@localhost/a"), std::string::npos);
+    ASSERT_NE(bob.login("bob", "pw-b", "b").find("bob@localhost/b"), std::string::npos);
+    ASSERT_NE(carol.login("carol", "pw-c", "c").find("carol@localhost/c"), std::string::npos);
+    s.make_cold({storage::Column::vcards});
+    const auto offloaded_before = s.t.on_shard([&] { return s.t.writer->counters().reads_offloaded; });
+
+    carol.send("<iq type='get' id='v1'><vCard xmlns='vcard-temp'/></iq>"
+               "<message type='chat' to='bob@localhost/b' id='c1'><body>after my vcard</body></message>");
+    std::this_thread::sleep_for(50ms);
+    expect_routed_during_the_stall(alice, bob, "during-the-vcard");
+    EXPECT_EQ(read_for(bob, 0ms).find("after my vcard"), std::string::npos) << "carol's next stanza overtook her get";
+    const auto got = carol.read_until("</iq>", 10s);
+    EXPECT_NE(got.find("<FN>Carol Cold</FN>"), std::string::npos) << got;
+    EXPECT_NE(bob.read_until("</message>", 10s).find("<body>after my vcard</body>"), std::string::npos);
+    EXPECT_GT(s.t.on_shard([&] { return s.t.writer->counters().reads_offloaded; }), offloaded_before);
 }
 
 // Carol's connection goes away while her roster get waits on the disk: the completion finds
