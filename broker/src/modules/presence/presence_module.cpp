@@ -257,21 +257,75 @@ Handled PresenceModule::on_inbound(InboundEvent& ev) {
     const std::string owner(bare_of(env.to));
     const std::string prober(bare_of(env.from));
     if (prober.empty()) return Handled::yes;
-    auto exists = _shard->accounts.exists(owner);
-    if (!exists || !*exists) {
-        presence::route_presence(*_shard, owner, env.from, "unsubscribed",
-                                 presence::make_presence(owner, env.from, "unsubscribed"));
+    auto* writer = _shard->writer;
+    if (writer == nullptr) {
+        auto exists = _shard->accounts.exists(owner);
+        if (!exists || !*exists) {
+            answer_probe(owner, env.from, false, std::nullopt, false);
+            return Handled::yes;
+        }
+        answer_probe(owner, env.from, true, _store->load(owner, prober), is_silent(owner));
         return Handled::yes;
     }
-    auto item = _store->load(owner, prober);
-    if (!item || !roster::has_from(item->sub)) return Handled::yes;  // MUST NOT reveal presence
-    const bool silent = is_silent(owner);
-    if (silent) ++_counters.probes_silent;
-    if (silent || presence::send_current_presence(*_shard, owner, env.from) == 0) {
-        presence::route_presence(*_shard, owner, env.from, "unavailable",
-                                 presence::make_presence(owner, env.from, "unavailable"));
-    }
+    // Off the reactor when cold (issue 14): the account, the prober's item, the silent flag,
+    // each through the shard's writer (inline from memory), then the answer. Nothing waits on
+    // it: the answer is built from the owner's presence when it is sent.
+    const bool outer = std::exchange(_in_probe_call, true);
+    storage::AccountStore::get_async(
+        *writer, owner,
+        [this, alive = std::weak_ptr<int>(_alive), owner, prober,
+         from = env.from](xmpp::Result<storage::AccountRecord, storage::Errc> account) mutable {
+            if (alive.expired()) return;
+            if (!account) {
+                // As the synchronous check did: unknown, or unreadable, is answered unsubscribed.
+                answer_probe(owner, from, false, std::nullopt, false);
+                flush_if_posted();
+                return;
+            }
+            _shard->writer->get_async(
+                storage::Column::rosters, roster::RosterStore::item_key(owner, prober),
+                [this, alive, owner, from = std::move(from)](
+                    xmpp::Result<std::optional<std::string>, storage::Errc> raw) mutable {
+                    if (alive.expired()) return;
+                    std::optional<roster::RosterItem> item;
+                    if (raw && *raw) item = roster::decode(**raw);
+                    if (!item || !roster::has_from(item->sub)) return;  // MUST NOT reveal presence
+                    if (presence::has_silent_prefix(owner, _silent_prefix)) {
+                        answer_probe(owner, from, true, item, true);
+                        flush_if_posted();
+                        return;
+                    }
+                    _shard->writer->get_async(
+                        storage::Column::meta, presence::silent_key(owner),
+                        [this, alive, owner, from = std::move(from), item = std::move(item)](
+                            xmpp::Result<std::optional<std::string>, storage::Errc> flag) mutable {
+                            if (alive.expired()) return;
+                            answer_probe(owner, from, true, item, flag && *flag && **flag == "1");
+                            flush_if_posted();
+                        });
+                });
+        });
+    _in_probe_call = outer;
     return Handled::yes;
+}
+
+void PresenceModule::answer_probe(const std::string& owner, std::string_view from, bool exists,
+                                  const std::optional<roster::RosterItem>& item, bool silent) {
+    if (!exists) {
+        presence::route_presence(*_shard, owner, from, "unsubscribed", presence::make_presence(owner, from, "unsubscribed"));
+        return;
+    }
+    if (!item || !roster::has_from(item->sub)) return;  // MUST NOT reveal presence
+    if (silent) ++_counters.probes_silent;
+    if (silent || presence::send_current_presence(*_shard, owner, from) == 0) {
+        presence::route_presence(*_shard, owner, from, "unavailable", presence::make_presence(owner, from, "unavailable"));
+    }
+}
+
+void PresenceModule::flush_if_posted() {
+    // Inline completions run inside the router's inbound call, whose turn flushes; a posted one
+    // is a handler of its own, and sends what it routed.
+    if (!_in_probe_call) _shard->router.flush();
 }
 
 void PresenceModule::on_available(Session& session) {

@@ -19,6 +19,7 @@
 
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -62,6 +63,12 @@ private:
     // durable (and behind presence held before it): Handled::yes when it took the envelope.
     Handled hold_behind_roster_writes(router::Envelope& env);
     void on_available(Session& session);
+    // §4.3.2's answer to a probe from `from`, once the probed account `owner` was read (exists),
+    // with the prober's roster item and the silent flag.
+    void answer_probe(const std::string& owner, std::string_view from, bool exists,
+                      const std::optional<roster::RosterItem>& item, bool silent);
+    void flush_if_posted();
+    bool _in_probe_call = false;  // inside on_inbound's probe reads: a completion now is inline
     void on_unavailable(Session& session);
     // `bytes` (stamped, from the session's full JID) to every contact with from/both and to the
     // user's other available resources. The contacts come from the roster, read through
