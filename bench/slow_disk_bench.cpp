@@ -173,8 +173,8 @@ public:
     }
 
     // A roster of `contacts` contacts subscribed to `bare` (subscription from: its presence is
-    // broadcast to them; no probes, whose answers on the contacts' side still read
-    // synchronously) and two offline messages, written directly to RocksDB (set-up).
+    // broadcast to them; no probes, so that the row measures the logging-in user's own reads)
+    // and two offline messages, written directly to RocksDB (set-up).
     void add_im_data(const std::string& bare, int contacts) {
         modules::roster::RosterStore rs(*store);
         for (int i = 0; i < contacts; ++i) {
