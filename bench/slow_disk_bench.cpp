@@ -14,12 +14,17 @@
 //     or, for the "logins" stream, a client on a thread of its own that logs in (PLAIN and
 //     bind) one account after another, accounts whose records are only in an SST and in no
 //     cache (the store's block cache is made empty for that stream): every login reads the
-//     disk. Its slow disk adds the latency to every SST read instead of the WAL's.
+//     disk. Its slow disk adds the latency to every SST read instead of the WAL's. The
+//     "logins+IM" stream does the same with accounts that also have a roster (20 watchers) and
+//     two offline messages each, all only in SSTs: each login sends its initial presence (the
+//     roster read for the broadcast and the probes, the offline delivery) and a roster get, and
+//     waits for the get's result before the next login.
 // Each scenario runs twice on one fresh shard, the disk healthy and then with the fault, and
 // prints p50/p99/max of the chat latency side by side with the storage operations completed.
 //
 // Run: build/release/bench/slow_disk_bench [--seconds N] [--latency-ms N] [--pairs N]
-//        [--rate N (messages/s per sender)]   (a temp dir, or $STARLING_BENCH_DIR)
+//        [--rate N (messages/s per sender)] [--only-logins-im (that row alone)]
+//        (a temp dir, or $STARLING_BENCH_DIR)
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -37,6 +42,7 @@
 #include <future>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -51,6 +57,8 @@
 #include "broker/src/c2s/session.hpp"
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/modules/module_list.hpp"
+#include "broker/src/modules/offline/offline_store.hpp"
+#include "broker/src/modules/roster/roster_store.hpp"
 #include "broker/src/net/listener.hpp"
 #include "broker/src/net/shard.hpp"
 #include "broker/src/router/mailboxes.hpp"
@@ -71,9 +79,12 @@ using namespace std::chrono_literals;
 
 constexpr const char* k_password = "bench-password";
 
-enum class Stream { roster, offline, logins };
+enum class Stream { roster, offline, logins, logins_im };
 const char* to_string(Stream s) {
-    return s == Stream::roster ? "roster sets" : s == Stream::offline ? "offline messages" : "logins (cold)";
+    return s == Stream::roster    ? "roster sets"
+           : s == Stream::offline ? "offline messages"
+           : s == Stream::logins  ? "logins (cold)"
+                                  : "logins+IM (cold)";
 }
 
 struct Settings {
@@ -84,6 +95,8 @@ struct Settings {
     int storage_window = 8;   // roster sets in flight
     int offline_rate = 200;   // offline messages per second
 };
+
+[[noreturn]] void die(const char* what);
 
 // The shard, as broker.cpp builds one (minus TLS, metrics and the admin socket).
 class Shard {
@@ -144,13 +157,42 @@ public:
         }
     }
 
-    // The accounts go from the memtable to an SST: later reads of them may need the disk.
-    void flush_accounts() {
+    // The accounts (and, `im`, rosters and offline messages) go from the memtable to an SST:
+    // later reads of them may need the disk.
+    void flush_accounts(bool im = false) {
         rocksdb::FlushOptions fo;
         fo.wait = true;
-        if (!store->db().Flush(fo, store->column(storage::Column::accounts)).ok()) {
-            std::fprintf(stderr, "cannot flush the accounts\n");
-            std::exit(1);
+        const storage::Column all[] = {storage::Column::accounts, storage::Column::rosters, storage::Column::meta,
+                                       storage::Column::offline};
+        for (const auto c : std::span(all, im ? std::size(all) : 1)) {
+            if (!store->db().Flush(fo, store->column(c)).ok()) {
+                std::fprintf(stderr, "cannot flush the stores\n");
+                std::exit(1);
+            }
+        }
+    }
+
+    // A roster of `contacts` contacts subscribed to `bare` (subscription from: its presence is
+    // broadcast to them; no probes, so that the row measures the logging-in user's own reads)
+    // and two offline messages, written directly to RocksDB (set-up).
+    void add_im_data(const std::string& bare, int contacts) {
+        modules::roster::RosterStore rs(*store);
+        for (int i = 0; i < contacts; ++i) {
+            modules::roster::RosterItem item;
+            item.jid = "contact" + std::to_string(i) + "@localhost";
+            item.sub = modules::roster::Sub::from;
+            item.in_roster = true;
+            item.name = "contact " + std::to_string(i);
+            if (!rs.save(bare, item, true)) die("cannot write a roster");
+        }
+        modules::offline::OfflineStore os(*store);
+        for (std::uint64_t seq = 1; seq <= 2; ++seq) {
+            modules::offline::OfflineRecord rec;
+            rec.seq = seq;
+            rec.stanza = "<message from='writer@localhost/r' to='" + bare + "' type='chat'><body>kept " +
+                         std::to_string(seq) + "</body></message>";
+            rec.received_unix_ms = 1;
+            if (!os.append(bare, rec)) die("cannot store an offline message");
         }
     }
 
@@ -188,7 +230,7 @@ private:
     std::unique_ptr<net::Listener> listener;
 };
 
-[[noreturn]] void die(const char* what) {
+void die(const char* what) {
     std::fprintf(stderr, "slow_disk_bench: %s\n", what);
     std::exit(1);
 }
@@ -236,13 +278,7 @@ public:
         return true;
     }
     std::string& input() noexcept { return _in; }
-
-private:
-    void open_stream() {
-        send("<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' "
-             "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>");
-        wait_for("</stream:features>");
-    }
+    // Reads until `needle` (dies after 10 s, or on a SASL failure) and drops what came before.
     void wait_for(std::string_view needle) {
         const auto deadline = Clock::now() + 10s;
         while (_in.find(needle) == std::string::npos) {
@@ -257,6 +293,12 @@ private:
         _in.erase(0, _in.find(needle) + needle.size());
     }
 
+private:
+    void open_stream() {
+        send("<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' "
+             "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>");
+        wait_for("</stream:features>");
+    }
     int _fd = -1;
     std::string _in;
 };
@@ -296,8 +338,11 @@ public:
         }
         shard.add_user("writer@localhost");
         for (int i = 0; i < k_offline_users; ++i) shard.add_user("away" + std::to_string(i) + "@localhost");
-        if (stream == Stream::logins) {
-            for (int i = 0; i < k_login_users; ++i) shard.add_user("login" + std::to_string(i) + "@localhost");
+        if (stream == Stream::logins || stream == Stream::logins_im) {
+            for (int i = 0; i < k_login_users; ++i) {
+                shard.add_user("login" + std::to_string(i) + "@localhost");
+                if (stream == Stream::logins_im) shard.add_im_data("login" + std::to_string(i) + "@localhost", 20);
+            }
         }
         for (int i = 0; i < s.pairs; ++i) {
             _senders.push_back(std::make_unique<Client>(shard.port, "a" + std::to_string(i), "r"));
@@ -306,7 +351,7 @@ public:
         _writer = std::make_unique<Client>(shard.port, "writer", "r");
         // An interested resource (RFC 6121 §2.1.6): every set is also pushed to it.
         _writer->send("<iq type='get' id='roster0'><query xmlns='jabber:iq:roster'/></iq>");
-        if (stream == Stream::logins) shard.flush_accounts();
+        if (stream == Stream::logins || stream == Stream::logins_im) shard.flush_accounts(stream == Stream::logins_im);
         _port = shard.port;
     }
 
@@ -326,13 +371,18 @@ public:
         const std::size_t writer_at = fds.size() - 1;
         const auto drain_limit = stop_sending + 5s;
         // Logins: one after another on a thread of their own, until the phase stops sending.
-        std::atomic<bool> logging_in{_stream == Stream::logins};
+        const bool logins_stream = _stream == Stream::logins || _stream == Stream::logins_im;
+        std::atomic<bool> logging_in{logins_stream};
         std::atomic<std::size_t> logins{0};
         std::thread login_thread;
-        if (_stream == Stream::logins) {
+        if (logins_stream) {
             login_thread = std::thread([&] {
                 while (logging_in.load()) {
                     Client c(_port, "login" + std::to_string(_login_seq++ % k_login_users), "r");
+                    if (_stream == Stream::logins_im) {
+                        c.send("<presence/><iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>");
+                        c.wait_for("id='rg'");
+                    }
                     logins.fetch_add(1);
                 }
             });
@@ -447,9 +497,12 @@ int int_arg(int argc, char** argv, int& i) {
 
 int main(int argc, char** argv) {
     Settings s;
+    bool only_logins_im = false;
     for (int i = 1; i < argc; ++i) {
         const std::string_view a = argv[i];
-        if (a == "--seconds") {
+        if (a == "--only-logins-im") {
+            only_logins_im = true;
+        } else if (a == "--seconds") {
             s.seconds = int_arg(argc, argv, i);
         } else if (a == "--latency-ms") {
             s.latency_ms = int_arg(argc, argv, i);
@@ -458,7 +511,8 @@ int main(int argc, char** argv) {
         } else if (a == "--rate") {
             s.rate = int_arg(argc, argv, i);
         } else {
-            std::fprintf(stderr, "usage: %s [--seconds N] [--latency-ms N] [--pairs N] [--rate N]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--seconds N] [--latency-ms N] [--pairs N] [--rate N] [--only-logins-im]\n",
+                         argv[0]);
             return 2;
         }
     }
@@ -473,19 +527,24 @@ int main(int argc, char** argv) {
     std::printf("%-8s %-17s %-9s %8s %8s %10s %10s %10s %10s %10s\n", "archive", "storage stream", "disk", "sent",
                 "received", "p50 ms", "p99 ms", "max ms", "stored", "stored/s");
     for (const bool archive : {false, true}) {
-        for (const Stream stream : {Stream::roster, Stream::offline, Stream::logins}) {
-            if (stream == Stream::logins && archive) continue;  // the archive plays no part in a login
+        for (const Stream stream : {Stream::roster, Stream::offline, Stream::logins, Stream::logins_im}) {
+            const bool logins = stream == Stream::logins || stream == Stream::logins_im;
+            if (logins && archive) continue;  // the archive plays no part in a login
+            if (only_logins_im && stream != Stream::logins_im) continue;
             const auto dir = root / (std::string(archive ? "on-" : "off-") +
-                                     (stream == Stream::roster ? "roster" : stream == Stream::offline ? "offline" : "logins"));
+                                     (stream == Stream::roster    ? "roster"
+                                      : stream == Stream::offline ? "offline"
+                                      : stream == Stream::logins  ? "logins"
+                                                                  : "logins-im"));
             std::filesystem::create_directories(dir);
             auto fs = std::make_shared<test::FaultyFileSystem>();
             {
-                Shard shard(dir, archive, fs, stream == Stream::logins);
+                Shard shard(dir, archive, fs, logins);
                 Driver d(shard, s, stream);
                 const auto length = std::chrono::seconds(s.seconds);
                 auto healthy = d.run(length);
                 print_row(archive ? "on" : "off", stream, "healthy", healthy, s.seconds);
-                if (stream == Stream::logins) fs->set_read_latency(std::chrono::milliseconds(s.latency_ms));
+                if (logins) fs->set_read_latency(std::chrono::milliseconds(s.latency_ms));
                 else fs->set_wal_latency(std::chrono::milliseconds(s.latency_ms));
                 auto slow = d.run(length);
                 print_row(archive ? "on" : "off", stream, "slow", slow, s.seconds);

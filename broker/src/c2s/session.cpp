@@ -197,7 +197,7 @@ void C2sSession::read() {
 }
 
 bool C2sSession::can_read() const noexcept {
-    if (_paused || _store_wait || _starttls_pending || !_socket) return false;
+    if (_paused || _store_wait || _module_holds != 0 || _starttls_pending || !_socket) return false;
     return _phase != Phase::migrating && _phase != Phase::closing && _phase != Phase::closed &&
            _phase != Phase::hibernating;
 }
@@ -345,7 +345,7 @@ bool C2sSession::pump_tls() {
 }
 
 void C2sSession::process_input() {
-    while (!_paused && !_store_wait && !_starttls_pending &&
+    while (!_paused && !_store_wait && _module_holds == 0 && !_starttls_pending &&
            (_phase == Phase::header || _phase == Phase::negotiating || _phase == Phase::bound)) {
         const auto ev = _tok->next();
         switch (ev.kind()) {
@@ -694,6 +694,8 @@ void C2sSession::linger() {
     _socket->shutdown(asio::socket_base::shutdown_send, ignored);
     arm_deadline(k_linger);
     _store_wait = false;  // draining needs reads; a pending store read's completion is dropped
+    _module_holds = 0;    // likewise for the modules' holds: their tickets are stale now
+    ++_hold_epoch;
     read();  // into the shard's scratch, and dropped
 }
 

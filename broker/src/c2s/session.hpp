@@ -77,6 +77,8 @@ public:
 
     // session::Session.
     std::shared_ptr<session::Session> shared() override { return shared_from_this(); }
+    std::uint32_t hold_input() noexcept override;
+    void release_input(std::uint32_t ticket) noexcept override;
     session::ShardServices& shard() noexcept override;
     const std::string& peer_address() const noexcept override { return _peer; }
     const std::string& domain() const noexcept override { return _domain; }
@@ -300,6 +302,8 @@ private:
     bool _store_wait = false;        // input stopped until a store read completes (session_reads.cpp)
     bool _in_store_call = false;     // inside load_*(): a completion now is an inline one
     std::uint32_t _store_wait_id = 0;
+    std::uint32_t _module_holds = 0;  // hold_input() not yet released: input stopped (session_reads.cpp)
+    std::uint32_t _hold_epoch = 0;    // tickets of holds; bumped when the stream ends
     bool _starttls_pending = false;  // <proceed/> queued: TLS starts once it is written
     bool _close_after_write = false; // the stream is over: close once the batch is out
     bool _handoff_pending = false;   // hand_off() is posted

@@ -12,6 +12,8 @@
 // waiting for another read, is not touched.
 #include "broker/src/c2s/session.hpp"
 
+#include <asio/post.hpp>
+
 #include "broker/src/c2s/shard_context.hpp"
 #include "broker/src/storage/accounts.hpp"
 #include "broker/src/storage/fast_tokens.hpp"
@@ -79,6 +81,26 @@ void C2sSession::load_fast_tokens(const std::string& bare, TokensThen then) {
             storage::FastTokenStore::get_async(*writer, bare, std::move(done));
         },
         std::move(then));
+}
+
+// A module's hold (session::Session::hold_input): the same stop as _store_wait, for a bound
+// session, counted because two modules may wait for reads on one stanza (initial presence).
+std::uint32_t C2sSession::hold_input() noexcept {
+    ++_module_holds;
+    return _hold_epoch;
+}
+
+void C2sSession::release_input(std::uint32_t ticket) noexcept {
+    if (ticket != _hold_epoch || _module_holds == 0) return;  // the stream ended meanwhile
+    if (--_module_holds != 0) return;
+    // Never inside the caller: it may be a handler of this session's input (process_input is
+    // not re-entrant), or a completion in the middle of a module's work.
+    asio::post(_ctx->io, [self = shared_from_this()] {
+        if (self->_phase != Phase::bound || self->_module_holds != 0 || self->_store_wait) return;
+        self->process_input();
+        self->after_turn();
+        self->read();
+    });
 }
 
 }  // namespace starling::c2s

@@ -67,6 +67,17 @@ public:
     };
     virtual OutputBudget output_budget() const noexcept { return {}; }
 
+    // Stops handling this session's input after the stanza being handled, until every hold
+    // taken is released: a module whose answer waits for a store read off the reactor (issue
+    // 14) takes one, so that the client's later stanzas are not handled before that answer
+    // (nothing is reordered). Holds nest (a count). hold_input() returns a ticket for
+    // release_input(); a ticket from before the stream ended releases nothing. Take one from a
+    // handler of this session's input only when the read did not complete inline; release it
+    // from the completion (input resumes in a handler of its own, never inside the call).
+    // Sessions without input of their own keep the defaults: nothing is held.
+    virtual std::uint32_t hold_input() noexcept { return 0; }
+    virtual void release_input(std::uint32_t ticket) noexcept { (void)ticket; }
+
 private:
     DeliveryFilter* _delivery_filter = nullptr;
 };

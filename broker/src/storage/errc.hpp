@@ -14,6 +14,7 @@ enum class Errc : std::uint8_t {
     invalid_argument,
     no_space,     // the disk is full (Status::NoSpace, or an I/O error carrying ENOSPC)
     stopped,      // the write path was stopped before this write could be committed
+    not_in_memory,  // a read limited to the memtable and block cache would need the disk
 };
 
 constexpr std::string_view to_string(Errc e) noexcept {
@@ -25,6 +26,7 @@ constexpr std::string_view to_string(Errc e) noexcept {
     case Errc::invalid_argument: return "invalid-argument";
     case Errc::no_space: return "no-space";
     case Errc::stopped: return "stopped";
+    case Errc::not_in_memory: return "not-in-memory";
     }
     return "io-error";
 }

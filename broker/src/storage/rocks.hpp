@@ -20,6 +20,7 @@ inline rocksdb::Slice slice(std::string_view s) noexcept { return {s.data(), s.s
 
 inline Errc errc_of(const rocksdb::Status& st) noexcept {
     if (st.IsNotFound()) return Errc::not_found;
+    if (st.IsIncomplete()) return Errc::not_in_memory;  // read_tier = kBlockCacheTier
     if (st.IsCorruption()) return Errc::corrupt;
     if (st.IsBusy() || st.IsTryAgain()) return Errc::busy;
     if (st.IsInvalidArgument()) return Errc::invalid_argument;

@@ -361,7 +361,10 @@ void ShardWriter::run_off_reactor(Task work, Task done) noexcept {
         request.id = id = s.next_read++;
         request.work = std::move(work);
         s.tasks.emplace(id, std::move(done));
-        if (s.committer.submit_read(request)) return;
+        if (s.committer.submit_read(request)) {
+            ++s.counters.tasks_offloaded;
+            return;
+        }
         work = std::move(request.work);  // not taken: the reader is stopping
     } catch (...) {
     }

@@ -113,6 +113,7 @@ struct ShardWriterCounters {
     std::uint64_t reads_overlay = 0;     // answered from staged, uncommitted writes
     std::uint64_t reads_inline = 0;      // get_async answered from memtable or block cache
     std::uint64_t reads_offloaded = 0;   // get_async sent to the reader thread
+    std::uint64_t tasks_offloaded = 0;   // run_off_reactor work sent to the reader thread
 };
 
 // ShardWriter: the shard's front to the store. Stages writes into the turn's batch, keeps them

@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "broker/src/session/input_hold.hpp"
 #include "broker/src/session/shard_services.hpp"
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
@@ -73,6 +74,9 @@ void BlockingModule::install(ModuleContext& ctx) {
         if (auto it = _lists.find(bare); it != _lists.end()) _lists.erase(it);
         if (auto it = _with_list.find(bare); it != _with_list.end()) _with_list.erase(it);
     });
+    ctx.on_session([this](Session& s, SessionEvent e) {
+        if (e == SessionEvent::bound) preload(s);
+    });
     ctx.on_iq(IqType::get, k_ns, "blocklist", [this](IqEvent& ev) { return on_get(ev); });
     ctx.on_iq(IqType::set, k_ns, "block", [this](IqEvent& ev) { return on_block(ev); });
     ctx.on_iq(IqType::set, k_ns, "unblock", [this](IqEvent& ev) { return on_unblock(ev); });
@@ -106,6 +110,32 @@ const blocking::BlockList* BlockingModule::list_of(std::string_view bare_jid) {
     // Bounded: drop the whole cache rather than track recency; it is rebuilt from the store.
     if (_lists.size() >= _options.max_cached_lists) _lists.clear();
     return &_lists.emplace(std::string(bare_jid), std::move(loaded).value()).first->second;
+}
+
+void BlockingModule::preload(Session& session) {
+    auto* writer = _shard->writer;
+    if (writer == nullptr || session.jid() == nullptr) return;
+    std::string bare(session.jid()->bare_view());
+    if (_indexed && !_with_list.contains(bare)) return;  // blocks nobody: nothing to read
+    if (_lists.find(bare) != _lists.end()) return;
+    auto hold = std::make_shared<session::InputHold>(session);
+    writer->get_async(storage::Column::blocking, bare,
+                      [this, alive = std::weak_ptr<int>(_alive), bare, hold](
+                          xmpp::Result<std::optional<std::string>, storage::Errc> raw) {
+                          if (alive.expired()) return;
+                          // A block or unblock staged meanwhile cached the newer list: keep it.
+                          if (raw && _lists.find(bare) == _lists.end()) {
+                              auto list = *raw ? blocking::BlockList::decode(**raw)
+                                               : xmpp::Result<blocking::BlockList, storage::Errc>(blocking::BlockList{});
+                              if (list) {
+                                  if (_lists.size() >= _options.max_cached_lists) _lists.clear();
+                                  _lists.emplace(bare, std::move(list).value());
+                              }
+                          }
+                          // A failed read is not cached: list_of() reads (and reports) it again.
+                          hold->done();
+                      });
+    hold->arm();
 }
 
 // XEP-0191 §3.2.

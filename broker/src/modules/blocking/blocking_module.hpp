@@ -45,12 +45,17 @@ public:
     static ModuleSpec spec();
     std::string_view name() const noexcept override { return "blocking"; }
     void install(ModuleContext& ctx) override;
+    ~BlockingModule() override { _alive.reset(); }
 
     const BlockingCounters& counters() const noexcept { return _counters; }
 
 private:
     // The user's list (loaded on first use); null when the store failed.
     const blocking::BlockList* list_of(std::string_view bare_jid);
+    // At bind: a user with a list that is not cached gets it read without touching the disk on
+    // this thread (ShardWriter::get_async; issue 14), the session's input held until it is
+    // cached, so that list_of() finds it in memory for the stanzas that follow.
+    void preload(Session& session);
     bool recipient_blocks(std::string_view recipient_bare, std::string_view sender_full);
     enum class Saved : std::uint8_t { now, later, failed };
     Saved save(const std::string& bare, blocking::BlockList next, IqEvent& ev, std::function<void(DeferredIq&)> then);
@@ -79,6 +84,7 @@ private:
     bool _indexed = false;
     std::uint64_t _push_id = 0;
     BlockingCounters _counters;
+    std::shared_ptr<int> _alive = std::make_shared<int>(0);  // completions check it
 };
 
 }  // namespace starling::modules

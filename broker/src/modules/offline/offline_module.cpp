@@ -104,12 +104,16 @@ OfflineModule::CachedQueue* OfflineModule::queue(std::string_view bare_jid) {
         STARLING_LOG(error, "offline: reading the queue of {} failed: {}", key, storage::to_string(st.error()));
         return nullptr;
     }
+    return &cache(key, st.value());
+}
+
+OfflineModule::CachedQueue& OfflineModule::cache(const std::string& bare_jid, offline::QueueState state) {
     // Bounded: drop the cache rather than track recency; it is rebuilt from the store. Entries
     // with writes in flight stay (RocksDB does not have them yet).
     if (_queues.size() >= _options.max_cached_queues) {
         std::erase_if(_queues, [](const auto& kv) { return kv.second.unsynced == 0; });
     }
-    return &_queues.emplace(key, CachedQueue{st.value(), 0, false}).first->second;
+    return _queues.emplace(bare_jid, CachedQueue{state, 0, false}).first->second;
 }
 
 void OfflineModule::track(const std::string& bare_jid, CachedQueue& q) {
@@ -187,34 +191,101 @@ Handled OfflineModule::store(router::Envelope& env) {
     return Handled::yes;
 }
 
+void OfflineModule::BatchRead::run(const offline::OfflineStore& db, std::string_view bare, bool memory_only) {
+    if (need_state) {
+        state = db.state(bare, memory_only);
+        if (!state) return;
+        max_count = static_cast<std::size_t>(state->count);
+    }
+    if (max_count == 0) {
+        records = std::vector<offline::OfflineRecord>{};
+        return;
+    }
+    records = db.oldest(bare, max_count, max_bytes, memory_only);
+}
+
+bool OfflineModule::BatchRead::cold() const noexcept {
+    return (!state && state.error() == storage::Errc::not_in_memory) ||
+           (!records && records.error() == storage::Errc::not_in_memory);
+}
+
 void OfflineModule::deliver_stored(Session& session) {
     const xmpp::Jid* jid = session.jid();
     if (jid == nullptr) return;
-    const std::string_view bare = jid->bare_view();
-    auto* cached = queue(bare);
-    if (cached == nullptr || cached->state.count == 0) return;
-    if (cached->unsynced > 0) {
-        // Messages staged for this user are not in RocksDB yet: read once they are (the
-        // completion comes after every write staged before it, so this does not starve).
-        std::weak_ptr<Session> weak = session.shared();
-        std::weak_ptr<int> alive = _alive;
-        _db->writer()->when_durable(storage::Durability::logged, [this, weak, alive](xmpp::Result<void, storage::Errc>) {
+    const std::string bare(jid->bare_view());
+    // A read of this queue is off the reactor: its completion delivers (and goes on).
+    if (_reading.contains(bare)) return;
+    auto cached = _queues.find(bare);
+    if (cached != _queues.end()) {
+        if (cached->second.state.count == 0) return;
+        if (cached->second.unsynced > 0) {
+            // Messages staged for this user are not in RocksDB yet: read once they are (the
+            // completion comes after every write staged before it, so this does not starve).
+            std::weak_ptr<Session> weak = session.shared();
+            std::weak_ptr<int> alive = _alive;
+            _db->writer()->when_durable(storage::Durability::logged,
+                                        [this, weak, alive](xmpp::Result<void, storage::Errc>) {
+                                            if (alive.expired()) return;
+                                            auto s = weak.lock();
+                                            if (s && s->is_available() && s->priority() >= 0) deliver_stored(*s);
+                                        });
+            return;
+        }
+    }
+    auto read = std::make_shared<BatchRead>();
+    read->need_state = cached == _queues.end();
+    read->max_count = read->need_state ? 0 : static_cast<std::size_t>(cached->second.state.count);
+    read->max_bytes = _options.flush_bytes;
+    auto* writer = _db->writer();
+    // From memory when it is there (the usual case: a queue written a moment ago).
+    read->run(*_db, bare, writer != nullptr);
+    if (!read->cold()) {
+        deliver_batch(session, bare, *read);
+        return;
+    }
+    // Cold (issue 14): the store's reader thread reads it, so a slow disk delays this delivery
+    // only, never the shard. Messages are deliveries: the session's input need not wait.
+    _reading.insert(bare);
+    storage::Store* store = _shard->store;
+    writer->run_off_reactor(
+        [store, read, bare] { read->run(offline::OfflineStore(*store), bare, false); },
+        [this, alive = std::weak_ptr<int>(_alive), weak = std::weak_ptr<Session>(session.shared()), read, bare] {
             if (alive.expired()) return;
+            _reading.erase(bare);
             auto s = weak.lock();
-            if (s && s->is_available() && s->priority() >= 0) deliver_stored(*s);
+            if (s && s->is_available() && s->priority() >= 0) {
+                deliver_batch(*s, bare, *read);
+            } else if (read->need_state && read->state && !_queues.contains(bare)) {
+                cache(bare, read->state.value());  // the count is right; delivered next time
+            }
+            _shard->router.flush();
         });
-        return;
+}
+
+void OfflineModule::deliver_batch(Session& session, const std::string& bare, BatchRead& read) {
+    if (read.need_state) {
+        if (!read.state) {
+            ++_counters.storage_errors;
+            STARLING_LOG(error, "offline: reading the queue of {} failed: {}", bare, storage::to_string(read.state.error()));
+            return;
+        }
+        // A message stored while the read was off the reactor cached a newer state: keep it.
+        if (!_queues.contains(bare)) cache(bare, read.state.value());
     }
+    auto it = _queues.find(bare);
+    if (it == _queues.end()) return;
+    auto* cached = &it->second;
     auto* q = &cached->state;
-    auto batch = _db->oldest(bare, q->count, _options.flush_bytes);
-    if (!batch) {
+    if (q->count == 0) return;
+    if (!read.records) {
         ++_counters.storage_errors;
-        STARLING_LOG(error, "offline: loading the queue of {} failed: {}", bare, storage::to_string(batch.error()));
+        STARLING_LOG(error, "offline: loading the queue of {} failed: {}", bare, storage::to_string(read.records.error()));
         return;
     }
+    const xmpp::Jid* jid = session.jid();
     std::vector<std::uint64_t> seqs;
-    seqs.reserve(batch.value().size());
-    for (auto& rec : batch.value()) {
+    seqs.reserve(read.records.value().size());
+    for (auto& rec : read.records.value()) {
         seqs.push_back(rec.seq);
         if (rec.stanza.empty()) continue;  // a corrupt record: deleted, not delivered
         // XEP-0160 §2 recommends a XEP-0203 <delay/>, from the server that stored it.
@@ -229,11 +300,11 @@ void OfflineModule::deliver_stored(Session& session) {
         STARLING_LOG(error, "offline: deleting delivered messages of {} failed: {}", bare,
                      storage::to_string(r.error()));
         cached->stale = true;
-        track(std::string(bare), *cached);  // dropped from the cache once what is staged settles
+        track(bare, *cached);  // dropped from the cache once what is staged settles
         return;
     }
     q->count = seqs.size() >= q->count ? 0 : q->count - seqs.size();
-    track(std::string(bare), *cached);
+    track(bare, *cached);
     if (q->count > 0) continue_later(session);
 }
 

@@ -12,6 +12,8 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
+#include <vector>
 
 #include "broker/src/modules/api.hpp"
 #include "broker/src/modules/offline/offline_store.hpp"
@@ -54,6 +56,18 @@ public:
 private:
     Handled store(router::Envelope& env);
     void deliver_stored(Session& session);
+    // What one delivery reads: the queue's state when it is not cached, then its oldest
+    // messages. Run inline from memory first, else on the store's reader thread (issue 14).
+    struct BatchRead {
+        bool need_state = false;
+        std::size_t max_count = 0;
+        std::size_t max_bytes = 0;
+        xmpp::Result<offline::QueueState, storage::Errc> state = offline::QueueState{};
+        xmpp::Result<std::vector<offline::OfflineRecord>, storage::Errc> records = std::vector<offline::OfflineRecord>{};
+        void run(const offline::OfflineStore& db, std::string_view bare, bool memory_only);
+        bool cold() const noexcept;
+    };
+    void deliver_batch(Session& session, const std::string& bare, BatchRead& read);
     void continue_later(Session& session);
     struct CachedQueue {
         offline::QueueState state;
@@ -63,6 +77,7 @@ private:
         bool stale = false;  // a write failed: drop the entry once `unsynced` is zero
     };
     CachedQueue* queue(std::string_view bare_jid);
+    CachedQueue& cache(const std::string& bare_jid, offline::QueueState state);
     // Counts a staged write for `bare_jid` until the shard's writer says it is durable.
     void track(const std::string& bare_jid, CachedQueue& q);
 
@@ -70,6 +85,7 @@ private:
     ShardServices* _shard = nullptr;
     std::unique_ptr<offline::OfflineStore> _db;
     std::unordered_map<std::string, CachedQueue> _queues;  // bare JID -> size (cache)
+    std::unordered_set<std::string> _reading;  // queues whose delivery read is off the reactor
     std::shared_ptr<int> _alive = std::make_shared<int>(0);         // timers check it
     OfflineCounters _counters;
 };

@@ -34,12 +34,14 @@ std::uint64_t seq_of(std::string_view key) noexcept {
 
 // Iterates the keys of one user; `upper` must outlive the iterator.
 std::unique_ptr<rocksdb::Iterator> user_iterator(storage::Store& store, const std::string& prefix,
-                                                 std::string& upper_storage, rocksdb::Slice& upper) {
+                                                 std::string& upper_storage, rocksdb::Slice& upper,
+                                                 bool memory_only) {
     upper_storage = prefix;
     upper_storage.back() = '\x01';  // the 0x00 separator + 1: just past every key of this user
     upper = slice(upper_storage);
     rocksdb::ReadOptions ro;
     ro.iterate_upper_bound = &upper;
+    if (memory_only) ro.read_tier = rocksdb::kBlockCacheTier;  // Incomplete when the disk is needed
     std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(ro, store.column(Column::offline)));
     it->Seek(slice(prefix));
     return it;
@@ -82,12 +84,12 @@ xmpp::Result<OfflineRecord, Errc> OfflineStore::decode(std::string_view bytes) n
     }
 }
 
-xmpp::Result<QueueState, Errc> OfflineStore::state(std::string_view bare_jid) const noexcept {
+xmpp::Result<QueueState, Errc> OfflineStore::state(std::string_view bare_jid, bool memory_only) const noexcept {
     try {
         const std::string p = prefix(bare_jid);
         std::string upper_storage;
         rocksdb::Slice upper;
-        auto it = user_iterator(_store, p, upper_storage, upper);
+        auto it = user_iterator(_store, p, upper_storage, upper, memory_only);
         QueueState s;
         for (; it->Valid(); it->Next()) {
             const auto k = it->key().ToStringView();
@@ -116,12 +118,12 @@ xmpp::Result<void, Errc> OfflineStore::append(std::string_view bare_jid, const O
 }
 
 xmpp::Result<std::vector<OfflineRecord>, Errc> OfflineStore::oldest(std::string_view bare_jid, std::size_t max_count,
-                                                                   std::size_t max_bytes) const noexcept {
+                                                                   std::size_t max_bytes, bool memory_only) const noexcept {
     try {
         const std::string p = prefix(bare_jid);
         std::string upper_storage;
         rocksdb::Slice upper;
-        auto it = user_iterator(_store, p, upper_storage, upper);
+        auto it = user_iterator(_store, p, upper_storage, upper, memory_only);
         std::vector<OfflineRecord> out;
         std::size_t bytes = 0;
         for (; it->Valid() && out.size() < max_count && bytes < max_bytes; it->Next()) {

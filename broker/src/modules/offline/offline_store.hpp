@@ -45,13 +45,15 @@ public:
     storage::ShardWriter* writer() const noexcept { return _writer; }
 
     // Counts the user's messages and finds the next sequence number (one prefix scan).
-    xmpp::Result<QueueState, storage::Errc> state(std::string_view bare_jid) const noexcept;
+    // `memory_only`: from the memtable and block cache only, Errc::not_in_memory when that is
+    // not enough (then read again off the reactor: issue 14). Same for oldest().
+    xmpp::Result<QueueState, storage::Errc> state(std::string_view bare_jid, bool memory_only = false) const noexcept;
     // Durably appends one message (synced write when the store syncs).
     xmpp::Result<void, storage::Errc> append(std::string_view bare_jid, const OfflineRecord& record) noexcept;
     // The oldest messages, at most `max_count`, stopping after the one that reaches
     // `max_bytes` of stanza text (at least one message when there is any).
     xmpp::Result<std::vector<OfflineRecord>, storage::Errc> oldest(std::string_view bare_jid, std::size_t max_count,
-                                                                  std::size_t max_bytes) const noexcept;
+                                                                  std::size_t max_bytes, bool memory_only = false) const noexcept;
     // Durably deletes the messages with these sequence numbers, in one batch.
     xmpp::Result<void, storage::Errc> erase(std::string_view bare_jid, const std::vector<std::uint64_t>& seqs) noexcept;
 

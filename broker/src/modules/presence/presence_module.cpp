@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include "broker/src/session/input_hold.hpp"
 #include "broker/src/session/shard_services.hpp"
 #include "broker/src/session/stamp.hpp"
 #include "broker/src/modules/blocking/blocklist.hpp"
@@ -53,7 +54,8 @@ bool PresenceModule::is_silent(std::string_view bare) const {
 }
 
 void PresenceModule::broadcast(Session& session, std::string_view type, std::string_view bytes,
-                               bool to_self, bool to_contacts) {
+                               bool to_self, bool to_contacts, std::shared_ptr<session::InputHold> hold,
+                               blocking::BlockList blocked) {
     const std::string owner(session.jid()->bare_view());
     const std::string& full = session.jid()->full();
     // §4.2.2 / §4.4.2: the user's available resources (including this one for available
@@ -65,18 +67,88 @@ void PresenceModule::broadcast(Session& session, std::string_view type, std::str
     if (!to_contacts) return;
     ++_counters.broadcasts;
     // XEP-0191 §3.3: contacts the user blocked get no available presence (the blocking module
-    // refuses stanzas the client addresses to them, but a broadcast is ours to build).
-    // FIXME(#4): read from the blocking module's store; a host-level "is blocked" query would
-    // decouple the two modules.
-    blocking::BlockList blocked;
-    if (type.empty()) {
-        if (auto list = blocking::BlockStore(roster::store_of(*_shard)).load(owner)) blocked = std::move(*list);
+    // refuses stanzas the client addresses to them, but a broadcast is ours to build): `blocked`.
+    with_roster(owner, [this, full, type = std::string(type), bytes = std::string(bytes), blocked = std::move(blocked),
+                        hold = std::move(hold)](xmpp::Result<roster::RosterSnapshot, storage::Errc> r) {
+        if (!r) {
+            // Logged by the store. Presence needs no storage: the contacts miss this one.
+            if (hold) hold->done();
+            return;
+        }
+        for (const auto& item : r->items) {
+            if (!roster::has_from(item.sub)) continue;
+            if (!blocked.empty() && blocked.blocks(item.jid)) continue;
+            presence::route_presence(*_shard, full, item.jid, type, presence::with_to(bytes, item.jid));
+        }
+        if (hold) hold->done();
+    });
+}
+
+void PresenceModule::presence_state(const std::string& owner, StateThen fn) {
+    const bool prefix_silent = presence::has_silent_prefix(owner, _silent_prefix);
+    auto* writer = _shard->writer;
+    if (writer == nullptr) {
+        if (prefix_silent || presence::stored_silent(roster::store_of(*_shard), owner)) return fn(true, {});
+        // FIXME(#4): read from the blocking module's store; a host-level "is blocked" query would
+        // decouple the two modules.
+        auto list = blocking::BlockStore(roster::store_of(*_shard)).load(owner);
+        return fn(false, list ? std::move(*list) : blocking::BlockList{});
     }
-    for (const auto& item : _store->load_all(owner)) {
-        if (!roster::has_from(item.sub)) continue;
-        if (!blocked.empty() && blocked.blocks(item.jid)) continue;
-        presence::route_presence(*_shard, full, item.jid, type, presence::with_to(bytes, item.jid));
+    if (prefix_silent) return fn(true, {});
+    writer->get_async(
+        storage::Column::meta, presence::silent_key(owner),
+        [this, alive = std::weak_ptr<int>(_alive), owner, fn = std::move(fn)](
+            xmpp::Result<std::optional<std::string>, storage::Errc> flag) mutable {
+            if (alive.expired()) return;
+            if (flag && *flag && **flag == "1") return fn(true, {});  // unreadable: not silent, as before
+            // The blocking module's list (staged changes included), FIXME(#4) as above.
+            _shard->writer->get_async(storage::Column::blocking, owner,
+                                      [alive, fn = std::move(fn)](
+                                          xmpp::Result<std::optional<std::string>, storage::Errc> raw) mutable {
+                                          if (alive.expired()) return;
+                                          blocking::BlockList blocked;
+                                          if (raw && *raw) {
+                                              if (auto list = blocking::BlockList::decode(**raw)) blocked = std::move(*list);
+                                          }
+                                          fn(false, std::move(blocked));
+                                      });
+        });
+}
+
+void PresenceModule::with_roster(const std::string& owner, RosterThen fn) {
+    auto& q = _roster_queues[owner];
+    q.waiting.push_back(std::move(fn));
+    if (q.reading) return;  // after the one being read
+    const bool outer = std::exchange(_in_roster_call, true);
+    next_roster(owner);
+    _in_roster_call = outer;
+}
+
+void PresenceModule::next_roster(const std::string& owner) {
+    auto it = _roster_queues.find(owner);
+    if (it == _roster_queues.end()) return;
+    if (it->second.waiting.empty()) {
+        _roster_queues.erase(it);
+        return;
     }
+    it->second.reading = true;
+    _store->load_async(owner, [this, alive = std::weak_ptr<int>(_alive),
+                               owner](xmpp::Result<roster::RosterSnapshot, storage::Errc> r) {
+        if (alive.expired()) return;
+        const bool posted = !_in_roster_call;
+        auto q = _roster_queues.find(owner);
+        if (q == _roster_queues.end() || q->second.waiting.empty()) return;  // cannot happen
+        auto fn = std::move(q->second.waiting.front());
+        q->second.waiting.pop_front();
+        q->second.reading = false;
+        fn(std::move(r));
+        // fn may have asked for the roster again (and started that read): the rest waits.
+        if (auto again = _roster_queues.find(owner); again != _roster_queues.end() && !again->second.reading) {
+            next_roster(owner);
+        }
+        // A handler of its own: the turn's end that would send what was routed has passed.
+        if (posted) _shard->router.flush();
+    });
 }
 
 Handled PresenceModule::on_outbound(OutboundEvent& ev) {
@@ -91,21 +163,45 @@ Handled PresenceModule::on_outbound(OutboundEvent& ev) {
                 ++_counters.suppressed_unchanged;
                 return Handled::yes;
             }
-            st.last_broadcast = std::move(fingerprint);
-            if (is_silent(ev.session.jid()->bare_view())) {
-                // Own resources only. Contacts that saw an earlier presence of this session
-                // (the flag was set since) learn it is gone, once, rather than keep a stale one.
-                ++_counters.suppressed_silent;
-                broadcast(ev.session, "", bytes, true, false);
-                if (st.announced) {
-                    st.announced = false;
-                    const std::string gone = presence::make_presence(ev.session.jid()->full(), {}, "unavailable");
-                    broadcast(ev.session, "unavailable", gone, false, true);
-                }
-                return Handled::yes;
-            }
-            st.announced = true;
-            broadcast(ev.session, "", bytes, true);
+            st.last_broadcast = fingerprint;
+            // The client's next stanzas (an update, an unavailable, a directed presence) wait
+            // until its contacts have this one, when what it needs comes from the disk.
+            auto hold = std::make_shared<session::InputHold>(ev.session);
+            const bool outer = std::exchange(_in_state_call, true);
+            presence_state(std::string(ev.session.jid()->bare_view()),
+                           [this, alive = std::weak_ptr<int>(_alive), who = std::weak_ptr<Session>(ev.session.shared()),
+                            bytes = std::string(bytes), fingerprint = std::move(fingerprint),
+                            hold](bool silent, blocking::BlockList blocked) mutable {
+                               if (alive.expired()) return;
+                               const bool posted = !_in_state_call;
+                               auto s = who.lock();
+                               // Gone, or unavailable since (it cleared last_broadcast): nothing to say.
+                               if (!s || s->jid() == nullptr ||
+                                   s->slot<PresenceSession>().last_broadcast != fingerprint) {
+                                   hold->done();
+                                   return;
+                               }
+                               auto& now = s->slot<PresenceSession>();
+                               if (silent) {
+                                   // Own resources only. Contacts that saw an earlier presence of this
+                                   // session (the flag was set since) learn it is gone, once, rather
+                                   // than keep a stale one.
+                                   ++_counters.suppressed_silent;
+                                   broadcast(*s, "", bytes, true, false);
+                                   if (now.announced) {
+                                       now.announced = false;
+                                       const std::string gone = presence::make_presence(s->jid()->full(), {}, "unavailable");
+                                       broadcast(*s, "unavailable", gone, false, true);
+                                   }
+                                   hold->done();
+                               } else {
+                                   now.announced = true;
+                                   broadcast(*s, "", bytes, true, true, hold, std::move(blocked));
+                               }
+                               if (posted) _shard->router.flush();
+                           });
+            _in_state_call = outer;
+            hold->arm();
         } else if (ev.type == "unavailable") {
             // Broadcast by the session's unavailable event, which follows: keep its status.
             st.unavailable.clear();
@@ -161,21 +257,75 @@ Handled PresenceModule::on_inbound(InboundEvent& ev) {
     const std::string owner(bare_of(env.to));
     const std::string prober(bare_of(env.from));
     if (prober.empty()) return Handled::yes;
-    auto exists = _shard->accounts.exists(owner);
-    if (!exists || !*exists) {
-        presence::route_presence(*_shard, owner, env.from, "unsubscribed",
-                                 presence::make_presence(owner, env.from, "unsubscribed"));
+    auto* writer = _shard->writer;
+    if (writer == nullptr) {
+        auto exists = _shard->accounts.exists(owner);
+        if (!exists || !*exists) {
+            answer_probe(owner, env.from, false, std::nullopt, false);
+            return Handled::yes;
+        }
+        answer_probe(owner, env.from, true, _store->load(owner, prober), is_silent(owner));
         return Handled::yes;
     }
-    auto item = _store->load(owner, prober);
-    if (!item || !roster::has_from(item->sub)) return Handled::yes;  // MUST NOT reveal presence
-    const bool silent = is_silent(owner);
-    if (silent) ++_counters.probes_silent;
-    if (silent || presence::send_current_presence(*_shard, owner, env.from) == 0) {
-        presence::route_presence(*_shard, owner, env.from, "unavailable",
-                                 presence::make_presence(owner, env.from, "unavailable"));
-    }
+    // Off the reactor when cold (issue 14): the account, the prober's item, the silent flag,
+    // each through the shard's writer (inline from memory), then the answer. Nothing waits on
+    // it: the answer is built from the owner's presence when it is sent.
+    const bool outer = std::exchange(_in_probe_call, true);
+    storage::AccountStore::get_async(
+        *writer, owner,
+        [this, alive = std::weak_ptr<int>(_alive), owner, prober,
+         from = env.from](xmpp::Result<storage::AccountRecord, storage::Errc> account) mutable {
+            if (alive.expired()) return;
+            if (!account) {
+                // As the synchronous check did: unknown, or unreadable, is answered unsubscribed.
+                answer_probe(owner, from, false, std::nullopt, false);
+                flush_if_posted();
+                return;
+            }
+            _shard->writer->get_async(
+                storage::Column::rosters, roster::RosterStore::item_key(owner, prober),
+                [this, alive, owner, from = std::move(from)](
+                    xmpp::Result<std::optional<std::string>, storage::Errc> raw) mutable {
+                    if (alive.expired()) return;
+                    std::optional<roster::RosterItem> item;
+                    if (raw && *raw) item = roster::decode(**raw);
+                    if (!item || !roster::has_from(item->sub)) return;  // MUST NOT reveal presence
+                    if (presence::has_silent_prefix(owner, _silent_prefix)) {
+                        answer_probe(owner, from, true, item, true);
+                        flush_if_posted();
+                        return;
+                    }
+                    _shard->writer->get_async(
+                        storage::Column::meta, presence::silent_key(owner),
+                        [this, alive, owner, from = std::move(from), item = std::move(item)](
+                            xmpp::Result<std::optional<std::string>, storage::Errc> flag) mutable {
+                            if (alive.expired()) return;
+                            answer_probe(owner, from, true, item, flag && *flag && **flag == "1");
+                            flush_if_posted();
+                        });
+                });
+        });
+    _in_probe_call = outer;
     return Handled::yes;
+}
+
+void PresenceModule::answer_probe(const std::string& owner, std::string_view from, bool exists,
+                                  const std::optional<roster::RosterItem>& item, bool silent) {
+    if (!exists) {
+        presence::route_presence(*_shard, owner, from, "unsubscribed", presence::make_presence(owner, from, "unsubscribed"));
+        return;
+    }
+    if (!item || !roster::has_from(item->sub)) return;  // MUST NOT reveal presence
+    if (silent) ++_counters.probes_silent;
+    if (silent || presence::send_current_presence(*_shard, owner, from) == 0) {
+        presence::route_presence(*_shard, owner, from, "unavailable", presence::make_presence(owner, from, "unavailable"));
+    }
+}
+
+void PresenceModule::flush_if_posted() {
+    // Inline completions run inside the router's inbound call, whose turn flushes; a posted one
+    // is a handler of its own, and sends what it routed.
+    if (!_in_probe_call) _shard->router.flush();
 }
 
 void PresenceModule::on_available(Session& session) {
@@ -187,14 +337,18 @@ void PresenceModule::on_available(Session& session) {
         if (s == &session || !s->is_available() || s->last_presence().empty()) continue;
         session.deliver(presence::with_to(s->last_presence(), session.jid()->full()));
     }
-    // ...and probes go to the contacts the user is subscribed to (from the bare JID, §4.3.1).
-    for (const auto& item : _store->load_all(owner)) {
-        if (!roster::has_to(item.sub)) continue;
-        const auto at = item.jid.find('@');
-        const std::string_view domain = std::string_view(item.jid).substr(at == std::string::npos ? 0 : at + 1);
-        if (!_shard->server.serves(domain)) continue;  // no s2s yet
-        presence::route_presence(*_shard, owner, item.jid, "probe", presence::make_presence(owner, item.jid, "probe"));
-    }
+    // ...and probes go to the contacts the user is subscribed to (from the bare JID, §4.3.1),
+    // after the broadcast of this presence (with_roster keeps the order).
+    with_roster(owner, [this, owner](xmpp::Result<roster::RosterSnapshot, storage::Errc> r) {
+        if (!r) return;  // logged by the store
+        for (const auto& item : r->items) {
+            if (!roster::has_to(item.sub)) continue;
+            const auto at = item.jid.find('@');
+            const std::string_view domain = std::string_view(item.jid).substr(at == std::string::npos ? 0 : at + 1);
+            if (!_shard->server.serves(domain)) continue;  // no s2s yet
+            presence::route_presence(*_shard, owner, item.jid, "probe", presence::make_presence(owner, item.jid, "probe"));
+        }
+    });
 }
 
 void PresenceModule::on_unavailable(Session& session) {
@@ -208,10 +362,19 @@ void PresenceModule::on_unavailable(Session& session) {
     broadcast(session, "unavailable", bytes, false, announced);
     // §4.6.3: directed-presence recipients that the broadcast did not reach.
     const std::string owner(session.jid()->bare_view());
-    for (const auto& to : st.directed) {
-        auto item = _store->load(owner, bare_of(to));
-        if (announced && item && roster::has_from(item->sub)) continue;
-        presence::route_presence(*_shard, full, to, "unavailable", presence::with_to(bytes, to));
+    if (!st.directed.empty()) {
+        with_roster(owner, [this, full, bytes, announced, directed = std::exchange(st.directed, {})](
+                               xmpp::Result<roster::RosterSnapshot, storage::Errc> r) {
+            for (const auto& to : directed) {
+                if (announced && r) {
+                    const auto to_bare = bare_of(to);
+                    const auto it = std::find_if(r->items.begin(), r->items.end(),
+                                                 [&](const roster::RosterItem& i) { return i.jid == to_bare; });
+                    if (it != r->items.end() && roster::has_from(it->sub)) continue;  // the broadcast had it
+                }
+                presence::route_presence(*_shard, full, to, "unavailable", presence::with_to(bytes, to));
+            }
+        });
     }
     st.directed.clear();
     // FIXME(#4): a session torn down by its reader (connection lost) ends its turn without

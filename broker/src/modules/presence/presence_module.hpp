@@ -17,13 +17,21 @@
 // presence recipients and the last broadcast presence.
 #pragma once
 
+#include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 
 #include "broker/src/modules/api.hpp"
+#include "broker/src/modules/blocking/blocklist.hpp"
 #include "broker/src/modules/roster/roster_store.hpp"
+#include "broker/src/storage/move_function.hpp"
+
+namespace starling::session {
+class InputHold;
+}
 
 namespace starling::modules {
 
@@ -55,11 +63,41 @@ private:
     // durable (and behind presence held before it): Handled::yes when it took the envelope.
     Handled hold_behind_roster_writes(router::Envelope& env);
     void on_available(Session& session);
+    // §4.3.2's answer to a probe from `from`, once the probed account `owner` was read (exists),
+    // with the prober's roster item and the silent flag.
+    void answer_probe(const std::string& owner, std::string_view from, bool exists,
+                      const std::optional<roster::RosterItem>& item, bool silent);
+    void flush_if_posted();
+    bool _in_probe_call = false;  // inside on_inbound's probe reads: a completion now is inline
     void on_unavailable(Session& session);
     // `bytes` (stamped, from the session's full JID) to every contact with from/both and to the
-    // user's other available resources.
+    // user's other available resources. The contacts come from the roster, read through
+    // with_roster; `hold` (may be null) is released once they have it.
+    // `blocked`: the user's XEP-0191 list (available presence skips those contacts).
     void broadcast(Session& session, std::string_view type, std::string_view bytes, bool to_self,
-                   bool to_contacts = true);
+                   bool to_contacts = true, std::shared_ptr<session::InputHold> hold = nullptr,
+                   blocking::BlockList blocked = {});
+    // What an available presence of `owner` needs before it is broadcast: whether the account
+    // is silent, and (when not) its block list. Read through the shard's writer without touching
+    // the disk on this thread (issue 14); `fn` may run inline. Never after the module is gone.
+    using StateThen = storage::MoveFunction<void(bool silent, blocking::BlockList blocked)>;
+    void presence_state(const std::string& owner, StateThen fn);
+    bool _in_state_call = false;  // inside presence_state's own call: a completion now is inline
+
+    // Runs `fn` with `owner`'s roster, read without touching the disk on this thread (issue 14:
+    // RosterStore::load_async), after every earlier with_roster of `owner` on this shard: a
+    // user's broadcasts and probes leave in the order they were asked for (an unavailable never
+    // overtakes the available before it). Inline when nothing is waiting and the roster is in
+    // memory. Never after the module is gone.
+    using RosterThen = storage::MoveFunction<void(xmpp::Result<roster::RosterSnapshot, storage::Errc>)>;
+    void with_roster(const std::string& owner, RosterThen fn);
+    void next_roster(const std::string& owner);
+    struct RosterQueue {
+        std::deque<RosterThen> waiting;
+        bool reading = false;
+    };
+    std::unordered_map<std::string, RosterQueue> _roster_queues;
+    bool _in_roster_call = false;  // inside with_roster's own call: a completion now is inline
 
     ShardServices* _shard = nullptr;
     std::unique_ptr<roster::RosterStore> _store;

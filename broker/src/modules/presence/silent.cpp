@@ -7,26 +7,24 @@
 
 namespace starling::modules::presence {
 
-namespace {
-std::string key_of(std::string_view bare) {
+std::string silent_key(std::string_view bare) {
     std::string k(bare);
     k += '\0';
     k += "presence.silent";
     return k;
 }
-}  // namespace
 
 bool stored_silent(storage::Store& store, std::string_view bare) {
     std::string value;
     const auto st = store.db().Get(rocksdb::ReadOptions(), store.column(storage::Column::meta),
-                                   storage::slice(key_of(bare)), &value);
+                                   storage::slice(silent_key(bare)), &value);
     return st.ok() && value == "1";
 }
 
 xmpp::Result<void, storage::Errc> set_silent(storage::Store& store, std::string_view bare, bool on) {
     try {
         const auto w = storage::write_options(store);
-        const std::string key = key_of(bare);
+        const std::string key = silent_key(bare);
         const auto st = on ? store.db().Put(w, store.column(storage::Column::meta), storage::slice(key), "1")
                            : store.db().Delete(w, store.column(storage::Column::meta), storage::slice(key));
         if (!st.ok()) return xmpp::Unexpected(storage::errc_of(st));

@@ -23,6 +23,8 @@ class Store;
 
 namespace starling::modules::presence {
 
+// The flag's key in the meta column (value "1" when on).
+std::string silent_key(std::string_view bare);
 // The stored flag of `bare` (a normalised bare JID); false when absent or unreadable.
 bool stored_silent(storage::Store& store, std::string_view bare);
 // Sets or clears it (a durable write).

@@ -104,19 +104,26 @@ void PubsubModule::install_pep(ModuleContext& ctx, storage::Store& store) {
     // §4.3.4: a resource that wants notifications gets the last item of each node it may see,
     // of its own account and of every contact whose presence it is subscribed to.
     ShardServices* shard = &ctx.shard();
-    ctx.on_session([service, shard, &store](Session& s, SessionEvent e) {
+    ctx.on_session([service, shard, &store, alive = std::weak_ptr<int>(_alive)](Session& s, SessionEvent e) {
         if ((e != SessionEvent::available && e != SessionEvent::interests) || s.jid() == nullptr) return;
         const auto* interests = CapsModule::interests_of(s);
         if (interests == nullptr || interests->nodes.empty()) return;
         const std::string bare(s.jid()->bare_view());
         service->send_last_items(bare, s.jid()->full(), interests->nodes);
-        for (const auto& item : roster::RosterStore(store).load_all(bare)) {
-            const auto at = item.jid.find('@');
-            if (roster::has_to(item.sub) && at != std::string::npos &&
-                shard->server.serves(std::string_view(item.jid).substr(at + 1))) {
-                service->send_last_items(item.jid, s.jid()->full(), interests->nodes);
-            }
-        }
+        // The contacts from the roster, read without touching the disk on this thread (issue
+        // 14); the last items are deliveries, so the session's input need not wait.
+        roster::RosterStore(store, shard->writer)
+            .load_async(bare, [alive, service, shard, full = s.jid()->full(),
+                               nodes = interests->nodes](xmpp::Result<roster::RosterSnapshot, storage::Errc> r) {
+                if (alive.expired() || !r) return;  // a failed read was logged by the store
+                for (const auto& item : r->items) {
+                    const auto at = item.jid.find('@');
+                    if (roster::has_to(item.sub) && at != std::string::npos &&
+                        shard->server.serves(std::string_view(item.jid).substr(at + 1))) {
+                        service->send_last_items(item.jid, full, nodes);
+                    }
+                }
+            });
     });
 }
 

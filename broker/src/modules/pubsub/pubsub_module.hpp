@@ -38,6 +38,7 @@ private:
     storage::Store* _store_override = nullptr;
     pubsub::PubsubOptions _options;
     std::unique_ptr<pubsub::PubsubService> _service;
+    std::shared_ptr<int> _alive = std::make_shared<int>(0);  // the PEP roster reads' completions check it
 };
 
 }  // namespace starling::modules

@@ -434,13 +434,32 @@ NodeConfig PubsubService::default_config_for(std::string_view service) const {
     return c;
 }
 
+const std::vector<roster::RosterItem>& PubsubService::roster_of(const std::string& owner) const {
+    if (_shard.router.home_of(owner) != _shard.shard) {
+        // Written on another shard: no cache here can know when it changes.
+        static thread_local std::vector<roster::RosterItem> remote;
+        remote = roster::RosterStore(_rocks).load_all(owner);
+        return remote;
+    }
+    const auto writes = roster::RosterStore::writes_on_this_thread();
+    if (writes != _rosters_at || _rosters.size() >= k_max_cached_rosters) {
+        _rosters.clear();
+        _rosters_at = writes;
+    }
+    if (auto it = _rosters.find(owner); it != _rosters.end()) return it->second;
+    // Through the writer: a roster change staged and not yet committed is the roster.
+    return _rosters.emplace(owner, roster::RosterStore(_rocks, _shard.writer).load_all(owner)).first->second;
+}
+
 bool PubsubService::roster_admits(const Node& n, std::string_view bare) const {
     const auto& cfg = n.record.config;
     if (cfg.access_model != AccessModel::presence && cfg.access_model != AccessModel::roster) return false;
     for (const auto& [owner, a] : n.record.affiliations) {
         if (a != Affiliation::owner) continue;
-        auto item = roster::RosterStore(_rocks).load(owner, bare);
-        if (!item) continue;
+        const auto& items = roster_of(owner);
+        const auto found = std::find_if(items.begin(), items.end(), [&](const roster::RosterItem& i) { return i.jid == bare; });
+        if (found == items.end()) continue;
+        const roster::RosterItem* item = &*found;
         if (cfg.access_model == AccessModel::presence && roster::has_from(item->sub)) return true;
         if (cfg.access_model == AccessModel::roster && item->in_roster) {
             for (const auto& g : item->groups) {
@@ -610,7 +629,7 @@ void PubsubService::notify(const Node& n, std::string event_xml, const std::vect
         std::vector<std::string> audience{n.service};
         if (model == AccessModel::open || model == AccessModel::presence || model == AccessModel::roster) {
             const auto& allowed = n.record.config.roster_groups_allowed;
-            for (const auto& item : roster::RosterStore(_rocks).load_all(n.service)) {
+            for (const auto& item : roster_of(n.service)) {
                 const bool admitted =
                     model == AccessModel::roster
                         ? item.in_roster && std::any_of(item.groups.begin(), item.groups.end(), [&](const auto& g) {

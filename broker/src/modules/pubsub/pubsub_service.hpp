@@ -31,6 +31,7 @@
 
 #include <pugixml.hpp>
 
+#include "broker/src/modules/roster/roster_item.hpp"
 #include "broker/src/modules/pubsub/node_config.hpp"
 #include "broker/src/modules/pubsub/node_store.hpp"
 #include "broker/src/router/endpoint.hpp"
@@ -281,8 +282,19 @@ private:
     // its sessions' home); false when it is empty.
     bool take_publish_token(const std::string& bare);
 
+    // The roster of `owner` (a node owner: presence and roster access, PEP's audience), from a
+    // per-shard cache (issue 14: a PEP publish does not read the owner's roster from RocksDB on
+    // the reactor each time). The cache holds what a read through the shard's writer saw
+    // (staged writes included) and is dropped whole by any roster write on this shard
+    // (RosterStore::writes_on_this_thread: owners' rosters are written on their home shard,
+    // where their PEP nodes live); bounded by k_max_cached_rosters. A miss reads synchronously.
+    const std::vector<roster::RosterItem>& roster_of(const std::string& owner) const;
+    static constexpr std::size_t k_max_cached_rosters = 4096;
+
     session::ShardServices& _shard;
     storage::Store& _rocks;  // for the owners' rosters (presence access, PEP audience)
+    mutable std::unordered_map<std::string, std::vector<roster::RosterItem>> _rosters;  // roster_of's cache
+    mutable std::uint64_t _rosters_at = 0;  // writes_on_this_thread() when the cache was valid
     NodeStore _store;
     PubsubOptions _options;
     ConfigLimits _limits;

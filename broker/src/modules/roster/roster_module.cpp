@@ -4,6 +4,7 @@
 
 #include "broker/src/session/shard_services.hpp"
 #include "broker/src/modules/presence/presence_util.hpp"
+#include "broker/src/session/input_hold.hpp"
 #include "broker/src/storage/accounts.hpp"
 #include "broker/src/storage/write_path.hpp"
 #include "broker/src/util/dom.hpp"
@@ -83,26 +84,48 @@ void RosterModule::on_get(IqEvent& ev) {
         return;
     }
     const std::string owner(ev.from().bare_view());
-    auto& st = ev.session.slot<RosterSession>();
-    st.interested = true;
     const auto v = ev.payload.attribute("ver");
     // XEP-0237 §2.3: a client that sends 'ver' (even empty) understands versioning; one that
     // does not gets no 'ver' back.
-    st.versioned = !v.empty();
-    const std::uint64_t ver = _store->version(owner);
-    if (v && std::string_view(v.value()) == std::to_string(ver)) {
-        // XEP-0237 §2.3: the client's copy is current: an empty result, changes come as pushes.
-        ev.reply_result();
-        return;
-    }
-    // No history of deltas is kept: any other version gets the whole roster (XEP-0237 §2.3
-    // lets the server choose).
-    std::string inner = query_open(ver, st.versioned);
-    for (const auto& item : _store->load_all(owner)) {
-        if (item.in_roster) item.write_xml(inner);
-    }
-    inner += "</query>";
-    ev.reply_result(inner);
+    const bool versioned = !v.empty();
+    std::optional<std::string> client_ver;
+    if (v) client_ver.emplace(v.value());
+    // Read off the reactor when cold (issue 14); the session handles none of its later stanzas
+    // until the answer is out (InputHold), so nothing it sends next is answered before it.
+    auto hold = std::make_shared<session::InputHold>(ev.session);
+    _store->load_async(owner, [alive = std::weak_ptr<int>(_alive), who = std::weak_ptr<Session>(ev.session.shared()),
+                               reply = ev.defer(), hold, versioned, client_ver = std::move(client_ver)](
+                                  xmpp::Result<roster::RosterSnapshot, storage::Errc> r) mutable {
+        if (alive.expired()) return;
+        if (!r) {
+            // Never answer with a roster that was not read whole.
+            reply.error(xmpp::StanzaError::internal_server_error);
+            hold->done();
+            return;
+        }
+        if (auto s = who.lock()) {
+            // §2.1.6: from now on this resource gets pushes (a change staged while the read was
+            // pending made it read again: the answer below includes it).
+            auto& st = s->slot<RosterSession>();
+            st.interested = true;
+            st.versioned = versioned;
+        }
+        if (client_ver && *client_ver == std::to_string(r->version)) {
+            // XEP-0237 §2.3: the client's copy is current: an empty result, changes come as pushes.
+            reply.result();
+        } else {
+            // No history of deltas is kept: any other version gets the whole roster (XEP-0237
+            // §2.3 lets the server choose).
+            std::string inner = query_open(r->version, versioned);
+            for (const auto& item : r->items) {
+                if (item.in_roster) item.write_xml(inner);
+            }
+            inner += "</query>";
+            reply.result(inner);
+        }
+        hold->done();
+    });
+    hold->arm();
 }
 
 // ---- Roster set and remove (RFC 6121 §2.3, §2.5) -----------------------------------------------
@@ -445,11 +468,18 @@ Handled RosterModule::on_inbound_subscription(InboundEvent& ev) {
 }
 
 void RosterModule::on_available(Session& session) {
-    // §3.1.3: pending inbound requests go to the user's newly available resource.
+    // §3.1.3: pending inbound requests go to the user's newly available resource (read off the
+    // reactor when cold; they are deliveries, so the session's input need not wait).
     const std::string owner(session.jid()->bare_view());
-    for (const auto& item : _store->load_all(owner)) {
-        if (item.pending_in && !item.pending_stanza.empty()) session.deliver(item.pending_stanza);
-    }
+    _store->load_async(owner, [alive = std::weak_ptr<int>(_alive), who = std::weak_ptr<Session>(session.shared())](
+                                  xmpp::Result<roster::RosterSnapshot, storage::Errc> r) {
+        if (alive.expired() || !r) return;  // a failed read was logged; the next presence retries
+        auto s = who.lock();
+        if (!s || !s->is_available()) return;
+        for (const auto& item : r->items) {
+            if (item.pending_in && !item.pending_stanza.empty()) s->deliver(item.pending_stanza);
+        }
+    });
 }
 
 ModuleSpec RosterModule::spec() {

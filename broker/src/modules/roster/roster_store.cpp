@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <unordered_map>
 
 #include <rocksdb/db.h>
 #include <rocksdb/iterator.h>
@@ -20,6 +21,169 @@ namespace starling::modules::roster {
 
 using storage::slice;
 using storage::write_options;
+
+namespace {
+
+// Owners with a read off the reactor on this (shard) thread, and how many roster writes of
+// theirs were staged since: a read that overlapped one is made again (load_async). Entries live
+// only while a read is pending.
+struct Watch {
+    std::uint32_t readers = 0;
+    std::uint64_t writes = 0;
+};
+thread_local std::unordered_map<std::string, Watch> t_watched;
+thread_local std::uint64_t t_writes = 0;
+
+void note_write(std::string_view owner) {
+    ++t_writes;
+    if (t_watched.empty()) return;
+    if (auto it = t_watched.find(std::string(owner)); it != t_watched.end()) ++it->second.writes;
+}
+
+// What RocksDB alone holds of `owner`'s roster, read at `tier`.
+struct RawRoster {
+    std::map<std::string, std::string, std::less<>> items;  // key -> record
+    std::optional<std::string> version;
+};
+
+rocksdb::Status read_raw(storage::Store& store, std::string_view owner, rocksdb::ReadTier tier, RawRoster& out) {
+    rocksdb::ReadOptions ro;
+    ro.read_tier = tier;
+    std::string prefix(owner);
+    prefix += '\0';
+    std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(ro, store.column(storage::Column::rosters)));
+    for (it->Seek(slice(prefix)); it->Valid() && it->key().starts_with(slice(prefix)); it->Next()) {
+        out.items.emplace(it->key().ToString(), it->value().ToString());
+    }
+    if (!it->status().ok()) return it->status();
+    std::string ver;
+    const auto st = store.db().Get(ro, store.column(storage::Column::meta), slice(RosterStore::version_key(owner)), &ver);
+    if (st.ok()) out.version = std::move(ver);
+    else if (!st.IsNotFound()) return st;
+    return rocksdb::Status::OK();
+}
+
+// `raw` with this shard's staged writes of `owner` laid over it, decoded.
+RosterSnapshot merged(storage::ShardWriter& writer, std::string_view owner, RawRoster& raw) {
+    std::string prefix(owner);
+    prefix += '\0';
+    std::map<std::string, std::string, std::less<>> values;
+    for (auto& [key, value] : raw.items) {
+        if (writer.staged(storage::Column::rosters, key)) continue;  // below
+        values.emplace(key, std::move(value));
+    }
+    for (auto& [key, value] : writer.staged_with_prefix(storage::Column::rosters, prefix)) {
+        if (value) values.insert_or_assign(std::move(key), std::move(*value));
+    }
+    RosterSnapshot out;
+    out.items.reserve(values.size());
+    for (const auto& [key, value] : values) {
+        auto item = decode(value);
+        if (!item) {
+            STARLING_LOG(warn, "roster: undecodable item under {}", owner);
+            continue;
+        }
+        out.items.push_back(std::move(*item));
+    }
+    std::optional<std::string> ver = std::move(raw.version);
+    if (auto staged = writer.staged(storage::Column::meta, RosterStore::version_key(owner))) ver = std::move(*staged);
+    if (ver) std::from_chars(ver->data(), ver->data() + ver->size(), out.version);
+    return out;
+}
+
+void load_async_attempt(storage::Store& store, storage::ShardWriter& writer, std::string owner, RosterLoaded done,
+                        int attempt);
+
+// The scan on the reader thread; `writes_at`: the owner's watched write count at the call.
+void load_off_reactor(storage::Store& store, storage::ShardWriter& writer, std::string owner, RosterLoaded done,
+                      int attempt, std::uint64_t writes_at) {
+    auto raw = std::make_shared<RawRoster>();
+    auto status = std::make_shared<rocksdb::Status>();
+    writer.run_off_reactor(
+        [&store, owner, raw, status] { *status = read_raw(store, owner, rocksdb::kReadAllTier, *raw); },
+        [&store, &writer, owner, raw, status, writes_at, attempt, done = std::move(done)]() mutable {
+            auto it = t_watched.find(owner);
+            const bool written = it != t_watched.end() && it->second.writes != writes_at;
+            if (it != t_watched.end() && --it->second.readers == 0) t_watched.erase(it);
+            if (written) {
+                // The scan may have missed a write staged since the call: read again.
+                load_async_attempt(store, writer, std::move(owner), std::move(done), attempt + 1);
+                return;
+            }
+            if (!status->ok()) {
+                STARLING_LOG(warn, "roster: reading the roster of {} failed: {}", owner, status->ToString());
+                done(xmpp::Unexpected(storage::errc_of(*status)));
+                return;
+            }
+            done(merged(writer, owner, *raw));
+        });
+}
+
+void load_async_attempt(storage::Store& store, storage::ShardWriter& writer, std::string owner, RosterLoaded done,
+                        int attempt) {
+    if (attempt >= RosterStore::k_async_attempts) {
+        // Written during every attempt: hot, so in the memtable or the block cache.
+        RosterStore sync(store, &writer);
+        RosterSnapshot snap{sync.load_all(owner), sync.version(owner)};
+        done(std::move(snap));
+        return;
+    }
+    {
+        RawRoster raw;
+        const auto st = read_raw(store, owner, rocksdb::kBlockCacheTier, raw);
+        if (st.ok()) {
+            done(merged(writer, owner, raw));
+            return;
+        }
+        if (!st.IsIncomplete()) {
+            STARLING_LOG(warn, "roster: reading the roster of {} failed: {}", owner, st.ToString());
+            done(xmpp::Unexpected(storage::errc_of(st)));
+            return;
+        }
+    }
+    // Cold: to the reader thread. It reads RocksDB only, so this shard's writes of `owner` that
+    // are staged or in flight are committed first (the overlay could drop them before the scan
+    // sees them); a write staged after this call is caught by the watch.
+    auto& watch = t_watched[owner];
+    ++watch.readers;
+    const std::uint64_t writes_at = watch.writes;
+    std::string prefix = owner;
+    prefix += '\0';
+    const bool staged = writer.overlay_size() != 0 &&
+                        (!writer.staged_with_prefix(storage::Column::rosters, prefix).empty() ||
+                         writer.staged(storage::Column::meta, RosterStore::version_key(owner)));
+    if (!staged) {
+        load_off_reactor(store, writer, std::move(owner), std::move(done), attempt, writes_at);
+        return;
+    }
+    writer.when_durable(storage::Durability::memory,
+                        [&store, &writer, owner = std::move(owner), done = std::move(done), attempt,
+                         writes_at](xmpp::Result<void, storage::Errc> r) mutable {
+                            if (!r && r.error() == storage::Errc::stopped) {
+                                // The writer is going away: nothing may use it.
+                                if (auto it = t_watched.find(owner); it != t_watched.end() && --it->second.readers == 0) {
+                                    t_watched.erase(it);
+                                }
+                                done(xmpp::Unexpected(storage::Errc::stopped));
+                                return;
+                            }
+                            // A failed commit dropped its writes from the overlay: RocksDB says.
+                            load_off_reactor(store, writer, std::move(owner), std::move(done), attempt, writes_at);
+                        });
+}
+
+}  // namespace
+
+std::uint64_t RosterStore::writes_on_this_thread() noexcept { return t_writes; }
+
+void RosterStore::load_async(std::string_view owner, RosterLoaded done) const {
+    if (_writer == nullptr) {
+        RosterSnapshot snap{load_all(owner), version(owner)};
+        done(std::move(snap));
+        return;
+    }
+    load_async_attempt(_store, *_writer, std::string(owner), std::move(done), 0);
+}
 
 
 std::string RosterStore::item_key(std::string_view owner, std::string_view contact) {
@@ -56,6 +220,7 @@ std::optional<std::string> RosterStore::get(storage::Column c, const std::string
 
 void RosterStore::forget(std::string_view owner) {
     if (_writer == nullptr) return;
+    note_write(owner);
     for (const auto& item : load_all(owner)) {
         (void)_writer->erase(storage::Column::rosters, item_key(owner, item.jid), storage::Durability::logged);
     }
@@ -118,6 +283,7 @@ std::uint64_t RosterStore::version(std::string_view owner) const {
 
 std::optional<std::uint64_t> RosterStore::save(std::string_view owner, const RosterItem& item, bool bump) {
     const std::string key = item_key(owner, item.jid);
+    note_write(owner);
     std::uint64_t ver = version(owner);
     if (bump) ++ver;
     if (_writer != nullptr) {

@@ -8,8 +8,10 @@
 // synchronous, fsync'd WriteBatch.
 //
 // Reads see the shard's own staged writes (read-your-writes): point reads through the writer's
-// overlay, prefix scans merged with it. Reads still go to RocksDB on the shard thread (block
-// cache first); moving cold reads off the reactor is TODO(#14).
+// overlay, prefix scans merged with it. load(), load_all() and version() read RocksDB on the
+// shard thread (block cache first); load_async() reads a whole roster and its version without
+// touching the disk there (issue 14): inline from the memtable and block cache, else on the
+// store's reader thread.
 //
 // Lives on: one per shard (every shard's module instance has one); RocksDB is thread-safe, and
 // a given owner's keys are only ever touched from that owner's home shard.
@@ -24,13 +26,23 @@
 #include "broker/src/modules/roster/roster_item.hpp"
 
 #include "broker/src/modules/api.hpp"
+#include "broker/src/storage/errc.hpp"
+#include "broker/src/storage/move_function.hpp"
 #include "broker/src/storage/store.hpp"
+#include "xmpp/result.hpp"
 
 namespace starling::storage {
 class ShardWriter;
 }
 
 namespace starling::modules::roster {
+
+// A whole roster as one read saw it.
+struct RosterSnapshot {
+    std::vector<RosterItem> items;  // every stored item (visible or not), in contact order
+    std::uint64_t version = 0;
+};
+using RosterLoaded = storage::MoveFunction<void(xmpp::Result<RosterSnapshot, storage::Errc>)>;
 
 class RosterStore {
 public:
@@ -43,6 +55,20 @@ public:
     std::vector<RosterItem> load_all(std::string_view owner) const;
     std::optional<RosterItem> load(std::string_view owner, std::string_view contact) const;
     std::uint64_t version(std::string_view owner) const;
+    // load_all() and version() together, without reading the disk on this thread. MAY RUN
+    // `done` INLINE, before it returns: when the roster is in the overlay, the memtable or the
+    // block cache. Otherwise (a cold roster) the scan runs on the store's reader thread (after
+    // this shard's staged writes of `owner` are committed, which it would not see) and `done`
+    // is posted back; if `owner`'s roster was written meanwhile the read is made again (at most
+    // k_async_attempts times, then synchronously here: a roster written that often is hot).
+    // A failed read gives the error; `done` is dropped, never run, once the writer is gone.
+    // Without a writer: synchronous, inline.
+    void load_async(std::string_view owner, RosterLoaded done) const;
+    static constexpr int k_async_attempts = 3;
+    // Roster writes (save, erase, forget) staged or made by RosterStore on the calling thread
+    // since it started, whoever the owner: a copy of a roster read on a shard is current while
+    // this has not moved (the PubSub service's cache of PEP owners' rosters).
+    static std::uint64_t writes_on_this_thread() noexcept;
     // Saves `item` (deleting it when roster::is_empty) and, when `bump`, the next version.
     // Returns the roster version after the write, or nullopt when the write failed. With a
     // writer the write is staged, not durable: wait with writer()->when_durable before telling

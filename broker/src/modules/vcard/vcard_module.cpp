@@ -1,5 +1,7 @@
 #include "broker/src/modules/vcard/vcard_module.hpp"
 
+#include "broker/src/session/input_hold.hpp"
+
 #include "broker/src/storage/write_path.hpp"
 
 #include "broker/src/session/shard_services.hpp"
@@ -46,17 +48,12 @@ void reply_when_durable(storage::ShardWriter& writer, DeferredIq reply) {
                         });
 }
 
-// Through the shard's writer when there is one: a vCard set a moment ago and not yet committed
-// is what the user sees (read-your-writes).
-xmpp::Result<std::string, storage::Errc> read_vcard(IqEvent& ev, VcardStore& vcards) {
-    if (auto* writer = ev.session.shard().writer) {
-        auto got = writer->get(storage::Column::vcards, ev.to);
-        if (!got) return xmpp::Unexpected(got.error());
-        if (!*got) return xmpp::Unexpected(storage::Errc::not_found);
-        return std::move(**got);
-    }
-    return vcards.get(ev.to);
-}
+// An IqEvent answered now, with DeferredIq's interface (the get's answer is written once).
+struct IqReply {
+    IqEvent& ev;
+    void result(std::string_view inner) { ev.reply_result(inner); }
+    void error(xmpp::StanzaError condition) { ev.reply_error(condition); }
+};
 
 }  // namespace
 
@@ -107,19 +104,42 @@ void VcardModule::install(ModuleContext& ctx) {
     ctx.on_iq(IqType::get, k_ns_vcard, "vCard", [vcards](IqEvent& ev) {
         if (!ev.to_account) return Handled::no;  // the server's own vCard: none (service-unavailable)
         const bool own = ev.to == ev.from().bare_view();
-        auto got = read_vcard(ev, *vcards);
-        if (got) {
-            ev.reply_result(*got);
-        } else if (got.error() != storage::Errc::not_found) {
-            STARLING_LOG(warn, "vcard: reading {} failed: {}", ev.to, storage::to_string(got.error()));
-            ev.reply_error(xmpp::StanzaError::internal_server_error);
-        } else if (own) {
-            ev.reply_result(k_empty_vcard);  // §3.1: an empty <vCard/> when there is none
-        } else {
-            // §3.3: an error when there is none or the user does not exist; the same answer for
-            // both, so that nobody learns which accounts exist.
-            ev.reply_error(xmpp::StanzaError::item_not_found);
+        // `error` none: `vcard` is the stored one.
+        auto answer = [own, to = std::string(ev.to)](auto& reply, std::optional<storage::Errc> error,
+                                                     std::string_view vcard) {
+            if (!error) {
+                reply.result(vcard);
+            } else if (*error != storage::Errc::not_found) {
+                STARLING_LOG(warn, "vcard: reading {} failed: {}", to, storage::to_string(*error));
+                reply.error(xmpp::StanzaError::internal_server_error);
+            } else if (own) {
+                reply.result(k_empty_vcard);  // §3.1: an empty <vCard/> when there is none
+            } else {
+                // §3.3: an error when there is none or the user does not exist; the same answer
+                // for both, so that nobody learns which accounts exist.
+                reply.error(xmpp::StanzaError::item_not_found);
+            }
+        };
+        auto* writer = ev.session.shard().writer;
+        if (writer == nullptr) {
+            IqReply reply{ev};
+            const auto got = vcards->get(ev.to);
+            if (got) answer(reply, std::nullopt, *got);
+            else answer(reply, got.error(), {});
+            return Handled::yes;
         }
+        // Through the writer (a vCard set a moment ago and not yet committed is what the user
+        // sees), without touching the disk on this thread (issue 14): inline from memory, else
+        // on the store's reader thread, the session's input held until the answer is out.
+        auto hold = std::make_shared<session::InputHold>(ev.session);
+        writer->get_async(storage::Column::vcards, ev.to,
+                          [answer, reply = ev.defer(), hold](xmpp::Result<std::optional<std::string>, storage::Errc> raw) mutable {
+                              if (!raw) answer(reply, raw.error(), {});
+                              else if (!*raw) answer(reply, storage::Errc::not_found, {});
+                              else answer(reply, std::nullopt, **raw);
+                              hold->done();
+                          });
+        hold->arm();
         return Handled::yes;
     });
 

@@ -3,7 +3,8 @@
 // session's login waits on the store's reader thread while the other sessions of the same shard
 // go on; and a session closed while its read is pending is never touched by the completion.
 // One real shard wired as broker.cpp wires one (store, committer, shard writer, router, c2s
-// sessions over loopback); run under the asan preset this also checks the lifetimes.
+// sessions over loopback: support/live_shard.hpp); run under the asan preset this also checks
+// the lifetimes.
 #include <gtest/gtest.h>
 
 #include <netinet/in.h>
@@ -33,6 +34,7 @@
 #include "broker/src/storage/write_path.hpp"
 #include "broker/src/util/random.hpp"
 #include "tests/support/faulty_fs.hpp"
+#include "tests/unit/broker/support/live_shard.hpp"
 #include "xmpp/base64.hpp"
 #include "xmpp/sasl/scram.hpp"
 
@@ -44,87 +46,21 @@ using Clock = std::chrono::steady_clock;
 
 constexpr auto k_disk_latency = 1000ms;  // per SST read while the disk is slow
 
-class TempDir {
-public:
-    TempDir() {
-        std::random_device rd;
-        _path = std::filesystem::temp_directory_path() / ("starling-reads-" + std::to_string(rd()));
-        std::filesystem::create_directories(_path);
-    }
-    ~TempDir() { std::filesystem::remove_all(_path); }
-    std::string str() const { return _path.string(); }
+// One shard wired as the broker wires one (tests/unit/broker/support/live_shard.hpp, with the
+// write path), its store on a file system that can be made slow.
+struct SlowDiskShard : starling::testing::OneShard {
+    std::shared_ptr<test::FaultyFileSystem> fs;
 
-private:
-    std::filesystem::path _path;
-};
-
-// One shard with a store on a file system that can be made slow.
-struct SlowDiskShard {
-    TempDir dir;
-    std::shared_ptr<test::FaultyFileSystem> fs = std::make_shared<test::FaultyFileSystem>();
-    std::unique_ptr<storage::Store> store;
-    std::unique_ptr<storage::Committer> committer;
-    std::unique_ptr<storage::AccountStore> accounts;
-    c2s::C2sOptions options;
-    util::Random random;
-    net::ShardSet shards{1};
-    std::unique_ptr<storage::ShardWriter> writer;
-    std::unique_ptr<router::Mailboxes<router::Envelope>> mailboxes;
-    std::unique_ptr<router::ShardRouter> router;
-    std::unique_ptr<c2s::ShardContext> ctx;
-    std::unique_ptr<net::Listener> listener;
-    std::uint16_t port = 0;
-
-    SlowDiskShard() {
-        storage::StoreOptions so;
-        so.file_system = fs;
-        store = storage::Store::open(dir.str(), so);
-        committer = std::make_unique<storage::Committer>(*store);
-        committer->start();
-        accounts = std::make_unique<storage::AccountStore>(*store);
-        options.require_tls = false;
-        options.allow_plaintext = true;
-        options.auth_failure_delay = 0ms;
-        options.server_secret = "0123456789abcdef0123456789abcdef";
-        writer = std::make_unique<storage::ShardWriter>(shards[0].io(), 0, *committer);
-        mailboxes = std::make_unique<router::Mailboxes<router::Envelope>>(1, 1024, [this](router::ShardId) { wake(); });
-        router = std::make_unique<router::ShardRouter>(0, *mailboxes, [this](router::Envelope&& env) {
-            std::static_pointer_cast<c2s::C2sSession>(std::move(env.session))->adopt(*ctx, env.fd);
-        });
-        ctx = std::make_unique<c2s::ShardContext>(
-            session::ShardServices{.shard = 0, .io = shards[0].io(), .server = options, .accounts = *accounts,
-                                   .router = *router, .random = random, .store = store.get(),
-                                   .writer = writer.get()},
-            options, nullptr);
-        listener = std::make_unique<net::Listener>(
-            shards[0].io(), asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0),
-            [this](asio::ip::tcp::socket s) { c2s::C2sSession::start(*ctx, std::move(s), false); });
-        listener->start();
-        port = listener->port();
-    }
-
-    ~SlowDiskShard() {
-        fs->heal();
-        shards.stop();
-        ctx->sessions.clear();
-        listener.reset();
-        writer.reset();
-        committer->stop();
-    }
-
-    void wake() {
-        asio::post(shards[0].io(), [this] {
-            mailboxes->drain(0, [this](router::Envelope&& env) { router->on_mail(std::move(env)); });
-            router->flush();
-        });
-    }
+    explicit SlowDiskShard(std::shared_ptr<test::FaultyFileSystem> f = std::make_shared<test::FaultyFileSystem>())
+        : OneShard({}, starling::testing::WritePath{f}), fs(std::move(f)) {}
+    ~SlowDiskShard() { fs->heal(); }
 
     void add_account(const std::string& bare, const std::string& password) {
         auto creds = xmpp::sasl::derive_credentials(xmpp::sasl::ScramAlgorithm::sha_256, password, "saltsaltsaltsalt", 4096);
         ASSERT_TRUE(creds);
         storage::AccountRecord rec;
         rec.sha256 = {creds->iterations, creds->salt, creds->stored_key, creds->server_key};
-        ASSERT_TRUE(accounts->put(bare, rec));
+        ASSERT_TRUE(accounts.put(bare, rec));
     }
 
     // The accounts go from the memtable to an SST, whose blocks are in no cache yet; from now
@@ -134,14 +70,6 @@ struct SlowDiskShard {
         fo.wait = true;
         ASSERT_TRUE(store->db().Flush(fo, store->column(storage::Column::accounts)).ok());
         fs->set_read_latency(latency);
-    }
-
-    template <class F>
-    auto on_shard(F f) {
-        std::packaged_task<decltype(f())()> task(f);
-        auto fut = task.get_future();
-        asio::post(shards[0].io(), [&task] { task(); });
-        return fut.get();
     }
 };
 
@@ -237,7 +165,6 @@ TEST(SessionReads, AColdAccountReadStallsOnlyItsOwnLoginNotTheShardsOtherSession
     t.add_account("alice@localhost", "pw-a");
     t.add_account("bob@localhost", "pw-b");
     t.add_account("carol@localhost", "pw-c");
-    t.shards.start();
 
     Client alice(t.port), bob(t.port);
     ASSERT_NE(alice.login("alice", "pw-a", "a").find("alice@localhost/a"), std::string::npos);
@@ -284,7 +211,6 @@ TEST(SessionReads, AColdAccountReadStallsOnlyItsOwnLoginNotTheShardsOtherSession
 TEST(SessionReads, AWrongPasswordAndAnUnknownUserReadFromTheSlowDiskGetNotAuthorized) {
     SlowDiskShard t;
     t.add_account("carol@localhost", "pw-c");
-    t.shards.start();
     t.make_accounts_cold(100ms);
 
     Client wrong(t.port);
@@ -306,7 +232,6 @@ TEST(SessionReads, AWrongPasswordAndAnUnknownUserReadFromTheSlowDiskGetNotAuthor
 TEST(SessionReads, ASessionClosedDuringItsPendingReadIsNotTouchedByTheCompletion) {
     SlowDiskShard t;
     t.add_account("carol@localhost", "pw-c");
-    t.shards.start();
     t.make_accounts_cold(k_disk_latency);
 
     Client carol(t.port);
@@ -344,7 +269,6 @@ TEST(SessionReads, ASessionClosedDuringItsPendingReadIsNotTouchedByTheCompletion
 TEST(SessionReads, ASessionDestroyedDuringItsPendingReadIsNotTouchedByTheCompletion) {
     SlowDiskShard t;
     t.add_account("carol@localhost", "pw-c");
-    t.shards.start();
     t.make_accounts_cold(k_disk_latency);
 
     {

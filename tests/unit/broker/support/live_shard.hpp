@@ -2,6 +2,11 @@
 // module host and a plaintext listener on loopback, a RocksDB store in a temp folder, and a
 // blocking client that speaks just enough XMPP. Shared by the ping/, register/ and vcard/ tests.
 // (Without sockets, see routed_shard.hpp.)
+//
+// With a WritePath (issue 14), the shard is wired as broker.cpp wires one: the store on the
+// given file system (tests/support/faulty_fs.hpp to make the disk slow), a started Committer and
+// the shard's ShardWriter, so that writes go through the write path and cold reads through the
+// store's reader thread. Used by the c2s/session_reads and modules/cold_reads tests.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -15,6 +20,7 @@
 #include <filesystem>
 #include <future>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -32,6 +38,7 @@
 #include "broker/src/router/router.hpp"
 #include "broker/src/storage/accounts.hpp"
 #include "broker/src/storage/store.hpp"
+#include "broker/src/storage/write_path.hpp"
 #include "broker/src/util/random.hpp"
 #include "xmpp/base64.hpp"
 
@@ -51,12 +58,19 @@ private:
     std::filesystem::path _path;
 };
 
+// Asks OneShard for the broker's write path, over `file_system` (null: the default one).
+struct WritePath {
+    std::shared_ptr<rocksdb::FileSystem> file_system;
+};
+
 struct OneShard {
     TempDir dir;
-    std::unique_ptr<storage::Store> store = storage::Store::open(dir.str());
-    storage::AccountStore accounts{*store};
+    std::unique_ptr<storage::Store> store;
+    std::unique_ptr<storage::Committer> committer;  // with a WritePath only
+    storage::AccountStore accounts;
     c2s::C2sOptions options;
     net::ShardSet shards{1};
+    std::unique_ptr<storage::ShardWriter> writer;  // with a WritePath only
     router::Mailboxes<router::Envelope> mailboxes{1, 1024, [this](router::ShardId) { wake(); }};
     util::Random random;
     std::unique_ptr<router::ShardRouter> router;
@@ -67,7 +81,14 @@ struct OneShard {
 
     // `configure` may edit the options before anything reads them.
     template <class Configure>
-    OneShard(std::vector<std::unique_ptr<session::Module>> mods, Configure configure) {
+    OneShard(std::vector<std::unique_ptr<session::Module>> mods, Configure configure,
+             std::optional<WritePath> write_path = std::nullopt)
+        : store(open_store(dir, write_path)), accounts(*store) {
+        if (write_path) {
+            committer = std::make_unique<storage::Committer>(*store);
+            committer->start();
+            writer = std::make_unique<storage::ShardWriter>(shards[0].io(), 0, *committer);
+        }
         options.require_tls = false;
         options.allow_plaintext = true;
         options.auth_failure_delay = std::chrono::milliseconds(0);
@@ -78,7 +99,8 @@ struct OneShard {
         });
         ctx = std::make_unique<c2s::ShardContext>(
             session::ShardServices{.shard = 0, .io = shards[0].io(), .server = options, .accounts = accounts,
-                                   .router = *router, .random = random, .hooks = &host, .store = store.get()},
+                                   .router = *router, .random = random, .hooks = &host, .store = store.get(),
+                                   .writer = writer.get()},
             options, nullptr);
         host.install(*ctx, std::move(mods));
         router->set_hooks(&host);
@@ -91,11 +113,22 @@ struct OneShard {
     }
     explicit OneShard(std::vector<std::unique_ptr<session::Module>> mods)
         : OneShard(std::move(mods), [](c2s::C2sOptions&) {}) {}
+    OneShard(std::vector<std::unique_ptr<session::Module>> mods, WritePath write_path)
+        : OneShard(std::move(mods), [](c2s::C2sOptions&) {}, std::move(write_path)) {}
 
     ~OneShard() {
         shards.stop();
         ctx->sessions.clear();
         listener.reset();
+        // As the broker: the writer before its io_context, the committer after the writer.
+        writer.reset();
+        if (committer) committer->stop();
+    }
+
+    static std::unique_ptr<storage::Store> open_store(const TempDir& dir, const std::optional<WritePath>& wp) {
+        storage::StoreOptions so;
+        if (wp && wp->file_system) so.file_system = wp->file_system;
+        return storage::Store::open(dir.str(), so);
     }
 
     void wake() {
