@@ -136,8 +136,8 @@ namespace {
 
 // Store-once index records ("mam"): 4 zero bytes (a FlatBuffers buffer, the format before,
 // starts with its root table's offset, never 0), the kind, flags (bit 0: a stamp other than
-// the id follows, 8 bytes big-endian), 'with' (2 bytes big-endian length, then the JID), and
-// for k_shared the bare JID of the body's owner (the rest of the value).
+// the id follows, 8 bytes big-endian) and 'with' (2 bytes big-endian length, then the JID). For
+// k_shared the body's owner is the sender, the bare part of 'with'.
 constexpr char k_own_sent = 1;      // the body is at (id, owner), the owner sent it
 constexpr char k_own_received = 2;  // the body is at (id, owner), nobody else refers to it
 constexpr char k_shared = 3;        // the body is at (id, body owner): the sender's copy
@@ -161,8 +161,7 @@ bool is_index_record(std::string_view v) noexcept {
 }
 
 // JIDs are at most 3071 bytes (RFC 7622 §3.1): a 2-byte length always holds one.
-bool index_into(std::string& out, char kind, std::uint64_t id, std::int64_t stamp_us, std::string_view with,
-                std::string_view body_owner) {
+bool index_into(std::string& out, char kind, std::uint64_t id, std::int64_t stamp_us, std::string_view with) {
     if (with.size() > 0xffff) return false;
     out.assign(4, '\0');
     out += kind;
@@ -171,7 +170,6 @@ bool index_into(std::string& out, char kind, std::uint64_t id, std::int64_t stam
     if (own_stamp) put_be(out, static_cast<std::uint64_t>(stamp_us), 8);
     put_be(out, with.size(), 2);
     out += with;
-    out += body_owner;
     return true;
 }
 
@@ -386,7 +384,7 @@ xmpp::Result<ArchivedMessage, Errc> MessageArchive::decode(std::string_view byte
             m.sent = kind == k_own_sent;
             m.stanza_in_body = true;
             if (kind == k_shared) {
-                m.body_owner.assign(bytes.substr(at));
+                m.body_owner.assign(bare_part(m.with));
                 if (m.body_owner.empty()) return xmpp::Unexpected(Errc::corrupt);
                 m.needs_stanza_id = true;
             }
@@ -553,7 +551,7 @@ xmpp::Result<void, Errc> MessageArchive::append(std::string_view bare, std::uint
         }
         if (auto r = put(storage::Column::mam_bodies, _key, _value); !r) return r;
         archive_key_into(_key, bare, id);
-        if (!index_into(_value, sent ? k_own_sent : k_own_received, id, stamp_us, with, {})) {
+        if (!index_into(_value, sent ? k_own_sent : k_own_received, id, stamp_us, with)) {
             return xmpp::Unexpected(Errc::invalid_argument);
         }
         if (auto r = put(storage::Column::mam, _key, _value); !r) return r;
@@ -567,11 +565,12 @@ xmpp::Result<void, Errc> MessageArchive::append(std::string_view bare, std::uint
 xmpp::Result<bool, Errc> MessageArchive::append_shared(std::string_view bare, std::uint64_t body_id,
                                                        std::string_view with, std::string_view sender_bare) noexcept {
     try {
-        if (sender_bare.empty() || sender_bare == bare) return false;
+        // The body's owner is the sender, whose full JID is 'with': the record need not name it.
+        if (sender_bare.empty() || sender_bare == bare || bare_part(with) != sender_bare) return false;
         auto u = user(bare);
         if (body_id <= u->second.last_id) return false;  // the id is taken or below the newest
         archive_key_into(_key, bare, body_id);
-        if (!index_into(_value, k_shared, body_id, static_cast<std::int64_t>(body_id), with, sender_bare)) return false;
+        if (!index_into(_value, k_shared, body_id, static_cast<std::int64_t>(body_id), with)) return false;
         if (auto r = put(storage::Column::mam, _key, _value); !r) return xmpp::Unexpected(r.error());
         note_append(u, body_id);
         return true;

@@ -125,9 +125,9 @@ public:
                                              std::string_view with, bool sent, std::string_view stanza) noexcept;
 
     // The recipient's index record of a message its sender archived on this shard just before
-    // (append with sent = true, `body_id`, owner `sender_bare`): no second copy of the stanza.
-    // The record takes the body's id; false (nothing written) when that id is not above every
-    // id `bare` has (then the caller archives a copy of its own).
+    // (append with sent = true, `body_id`, owner `sender_bare`, whose full JID is `with`): no
+    // second copy of the stanza. The record takes the body's id; false (nothing written) when
+    // that id is not above every id `bare` has (then the caller archives a copy of its own).
     xmpp::Result<bool, storage::Errc> append_shared(std::string_view bare, std::uint64_t body_id,
                                                     std::string_view with, std::string_view sender_bare) noexcept;
 
