@@ -126,6 +126,27 @@ async def test_received_message_carries_its_archive_id(t):
     assert page.bodies == ["with an id"] and page.complete and page.count == 1, page.bodies
 
 
+async def test_a_message_stored_once_is_in_both_archives(t):
+    # One shard: alice and bob share it, so the message is stored once (issue 14) and named by
+    # both archives. bob's copy is the one he sent; alice's result carries her <stanza-id/>,
+    # the same id she got with the message and the result's id.
+    s = await t.shared_server(shards=1)
+    _, (alice, bob) = await people(t, server=s)
+    bob.send_message(alice.bare, "stored once")
+    got = await alice.wait_message(5)
+    sids = [e.get("id") for e in got.xml.findall(f"{{{SID}}}stanza-id") if e.get("by") == alice.bare]
+    assert len(sids) == 1, ET.tostring(got.xml)
+    mine = await query(alice)
+    assert mine.bodies == ["stored once"] and mine.ids == sids, (mine.bodies, mine.ids, sids)
+    inner = mine.items[0][2]
+    archived = [e.get("id") for e in inner.findall(f"{{{SID}}}stanza-id") if e.get("by") == alice.bare]
+    assert archived == sids, ET.tostring(inner)
+    assert inner.get("from").split("/")[0] == bob.bare, ET.tostring(inner)
+    theirs = await query(bob)
+    assert theirs.bodies == ["stored once"] and theirs.count == 1, theirs.bodies
+    assert theirs.items[0][2].get("to").split("/")[0] == alice.bare
+
+
 async def test_query_by_correspondent(t):
     # alice talks with bob and with carol: with=bob gives both directions with bob, in order;
     # with=carol's full JID only carol's; no filter gives everything.

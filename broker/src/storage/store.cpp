@@ -41,6 +41,7 @@ std::string_view to_string(Column c) noexcept {
     case Column::blocking: return "blocking";
     case Column::vcards: return "vcards";
     case Column::meta: return "meta";
+    case Column::mam_bodies: return "mam_bodies";
     case Column::count_: break;
     }
     return "unknown";

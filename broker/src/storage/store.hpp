@@ -33,6 +33,7 @@ enum class Column : std::uint8_t {
     blocking,  // XEP-0191 block lists
     vcards,    // XEP-0054 vCard-temp
     meta,      // per-account small records (roster version counters, registration...)
+    mam_bodies,  // XEP-0313 archived stanzas, stored once per message (modules/mam/README.md)
     count_,
 };
 

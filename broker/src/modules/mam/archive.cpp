@@ -124,6 +124,82 @@ std::string count_key(std::string_view bare) {
     return k;
 }
 
+std::string body_key(std::uint64_t id, std::string_view owner) {
+    std::string k;
+    k.reserve(8 + owner.size());
+    for (int shift = 56; shift >= 0; shift -= 8) k += static_cast<char>((id >> shift) & 0xff);
+    k += owner;
+    return k;
+}
+
+namespace {
+
+// Store-once index records ("mam"): 4 zero bytes (a FlatBuffers buffer, the format before,
+// starts with its root table's offset, never 0), the kind, flags (bit 0: a stamp other than
+// the id follows, 8 bytes big-endian) and 'with' (2 bytes big-endian length, then the JID). For
+// k_shared the body's owner is the sender, the bare part of 'with'.
+constexpr char k_own_sent = 1;      // the body is at (id, owner), the owner sent it
+constexpr char k_own_received = 2;  // the body is at (id, owner), nobody else refers to it
+constexpr char k_shared = 3;        // the body is at (id, body owner): the sender's copy
+constexpr std::size_t k_index_head = 6;
+// Bodies ("mam_bodies"): a version byte (1), the other party's bare JID (2 bytes big-endian
+// length, then the JID; empty: none), then the stanza.
+constexpr char k_body_v1 = 1;
+
+void put_be(std::string& out, std::uint64_t v, int bytes) {
+    for (int shift = (bytes - 1) * 8; shift >= 0; shift -= 8) out += static_cast<char>((v >> shift) & 0xff);
+}
+
+std::uint64_t get_be(std::string_view in, std::size_t at, int bytes) noexcept {
+    std::uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i) v = (v << 8) | static_cast<unsigned char>(in[at + static_cast<std::size_t>(i)]);
+    return v;
+}
+
+bool is_index_record(std::string_view v) noexcept {
+    return v.size() >= k_index_head && v[0] == 0 && v[1] == 0 && v[2] == 0 && v[3] == 0;
+}
+
+// JIDs are at most 3071 bytes (RFC 7622 §3.1): a 2-byte length always holds one.
+bool index_into(std::string& out, char kind, std::uint64_t id, std::int64_t stamp_us, std::string_view with) {
+    if (with.size() > 0xffff) return false;
+    out.assign(4, '\0');
+    out += kind;
+    const bool own_stamp = stamp_us != static_cast<std::int64_t>(id);
+    out += static_cast<char>(own_stamp ? 1 : 0);
+    if (own_stamp) put_be(out, static_cast<std::uint64_t>(stamp_us), 8);
+    put_be(out, with.size(), 2);
+    out += with;
+    return true;
+}
+
+bool body_into(std::string& out, std::string_view peer, std::string_view stanza) {
+    if (peer.size() > 0xffff) return false;
+    out.clear();
+    out.reserve(3 + peer.size() + stanza.size());
+    out += k_body_v1;
+    put_be(out, peer.size(), 2);
+    out += peer;
+    out += stanza;
+    return true;
+}
+
+struct Body {
+    std::string_view peer;
+    std::string_view stanza;
+};
+
+std::optional<Body> parse_body(std::string_view v) noexcept {
+    if (v.size() < 3 || v[0] != k_body_v1) return std::nullopt;
+    const auto n = static_cast<std::size_t>(get_be(v, 1, 2));
+    if (v.size() < 3 + n) return std::nullopt;
+    return Body{v.substr(3, n), v.substr(3 + n)};
+}
+
+std::string_view bare_part(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
+
+}  // namespace
+
 struct MessageArchive::Pending {
     rocksdb::WriteBatch batch;  // without a writer: this turn's records
     bool flush_posted = false;
@@ -157,8 +233,7 @@ std::string be64(std::uint64_t v) {
 MessageArchive::MessageArchive(storage::Store* store, storage::ShardWriter* writer) noexcept
     : _store(store),
       _writer(store != nullptr ? writer : nullptr),
-      _pending(std::make_shared<Pending>()),
-      _fbb(std::make_unique<flatbuffers::FlatBufferBuilder>(1024)) {
+      _pending(std::make_shared<Pending>()) {
     _pending->owner = this;
 }
 
@@ -288,6 +363,33 @@ std::string MessageArchive::encode(const ArchivedMessage& m) {
 
 xmpp::Result<ArchivedMessage, Errc> MessageArchive::decode(std::string_view bytes, std::uint64_t id) noexcept {
     try {
+        if (is_index_record(bytes)) {
+            ArchivedMessage m;
+            m.id = id;
+            const char kind = bytes[4];
+            if (kind != k_own_sent && kind != k_own_received && kind != k_shared) return xmpp::Unexpected(Errc::corrupt);
+            std::size_t at = k_index_head;
+            m.stamp_us = static_cast<std::int64_t>(id);
+            if ((bytes[5] & 1) != 0) {
+                if (bytes.size() < at + 8) return xmpp::Unexpected(Errc::corrupt);
+                m.stamp_us = static_cast<std::int64_t>(get_be(bytes, at, 8));
+                at += 8;
+            }
+            if (bytes.size() < at + 2) return xmpp::Unexpected(Errc::corrupt);
+            const auto n = static_cast<std::size_t>(get_be(bytes, at, 2));
+            at += 2;
+            if (bytes.size() < at + n) return xmpp::Unexpected(Errc::corrupt);
+            m.with.assign(bytes.substr(at, n));
+            at += n;
+            m.sent = kind == k_own_sent;
+            m.stanza_in_body = true;
+            if (kind == k_shared) {
+                m.body_owner.assign(bare_part(m.with));
+                if (m.body_owner.empty()) return xmpp::Unexpected(Errc::corrupt);
+                m.needs_stanza_id = true;
+            }
+            return m;
+        }
         std::string scratch;  // FlatBuffers needs aligned bytes (storage::aligned)
         bytes = storage::aligned(bytes, scratch);
         flatbuffers::Verifier v(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
@@ -365,45 +467,197 @@ void MessageArchive::stage_counts() noexcept {
     _dirty.clear();
 }
 
-xmpp::Result<void, Errc> MessageArchive::append(std::string_view bare, std::uint64_t id, std::int64_t stamp_us,
-                                                std::string_view with, bool sent, std::string_view stanza) noexcept {
+xmpp::Result<void, Errc> MessageArchive::put(storage::Column c, std::string_view key, std::string_view value) noexcept {
     try {
-        auto u = user(bare);
-        archive_key_into(_key, bare, id);
-        build_value(*_fbb, stamp_us, with, sent, stanza);
-        const std::string_view value(reinterpret_cast<const char*>(_fbb->GetBufferPointer()), _fbb->GetSize());
         if (_store == nullptr) {
-            _memory[_key] = std::string(value);
-        } else {
-            post_end_of_turn();
-            if (_writer != nullptr) {
-                auto r = _writer->append(storage::Column::mam, _key, value, storage::Durability::logged);
-                if (!r) return r;
-            } else {
-                const auto st = _pending->batch.Put(_store->column(storage::Column::mam), slice(_key), slice(value));
-                if (!st.ok()) return xmpp::Unexpected(errc_of(st));
-            }
+            (c == storage::Column::mam ? _memory : _memory_bodies)[std::string(key)] = std::string(value);
+            return {};
         }
-        ++_appended;
-        User& ur = u->second;
-        if (id > ur.last_id) ur.last_id = id;
-        ++ur.count;  // a delta until the stored count is loaded
-        if (!ur.queued && (!ur.count_known || (_max_count > 0 && ur.count > _max_count + std::max<std::uint64_t>(1, _max_count / 16)))) {
-            ur.queued = true;
-            _queue.push_back(u);
-        }
-        if (!ur.count_dirty) {
-            ur.count_dirty = true;
-            _dirty.push_back(u);
-        }
-        if (_store != nullptr && _io == nullptr) {
-            stage_counts();
-            flush();
-        }
+        if (_writer != nullptr) return _writer->append(c, key, value, storage::Durability::logged);
+        post_end_of_turn();
+        const auto st = _pending->batch.Put(_store->column(c), slice(key), slice(value));
+        if (!st.ok()) return xmpp::Unexpected(errc_of(st));
         return {};
     } catch (...) {
         return xmpp::Unexpected(Errc::io_error);
     }
+}
+
+xmpp::Result<void, Errc> MessageArchive::erase(storage::Column c, std::string_view key) noexcept {
+    try {
+        if (_store == nullptr) {
+            auto& m = c == storage::Column::mam ? _memory : _memory_bodies;
+            if (auto it = m.find(std::string(key)); it != m.end()) m.erase(it);
+            return {};
+        }
+        if (_writer != nullptr) return _writer->erase(c, key, storage::Durability::logged);
+        post_end_of_turn();
+        const auto st = _pending->batch.Delete(_store->column(c), slice(key));
+        if (!st.ok()) return xmpp::Unexpected(errc_of(st));
+        return {};
+    } catch (...) {
+        return xmpp::Unexpected(Errc::io_error);
+    }
+}
+
+xmpp::Result<std::string, Errc> MessageArchive::read(storage::Column c, std::string_view key,
+                                                     const rocksdb::ReadOptions& ro) const noexcept {
+    try {
+        if (_store == nullptr) {
+            const auto& m = c == storage::Column::mam ? _memory : _memory_bodies;
+            auto it = m.find(std::string(key));
+            if (it == m.end()) return xmpp::Unexpected(Errc::not_found);
+            return it->second;
+        }
+        std::string value;
+        const auto st = _store->db().Get(ro, _store->column(c), slice(key), &value);
+        if (!st.ok()) return xmpp::Unexpected(errc_of(st));
+        return value;
+    } catch (...) {
+        return xmpp::Unexpected(Errc::io_error);
+    }
+}
+
+void MessageArchive::note_append(Users::value_type* u, std::uint64_t id) {
+    ++_appended;
+    User& ur = u->second;
+    if (id > ur.last_id) ur.last_id = id;
+    ++ur.count;  // a delta until the stored count is loaded
+    if (!ur.queued && (!ur.count_known || (_max_count > 0 && ur.count > _max_count + std::max<std::uint64_t>(1, _max_count / 16)))) {
+        ur.queued = true;
+        _queue.push_back(u);
+    }
+    if (!ur.count_dirty) {
+        ur.count_dirty = true;
+        _dirty.push_back(u);
+    }
+    if (_store != nullptr && _io == nullptr) {
+        stage_counts();
+        flush();
+    }
+}
+
+xmpp::Result<void, Errc> MessageArchive::append(std::string_view bare, std::uint64_t id, std::int64_t stamp_us,
+                                                std::string_view with, bool sent, std::string_view stanza) noexcept {
+    try {
+        auto u = user(bare);
+        // The body first, then the index record: both in the same batch of the turn. A sent
+        // message's body names the recipient, who may share it (append_shared).
+        _key.clear();
+        put_be(_key, id, 8);
+        _key += bare;
+        if (!body_into(_value, sent ? bare_part(with) : std::string_view(), stanza)) {
+            return xmpp::Unexpected(Errc::invalid_argument);
+        }
+        if (auto r = put(storage::Column::mam_bodies, _key, _value); !r) return r;
+        archive_key_into(_key, bare, id);
+        if (!index_into(_value, sent ? k_own_sent : k_own_received, id, stamp_us, with)) {
+            return xmpp::Unexpected(Errc::invalid_argument);
+        }
+        if (auto r = put(storage::Column::mam, _key, _value); !r) return r;
+        note_append(u, id);
+        return {};
+    } catch (...) {
+        return xmpp::Unexpected(Errc::io_error);
+    }
+}
+
+xmpp::Result<bool, Errc> MessageArchive::append_shared(std::string_view bare, std::uint64_t body_id,
+                                                       std::string_view with, std::string_view sender_bare) noexcept {
+    try {
+        // The body's owner is the sender, whose full JID is 'with': the record need not name it.
+        if (sender_bare.empty() || sender_bare == bare || bare_part(with) != sender_bare) return false;
+        auto u = user(bare);
+        if (body_id <= u->second.last_id) return false;  // the id is taken or below the newest
+        archive_key_into(_key, bare, body_id);
+        if (!index_into(_value, k_shared, body_id, static_cast<std::int64_t>(body_id), with)) return false;
+        if (auto r = put(storage::Column::mam, _key, _value); !r) return xmpp::Unexpected(r.error());
+        note_append(u, body_id);
+        return true;
+    } catch (...) {
+        return xmpp::Unexpected(Errc::io_error);
+    }
+}
+
+void MessageArchive::expire_bodies(std::uint64_t floor) noexcept {
+    constexpr std::uint64_t k_step_us = 60'000'000;
+    if (floor == 0 || floor < _bodies_floor + k_step_us) return;
+    try {
+        const std::string begin(8, '\0');
+        std::string end;
+        put_be(end, floor, 8);
+        if (_store == nullptr) {
+            _memory_bodies.erase(_memory_bodies.begin(), _memory_bodies.lower_bound(end));
+        } else if (_writer != nullptr) {
+            if (!_writer->erase_range(storage::Column::mam_bodies, begin, end, storage::Durability::logged)) return;
+        } else {
+            post_end_of_turn();
+            if (!_pending->batch.DeleteRange(_store->column(storage::Column::mam_bodies), slice(begin), slice(end)).ok()) {
+                return;
+            }
+            if (_io == nullptr) flush();
+        }
+        _bodies_floor = floor;
+    } catch (...) {
+    }
+}
+
+std::vector<std::string> MessageArchive::find_orphans(std::string& cursor, std::size_t n, std::uint64_t watermark,
+                                                      const std::function<bool(std::string_view)>& mine) const {
+    std::vector<std::string> out;
+    // One body: whether an index record still names it.
+    auto check = [&](std::string_view key, std::string_view value, const rocksdb::ReadOptions& ro) {
+        const std::uint64_t id = get_be(key, 0, 8);
+        const std::string_view owner = key.substr(8);
+        if (!mine(owner)) return;
+        auto referred = [&](std::string_view bare) {
+            auto r = read(storage::Column::mam, archive_key(bare, id), ro);
+            return r.has_value() || r.error() != Errc::not_found;  // a read error keeps the body
+        };
+        if (referred(owner)) return;
+        const auto body = parse_body(value);
+        if (body && !body->peer.empty() && referred(body->peer)) return;
+        out.emplace_back(key);
+    };
+    std::size_t visited = 0;
+    if (_store == nullptr) {
+        auto it = _memory_bodies.lower_bound(cursor);
+        rocksdb::ReadOptions ro;
+        for (; it != _memory_bodies.end() && visited < n; ++it, ++visited) {
+            if (it->first.size() < 8 || get_be(it->first, 0, 8) > watermark) {
+                it = _memory_bodies.end();
+                break;
+            }
+            check(it->first, it->second, ro);
+        }
+        cursor = it == _memory_bodies.end() ? std::string() : it->first;
+        return out;
+    }
+    const rocksdb::Snapshot* snap = _store->db().GetSnapshot();
+    rocksdb::ReadOptions ro;
+    ro.snapshot = snap;
+    {
+        std::unique_ptr<rocksdb::Iterator> it(_store->db().NewIterator(ro, _store->column(storage::Column::mam_bodies)));
+        bool end = true;
+        for (it->Seek(slice(cursor)); it->Valid(); it->Next()) {
+            const std::string_view key(it->key().data(), it->key().size());
+            if (key.size() < 8 || get_be(key, 0, 8) > watermark) break;  // in id order: the rest is newer
+            if (visited++ == n) {
+                cursor.assign(key);
+                end = false;
+                break;
+            }
+            check(key, {it->value().data(), it->value().size()}, ro);
+        }
+        if (end) cursor.clear();
+    }
+    _store->db().ReleaseSnapshot(snap);
+    return out;
+}
+
+void MessageArchive::erase_bodies(const std::vector<std::string>& keys) noexcept {
+    for (const auto& k : keys) (void)erase(storage::Column::mam_bodies, k);
+    if (_store != nullptr && _writer == nullptr && _io == nullptr) flush();
 }
 
 void MessageArchive::queue_for_retention(std::string_view bare) {
@@ -523,16 +777,19 @@ xmpp::Result<void, Errc> MessageArchive::scan(std::string_view bare, std::uint64
 xmpp::Result<ArchivedMessage, Errc> MessageArchive::get(std::string_view bare, std::uint64_t id) const noexcept {
     try {
         flush();  // the pending batch is part of the archive
-        const auto key = archive_key(bare, id);
-        if (_store == nullptr) {
-            auto it = _memory.find(key);
-            if (it == _memory.end()) return xmpp::Unexpected(Errc::not_found);
-            return decode(it->second, id);
-        }
-        std::string value;
-        const auto st = _store->db().Get(rocksdb::ReadOptions(), _store->column(storage::Column::mam), slice(key), &value);
-        if (!st.ok()) return xmpp::Unexpected(errc_of(st));
-        return decode(value, id);
+        const rocksdb::ReadOptions ro;
+        auto value = read(storage::Column::mam, archive_key(bare, id), ro);
+        if (!value) return xmpp::Unexpected(value.error());
+        auto m = decode(*value, id);
+        if (!m || !m->stanza_in_body) return m;
+        // A body gone with its age (expire_bodies) while this record is a little younger: the
+        // record is expired too, as far as anyone can tell.
+        auto body = read(storage::Column::mam_bodies, body_key(id, m->body_owner.empty() ? bare : m->body_owner), ro);
+        if (!body) return xmpp::Unexpected(body.error());
+        const auto parsed = parse_body(*body);
+        if (!parsed) return xmpp::Unexpected(Errc::corrupt);
+        m->stanza.assign(parsed->stanza);
+        return m;
     } catch (...) {
         return xmpp::Unexpected(Errc::io_error);
     }
@@ -544,8 +801,10 @@ xmpp::Result<void, Errc> MessageArchive::remove(std::string_view bare, std::uint
         if (hi <= lo) return {};
         // Count what goes, to keep the user's count exact (retention only: not the message path).
         std::vector<std::uint64_t> ids;
-        if (auto r = scan(bare, lo, hi - 1, [&](std::uint64_t id, std::string_view) {
+        std::vector<std::uint64_t> sole;  // bodies only these records name (received, not shared)
+        if (auto r = scan(bare, lo, hi - 1, [&](std::uint64_t id, std::string_view value) {
                 ids.push_back(id);
+                if (is_index_record(value) && value[4] == k_own_received) sole.push_back(id);
                 return true;
             });
             !r) {
@@ -587,6 +846,11 @@ xmpp::Result<void, Errc> MessageArchive::remove(std::string_view bare, std::uint
             const auto st = _store->db().Write(w, &batch);
             if (!st.ok()) return xmpp::Unexpected(errc_of(st));
         }
+        // Bodies that other records may name (sent, shared) are left to find_orphans.
+        for (const auto id : sole) {
+            if (auto r = erase(storage::Column::mam_bodies, body_key(id, bare)); !r) return r;
+        }
+        if (_store != nullptr && _writer == nullptr) flush();
         auto u = _users.find(bare);
         if (u != _users.end() && u->second.count_known) {
             u->second.count = u->second.count > removed ? u->second.count - removed : 0;

@@ -1,7 +1,18 @@
-// MessageArchive: every user's message archive (XEP-0313) in the "mam" column family.
-// Key: bare JID, NUL, archive id as 8 bytes big-endian; the id is the archive time in
-// microseconds since the epoch, made unique and increasing per shard (every message of a user
-// is archived on its home shard). Value: a FlatBuffers ArchivedMessage (schemas/storage/mam.fbs).
+// MessageArchive: every user's message archive (XEP-0313), stored once per message.
+// Index ("mam" column family), one record per party: key bare JID, NUL, archive id as 8 bytes
+// big-endian; the id is the archive time in microseconds since the epoch, made unique and
+// increasing per shard (every message of a user is archived on its home shard). Value: a small
+// index record (encode_index: direction, 'with', where the stanza is). Records written before
+// store-once (a FlatBuffers ArchivedMessage, schemas/storage/mam.fbs, with the stanza inline)
+// are read as they are: both formats coexist, nothing is migrated.
+// Bodies ("mam_bodies"): key archive id as 8 bytes big-endian, then the bare JID of the party
+// whose index record has that id; value: the stanza, and the bare JID of the other party, who
+// may hold an index record with the same id (a chat between two accounts of one shard: the
+// message is stored once, and both index records name the same body). Keys in id order: the
+// body space grows at its end, its SST files do not overlap.
+// Bodies go when nobody refers to them: by age (a range deletion below the retention floor,
+// expire_bodies), and by a pass over the bodies (find_orphans) for those whose index records
+// went by count trimming or account deletion.
 // Per user, a record count in the "meta" column family (key: bare JID, NUL, "mam.count";
 // value: 8 bytes big-endian), so that retention by count never has to scan an archive to count
 // it; written at most once a second per user (persist_counts) and at destruction.
@@ -35,11 +46,8 @@
 #include "broker/src/util/string_map.hpp"
 #include "xmpp/result.hpp"
 
-namespace flatbuffers {
-class FlatBufferBuilder;
-}
-
 namespace starling::storage {
+enum class Column : std::uint8_t;
 class Store;
 class ShardWriter;
 }
@@ -59,6 +67,12 @@ struct ArchivedMessage {
     std::string with;              // the other party's full JID
     bool sent = false;             // sent by the owner (else received)
     std::string stanza;            // the <message/> as delivered
+    // Index records of the store-once format (decode() leaves `stanza` empty; get() fills it):
+    bool stanza_in_body = false;   // the stanza is in the body space
+    std::string body_owner;        // whose body it is when not the record's owner's (shared)
+    // The stanza is the copy the sender archived: the owner's <stanza-id/> (XEP-0359) is not in
+    // it and is added when the record is sent (a query result).
+    bool needs_stanza_id = false;
 };
 
 // Archive ids on the wire: 16 lowercase hex digits of a keyed permutation of the internal id
@@ -83,6 +97,8 @@ std::string archive_key(std::string_view bare, std::uint64_t id);
 // The same key into `out` (cleared first): no allocation once `out` has grown.
 void archive_key_into(std::string& out, std::string_view bare, std::uint64_t id);
 std::string count_key(std::string_view bare);
+// Key of a body in "mam_bodies": 8 bytes big-endian id, then the owner's bare JID.
+std::string body_key(std::uint64_t id, std::string_view owner);
 
 class MessageArchive {
 public:
@@ -107,6 +123,13 @@ public:
     // The same from views: the value is built in a reused buffer, no allocation per message.
     xmpp::Result<void, storage::Errc> append(std::string_view bare, std::uint64_t id, std::int64_t stamp_us,
                                              std::string_view with, bool sent, std::string_view stanza) noexcept;
+
+    // The recipient's index record of a message its sender archived on this shard just before
+    // (append with sent = true, `body_id`, owner `sender_bare`, whose full JID is `with`): no
+    // second copy of the stanza. The record takes the body's id; false (nothing written) when
+    // that id is not above every id `bare` has (then the caller archives a copy of its own).
+    xmpp::Result<bool, storage::Errc> append_shared(std::string_view bare, std::uint64_t body_id,
+                                                    std::string_view with, std::string_view sender_bare) noexcept;
 
     // Runs `f` on this shard once every append made before the call is readable (committed):
     // inline when none is waiting. With `ok` false when a commit failed (what was appended may
@@ -136,6 +159,20 @@ public:
     // Removes the records of `bare` with lo <= id < hi. Keeps the count exact (counts what it
     // removes): for retention, not for the message path.
     xmpp::Result<void, storage::Errc> remove(std::string_view bare, std::uint64_t lo, std::uint64_t hi) noexcept;
+
+    // Bodies older than `floor` (every index record that could name them is older too): one
+    // range deletion, at most once a minute of floor.
+    void expire_bodies(std::uint64_t floor) noexcept;
+    // Up to `n` bodies from `cursor` on (cleared at the end of the space) whose owners are
+    // `mine` and whose ids are at most `watermark` (bodies appended since may have index
+    // records not readable yet): the keys of those no index record names any more. Reads only
+    // (a snapshot): may run on the store's reader thread. Bodies never gain a reference once
+    // written, so an orphan stays one until erase_bodies().
+    std::vector<std::string> find_orphans(std::string& cursor, std::size_t n, std::uint64_t watermark,
+                                          const std::function<bool(std::string_view owner)>& mine) const;
+    void erase_bodies(const std::vector<std::string>& keys) noexcept;
+    // The highest id handed out on this shard (the watermark of find_orphans).
+    std::uint64_t last_id() const noexcept { return _last_id; }
 
     // Retention, off the message path (MamModule's sweep timer). Removes the records of `bare`
     // with ids below `floor` and the oldest beyond `max_count` (0: no limit). Returns how many
@@ -175,8 +212,11 @@ public:
     // thread (ShardWriter::run_off_reactor) once when_readable() said so. Null otherwise.
     storage::ShardWriter* off_reactor_writer() const noexcept { return _store != nullptr ? _writer : nullptr; }
 
+    // The format before store-once (FlatBuffers, the stanza inline): still read, no longer
+    // written (tests write it to check that old stores stay readable).
     static std::string encode(const ArchivedMessage& m);
-    // `id` comes from the key.
+    // An index record (either format; `id` comes from the key). For store-once records the
+    // stanza is left empty (stanza_in_body): get() reads the body.
     static xmpp::Result<ArchivedMessage, storage::Errc> decode(std::string_view bytes, std::uint64_t id) noexcept;
 
 private:
@@ -195,6 +235,12 @@ private:
     Users::value_type* user(std::string_view bare);
     xmpp::Result<void, storage::Errc> load_count(std::string_view bare, User& u) noexcept;
     void post_end_of_turn() noexcept;
+    xmpp::Result<void, storage::Errc> put(storage::Column c, std::string_view key, std::string_view value) noexcept;
+    xmpp::Result<void, storage::Errc> erase(storage::Column c, std::string_view key) noexcept;
+    // A body's value (the archive's own reads: a snapshot when `ro` has one).
+    xmpp::Result<std::string, storage::Errc> read(storage::Column c, std::string_view key,
+                                                  const rocksdb::ReadOptions& ro) const noexcept;
+    void note_append(Users::value_type* u, std::uint64_t id);
     void stage_counts() noexcept;
 
     storage::Store* _store;
@@ -202,6 +248,8 @@ private:
     asio::io_context* _io = nullptr;
     std::shared_ptr<Pending> _pending;  // a write-behind buffer, written through const reads too
     std::map<std::string, std::string> _memory;  // without a store
+    std::map<std::string, std::string> _memory_bodies;
+    std::uint64_t _bodies_floor = 0;  // expire_bodies: the last floor deleted below
     std::uint64_t _last_id = 0;
     // Per user that archived or was swept since start, on this shard.
     Users _users;
@@ -212,8 +260,8 @@ private:
     // when_readable: appends made, and those known committed (with a writer).
     std::uint64_t _appended = 0;
     std::uint64_t _readable = 0;
-    std::unique_ptr<flatbuffers::FlatBufferBuilder> _fbb;  // reused for every value
     std::string _key;                                                // reused for every key
+    std::string _value;                                              // reused for every value
 };
 
 }  // namespace starling::modules::mam

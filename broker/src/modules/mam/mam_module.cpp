@@ -122,6 +122,12 @@ void gather(const MessageArchive& archive, QueryRun& r) {
     }
 }
 
+void stanza_id_element_into(std::string& out, std::string_view by, std::string_view id) {
+    out.clear();
+    xmpp::xml::Writer w(out);
+    w.open("stanza-id").attr("xmlns", fwd::k_ns_sid).attr("by", by).attr("id", id).close();
+}
+
 // The page's messages to `session` (gone: nobody to send them to).
 void answer_query(const QueryRun& r, const mam::IdCodec& ids_codec, const std::string& to, Session* session) {
     for (const auto& m : r.messages) {
@@ -145,7 +151,16 @@ void answer_query(const QueryRun& r, const mam::IdCodec& ids_codec, const std::s
         out += "'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='";
         out += mam::format_datetime(m.stamp_us);
         out += "'/>";
-        fwd::append_as_client_ns(out, m.stanza);
+        if (m.needs_stanza_id) {
+            // The sender's copy, shared: the owner's <stanza-id/> as it was delivered (XEP-0359).
+            std::string stanza = m.stanza;
+            std::string sid;
+            stanza_id_element_into(sid, r.bare, id);
+            (void)fwd::insert_child(stanza, sid);
+            fwd::append_as_client_ns(out, stanza);
+        } else {
+            fwd::append_as_client_ns(out, m.stanza);
+        }
         out += "</forwarded></result></message>";
         if (session != nullptr) session->deliver(out);
     }
@@ -165,12 +180,6 @@ std::string fin_of(const QueryRun& r, const mam::IdCodec& ids_codec) {
     w.leaf("count", std::to_string(r.ids.size()));
     w.finish();
     return fin;
-}
-
-void stanza_id_element_into(std::string& out, std::string_view by, std::string_view id) {
-    out.clear();
-    xmpp::xml::Writer w(out);
-    w.open("stanza-id").attr("xmlns", fwd::k_ns_sid).attr("by", by).attr("id", id).close();
 }
 
 std::string form_fields() {
@@ -236,12 +245,18 @@ void MamModule::install(ModuleContext& ctx) {
             scratch->stanza.clear();
             session::stamp_into(scratch->stanza, ev.element, me.full(), {});
             // The archive time is the id, unique: start/end compare it.
+            scratch->sent_valid = false;
             if (auto r = archive->append(me.bare_view(), id, static_cast<std::int64_t>(id), ev.to->full(), true,
                                          scratch->stanza);
                 !r) {
                 STARLING_LOG(warn, "mam: archiving a sent message of {} failed: {}", me.bare_view(),
                              storage::to_string(r.error()));
+                return Handled::no;
             }
+            scratch->sent_valid = true;
+            scratch->sent_id = id;
+            scratch->sent_from.assign(me.full());
+            scratch->sent_to.assign(ev.to->bare_view());
             return Handled::no;
         },
         k_priority);
@@ -263,6 +278,27 @@ void MamModule::install(ModuleContext& ctx) {
             if (ev.shard.router.sessions_of(bare).empty()) {
                 auto exists = ev.shard.accounts.exists(bare);
                 if (!exists || !*exists) return Handled::no;
+            }
+            // The message its sender archived just before, on this shard, byte for byte: the
+            // recipient's record names that body (stored once) and takes its id.
+            const bool same = scratch->sent_valid && scratch->sent_to == bare && env.from == scratch->sent_from &&
+                              env.bytes == scratch->stanza;
+            scratch->sent_valid = false;
+            if (same) {
+                char digits[16];
+                ids_codec->format_into(scratch->sent_id, digits);
+                stanza_id_element_into(scratch->sid, bare, std::string_view(digits, sizeof digits));
+                if (!fwd::insert_child(env.bytes, scratch->sid)) return Handled::no;
+                auto shared = archive->append_shared(bare, scratch->sent_id, env.from, bare_of(env.from));
+                if (!shared) {
+                    STARLING_LOG(warn, "mam: archiving a message for {} failed: {}", bare,
+                                 storage::to_string(shared.error()));
+                    return Handled::no;
+                }
+                if (*shared) return Handled::no;
+                // The recipient already has an id at or above the body's (a clock that went
+                // back across a restart): a copy of its own, under a fresh id.
+                fwd::remove_children(env.bytes, "stanza-id", fwd::k_ns_sid, bare);
             }
             const std::uint64_t id = fresh_id(*archive, bare);
             char digits[16];
@@ -483,6 +519,8 @@ void MamModule::arm_sweep() {
 // records are deleted, not only hidden from queries. Each shard takes the users it is home to.
 void MamModule::sweep() {
     _archive->persist_counts();
+    if (_options.retention_days > 0) _archive->expire_bodies(retention_floor(_options, now_us()));
+    collect_bodies();
     const bool retention = _options.retention_days > 0 || _options.max_messages_per_user > 0;
     const bool idle_pass = retention && _archive->queued() == 0 && std::chrono::steady_clock::now() >= _next_idle_pass;
     if (_sweeping || (_archive->queued() == 0 && !idle_pass)) return;
@@ -510,6 +548,46 @@ void MamModule::sweep() {
         // Only what a user's count needs was written; the pass keeps no memory per user.
         _archive->persist_counts();
         for (const auto& bare : visited) _archive->release(bare);
+    });
+}
+
+// The pass over the body space (MessageArchive::find_orphans): a step per tick, its reads on the
+// store's reader thread, the deletions staged back on the shard. Bodies above the watermark
+// (appended after this step started) are left to the next pass: their index records may not be
+// readable yet. Each shard takes the bodies whose owners it is home to.
+void MamModule::collect_bodies() {
+    if (_collecting || (_body_cursor.empty() && std::chrono::steady_clock::now() < _next_body_pass)) return;
+    _collecting = true;
+    const std::uint64_t watermark = _archive->last_id();
+    _archive->when_readable([this, watermark](bool readable) {
+        if (!readable) {
+            _collecting = false;
+            return;
+        }
+        struct Step {
+            std::string cursor;
+            std::vector<std::string> orphans;
+        };
+        auto step = std::make_shared<Step>();
+        step->cursor = _body_cursor;
+        auto* router = &_shard->router;
+        const auto self = _shard->shard;
+        auto work = [archive = _archive.get(), step, watermark, router, self] {
+            step->orphans = archive->find_orphans(step->cursor, k_sweep_bodies, watermark,
+                                                  [&](std::string_view owner) { return router->home_of(owner) == self; });
+        };
+        auto done = [this, step] {
+            _collecting = false;
+            _archive->erase_bodies(step->orphans);
+            _body_cursor = std::move(step->cursor);
+            if (_body_cursor.empty()) _next_body_pass = std::chrono::steady_clock::now() + k_idle_pass_interval;
+        };
+        if (auto* reader = _archive->off_reactor_writer()) {
+            reader->run_off_reactor(std::move(work), std::move(done));
+        } else {
+            work();
+            done();
+        }
     });
 }
 

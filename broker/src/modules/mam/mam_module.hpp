@@ -55,10 +55,15 @@ public:
     // visited by a pass over the whole archive, k_sweep_users per idle tick; a pass that ends
     // starts again after this long.
     static constexpr std::chrono::hours k_idle_pass_interval{1};
+    // Bodies no index record names any more (count trimming, deleted accounts) are found by a
+    // pass over the body space, this many per tick, on the store's reader thread; a pass that
+    // ends starts again after k_idle_pass_interval.
+    static constexpr std::size_t k_sweep_bodies = 1024;
 
 private:
     void arm_sweep();
     void sweep();
+    void collect_bodies();
 
     MamOptions _options;
     session::ShardServices* _shard = nullptr;
@@ -66,6 +71,9 @@ private:
     bool _sweeping = false;
     std::string _idle_cursor;  // the pass over idle users: where it goes on
     std::chrono::steady_clock::time_point _next_idle_pass{};
+    bool _collecting = false;   // the pass over bodies: a step in flight
+    std::string _body_cursor;   // where it goes on
+    std::chrono::steady_clock::time_point _next_body_pass{};
     storage::Store* _store;
     std::unique_ptr<mam::MessageArchive> _archive;
     std::unique_ptr<mam::IdCodec> _ids;
@@ -73,6 +81,13 @@ private:
     struct Scratch {
         std::string stanza;  // a sent message, stamped
         std::string sid;     // a <stanza-id/> element
+        // The last sent message archived (its body: `stanza`), which its recipient, when homed
+        // on this shard, shares instead of storing a copy (the inbound hook runs next, in the
+        // same call: ShardRouter::route delivers locally at once).
+        bool sent_valid = false;
+        std::uint64_t sent_id = 0;
+        std::string sent_from;  // the sender's full JID
+        std::string sent_to;    // the recipient's bare JID
     };
     std::unique_ptr<Scratch> _scratch = std::make_unique<Scratch>();
 };

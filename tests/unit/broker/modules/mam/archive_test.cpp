@@ -11,6 +11,7 @@
 #include <asio/post.hpp>
 #include <rocksdb/db.h>
 
+#include "broker/src/storage/accounts.hpp"
 #include "broker/src/storage/rocks.hpp"
 #include "broker/src/storage/store.hpp"
 #include "broker/src/storage/write_path.hpp"
@@ -290,7 +291,8 @@ TEST(MessageArchive, ThroughTheWritePathRecordsAreReadableWhenCommitted) {
         ASSERT_TRUE(answered);
         EXPECT_TRUE(readable);
         EXPECT_EQ(seen.size(), 100u);
-        EXPECT_EQ(writer.counters().staged_ops, 100u) << "no count written per message";
+        // Each message: its body and its index record (no other party shares these bodies).
+        EXPECT_EQ(writer.counters().staged_ops, 200u) << "no count written per message";
         EXPECT_EQ(writer.overlay_size(), 0u) << "archive records are not copied into the overlay";
         // Nothing pending: answered at once.
         bool inline_answer = false;
@@ -305,7 +307,7 @@ TEST(MessageArchive, ThroughTheWritePathRecordsAreReadableWhenCommitted) {
         });
         while (!answered && std::chrono::steady_clock::now() < deadline) io.run_for(std::chrono::milliseconds(2));
         ASSERT_TRUE(answered);
-        EXPECT_EQ(writer.counters().staged_ops, 102u) << "one record and the one count";
+        EXPECT_EQ(writer.counters().staged_ops, 203u) << "one body, one index record and the one count";
     }
     std::string value;
     ASSERT_TRUE(store->db()
@@ -403,6 +405,179 @@ TEST(MessageArchive, ASlowDiskDoesNotStallTheReactor) {
         fs->heal();
     }
     committer.stop();
+}
+
+// --- store-once (issue 14): one body per message, one index record per party ---
+
+std::size_t bodies_in(Store& store) {
+    std::size_t n = 0;
+    std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(rocksdb::ReadOptions(), store.column(Column::mam_bodies)));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
+    return n;
+}
+
+// alice@x sends bob@x one message (both homed on one shard): stored once, in both archives.
+void chat_once(mam::MessageArchive& a, std::uint64_t id, std::string_view text) {
+    const std::string stanza = "<message from='alice@x/r' to='bob@x'><body>" + std::string(text) + "</body></message>";
+    ASSERT_TRUE(a.append("alice@x", id, static_cast<std::int64_t>(id), "bob@x", true, stanza));
+    auto shared = a.append_shared("bob@x", id, "alice@x/r", "alice@x");
+    ASSERT_TRUE(shared);
+    ASSERT_TRUE(*shared);
+}
+
+std::vector<std::string> all_orphans(const mam::MessageArchive& a) {
+    std::vector<std::string> out;
+    std::string cursor;
+    do {
+        auto some = a.find_orphans(cursor, 3, UINT64_MAX, [](std::string_view) { return true; });
+        out.insert(out.end(), some.begin(), some.end());
+    } while (!cursor.empty());
+    return out;
+}
+
+TEST(StoreOnce, AMessageStoredOnceIsVisibleToBothParties) {
+    TempDir dir;
+    {
+        auto store = Store::open(dir.str());
+        mam::MessageArchive a(store.get());
+        chat_once(a, 100, "hi");
+        EXPECT_EQ(bodies_in(*store), 1u) << "one body for the two archives";
+    }
+    auto store = Store::open(dir.str());  // and after a restart
+    mam::MessageArchive a(store.get());
+    auto mine = a.get("alice@x", 100);
+    ASSERT_TRUE(mine);
+    EXPECT_TRUE(mine->sent);
+    EXPECT_EQ(mine->with, "bob@x");
+    EXPECT_EQ(mine->stanza, "<message from='alice@x/r' to='bob@x'><body>hi</body></message>");
+    EXPECT_FALSE(mine->needs_stanza_id);
+    auto theirs = a.get("bob@x", 100);
+    ASSERT_TRUE(theirs);
+    EXPECT_FALSE(theirs->sent);
+    EXPECT_EQ(theirs->with, "alice@x/r");
+    EXPECT_EQ(theirs->stanza, mine->stanza);
+    EXPECT_TRUE(theirs->needs_stanza_id) << "bob's <stanza-id/> is added when the record is sent";
+    EXPECT_EQ(ids_of(a, "bob@x"), (std::vector<std::uint64_t>{100}));
+    EXPECT_EQ(a.count("alice@x").value_or(0), 1u);
+    EXPECT_EQ(a.count("bob@x").value_or(0), 1u);
+    EXPECT_TRUE(all_orphans(a).empty());
+    // The recipient cannot take an id at or below its newest: it stores a copy of its own.
+    ASSERT_TRUE(a.append("bob@x", 500, 500, "carol@x/r", false, "<message/>"));
+    ASSERT_TRUE(a.append("alice@x", 400, 400, "bob@x", true, "<message><body>late</body></message>"));
+    auto refused = a.append_shared("bob@x", 400, "alice@x/r", "alice@x");
+    ASSERT_TRUE(refused);
+    EXPECT_FALSE(*refused);
+    EXPECT_EQ(ids_of(a, "bob@x"), (std::vector<std::uint64_t>{100, 500}));
+}
+
+TEST(StoreOnce, DeletingOnePartysAccountKeepsTheOthersCopy) {
+    TempDir dir;
+    auto store = Store::open(dir.str());
+    mam::MessageArchive a(store.get());
+    chat_once(a, 100, "one");
+    chat_once(a, 200, "two");
+    starling::storage::AccountStore accounts(*store);
+    ASSERT_TRUE(accounts.purge_data("alice@x"));  // what `starlingctl user del` does to the store
+    a.forget("alice@x");
+    EXPECT_TRUE(ids_of(a, "alice@x").empty());
+    EXPECT_TRUE(all_orphans(a).empty()) << "bob's records still name both bodies";
+    auto kept = a.get("bob@x", 200);
+    ASSERT_TRUE(kept);
+    EXPECT_EQ(kept->stanza, "<message from='alice@x/r' to='bob@x'><body>two</body></message>");
+    // Then bob goes too: nobody names the bodies, the pass removes them.
+    ASSERT_TRUE(accounts.purge_data("bob@x"));
+    a.forget("bob@x");
+    const auto orphans = all_orphans(a);
+    EXPECT_EQ(orphans.size(), 2u);
+    a.erase_bodies(orphans);
+    EXPECT_EQ(bodies_in(*store), 0u);
+}
+
+TEST(StoreOnce, RetentionRemovesBodiesNobodyRefersTo) {
+    TempDir dir;
+    auto store = Store::open(dir.str());
+    mam::MessageArchive a(store.get());
+    const std::uint64_t base = 1'000'000'000'000'000;  // µs since the epoch (2001)
+    for (std::uint64_t i = 0; i < 10; ++i) chat_once(a, base + i, "m");
+    // A message bob got from a remote party: a body of his own.
+    ASSERT_TRUE(a.append("bob@x", base + 20, static_cast<std::int64_t>(base + 20), "dave@remote/r", false, "<message/>"));
+    EXPECT_EQ(bodies_in(*store), 11u);
+    // By count: bob keeps his newest 5. His own body goes with his record at once; alice still
+    // names the shared ones, which stay.
+    ASSERT_TRUE(a.enforce("bob@x", 0, 5));
+    EXPECT_EQ(ids_of(a, "bob@x").size(), 5u);
+    EXPECT_TRUE(all_orphans(a).empty());
+    EXPECT_EQ(bodies_in(*store), 11u);
+    ASSERT_TRUE(a.enforce("alice@x", 0, 3));
+    auto orphans = all_orphans(a);  // base+0 .. base+5: neither alice nor bob has them
+    EXPECT_EQ(orphans.size(), 6u);
+    a.erase_bodies(orphans);
+    EXPECT_EQ(bodies_in(*store), 5u);
+    EXPECT_TRUE(a.get("bob@x", base + 6)) << "shared, still named by bob";
+    // By count again: bob keeps only the message of his own body.
+    ASSERT_TRUE(a.enforce("bob@x", 0, 1));
+    EXPECT_EQ(ids_of(a, "bob@x"), (std::vector<std::uint64_t>{base + 20}));
+    // By age: every body older than the floor, in one range deletion.
+    a.expire_bodies(base + 8);
+    EXPECT_EQ(bodies_in(*store), 3u);  // base+8, base+9 (alice's) and base+20 (bob's own)
+    ASSERT_TRUE(a.enforce("alice@x", base + 8, 0));
+    EXPECT_EQ(ids_of(a, "alice@x"), (std::vector<std::uint64_t>{base + 8, base + 9}));
+    // bob's own body (nobody else names it) goes with his expired record, no pass needed.
+    ASSERT_TRUE(a.enforce("bob@x", base + 30, 0));
+    EXPECT_EQ(bodies_in(*store), 2u);
+    EXPECT_TRUE(a.get("alice@x", base + 9));
+}
+
+// A store written before store-once: records with the stanza inline (FlatBuffers) are read as
+// they are, next to new ones, and retention and counts treat them alike.
+TEST(StoreOnce, AnOldFormatStoreIsRead) {
+    TempDir dir;
+    {
+        auto store = Store::open(dir.str());
+        for (std::uint64_t id : {10, 20}) {
+            const auto m = msg(id, "bob@x/r", "old " + std::to_string(id), id == 20);
+            ASSERT_TRUE(store->db()
+                            .Put(rocksdb::WriteOptions(), store->column(Column::mam),
+                                 starling::storage::slice(mam::archive_key("alice@x", id)),
+                                 starling::storage::slice(mam::MessageArchive::encode(m)))
+                            .ok());
+        }
+    }
+    auto store = Store::open(dir.str());
+    mam::MessageArchive a(store.get());
+    auto old = a.get("alice@x", 20);
+    ASSERT_TRUE(old);
+    EXPECT_EQ(old->stanza, "<message><body>old 20</body></message>");
+    EXPECT_EQ(old->with, "bob@x/r");
+    EXPECT_TRUE(old->sent);
+    EXPECT_FALSE(old->stanza_in_body);
+    EXPECT_EQ(a.count("alice@x").value_or(0), 2u) << "counted once";
+    const std::uint64_t id = a.fresh_id("alice@x", 5);  // the clock behind: still above 20
+    EXPECT_GT(id, 20u);
+    ASSERT_TRUE(a.append("alice@x", id, static_cast<std::int64_t>(id), "bob@x", true, "<message><body>new</body></message>"));
+    EXPECT_EQ(ids_of(a, "alice@x"), (std::vector<std::uint64_t>{10, 20, id}));
+    std::vector<std::string> withs;
+    ASSERT_TRUE(a.scan("alice@x", 0, UINT64_MAX, [&](std::uint64_t i, std::string_view v) {
+        auto d = mam::MessageArchive::decode(v, i);
+        EXPECT_TRUE(d);
+        if (d) withs.push_back(d->with);
+        return true;
+    }));
+    EXPECT_EQ(withs, (std::vector<std::string>{"bob@x/r", "bob@x/r", "bob@x"}));
+    EXPECT_EQ(a.get("alice@x", id)->stanza, "<message><body>new</body></message>");
+    ASSERT_TRUE(a.enforce("alice@x", 0, 1));
+    EXPECT_EQ(ids_of(a, "alice@x"), (std::vector<std::uint64_t>{id}));
+    EXPECT_TRUE(all_orphans(a).empty());
+}
+
+TEST(StoreOnce, InMemoryToo) {
+    mam::MessageArchive a(nullptr);
+    chat_once(a, 100, "hi");
+    ASSERT_TRUE(a.get("bob@x", 100));
+    a.forget("alice@x");
+    EXPECT_TRUE(all_orphans(a).empty());
+    a.forget("bob@x");
+    EXPECT_EQ(all_orphans(a).size(), 1u);
 }
 
 }  // namespace
