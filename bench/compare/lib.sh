@@ -312,9 +312,20 @@ CFG
 # Starling's store keeps what a run wrote, and a bigger store made later runs measurably slower
 # (issue 6: 1092 -> 180 -> 126 logins/s over three runs with MAM on). Each Starling run therefore
 # starts from a copy of the freshly provisioned store, as Prosody and ejabberd (no MAM) effectively do.
-fresh_starling_data() {
+fresh_starling_data() { # [BINARY]
   rm -rf "$work/starling/data"
   cp -a "$work/starling/template" "$work/starling/data"
+  [[ -n ${1:-} && $1 != "$starlingd" ]] && store_for_older_binary "$work/starling/data"
+  return 0
+}
+
+# store_for_older_binary DATA_DIR: a starlingd from before the archive stored each message once
+# (main before session 9) refuses a store with the "mam_bodies" column family, which this tree's
+# starlingctl creates when it provisions. An older binary's copy goes without it (the family is
+# empty there: nothing is lost). Uses ldb (rocksdb-tools, installed if missing).
+store_for_older_binary() {
+  command -v ldb >/dev/null || apt-get install -y rocksdb-tools >/dev/null 2>&1 || true
+  ldb --db="$1/db" drop_column_family mam_bodies >/dev/null 2>&1 || true
 }
 
 # start_server NAME CPUS LOG [BINARY]: NAME starling* (BINARY, default $starlingd; one shard
@@ -338,7 +349,7 @@ start_server_once() { # as start_server; returns 1 when the server lost its port
   [[ $name == ejabberd ]] && wait_bindable "$port_ejabberd_dist"
   case $name in
     starling*)
-      [[ ${keep_data:-0} == 1 ]] || fresh_starling_data
+      [[ ${keep_data:-0} == 1 ]] || fresh_starling_data "$bin"
       local shards
       shards=$(taskset -c "$cpus" nproc)
       taskset -c "$cpus" "$bin" --config "$work/starling/bench.toml" --data-dir "$work/starling/data" \

@@ -22,6 +22,7 @@
 #include "xmpp/ns.hpp"
 #include "xmpp/xml/raw_text.hpp"
 #include "xmpp/xml/writer.hpp"
+#include "xmpp/jid.hpp"
 
 namespace starling::c2s {
 
@@ -328,7 +329,7 @@ void C2sSession::reroute_unacked() {
         if (env.to.empty()) env.to = _jid->full();
         if (name == "message") {
             // Carbons and other copies from the account itself are not rerouted to it.
-            const std::string_view from_bare = std::string_view(env.from).substr(0, env.from.find('/'));
+            const std::string_view from_bare = xmpp::bare_of(env.from);
             if (env.type == "error" || from_bare == _jid->bare_view()) continue;
             env.stanza = router::StanzaKind::message;
             env.bytes = std::move(bytes);

@@ -10,6 +10,7 @@
 #include "broker/src/util/log.hpp"
 #include "xmpp/xml/raw_text.hpp"
 #include "xmpp/xml/writer.hpp"
+#include "xmpp/jid.hpp"
 
 namespace starling::modules {
 
@@ -23,7 +24,7 @@ struct BlockingSession {
     bool requested = false;
 };
 
-std::string_view bare_of(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
+using xmpp::bare_of;
 
 enum class ItemsError : std::uint8_t { none, malformed };
 

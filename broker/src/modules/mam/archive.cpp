@@ -17,6 +17,7 @@
 #include "broker/src/storage/store.hpp"
 #include "broker/src/storage/write_path.hpp"
 #include "mam_generated.h"
+#include "xmpp/jid.hpp"
 
 namespace starling::modules::mam {
 
@@ -196,7 +197,6 @@ std::optional<Body> parse_body(std::string_view v) noexcept {
     return Body{v.substr(3, n), v.substr(3 + n)};
 }
 
-std::string_view bare_part(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
 
 }  // namespace
 
@@ -384,7 +384,7 @@ xmpp::Result<ArchivedMessage, Errc> MessageArchive::decode(std::string_view byte
             m.sent = kind == k_own_sent;
             m.stanza_in_body = true;
             if (kind == k_shared) {
-                m.body_owner.assign(bare_part(m.with));
+                m.body_owner.assign(xmpp::bare_of(m.with));
                 if (m.body_owner.empty()) return xmpp::Unexpected(Errc::corrupt);
                 m.needs_stanza_id = true;
             }
@@ -546,7 +546,7 @@ xmpp::Result<void, Errc> MessageArchive::append(std::string_view bare, std::uint
         _key.clear();
         put_be(_key, id, 8);
         _key += bare;
-        if (!body_into(_value, sent ? bare_part(with) : std::string_view(), stanza)) {
+        if (!body_into(_value, sent ? xmpp::bare_of(with) : std::string_view(), stanza)) {
             return xmpp::Unexpected(Errc::invalid_argument);
         }
         if (auto r = put(storage::Column::mam_bodies, _key, _value); !r) return r;
@@ -566,7 +566,7 @@ xmpp::Result<bool, Errc> MessageArchive::append_shared(std::string_view bare, st
                                                        std::string_view with, std::string_view sender_bare) noexcept {
     try {
         // The body's owner is the sender, whose full JID is 'with': the record need not name it.
-        if (sender_bare.empty() || sender_bare == bare || bare_part(with) != sender_bare) return false;
+        if (sender_bare.empty() || sender_bare == bare || xmpp::bare_of(with) != sender_bare) return false;
         auto u = user(bare);
         if (body_id <= u->second.last_id) return false;  // the id is taken or below the newest
         archive_key_into(_key, bare, body_id);

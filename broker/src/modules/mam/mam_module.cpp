@@ -18,6 +18,7 @@
 #include "xmpp/ns.hpp"
 #include "xmpp/xml/raw_text.hpp"
 #include "xmpp/xml/writer.hpp"
+#include "xmpp/jid.hpp"
 
 namespace starling::modules {
 
@@ -25,7 +26,7 @@ namespace {
 
 using mam::MessageArchive;
 
-std::string_view bare_of(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
+using xmpp::bare_of;
 
 std::int64_t now_us() noexcept {
     return std::chrono::duration_cast<std::chrono::microseconds>(

@@ -171,7 +171,7 @@ xmpp::Result<Query, xmpp::StanzaError> parse_query(const util::StanzaDom& dom, p
 bool with_matches(const Query& q, std::string_view record_with) noexcept {
     if (q.with.empty()) return true;
     if (!q.with_is_bare) return record_with == q.with;
-    const auto bare = record_with.substr(0, record_with.find('/'));
+    const auto bare = xmpp::bare_of(record_with);
     return bare == q.with;
 }
 

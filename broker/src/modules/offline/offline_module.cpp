@@ -11,6 +11,7 @@
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
 #include "xmpp/ns.hpp"
+#include "xmpp/jid.hpp"
 
 namespace starling::modules {
 
@@ -21,7 +22,7 @@ constexpr std::string_view k_ns_chatstates = "http://jabber.org/protocol/chatsta
 constexpr std::string_view k_ns_hints = "urn:xmpp:hints";
 constexpr auto k_continue_after = std::chrono::milliseconds(10);
 
-std::string_view bare_of(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
+using xmpp::bare_of;
 
 std::int64_t now_unix_ms() noexcept {
     return std::chrono::duration_cast<std::chrono::milliseconds>(

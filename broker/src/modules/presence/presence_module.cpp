@@ -25,7 +25,7 @@ struct PresenceSession {
     bool announced = false;             // contacts got our available presence (not silent)
 };
 
-std::string_view bare_of(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
+using xmpp::bare_of;
 }  // namespace
 
 PresenceModule::~PresenceModule() { _alive.reset(); }

@@ -10,6 +10,7 @@
 #include "broker/src/storage/store.hpp"
 #include "broker/src/storage/write_path.hpp"
 #include "pubsub_generated.h"
+#include "xmpp/jid.hpp"
 
 namespace starling::modules::pubsub {
 
@@ -529,7 +530,7 @@ xmpp::Result<std::vector<std::pair<std::string, Subscription>>, Errc> NodeStore:
             const auto sep = rest.find('\0');
             if (sep == std::string_view::npos || sep + 1 >= rest.size() || rest[sep + 1] != k_sub_tag) return true;
             const std::string_view jid = rest.substr(sep + 2);
-            if (jid.substr(0, jid.find('/')) != bare) return true;
+            if (xmpp::bare_of(jid) != bare) return true;
             auto s = decode_subscription(v);
             if (s) out.emplace_back(std::string(rest.substr(0, sep)), std::move(s).value());
             return true;

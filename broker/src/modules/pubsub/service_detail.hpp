@@ -12,12 +12,13 @@
 #include "broker/src/modules/pubsub/pubsub_service.hpp"
 #include "broker/src/router/router.hpp"
 #include "broker/src/util/dom.hpp"
+#include "xmpp/jid.hpp"
 
 namespace starling::modules::pubsub {
 
 namespace detail {
 
-inline std::string_view bare_of(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
+using xmpp::bare_of;
 
 inline std::int64_t now_unix_ms() noexcept {
     return std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -28,7 +28,7 @@ struct RosterSession {
     bool versioned = false;  // asked with a 'ver' (XEP-0237): results and pushes carry it
 };
 
-std::string_view bare_of(std::string_view jid) noexcept { return jid.substr(0, jid.find('/')); }
+using xmpp::bare_of;
 
 bool is_subscription_type(std::string_view t) noexcept {
     return t == "subscribe" || t == "subscribed" || t == "unsubscribe" || t == "unsubscribed";
