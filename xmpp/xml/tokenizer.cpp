@@ -115,12 +115,20 @@ public:
         std::swap(_cap, o._cap);
         std::swap(_max, o._max);
     }
+    // Exchanges storage (not contents, not the bound) with another empty list: how a waking
+    // stream takes the lists a parked one gave back (SpareStorage below).
+    void trade_storage(FixedVec& o) noexcept {
+        _size = o._size = 0;
+        std::swap(_data, o._data);
+        std::swap(_cap, o._cap);
+    }
+    std::size_t capacity() const noexcept { return _cap; }
 
 private:
     [[gnu::noinline, gnu::cold]] bool grow() noexcept {
         if (_cap >= _max) return false;
         const std::size_t cap = std::min(std::max<std::size_t>(_cap * 2, 8), _max);
-        auto fresh = std::make_unique<T[]>(cap);
+        auto fresh = std::make_unique_for_overwrite<T[]>(cap);
         std::copy(_data.get(), _data.get() + _size, fresh.get());
         _data = std::move(fresh);
         _cap = cap;
@@ -177,9 +185,90 @@ inline bool is_xmlns(const char* s) noexcept {
     return w == k && s[4] == 's';
 }
 
+// What parked streams gave back, kept per thread for the next stream that wakes. A parked
+// stream holds no receive buffer and no scan lists (release_buffer), so without this every
+// wake-up of a session idle between messages would allocate and free ~17 KB and four lists:
+// about 5% of a shard's time in the TLS chat benchmark. A shard wakes many streams in one turn
+// (all that epoll reported) before they park again, so the cache is as deep as such a turn:
+// at most k_spares of each, blocks up to k_max_spare_block bytes, ~2.5 MB per thread at most
+// and only on a thread that had that many streams awake at once. Per thread, not per shard: a
+// stream that moves to another shard gives its storage to that thread; any thread may free any
+// block. Nothing is returned from ~Tokenizer, which may run after this thread's cache is gone
+// (static destruction).
+class SpareStorage {
+public:
+    static constexpr std::size_t k_spares = 128;
+    static constexpr std::size_t k_max_spare_block = 32 * 1024;
+
+    struct Lists {
+        FixedVec<RawAttr> attrs;
+        FixedVec<RawAttr> stanza_attrs;
+        FixedVec<Attribute> views;
+        FixedVec<Open> open;
+    };
+
+    // A block of at least `min` bytes (its size in `cap`), or null.
+    std::unique_ptr<char[]> take_block(std::size_t min, std::size_t& cap) noexcept {
+        for (std::size_t i = _blocks.size(); i-- > 0;) {
+            if (_blocks[i].cap < min) continue;
+            cap = _blocks[i].cap;
+            auto b = std::move(_blocks[i].data);
+            _blocks[i] = std::move(_blocks.back());
+            _blocks.pop_back();
+            return b;
+        }
+        return nullptr;
+    }
+    void give_block(std::unique_ptr<char[]> b, std::size_t cap) noexcept {
+        if (!b || cap > k_max_spare_block || !room(_blocks)) return;  // freed here
+        _blocks.push_back(Block{std::move(b), cap});
+    }
+    // The lists' storage goes into a spare set; false when there is no room (nothing moved).
+    bool give_lists(Lists& from) noexcept {
+        if (!room(_lists)) return false;
+        _lists.emplace_back();
+        trade(_lists.back(), from);
+        return true;
+    }
+    bool take_lists(Lists& into) noexcept {
+        if (_lists.empty()) return false;
+        trade(_lists.back(), into);
+        _lists.pop_back();
+        return true;
+    }
+
+private:
+    struct Block {
+        std::unique_ptr<char[]> data;
+        std::size_t cap = 0;
+    };
+    // Reserved whole on first use, so that pushing never allocates (or throws) afterwards.
+    template <class V>
+    static bool room(V& v) noexcept {
+        if (v.capacity() == 0) {
+            try {
+                v.reserve(k_spares);
+            } catch (...) {
+                return false;
+            }
+        }
+        return v.size() < k_spares;
+    }
+    static void trade(Lists& a, Lists& b) noexcept {
+        a.attrs.trade_storage(b.attrs);
+        a.stanza_attrs.trade_storage(b.stanza_attrs);
+        a.views.trade_storage(b.views);
+        a.open.trade_storage(b.open);
+    }
+    std::vector<Block> _blocks;
+    std::vector<Lists> _lists;
+};
+
+thread_local SpareStorage t_spares;
+
 }  // namespace
 
-struct Tokenizer::Impl {
+struct Tokenizer::Impl : SpareStorage::Lists {
     State state = State::prolog;
     std::uint64_t stream_start = 0;  // where the current stream (after reset/restart) begins
     bool in_element = false;         // bytes from `keep` on are still needed
@@ -197,12 +286,12 @@ struct Tokenizer::Impl {
     bool value_refs = false;
     bool saw_colon = false;  // the name being scanned has a ':' (checked when it ends)
 
-    // Sized from Limits once, in the constructor: nothing is allocated per stanza.
-    FixedVec<RawAttr> attrs;           // attributes of the current start tag
-    FixedVec<RawAttr> stanza_attrs;    // attributes of the current stanza's start tag
-    FixedVec<Attribute> views;         // stanza_attrs as views, for the event
-    std::vector<Decl> decls;           // declarations in scope inside the stanza
-    FixedVec<Open> open;               // elements open inside the stanza, the stanza first
+    // Bounded by Limits (set in the constructor); they grow to what the stream needs and keep it.
+    // The scan's lists are the base (SpareStorage::Lists): attrs, the attributes of the
+    // current start tag; stanza_attrs, those of the current stanza's start tag; views,
+    // stanza_attrs as views for the event; open, the elements open inside the stanza, the
+    // stanza first.
+    std::vector<Decl> decls;  // declarations in scope inside the stanza
 
     // The stream header.
     std::string root_qname;
@@ -283,11 +372,22 @@ std::span<char> Tokenizer::prepare(std::size_t min_bytes) {
         const std::size_t live = _end - release;
         if (live + min_bytes <= _cap && release > 0) {
             std::memmove(_buf.get(), _buf.get() + release, live);
+        } else if (!_buf) {
+            // Waking after release_buffer() (live is 0): storage a parked stream gave back.
+            std::size_t cap = 0;
+            auto spare = t_spares.take_block(min_bytes, cap);
+            if (!spare) {
+                cap = std::max(min_bytes, std::size_t{4096});
+                spare = std::make_unique_for_overwrite<char[]>(cap);
+            }
+            _buf = std::move(spare);
+            _cap = cap;
+            if (m.attrs.capacity() == 0) t_spares.take_lists(m);
         } else {
             const std::size_t cap = std::max({live + min_bytes, _cap * 2, std::size_t{4096}});
-            auto fresh = std::make_unique<char[]>(cap);
+            auto fresh = std::make_unique_for_overwrite<char[]>(cap);
             if (live > 0) std::memcpy(fresh.get(), _buf.get() + release, live);
-            _buf = std::move(fresh);
+            t_spares.give_block(std::exchange(_buf, std::move(fresh)), _cap);
             _cap = cap;
         }
         _origin += release;
@@ -328,15 +428,19 @@ bool Tokenizer::release_buffer() noexcept {
     if (!_buf || _scan != _end || _impl->in_element) return false;
     _origin += _end;
     _begin = _scan = _end = 0;
+    t_spares.give_block(std::move(_buf), _cap);
     _buf.reset();
     _cap = 0;
     // Between stanzas nothing in the scan's lists is needed (what they hold describes the last
-    // event, whose views this call invalidates): they go too, and grow again with the next.
+    // event, whose views this call invalidates): they go too (to the thread's spares, or freed),
+    // and come back or grow again with the next input.
     Impl& m = *_impl;
-    m.attrs.release();
-    m.stanza_attrs.release();
-    m.views.release();
-    m.open.release();
+    if (!t_spares.give_lists(m)) {
+        m.attrs.release();
+        m.stanza_attrs.release();
+        m.views.release();
+        m.open.release();
+    }
     std::vector<Decl>().swap(m.decls);
     return true;
 }
