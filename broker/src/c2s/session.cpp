@@ -39,6 +39,32 @@ using namespace detail;
 
 namespace {
 
+// `s` (empty) gives its buffer to the shard's spares, or frees it.
+void give_spare(ShardContext& ctx, std::string& s) noexcept {
+    if (s.capacity() >= k_output_reserve && s.capacity() <= k_spare_string_bytes &&
+        ctx.spare_strings.size() < k_spare_strings) {
+        s.clear();
+        try {
+            if (ctx.spare_strings.capacity() == 0) ctx.spare_strings.reserve(k_spare_strings);
+            ctx.spare_strings.push_back(std::move(s));  // leaves `s` empty, without a buffer
+            return;
+        } catch (...) {
+        }
+    }
+    std::string().swap(s);
+}
+
+// An empty `s` with a buffer of at least `min` bytes: a spare one when the shard has it.
+void take_spare(ShardContext& ctx, std::string& s, std::size_t min) {
+    if (s.capacity() >= min) return;
+    if (!ctx.spare_strings.empty() && ctx.spare_strings.back().capacity() >= min) {
+        s.swap(ctx.spare_strings.back());
+        ctx.spare_strings.pop_back();
+        return;
+    }
+    s.reserve(min);
+}
+
 // A token bucket per address: connection_rate_per_ip new connections a second, with a burst of
 // ten seconds' worth (a carrier NAT's devices reconnecting after an outage), per shard.
 bool take_connection_token(ShardContext& ctx, const std::string& ip) {
@@ -235,8 +261,8 @@ void C2sSession::release_idle_buffers() {
     _tok->release_buffer();
     if (_tls) _tls->release_idle_buffers();
     if (_out.empty() && !_writing) park_compression();
-    if (_out.empty() && !_flush_scheduled) std::string().swap(_out);
-    if (_wire.empty() && !_writing) std::string().swap(_wire);
+    if (_out.empty() && !_flush_scheduled) give_spare(*_ctx, _out);
+    if (_wire.empty() && !_writing) give_spare(*_ctx, _wire);
 }
 
 // Nothing to read: give the receive buffer back and wait until the socket is readable. The wait
@@ -595,7 +621,7 @@ void C2sSession::deliver(std::string_view stanza) {
     // The first stanza since the last write: room for more of this turn's (a fan-out's
     // notifications, a burst of presence), so that they grow the buffer once, not by doubling
     // from the first stanza's size. Given back when the session is idle again.
-    if (_out.empty() && _out.capacity() < k_output_reserve) _out.reserve(std::max(k_output_reserve, stanza.size()));
+    if (_out.empty() && _out.capacity() < k_output_reserve) take_spare(*_ctx, _out, std::max(k_output_reserve, stanza.size()));
     _out += stanza;
     ++_ctx->counters.stanzas_out;
     if (_out.size() + _wire.size() > _ctx->options.max_output_bytes) {
@@ -628,6 +654,7 @@ void C2sSession::flush() {
         if (!_out.empty() && _tls->is_handshake_done()) {
             // Sealed straight from _out into _wire, which is empty here (a write is never
             // started while the last one is unfinished).
+            take_spare(*_ctx, _wire, std::min(_out.size() + _out.size() / 8 + 64, k_spare_string_bytes));
             auto took = _tls->seal_into(std::span<const char>(_out.data(), _out.size()), _wire);
             if (took) {
                 if (*took == _out.size()) _out.clear();

@@ -31,6 +31,9 @@ inline constexpr std::chrono::milliseconds k_linger{2'000};
 inline constexpr std::size_t k_linger_bytes = 64u << 20;
 // The first reservation of a session's output buffer after a write (C2sSession::deliver).
 inline constexpr std::size_t k_output_reserve = 4096;
+// ShardContext::spare_strings: how many, and the largest kept.
+inline constexpr std::size_t k_spare_strings = 256;
+inline constexpr std::size_t k_spare_string_bytes = 64 * 1024;
 
 // The character data of a simple element: what lies between its start and end tags.
 inline std::string_view inner_text(const ElementView& el) {

@@ -116,6 +116,14 @@ struct ShardContext : session::ShardServices {
     std::vector<char> zlib_scratch = std::vector<char>(k_tls_read_chunk);
     std::string inflate_scratch;
     std::string deflate_scratch;
+    // Output buffers (_out, _wire) that sessions gave back when they went idle, for the next
+    // session with something to send: a shard wakes and parks many sessions per turn, and
+    // allocating and freeing each one's buffers was ~2% of a TLS chat shard's time. At most
+    // k_spare_strings, each of a capacity up to k_spare_string_bytes.
+    std::vector<std::string> spare_strings{};
+    // C2sSession::route's envelope between stanzas: a local delivery leaves its strings in place,
+    // so their capacity serves the next stanza and routing one allocates nothing.
+    router::Envelope spare_envelope{};
 };
 
 }  // namespace starling::c2s

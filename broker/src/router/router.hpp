@@ -65,7 +65,7 @@ struct Envelope {
     std::string type;   // the stanza's type attribute, unescaped
     std::string id;     // the stanza's id attribute, unescaped, for bounces (fan_out: per message)
     std::string bytes;  // the stanza as it is to be written: start tag stamped
-    std::int64_t routed_ns = 0;                // steady clock when routed, for the latency histogram
+    std::int64_t routed_ns = 0;                // steady clock when routed (a client's stanza: when its bytes were read), for the latency histogram
     std::shared_ptr<Endpoint> session;         // adopt: the session moving here
     int fd = -1;                               // adopt: its socket
     std::shared_ptr<const FanOut> fan_out;     // fan_out: immutable, read by the destination
