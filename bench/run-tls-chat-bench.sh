@@ -23,6 +23,8 @@
 #           `perf record -g` on the server while the messages flow; the top entries go into
 #           the summary. RUNS=0 PERF=1 SERVERS=starling: the profile alone)
 #   PERF_SERVER=starling (or starling-plain: the same profile over plain TCP, to compare)
+#   PERF_CALLGRAPH=-g (perf record's call-graph options; "--call-graph dwarf" also unwinds
+#           through libc and libcrypto, which have no frame pointers, to see who calls malloc)
 #   BEFORE= (another starlingd binary, e.g. main's before a change: server "starling-before" in
 #           SERVERS runs it over STARTTLS on the same accounts and settings, side by side)
 #   UPDATE_RESULTS=0 (1: the summary becomes a new top section of bench/RESULTS.md)
@@ -42,6 +44,7 @@ SERVERS=${SERVERS:-"starling starling-plain prosody ejabberd"}
 KEEP=${KEEP:-0}
 PERF=${PERF:-0}
 PERF_SERVER=${PERF_SERVER:-starling}
+PERF_CALLGRAPH=${PERF_CALLGRAPH:--g}
 PORT_BASE=${PORT_BASE:-30422}
 BEFORE=${BEFORE:-}
 UPDATE_RESULTS=${UPDATE_RESULTS:-0}
@@ -144,7 +147,8 @@ if [[ $PERF == 1 ]]; then
     sleep 0.2
   done
   sleep 2
-  perf record -g -p "$measure_pid" -o "$work/perf.data" -- sleep $((DURATION > 6 ? DURATION - 4 : 2)) >"$work/logs/perf.log" 2>&1 || true
+  # shellcheck disable=SC2086 # PERF_CALLGRAPH is a list of perf options
+  perf record $PERF_CALLGRAPH -p "$measure_pid" -o "$work/perf.data" -- sleep $((DURATION > 6 ? DURATION - 4 : 2)) >"$work/logs/perf.log" 2>&1 || true
   wait "$perf_lg" || true
   stop_server "$work/logs/perf.server.log"
   perf report -i "$work/perf.data" --no-children --sort dso,symbol --percent-limit 1 --stdio 2>/dev/null |
