@@ -160,6 +160,14 @@ private:
         storage::MoveFunction<void(C2sSession&, xmpp::Result<std::vector<storage::FastToken>, storage::Errc>)>;
     void load_account(const std::string& bare, AccountThen then);
     void load_fast_tokens(const std::string& bare, TokensThen then);
+    // The store write a login waits for: the account's FAST tokens, staged on the shard's
+    // writer; `then` runs once the write is durable at `level` (or failed), with the same input
+    // hold and the same rules as the reads. Without a writer, a synchronous put.
+    using StoredThen = storage::MoveFunction<void(C2sSession&, xmpp::Result<void, storage::Errc>)>;
+    void store_fast_tokens(const std::string& bare, const std::vector<storage::FastToken>& tokens,
+                           storage::Durability level, StoredThen then);
+    // A write of the tokens nobody waits for (the expired ones dropped at a failed login).
+    void stage_fast_tokens(const std::string& bare, const std::vector<storage::FastToken>& tokens);
     template <class T, class Read>
     void await_store(Read read, storage::MoveFunction<void(C2sSession&, xmpp::Result<T, storage::Errc>)> then);
     bool end_store_wait(std::uint32_t id, bool stopped) noexcept;
@@ -178,6 +186,8 @@ private:
                        std::vector<storage::FastToken>* fast_tokens);
     void sasl2_succeed_with(const xmpp::BareJid& who, std::string_view additional,
                             std::vector<storage::FastToken>* tokens, bool fast_login);
+    void sasl2_fast_stored(const xmpp::BareJid& who, bool fast_login, xmpp::Result<void, storage::Errc> stored);
+    void sasl2_authenticated(const xmpp::BareJid& who);
     void sasl2_failure(std::string_view condition, bool counts);
     void send_sasl2_failure();
     void finish_bind2();

@@ -1,5 +1,7 @@
 // C2sSession, part 2c: the store reads a login waits for (issue 14). A login reads the account's
-// record (SCRAM keys, disabled flag) and, for XEP-0484 FAST, its tokens. A cold record would
+// record (SCRAM keys, disabled flag) and, for XEP-0484 FAST, its tokens, which it may write
+// back (a new token, a counter): that write goes through the shard's write path too and the
+// login waits for its durability the same way (store_fast_tokens). A cold record would
 // have to come from disk, and a read on the shard's thread would stall every session of the
 // shard for as long as the disk takes; so these go through the shard's ShardWriter: answered
 // inline from the overlay, the memtable or the block cache, else read on the store's reader
@@ -81,6 +83,28 @@ void C2sSession::load_fast_tokens(const std::string& bare, TokensThen then) {
             storage::FastTokenStore::get_async(*writer, bare, std::move(done));
         },
         std::move(then));
+}
+
+void C2sSession::store_fast_tokens(const std::string& bare, const std::vector<storage::FastToken>& tokens,
+                                   storage::Durability level, StoredThen then) {
+    if (_ctx->writer == nullptr) {
+        then(*this, storage::FastTokenStore(*_ctx->store).put(bare, tokens, level == storage::Durability::synced));
+        return;
+    }
+    auto* writer = _ctx->writer;
+    await_store<void>(
+        [writer, &bare, &tokens, level](storage::FastTokensStored done) {
+            storage::FastTokenStore::put_async(*writer, bare, tokens, level, std::move(done));
+        },
+        std::move(then));
+}
+
+void C2sSession::stage_fast_tokens(const std::string& bare, const std::vector<storage::FastToken>& tokens) {
+    if (_ctx->writer == nullptr) {
+        (void)storage::FastTokenStore(*_ctx->store).put(bare, tokens, false);
+        return;
+    }
+    (void)storage::FastTokenStore::stage(*_ctx->writer, bare, tokens, storage::Durability::logged);
 }
 
 // A module's hold (session::Session::hold_input): the same stop as _store_wait, for a bound

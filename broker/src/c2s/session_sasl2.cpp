@@ -17,6 +17,7 @@
 #include "broker/src/session/hooks.hpp"
 #include "broker/src/storage/accounts.hpp"
 #include "broker/src/storage/fast_tokens.hpp"
+#include "broker/src/storage/write_path.hpp"
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
 #include "broker/src/util/random.hpp"
@@ -47,10 +48,12 @@ std::string xep82(std::int64_t unix_s) {
     return buf;
 }
 
-// How long a login may take from asking for an account's FAST tokens to writing them back.
-// `starlingctl fast revoke` deletes the record twice, 500 ms apart (server/broker.cpp): a login
-// that read the tokens before the first delete must have written them before the second, or it
-// would bring revoked tokens back. A read slower than this (a sick disk) is treated as failed.
+// How long a login may take from asking for an account's FAST tokens to writing them back
+// (staging the write: it is committed with the shard's next group commit, in milliseconds on a
+// sound disk). `starlingctl fast revoke` deletes the record twice, 500 ms apart
+// (server/broker.cpp): a login that read the tokens before the first delete must have written
+// them before the second, or it would bring revoked tokens back. A read slower than this (a
+// sick disk) is treated as failed.
 constexpr std::chrono::milliseconds k_fast_read_window{250};
 
 bool read_in_time(std::chrono::steady_clock::time_point asked) noexcept {
@@ -320,7 +323,6 @@ void C2sSession::sasl2_fast_verify(const FastAttempt& attempt,
         sasl2_failure("temporary-auth-failure", false);
         return;
     }
-    storage::FastTokenStore store(*_ctx->store);
     const std::string_view mechanism = attempt.mechanism;
     const bool expired = storage::drop_expired(*tokens, unix_now());
     storage::FastToken* used = nullptr;
@@ -335,7 +337,9 @@ void C2sSession::sasl2_fast_verify(const FastAttempt& attempt,
     const bool ok = used != nullptr && st.fast_count && *st.fast_count > used->count &&
                     (used->user_agent.empty() || used->user_agent == st.user_agent);
     if (!ok) {
-        if (expired) (void)store.put(who.str(), *tokens, false);
+        // The expired ones go; nobody waits for that write (a failed one is logged by the
+        // committer, and they are dropped again at the next login).
+        if (expired) stage_fast_tokens(who.str(), *tokens);
         sasl2_failure("not-authorized", true);
         return;
     }
@@ -372,55 +376,77 @@ void C2sSession::sasl2_succeed(const xmpp::BareJid& who, std::string_view additi
 }
 
 // `tokens`: the account's tokens, read (and changed by a FAST login); null when they could not
-// be read.
+// be read. When they change, they are written back through the shard's write path
+// (session_reads.cpp) and the <success> waits until the write is durable: a token is handed out
+// only once it would survive a power cut, a counter is accepted only once it is in the WAL.
 void C2sSession::sasl2_succeed_with(const xmpp::BareJid& who, std::string_view additional,
                                     std::vector<storage::FastToken>* tokens, bool fast_login) {
     _scram.reset();
     _sasl = Sasl::none;
-    _authed = who;
-    ++_ctx->counters.auth_success;
     auto& st = *_sasl2;
     st.active = false;
     st.additional = std::string(additional);
     const auto& o = _ctx->options;
-    if (_ctx->store != nullptr && o.fast && (st.request_token || fast_login)) {
-        storage::FastTokenStore store(*_ctx->store);
-        std::vector<storage::FastToken> none;
-        const bool readable = tokens != nullptr;
-        auto* fast_tokens = readable ? tokens : &none;
-        std::string token;
+    if (_ctx->store == nullptr || !o.fast || !(st.request_token || fast_login)) {
+        sasl2_authenticated(who);
+        return;
+    }
+    if (tokens == nullptr) {
+        // Unreadable (a FAST login always has them: it verified against them).
+        sasl2_fast_stored(who, fast_login, xmpp::Unexpected(storage::Errc::io_error));
+        return;
+    }
+    bool issued = false;
+    if (st.request_token) {
         const auto now = unix_now();
-        if (st.request_token && readable) {
-            token = _ctx->random.alnum(k_fast_token_chars);
-            storage::drop_expired(*fast_tokens, now);
-            storage::FastToken t;
-            t.key = xmpp::sasl::ht_key(token);
-            t.user_agent = st.user_agent;
-            t.mechanism = std::string(st.token_mechanism);
-            t.issued_unix_s = now;
-            t.expiry_unix_s = now + o.fast_token_lifetime.count();
-            storage::add_token(*fast_tokens, std::move(t), o.fast_max_tokens_per_account);
-        }
-        // A token handed out or invalidated must survive a power cut; a counter update needs the
-        // WAL only.
-        const bool durable = !token.empty() || st.fast_invalidate;
-        auto w = readable ? store.put(who.str(), *fast_tokens, durable) : xmpp::Result<void, storage::Errc>();
-        if ((!w || !readable) && fast_login) {
+        const std::string token = _ctx->random.alnum(k_fast_token_chars);
+        storage::drop_expired(*tokens, now);
+        storage::FastToken t;
+        t.key = xmpp::sasl::ht_key(token);
+        t.user_agent = st.user_agent;
+        t.mechanism = std::string(st.token_mechanism);
+        t.issued_unix_s = now;
+        t.expiry_unix_s = now + o.fast_token_lifetime.count();
+        storage::add_token(*tokens, std::move(t), o.fast_max_tokens_per_account);
+        // Sent in the <success> once stored (sasl2_fast_stored drops it otherwise).
+        st.token_xml = "<token xmlns='urn:xmpp:fast:0' expiry='" + xep82(now + o.fast_token_lifetime.count()) +
+                       "' token='" + token + "'/>";
+        issued = true;
+    }
+    // A token handed out or invalidated must survive a power cut; a counter update needs the
+    // WAL only. Either way the session reads no input until the write is done.
+    const auto level = issued || st.fast_invalidate ? storage::Durability::synced : storage::Durability::logged;
+    store_fast_tokens(who.str(), *tokens, level,
+                      [who, fast_login](C2sSession& self, xmpp::Result<void, storage::Errc> stored) {
+                          self.sasl2_fast_stored(who, fast_login, stored);
+                      });
+}
+
+// The account's tokens are written (or could not be read or written: `stored` says).
+void C2sSession::sasl2_fast_stored(const xmpp::BareJid& who, bool fast_login, xmpp::Result<void, storage::Errc> stored) {
+    auto& st = *_sasl2;
+    if (!stored) {
+        st.token_xml.clear();  // a token that is not stored would not log in
+        if (fast_login) {
             // The token's new count could not be stored: accepting would leave this login
             // replayable. The device still has its password.
-            STARLING_LOG(warn, "c2s {}: FAST login of {} refused: its token's counter could not be stored", _peer, who.str());
-            _authed.reset();
-            --_ctx->counters.auth_success;
+            STARLING_LOG(warn, "c2s {}: FAST login of {} refused: its token's counter could not be stored: {}", _peer,
+                         who.str(), storage::to_string(stored.error()));
             sasl2_failure("temporary-auth-failure", false);
             return;
         }
-        if (!w || !readable) {
-            STARLING_LOG(warn, "c2s {}: FAST tokens of {} not stored", _peer, who.str());
-        } else if (!token.empty()) {
-            st.token_xml = "<token xmlns='urn:xmpp:fast:0' expiry='" + xep82(now + o.fast_token_lifetime.count()) +
-                           "' token='" + token + "'/>";
-        }
+        STARLING_LOG(warn, "c2s {}: FAST tokens of {} not stored: {}", _peer, who.str(),
+                     storage::to_string(stored.error()));
     }
+    sasl2_authenticated(who);
+}
+
+// The login succeeded (and what it had to store is stored): resume, bind, or the features.
+void C2sSession::sasl2_authenticated(const xmpp::BareJid& who) {
+    _authed = who;
+    ++_ctx->counters.auth_success;
+    auto& st = *_sasl2;
+    const auto& o = _ctx->options;
     const auto idle = o.idle_timeout;
     arm_deadline(idle.count() > 0 ? idle : std::chrono::milliseconds(0));
     if (st.resume && o.stream_management) {

@@ -158,6 +158,27 @@ void FastTokenStore::get_async(ShardWriter& writer, std::string_view bare_jid, F
                      });
 }
 
+xmpp::Result<void, Errc> FastTokenStore::stage(ShardWriter& writer, std::string_view bare_jid,
+                                               const std::vector<FastToken>& tokens, Durability level) noexcept {
+    try {
+        const std::string key = key_of(bare_jid);
+        return tokens.empty() ? writer.erase(Column::meta, key, level)
+                              : writer.put(Column::meta, key, encode(tokens), level);
+    } catch (...) {
+        return xmpp::Unexpected(Errc::io_error);  // allocation failure
+    }
+}
+
+void FastTokenStore::put_async(ShardWriter& writer, std::string_view bare_jid, const std::vector<FastToken>& tokens,
+                               Durability level, FastTokensStored done) noexcept {
+    auto staged = stage(writer, bare_jid, tokens, level);
+    if (!staged) {
+        done(xmpp::Unexpected(staged.error()));
+        return;
+    }
+    writer.when_durable(level, std::move(done));
+}
+
 xmpp::Result<void, Errc> FastTokenStore::put(std::string_view bare_jid, const std::vector<FastToken>& tokens,
                                              bool durable) noexcept {
     try {

@@ -4,8 +4,10 @@
 // (xmpp/sasl/ht.hpp explains why that suffices).
 //
 // The token policy (expiry, bound per account, rotation) is in the free functions below, pure
-// and clock-free so that unit tests drive them. Thread-safe like AccountStore (each call is one
-// synchronous RocksDB operation); read-modify-write of one account's record is not atomic
+// and clock-free so that unit tests drive them. The members are thread-safe like AccountStore
+// (each call is one synchronous RocksDB operation: the admin thread's `starlingctl fast`); a
+// shard reads and writes through its ShardWriter instead (the static *_async and stage), never
+// touching the disk on its reactor. Read-modify-write of one account's record is not atomic
 // across threads (the revocation hook deletes twice for that reason; broker/src/c2s/README.md).
 #pragma once
 
@@ -22,6 +24,7 @@ namespace starling::storage {
 
 class Store;
 class ShardWriter;
+enum class Durability : std::uint8_t;  // write_path.hpp
 
 struct FastToken {
     std::string key;         // SHA-256 of the token (32 bytes)
@@ -44,6 +47,7 @@ void add_token(std::vector<FastToken>& tokens, FastToken fresh, std::size_t max_
 void forget_superseded(std::vector<FastToken>& tokens, const FastToken& used);
 
 using FastTokensLoaded = MoveFunction<void(xmpp::Result<std::vector<FastToken>, Errc>)>;
+using FastTokensStored = MoveFunction<void(xmpp::Result<void, Errc>)>;  // a write_path.hpp Completion
 
 class FastTokenStore {
 public:
@@ -55,8 +59,21 @@ public:
     // record is in the overlay, the memtable or the block cache, else read on the committer's
     // reader thread and posted back. Errc::stopped when the writer went away first.
     static void get_async(ShardWriter& writer, std::string_view bare_jid, FastTokensLoaded done) noexcept;
-    // Replaces the account's tokens (none: the record is deleted). `durable`: fsynced (a token
-    // handed out must survive a power cut); otherwise the WAL only (counter updates).
+    // put() through `writer`, on the writer's shard: the record (or its deletion, when `tokens`
+    // is empty) is staged into the turn's batch at `level` and committed by the committer,
+    // off the reactor; reads through the same writer see it at once (the overlay). Fails only
+    // when it cannot be staged (nothing is staged then). For a write nobody waits for.
+    static xmpp::Result<void, Errc> stage(ShardWriter& writer, std::string_view bare_jid,
+                                          const std::vector<FastToken>& tokens, Durability level) noexcept;
+    // stage(), then `done` once the write is durable at `level` (ShardWriter::when_durable:
+    // posted to the writer's shard, in staging order), or with the error of its commit. Runs
+    // `done` inline, before returning, only when the write cannot be staged.
+    // Durability::synced for a token handed out or invalidated, logged for a counter update.
+    static void put_async(ShardWriter& writer, std::string_view bare_jid, const std::vector<FastToken>& tokens,
+                          Durability level, FastTokensStored done) noexcept;
+    // Replaces the account's tokens (none: the record is deleted), synchronously, on the
+    // calling thread (the admin thread; not a shard's). `durable`: fsynced (a token handed out
+    // must survive a power cut); otherwise the WAL only (counter updates).
     xmpp::Result<void, Errc> put(std::string_view bare_jid, const std::vector<FastToken>& tokens,
                                  bool durable) noexcept;
     // Deletes them all; returns how many there were.

@@ -2,6 +2,9 @@
 // account record only on a slow disk (an SST whose reads the test file system delays), one
 // session's login waits on the store's reader thread while the other sessions of the same shard
 // go on; and a session closed while its read is pending is never touched by the completion.
+// The same for the one write a login waits for, the XEP-0484 FAST tokens: with the WAL slow or
+// failing, the <success> waits for the write's durability while the shard goes on, a failed
+// write refuses a token login, and a session gone meanwhile is not touched.
 // One real shard wired as broker.cpp wires one (store, committer, shard writer, router, c2s
 // sessions over loopback: support/live_shard.hpp); run under the asan preset this also checks
 // the lifetimes.
@@ -30,12 +33,14 @@
 #include "broker/src/router/mailboxes.hpp"
 #include "broker/src/router/router.hpp"
 #include "broker/src/storage/accounts.hpp"
+#include "broker/src/storage/fast_tokens.hpp"
 #include "broker/src/storage/store.hpp"
 #include "broker/src/storage/write_path.hpp"
 #include "broker/src/util/random.hpp"
 #include "tests/support/faulty_fs.hpp"
 #include "tests/unit/broker/support/live_shard.hpp"
 #include "xmpp/base64.hpp"
+#include "xmpp/sasl/ht.hpp"
 #include "xmpp/sasl/scram.hpp"
 
 namespace {
@@ -155,10 +160,55 @@ public:
         return read_until("</iq>");
     }
 
+    // SASL2 (XEP-0388 §2.3) <authenticate/> with an initial response.
+    void send_authenticate(std::string_view mechanism, std::string_view initial, std::string_view inline_xml) {
+        send("<authenticate xmlns='urn:xmpp:sasl:2' mechanism='" + std::string(mechanism) + "'><initial-response>" +
+             xmpp::base64_encode(initial) + "</initial-response>" + std::string(inline_xml) + "</authenticate>");
+    }
+    // A SASL2 PLAIN login that asks for a FAST token (XEP-0484 §3.2); returns the answer.
+    std::string plain_with_token_request(const std::string& user, const std::string& password, std::string_view ua) {
+        open_stream();
+        read_until("</stream:features>");
+        send_authenticate("PLAIN", std::string(1, '\0') + user + std::string(1, '\0') + password,
+                          "<user-agent id='" + std::string(ua) +
+                              "'/><request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/>");
+        return read_until("</success>");
+    }
+    // A FAST login (HT-SHA-256-NONE, no channel binding) with `token`; `inline_xml` goes into
+    // the <authenticate/>. Does not wait for the answer.
+    void send_fast(const std::string& user, const std::string& token, std::string_view ua, std::uint32_t count,
+                   std::string_view inline_xml = "") {
+        open_stream();
+        read_until("</stream:features>");
+        send_authenticate(xmpp::sasl::k_ht_sha_256_none, xmpp::sasl::ht_client_initial(user, token, ""),
+                          "<user-agent id='" + std::string(ua) + "'/><fast xmlns='urn:xmpp:fast:0' count='" +
+                              std::to_string(count) + "'/>" + std::string(inline_xml));
+    }
+
 private:
     int _fd = -1;
     std::string _in;
 };
+
+// The token='..' of a <success/>'s <token/>; empty when there is none.
+std::string token_of(const std::string& success) {
+    const auto at = success.find("<token xmlns='urn:xmpp:fast:0'");
+    if (at == std::string::npos) return {};
+    const auto t = success.find("token='", at + 10);
+    if (t == std::string::npos) return {};
+    const auto end = success.find('\'', t + 7);
+    return end == std::string::npos ? std::string() : success.substr(t + 7, end - t - 7);
+}
+
+// A FAST token for carol@localhost, issued through a SASL2 PLAIN login.
+std::string issue_token(SlowDiskShard& t, std::string_view ua) {
+    Client c(t.port);
+    const auto success = c.plain_with_token_request("carol", "pw-c", ua);
+    EXPECT_NE(success.find("<success xmlns='urn:xmpp:sasl:2'>"), std::string::npos) << success;
+    auto token = token_of(success);
+    EXPECT_FALSE(token.empty()) << success;
+    return token;
+}
 
 TEST(SessionReads, AColdAccountReadStallsOnlyItsOwnLoginNotTheShardsOtherSessions) {
     SlowDiskShard t;
@@ -296,6 +346,125 @@ TEST(SessionReads, ASessionDestroyedDuringItsPendingReadIsNotTouchedByTheComplet
     t.fs->set_read_latency(0ms);
     Client again(t.port);
     EXPECT_NE(again.login("carol", "pw-c", "c").find("carol@localhost/c"), std::string::npos);
+}
+
+constexpr auto k_wal_latency = 300ms;  // per WAL append and per WAL sync while the disk is slow
+
+// XEP-0484 with the write path: a token login that asks for a new token is answered only once
+// the tokens' record is fsynced (the token it hands out must survive a power cut), and what the
+// client sent after its <authenticate/> is handled after the <success/>, in order; a counter-only
+// login waits for the WAL. Meanwhile the shard's other sessions are served.
+TEST(SessionWrites, AFastLoginsSuccessWaitsForItsTokensWriteWhileTheShardGoesOn) {
+    SlowDiskShard t;
+    t.add_account("alice@localhost", "pw-a");
+    t.add_account("bob@localhost", "pw-b");
+    t.add_account("carol@localhost", "pw-c");
+    const auto token = issue_token(t, "dev-1");
+    ASSERT_FALSE(token.empty());
+    Client alice(t.port), bob(t.port);
+    ASSERT_NE(alice.login("alice", "pw-a", "a").find("alice@localhost/a"), std::string::npos);
+    ASSERT_NE(bob.login("bob", "pw-b", "b").find("bob@localhost/b"), std::string::npos);
+
+    t.fs->set_wal_latency(k_wal_latency);
+    const auto syncs_before = t.fs->wal_syncs();
+    Client carol(t.port);
+    carol.send_fast("carol", token, "dev-1", 1, "<request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/>");
+    const auto sent = Clock::now();
+    // Pipelined behind the <authenticate/>: must wait for the <success/>, then bind.
+    carol.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>c</resource></bind></iq>");
+    std::this_thread::sleep_for(50ms);
+
+    // Alice's message to bob on the same shard is routed while carol's tokens are written.
+    const auto routed_at = Clock::now();
+    alice.send("<message type='chat' to='bob@localhost/b' id='m1'><body>during the write</body></message>");
+    EXPECT_NE(bob.read_until("during the write").find("<body>during the write</body>"), std::string::npos);
+    EXPECT_LT(Clock::now() - routed_at, k_wal_latency / 2) << "the message waited for the disk";
+    EXPECT_EQ(carol.read_for(0ms).find("<success"), std::string::npos) << "success before the tokens were stored";
+
+    const auto success = carol.read_until("</success>");
+    const auto answered_in = Clock::now() - sent;
+    ASSERT_NE(success.find("<success xmlns='urn:xmpp:sasl:2'>"), std::string::npos) << success;
+    const auto fresh = token_of(success);
+    EXPECT_FALSE(fresh.empty()) << success;
+    EXPECT_NE(fresh, token);
+    EXPECT_GE(answered_in, k_wal_latency) << "answered before the WAL was written";
+    EXPECT_GT(t.fs->wal_syncs(), syncs_before) << "a new token was handed out without an fsync";
+    // The token is in RocksDB (not only in the shard's overlay) and logs in.
+    auto stored = storage::FastTokenStore(*t.store).get("carol@localhost");
+    ASSERT_TRUE(stored);
+    EXPECT_EQ(stored->size(), 2u);  // the new one, and the one it rotates
+    const auto bound = carol.read_until("</iq>");
+    EXPECT_NE(bound.find("carol@localhost/c"), std::string::npos) << bound;
+
+    // A counter update waits for the WAL too (no fsync needed).
+    Client again(t.port);
+    again.send_fast("carol", fresh, "dev-1", 1);
+    const auto again_sent = Clock::now();
+    EXPECT_NE(again.read_until("</success>").find("<success xmlns='urn:xmpp:sasl:2'>"), std::string::npos);
+    EXPECT_GE(Clock::now() - again_sent, k_wal_latency);
+    EXPECT_EQ(t.on_shard([&] { return t.ctx->counters.auth_fast; }), 2u);
+}
+
+// The token's new counter cannot be stored: the login is refused with temporary-auth-failure,
+// as when the write was synchronous (accepting it would leave it replayable). A password login
+// asking for a token succeeds, without a token.
+TEST(SessionWrites, AFastLoginWhoseCounterWriteFailsIsRefusedAndAskedTokensAreNotHandedOut) {
+    SlowDiskShard t;
+    t.add_account("carol@localhost", "pw-c");
+    const auto token = issue_token(t, "dev-1");
+    ASSERT_FALSE(token.empty());
+    const auto success_before = t.on_shard([&] { return t.ctx->counters.auth_success; });
+
+    t.fs->fail_writes(test::Fault::io_error, test::Files::wal);
+    Client carol(t.port);
+    carol.send_fast("carol", token, "dev-1", 1);
+    const auto refused = carol.read_until("</failure>");
+    EXPECT_NE(refused.find("<failure xmlns='urn:xmpp:sasl:2'><temporary-auth-failure"), std::string::npos) << refused;
+    EXPECT_EQ(refused.find("<success"), std::string::npos) << refused;
+    EXPECT_EQ(t.on_shard([&] { return t.ctx->counters.auth_success; }), success_before);
+
+    Client other(t.port);
+    const auto success = other.plain_with_token_request("carol", "pw-c", "dev-2");
+    EXPECT_NE(success.find("<success xmlns='urn:xmpp:sasl:2'>"), std::string::npos) << success;
+    EXPECT_EQ(token_of(success), "") << "a token that was not stored was handed out";
+    EXPECT_EQ(t.on_shard([&] { return t.ctx->counters.auth_success; }), success_before + 1);
+}
+
+// The client goes away and the session is destroyed while its tokens' write is pending: the
+// completion finds nothing to continue (checked by ASan for the lifetime), and the shard goes on.
+TEST(SessionWrites, ASessionDestroyedDuringItsPendingTokenWriteIsNotTouchedByTheCompletion) {
+    SlowDiskShard t;
+    t.add_account("carol@localhost", "pw-c");
+    const auto token = issue_token(t, "dev-1");
+    ASSERT_FALSE(token.empty());
+    const auto success_before = t.on_shard([&] { return t.ctx->counters.auth_success; });
+
+    t.fs->set_wal_latency(k_wal_latency);
+    {
+        Client carol(t.port);
+        carol.send_fast("carol", token, "dev-1", 1, "<request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/>");
+        std::this_thread::sleep_for(50ms);
+        t.on_shard([&] {
+            for (auto& [p, s] : t.ctx->sessions) s->close(xmpp::StreamError::policy_violation);
+            return 0;
+        });
+        const auto rest = carol.read_until("</stream:stream>");
+        EXPECT_EQ(rest.find("<success"), std::string::npos) << rest;
+        carol.disconnect();
+    }
+    const auto deadline = Clock::now() + 2s;
+    while (Clock::now() < deadline && t.on_shard([&] { return t.ctx->sessions.size(); }) != 0) {
+        std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_EQ(t.on_shard([&] { return t.ctx->sessions.size(); }), 0u);
+    std::this_thread::sleep_for(k_wal_latency * 3);  // the write completes into nothing
+    EXPECT_EQ(t.on_shard([&] { return t.ctx->counters.auth_success; }), success_before);
+
+    // The shard still serves logins; the token's counter was stored (1), so count 2 is next.
+    t.fs->set_wal_latency(0ms);
+    Client again(t.port);
+    again.send_fast("carol", token, "dev-1", 2);
+    EXPECT_NE(again.read_until("</success>").find("<success xmlns='urn:xmpp:sasl:2'>"), std::string::npos);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 
 #include "broker/src/storage/store.hpp"
 #include "broker/src/storage/write_path.hpp"
+#include "tests/support/faulty_fs.hpp"
 
 namespace {
 
@@ -20,6 +21,7 @@ using starling::storage::Errc;
 using starling::storage::FastToken;
 using starling::storage::FastTokenStore;
 using starling::storage::Store;
+using namespace std::chrono_literals;
 
 class TempDir {
 public:
@@ -160,6 +162,105 @@ TEST(FastTokenStore, GetAsyncReadsLikeGet) {
         EXPECT_TRUE((*none)->empty());
     }
     committer.stop();
+}
+
+// A shard's write of an account's tokens (c2s/session_sasl2.cpp): through the write path, on a
+// store whose WAL can be made slow or failing (tests/support/faulty_fs.hpp).
+struct FastWriteShard {
+    TempDir dir;
+    std::shared_ptr<starling::test::FaultyFileSystem> fs = std::make_shared<starling::test::FaultyFileSystem>();
+    std::unique_ptr<Store> store;
+    std::unique_ptr<starling::storage::Committer> committer;
+    asio::io_context io;
+    std::unique_ptr<starling::storage::ShardWriter> writer;
+
+    FastWriteShard() {
+        starling::storage::StoreOptions so;
+        so.file_system = fs;
+        store = Store::open(dir.str(), so);
+        committer = std::make_unique<starling::storage::Committer>(*store);
+        committer->start();
+        writer = std::make_unique<starling::storage::ShardWriter>(io, 0, *committer);
+    }
+    ~FastWriteShard() {
+        fs->heal();
+        writer.reset();
+        committer->stop();
+    }
+    // Runs the shard's handlers until `done` says so or `limit` passed; true when done.
+    template <class Done>
+    bool run_until(Done done, std::chrono::milliseconds limit = 5s) {
+        const auto until = std::chrono::steady_clock::now() + limit;
+        while (!done() && std::chrono::steady_clock::now() < until) {
+            io.restart();
+            io.run_for(5ms);
+        }
+        return done();
+    }
+};
+
+// What the login waits for before it hands out a token: the record fsynced, not only staged.
+TEST(FastTokenStore, PutAsyncCompletesOnceTheRecordIsSyncedNotBefore) {
+    FastWriteShard t;
+    using Done = xmpp::Result<void, Errc>;
+    constexpr auto latency = 300ms;  // per WAL append and per WAL sync
+    t.fs->set_wal_latency(latency);
+    const auto syncs_before = t.fs->wal_syncs();
+    std::optional<Done> stored;
+    const auto asked = std::chrono::steady_clock::now();
+    FastTokenStore::put_async(*t.writer, "a@example.com", {token('a', "ua", 1)},
+                              starling::storage::Durability::synced, [&](Done r) { stored = r; });
+    const auto staging = std::chrono::steady_clock::now() - asked;
+    EXPECT_FALSE(stored) << "ran inline, before the write was committed";
+    EXPECT_LT(staging, latency / 3) << "the caller waited for the disk";
+    // The shard reads its own write at once (the overlay); RocksDB does not have it yet.
+    auto staged = t.writer->get(starling::storage::Column::meta, FastTokenStore::key_of("a@example.com"));
+    ASSERT_TRUE(staged);
+    EXPECT_TRUE(staged->has_value());
+    EXPECT_TRUE(FastTokenStore(*t.store).get("a@example.com")->empty());
+
+    ASSERT_TRUE(t.run_until([&] { return stored.has_value(); }));
+    EXPECT_TRUE(*stored) << starling::storage::to_string(stored->error());
+    EXPECT_GE(std::chrono::steady_clock::now() - asked, latency) << "completed before the WAL was written";
+    EXPECT_GT(t.fs->wal_syncs(), syncs_before);
+    auto got = FastTokenStore(*t.store).get("a@example.com");
+    ASSERT_TRUE(got);
+    EXPECT_EQ(*got, (std::vector<FastToken>{token('a', "ua", 1)}));
+
+    // No tokens left: the record is deleted, through the same path.
+    t.fs->set_wal_latency(0ms);
+    stored.reset();
+    FastTokenStore::put_async(*t.writer, "a@example.com", {}, starling::storage::Durability::logged,
+                              [&](Done r) { stored = r; });
+    ASSERT_TRUE(t.run_until([&] { return stored.has_value(); }));
+    EXPECT_TRUE(*stored);
+    EXPECT_TRUE(FastTokenStore(*t.store).get("a@example.com")->empty());
+}
+
+TEST(FastTokenStore, PutAsyncReportsAFailedCommitAndStoresNothing) {
+    FastWriteShard t;
+    using Done = xmpp::Result<void, Errc>;
+    t.fs->fail_writes(starling::test::Fault::io_error, starling::test::Files::wal);
+    std::optional<Done> stored;
+    FastTokenStore::put_async(*t.writer, "a@example.com", {token('a', "ua", 1)},
+                              starling::storage::Durability::logged, [&](Done r) { stored = r; });
+    ASSERT_TRUE(t.run_until([&] { return stored.has_value(); }));
+    EXPECT_FALSE(*stored) << "a write that failed was reported stored";
+    // The failed write left the overlay: the shard reads what RocksDB has, nothing.
+    auto seen = t.writer->get(starling::storage::Column::meta, FastTokenStore::key_of("a@example.com"));
+    ASSERT_TRUE(seen);
+    EXPECT_FALSE(seen->has_value());
+}
+
+// The cleanup of expired tokens after a failed login: staged, nobody waits, committed anyway.
+TEST(FastTokenStore, StageWritesWithoutWaitingAndIsCommittedWithTheTurn) {
+    FastWriteShard t;
+    FastTokenStore s(*t.store);
+    ASSERT_TRUE(s.put("a@example.com", {token('a', "ua", 1, 10), token('b', "ub", 1)}, true));
+    ASSERT_TRUE(FastTokenStore::stage(*t.writer, "a@example.com", {token('b', "ub", 1)},
+                                      starling::storage::Durability::logged));
+    ASSERT_TRUE(t.run_until([&] { return s.get("a@example.com")->size() == 1; }));
+    EXPECT_EQ(*s.get("a@example.com"), (std::vector<FastToken>{token('b', "ub", 1)}));
 }
 
 }  // namespace
