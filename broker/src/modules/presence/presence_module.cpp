@@ -288,17 +288,17 @@ Handled PresenceModule::on_inbound(InboundEvent& ev) {
             }
             probe_read(
                 storage::Column::rosters, roster::RosterStore::item_key(owner, prober), std::move(slot),
-                [this, owner, from = std::move(from)](xmpp::Result<std::optional<std::string>, storage::Errc> raw,
-                                                      ProbeSlot slot) mutable {
+                [this, owner, from = std::move(from)](xmpp::Result<std::optional<std::string>, storage::Errc> stored,
+                                                      ProbeSlot held) mutable {
                     std::optional<roster::RosterItem> item;
-                    if (raw && *raw) item = roster::decode(**raw);
+                    if (stored && *stored) item = roster::decode(**stored);
                     if (!item || !roster::has_from(item->sub)) return;  // MUST NOT reveal presence
                     if (presence::has_silent_prefix(owner, _silent_prefix)) {
                         answer_probe(owner, from, true, item, true);
                         flush_if_posted();
                         return;
                     }
-                    probe_read(storage::Column::meta, presence::silent_key(owner), std::move(slot),
+                    probe_read(storage::Column::meta, presence::silent_key(owner), std::move(held),
                                [this, owner, from = std::move(from), item = std::move(item)](
                                    xmpp::Result<std::optional<std::string>, storage::Errc> flag, ProbeSlot) mutable {
                                    answer_probe(owner, from, true, item, flag && *flag && **flag == "1");
