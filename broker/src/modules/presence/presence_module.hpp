@@ -5,7 +5,8 @@
 //   presence of the user's other available resources.
 // - Probes (§4.3) are answered on the probed user's home shard from last_presence() of each of
 //   its available resources when the prober is subscribed (from/both), or with unavailable when
-//   it has none.
+//   it has none. Their reads go off the reactor when cold; at most `[presence] max_probe_reads`
+//   probes per shard wait on the disk at once, and a probe past that is dropped, not answered.
 // - Updates (§4.4) are broadcast like initial presence; an unchanged one is not (DESIGN §5).
 // - Silent accounts (silent.hpp, DESIGN §5): available presence reaches the account's own
 //   resources only, and probes to it are answered unavailable.
@@ -17,6 +18,7 @@
 // presence recipients and the last broadcast presence.
 #pragma once
 
+#include <cstdint>
 #include <deque>
 #include <memory>
 #include <optional>
