@@ -189,4 +189,21 @@ TEST(PresenceModule, ProbePlacesAreFreedWhenTheProberIsGoneBeforeTheDiskAnswers)
     EXPECT_EQ(s.dropped(), 0u);
 }
 
+// The broker stops while a probe's read waits on the disk: the writer answers the read (stopped)
+// as the shard winds down, and the completion that carries the place touches nothing that is
+// gone (ASan checks).
+TEST(PresenceModule, TheShardStopsCleanlyWithAProbeReadInFlight) {
+    ProbeShard s;
+    s.t.add_user("carol@localhost", "pw");
+    s.t.add_user("dave@localhost", "pw");
+    s.befriend("carol@localhost", "dave@localhost");
+    TestClient carol(s.t.port);
+    ASSERT_NE(carol.login("carol", "pw", "c").find("carol@localhost/c"), std::string::npos);
+    s.make_accounts_cold();
+    carol.send("<presence/>");
+    const auto deadline = Clock::now() + 3s;
+    while (Clock::now() < deadline && s.in_flight() != 1) std::this_thread::sleep_for(5ms);
+    EXPECT_EQ(s.in_flight(), 1u);
+}  // ~ProbeShard with the read pending
+
 }  // namespace
