@@ -69,6 +69,8 @@ ROWS = [
         ("Presence broadcasts per second", "ops", [rate("starling_presence_broadcasts_total")]),
         ("Presence suppressed per second, by reason", "ops", [rate("starling_presence_suppressed_total", "reason")]),
         ("Silent probes answered per second", "ops", [rate("starling_presence_silent_probes_total")]),
+        ("Probes dropped (presence.max_probe_reads waiting for the disk) per second", "ops",
+         [rate("starling_presence_probes_dropped_total")]),
         ("CSI: sessions going inactive per second", "ops", [rate("starling_csi_inactive_total")]),
         ("CSI: stanzas held / coalesced / flushed per second", "ops", [
             rate("starling_csi_held_total"), rate("starling_csi_coalesced_total"), rate("starling_csi_flushed_total")]),

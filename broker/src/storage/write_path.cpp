@@ -308,13 +308,12 @@ xmpp::Result<std::optional<std::string>, Errc> ShardWriter::get(Column c, std::s
     }
 }
 
-void ShardWriter::get_async(Column c, std::string_view key, ReadCompletion done) noexcept {
+xmpp::Result<std::optional<std::string>, Errc> ShardWriter::get_in_memory(Column c, std::string_view key) noexcept {
     auto& s = *_state;
     try {
         if (auto hit = s.lookup(c, key)) {
             ++s.counters.reads_overlay;
-            done(std::move(*hit));
-            return;
+            return std::move(*hit);
         }
         // Memtable and block cache only: RocksDB answers Incomplete rather than read a file.
         rocksdb::ReadOptions memory_only;
@@ -323,12 +322,20 @@ void ShardWriter::get_async(Column c, std::string_view key, ReadCompletion done)
         const auto st = s.committer.store().db().Get(memory_only, s.handle(c), slice(key), &value);
         if (st.ok() || st.IsNotFound()) {
             ++s.counters.reads_inline;
-            done(st.ok() ? std::optional<std::string>(std::string(value.data(), value.size()))
-                         : std::optional<std::string>());
-            return;
+            return st.ok() ? std::optional<std::string>(std::string(value.data(), value.size()))
+                           : std::optional<std::string>();
         }
-        if (!st.IsIncomplete()) {
-            done(xmpp::Unexpected(errc_of(st)));
+        return xmpp::Unexpected(errc_of(st));  // Incomplete: not_in_memory
+    } catch (...) {
+        return xmpp::Unexpected(Errc::io_error);
+    }
+}
+
+void ShardWriter::get_async(Column c, std::string_view key, ReadCompletion done) noexcept {
+    auto& s = *_state;
+    try {
+        if (auto got = get_in_memory(c, key); got || got.error() != Errc::not_in_memory) {
+            done(std::move(got));
             return;
         }
         Committer::ReadRequest request;

@@ -162,6 +162,10 @@ public:
     // Otherwise the read goes to the committer's reader thread and `done` is posted back to
     // this shard. A write staged after the call is not seen by it.
     void get_async(Column c, std::string_view key, ReadCompletion done) noexcept;
+    // The inline part of get_async alone: the overlay, the memtable and the block cache, or
+    // Errc::not_in_memory when the answer needs the disk (then nothing was read). For callers
+    // that bound their own reads off the reactor before they ask for one (presence probes).
+    xmpp::Result<std::optional<std::string>, Errc> get_in_memory(Column c, std::string_view key) noexcept;
 
     // Runs `work` on the committer's reader thread, then `done` on this shard (posted), in
     // submission order of neither: for reads that may touch the disk (a MAM query's scan), so

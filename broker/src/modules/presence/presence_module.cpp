@@ -12,6 +12,7 @@
 #include "broker/src/modules/presence/silent.hpp"
 #include "broker/src/storage/accounts.hpp"
 #include "broker/src/storage/write_path.hpp"
+#include "broker/src/util/log.hpp"
 #include "xmpp/jid.hpp"
 
 namespace starling::modules {
@@ -41,6 +42,9 @@ void PresenceModule::install(ModuleContext& ctx) {
                     {{"reason", "silent"}}, &_counters.suppressed_silent);
     ctx.add_counter("starling_presence_silent_probes_total", "Probes to silent accounts answered unavailable", {},
                     &_counters.probes_silent);
+    ctx.add_counter("starling_presence_probes_dropped_total",
+                    "Probes not answered because presence.max_probe_reads reads of the disk were in flight on the shard",
+                    {}, &_counters.probes_dropped);
     ctx.on_outbound(router::StanzaKind::presence, [this](OutboundEvent& ev) { return on_outbound(ev); });
     ctx.on_inbound(router::StanzaKind::presence, [this](InboundEvent& ev) { return on_inbound(ev); });
     ctx.on_session([this](Session& s, SessionEvent e) {
@@ -269,44 +273,70 @@ Handled PresenceModule::on_inbound(InboundEvent& ev) {
     }
     // Off the reactor when cold (issue 14): the account, the prober's item, the silent flag,
     // each through the shard's writer (inline from memory), then the answer. Nothing waits on
-    // it: the answer is built from the owner's presence when it is sent.
+    // it: the answer is built from the owner's presence when it is sent. A probe that needs the
+    // disk takes one of max_probe_reads places (ProbeSlot) for the rest of its reads.
     const bool outer = std::exchange(_in_probe_call, true);
-    storage::AccountStore::get_async(
-        *writer, owner,
-        [this, alive = std::weak_ptr<int>(_alive), owner, prober,
-         from = env.from](xmpp::Result<storage::AccountRecord, storage::Errc> account) mutable {
-            if (alive.expired()) return;
-            if (!account) {
-                // As the synchronous check did: unknown, or unreadable, is answered unsubscribed.
+    probe_read(
+        storage::Column::accounts, owner, ProbeSlot{},
+        [this, owner, prober, from = env.from](xmpp::Result<std::optional<std::string>, storage::Errc> raw,
+                                               ProbeSlot slot) mutable {
+            // As the synchronous check did: unknown, or unreadable, is answered unsubscribed.
+            if (!raw || !*raw || !storage::AccountStore::decode(**raw)) {
                 answer_probe(owner, from, false, std::nullopt, false);
                 flush_if_posted();
                 return;
             }
-            _shard->writer->get_async(
-                storage::Column::rosters, roster::RosterStore::item_key(owner, prober),
-                [this, alive, owner, from = std::move(from)](
-                    xmpp::Result<std::optional<std::string>, storage::Errc> raw) mutable {
-                    if (alive.expired()) return;
+            probe_read(
+                storage::Column::rosters, roster::RosterStore::item_key(owner, prober), std::move(slot),
+                [this, owner, from = std::move(from)](xmpp::Result<std::optional<std::string>, storage::Errc> stored,
+                                                      ProbeSlot held) mutable {
                     std::optional<roster::RosterItem> item;
-                    if (raw && *raw) item = roster::decode(**raw);
+                    if (stored && *stored) item = roster::decode(**stored);
                     if (!item || !roster::has_from(item->sub)) return;  // MUST NOT reveal presence
                     if (presence::has_silent_prefix(owner, _silent_prefix)) {
                         answer_probe(owner, from, true, item, true);
                         flush_if_posted();
                         return;
                     }
-                    _shard->writer->get_async(
-                        storage::Column::meta, presence::silent_key(owner),
-                        [this, alive, owner, from = std::move(from), item = std::move(item)](
-                            xmpp::Result<std::optional<std::string>, storage::Errc> flag) mutable {
-                            if (alive.expired()) return;
-                            answer_probe(owner, from, true, item, flag && *flag && **flag == "1");
-                            flush_if_posted();
-                        });
+                    probe_read(storage::Column::meta, presence::silent_key(owner), std::move(held),
+                               [this, owner, from = std::move(from), item = std::move(item)](
+                                   xmpp::Result<std::optional<std::string>, storage::Errc> flag, ProbeSlot) mutable {
+                                   answer_probe(owner, from, true, item, flag && *flag && **flag == "1");
+                                   flush_if_posted();
+                               });
                 });
         });
     _in_probe_call = outer;
     return Handled::yes;
+}
+
+void PresenceModule::probe_read(storage::Column c, std::string_view key, ProbeSlot slot, ProbeReadThen fn) {
+    auto* writer = _shard->writer;
+    auto got = writer->get_in_memory(c, key);
+    if (got || got.error() != storage::Errc::not_in_memory) return fn(std::move(got), std::move(slot));
+    if (!slot.held()) {
+        // Past the cap the probe goes unanswered: an 'unavailable' (RFC 6121 §4.3.2) would tell
+        // the prober something that may be false. It learns the contact's presence from the
+        // contact's next broadcast, as it would after a lost probe.
+        if (_probe_reads >= _max_probe_reads) return drop_probe();
+        slot = ProbeSlot(*this);
+    }
+    writer->get_async(c, key,
+                      [alive = std::weak_ptr<int>(_alive), fn = std::move(fn), slot = std::move(slot)](
+                          xmpp::Result<std::optional<std::string>, storage::Errc> r) mutable {
+                          if (alive.expired()) return;
+                          fn(std::move(r), std::move(slot));
+                      });
+}
+
+void PresenceModule::drop_probe() {
+    const auto n = ++_counters.probes_dropped;
+    // Logged at the 1st, 2nd, 4th, 8th... drop: a stalled disk under a login storm must not
+    // flood the log.
+    if ((n & (n - 1)) == 0) {
+        STARLING_LOG(warn, "presence: {} probes dropped so far: {} probe reads wait for the disk already "
+                     "(presence.max_probe_reads)", n, _probe_reads);
+    }
 }
 
 void PresenceModule::answer_probe(const std::string& owner, std::string_view from, bool exists,
@@ -391,9 +421,13 @@ ModuleSpec PresenceModule::spec() {
         .options = {
             OptionSpec::text("silent_prefix", "",
                              "Accounts whose localpart starts with this never broadcast presence to contacts; empty: none"),
+            OptionSpec::integer("max_probe_reads", k_default_max_probe_reads, 1, 1'000'000,
+                                "Probes per shard whose answer may wait on a disk read at once; past it a probe "
+                                "that needs the disk is dropped, not answered"),
         },
         .make = [](const OptionValues& v) -> std::unique_ptr<Module> {
-        return std::make_unique<PresenceModule>(v.text("presence.silent_prefix"));
+        return std::make_unique<PresenceModule>(v.text("presence.silent_prefix"),
+                                                static_cast<std::uint32_t>(v.integer("presence.max_probe_reads")));
     },
     };
 }

@@ -435,6 +435,33 @@ TEST_F(WritePathTest, AColdReadGoesToTheReaderThreadAndIsPostedBack) {
     EXPECT_EQ(writer->counters().reads_offloaded, 1u);
 }
 
+// get_in_memory: what get_async would answer inline, else not_in_memory, reading nothing.
+TEST_F(WritePathTest, AnInMemoryReadAnswersStagedAndMemtableValuesAndSaysWhenTheDiskIsNeeded) {
+    open();
+    in_turn([&] { ASSERT_TRUE(writer->put(Column::accounts, "cold@example.org", "on disk")); });
+    ASSERT_TRUE(settle());
+    ASSERT_TRUE(store->db().Flush(rocksdb::FlushOptions(), store->column(Column::accounts)).ok());
+    in_turn([&] {
+        ASSERT_TRUE(writer->put(Column::accounts, "staged@example.org", "staged"));
+        EXPECT_EQ(value_of(writer->get_in_memory(Column::accounts, "staged@example.org")), "staged");
+        const auto cold = writer->get_in_memory(Column::accounts, "cold@example.org");
+        ASSERT_FALSE(cold);
+        EXPECT_EQ(cold.error(), Errc::not_in_memory);
+    });
+    ASSERT_TRUE(settle());
+    in_turn([&] {
+        // Committed: in the memtable now; and an absent key is not found without the disk.
+        EXPECT_EQ(value_of(writer->get_in_memory(Column::accounts, "staged@example.org")), "staged");
+        const auto absent = writer->get_in_memory(Column::accounts, "nobody@example.org");
+        ASSERT_TRUE(absent);
+        EXPECT_FALSE(absent->has_value());
+    });
+    EXPECT_EQ(writer->counters().reads_offloaded, 0u);
+    // Once read from the disk (synchronously here), the block is cached and answers inline.
+    EXPECT_EQ(value_of(writer->get(Column::accounts, "cold@example.org")), "on disk");
+    in_turn([&] { EXPECT_EQ(value_of(writer->get_in_memory(Column::accounts, "cold@example.org")), "on disk"); });
+}
+
 // A MAM query's scan: the work runs on the reader thread, its result reaches the shard through
 // what both capture; once the writer is gone, `done` is dropped; with the reader stopped, both
 // run at once on the shard.
