@@ -447,10 +447,11 @@ struct Broker::Impl {
         hooks.fast_revoke = [this](std::string_view bare) -> Answer {
             auto n = storage::FastTokenStore(*store).revoke(bare);
             if (!n) return {false, "error: " + std::string(storage::to_string(n.error()))};
-            // A FAST login writes the account's tokens back within 250 ms of asking for them
-            // (c2s/session_sasl2.cpp k_fast_read_window; a slower read refuses the login), on
-            // any shard. One that read them just before the delete has written them back
-            // before this second delete.
+            // A FAST login stages the account's tokens for writing within 250 ms of asking for
+            // them (c2s/session_sasl2.cpp k_fast_read_window; a slower read refuses the login),
+            // on any shard, and the shard's next group commit writes them (milliseconds on a
+            // sound disk). One that read them just before the delete has written them back
+            // before this second delete, unless a commit takes longer than ~250 ms (c2s/README).
             std::this_thread::sleep_for(std::chrono::milliseconds(500));
             auto again = storage::FastTokenStore(*store).revoke(bare);
             if (!again) return {false, "error: " + std::string(storage::to_string(again.error()))};
