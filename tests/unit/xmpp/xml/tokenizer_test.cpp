@@ -459,6 +459,47 @@ TEST(Tokenizer, ReleasesItsBufferBetweenStanzasOnly) {
     EXPECT_EQ(tok.stream_offset(), k_header.size() + first.size() + second.size() + third.size());
 }
 
+TEST(Tokenizer, StreamsThatParkAndWakeShareStorageAndKeepTheirOwnLimits) {
+    // Parked streams give their buffer and scan lists to the thread's spares, and waking ones
+    // take them: each stream still reads exactly its own bytes, and a stream with a small
+    // attribute limit keeps it even on lists that grew larger in another stream.
+    Limits wide;
+    wide.max_attributes = 40;
+    Limits narrow;
+    narrow.max_attributes = 5;  // the stream header has 4
+    Tokenizer a(wide), b(narrow);
+    a.append(k_header);
+    b.append(k_header);
+    ASSERT_EQ(a.next().kind(), EventKind::stream_open);
+    ASSERT_EQ(b.next().kind(), EventKind::stream_open);
+    std::string attrs;
+    for (int i = 0; i < 30; ++i) attrs += " a" + std::to_string(i) + "='" + std::to_string(i) + "'";
+    for (int round = 0; round < 3; ++round) {
+        const std::string big = "<iq" + attrs + " id='big" + std::to_string(round) + "'/>";
+        a.append(big);
+        auto ev = a.next();
+        ASSERT_EQ(ev.kind(), EventKind::stanza);
+        EXPECT_EQ(ev.element().bytes(), big);
+        EXPECT_EQ(ev.element().attribute("a29").raw(), "29");
+        EXPECT_EQ(ev.element().attribute("id").raw(), "big" + std::to_string(round));
+        ASSERT_EQ(a.next().kind(), EventKind::need_more);
+        EXPECT_TRUE(a.release_buffer());
+
+        const std::string small = "<message to='x@y' id='m" + std::to_string(round) + "'><body>hi</body></message>";
+        b.append(small);
+        auto m = b.next();
+        ASSERT_EQ(m.kind(), EventKind::stanza);
+        EXPECT_EQ(m.element().bytes(), small);
+        EXPECT_EQ(m.element().attribute("id").raw(), "m" + std::to_string(round));
+        ASSERT_EQ(b.next().kind(), EventKind::need_more);
+        EXPECT_TRUE(b.release_buffer());
+    }
+    b.append("<a x='1' y='2' z='3' v='4' w='5' u='6'/>");
+    auto over = b.next();
+    ASSERT_EQ(over.kind(), EventKind::error);
+    EXPECT_EQ(over.error().condition, StreamError::policy_violation);
+}
+
 TEST(Tokenizer, ManyAttributesGrowTheListsUpToTheLimit) {
     // The attribute lists start small and grow; at the limit the stanza passes with every
     // attribute intact, one more is a policy violation.
