@@ -19,6 +19,9 @@
 # Environment (defaults): USERS=1000 WINDOW=16 DURATION=15 BODY_BYTES=0 SESSIONS=5000 HOLD=5
 #   RUNS=3  SERVERS="starling starling-plain prosody ejabberd"  KEEP=0  PORT_BASE=30422
 #   STARLINGD= STARLINGCTL= LOADGEN= (default: in BUILD_DIR)
+#   RATE=0 (messages/s offered in all, paced by the generator; 0: as fast as WINDOW allows.
+#           A paced generator sends each message in its own record and segment, so a server's
+#           CPU per message is higher than at full speed: compare binaries at one RATE only)
 #   PERF=0 (1: one more Starling TLS chat run after the measured ones, not counted, with
 #           `perf record -g` on the server while the messages flow; the top entries go into
 #           the summary. RUNS=0 PERF=1 SERVERS=starling: the profile alone)
@@ -36,6 +39,7 @@ build=${1:-$repo/build/release}
 USERS=${USERS:-1000}
 WINDOW=${WINDOW:-16}
 DURATION=${DURATION:-15}
+RATE=${RATE:-0}
 BODY_BYTES=${BODY_BYTES:-0}
 SESSIONS=${SESSIONS:-5000}
 HOLD=${HOLD:-5}
@@ -115,6 +119,7 @@ start() { # NAME LOG
 }
 
 chat_args=(--users "$USERS" --window "$WINDOW" --duration "$DURATION" --body-bytes "$BODY_BYTES" --timeout $((DURATION + 300)))
+((RATE > 0)) && chat_args+=(--rate "$RATE")
 read -ra order <<<"$SERVERS"
 loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)
 t_start=$(date +%s)
