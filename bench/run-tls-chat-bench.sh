@@ -22,6 +22,9 @@
 #   RATE=0 (messages/s offered in all, paced by the generator; 0: as fast as WINDOW allows.
 #           A paced generator sends each message in its own record and segment, so a server's
 #           CPU per message is higher than at full speed: compare binaries at one RATE only)
+#   SERVER_CPU_QUOTA=0 (percent of one core, e.g. 50: each server process is held to it by a
+#           cgroup v1 CPU quota, 10 ms period, so that the server and not the generator is the
+#           limit, as it is for the peers; 0: only pinned to core 0)
 #   PERF=0 (1: one more Starling TLS chat run after the measured ones, not counted, with
 #           `perf record -g` on the server while the messages flow; the top entries go into
 #           the summary. RUNS=0 PERF=1 SERVERS=starling: the profile alone)
@@ -40,6 +43,7 @@ USERS=${USERS:-1000}
 WINDOW=${WINDOW:-16}
 DURATION=${DURATION:-15}
 RATE=${RATE:-0}
+SERVER_CPU_QUOTA=${SERVER_CPU_QUOTA:-0}
 BODY_BYTES=${BODY_BYTES:-0}
 SESSIONS=${SESSIONS:-5000}
 HOLD=${HOLD:-5}
@@ -80,9 +84,18 @@ work=$(mktemp -d /tmp/starling-tlschat.XXXXXX)
 chmod 755 "$work"
 mkdir -p "$work/json" "$work/logs"
 server_pid= server_name= measure_pid= lg_pid=
+quota_cgroup=
+if ((SERVER_CPU_QUOTA > 0)); then
+  [[ -d /sys/fs/cgroup/cpu ]] || { echo "$me: SERVER_CPU_QUOTA needs the cgroup v1 cpu controller at /sys/fs/cgroup/cpu" >&2; exit 2; }
+  quota_cgroup=/sys/fs/cgroup/cpu/starling-tlschat-$$
+  mkdir -p "$quota_cgroup"
+  echo 10000 >"$quota_cgroup/cpu.cfs_period_us"
+  echo $((SERVER_CPU_QUOTA * 100)) >"$quota_cgroup/cpu.cfs_quota_us"
+fi
 cleanup() {
   local rc=$?
   stop_leftovers
+  [[ -n $quota_cgroup ]] && rmdir "$quota_cgroup" 2>/dev/null
   if [[ $KEEP == 1 || $rc != 0 ]]; then echo "$me: kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -116,6 +129,8 @@ start() { # NAME LOG
   starling_flags=()
   [[ $1 == starling-plain ]] && starling_flags=(--allow-plaintext)
   if [[ $1 == starling-before ]]; then start_server "$1" 0 "$2" "$BEFORE"; else start_server "$1" 0 "$2"; fi
+  # The whole server process (every thread) under the quota.
+  if [[ -n $quota_cgroup ]]; then echo "$measure_pid" >"$quota_cgroup/cgroup.procs"; fi
 }
 
 chat_args=(--users "$USERS" --window "$WINDOW" --duration "$DURATION" --body-bytes "$BODY_BYTES" --timeout $((DURATION + 300)))
