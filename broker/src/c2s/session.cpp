@@ -252,7 +252,6 @@ void C2sSession::read_now() {
         park();
         return;
     }
-    _drained = n < into.size();
     on_read(ec, n);
 }
 
@@ -267,11 +266,8 @@ void C2sSession::release_idle_buffers() {
 }
 
 // Nothing to read: give the receive buffer back and wait until the socket is readable. The wait
-// comes after a read that found the socket empty, or one shorter than its buffer (the socket was
-// emptied then; on_read). Nothing that arrives meanwhile is missed although the reactor is
-// edge-triggered: asio starts every async_wait with EPOLL_CTL_MOD (no speculative attempt,
-// detail/impl/epoll_reactor.ipp start_op), and a MOD on a descriptor that is readable already
-// queues its event (epoll(7)).
+// comes only after a read that found the socket empty, so no readiness can be missed (the
+// reactor is edge-triggered).
 void C2sSession::park() {
     _reading = true;
     release_idle_buffers();
@@ -326,10 +322,7 @@ void C2sSession::on_read(const asio::error_code& ec, std::size_t n) {
     }
     process_input();
     after_turn();
-    // A read shorter than its buffer emptied the socket: wait for readiness rather than read
-    // once more only to find nothing (one recv per wake-up saved: ~2% of a busy TLS shard).
-    if (_drained && !_read_queued && !_reading && can_read()) park();
-    else read();
+    read();
 }
 
 // Drives the handshake, then decrypts everything available into the tokenizer. False when the
@@ -828,10 +821,7 @@ void C2sSession::on_pause_over() {
     if (!_pending_failure.empty()) send_sasl_failure();
     process_input();
     after_turn();
-    // A read shorter than its buffer emptied the socket: wait for readiness rather than read
-    // once more only to find nothing (one recv per wake-up saved: ~2% of a busy TLS shard).
-    if (_drained && !_read_queued && !_reading && can_read()) park();
-    else read();
+    read();
 }
 
 }  // namespace starling::c2s

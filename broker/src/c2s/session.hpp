@@ -307,7 +307,6 @@ private:
     bool _read_queued = false;       // read() posted a read_now()
     bool _writing = false;
     bool _flush_scheduled = false;
-    bool _drained = false;  // the last read was shorter than its buffer: the socket is empty
     bool _header_sent = false;
     bool _paused = false;            // reading paused (auth failure delay, rate limit)
     bool _store_wait = false;        // input stopped until a store read completes (session_reads.cpp)
