@@ -145,26 +145,18 @@ void C2sSession::on_stanza(const ElementView& el) {
 }
 
 void C2sSession::route(const ElementView& el, int kind, const xmpp::Jid& to, std::string type) {
-    // The shard's spare envelope, moved out and back: a nested route (from a hook) just starts
-    // from an empty one. Every field is set again.
-    router::Envelope env = std::move(_ctx->spare_envelope);
+    router::Envelope env;
     env.kind = router::Envelope::Kind::deliver;
     env.stanza = static_cast<router::StanzaKind>(kind);
-    env.to.assign(to.full());
-    env.from.assign(_jid->full());
+    env.to = to.full();
+    env.from = _jid->full();
     env.type = std::move(type);
     env.id = unescaped(el.id());
-    env.bytes.clear();
     session::stamp_into(env.bytes, el, _jid->full(), _ns_decls);
     // Routing latency counts from when the bytes were read (one clock read per read, not per
     // stanza).
     env.routed_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(_last_read.time_since_epoch()).count();
-    env.session.reset();
-    env.fd = -1;
-    env.fan_out.reset();
-    if (_ctx->router.route(std::move(env))) {
-        _ctx->spare_envelope = std::move(env);
-    } else {
+    if (!_ctx->router.route(std::move(env))) {
         // The recipient's shard is flooded (its mailbox from us is full). Keep the stanza and
         // stop reading this client until it is taken: back-pressure, never a wait and never a
         // loss (CONVENTIONS §4). route() leaves `env` intact when it fails.

@@ -121,9 +121,6 @@ struct ShardContext : session::ShardServices {
     // allocating and freeing each one's buffers was ~2% of a TLS chat shard's time. At most
     // k_spare_strings, each of a capacity up to k_spare_string_bytes.
     std::vector<std::string> spare_strings{};
-    // C2sSession::route's envelope between stanzas: a local delivery leaves its strings in place,
-    // so their capacity serves the next stanza and routing one allocates nothing.
-    router::Envelope spare_envelope{};
 };
 
 }  // namespace starling::c2s
