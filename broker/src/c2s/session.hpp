@@ -168,6 +168,8 @@ private:
                            storage::Durability level, StoredThen then);
     // A write of the tokens nobody waits for (the expired ones dropped at a failed login).
     void stage_fast_tokens(const std::string& bare, const std::vector<storage::FastToken>& tokens);
+    // storage::FastRevocations::generation of the account (0 without a revocation table).
+    std::uint64_t fast_revocation_generation(std::string_view bare) const noexcept;
     template <class T, class Read>
     void await_store(Read read, storage::MoveFunction<void(C2sSession&, xmpp::Result<T, storage::Errc>)> then);
     bool end_store_wait(std::uint32_t id, bool stopped) noexcept;

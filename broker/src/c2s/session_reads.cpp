@@ -107,6 +107,10 @@ void C2sSession::stage_fast_tokens(const std::string& bare, const std::vector<st
     (void)storage::FastTokenStore::stage(*_ctx->writer, bare, tokens, storage::Durability::logged);
 }
 
+std::uint64_t C2sSession::fast_revocation_generation(std::string_view bare) const noexcept {
+    return _ctx->fast_revocations == nullptr ? 0 : _ctx->fast_revocations->generation(bare);
+}
+
 // A module's hold (session::Session::hold_input): the same stop as _store_wait, for a bound
 // session, counted because two modules may wait for reads on one stanza (initial presence).
 std::uint32_t C2sSession::hold_input() noexcept {

@@ -48,18 +48,6 @@ std::string xep82(std::int64_t unix_s) {
     return buf;
 }
 
-// How long a login may take from asking for an account's FAST tokens to writing them back
-// (staging the write: it is committed with the shard's next group commit, in milliseconds on a
-// sound disk). `starlingctl fast revoke` deletes the record twice, 500 ms apart
-// (server/broker.cpp): a login that read the tokens before the first delete must have written
-// them before the second, or it would bring revoked tokens back. A read slower than this (a
-// sick disk) is treated as failed.
-constexpr std::chrono::milliseconds k_fast_read_window{250};
-
-bool read_in_time(std::chrono::steady_clock::time_point asked) noexcept {
-    return std::chrono::steady_clock::now() - asked < k_fast_read_window;
-}
-
 // The xmpp/sasl/ht.hpp constant of a token mechanism fast_binding() accepted.
 std::string_view ht_constant(std::string_view m) noexcept {
     if (m == xmpp::sasl::k_ht_sha_256_expr) return xmpp::sasl::k_ht_sha_256_expr;
@@ -259,7 +247,7 @@ struct C2sSession::FastAttempt {
     std::string_view mechanism;  // an xmpp/sasl/ht.hpp constant
     std::string cb;              // its cb-data on this connection
     std::string initiator_hash;
-    std::chrono::steady_clock::time_point asked{};  // when the tokens were asked for
+    std::uint64_t revocations = 0;  // the account's revocation generation before the read
 };
 
 // XEP-0484 §4 with HT-SHA-256-*: one HMAC per stored token of the account (at most
@@ -297,7 +285,7 @@ void C2sSession::sasl2_fast(std::string_view mechanism, std::string_view decoded
             self.sasl2_failure("not-authorized", true);
             return;
         }
-        attempt->asked = std::chrono::steady_clock::now();
+        attempt->revocations = self.fast_revocation_generation(attempt->who.str());
         const std::string account_jid = attempt->who.str();
         self.load_fast_tokens(account_jid, [attempt = std::move(attempt)](
                                                C2sSession& again,
@@ -316,10 +304,11 @@ void C2sSession::sasl2_fast_verify(const FastAttempt& attempt,
         sasl2_failure("temporary-auth-failure", false);
         return;
     }
-    if (!read_in_time(attempt.asked)) {
-        // Writing these back now could undo a revocation made meanwhile (k_fast_read_window).
-        STARLING_LOG(warn, "c2s {}: FAST login of {} refused: its tokens took over {} ms to read", _peer, who.str(),
-                     k_fast_read_window.count());
+    if (fast_revocation_generation(who.str()) != attempt.revocations) {
+        // Revoked while they were read: writing them back (the counter) would undo it
+        // (storage::FastRevocations). The client may try again; it will find none.
+        STARLING_LOG(info, "c2s {}: FAST login of {} refused: its tokens were revoked while it read them", _peer,
+                     who.str());
         sasl2_failure("temporary-auth-failure", false);
         return;
     }
@@ -357,17 +346,17 @@ void C2sSession::sasl2_succeed(const xmpp::BareJid& who, std::string_view additi
                                std::vector<storage::FastToken>* fast_tokens) {
     if (fast_tokens == nullptr && _ctx->store != nullptr && _ctx->options.fast && _sasl2->request_token) {
         // A new token joins the account's others: read them first, off the reactor
-        // (session_reads.cpp). Unreadable, or read too slowly (k_fast_read_window): the login
-        // succeeds without a token, as when it cannot be stored.
-        const auto asked = std::chrono::steady_clock::now();
-        load_fast_tokens(who.str(), [who, additional = std::string(additional), asked](
+        // (session_reads.cpp). Unreadable, or revoked while read (storage::FastRevocations):
+        // the login succeeds without a token, as when it cannot be stored.
+        const auto revocations = fast_revocation_generation(who.str());
+        load_fast_tokens(who.str(), [who, additional = std::string(additional), revocations](
                                         C2sSession& self,
                                         xmpp::Result<std::vector<storage::FastToken>, storage::Errc> tokens) mutable {
             if (!tokens) {
                 STARLING_LOG(warn, "c2s {}: FAST tokens of {} unreadable: {}", self._peer, who.str(),
                              storage::to_string(tokens.error()));
             }
-            const bool usable = tokens && read_in_time(asked);
+            const bool usable = tokens && self.fast_revocation_generation(who.str()) == revocations;
             self.sasl2_succeed_with(who, additional, usable ? &*tokens : nullptr, false);
         });
         return;

@@ -25,6 +25,10 @@ namespace xmpp::tls {
 class OpenSslServerContext;
 }
 
+namespace starling::storage {
+class FastRevocations;
+}
+
 namespace starling::c2s {
 
 class C2sSession;
@@ -86,6 +90,10 @@ struct ShardContext : session::ShardServices {
     // Null: no TLS configured. A certificate reload (SIGHUP) replaces it on this shard's thread;
     // sessions keep the context they started with alive until they end.
     std::shared_ptr<const xmpp::tls::OpenSslServerContext> tls;
+    // Shared by every shard and the admin thread (`starlingctl fast revoke`): a FAST login writes
+    // the tokens it read back only if no revocation of the account came meanwhile. Null: no
+    // revocation can happen (tests and tools without the admin socket).
+    const storage::FastRevocations* fast_revocations = nullptr;
     C2sCounters counters{};
     // Every session on this shard (bound or not). The table owns them: a session is destroyed
     // when it leaves the table and no handler holds it any more.

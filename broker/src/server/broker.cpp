@@ -152,6 +152,7 @@ struct Broker::Impl {
     // The broker's TLS engine is OpenSSL (xmpp/tls/README.md "Engines"). Ticket keys outlive
     // certificate reloads, so a reload does not cost every device a full handshake.
     std::shared_ptr<xmpp::tls::TicketKeys> ticket_keys;
+    storage::FastRevocations fast_revocations;  // every shard's logins and the admin thread's revoke
     std::shared_ptr<const xmpp::tls::OpenSslServerContext> tls;
     std::unique_ptr<net::ShardSet> shards;
     std::unique_ptr<router::Mailboxes<router::Envelope>> mailboxes;
@@ -299,6 +300,7 @@ struct Broker::Impl {
             .random = st->random, .hooks = &st->hooks, .store = store.get(), .writer = st->writer.get(),
             .peers = &peers};
         st->ctx = std::make_unique<c2s::ShardContext>(services, options, tls);
+        st->ctx->fast_revocations = &fast_revocations;
         st->hooks.install(*st->ctx, modules::make_modules(cfg.modules));
         st->router->set_hooks(&st->hooks);
         st->beat_timer = std::make_unique<asio::steady_timer>(shard.io());
@@ -445,19 +447,47 @@ struct Broker::Impl {
             return {true, out};
         };
         hooks.fast_revoke = [this](std::string_view bare) -> Answer {
+            // storage::FastRevocations: delete, bump, let every shard commit what it staged
+            // before (a login's write-back of tokens it read before the delete), delete again.
+            // No timing assumption: a slow disk makes the wait longer, never the result wrong.
             auto n = storage::FastTokenStore(*store).revoke(bare);
             if (!n) return {false, "error: " + std::string(storage::to_string(n.error()))};
-            // A FAST login stages the account's tokens for writing within 250 ms of asking for
-            // them (c2s/session_sasl2.cpp k_fast_read_window; a slower read refuses the login),
-            // on any shard, and the shard's next group commit writes them (milliseconds on a
-            // sound disk). One that read them just before the delete has written them back
-            // before this second delete, unless a commit takes longer than ~250 ms (c2s/README).
-            std::this_thread::sleep_for(std::chrono::milliseconds(500));
+            fast_revocations.bump(bare);
+            if (!staged_writes_committed(k_revoke_wait)) {
+                return {true, "error: the shards' writes did not commit within " + std::to_string(k_revoke_wait.count()) +
+                                  " s (see the broker's log); the tokens may come back: revoke again"};
+            }
             auto again = storage::FastTokenStore(*store).revoke(bare);
             if (!again) return {false, "error: " + std::string(storage::to_string(again.error()))};
+            if (*again != 0) {
+                STARLING_LOG(info, "admin: {} FAST token(s) of {} written back by a login meanwhile deleted again", *again,
+                             bare);
+            }
             STARLING_LOG(info, "admin: revoked {} FAST token(s) of {}", *n, bare);
             return {true, "revoked " + std::to_string(*n) + " FAST token(s) of " + std::string(bare)};
         };
+    }
+
+    static constexpr std::chrono::seconds k_revoke_wait{10};
+
+    // Waits until every shard has committed (at least to the WAL) what it staged before the call,
+    // at most `limit`; false when a shard did not answer in time. Admin thread only.
+    bool staged_writes_committed(std::chrono::seconds limit) {
+        std::vector<std::future<void>> done;
+        for (std::size_t i = 0; i < states.size(); ++i) {
+            auto promise = std::make_shared<std::promise<void>>();
+            done.push_back(promise->get_future());
+            asio::post((*shards)[i].io(), [this, i, promise] {
+                // Failed or not, once its commit has answered a write is stored or never will be.
+                states[i]->writer->when_durable(storage::Durability::logged,
+                                                [promise](xmpp::Result<void, storage::Errc>) { promise->set_value(); });
+            });
+        }
+        const auto deadline = std::chrono::steady_clock::now() + limit;
+        for (auto& f : done) {
+            if (f.wait_until(deadline) != std::future_status::ready) return false;
+        }
+        return true;
     }
 
     void start_services() {

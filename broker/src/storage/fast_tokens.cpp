@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 
 #include "broker/src/storage/rocks.hpp"
 #include "broker/src/storage/write_path.hpp"
@@ -193,6 +194,20 @@ xmpp::Result<void, Errc> FastTokenStore::put(std::string_view bare_jid, const st
         return xmpp::Unexpected(Errc::io_error);
     }
 }
+
+namespace {
+std::size_t slot_of(std::string_view bare_jid, std::size_t slots) noexcept {
+    return std::hash<std::string_view>{}(bare_jid) % slots;
+}
+}  // namespace
+
+// Sequentially consistent: a login's check must not be ordered before the revocation's delete
+// on another thread (FastRevocations in the header).
+std::uint64_t FastRevocations::generation(std::string_view bare_jid) const noexcept {
+    return _generations[slot_of(bare_jid, k_slots)].load();
+}
+
+void FastRevocations::bump(std::string_view bare_jid) noexcept { _generations[slot_of(bare_jid, k_slots)].fetch_add(1); }
 
 xmpp::Result<std::size_t, Errc> FastTokenStore::revoke(std::string_view bare_jid) noexcept {
     auto tokens = get(bare_jid);

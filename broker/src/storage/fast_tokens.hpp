@@ -8,9 +8,12 @@
 // (each call is one synchronous RocksDB operation: the admin thread's `starlingctl fast`); a
 // shard reads and writes through its ShardWriter instead (the static *_async and stage), never
 // touching the disk on its reactor. Read-modify-write of one account's record is not atomic
-// across threads (the revocation hook deletes twice for that reason; broker/src/c2s/README.md).
+// across threads: FastRevocations below is what keeps a login's write-back from undoing a
+// revocation (broker/src/c2s/README.md).
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -45,6 +48,28 @@ bool drop_expired(std::vector<FastToken>& tokens, std::int64_t now_unix_s);
 void add_token(std::vector<FastToken>& tokens, FastToken fresh, std::size_t max_per_account);
 // A login used `used`: older tokens of the same user agent are dropped (it holds the new one).
 void forget_superseded(std::vector<FastToken>& tokens, const FastToken& used);
+
+// Revocations (`starlingctl fast revoke`) against the logins that read an account's tokens and
+// write them back (a counter, a new token), on any shard. Shared by every shard and the admin
+// thread; lock-free. The protocol, and why it needs no timing assumption:
+//   revocation: (1) delete the record; (2) bump(bare); (3) wait until every shard has committed
+//               what it staged before (ShardWriter::when_durable on each); (4) delete again.
+//   login:      g = generation(bare) before asking for the tokens; after reading them, write
+//               back only if generation(bare) == g, checked in the same shard turn as the staging.
+// A login that read the tokens before (1) landed took g before (2): either it checks after (2)
+// and writes nothing, or it checked and staged before (2), so its write is committed by (3) and
+// removed by (4). A login that read after (1) found no tokens to bring back.
+// Accounts share 1,024 counters by hash: a revocation may refuse an unrelated login that was in
+// flight (temporary-auth-failure; the client retries), never let one through.
+class FastRevocations {
+public:
+    std::uint64_t generation(std::string_view bare_jid) const noexcept;
+    void bump(std::string_view bare_jid) noexcept;
+
+private:
+    static constexpr std::size_t k_slots = 1024;
+    std::array<std::atomic<std::uint64_t>, k_slots> _generations{};
+};
 
 using FastTokensLoaded = MoveFunction<void(xmpp::Result<std::vector<FastToken>, Errc>)>;
 using FastTokensStored = MoveFunction<void(xmpp::Result<void, Errc>)>;  // a write_path.hpp Completion

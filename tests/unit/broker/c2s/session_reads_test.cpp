@@ -467,4 +467,47 @@ TEST(SessionWrites, ASessionDestroyedDuringItsPendingTokenWriteIsNotTouchedByThe
     EXPECT_NE(again.read_until("</success>").find("<success xmlns='urn:xmpp:sasl:2'>"), std::string::npos);
 }
 
+// `starlingctl fast revoke` while a FAST login is reading the account's tokens (from a slow
+// disk, 150 ms): the login read them before the deletion and would write them back with its new
+// counter, bringing the revoked token back. storage::FastRevocations: the revocation bumps the
+// account's generation after deleting; the login sees it changed, is refused with
+// temporary-auth-failure and writes nothing. The token stays revoked, however the disk is timed.
+TEST(SessionWrites, AFastLoginThatReadTheTokensBeforeTheirRevocationIsRefusedAndWritesNothingBack) {
+    SlowDiskShard t;
+    storage::FastRevocations revocations;
+    t.on_shard([&] {
+        t.ctx->fast_revocations = &revocations;
+        return 0;
+    });
+    t.add_account("carol@localhost", "pw-c");
+    const auto token = issue_token(t, "dev-1");
+    ASSERT_FALSE(token.empty());
+    // The tokens go to an SST that no cache holds: the login's read waits for the slow disk.
+    std::this_thread::sleep_for(50ms);  // the token's write is committed
+    rocksdb::FlushOptions fo;
+    fo.wait = true;
+    ASSERT_TRUE(t.store->db().Flush(fo, t.store->column(storage::Column::meta)).ok());
+    t.fs->set_read_latency(150ms);
+
+    Client carol(t.port);
+    carol.send_fast("carol", token, "dev-1", 1);
+    std::this_thread::sleep_for(60ms);  // the login's read is in flight
+    // What the admin hook does first (server/broker.cpp): delete, then bump.
+    ASSERT_TRUE(storage::FastTokenStore(*t.store).put("carol@localhost", {}, true));
+    revocations.bump("carol@localhost");
+
+    const auto answer = carol.read_until("</failure>");
+    EXPECT_NE(answer.find("<failure xmlns='urn:xmpp:sasl:2'><temporary-auth-failure"), std::string::npos) << answer;
+    EXPECT_EQ(answer.find("<success"), std::string::npos) << answer;
+    std::this_thread::sleep_for(100ms);  // anything staged would be committed by now
+    t.fs->set_read_latency(0ms);
+    auto stored = storage::FastTokenStore(*t.store).get("carol@localhost");
+    ASSERT_TRUE(stored);
+    EXPECT_TRUE(stored->empty()) << "the login brought revoked tokens back";
+    Client again(t.port);
+    again.send_fast("carol", token, "dev-1", 2);
+    const auto refused = again.read_until("</failure>");
+    EXPECT_NE(refused.find("<not-authorized"), std::string::npos) << refused;
+}
+
 }  // namespace
