@@ -9,6 +9,8 @@
 # Environment (defaults): USERS=1000 WINDOW=64 DURATION=10 RUNS=3 PORT=25232 KEEP=0
 #   BEFORE=  a second starlingd binary (e.g. main's) measured in the same run, on and off,
 #            interleaved with this tree's: before/after in one table.
+#   PERF_CALLGRAPH=-g  perf record's call-graph options with PERF=1 ("--call-graph dwarf,8192"
+#            also unwinds through libc and librocksdb, which have no frame pointers)
 #   PERF=0   1: `perf record -g` the archive-on server of the last run (perf.data kept in the
 #            work folder; implies KEEP=1).
 #   SHARDS=1 shards of starlingd, all on core 0: with 2 or more, a message between two accounts
@@ -32,6 +34,7 @@ KEEP=${KEEP:-0}
 SHARDS=${SHARDS:-1}
 BEFORE=${BEFORE:-}
 PERF=${PERF:-0}
+PERF_CALLGRAPH=${PERF_CALLGRAPH:--g}
 [[ $PERF == 1 ]] && KEEP=1
 
 after_bin=$build/broker/starlingd
@@ -76,7 +79,7 @@ run() {
     ldb --db="$work/data/db" drop_column_family mam_bodies >/dev/null 2>&1 || true
   fi
   local wrap=()
-  [[ $perf_this == 1 ]] && wrap=(perf record -g -o "$work/perf-$tag.data" --)
+  [[ $perf_this == 1 ]] && wrap=(perf record $PERF_CALLGRAPH -o "$work/perf-$tag.data" --)
   taskset -c 0 "${wrap[@]}" "$bin" --config "$work/$mode.toml" --data-dir "$work/data" --c2s-port "$PORT" \
     --c2s-tls-port 0 --metrics-port 0 --shards "$SHARDS" --allow-plaintext >"$work/$tag.log" 2>&1 &
   server_pid=$!
