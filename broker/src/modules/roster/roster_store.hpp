@@ -44,6 +44,17 @@ struct RosterSnapshot {
 };
 using RosterLoaded = storage::MoveFunction<void(xmpp::Result<RosterSnapshot, storage::Errc>)>;
 
+// What a change of one item reads first: the item (absent: none stored) and the roster's version.
+struct ItemRead {
+    std::optional<RosterItem> item;
+    std::uint64_t version = 0;
+};
+
+// Where a read may look: `memory` is the shard's overlay, the memtable and the block cache only
+// (Errc::not_in_memory when the disk is needed, and then nothing was read); `disk` may read
+// files on the calling thread.
+enum class ReadTier : std::uint8_t { memory, disk };
+
 class RosterStore {
 public:
     // `writer` null: every write is one synchronous RocksDB write, reads go to RocksDB only.
@@ -65,6 +76,24 @@ public:
     // Without a writer: synchronous, inline.
     void load_async(std::string_view owner, RosterLoaded done) const;
     static constexpr int k_async_attempts = 3;
+
+    // The point reads of a roster change (set, remove, subscription stanza in or out: issue 14),
+    // each at `tier` and through the overlay (read-your-writes). Without a writer: synchronous,
+    // whatever the tier. A failed read gives its error (undecodable records are logged and read
+    // as absent, as load() does).
+    xmpp::Result<ItemRead, storage::Errc> read_item(std::string_view owner, std::string_view contact,
+                                                    ReadTier tier) const;
+    // How many of `owner`'s items are in the roster (visible): the 1000-item limit of a set.
+    xmpp::Result<std::size_t, storage::Errc> visible_count(std::string_view owner, ReadTier tier) const;
+    // Whether the account `owner` exists (the accounts column; inbound subscription stanzas).
+    xmpp::Result<bool, storage::Errc> account_exists(std::string_view owner, ReadTier tier) const;
+    // Reads on the store's reader thread what read_item (and, with `whole`, visible_count; with
+    // `account`, account_exists) need of `owner` and `contact`, so that RocksDB's block cache
+    // holds it afterwards; then `done` is posted back to this shard (dropped, never run, once the
+    // writer is gone). The reads' results are not kept: the caller reads again at
+    // ReadTier::memory, which sees this shard's staged writes too. Without a writer: `done` now.
+    void warm_async(std::string_view owner, std::string_view contact, bool whole, bool account,
+                    storage::MoveFunction<void()> done) const;
     // Roster writes (save, erase, forget) staged or made by RosterStore on the calling thread
     // since it started, whoever the owner: a copy of a roster read on a shard is current while
     // this has not moved (the PubSub service's cache of PEP owners' rosters).
@@ -90,6 +119,9 @@ private:
     // The value of `key` as this shard sees it (staged writes first); nullopt when absent or
     // unreadable (logged).
     std::optional<std::string> get(storage::Column c, const std::string& key) const;
+    // The value of `key` at `tier` as this shard sees it; not found is an empty optional.
+    xmpp::Result<std::optional<std::string>, storage::Errc> get_at(storage::Column c, const std::string& key,
+                                                                   ReadTier tier) const;
 
     storage::Store& _store;
     storage::ShardWriter* _writer;
