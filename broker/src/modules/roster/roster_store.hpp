@@ -11,7 +11,8 @@
 // overlay, prefix scans merged with it. load(), load_all() and version() read RocksDB on the
 // shard thread (block cache first); load_async() reads a whole roster and its version without
 // touching the disk there (issue 14): inline from the memtable and block cache, else on the
-// store's reader thread.
+// store's reader thread. A change's point reads (read_item, visible_count, account_exists) are
+// made at ReadTier::memory, and warm_async() brings what they need into the block cache.
 //
 // Lives on: one per shard (every shard's module instance has one); RocksDB is thread-safe, and
 // a given owner's keys are only ever touched from that owner's home shard.
