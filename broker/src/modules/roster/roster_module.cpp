@@ -194,15 +194,13 @@ void RosterModule::on_set(IqEvent& ev) {
         }
     }
     Waiting change;
-    change.contact = contact;
-    change.whole = !remove;
     change.fn = [this, reply = ev.defer(), owner, contact, remove, name = std::move(name),
-                 groups = std::move(groups)](ChangeStep step) mutable -> Attempt {
+                 groups = std::move(groups)](const ChangeStep& step) mutable -> Attempt {
         if (step.refused) {
             reply.error(xmpp::StanzaError::resource_constraint, "too many roster changes waiting for the disk");
             return Attempt::done;
         }
-        auto read = _store->read_item(owner, contact, step.tier);
+        auto read = item_for(owner, contact, step);
         if (!read) {
             if (read.error() == storage::Errc::not_in_memory) return Attempt::cold;
             STARLING_LOG(warn, "roster: reading {}'s item {} failed: {}", owner, contact, storage::to_string(read.error()));
@@ -255,7 +253,7 @@ void RosterModule::on_set(IqEvent& ev) {
             item.jid = contact;
         }
         if (!item.in_roster) {
-            const auto visible = _store->visible_count(owner, step.tier);
+            const auto visible = visible_for(owner, step);
             if (!visible) {
                 if (visible.error() == storage::Errc::not_in_memory) return Attempt::cold;
                 STARLING_LOG(warn, "roster: reading the roster of {} failed: {}", owner,
@@ -306,7 +304,9 @@ void RosterModule::run_change(const std::string& owner, Waiting change, Session*
     if (it == _waiting.end() && change.fn(ChangeStep{}) == Attempt::done) return;
     if (_waiting_count >= _options.max_pending_changes) {
         note_refused();
-        (void)change.fn(ChangeStep{.refused = true});
+        ChangeStep refused;
+        refused.refused = true;
+        (void)change.fn(refused);
         return;
     }
     // The sender's later stanzas wait for this one (InputHold): nothing it sends is handled
@@ -317,21 +317,41 @@ void RosterModule::run_change(const std::string& owner, Waiting change, Session*
     _waiting[owner].push_back(std::move(change));
     ++_waiting_count;
     if (hold) hold->arm();
-    if (first) warm(owner, 0);
+    if (first) read_cold(owner);  // last: it may complete inline
 }
 
-void RosterModule::warm(const std::string& owner, int attempt) {
+void RosterModule::read_cold(const std::string& owner) {
     auto it = _waiting.find(owner);
     if (it == _waiting.end() || it->second.empty()) return;
-    const auto& head = it->second.front();
-    _store->warm_async(owner, head.contact, head.whole, head.account,
-                       [this, alive = std::weak_ptr<int>(_alive), owner, attempt] {
-                           if (alive.expired()) return;
-                           drain(owner, attempt + 1);
-                       });
+    auto load = [this, alive = std::weak_ptr<int>(_alive), owner](std::optional<bool> account) {
+        _store->load_async(owner, [this, alive, owner, account](
+                                      xmpp::Result<roster::RosterSnapshot, storage::Errc> r) {
+            if (alive.expired()) return;
+            if (!r && r.error() == storage::Errc::stopped) return;  // the writer is going away
+            ChangeStep step;
+            step.roster = &r;
+            step.account = account;
+            drain(owner, step);
+        });
+    };
+    auto* writer = _store->writer();
+    if (!it->second.front().account || writer == nullptr) {
+        load(std::nullopt);
+        return;
+    }
+    storage::AccountStore::get_async(
+        *writer, owner,
+        [alive = std::weak_ptr<int>(_alive), load = std::move(load)](
+            xmpp::Result<storage::AccountRecord, storage::Errc> r) mutable {
+            if (alive.expired() || (!r && r.error() == storage::Errc::stopped)) return;
+            // As accounts.exists() read it: a failed read counts as no account.
+            load(static_cast<bool>(r));
+        });
 }
 
-void RosterModule::drain(const std::string& owner, int attempt) {
+void RosterModule::drain(const std::string& owner, const ChangeStep& first) {
+    const ChangeStep* step = &first;
+    const ChangeStep from_memory;
     for (;;) {
         auto it = _waiting.find(owner);
         if (it == _waiting.end()) break;
@@ -339,24 +359,53 @@ void RosterModule::drain(const std::string& owner, int attempt) {
             _waiting.erase(it);
             break;
         }
-        ChangeStep step;
-        // Evicted again after every read (a block cache far too small): read here, as a
-        // roster that is written this often would be hot anyway (RosterStore::load_async).
-        if (attempt >= roster::RosterStore::k_async_attempts) step.tier = roster::ReadTier::disk;
         --_waiting_count;  // from now on it counts as pending (may_stage), not waiting
-        if (it->second.front().fn(step) == Attempt::cold) {
+        if (it->second.front().fn(*step) == Attempt::cold) {
+            // Only from memory (a cold read answers every read): the next change's keys are
+            // on disk only; read them.
             ++_waiting_count;
-            warm(owner, attempt);
+            read_cold(owner);
             return;
         }
         it = _waiting.find(owner);  // the change ran module code: look again
         auto hold = std::move(it->second.front().hold);
         it->second.pop_front();
         if (hold) hold->done();
-        attempt = 0;  // the next change reads its own keys, from memory if it can
+        // The cold read is stale once a change of the owner was staged: the next reads memory
+        // (the staged write is in the overlay), or reads the disk again.
+        step = &from_memory;
     }
     // Outside a session's turn: wake the shards that got mail from the changes.
     _shard->router.flush();
+}
+
+xmpp::Result<roster::ItemRead, storage::Errc> RosterModule::item_for(std::string_view owner, std::string_view contact,
+                                                                     const ChangeStep& step) const {
+    if (step.roster == nullptr) return _store->item_in_memory(owner, contact);
+    if (!*step.roster) return xmpp::Unexpected(step.roster->error());
+    roster::ItemRead out;
+    out.version = (*step.roster)->version;
+    for (const auto& i : (*step.roster)->items) {
+        if (i.jid == contact) {
+            out.item = i;
+            break;
+        }
+    }
+    return out;
+}
+
+xmpp::Result<std::size_t, storage::Errc> RosterModule::visible_for(std::string_view owner,
+                                                                   const ChangeStep& step) const {
+    if (step.roster == nullptr) return _store->visible_in_memory(owner);
+    if (!*step.roster) return xmpp::Unexpected(step.roster->error());
+    std::size_t n = 0;
+    for (const auto& i : (*step.roster)->items) n += i.in_roster ? 1 : 0;
+    return n;
+}
+
+xmpp::Result<bool, storage::Errc> RosterModule::account_for(std::string_view owner, const ChangeStep& step) const {
+    if (step.roster == nullptr || !step.account) return _store->account_in_memory(owner);
+    return *step.account;
 }
 
 bool RosterModule::commit(std::string_view owner, const std::string& before, const RosterItem& item, Then then) {
@@ -452,7 +501,6 @@ Handled RosterModule::on_outbound_subscription(OutboundEvent& ev) {
     const std::string contact(ev.to->bare_view());
     if (contact == owner) return Handled::yes;  // one is always subscribed to oneself
     Waiting change;
-    change.contact = contact;
     // Children (status, XEP-0172 nick) travel with a request.
     std::string inner =
         ev.type == "subscribe" ? std::string(presence::inner_xml(ev.element.bytes(), ev.element.start_tag().size()))
@@ -460,9 +508,9 @@ Handled RosterModule::on_outbound_subscription(OutboundEvent& ev) {
     change.fn = [this, owner, contact, type = std::string(ev.type),
                  id = ev.element.id().present() ? ev.element.id().unescape() : std::string(),
                  routable = _shard->server.serves(ev.to->domainpart()),  // no s2s yet
-                 inner = std::move(inner)](ChangeStep step) mutable -> Attempt {
+                 inner = std::move(inner)](const ChangeStep& step) mutable -> Attempt {
         if (step.refused) return Attempt::done;  // counted and logged: the change is not made
-        auto read = _store->read_item(owner, contact, step.tier);
+        auto read = item_for(owner, contact, step);
         if (!read) {
             if (read.error() == storage::Errc::not_in_memory) return Attempt::cold;
             ++_counters.storage_errors;
@@ -520,12 +568,11 @@ Handled RosterModule::on_inbound_subscription(InboundEvent& ev) {
     // to the bare JID).
     std::string bytes = env.to.size() != owner.size() ? presence::with_to(env.bytes, owner) : std::move(env.bytes);
     Waiting change;
-    change.contact = contact;
     change.account = true;
     // No session to hold: the owner's queue keeps the order of its changes.
-    change.fn = [this, owner, contact, type = env.type, bytes = std::move(bytes)](ChangeStep step) mutable -> Attempt {
+    change.fn = [this, owner, contact, type = env.type, bytes = std::move(bytes)](const ChangeStep& step) mutable -> Attempt {
         if (step.refused) return Attempt::done;  // counted and logged: the change is not made
-        const auto exists = _store->account_exists(owner, step.tier);
+        const auto exists = account_for(owner, step);
         if (!exists && exists.error() == storage::Errc::not_in_memory) return Attempt::cold;
         if (!exists || !*exists) {
             // §3.1.3: no such user: the server answers for it.
@@ -535,7 +582,7 @@ Handled RosterModule::on_inbound_subscription(InboundEvent& ev) {
             }
             return Attempt::done;
         }
-        auto read = _store->read_item(owner, contact, step.tier);
+        auto read = item_for(owner, contact, step);
         if (!read) {
             if (read.error() == storage::Errc::not_in_memory) return Attempt::cold;
             ++_counters.storage_errors;

@@ -186,9 +186,9 @@ void RosterStore::load_async(std::string_view owner, RosterLoaded done) const {
 }
 
 
-xmpp::Result<std::optional<std::string>, storage::Errc> RosterStore::get_at(storage::Column c, const std::string& key,
-                                                                            ReadTier tier) const {
-    if (_writer != nullptr) return tier == ReadTier::memory ? _writer->get_in_memory(c, key) : _writer->get(c, key);
+xmpp::Result<std::optional<std::string>, storage::Errc> RosterStore::get_in_memory(storage::Column c,
+                                                                                   const std::string& key) const {
+    if (_writer != nullptr) return _writer->get_in_memory(c, key);
     std::string value;
     const auto st = _store.db().Get(rocksdb::ReadOptions(), _store.column(c), slice(key), &value);
     if (st.IsNotFound()) return std::optional<std::string>();
@@ -196,11 +196,11 @@ xmpp::Result<std::optional<std::string>, storage::Errc> RosterStore::get_at(stor
     return std::optional<std::string>(std::move(value));
 }
 
-xmpp::Result<ItemRead, storage::Errc> RosterStore::read_item(std::string_view owner, std::string_view contact,
-                                                             ReadTier tier) const {
-    auto item = get_at(storage::Column::rosters, item_key(owner, contact), tier);
+xmpp::Result<ItemRead, storage::Errc> RosterStore::item_in_memory(std::string_view owner,
+                                                                  std::string_view contact) const {
+    auto item = get_in_memory(storage::Column::rosters, item_key(owner, contact));
     if (!item) return xmpp::Unexpected(item.error());
-    auto ver = get_at(storage::Column::meta, version_key(owner), tier);
+    auto ver = get_in_memory(storage::Column::meta, version_key(owner));
     if (!ver) return xmpp::Unexpected(ver.error());
     ItemRead out;
     if (*item) {
@@ -211,9 +211,9 @@ xmpp::Result<ItemRead, storage::Errc> RosterStore::read_item(std::string_view ow
     return out;
 }
 
-xmpp::Result<std::size_t, storage::Errc> RosterStore::visible_count(std::string_view owner, ReadTier tier) const {
+xmpp::Result<std::size_t, storage::Errc> RosterStore::visible_in_memory(std::string_view owner) const {
     std::size_t n = 0;
-    if (_writer == nullptr || tier == ReadTier::disk) {
+    if (_writer == nullptr) {
         for (const auto& i : load_all(owner)) n += i.in_roster ? 1 : 0;
         return n;
     }
@@ -224,34 +224,11 @@ xmpp::Result<std::size_t, storage::Errc> RosterStore::visible_count(std::string_
     return n;
 }
 
-xmpp::Result<bool, storage::Errc> RosterStore::account_exists(std::string_view owner, ReadTier tier) const {
-    if (_writer == nullptr || tier == ReadTier::disk) return storage::AccountStore(_store).exists(owner);
+xmpp::Result<bool, storage::Errc> RosterStore::account_in_memory(std::string_view owner) const {
+    if (_writer == nullptr) return storage::AccountStore(_store).exists(owner);
     auto got = _writer->get_in_memory(storage::Column::accounts, owner);
     if (!got) return xmpp::Unexpected(got.error());
     return got->has_value();
-}
-
-void RosterStore::warm_async(std::string_view owner, std::string_view contact, bool whole, bool account,
-                             storage::MoveFunction<void()> done) const {
-    if (_writer == nullptr) {
-        done();
-        return;
-    }
-    _writer->run_off_reactor(
-        [&store = _store, owner = std::string(owner), contact = std::string(contact), whole, account] {
-            // Default ReadOptions fill the block cache: that is the point.
-            std::string value;
-            auto& db = store.db();
-            (void)db.Get(rocksdb::ReadOptions(), store.column(storage::Column::rosters), slice(item_key(owner, contact)),
-                         &value);
-            (void)db.Get(rocksdb::ReadOptions(), store.column(storage::Column::meta), slice(version_key(owner)), &value);
-            if (account) (void)db.Get(rocksdb::ReadOptions(), store.column(storage::Column::accounts), slice(owner), &value);
-            if (whole) {
-                RawRoster raw;
-                (void)read_raw(store, owner, rocksdb::kReadAllTier, raw);
-            }
-        },
-        std::move(done));
 }
 
 std::string RosterStore::item_key(std::string_view owner, std::string_view contact) {

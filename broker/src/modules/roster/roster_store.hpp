@@ -11,8 +11,8 @@
 // overlay, prefix scans merged with it. load(), load_all() and version() read RocksDB on the
 // shard thread (block cache first); load_async() reads a whole roster and its version without
 // touching the disk there (issue 14): inline from the memtable and block cache, else on the
-// store's reader thread. A change's point reads (read_item, visible_count, account_exists) are
-// made at ReadTier::memory, and warm_async() brings what they need into the block cache.
+// store's reader thread. A change's point reads (the *_in_memory functions) never touch the disk:
+// when they would, the caller reads the whole roster with load_async() instead.
 //
 // Lives on: one per shard (every shard's module instance has one); RocksDB is thread-safe, and
 // a given owner's keys are only ever touched from that owner's home shard.
@@ -51,11 +51,6 @@ struct ItemRead {
     std::uint64_t version = 0;
 };
 
-// Where a read may look: `memory` is the shard's overlay, the memtable and the block cache only
-// (Errc::not_in_memory when the disk is needed, and then nothing was read); `disk` may read
-// files on the calling thread.
-enum class ReadTier : std::uint8_t { memory, disk };
-
 class RosterStore {
 public:
     // `writer` null: every write is one synchronous RocksDB write, reads go to RocksDB only.
@@ -79,22 +74,16 @@ public:
     static constexpr int k_async_attempts = 3;
 
     // The point reads of a roster change (set, remove, subscription stanza in or out: issue 14),
-    // each at `tier` and through the overlay (read-your-writes). Without a writer: synchronous,
-    // whatever the tier. A failed read gives its error (undecodable records are logged and read
-    // as absent, as load() does).
-    xmpp::Result<ItemRead, storage::Errc> read_item(std::string_view owner, std::string_view contact,
-                                                    ReadTier tier) const;
+    // from the overlay (read-your-writes), the memtable and the block cache only:
+    // Errc::not_in_memory when the disk is needed (nothing was read then). Without a writer:
+    // synchronous. A failed read gives its error (an undecodable item is logged and read as
+    // absent, as load() does).
+    xmpp::Result<ItemRead, storage::Errc> item_in_memory(std::string_view owner, std::string_view contact) const;
     // How many of `owner`'s items are in the roster (visible): the 1000-item limit of a set.
-    xmpp::Result<std::size_t, storage::Errc> visible_count(std::string_view owner, ReadTier tier) const;
+    xmpp::Result<std::size_t, storage::Errc> visible_in_memory(std::string_view owner) const;
     // Whether the account `owner` exists (the accounts column; inbound subscription stanzas).
-    xmpp::Result<bool, storage::Errc> account_exists(std::string_view owner, ReadTier tier) const;
-    // Reads on the store's reader thread what read_item (and, with `whole`, visible_count; with
-    // `account`, account_exists) need of `owner` and `contact`, so that RocksDB's block cache
-    // holds it afterwards; then `done` is posted back to this shard (dropped, never run, once the
-    // writer is gone). The reads' results are not kept: the caller reads again at
-    // ReadTier::memory, which sees this shard's staged writes too. Without a writer: `done` now.
-    void warm_async(std::string_view owner, std::string_view contact, bool whole, bool account,
-                    storage::MoveFunction<void()> done) const;
+    xmpp::Result<bool, storage::Errc> account_in_memory(std::string_view owner) const;
+
     // Roster writes (save, erase, forget) staged or made by RosterStore on the calling thread
     // since it started, whoever the owner: a copy of a roster read on a shard is current while
     // this has not moved (the PubSub service's cache of PEP owners' rosters).
@@ -120,9 +109,9 @@ private:
     // The value of `key` as this shard sees it (staged writes first); nullopt when absent or
     // unreadable (logged).
     std::optional<std::string> get(storage::Column c, const std::string& key) const;
-    // The value of `key` at `tier` as this shard sees it; not found is an empty optional.
-    xmpp::Result<std::optional<std::string>, storage::Errc> get_at(storage::Column c, const std::string& key,
-                                                                   ReadTier tier) const;
+    // get_in_memory through the writer (synchronous without one); not found: an empty optional.
+    xmpp::Result<std::optional<std::string>, storage::Errc> get_in_memory(storage::Column c,
+                                                                          const std::string& key) const;
 
     storage::Store& _store;
     storage::ShardWriter* _writer;
