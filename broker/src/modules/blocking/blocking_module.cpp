@@ -6,11 +6,14 @@
 #include <utility>
 #include <vector>
 
+#include "broker/src/session/hooks.hpp"
 #include "broker/src/session/input_hold.hpp"
 #include "broker/src/session/shard_services.hpp"
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
+#include "xmpp/ns.hpp"
 #include "xmpp/xml/raw_text.hpp"
+#include "xmpp/xml/tokenizer.hpp"
 #include "xmpp/xml/writer.hpp"
 #include "xmpp/jid.hpp"
 
@@ -479,24 +482,22 @@ Handled BlockingModule::on_outbound(OutboundEvent& ev) {
     const xmpp::Jid* me = ev.session.jid();
     if (me == nullptr) return Handled::no;
     if (ev.kind == router::StanzaKind::iq && ev.to->is_bare() && ev.to->has_localpart() &&
-        ev.to->bare_view() != me->bare_view() && recipient_blocks(ev.to->bare_view(), me->full())) {
+        ev.to->bare_view() != me->bare_view()) {
         // An IQ to another account's bare JID is answered by this shard on the account's behalf
         // (RFC 6121 §8.5.2.1.3: vCard, disco...), so it never reaches the account's home shard
-        // and its inbound check. XEP-0191 §3.3: a get or set from a blocked JID gets
-        // service-unavailable, as if the account were not there; results and errors vanish.
-        ++_counters.inbound_bounced;
-        if (ev.type == "get" || ev.type == "set") {
-            std::string error;
-            xmpp::xml::write_stanza_error(error, xmpp::StanzaError::service_unavailable);
-            std::string out;
-            xmpp::xml::Writer w(out);
-            w.open("iq").attr("from", ev.to->full()).attr("to", me->full()).attr("type", "error");
-            if (auto id = ev.element.id(); id.present()) w.attr("id", id.unescape());
-            w.raw(error).close();
-            w.finish();
-            ev.session.deliver(out);
+        // and its inbound check: it is checked here.
+        const auto known = recipient_blocks(ev.to->bare_view(), me->full());
+        if (known == Recipient::cold) {
+            defer_iq(ev);
+            return Handled::yes;
         }
-        return Handled::yes;
+        if (known == Recipient::blocks) {
+            ++_counters.inbound_bounced;
+            std::string out;
+            blocked_iq_error(out, ev.to->full(), me->full(), ev.element.id().present() ? ev.element.id().unescape() : "");
+            ev.session.deliver(out);
+            return Handled::yes;
+        }
     }
     const auto* list = list_of(me->bare_view());
     if (list == nullptr || list->empty() || !list->blocks(ev.to->full())) return Handled::no;
@@ -603,29 +604,151 @@ void BlockingModule::replay(const std::string& bare, const blocking::BlockList* 
 // Whether `recipient_bare`'s list blocks `sender_full`, for an IQ to that account answered here.
 // The recipient's home may be another shard, where its list changes: read from the store then,
 // not from this shard's cache. From memory when it can (the index and cache of this shard's
-// users, else the memtable and block cache); only a list that is on disk alone is read here.
-bool BlockingModule::recipient_blocks(std::string_view recipient_bare, std::string_view sender_full) {
-    if (_db == nullptr) return false;
+// users, else the memtable and block cache); `cold` when only the disk knows.
+BlockingModule::Recipient BlockingModule::recipient_blocks(std::string_view recipient_bare,
+                                                           std::string_view sender_full) {
+    if (_db == nullptr) return Recipient::allows;
     if (_shard->router.home_of(recipient_bare) == _shard->shard) {
         const auto l = lookup(recipient_bare);
-        if (l.known == Known::list) return l.list->blocks(sender_full);
-        if (l.known == Known::failed) return false;  // logged; fail open, as below
-    } else if (auto* writer = _shard->writer) {
-        if (auto raw = writer->get_in_memory(storage::Column::blocking, recipient_bare); raw) {
-            if (!*raw) return false;
-            if (auto list = blocking::BlockList::decode(**raw)) return list->blocks(sender_full);
-        }
+        if (l.known == Known::cold) return Recipient::cold;
+        // A failed read was logged: fail open (fail closed would hide every account's vCard on
+        // a disk error).
+        return l.list != nullptr && l.list->blocks(sender_full) ? Recipient::blocks : Recipient::allows;
     }
-    // TODO(#14): the disk, on this thread: the IQ cannot wait for a read (nothing here hands
-    // it to its handlers later).
-    auto list = _db->load(recipient_bare);
+    auto* writer = _shard->writer;
+    if (writer == nullptr) {
+        auto list = _db->load(recipient_bare);
+        if (!list) {
+            STARLING_LOG(warn, "blocking: reading {}'s block list failed: {}", recipient_bare,
+                         storage::to_string(list.error()));
+            return Recipient::allows;
+        }
+        return list->blocks(sender_full) ? Recipient::blocks : Recipient::allows;
+    }
+    auto raw = writer->get_in_memory(storage::Column::blocking, recipient_bare);
+    if (!raw && raw.error() == storage::Errc::not_in_memory) return Recipient::cold;
+    return blocks_in(raw, recipient_bare, sender_full) ? Recipient::blocks : Recipient::allows;
+}
+
+bool BlockingModule::blocks_in(const xmpp::Result<std::optional<std::string>, storage::Errc>& raw,
+                               std::string_view recipient_bare, std::string_view sender_full) {
+    auto list = !raw  ? xmpp::Result<blocking::BlockList, storage::Errc>(xmpp::Unexpected(raw.error()))
+                : *raw ? blocking::BlockList::decode(**raw)
+                       : xmpp::Result<blocking::BlockList, storage::Errc>(blocking::BlockList{});
     if (!list) {
-        // Fail closed would hide every account's vCard on a disk error; fail open and say so.
+        ++_counters.storage_errors;
         STARLING_LOG(warn, "blocking: reading {}'s block list failed: {}", recipient_bare,
                      storage::to_string(list.error()));
-        return false;
+        return false;  // fail open, as above
     }
     return list->blocks(sender_full);
+}
+
+// XEP-0191 §3.3: a get or set from a blocked JID gets service-unavailable, as if the account
+// were not there.
+void BlockingModule::blocked_iq_error(std::string& out, std::string_view from, std::string_view to,
+                                      std::string_view id) {
+    std::string error;
+    xmpp::xml::write_stanza_error(error, xmpp::StanzaError::service_unavailable);
+    xmpp::xml::Writer w(out);
+    w.open("iq").attr("from", from).attr("to", to).attr("type", "error");
+    if (!id.empty()) w.attr("id", id);
+    w.raw(error).close();
+    w.finish();
+}
+
+// The recipient's list is on disk only: the IQ waits (the sender's later stanzas behind it,
+// InputHold) while it is read off the reactor (issue 14), then is refused or handed to the IQ
+// handlers as the client session would have (its bytes parsed again: nothing of the first parse
+// outlives the call that made it).
+void BlockingModule::defer_iq(OutboundEvent& ev) {
+    const std::string recipient(ev.to->bare_view());
+    auto hold = std::make_shared<session::InputHold>(ev.session);
+    auto then = [this, alive = std::weak_ptr<int>(_alive), who = std::weak_ptr<Session>(ev.session.shared()),
+                 bytes = std::string(ev.element.bytes()), recipient, get = ev.type == "get",
+                 hold](const blocking::BlockList* list) {
+        if (alive.expired()) return;
+        auto s = who.lock();
+        if (s != nullptr && s->jid() != nullptr) {
+            if (list != nullptr && list->blocks(s->jid()->full())) {
+                ++_counters.inbound_bounced;
+                xmpp::xml::Tokenizer tok;
+                std::string out;
+                std::string id;
+                if (const auto again = reparse(tok, bytes); again.kind() == xmpp::xml::EventKind::stanza) {
+                    id = again.element().id().present() ? again.element().id().unescape() : std::string();
+                }
+                blocked_iq_error(out, recipient, s->jid()->full(), id);
+                s->deliver(out);
+            } else {
+                dispatch_iq(*s, bytes, recipient, get);
+            }
+            // Outside a session's turn: wake the shards that got mail from the handlers.
+            _shard->router.flush();
+        }
+        hold->done();
+    };
+    if (_shard->router.home_of(recipient) == _shard->shard) {
+        read_cold(recipient, std::move(then));  // cached: the list lives on this shard
+    } else {
+        // Another shard's user: read, not cached (its list changes there).
+        _shard->writer->get_async(
+            storage::Column::blocking, recipient,
+            [this, recipient, then = std::move(then)](xmpp::Result<std::optional<std::string>, storage::Errc> raw) mutable {
+                if (!raw && raw.error() == storage::Errc::stopped) return;  // shutting down
+                auto list = raw ? (*raw ? blocking::BlockList::decode(**raw)
+                                        : xmpp::Result<blocking::BlockList, storage::Errc>(blocking::BlockList{}))
+                                : xmpp::Result<blocking::BlockList, storage::Errc>(xmpp::Unexpected(raw.error()));
+                if (!list) {
+                    STARLING_LOG(warn, "blocking: reading {}'s block list failed: {}", recipient,
+                                 storage::to_string(list.error()));
+                }
+                then(list ? &*list : nullptr);  // a failed read fails open, as recipient_blocks does
+            });
+    }
+    hold->arm();
+}
+
+xmpp::xml::Event BlockingModule::reparse(xmpp::xml::Tokenizer& tok, std::string_view bytes) {
+    // A header like a client's: the stanza's bytes were written in a jabber:client stream.
+    tok.append("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>");
+    tok.append(bytes);
+    auto ev = tok.next();
+    if (ev.kind() != xmpp::xml::EventKind::stream_open) return ev;
+    return tok.next();
+}
+
+// What the client session does with an IQ to an account once the outbound hooks let it through
+// (c2s dispatch_iq): the module that handles its payload answers, else service-unavailable.
+void BlockingModule::dispatch_iq(Session& session, const std::string& bytes, const std::string& to, bool get) {
+    xmpp::xml::Tokenizer tok;
+    const auto again = reparse(tok, bytes);
+    if (again.kind() != xmpp::xml::EventKind::stanza) {
+        STARLING_LOG(warn, "blocking: an IQ held for a block list read could not be parsed again");
+        return;  // it parsed once: not expected
+    }
+    const auto* el = &again.element();
+    std::string id = el->id().present() ? el->id().unescape() : std::string();
+    util::StanzaDom dom(el->bytes(), xmpp::ns::client);
+    const auto payload = dom.ok() ? util::StanzaDom::first_element(dom.root()) : pugi::xml_node();
+    if (_shard->hooks != nullptr && payload) {
+        IqEvent iq(session, *el, dom, payload, to, true, get ? IqType::get : IqType::set, id);
+        if (_shard->hooks->handle_iq(iq) == Handled::yes) {
+            if (!iq.replied()) iq.reply_error(xmpp::StanzaError::internal_server_error);
+            return;
+        }
+    }
+    // RFC 6120 §8.4: nobody here handles it (or it is not well-formed: bad-request, as c2s says).
+    std::string out;
+    xmpp::xml::Writer w(out);
+    w.open("iq").attr("from", to).attr("to", session.jid()->full()).attr("type", "error");
+    if (!id.empty()) w.attr("id", id);
+    std::string error;
+    xmpp::xml::write_stanza_error(error, dom.ok() ? xmpp::StanzaError::service_unavailable
+                                                  : xmpp::StanzaError::bad_request);
+    w.raw(error).close();
+    w.finish();
+    session.deliver(out);
 }
 
 ModuleSpec BlockingModule::spec() {

@@ -14,6 +14,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -23,6 +24,7 @@
 #include "broker/src/modules/api.hpp"
 #include "broker/src/storage/move_function.hpp"
 #include "broker/src/util/string_map.hpp"
+#include "xmpp/xml/tokenizer.hpp"
 
 namespace starling::modules {
 
@@ -86,7 +88,17 @@ private:
     // this thread (ShardWriter::get_async; issue 14), the session's input held until it is
     // cached, so that list_of() finds it in memory for the stanzas that follow.
     void preload(Session& session);
-    bool recipient_blocks(std::string_view recipient_bare, std::string_view sender_full);
+    enum class Recipient : std::uint8_t { allows, blocks, cold };
+    Recipient recipient_blocks(std::string_view recipient_bare, std::string_view sender_full);
+    bool blocks_in(const xmpp::Result<std::optional<std::string>, storage::Errc>& raw, std::string_view recipient_bare,
+                   std::string_view sender_full);
+    static void blocked_iq_error(std::string& out, std::string_view from, std::string_view to, std::string_view id);
+    // An IQ to another account whose list is on disk only: held, then refused or dispatched.
+    void defer_iq(OutboundEvent& ev);
+    void dispatch_iq(Session& session, const std::string& bytes, const std::string& to, bool get);
+    // `bytes` (one stanza of a jabber:client stream) parsed again by `tok`: a `stanza` event
+    // (its element valid while `tok` lives), or any other kind when that fails.
+    static xmpp::xml::Event reparse(xmpp::xml::Tokenizer& tok, std::string_view bytes);
     enum class Saved : std::uint8_t { now, later, failed };
     Saved save(const std::string& bare, blocking::BlockList next, DeferredIq& reply, std::function<void(DeferredIq&)> then);
     void get_list(const std::string& bare, const std::weak_ptr<Session>& who, DeferredIq reply,

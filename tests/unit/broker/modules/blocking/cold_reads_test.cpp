@@ -1,6 +1,7 @@
 // Block list reads off the reactor (issue 14), when a list is only on a slow disk (an SST whose
 // reads the test file system delays): a stanza to an offline user who blocks someone, and a
-// block or blocklist IQ whose list is no longer cached. The user's operation waits on the
+// block or blocklist IQ whose list is no longer cached, an IQ to another account (vCard) whose
+// list is not cached. The user's operation waits on the
 // store's reader thread while another bound session of the same shard gets its messages routed
 // at once; then it completes, in order, with what is stored. One shard wired as the broker wires
 // one (support/live_shard.hpp with a WritePath); the asan preset checks the lifetimes of a
@@ -17,6 +18,8 @@
 
 #include "broker/src/modules/blocking/blocking_module.hpp"
 #include "broker/src/modules/offline/offline_module.hpp"
+#include "broker/src/modules/vcard/vcard_module.hpp"
+#include "broker/src/modules/vcard/vcard_store.hpp"
 #include "broker/src/storage/write_path.hpp"
 #include "tests/support/faulty_fs.hpp"
 #include "tests/unit/broker/support/live_shard.hpp"
@@ -39,6 +42,7 @@ std::vector<std::unique_ptr<session::Module>> modules_with_a_tiny_cache() {
     o.max_cached_lists = 1;
     mods.push_back(std::make_unique<modules::BlockingModule>(o));
     mods.push_back(std::make_unique<modules::OfflineModule>());
+    mods.push_back(std::make_unique<modules::VcardModule>());  // answers IQs to an account
     return mods;
 }
 
@@ -47,7 +51,7 @@ struct ColdShard {
     OneShard t{modules_with_a_tiny_cache(), starling::testing::WritePath{fs}};
 
     ColdShard() {
-        for (const char* u : {"alice", "bob", "carol", "dave", "mallory"}) {
+        for (const char* u : {"alice", "bob", "carol", "dave", "frank", "mallory"}) {
             t.add_user(std::string(u) + "@localhost", std::string("pw-") + u);
         }
     }
@@ -92,9 +96,10 @@ struct ColdShard {
 
 std::string read_for(TestClient& c, std::chrono::milliseconds wait) { return c.read_until("\x01", wait); }
 
-void expect_routed_during_the_stall(TestClient& alice, TestClient& bob, const std::string& body) {
+// `from`'s message to bob (bound as bob@localhost/b) gets there long before the disk answers.
+void expect_routed_during_the_stall(TestClient& from, TestClient& bob, const std::string& body) {
     const auto sent = Clock::now();
-    alice.send("<message type='chat' to='bob@localhost/b' id='m-" + body + "'><body>" + body + "</body></message>");
+    from.send("<message type='chat' to='bob@localhost/b' id='m-" + body + "'><body>" + body + "</body></message>");
     const auto got = bob.read_until("</message>");
     EXPECT_NE(got.find("<body>" + body + "</body>"), std::string::npos) << got;
     EXPECT_LT(Clock::now() - sent, k_disk_latency / 2) << "the message waited for the disk";
@@ -207,6 +212,53 @@ TEST(BlockingColdReads, ASessionGoneDuringItsPendingBlockIsNotTouchedAndTheBlock
     const auto list = again.read_until("</iq>", 5s);
     EXPECT_NE(list.find("jid='mallory@localhost'"), std::string::npos) << list;
     EXPECT_NE(list.find("jid='trent@localhost'"), std::string::npos) << list;
+}
+
+// Alice's and mallory's vCard gets to carol, whose list (blocking mallory) is on the slow disk
+// only: an IQ to an account is checked on the sender's shard (XEP-0191 §3.3). Both wait for the
+// one read, each sender's next stanza behind its IQ, while frank's messages to bob go at once;
+// then alice gets the vCard and mallory service-unavailable.
+TEST(BlockingColdReads, IqsToAnAccountWithAColdListWaitForItAndAreAnsweredInOrder) {
+    ColdShard s;
+    ASSERT_TRUE(modules::VcardStore(*s.t.store).put("carol@localhost",
+                                                    "<vCard xmlns='vcard-temp'><FN>Carol Cold</FN></vCard>"));
+    {
+        TestClient carol(s.t.port);
+        ASSERT_NE(carol.login("carol", "pw-carol", "c").find("carol@localhost/c"), std::string::npos);
+        ColdShard::block(carol, "mallory@localhost", "b1");
+    }
+    s.wait_for_sessions(0);
+    s.dave_takes_the_cache();
+    TestClient alice(s.t.port), bob(s.t.port), frank(s.t.port), mallory(s.t.port);
+    ASSERT_NE(alice.login("alice", "pw-alice", "a").find("alice@localhost/a"), std::string::npos);
+    ASSERT_NE(bob.login("bob", "pw-bob", "b").find("bob@localhost/b"), std::string::npos);
+    ASSERT_NE(frank.login("frank", "pw-frank", "f").find("frank@localhost/f"), std::string::npos);
+    ASSERT_NE(mallory.login("mallory", "pw-mallory", "m").find("mallory@localhost/m"), std::string::npos);
+    s.make_cold();
+    const auto offloaded_before = s.reads_offloaded();
+
+    alice.send("<iq type='get' to='carol@localhost' id='v1'><vCard xmlns='vcard-temp'/></iq>"
+               "<message type='chat' to='bob@localhost/b' id='a1'><body>after alice's get</body></message>");
+    mallory.send("<iq type='get' to='carol@localhost' id='v2'><vCard xmlns='vcard-temp'/></iq>"
+                 "<message type='chat' to='bob@localhost/b' id='x1'><body>after mallory's get</body></message>");
+    std::this_thread::sleep_for(50ms);
+    expect_routed_during_the_stall(frank, bob, "during-the-read");
+    EXPECT_EQ(read_for(bob, 0ms).find("after"), std::string::npos) << "a stanza overtook its sender's IQ";
+    EXPECT_EQ(read_for(alice, 0ms).find("id='v1'"), std::string::npos) << "answered before the disk did";
+
+    const auto card = alice.read_until("</iq>", 10s);
+    EXPECT_NE(card.find("id='v1'"), std::string::npos) << card;
+    EXPECT_NE(card.find("<FN>Carol Cold</FN>"), std::string::npos) << card;
+    const auto refused = mallory.read_until("</iq>", 10s);
+    EXPECT_NE(refused.find("id='v2'"), std::string::npos) << refused;
+    EXPECT_NE(refused.find("type='error'"), std::string::npos) << refused;
+    EXPECT_NE(refused.find("service-unavailable"), std::string::npos) << refused;
+    EXPECT_EQ(refused.find("Carol Cold"), std::string::npos) << refused;
+    auto after = bob.read_until("after mallory's get", 10s);
+    after += bob.read_until("after alice's get", 1s);
+    EXPECT_NE(after.find("after alice's get"), std::string::npos) << after;
+    EXPECT_NE(after.find("after mallory's get"), std::string::npos) << after;
+    EXPECT_GT(s.reads_offloaded(), offloaded_before);
 }
 
 }  // namespace
