@@ -53,7 +53,14 @@ void RosterModule::install(ModuleContext& ctx) {
     ctx.add_counter("starling_roster_refused_total",
                     "Roster changes refused because roster.max_pending_changes wait for the disk", {},
                     &_counters.refused_pending);
-    ctx.on_account_deleted([this](std::string_view bare) { _store->forget(bare); });
+    ctx.on_account_deleted([this](std::string_view bare) {
+        // Changes still waiting for a read would write the deleted account's roster again.
+        if (auto it = _waiting.find(std::string(bare)); it != _waiting.end()) {
+            _waiting_count -= static_cast<std::uint32_t>(it->second.size());
+            _waiting.erase(it);  // their holds are released as they go
+        }
+        _store->forget(bare);
+    });
     ctx.on_iq(IqType::get, k_ns_roster, "query", [this](IqEvent& ev) {
         on_get(ev);
         return Handled::yes;
