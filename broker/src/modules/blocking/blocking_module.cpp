@@ -532,7 +532,8 @@ Handled BlockingModule::on_outbound(OutboundEvent& ev) {
 // an error, service-unavailable; IQ results and errors are dropped.
 Handled BlockingModule::on_inbound(InboundEvent& ev) {
     auto& env = ev.env;
-    if (env.from.empty() || (_indexed && _with_list.empty())) return Handled::no;  // nobody here blocks anyone
+    // Nobody here blocks anyone (and no stanza waits for a list, which this one must not overtake).
+    if (env.from.empty() || (_indexed && _with_list.empty() && _waiting.empty())) return Handled::no;
     const std::string_view bare = bare_of(env.to);
     const blocking::BlockList* list = nullptr;
     if (!_replay_bare.empty() && bare == _replay_bare) {
