@@ -18,12 +18,16 @@
 //     "logins+IM" stream does the same with accounts that also have a roster (20 watchers) and
 //     two offline messages each, all only in SSTs: each login sends its initial presence (the
 //     roster read for the broadcast and the probes, the offline delivery) and a roster get, and
-//     waits for the get's result before the next login.
+//     waits for the get's result before the next login. The "changes (cold)" stream logs in the
+//     same kind of accounts and makes roster changes whose point reads need the disk (issue 14):
+//     a set adding a contact, a subscription request to another such account (its roster and
+//     account read on arrival), and a second set whose result it waits for.
 // Each scenario runs twice on one fresh shard, the disk healthy and then with the fault, and
 // prints p50/p99/max of the chat latency side by side with the storage operations completed.
 //
 // Run: build/release/bench/slow_disk_bench [--seconds N] [--latency-ms N] [--pairs N]
 //        [--rate N (messages/s per sender)] [--only-logins-im (that row alone)]
+//        [--only-changes (that row alone)]
 //        (a temp dir, or $STARLING_BENCH_DIR)
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -79,13 +83,16 @@ using namespace std::chrono_literals;
 
 constexpr const char* k_password = "bench-password";
 
-enum class Stream { roster, offline, logins, logins_im };
+enum class Stream { roster, offline, logins, logins_im, changes };
 const char* to_string(Stream s) {
-    return s == Stream::roster    ? "roster sets"
-           : s == Stream::offline ? "offline messages"
-           : s == Stream::logins  ? "logins (cold)"
-                                  : "logins+IM (cold)";
+    return s == Stream::roster      ? "roster sets"
+           : s == Stream::offline   ? "offline messages"
+           : s == Stream::logins    ? "logins (cold)"
+           : s == Stream::logins_im ? "logins+IM (cold)"
+                                    : "changes (cold)";
 }
+bool is_login_stream(Stream s) { return s == Stream::logins || s == Stream::logins_im || s == Stream::changes; }
+bool has_im_data(Stream s) { return s == Stream::logins_im || s == Stream::changes; }
 
 struct Settings {
     int seconds = 5;
@@ -338,10 +345,10 @@ public:
         }
         shard.add_user("writer@localhost");
         for (int i = 0; i < k_offline_users; ++i) shard.add_user("away" + std::to_string(i) + "@localhost");
-        if (stream == Stream::logins || stream == Stream::logins_im) {
+        if (is_login_stream(stream)) {
             for (int i = 0; i < k_login_users; ++i) {
                 shard.add_user("login" + std::to_string(i) + "@localhost");
-                if (stream == Stream::logins_im) shard.add_im_data("login" + std::to_string(i) + "@localhost", 20);
+                if (has_im_data(stream)) shard.add_im_data("login" + std::to_string(i) + "@localhost", 20);
             }
         }
         for (int i = 0; i < s.pairs; ++i) {
@@ -351,7 +358,7 @@ public:
         _writer = std::make_unique<Client>(shard.port, "writer", "r");
         // An interested resource (RFC 6121 §2.1.6): every set is also pushed to it.
         _writer->send("<iq type='get' id='roster0'><query xmlns='jabber:iq:roster'/></iq>");
-        if (stream == Stream::logins || stream == Stream::logins_im) shard.flush_accounts(stream == Stream::logins_im);
+        if (is_login_stream(stream)) shard.flush_accounts(has_im_data(stream));
         _port = shard.port;
     }
 
@@ -371,17 +378,25 @@ public:
         const std::size_t writer_at = fds.size() - 1;
         const auto drain_limit = stop_sending + 5s;
         // Logins: one after another on a thread of their own, until the phase stops sending.
-        const bool logins_stream = _stream == Stream::logins || _stream == Stream::logins_im;
+        const bool logins_stream = is_login_stream(_stream);
         std::atomic<bool> logging_in{logins_stream};
         std::atomic<std::size_t> logins{0};
         std::thread login_thread;
         if (logins_stream) {
             login_thread = std::thread([&] {
                 while (logging_in.load()) {
-                    Client c(_port, "login" + std::to_string(_login_seq++ % k_login_users), "r");
+                    const auto n = _login_seq++;
+                    Client c(_port, "login" + std::to_string(n % k_login_users), "r");
                     if (_stream == Stream::logins_im) {
                         c.send("<presence/><iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>");
                         c.wait_for("id='rg'");
+                    } else if (_stream == Stream::changes) {
+                        const std::string other = "login" + std::to_string((n * 7 + 3) % k_login_users) + "@localhost";
+                        c.send("<iq type='set' id='cs1'><query xmlns='jabber:iq:roster'><item jid='new" +
+                               std::to_string(n) + "@localhost'/></query></iq><presence type='subscribe' to='" + other +
+                               "'/><iq type='set' id='cs2'><query xmlns='jabber:iq:roster'><item jid='" + other +
+                               "' name='n" + std::to_string(n) + "'/></query></iq>");
+                        c.wait_for("id='cs2'");
                     }
                     logins.fetch_add(1);
                 }
@@ -498,10 +513,13 @@ int int_arg(int argc, char** argv, int& i) {
 int main(int argc, char** argv) {
     Settings s;
     bool only_logins_im = false;
+    bool only_changes = false;
     for (int i = 1; i < argc; ++i) {
         const std::string_view a = argv[i];
         if (a == "--only-logins-im") {
             only_logins_im = true;
+        } else if (a == "--only-changes") {
+            only_changes = true;
         } else if (a == "--seconds") {
             s.seconds = int_arg(argc, argv, i);
         } else if (a == "--latency-ms") {
@@ -511,7 +529,8 @@ int main(int argc, char** argv) {
         } else if (a == "--rate") {
             s.rate = int_arg(argc, argv, i);
         } else {
-            std::fprintf(stderr, "usage: %s [--seconds N] [--latency-ms N] [--pairs N] [--rate N] [--only-logins-im]\n",
+            std::fprintf(stderr, "usage: %s [--seconds N] [--latency-ms N] [--pairs N] [--rate N] [--only-logins-im] "
+                         "[--only-changes]\n",
                          argv[0]);
             return 2;
         }
@@ -527,15 +546,18 @@ int main(int argc, char** argv) {
     std::printf("%-8s %-17s %-9s %8s %8s %10s %10s %10s %10s %10s\n", "archive", "storage stream", "disk", "sent",
                 "received", "p50 ms", "p99 ms", "max ms", "stored", "stored/s");
     for (const bool archive : {false, true}) {
-        for (const Stream stream : {Stream::roster, Stream::offline, Stream::logins, Stream::logins_im}) {
-            const bool logins = stream == Stream::logins || stream == Stream::logins_im;
+        for (const Stream stream :
+             {Stream::roster, Stream::offline, Stream::logins, Stream::logins_im, Stream::changes}) {
+            const bool logins = is_login_stream(stream);
             if (logins && archive) continue;  // the archive plays no part in a login
             if (only_logins_im && stream != Stream::logins_im) continue;
+            if (only_changes && stream != Stream::changes) continue;
             const auto dir = root / (std::string(archive ? "on-" : "off-") +
-                                     (stream == Stream::roster    ? "roster"
-                                      : stream == Stream::offline ? "offline"
-                                      : stream == Stream::logins  ? "logins"
-                                                                  : "logins-im"));
+                                     (stream == Stream::roster      ? "roster"
+                                      : stream == Stream::offline   ? "offline"
+                                      : stream == Stream::logins    ? "logins"
+                                      : stream == Stream::logins_im ? "logins-im"
+                                                                    : "changes"));
             std::filesystem::create_directories(dir);
             auto fs = std::make_shared<test::FaultyFileSystem>();
             {

@@ -81,7 +81,8 @@ ROWS = [
         ("Offline messages per second, by outcome", "ops", [rate("starling_offline_messages_total", "outcome")]),
         ("Offline store errors per second", "ops", [rate("starling_offline_storage_errors_total")]),
         ("Blocked stanzas per second, by outcome", "ops", [rate("starling_blocking_stanzas_total", "outcome")]),
-        ("Block list store errors per second", "ops", [rate("starling_blocking_storage_errors_total")]),
+        ("Block list store errors, and stanzas refused waiting for a list read, per second", "ops",
+         [rate("starling_blocking_storage_errors_total"), rate("starling_blocking_waiting_refused_total")]),
     ]),
     ("PubSub (XEP-0060)", [
         ("Requests per second", "ops", [rate("starling_pubsub_requests_total")]),

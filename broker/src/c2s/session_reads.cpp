@@ -112,7 +112,8 @@ std::uint64_t C2sSession::fast_revocation_generation(std::string_view bare) cons
 }
 
 // A module's hold (session::Session::hold_input): the same stop as _store_wait, for a bound
-// session, counted because two modules may wait for reads on one stanza (initial presence).
+// session or one still negotiating (XEP-0077 registration reads whether the name is taken),
+// counted because two modules may wait for reads on one stanza (initial presence).
 std::uint32_t C2sSession::hold_input() noexcept {
     ++_module_holds;
     return _hold_epoch;
@@ -124,7 +125,10 @@ void C2sSession::release_input(std::uint32_t ticket) noexcept {
     // Never inside the caller: it may be a handler of this session's input (process_input is
     // not re-entrant), or a completion in the middle of a module's work.
     asio::post(_ctx->io, [self = shared_from_this()] {
-        if (self->_phase != Phase::bound || self->_module_holds != 0 || self->_store_wait) return;
+        if ((self->_phase != Phase::bound && self->_phase != Phase::negotiating) || self->_module_holds != 0 ||
+            self->_store_wait) {
+            return;
+        }
         self->process_input();
         self->after_turn();
         self->read();

@@ -5,10 +5,12 @@
 #include <vector>
 
 #include "broker/src/session/hooks.hpp"
+#include "broker/src/session/input_hold.hpp"
 #include "broker/src/session/shard_services.hpp"
 #include "broker/src/modules/register/register_limiter.hpp"
 #include "broker/src/storage/account_ops.hpp"
 #include "broker/src/storage/accounts.hpp"
+#include "broker/src/storage/write_path.hpp"
 #include "broker/src/util/dom.hpp"
 #include "broker/src/util/log.hpp"
 #include "xmpp/xml/writer.hpp"
@@ -30,22 +32,59 @@ struct RegisterState {
 
 
 // Replies on a stream that has not authenticated: no 'to' and no 'from' (RFC 6120 §8.1.1.1).
-void preauth_result(PreauthIqEvent& ev, std::string_view inner = {}) {
+void preauth_result(Session& session, std::string_view id, std::string_view inner = {}) {
     std::string out;
     xmpp::xml::Writer w(out);
-    w.open("iq").attr("type", "result").attr("id", ev.id);
+    w.open("iq").attr("type", "result").attr("id", id);
     if (!inner.empty()) w.raw(inner);
     w.close();
-    ev.session.deliver(out);
+    session.deliver(out);
 }
 
-void preauth_error(PreauthIqEvent& ev, StanzaError condition, std::string_view text = {}) {
+void preauth_error(Session& session, std::string_view id, StanzaError condition, std::string_view text = {}) {
     std::string out;
     xmpp::xml::Writer w(out);
-    w.open("iq").attr("type", "error").attr("id", ev.id).raw("");
+    w.open("iq").attr("type", "error").attr("id", id).raw("");
     xmpp::xml::write_stanza_error(out, condition, text);
     w.close();
-    ev.session.deliver(out);
+    session.deliver(out);
+}
+
+void preauth_result(PreauthIqEvent& ev, std::string_view inner = {}) { preauth_result(ev.session, ev.id, inner); }
+void preauth_error(PreauthIqEvent& ev, StanzaError condition, std::string_view text = {}) {
+    preauth_error(ev.session, ev.id, condition, text);
+}
+
+// §3.1, once the name is known to be free (`exists`: what the store said of it): the keys are
+// derived and the account created.
+void create(ShardServices& shard, Session& session, std::string_view id, const std::string& bare,
+            const std::string& password, const xmpp::Result<bool, storage::Errc>& exists) {
+    if (!exists) {
+        preauth_error(session, id, StanzaError::internal_server_error);
+        return;
+    }
+    if (*exists) {
+        preauth_error(session, id, StanzaError::conflict, "username taken");  // §3.1
+        return;
+    }
+    auto record = storage::make_account_record(password, shard.server.scram_iterations, shard.random);
+    if (!record) {
+        preauth_error(session, id, StanzaError::not_acceptable, record.error().message);
+        return;
+    }
+    // Atomic against another shard (or starlingctl) creating the same name meanwhile.
+    if (auto created = storage::create_account(shard.accounts, bare, *record); !created) {
+        if (created.error().code == storage::AccountErrc::already_exists) {
+            preauth_error(session, id, StanzaError::conflict, "username taken");
+        } else {
+            STARLING_LOG(warn, "register: storing {} failed: {}", bare, created.error().message);
+            preauth_error(session, id, StanzaError::internal_server_error);
+        }
+        return;
+    }
+    session.slot<RegisterState>().registered = true;
+    STARLING_LOG(info, "register: {} registered from {}", bare, session.peer_address());
+    preauth_result(session, id);
 }
 
 std::string registration_form() {
@@ -162,33 +201,31 @@ void RegisterModule::install(ModuleContext& ctx) {
             return Handled::yes;
         }
         const std::string bare(jid->bare_view());
-        auto exists = shard->accounts.exists(bare);
-        if (!exists) {
-            preauth_error(ev, StanzaError::internal_server_error);
+        auto* writer = shard->writer;
+        if (writer == nullptr) {
+            create(*shard, ev.session, ev.id, bare, *f.password, shard->accounts.exists(bare));
             return Handled::yes;
         }
-        if (*exists) {
-            preauth_error(ev, StanzaError::conflict, "username taken");  // §3.1
-            return Handled::yes;
-        }
-        auto record = storage::make_account_record(*f.password, o.scram_iterations, shard->random);
-        if (!record) {
-            preauth_error(ev, StanzaError::not_acceptable, record.error().message);
-            return Handled::yes;
-        }
-        // Atomic against another shard (or starlingctl) creating the same name meanwhile.
-        if (auto created = storage::create_account(shard->accounts, bare, *record); !created) {
-            if (created.error().code == storage::AccountErrc::already_exists) {
-                preauth_error(ev, StanzaError::conflict, "username taken");
-            } else {
-                STARLING_LOG(warn, "register: storing {} failed: {}", bare, created.error().message);
-                preauth_error(ev, StanzaError::internal_server_error);
-            }
-            return Handled::yes;
-        }
-        state.registered = true;
-        STARLING_LOG(info, "register: {} registered from {}", bare, ev.session.peer_address());
-        preauth_result(ev);
+        // Whether the name is taken, without reading the disk on this thread (issue 14): inline
+        // from memory, else on the store's reader thread with the stream's input held, so that
+        // nothing it sends next (a second registration, its authentication) overtakes the answer.
+        auto hold = std::make_shared<session::InputHold>(ev.session);
+        storage::AccountStore::get_async(
+            *writer, bare,
+            [shard, hold, who = std::weak_ptr<Session>(ev.session.shared()), id = ev.id, bare,
+             password = *f.password](xmpp::Result<storage::AccountRecord, storage::Errc> r) {
+                auto s = who.lock();
+                // Gone, or the shard is stopping (the writer completes its reads from its destructor).
+                if (s != nullptr && !(!r && r.error() == storage::Errc::stopped)) {
+                    const auto exists = r ? xmpp::Result<bool, storage::Errc>(true)
+                                          : r.error() == storage::Errc::not_found
+                                                ? xmpp::Result<bool, storage::Errc>(false)
+                                                : xmpp::Result<bool, storage::Errc>(xmpp::Unexpected(r.error()));
+                    create(*shard, *s, id, bare, password, exists);
+                }
+                hold->done();
+            });
+        hold->arm();
         return Handled::yes;
     });
 

@@ -7,8 +7,10 @@
 //   open registration: a fleet provisioned with starlingctl still rotates device passwords.
 //
 // Lives on: every shard. The limiter is per shard; per-stream state (one registration per
-// stream, §3.1.1) is a session slot. Key derivation (PBKDF2, two hashes) and the RocksDB calls
-// run synchronously on the shard thread: registration is rare and rate-limited.
+// stream, §3.1.1) is a session slot. Whether the name is taken is read without touching the
+// disk on the shard thread (AccountStore::get_async, the stream's input held meanwhile); key
+// derivation (PBKDF2, two hashes) and the account's creation run synchronously on the shard
+// thread: registration is rare and rate-limited.
 #pragma once
 
 #include <chrono>

@@ -17,21 +17,29 @@
 // they follow is durable, in the order the writes were staged.
 #pragma once
 
+#include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "broker/src/modules/api.hpp"
 #include "broker/src/modules/roster/roster_item.hpp"
 #include "broker/src/modules/roster/roster_store.hpp"
 #include "broker/src/storage/move_function.hpp"
 
+namespace starling::session {
+class InputHold;
+}
+
 namespace starling::modules {
 
 struct RosterOptions {
     // Roster changes staged on one shard and not yet durable. Past it (a stalled disk, a client
     // flooding sets) a set is answered resource-constraint and a subscription change is not
-    // made (logged, counted), instead of queueing without bound. Configured as
+    // made (logged, counted), instead of queueing without bound. Changes waiting for a cold
+    // read (issue 14) are bounded by it too, counted apart. Configured as
     // roster.max_pending_changes.
     std::uint32_t max_pending_changes = 10'000;
 };
@@ -84,6 +92,41 @@ private:
     RosterOptions _options;
     RosterCounters _counters;
     std::uint32_t _pending = 0;  // changes staged and not yet durable
+
+    // Roster changes (set, remove, subscription stanzas in and out) read the item, the version
+    // and sometimes the roster's size or the account first (issue 14). From memory (overlay,
+    // memtable, block cache) they run inline. When the disk is needed, the change waits in its
+    // owner's queue while the whole roster is read off the reactor (RosterStore::load_async:
+    // current when it completes, this shard's staged writes included; the account with
+    // AccountStore::get_async), and runs from that. Later changes of the same owner queue behind
+    // it, so an owner's changes keep their order and each reads what the ones before it wrote.
+    enum class Attempt : std::uint8_t { done, cold };  // cold: nothing was read or done
+    struct ChangeStep {
+        // Null: read from memory. Else what the cold read found (or its error).
+        const xmpp::Result<roster::RosterSnapshot, storage::Errc>* roster = nullptr;
+        std::optional<bool> account;  // with `roster`, for a change that checks the account
+        bool refused = false;  // too many changes wait already: answer or drop, read nothing
+    };
+    using ChangeFn = storage::MoveFunction<Attempt(const ChangeStep&)>;
+    struct Waiting {
+        bool account = false;  // it checks the owner's account
+        ChangeFn fn;
+        std::shared_ptr<session::InputHold> hold;  // the sender's input, for a change it sent
+    };
+    // A change's reads, from `step` (the cold read) or from memory.
+    xmpp::Result<roster::ItemRead, storage::Errc> item_for(std::string_view owner, std::string_view contact,
+                                                           const ChangeStep& step) const;
+    xmpp::Result<std::size_t, storage::Errc> visible_for(std::string_view owner, const ChangeStep& step) const;
+    xmpp::Result<bool, storage::Errc> account_for(std::string_view owner, const ChangeStep& step) const;
+    // Runs `change` now when it can; otherwise queues it (holding `sender`'s input, if given).
+    void run_change(const std::string& owner, Waiting change, Session* sender);
+    // Reads off the reactor what the change at the head of `owner`'s queue needs, then drains.
+    void read_cold(const std::string& owner);
+    void drain(const std::string& owner, const ChangeStep& first);
+    // Counts and logs a refusal (max_pending_changes).
+    void note_refused();
+    std::unordered_map<std::string, std::deque<Waiting>> _waiting;  // by owner, in arrival order
+    std::uint32_t _waiting_count = 0;
     std::shared_ptr<int> _alive = std::make_shared<int>(0);  // completions check it
 };
 

@@ -186,6 +186,51 @@ void RosterStore::load_async(std::string_view owner, RosterLoaded done) const {
 }
 
 
+xmpp::Result<std::optional<std::string>, storage::Errc> RosterStore::get_in_memory(storage::Column c,
+                                                                                   const std::string& key) const {
+    if (_writer != nullptr) return _writer->get_in_memory(c, key);
+    std::string value;
+    const auto st = _store.db().Get(rocksdb::ReadOptions(), _store.column(c), slice(key), &value);
+    if (st.IsNotFound()) return std::optional<std::string>();
+    if (!st.ok()) return xmpp::Unexpected(storage::errc_of(st));
+    return std::optional<std::string>(std::move(value));
+}
+
+xmpp::Result<ItemRead, storage::Errc> RosterStore::item_in_memory(std::string_view owner,
+                                                                  std::string_view contact) const {
+    auto item = get_in_memory(storage::Column::rosters, item_key(owner, contact));
+    if (!item) return xmpp::Unexpected(item.error());
+    auto ver = get_in_memory(storage::Column::meta, version_key(owner));
+    if (!ver) return xmpp::Unexpected(ver.error());
+    ItemRead out;
+    if (*item) {
+        out.item = decode(**item);
+        if (!out.item) STARLING_LOG(warn, "roster: undecodable item under {}", owner);
+    }
+    if (*ver) std::from_chars((*ver)->data(), (*ver)->data() + (*ver)->size(), out.version);
+    return out;
+}
+
+xmpp::Result<std::size_t, storage::Errc> RosterStore::visible_in_memory(std::string_view owner) const {
+    std::size_t n = 0;
+    if (_writer == nullptr) {
+        for (const auto& i : load_all(owner)) n += i.in_roster ? 1 : 0;
+        return n;
+    }
+    RawRoster raw;
+    const auto st = read_raw(_store, owner, rocksdb::kBlockCacheTier, raw);
+    if (!st.ok()) return xmpp::Unexpected(storage::errc_of(st));  // Incomplete: not_in_memory
+    for (const auto& i : merged(*_writer, owner, raw).items) n += i.in_roster ? 1 : 0;
+    return n;
+}
+
+xmpp::Result<bool, storage::Errc> RosterStore::account_in_memory(std::string_view owner) const {
+    if (_writer == nullptr) return storage::AccountStore(_store).exists(owner);
+    auto got = _writer->get_in_memory(storage::Column::accounts, owner);
+    if (!got) return xmpp::Unexpected(got.error());
+    return got->has_value();
+}
+
 std::string RosterStore::item_key(std::string_view owner, std::string_view contact) {
     std::string k;
     k.reserve(owner.size() + 1 + contact.size());

@@ -11,7 +11,8 @@
 // overlay, prefix scans merged with it. load(), load_all() and version() read RocksDB on the
 // shard thread (block cache first); load_async() reads a whole roster and its version without
 // touching the disk there (issue 14): inline from the memtable and block cache, else on the
-// store's reader thread.
+// store's reader thread. A change's point reads (the *_in_memory functions) never touch the disk:
+// when they would, the caller reads the whole roster with load_async() instead.
 //
 // Lives on: one per shard (every shard's module instance has one); RocksDB is thread-safe, and
 // a given owner's keys are only ever touched from that owner's home shard.
@@ -44,6 +45,12 @@ struct RosterSnapshot {
 };
 using RosterLoaded = storage::MoveFunction<void(xmpp::Result<RosterSnapshot, storage::Errc>)>;
 
+// What a change of one item reads first: the item (absent: none stored) and the roster's version.
+struct ItemRead {
+    std::optional<RosterItem> item;
+    std::uint64_t version = 0;
+};
+
 class RosterStore {
 public:
     // `writer` null: every write is one synchronous RocksDB write, reads go to RocksDB only.
@@ -65,6 +72,18 @@ public:
     // Without a writer: synchronous, inline.
     void load_async(std::string_view owner, RosterLoaded done) const;
     static constexpr int k_async_attempts = 3;
+
+    // The point reads of a roster change (set, remove, subscription stanza in or out: issue 14),
+    // from the overlay (read-your-writes), the memtable and the block cache only:
+    // Errc::not_in_memory when the disk is needed (nothing was read then). Without a writer:
+    // synchronous. A failed read gives its error (an undecodable item is logged and read as
+    // absent, as load() does).
+    xmpp::Result<ItemRead, storage::Errc> item_in_memory(std::string_view owner, std::string_view contact) const;
+    // How many of `owner`'s items are in the roster (visible): the 1000-item limit of a set.
+    xmpp::Result<std::size_t, storage::Errc> visible_in_memory(std::string_view owner) const;
+    // Whether the account `owner` exists (the accounts column; inbound subscription stanzas).
+    xmpp::Result<bool, storage::Errc> account_in_memory(std::string_view owner) const;
+
     // Roster writes (save, erase, forget) staged or made by RosterStore on the calling thread
     // since it started, whoever the owner: a copy of a roster read on a shard is current while
     // this has not moved (the PubSub service's cache of PEP owners' rosters).
@@ -90,6 +109,9 @@ private:
     // The value of `key` as this shard sees it (staged writes first); nullopt when absent or
     // unreadable (logged).
     std::optional<std::string> get(storage::Column c, const std::string& key) const;
+    // get_in_memory through the writer (synchronous without one); not found: an empty optional.
+    xmpp::Result<std::optional<std::string>, storage::Errc> get_in_memory(storage::Column c,
+                                                                          const std::string& key) const;
 
     storage::Store& _store;
     storage::ShardWriter* _writer;

@@ -1,5 +1,6 @@
 // Reads a login and an initial presence wait for, off the reactor (issue 14): a user's roster
-// (the broadcast and probes of initial presence, a roster get) and offline messages, when only
+// (the broadcast and probes of initial presence, a roster get, the point reads of a roster set,
+// a remove and subscription stanzas in and out) and offline messages, when only
 // on a slow disk (an SST whose reads the test file system delays). One user's read waits on the
 // store's reader thread while another bound session of the same shard gets its messages routed
 // at once; the stalled operation then completes, in order, with what is stored. One shard wired
@@ -258,6 +259,118 @@ TEST(ColdReads, ASessionGoneDuringItsPendingRosterReadIsNotTouchedByTheCompletio
     EXPECT_EQ(s.t.on_shard([&] { return s.t.ctx->sessions.size(); }), 2u);
     std::this_thread::sleep_for(k_disk_latency * 3);  // the reads complete into nothing
     expect_routed_during_the_stall(alice, bob, "after-the-stall");
+}
+
+// A set (a new item: the roster's size is read too) and a remove on a cold roster: carol's next
+// stanzas wait for both answers, in order; the shard goes on meanwhile; what is stored is right.
+TEST(ColdReads, AColdRosterSetAndRemoveStallOnlyTheirUserAndAreAnsweredBeforeHerNextStanza) {
+    ColdShard s;
+    s.give_carol_a_roster(20);
+    TestClient alice(s.t.port), bob(s.t.port), carol(s.t.port);
+    ASSERT_NE(alice.login("alice", "pw-a", "a").find("alice@localhost/a"), std::string::npos);
+    ASSERT_NE(bob.login("bob", "pw-b", "b").find("bob@localhost/b"), std::string::npos);
+    ASSERT_NE(carol.login("carol", "pw-c", "c").find("carol@localhost/c"), std::string::npos);
+    s.make_cold({storage::Column::rosters, storage::Column::meta});
+    const auto offloaded_before = s.offloaded();
+
+    carol.send("<iq type='set' id='s1'><query xmlns='jabber:iq:roster'><item jid='dave@localhost' name='Dave'/>"
+               "</query></iq>"
+               "<iq type='set' id='s2'><query xmlns='jabber:iq:roster'>"
+               "<item jid='device-3@fleet.example' subscription='remove'/></query></iq>"
+               "<message type='chat' to='bob@localhost/b' id='c1'><body>after my changes</body></message>");
+    std::this_thread::sleep_for(50ms);
+    expect_routed_during_the_stall(alice, bob, "during-the-set");
+    EXPECT_EQ(read_for(carol, 0ms).find("id='s1'"), std::string::npos) << "answered before the disk did";
+    EXPECT_EQ(read_for(bob, 0ms).find("after my changes"), std::string::npos) << "carol's next stanza overtook her set";
+
+    const auto answers = carol.read_until("id='s2'", 10s);
+    const auto first = answers.find("id='s1'");
+    ASSERT_NE(first, std::string::npos) << answers;
+    EXPECT_LT(first, answers.find("id='s2'")) << answers;
+    EXPECT_EQ(answers.find("type='error'"), std::string::npos) << answers;
+    EXPECT_NE(bob.read_until("</message>", 10s).find("<body>after my changes</body>"), std::string::npos);
+    EXPECT_GT(s.offloaded(), offloaded_before);
+
+    // Stored: dave added, device-3 gone, the version bumped twice (21 + 2).
+    carol.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster' ver=''/></iq>");
+    const auto roster = carol.read_until("</iq>", 10s);
+    EXPECT_NE(roster.find("id='r1'"), std::string::npos) << roster;
+    EXPECT_NE(roster.find("jid='dave@localhost'"), std::string::npos) << roster;
+    EXPECT_EQ(roster.find("jid='device-3@fleet.example'"), std::string::npos) << roster;
+    EXPECT_NE(roster.find("jid='device-4@fleet.example'"), std::string::npos) << roster;
+    EXPECT_NE(roster.find("ver='23'"), std::string::npos) << roster;
+}
+
+// A subscription request out of a cold roster and into another cold roster (the contact's
+// account is cold too): the sender's next stanza waits for her change, the shard does not, and
+// the contact gets the request once both are read.
+TEST(ColdReads, ColdSubscriptionStanzasStallOnlyTheirUsersAndReachTheContactAfterwards) {
+    ColdShard s;
+    s.t.add_user("dave@localhost", "pw-d");
+    s.give_carol_a_roster(5);
+    TestClient alice(s.t.port), bob(s.t.port), carol(s.t.port), dave(s.t.port);
+    ASSERT_NE(alice.login("alice", "pw-a", "a").find("alice@localhost/a"), std::string::npos);
+    ASSERT_NE(bob.login("bob", "pw-b", "b").find("bob@localhost/b"), std::string::npos);
+    ASSERT_NE(carol.login("carol", "pw-c", "c").find("carol@localhost/c"), std::string::npos);
+    ASSERT_NE(dave.login("dave", "pw-d", "d").find("dave@localhost/d"), std::string::npos);
+    dave.send("<presence/>");  // available: a subscription request is delivered to him
+    s.make_cold({storage::Column::rosters, storage::Column::meta, storage::Column::accounts});
+    const auto offloaded_before = s.offloaded();
+
+    carol.send("<presence to='dave@localhost' type='subscribe' id='sub1'/>"
+               "<message type='chat' to='bob@localhost/b' id='c1'><body>after my subscribe</body></message>");
+    std::this_thread::sleep_for(50ms);
+    expect_routed_during_the_stall(alice, bob, "during-the-subscribe");
+    EXPECT_EQ(read_for(bob, 0ms).find("after my subscribe"), std::string::npos) << "overtook her subscribe";
+
+    const auto request = dave.read_until("type='subscribe'", 10s);
+    EXPECT_NE(request.find("from='carol@localhost'"), std::string::npos) << request;
+    EXPECT_NE(bob.read_until("</message>", 10s).find("<body>after my subscribe</body>"), std::string::npos);
+    EXPECT_GT(s.offloaded(), offloaded_before);
+
+    // Dave approves (his item is in memory now): carol's item becomes 'to'.
+    dave.send("<presence to='carol@localhost' type='subscribed'/>");
+    std::string item;
+    const auto deadline = Clock::now() + 5s;
+    while (Clock::now() < deadline && item.find("subscription='to'") == std::string::npos) {
+        carol.send("<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>");
+        const auto got = carol.read_until("</iq>", 5s);
+        const auto at = got.find("jid='dave@localhost'");
+        item = at == std::string::npos ? std::string() : got.substr(at, 80);
+        if (item.find("subscription='to'") == std::string::npos) std::this_thread::sleep_for(20ms);
+    }
+    EXPECT_NE(item.find("subscription='to'"), std::string::npos) << item;
+}
+
+// Carol's connection goes away while her roster set waits for the disk: the completion answers
+// nobody and touches no freed session (ASan), and the change she asked for is still made.
+TEST(ColdReads, ASessionGoneDuringItsPendingRosterSetIsNotTouchedAndTheChangeIsMade) {
+    ColdShard s;
+    s.give_carol_a_roster(10);
+    TestClient alice(s.t.port), bob(s.t.port);
+    ASSERT_NE(alice.login("alice", "pw-a", "a").find("alice@localhost/a"), std::string::npos);
+    ASSERT_NE(bob.login("bob", "pw-b", "b").find("bob@localhost/b"), std::string::npos);
+    {
+        TestClient carol(s.t.port);
+        ASSERT_NE(carol.login("carol", "pw-c", "c").find("carol@localhost/c"), std::string::npos);
+        s.make_cold({storage::Column::rosters, storage::Column::meta});
+        carol.send("<iq type='set' id='s1'><query xmlns='jabber:iq:roster'><item jid='dave@localhost'/></query></iq>"
+                   "<presence/>");
+        std::this_thread::sleep_for(50ms);
+    }  // disconnected
+    const auto deadline = Clock::now() + 3s;
+    while (Clock::now() < deadline && s.t.on_shard([&] { return s.t.ctx->sessions.size(); }) != 2) {
+        std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_EQ(s.t.on_shard([&] { return s.t.ctx->sessions.size(); }), 2u);
+    std::this_thread::sleep_for(k_disk_latency * 3);  // the reads complete; the set is staged
+    expect_routed_during_the_stall(alice, bob, "after-the-stall");
+
+    s.fs->set_read_latency(0ms);
+    TestClient again(s.t.port);
+    ASSERT_NE(again.login("carol", "pw-c", "c2").find("carol@localhost/c2"), std::string::npos);
+    again.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>");
+    EXPECT_NE(again.read_until("</iq>", 5s).find("jid='dave@localhost'"), std::string::npos);
 }
 
 }  // namespace
