@@ -144,7 +144,17 @@ bench_certificate() {
 #          otherwise each server's defaults.
 bench_configs() {
   bench_tls=$1
-  local tls_toml="" prosody_tls ej_tls ej_certs=""
+  local tls_toml="" prosody_tls ej_tls ej_certs="" prosody_mam="" ej_mam=""
+  # peer_mam=1 (the archive bench, issue 14): Prosody and ejabberd archive every chat message as
+  # Starling does by default (XEP-0313): Prosody's mod_mam with its default storage (internal,
+  # files) and "always" as the default policy, ejabberd's mod_mam on mnesia with default: always.
+  if [[ ${peer_mam:-0} == 1 ]]; then
+    prosody_mam='default_archive_policy = true
+archive_expires_after = "1w"'
+    ej_mam='  mod_mam:
+    db_type: mnesia
+    default: always'
+  fi
   if [[ $bench_tls == 1 ]]; then
     [[ -f $work/certs/localhost.pem ]] || bench_certificate
     tls_toml="[[tls.certificates]]
@@ -187,6 +197,11 @@ modules_disabled = { \"s2s\", \"tls\", \"limits\", \"mam\", \"admin_socket\" }"
   fi
   [[ -n $tls_toml ]] && echo "$tls_toml" >>"$work/starling/bench.toml"
 
+  if [[ ${peer_mam:-0} == 1 ]]; then
+    prosody_tls=${prosody_tls//\"mam\", /}
+    prosody_tls=${prosody_tls/modules_enabled = \{ /modules_enabled = \{ \"mam\", }
+  fi
+
   ## Prosody
   mkdir -p "$work/prosody/data" "$work/prosody/certs"
   cat >"$work/prosody/prosody.cfg.lua" <<LUA
@@ -214,6 +229,7 @@ limits = { c2s = { rate = "1000mb/s"; burst = "10s" }; c2s_stream_error_timeout 
 c2s_stanza_size_limit = 262144
 max_connections_per_ip = 0
 $prosody_tls
+$prosody_mam
 VirtualHost "localhost"
 LUA
 
@@ -269,7 +285,7 @@ shaper_rules:
   max_user_offline_messages: 100
   c2s_shaper: none
   s2s_shaper: none
-# The modules Starling has on; no mod_mam, no mod_stream_mgmt, no HTTP, no s2s listener.
+# The modules Starling has on; no mod_stream_mgmt, no HTTP, no s2s listener; mod_mam with peer_mam=1.
 modules:
   mod_roster: {}
   mod_disco: {}
@@ -280,6 +296,7 @@ modules:
   mod_blocking: {}
   mod_vcard: {}
   mod_version: {}
+$ej_mam
 YML
   chown -R ejabberd:ejabberd "$work/ejabberd"
   # ejabberdctl run by root su's to the ejabberd user, and su applies PAM's limits: 1024 fds, and
