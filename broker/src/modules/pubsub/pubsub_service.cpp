@@ -41,6 +41,39 @@ constexpr std::string_view k_features[] = {
     "retrieve-subscriptions", "rsm",        "subscribe",        "subscription-options",
 };
 
+// An IQ reply from the service (`from`) to the requester: the envelope, its bytes holding the
+// start tag without its closing '>' (the caller adds "/>" or content and "</iq>").
+router::Envelope reply_envelope(std::string_view from, std::string_view to, std::string_view id,
+                                std::string_view type) {
+    router::Envelope back;
+    back.stanza = router::StanzaKind::iq;
+    back.to = std::string(to);
+    back.from = std::string(from);
+    back.type = std::string(type);
+    back.id = std::string(id);
+    std::string& out = back.bytes;
+    out += "<iq from='";
+    xmpp::xml::escape_attribute_into(out, from);
+    out += "' to='";
+    xmpp::xml::escape_attribute_into(out, to);
+    out += "' type='";
+    out += type;
+    out += "' id='";
+    xmpp::xml::escape_attribute_into(out, id);
+    out += '\'';
+    return back;
+}
+
+router::Envelope error_envelope(std::string_view from, std::string_view to, std::string_view id,
+                                StanzaError condition, std::string_view app_condition, std::string_view text,
+                                std::string_view feature) {
+    router::Envelope back = reply_envelope(from, to, id, "error");
+    back.bytes += '>';
+    write_pubsub_error(back.bytes, condition, app_condition, text, feature);
+    back.bytes += "</iq>";
+    return back;
+}
+
 }  // namespace
 
 PubsubService::PubsubService(session::ShardServices& shard, storage::Store& store, PubsubOptions options)
@@ -104,6 +137,10 @@ void PubsubService::receive(router::Envelope&& env) {
     // answer (RFC 6120 §8.2).
     if (env.stanza != router::StanzaKind::iq || (env.type != "get" && env.type != "set")) return;
     ++_counters.requests;
+    process(env);
+}
+
+void PubsubService::process(router::Envelope& env) {
     try {
         StanzaDom dom(env.bytes, xmpp::ns::client);
         Request r{env, dom, std::string(bare_of(env.to)), std::string(bare_of(env.from)), env.type == "get",
@@ -198,6 +235,25 @@ void PubsubService::handle_node(Request& r, std::string_view node) {
         reply_error(r, StanzaError::resource_constraint);
         return;
     }
+    switch (ready(r, node)) {
+        case Ready::parked: return;
+        case Ready::now: dispatch_node(r, node); return;
+        case Ready::absent: {
+            // Known missing for this request only: a create caches the node, a later request
+            // reads it again.
+            struct Forget {
+                std::unordered_set<std::string>& absent;
+                std::string key;
+                ~Forget() { absent.erase(key); }
+            } forget{_absent, NodeStore::node_prefix(r.service, node)};
+            _absent.insert(forget.key);
+            dispatch_node(r, node);
+            return;
+        }
+    }
+}
+
+void PubsubService::dispatch_node(Request& r, std::string_view node) {
     const std::string_view a = r.action_name;
     if (r.ns == k_ns_pubsub && a == "create") {
         if (r.get) {
@@ -266,33 +322,142 @@ PubsubService::Node* PubsubService::find_node(Request& r, std::string_view node)
 PubsubService::Node* PubsubService::lookup(std::string_view service, std::string_view node, storage::Errc& err) {
     std::string key = NodeStore::node_prefix(service, node);
     if (auto it = _nodes.find(key); it != _nodes.end()) return expire_items(*it->second);
-    if (_erasing.contains(key)) {
-        err = storage::Errc::not_found;  // deleted; RocksDB will say so once that is durable
+    if (_erasing.contains(key) || _absent.contains(key)) {
+        err = storage::Errc::not_found;  // deleted (RocksDB will say so once that is durable), or just read
         return nullptr;
     }
-    auto rec = _store.load_node(service, node);
+    // Requests about a node reach this through ready(), which cached it; what else looks a
+    // node up (the last PEP items at available, an administrator's delete) reads it here.
+    auto loaded = load(_store, service, node, false);
+    if (!loaded) {
+        err = loaded.error();
+        return nullptr;
+    }
+    return install(std::move(key), service, node, std::move(loaded).value());
+}
+
+xmpp::Result<PubsubService::Loaded, storage::Errc> PubsubService::load(const NodeStore& store, std::string_view service,
+                                                                       std::string_view node, bool memory_only) noexcept {
+    auto rec = store.load_node(service, node, memory_only);
     if (!rec) {
-        err = rec.error();
-        if (err != storage::Errc::not_found) {
-            STARLING_LOG(warn, "pubsub: loading node {} failed: {}", node, storage::to_string(err));
+        if (rec.error() != storage::Errc::not_found && rec.error() != storage::Errc::not_in_memory) {
+            STARLING_LOG(warn, "pubsub: loading node {} failed: {}", node, storage::to_string(rec.error()));
         }
-        return nullptr;
+        return xmpp::Unexpected(rec.error());
     }
-    auto subs = _store.load_subscriptions(service, node);
-    auto items = _store.load_items(service, node);
-    if (!subs || !items) {
-        err = !subs ? subs.error() : items.error();
-        return nullptr;
+    auto subs = store.load_subscriptions(service, node, memory_only);
+    if (!subs) return xmpp::Unexpected(subs.error());
+    auto items = store.load_items(service, node, memory_only);
+    if (!items) return xmpp::Unexpected(items.error());
+    try {
+        return Loaded{std::move(rec).value(), std::move(subs).value(), std::move(items).value()};
+    } catch (...) {
+        return xmpp::Unexpected(storage::Errc::io_error);
     }
+}
+
+PubsubService::Node* PubsubService::install(std::string key, std::string_view service, std::string_view node,
+                                            Loaded loaded) {
     auto n = std::make_unique<Node>();
     n->service = std::string(service);
     n->name = std::string(node);
-    n->record = std::move(rec).value();
-    n->subscriptions.assign(std::move(subs).value());
-    for (auto& item : items.value()) n->items.push_back(std::move(item));
+    n->record = std::move(loaded.record);
+    n->subscriptions.assign(std::move(loaded.subscriptions));
+    for (auto& item : loaded.items) n->items.push_back(std::move(item));
     n->next_seq = n->items.empty() ? 1 : n->items.back().seq + 1;
     n->incarnation = _next_incarnation++;
     return expire_items(*cache(std::move(key), std::move(n)));
+}
+
+PubsubService::Ready PubsubService::ready(Request& r, std::string_view node) {
+    const std::string key = NodeStore::node_prefix(r.service, node);
+    if (_shard.writer == nullptr) return Ready::now;  // no write path (unit fixtures): lookup reads
+    if (auto parked = _loading.find(key); parked != _loading.end()) {
+        park(key, r.env);  // behind the requests already waiting for this node: in order
+        return Ready::parked;
+    }
+    if (_nodes.contains(key) || _erasing.contains(key) || _absent.contains(key)) return Ready::now;
+    // Not cached, so nothing of it is staged (a node with writes in flight stays cached):
+    // RocksDB alone has it. From memory when it is there: no extra latency then.
+    auto loaded = load(_store, r.service, node, true);
+    if (loaded) {
+        install(key, r.service, node, std::move(loaded).value());
+        return Ready::now;
+    }
+    if (loaded.error() == storage::Errc::not_found) return Ready::absent;
+    if (loaded.error() != storage::Errc::not_in_memory) return Ready::now;  // lookup reads and answers the error
+    park(key, r.env);
+    if (_loading.contains(key)) start_load(key, r.service, std::string(node));
+    return Ready::parked;
+}
+
+void PubsubService::park(const std::string& key, router::Envelope& env) {
+    if (_parked >= _options.max_waiting_requests) {
+        // Bounded: past it the requester retries later (RFC 6120 §8.3.3.18, type wait).
+        ++_counters.waiting_refused;
+        ++_counters.errors;
+        send(error_envelope(env.to, env.from, env.id, StanzaError::resource_constraint, {},
+                            "too many requests waiting for the disk", {}));
+        return;
+    }
+    Parked p{std::move(env), nullptr};
+    // Handled again as it arrives on this shard (no second count, no second publish token).
+    p.env.kind = router::Envelope::Kind::service;
+    // A requester on this shard handles none of its later stanzas until this one is answered
+    // (or its writes staged): its order is kept, and an XEP-0198 <a/> waits for those writes.
+    if (auto* ep = _shard.router.find(p.env.from)) {
+        if (auto* requester = session::as_session(*ep)) {
+            p.hold = std::make_unique<session::InputHold>(*requester);
+            p.hold->arm();
+        }
+    }
+    _loading[key].push_back(std::move(p));
+    ++_parked;
+}
+
+void PubsubService::start_load(const std::string& key, std::string service, std::string node) {
+    ++_counters.node_loads_offloaded;
+    auto result = std::make_shared<xmpp::Result<Loaded, storage::Errc>>(xmpp::Unexpected(storage::Errc::stopped));
+    storage::Store* rocks = &_rocks;
+    _shard.writer->run_off_reactor(
+        [rocks, result, service, node] { *result = load(NodeStore(*rocks), service, node, false); },
+        [alive = std::weak_ptr<PubsubService*>(_alive), result, key, service, node] {
+            if (auto self = alive.lock()) (*self)->on_loaded(key, service, node, *result);
+        });
+}
+
+void PubsubService::on_loaded(const std::string& key, std::string_view service, std::string_view node,
+                              xmpp::Result<Loaded, storage::Errc>& loaded) {
+    auto it = _loading.find(key);
+    if (it == _loading.end()) return;
+    std::deque<Parked> parked = std::move(it->second);
+    _loading.erase(it);
+    _parked -= parked.size();
+    // Something else may have looked the node up meanwhile (lookup) or deleted it: that wins.
+    const bool known = _nodes.contains(key) || _erasing.contains(key);
+    bool absent = false;
+    if (!known && loaded) {
+        install(key, service, node, std::move(loaded).value());
+    } else if (!known && loaded.error() == storage::Errc::not_found) {
+        absent = true;
+    } else if (!known) {
+        // The read failed: each request gets the error a synchronous read would have given.
+        for (auto& p : parked) {
+            ++_counters.errors;
+            send(error_envelope(p.env.to, p.env.from, p.env.id, StanzaError::internal_server_error, {}, {}, {}));
+        }
+        _shard.router.flush();
+        return;
+    }
+    if (absent) _absent.insert(key);
+    for (auto& p : parked) {
+        process(p.env);
+        p.hold.reset();  // answered, or its writes staged: the requester's input goes on
+    }
+    _absent.erase(key);
+    // Replies to other shards went into their mailboxes: wake them (no session's turn ends
+    // after this handler to do it).
+    _shard.router.flush();
 }
 
 // pubsub#item_expire: items older than the node allows are gone for every request from the
@@ -372,7 +537,8 @@ void PubsubService::create(Request& r, std::string node) {
         reply_error(r, StanzaError::conflict);  // §8.1: NodeID already exists
         return;
     }
-    if (auto existing = _store.load_node(r.service, node);
+    if (auto existing = _absent.contains(key) ? xmpp::Result<NodeRecord, storage::Errc>(xmpp::Unexpected(storage::Errc::not_found))
+                                              : _store.load_node(r.service, node);
         !_erasing.contains(key) && (existing || existing.error() != storage::Errc::not_found)) {
         reply_error(r, existing ? StanzaError::conflict : StanzaError::internal_server_error);
         return;
@@ -782,44 +948,6 @@ void PubsubService::on_interests(router::Envelope&& env) {
         notify(*n, item_event(*n, n->items.back(), n->record.config.deliver_payloads), &only);
     }
 }
-
-// §8.6: ask the owners to approve a pending subscription (a data form in a message).
-namespace {
-
-// An IQ reply from the service (`from`) to the requester: the envelope, its bytes holding the
-// start tag without its closing '>' (the caller adds "/>" or content and "</iq>").
-router::Envelope reply_envelope(std::string_view from, std::string_view to, std::string_view id,
-                                std::string_view type) {
-    router::Envelope back;
-    back.stanza = router::StanzaKind::iq;
-    back.to = std::string(to);
-    back.from = std::string(from);
-    back.type = std::string(type);
-    back.id = std::string(id);
-    std::string& out = back.bytes;
-    out += "<iq from='";
-    xmpp::xml::escape_attribute_into(out, from);
-    out += "' to='";
-    xmpp::xml::escape_attribute_into(out, to);
-    out += "' type='";
-    out += type;
-    out += "' id='";
-    xmpp::xml::escape_attribute_into(out, id);
-    out += '\'';
-    return back;
-}
-
-router::Envelope error_envelope(std::string_view from, std::string_view to, std::string_view id,
-                                StanzaError condition, std::string_view app_condition, std::string_view text,
-                                std::string_view feature) {
-    router::Envelope back = reply_envelope(from, to, id, "error");
-    back.bytes += '>';
-    write_pubsub_error(back.bytes, condition, app_condition, text, feature);
-    back.bytes += "</iq>";
-    return back;
-}
-
-}  // namespace
 
 void PubsubService::reply_result(Request& r, std::string_view inner_xml) {
     router::Envelope back = reply_envelope(r.env.to, r.env.from, r.env.id, "result");
