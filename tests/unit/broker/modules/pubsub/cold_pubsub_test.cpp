@@ -1,0 +1,258 @@
+// PubSub requests about a node that is only on a slow disk (issue 14): the node's configuration,
+// affiliations, subscriptions and items are read on the store's reader thread while the shard
+// goes on routing; the requests about that node wait, in order, and are then answered as the
+// synchronous code answers them; the requester's next stanzas wait behind its request. One
+// shard wired as the broker wires one (support/live_shard.hpp with a WritePath,
+// tests/support/faulty_fs.hpp delaying SST reads); the asan preset checks a requester that goes
+// away while its request waits.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <rocksdb/db.h>
+
+#include "broker/src/modules/pubsub/node_store.hpp"
+#include "broker/src/modules/pubsub/pubsub_module.hpp"
+#include "broker/src/modules/presence/presence_module.hpp"
+#include "broker/src/modules/roster/roster_module.hpp"
+#include "broker/src/storage/write_path.hpp"
+#include "tests/support/faulty_fs.hpp"
+#include "tests/unit/broker/support/live_shard.hpp"
+
+namespace {
+
+using namespace starling;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using starling::testing::OneShard;
+using starling::testing::TestClient;
+namespace ps = modules::pubsub;
+
+constexpr auto k_disk_latency = 600ms;  // per SST read while the disk is slow
+constexpr std::string_view k_service = "pubsub.localhost";
+
+struct ColdPubsub {
+    std::shared_ptr<test::FaultyFileSystem> fs = std::make_shared<test::FaultyFileSystem>();
+    modules::PubsubModule* pubsub = nullptr;
+    OneShard t{modules(), starling::testing::WritePath{fs}};
+
+    std::vector<std::unique_ptr<session::Module>> modules() {
+        std::vector<std::unique_ptr<session::Module>> mods;
+        mods.push_back(std::make_unique<modules::RosterModule>());
+        mods.push_back(std::make_unique<modules::PresenceModule>());
+        auto p = std::make_unique<modules::PubsubModule>(nullptr, ps::PubsubOptions{});
+        pubsub = p.get();
+        mods.push_back(std::move(p));
+        return mods;
+    }
+
+    ColdPubsub() {
+        for (const char* u : {"alice", "bob", "carol"}) t.add_user(std::string(u) + "@localhost", std::string("pw-") + u);
+    }
+    ~ColdPubsub() { fs->heal(); }
+
+    // A node of alice's with `items` items, written before this broker loaded it (a restart).
+    void give_alice_a_node(const std::string& node, int items) {
+        ps::NodeStore db(*t.store);
+        ps::NodeRecord rec;
+        rec.affiliations.emplace_back("alice@localhost", ps::Affiliation::owner);
+        rec.created_unix_ms = 1'700'000'000'000;
+        ASSERT_TRUE(db.create_node(k_service, node, "alice@localhost", rec));
+        for (int i = 1; i <= items; ++i) {
+            ps::Item item;
+            item.id = "i" + std::to_string(i);
+            item.payload = "<entry xmlns='urn:example:sensor'>reading " + std::to_string(i) + "</entry>";
+            item.publisher = "alice@localhost/a";
+            item.published_unix_ms = now_ms();
+            item.seq = static_cast<std::uint64_t>(i);
+            ASSERT_TRUE(db.publish(k_service, node, item, {}));
+        }
+    }
+    static std::int64_t now_ms() {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    }
+
+    void make_cold() {
+        for (auto c : {storage::Column::pubsub_nodes, storage::Column::pubsub_items}) {
+            rocksdb::FlushOptions fo;
+            fo.wait = true;
+            ASSERT_TRUE(t.store->db().Flush(fo, t.store->column(c)).ok());
+        }
+        fs->set_read_latency(k_disk_latency);
+    }
+
+    std::uint64_t loads_offloaded() {
+        return t.on_shard([&] { return pubsub->service()->counters().node_loads_offloaded; });
+    }
+};
+
+std::string read_for(TestClient& c, std::chrono::milliseconds wait) { return c.read_until("\x01", wait); }
+
+void login(TestClient& c, const std::string& user, const std::string& resource) {
+    ASSERT_NE(c.login(user, "pw-" + user, resource).find(user + "@localhost/" + resource), std::string::npos);
+}
+
+// While alice's message to bob is routed: it must get there long before the disk answers.
+void expect_routed_during_the_stall(TestClient& alice, TestClient& bob, const std::string& body) {
+    const auto sent = Clock::now();
+    alice.send("<message type='chat' to='bob@localhost/b' id='m-" + body + "'><body>" + body + "</body></message>");
+    const auto got = bob.read_until("</message>");
+    EXPECT_NE(got.find("<body>" + body + "</body>"), std::string::npos) << got;
+    EXPECT_LT(Clock::now() - sent, k_disk_latency / 2) << "the message waited for the disk";
+}
+
+std::string items_get(const std::string& id, const std::string& node) {
+    return "<iq type='get' to='pubsub.localhost' id='" + id +
+           "'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='" + node + "'/></pubsub></iq>";
+}
+
+std::string publish(const std::string& id, const std::string& node, const std::string& item) {
+    return "<iq type='set' to='pubsub.localhost' id='" + id +
+           "'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='" + node + "'><item id='" + item +
+           "'><entry xmlns='urn:example:sensor'>" + item + "</entry></item></publish></pubsub></iq>";
+}
+
+std::size_t count_of(const std::string& haystack, const std::string& needle) {
+    std::size_t n = 0;
+    for (auto at = haystack.find(needle); at != std::string::npos; at = haystack.find(needle, at + 1)) ++n;
+    return n;
+}
+
+TEST(ColdPubsub, AColdNodeStallsOnlyItsRequesterAndItsItemsComeBeforeHerNextStanza) {
+    ColdPubsub s;
+    s.give_alice_a_node("sensors", 3);
+    TestClient alice(s.t.port), bob(s.t.port), carol(s.t.port);
+    login(alice, "alice", "a");
+    login(bob, "bob", "b");
+    login(carol, "carol", "c");
+    s.make_cold();
+    const auto before = s.loads_offloaded();
+
+    carol.send(items_get("g1", "sensors") +
+               "<message type='chat' to='bob@localhost/b' id='c1'><body>after my items</body></message>");
+    std::this_thread::sleep_for(50ms);
+    expect_routed_during_the_stall(alice, bob, "during-the-load");
+    EXPECT_EQ(read_for(carol, 0ms).find("id='g1'"), std::string::npos) << "answered before the disk did";
+    EXPECT_EQ(read_for(bob, 0ms).find("after my items"), std::string::npos) << "carol's next stanza overtook her get";
+
+    // XEP-0060 §6.5: every item, oldest first.
+    const auto got = carol.read_until("</iq>", 10s);
+    EXPECT_NE(got.find("type='result'"), std::string::npos) << got;
+    const auto i1 = got.find("id='i1'");
+    const auto i2 = got.find("id='i2'");
+    const auto i3 = got.find("id='i3'");
+    ASSERT_NE(i1, std::string::npos) << got;
+    ASSERT_NE(i2, std::string::npos) << got;
+    ASSERT_NE(i3, std::string::npos) << got;
+    EXPECT_LT(i1, i2);
+    EXPECT_LT(i2, i3);
+    EXPECT_NE(bob.read_until("</message>", 10s).find("<body>after my items</body>"), std::string::npos);
+    EXPECT_EQ(s.loads_offloaded(), before + 1);
+
+    // Cached now: the next request is answered at once.
+    const auto sent = Clock::now();
+    carol.send(items_get("g2", "sensors"));
+    EXPECT_NE(carol.read_until("</iq>", 5s).find("id='i3'"), std::string::npos);
+    EXPECT_LT(Clock::now() - sent, k_disk_latency / 2);
+    EXPECT_EQ(s.loads_offloaded(), before + 1);
+}
+
+TEST(ColdPubsub, PipelinedRequestsToAColdNodeAreAnsweredInOrderWithThePublishStoredOnce) {
+    ColdPubsub s;
+    s.give_alice_a_node("sensors", 2);
+    TestClient alice(s.t.port), bob(s.t.port), carol(s.t.port);
+    login(alice, "alice", "a");
+    login(bob, "bob", "b");
+    login(carol, "carol", "c");
+    s.make_cold();
+
+    // Alice publishes to her cold node and asks for its items; carol asks too, meanwhile.
+    alice.send(publish("p1", "sensors", "i3") + items_get("g1", "sensors"));
+    std::this_thread::sleep_for(50ms);
+    carol.send(items_get("g2", "sensors"));
+    std::this_thread::sleep_for(50ms);
+    expect_routed_during_the_stall(carol, bob, "during-the-publish");
+
+    const auto published = alice.read_until("</iq>", 10s);
+    EXPECT_NE(published.find("id='p1'"), std::string::npos) << published;
+    EXPECT_NE(published.find("type='result'"), std::string::npos) << published;
+    const auto items = alice.read_until("</iq>", 5s);
+    EXPECT_NE(items.find("id='g1'"), std::string::npos) << items;
+    EXPECT_EQ(count_of(items, "<item id='i3'"), 1u) << items;
+    EXPECT_NE(items.find("id='i1'"), std::string::npos) << items;
+    const auto carols = carol.read_until("</iq>", 5s);
+    EXPECT_NE(carols.find("id='g2'"), std::string::npos) << carols;
+    EXPECT_EQ(count_of(carols, "<item id='i3'"), 1u) << carols;
+    EXPECT_EQ(count_of(carols, "<item id='i1'"), 1u) << carols;
+
+    // Stored: what RocksDB has after the write is durable.
+    const auto deadline = Clock::now() + 5s;
+    while (Clock::now() < deadline &&
+           s.t.on_shard([&] { return s.t.writer->overlay_size() + s.t.writer->in_flight(); }) != 0) {
+        std::this_thread::sleep_for(10ms);
+    }
+    s.fs->set_read_latency(0ms);
+    auto stored = ps::NodeStore(*s.t.store).load_items(k_service, "sensors");
+    ASSERT_TRUE(stored);
+    ASSERT_EQ(stored->size(), 3u);
+    EXPECT_EQ(stored->back().id, "i3");
+}
+
+TEST(ColdPubsub, ANodeThatIsNotThereIsCreatedAfterTheReadSaysSo) {
+    ColdPubsub s;
+    s.give_alice_a_node("sensors", 1);
+    s.give_alice_a_node("sensors-b", 1);
+    TestClient alice(s.t.port);
+    login(alice, "alice", "a");
+    s.make_cold();
+
+    // Between two nodes on the disk: its absence is known only from the disk.
+    alice.send(items_get("g0", "sensors-a") +
+               "<iq type='set' to='pubsub.localhost' id='c1'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+               "<create node='sensors-a'/></pubsub></iq>" +
+               publish("p1", "sensors-a", "x1") + items_get("g1", "sensors-a"));
+    const auto missing = alice.read_until("</iq>", 10s);
+    EXPECT_NE(missing.find("id='g0'"), std::string::npos) << missing;
+    EXPECT_NE(missing.find("item-not-found"), std::string::npos) << missing;
+    const auto created = alice.read_until("</iq>", 10s);
+    EXPECT_NE(created.find("id='c1'"), std::string::npos) << created;
+    EXPECT_NE(created.find("type='result'"), std::string::npos) << created;
+    EXPECT_NE(alice.read_until("</iq>", 10s).find("id='p1'"), std::string::npos);
+    const auto items = alice.read_until("</iq>", 10s);
+    EXPECT_NE(items.find("id='g1'"), std::string::npos) << items;
+    EXPECT_EQ(count_of(items, "<item id='x1'"), 1u) << items;
+}
+
+// Carol's connection goes away while her request waits on the disk (her input held): the
+// completion answers into nothing and touches nothing of hers (ASan checks the lifetime).
+TEST(ColdPubsub, ARequesterGoneWhileItsRequestWaitsIsNotTouched) {
+    ColdPubsub s;
+    s.give_alice_a_node("sensors", 2);
+    TestClient alice(s.t.port), bob(s.t.port);
+    login(alice, "alice", "a");
+    login(bob, "bob", "b");
+    {
+        TestClient carol(s.t.port);
+        login(carol, "carol", "c");
+        s.make_cold();
+        carol.send(items_get("g1", "sensors") + "<presence/>");
+        std::this_thread::sleep_for(50ms);
+    }  // disconnected
+    const auto deadline = Clock::now() + 3s;
+    while (Clock::now() < deadline && s.t.on_shard([&] { return s.t.ctx->sessions.size(); }) != 2) {
+        std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_EQ(s.t.on_shard([&] { return s.t.ctx->sessions.size(); }), 2u);
+    std::this_thread::sleep_for(k_disk_latency * 3);  // the load completes
+    expect_routed_during_the_stall(alice, bob, "after-the-stall");
+    bob.send(items_get("g2", "sensors"));
+    EXPECT_NE(bob.read_until("</iq>", 5s).find("id='i2'"), std::string::npos);
+}
+
+}  // namespace
