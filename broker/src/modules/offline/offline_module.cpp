@@ -290,31 +290,31 @@ void OfflineModule::start_store_read(const std::string& bare) {
         },
         [this, alive = std::weak_ptr<int>(_alive), read, bare] {
             if (alive.expired()) return;
-            if (read->need_state && !_queues.contains(bare)) {
-                if (!read->state) {
-                    ++_counters.storage_errors;
-                    STARLING_LOG(error, "offline: reading the queue of {} failed: {}", bare,
-                                 storage::to_string(read->state.error()));
-                } else {
-                    cache(bare, read->state.value());
-                }
+            if (read->need_state && !read->state) {
+                ++_counters.storage_errors;
+                STARLING_LOG(error, "offline: reading the queue of {} failed: {}", bare,
+                             storage::to_string(read->state.error()));
+                store_waiting(bare, nullptr, false);  // all bounced: not stored
+            } else {
+                // A delivery read may have cached a newer state meanwhile: it wins.
+                if (read->need_state && !_queues.contains(bare)) cache(bare, read->state.value());
+                store_waiting(bare, &read->exists, true);
             }
-            store_waiting(bare, &read->exists);
             _shard->router.flush();  // bounces to senders on other shards
         });
 }
 
-void OfflineModule::store_waiting(const std::string& bare, const xmpp::Result<bool, storage::Errc>* exists) {
+void OfflineModule::store_waiting(const std::string& bare, const xmpp::Result<bool, storage::Errc>* exists,
+                                  bool read_ok) {
     auto it = _waiting.find(bare);
     if (it == _waiting.end()) return;
     bool stored = false;
     while (!it->second.empty()) {
         Waiting& w = it->second.front();
-        Outcome o = Outcome::refused;
-        // A failed state read leaves the queue uncached: refused rather than read again.
-        if (_queues.contains(bare)) o = try_store(bare, w.env, exists);
+        const Outcome o = read_ok ? try_store(bare, w.env, exists) : Outcome::refused;
         if (o == Outcome::cold) {
-            // Cannot happen with the state cached and the account read; if it does, read again.
+            // The queue's state left the cache meanwhile (the cache was full and dropped):
+            // read again, the rest still waiting in order.
             start_store_read(bare);
             return;
         }

@@ -79,8 +79,9 @@ private:
     };
     void wait_for_read(const std::string& bare, router::Envelope& env);
     void start_store_read(const std::string& bare);
-    // After the read: stores (or bounces) the user's waiting messages, oldest first.
-    void store_waiting(const std::string& bare, const xmpp::Result<bool, storage::Errc>* exists);
+    // After the read: stores (or, `read_ok` false or refused, bounces) the user's waiting
+    // messages, oldest first.
+    void store_waiting(const std::string& bare, const xmpp::Result<bool, storage::Errc>* exists, bool read_ok);
     void deliver_stored(Session& session);
     // What one delivery reads: the queue's state when it is not cached, then its oldest
     // messages. Run inline from memory first, else on the store's reader thread (issue 14).
