@@ -42,6 +42,9 @@ void PubsubModule::install(ModuleContext& ctx) {
         ctx.add_counter("starling_pubsub_errors_total", "Requests answered with an error", {}, &c.errors);
         ctx.add_counter("starling_pubsub_node_loads_offloaded_total",
                         "Node loads read on the store's reader thread (not in memory)", {}, &c.node_loads_offloaded);
+        ctx.add_counter("starling_pubsub_roster_loads_offloaded_total",
+                        "Node owners' rosters read on the store's reader thread (not in memory)", {},
+                        &c.roster_loads_offloaded);
         ctx.add_counter("starling_pubsub_waiting_refused_total",
                         "Requests refused because max_waiting_requests already waited for the disk", {},
                         &c.waiting_refused);

@@ -376,13 +376,16 @@ PubsubService::Ready PubsubService::ready(Request& r, std::string_view node) {
         park(key, r.env);  // behind the requests already waiting for this node: in order
         return Ready::parked;
     }
-    if (_nodes.contains(key) || _erasing.contains(key) || _absent.contains(key)) return Ready::now;
+    if (auto it = _nodes.find(key); it != _nodes.end()) {
+        return rosters_ready(key, *it->second, r) ? Ready::now : Ready::parked;
+    }
+    if (_erasing.contains(key) || _absent.contains(key)) return Ready::now;
     // Not cached, so nothing of it is staged (a node with writes in flight stays cached):
     // RocksDB alone has it. From memory when it is there: no extra latency then.
     auto loaded = load(_store, r.service, node, true);
     if (loaded) {
-        install(key, r.service, node, std::move(loaded).value());
-        return Ready::now;
+        const Node* n = install(key, r.service, node, std::move(loaded).value());
+        return rosters_ready(key, *n, r) ? Ready::now : Ready::parked;
     }
     if (loaded.error() == storage::Errc::not_found) return Ready::absent;
     if (loaded.error() != storage::Errc::not_in_memory) return Ready::now;  // lookup reads and answers the error
@@ -450,14 +453,80 @@ void PubsubService::on_loaded(const std::string& key, std::string_view service, 
         return;
     }
     if (absent) _absent.insert(key);
-    for (auto& p : parked) {
-        process(p.env);
-        p.hold.reset();  // answered, or its writes staged: the requester's input goes on
-    }
+    _loading.emplace(key, std::move(parked));
+    _parked += _loading[key].size();
+    replay(key);
     _absent.erase(key);
+}
+
+void PubsubService::replay(const std::string& key) {
+    auto it = _loading.find(key);
+    if (it == _loading.end()) return;
+    std::deque<Parked> parked = std::move(it->second);
+    _loading.erase(it);
+    _parked -= parked.size();
+    for (auto& p : parked) {
+        // A request parked again (another owner's roster to read) keeps the rest behind it.
+        if (_loading.contains(key)) {
+            park(key, p.env);
+        } else {
+            process(p.env);
+        }
+        p.hold.reset();  // answered, its writes staged, or parked again with a hold of its own
+    }
     // Replies to other shards went into their mailboxes: wake them (no session's turn ends
     // after this handler to do it).
     _shard.router.flush();
+}
+
+bool PubsubService::rosters_ready(const std::string& key, const Node& n, Request& r) {
+    const AccessModel model = n.record.config.access_model;
+    if (!is_pep_service(n.service) && model != AccessModel::presence && model != AccessModel::roster) return true;
+    const auto writes = roster::RosterStore::writes_on_this_thread();
+    for (const auto& [owner, a] : n.record.affiliations) {
+        if (a != Affiliation::owner || _shard.router.home_of(owner) != _shard.shard) continue;
+        if ((writes == _rosters_at && _rosters.contains(owner)) || _roster_skip.contains(owner)) continue;
+        // 0: load_async has not returned; 1: it returned without an answer (the reader thread
+        // has the read); 2: answered inline.
+        auto state = std::make_shared<int>(0);
+        roster::RosterStore(_rocks, _shard.writer)
+            .load_async(owner, [alive = std::weak_ptr<PubsubService*>(_alive), state, key,
+                                owner](xmpp::Result<roster::RosterSnapshot, storage::Errc> loaded) {
+                auto self = alive.lock();
+                if (!self) return;
+                if (loaded) (*self)->remember_roster(owner, std::move(loaded->items));
+                if (*state == 0) {
+                    *state = 2;
+                    return;
+                }
+                // A failed read is not cached: roster_of reads it when a request needs it
+                // (as before issue 14), not another trip to the reader thread per request,
+                // until the next roster write on this shard.
+                if (!loaded) {
+                    if ((*self)->_roster_skip.size() >= k_max_cached_rosters) (*self)->_roster_skip.clear();
+                    (*self)->_roster_skip.insert(owner);
+                }
+                (*self)->replay(key);
+            });
+        if (*state == 2) continue;
+        *state = 1;
+        ++_counters.roster_loads_offloaded;
+        park(key, r.env);
+        return false;
+    }
+    return true;
+}
+
+void PubsubService::remember_roster(const std::string& owner, std::vector<roster::RosterItem> items) const {
+    // Read through the shard's writer and made again when the owner's roster changed meanwhile
+    // (RosterStore::load_async): current as of now, whatever the cache held before.
+    const auto writes = roster::RosterStore::writes_on_this_thread();
+    if (writes != _rosters_at || _rosters.size() >= k_max_cached_rosters) {
+        _rosters.clear();
+        if (writes != _rosters_at) _roster_skip.clear();
+        _rosters_at = writes;
+    }
+    _rosters[owner] = std::move(items);
 }
 
 // pubsub#item_expire: items older than the node allows are gone for every request from the

@@ -102,6 +102,7 @@ struct PubsubCounters {
     std::uint64_t errors = 0;           // requests answered with an error
     std::uint64_t rate_limited = 0;     // publishes refused: the account published too fast
     std::uint64_t node_loads_offloaded = 0;  // node loads sent to the store's reader thread
+    std::uint64_t roster_loads_offloaded = 0;  // owners' rosters read there (roster_of's cache)
     std::uint64_t waiting_refused = 0;  // requests refused: max_waiting_requests already parked
     // Recipients addressed per notified event (explicit subscribers, and for PEP the owner and
     // contacts before their resources are filtered by interest).
@@ -264,6 +265,14 @@ private:
     void start_load(const std::string& key, std::string service, std::string node);
     void on_loaded(const std::string& key, std::string_view service, std::string_view node,
                    xmpp::Result<Loaded, storage::Errc>& loaded);
+    // Handles the requests parked on `key`, in order (the node, or what it needs, is known now).
+    void replay(const std::string& key);
+    // Issue 14: whether the rosters the node's requests read (roster_of: presence and roster
+    // access, a PEP node's audience) are cached for its owners homed on this shard; each one
+    // that is not is loaded (RosterStore::load_async): inline when in memory, else the request
+    // is parked on `key` until it is read. Owners homed on another shard are read by roster_of.
+    bool rosters_ready(const std::string& key, const Node& n, Request& r);
+    void remember_roster(const std::string& owner, std::vector<roster::RosterItem> items) const;
     // The node from the cache or the store; null (and the request answered) when missing.
     Node* find_node(Request& r, std::string_view node);
     Node* cache(std::string key, std::unique_ptr<Node> node);
@@ -325,6 +334,9 @@ private:
     storage::Store& _rocks;  // for the owners' rosters (presence access, PEP audience)
     mutable std::unordered_map<std::string, std::vector<roster::RosterItem>> _rosters;  // roster_of's cache
     mutable std::uint64_t _rosters_at = 0;  // writes_on_this_thread() when the cache was valid
+    // Owners whose roster read off the reactor failed: roster_of reads them (synchronously)
+    // until a roster write on this shard; bounded by k_max_cached_rosters.
+    mutable std::unordered_set<std::string> _roster_skip;
     NodeStore _store;
     PubsubOptions _options;
     ConfigLimits _limits;

@@ -20,6 +20,7 @@
 #include "broker/src/modules/pubsub/pubsub_module.hpp"
 #include "broker/src/modules/presence/presence_module.hpp"
 #include "broker/src/modules/roster/roster_module.hpp"
+#include "broker/src/modules/roster/roster_store.hpp"
 #include "broker/src/storage/write_path.hpp"
 #include "tests/support/faulty_fs.hpp"
 #include "tests/unit/broker/support/live_shard.hpp"
@@ -79,8 +80,39 @@ struct ColdPubsub {
             .count();
     }
 
+    // Alice's PEP node (XEP-0163: presence access) with one item, and her roster: carol may see
+    // her presence, dave may not.
+    void give_alice_a_pep_node() {
+        ps::NodeStore db(*t.store);
+        ps::NodeRecord rec;
+        rec.config.access_model = ps::AccessModel::presence;
+        rec.affiliations.emplace_back("alice@localhost", ps::Affiliation::owner);
+        ASSERT_TRUE(db.create_node("alice@localhost", "urn:example:sensor", "alice@localhost", rec));
+        ps::Item item;
+        item.id = "current";
+        item.payload = "<entry xmlns='urn:example:sensor'>21.5</entry>";
+        item.publisher = "alice@localhost/a";
+        item.published_unix_ms = now_ms();
+        item.seq = 1;
+        ASSERT_TRUE(db.publish("alice@localhost", "urn:example:sensor", item, {}));
+        modules::roster::RosterStore rs(*t.store);
+        modules::roster::RosterItem c;
+        c.jid = "carol@localhost";
+        c.sub = modules::roster::Sub::both;
+        c.in_roster = true;
+        ASSERT_TRUE(rs.save("alice@localhost", c, true));
+        for (int i = 0; i < 20; ++i) {
+            modules::roster::RosterItem d;
+            d.jid = "device-" + std::to_string(i) + "@fleet.example";
+            d.sub = modules::roster::Sub::to;
+            d.in_roster = true;
+            ASSERT_TRUE(rs.save("alice@localhost", d, true));
+        }
+    }
+
     void make_cold() {
-        for (auto c : {storage::Column::pubsub_nodes, storage::Column::pubsub_items}) {
+        for (auto c : {storage::Column::pubsub_nodes, storage::Column::pubsub_items, storage::Column::rosters,
+                       storage::Column::meta}) {
             rocksdb::FlushOptions fo;
             fo.wait = true;
             ASSERT_TRUE(t.store->db().Flush(fo, t.store->column(c)).ok());
@@ -244,6 +276,36 @@ TEST(ColdPubsub, ANodeThatIsNotThereIsCreatedAfterTheReadSaysSo) {
     EXPECT_NE(got["g1"].find("type='result'"), std::string::npos) << got["g1"];
     EXPECT_EQ(count_of(got["g1"], "<item id='x1'"), 1u) << got["g1"];
     EXPECT_EQ(s.loads_offloaded(), before + 1) << "one read for the four requests";
+}
+
+TEST(ColdPubsub, APepNodeAndItsOwnersRosterAreReadOffTheShardBeforeAccessIsDecided) {
+    ColdPubsub s;
+    s.give_alice_a_pep_node();
+    TestClient alice(s.t.port), bob(s.t.port), carol(s.t.port), dave(s.t.port);
+    login(alice, "alice", "a");
+    login(bob, "bob", "b");
+    login(carol, "carol", "c");
+    login(dave, "dave", "d");
+    s.make_cold();
+    const auto rosters_before = s.t.on_shard([&] { return s.pubsub->service()->counters().roster_loads_offloaded; });
+
+    const std::string get = "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:example:sensor'/></pubsub></iq>";
+    carol.send("<iq type='get' to='alice@localhost' id='pc'>" + get);
+    dave.send("<iq type='get' to='alice@localhost' id='pd'>" + get);
+    std::this_thread::sleep_for(50ms);
+    expect_routed_during_the_stall(alice, bob, "during-the-pep-read");
+    EXPECT_EQ(read_for(carol, 0ms).find("id='pc'"), std::string::npos) << "answered before the disk did";
+
+    // XEP-0060 §6.5.9 with XEP-0163's presence access: carol (subscription both) gets the item,
+    // dave (not in alice's roster) presence-subscription-required.
+    const auto to_carol = carol.read_until("</iq>", 10s);
+    EXPECT_NE(to_carol.find("type='result'"), std::string::npos) << to_carol;
+    EXPECT_NE(to_carol.find("<item id='current'"), std::string::npos) << to_carol;
+    const auto to_dave = dave.read_until("</iq>", 10s);
+    EXPECT_NE(to_dave.find("type='error'"), std::string::npos) << to_dave;
+    EXPECT_NE(to_dave.find("presence-subscription-required"), std::string::npos) << to_dave;
+    EXPECT_GE(s.loads_offloaded(), 1u);
+    EXPECT_EQ(s.t.on_shard([&] { return s.pubsub->service()->counters().roster_loads_offloaded; }), rosters_before + 1);
 }
 
 // Carol's connection goes away while her request waits on the disk (her input held): the
