@@ -110,9 +110,9 @@ struct ColdPubsub {
         }
     }
 
-    void make_cold() {
-        for (auto c : {storage::Column::pubsub_nodes, storage::Column::pubsub_items, storage::Column::rosters,
-                       storage::Column::meta}) {
+    void make_cold(std::initializer_list<storage::Column> columns = {storage::Column::pubsub_nodes,
+                                                                      storage::Column::pubsub_items}) {
+        for (auto c : columns) {
             rocksdb::FlushOptions fo;
             fo.wait = true;
             ASSERT_TRUE(t.store->db().Flush(fo, t.store->column(c)).ok());
@@ -278,7 +278,7 @@ TEST(ColdPubsub, ANodeThatIsNotThereIsCreatedAfterTheReadSaysSo) {
     EXPECT_EQ(s.loads_offloaded(), before + 1) << "one read for the four requests";
 }
 
-TEST(ColdPubsub, APepNodeAndItsOwnersRosterAreReadOffTheShardBeforeAccessIsDecided) {
+TEST(ColdPubsub, APepOwnersColdRosterIsReadOffTheShardBeforeAccessIsDecided) {
     ColdPubsub s;
     s.give_alice_a_pep_node();
     TestClient alice(s.t.port), bob(s.t.port), carol(s.t.port), dave(s.t.port);
@@ -286,7 +286,7 @@ TEST(ColdPubsub, APepNodeAndItsOwnersRosterAreReadOffTheShardBeforeAccessIsDecid
     login(bob, "bob", "b");
     login(carol, "carol", "c");
     login(dave, "dave", "d");
-    s.make_cold();
+    s.make_cold({storage::Column::rosters, storage::Column::meta});  // the node is in memory, her roster is not
     const auto rosters_before = s.t.on_shard([&] { return s.pubsub->service()->counters().roster_loads_offloaded; });
 
     const std::string get = "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:example:sensor'/></pubsub></iq>";
@@ -304,7 +304,6 @@ TEST(ColdPubsub, APepNodeAndItsOwnersRosterAreReadOffTheShardBeforeAccessIsDecid
     const auto to_dave = dave.read_until("</iq>", 10s);
     EXPECT_NE(to_dave.find("type='error'"), std::string::npos) << to_dave;
     EXPECT_NE(to_dave.find("presence-subscription-required"), std::string::npos) << to_dave;
-    EXPECT_GE(s.loads_offloaded(), 1u);
     EXPECT_EQ(s.t.on_shard([&] { return s.pubsub->service()->counters().roster_loads_offloaded; }), rosters_before + 1);
 }
 
