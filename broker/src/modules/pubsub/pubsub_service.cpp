@@ -74,6 +74,26 @@ router::Envelope error_envelope(std::string_view from, std::string_view to, std:
     return back;
 }
 
+// Marks a node (by key) as known missing in PubsubService::_absent for one scope, so that the
+// requests handled in it do not read it again; unmarked on the way out, exceptions included.
+class KnownMissing {
+public:
+    KnownMissing(std::unordered_set<std::string>& absent, std::string key, bool on)
+        : _absent(absent), _key(std::move(key)), _on(on) {
+        if (_on) _absent.insert(_key);
+    }
+    ~KnownMissing() {
+        if (_on) _absent.erase(_key);
+    }
+    KnownMissing(const KnownMissing&) = delete;
+    KnownMissing& operator=(const KnownMissing&) = delete;
+
+private:
+    std::unordered_set<std::string>& _absent;
+    std::string _key;
+    bool _on;
+};
+
 }  // namespace
 
 PubsubService::PubsubService(session::ShardServices& shard, storage::Store& store, PubsubOptions options)
@@ -241,12 +261,7 @@ void PubsubService::handle_node(Request& r, std::string_view node) {
         case Ready::absent: {
             // Known missing for this request only: a create caches the node, a later request
             // reads it again.
-            struct Forget {
-                std::unordered_set<std::string>& absent;
-                std::string key;
-                ~Forget() { absent.erase(key); }
-            } forget{_absent, NodeStore::node_prefix(r.service, node)};
-            _absent.insert(forget.key);
+            const KnownMissing missing(_absent, NodeStore::node_prefix(r.service, node), true);
             dispatch_node(r, node);
             return;
         }
@@ -433,18 +448,15 @@ void PubsubService::on_loaded(const std::string& key, std::string_view service, 
                               xmpp::Result<Loaded, storage::Errc>& loaded) {
     auto it = _loading.find(key);
     if (it == _loading.end()) return;
-    std::deque<Parked> parked = std::move(it->second);
-    _loading.erase(it);
-    _parked -= parked.size();
     // Something else may have looked the node up meanwhile (lookup) or deleted it: that wins.
     const bool known = _nodes.contains(key) || _erasing.contains(key);
-    bool absent = false;
     if (!known && loaded) {
         install(key, service, node, std::move(loaded).value());
-    } else if (!known && loaded.error() == storage::Errc::not_found) {
-        absent = true;
-    } else if (!known) {
+    } else if (!known && loaded.error() != storage::Errc::not_found) {
         // The read failed: each request gets the error a synchronous read would have given.
+        std::deque<Parked> parked = std::move(it->second);
+        _loading.erase(it);
+        _parked -= parked.size();
         for (auto& p : parked) {
             ++_counters.errors;
             send(error_envelope(p.env.to, p.env.from, p.env.id, StanzaError::internal_server_error, {}, {}, {}));
@@ -452,11 +464,10 @@ void PubsubService::on_loaded(const std::string& key, std::string_view service, 
         _shard.router.flush();
         return;
     }
-    if (absent) _absent.insert(key);
-    _loading.emplace(key, std::move(parked));
-    _parked += _loading[key].size();
+    // Not found: known missing while the parked requests are handled (a create among them
+    // caches the node), not read again for each.
+    const KnownMissing missing(_absent, key, !known && !loaded);
     replay(key);
-    _absent.erase(key);
 }
 
 void PubsubService::replay(const std::string& key) {
