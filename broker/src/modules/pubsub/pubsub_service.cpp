@@ -439,8 +439,16 @@ void PubsubService::start_load(const std::string& key, std::string service, std:
     storage::Store* rocks = &_rocks;
     _shard.writer->run_off_reactor(
         [rocks, result, service, node] { *result = load(NodeStore(*rocks), service, node, false); },
-        [alive = std::weak_ptr<PubsubService*>(_alive), result, key, service, node] {
-            if (auto self = alive.lock()) (*self)->on_loaded(key, service, node, *result);
+        [alive = std::weak_ptr<PubsubService*>(_alive), result, key, service, node, forgets = _forgets] {
+            auto self = alive.lock();
+            if (!self) return;
+            if (forgets != (*self)->_forgets && (*self)->_loading.contains(key)) {
+                // An account was deleted meanwhile: what was read may be its PEP node, gone
+                // from the store since. Read again (rare: account deletions only).
+                (*self)->start_load(key, service, node);
+                return;
+            }
+            (*self)->on_loaded(key, service, node, *result);
         });
 }
 

@@ -356,6 +356,9 @@ private:
     // Nodes a read just found missing, while the requests about them are handled (so that they
     // are not read again): only for the duration of that handling.
     std::unordered_set<std::string> _absent;
+    // forget_account() calls: a node load that saw this change read before an account's
+    // deletion and is made again.
+    std::uint64_t _forgets = 0;
     struct Bucket {
         double tokens = 0;
         std::chrono::steady_clock::time_point last;

@@ -36,19 +36,21 @@ constexpr auto k_disk_latency = 600ms;  // per SST read while the disk is slow
 struct ColdOffline {
     std::shared_ptr<test::FaultyFileSystem> fs = std::make_shared<test::FaultyFileSystem>();
     modules::OfflineModule* offline = nullptr;
-    OneShard t{modules(), starling::testing::WritePath{fs}};
+    modules::OfflineOptions options;
+    OneShard t;
 
     std::vector<std::unique_ptr<session::Module>> modules() {
         std::vector<std::unique_ptr<session::Module>> mods;
         mods.push_back(std::make_unique<modules::RosterModule>());
         mods.push_back(std::make_unique<modules::PresenceModule>());
-        auto o = std::make_unique<modules::OfflineModule>();
+        auto o = std::make_unique<modules::OfflineModule>(options);
         offline = o.get();
         mods.push_back(std::move(o));
         return mods;
     }
 
-    ColdOffline() {
+    explicit ColdOffline(modules::OfflineOptions o = {})
+        : options(o), t(modules(), starling::testing::WritePath{fs}) {
         for (const char* u : {"alice", "bob", "carol", "dave"}) {
             t.add_user(std::string(u) + "@localhost", std::string("pw-") + u);
         }
@@ -241,6 +243,42 @@ TEST(ColdOffline, ARecipientWhoComesOnlineWhileTheMessageWaitsGetsItOnce) {
     EXPECT_EQ(count_of(got, "<body>old 1</body>"), 1u) << got;
     EXPECT_EQ(count_of(got, "<body>new 1</body>"), 1u) << got;
     EXPECT_LT(got.find("<body>old 1</body>"), got.find("<body>new 1</body>")) << got;
+}
+
+// [offline] max_waiting: at the limit the messages wait; one past it is refused at once with
+// resource-constraint (RFC 6120 §8.3.3.18, type wait), not stored.
+TEST(ColdOffline, OnePastMaxWaitingIsRefusedWithResourceConstraintAndTheOthersAreStored) {
+    modules::OfflineOptions o;
+    o.max_waiting = 2;
+    ColdOffline s(o);
+    s.give_carol_stored(1);
+    TestClient alice(s.t.port), bob(s.t.port), dave(s.t.port);
+    login(alice, "alice", "a");
+    login(bob, "bob", "b");
+    login(dave, "dave", "d");
+    s.make_cold({storage::Column::offline});
+
+    // Three senders (a sender's own input waits behind its message): two wait, the third not.
+    alice.send(to_carol(1));
+    bob.send(to_carol(2));
+    std::this_thread::sleep_for(50ms);
+    const auto sent = Clock::now();
+    dave.send(to_carol(3));
+    const auto refused = dave.read_until("</message>", 5s);
+    EXPECT_LT(Clock::now() - sent, k_disk_latency / 2) << "the refusal waited for the disk";
+    EXPECT_NE(refused.find("id='n3'"), std::string::npos) << refused;
+    EXPECT_NE(refused.find("type='error'"), std::string::npos) << refused;
+    EXPECT_NE(refused.find("resource-constraint"), std::string::npos) << refused;
+    EXPECT_NE(refused.find("type='wait'"), std::string::npos) << refused;
+
+    s.settle();
+    std::this_thread::sleep_for(k_disk_latency * 2);
+    s.settle();
+    const auto c = s.counters();
+    EXPECT_EQ(c.stored, 2u);
+    EXPECT_EQ(c.rejected_busy, 1u);
+    EXPECT_EQ(read_for(alice, 0ms).find("type='error'"), std::string::npos);
+    EXPECT_EQ(read_for(bob, 0ms).find("type='error'"), std::string::npos);
 }
 
 // Dave's connection goes away while his message waits on the disk (his input held): the

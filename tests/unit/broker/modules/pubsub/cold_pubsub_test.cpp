@@ -40,19 +40,20 @@ constexpr std::string_view k_service = "pubsub.localhost";
 struct ColdPubsub {
     std::shared_ptr<test::FaultyFileSystem> fs = std::make_shared<test::FaultyFileSystem>();
     modules::PubsubModule* pubsub = nullptr;
-    OneShard t{modules(), starling::testing::WritePath{fs}};
+    ps::PubsubOptions options;
+    OneShard t;
 
     std::vector<std::unique_ptr<session::Module>> modules() {
         std::vector<std::unique_ptr<session::Module>> mods;
         mods.push_back(std::make_unique<modules::RosterModule>());
         mods.push_back(std::make_unique<modules::PresenceModule>());
-        auto p = std::make_unique<modules::PubsubModule>(nullptr, ps::PubsubOptions{});
+        auto p = std::make_unique<modules::PubsubModule>(nullptr, options);
         pubsub = p.get();
         mods.push_back(std::move(p));
         return mods;
     }
 
-    ColdPubsub() {
+    explicit ColdPubsub(ps::PubsubOptions o = {}) : options(std::move(o)), t(modules(), starling::testing::WritePath{fs}) {
         for (const char* u : {"alice", "bob", "carol", "dave"}) t.add_user(std::string(u) + "@localhost", std::string("pw-") + u);
     }
     ~ColdPubsub() { fs->heal(); }
@@ -309,6 +310,33 @@ TEST(ColdPubsub, APepOwnersColdRosterIsReadOffTheShardBeforeAccessIsDecided) {
     EXPECT_NE(to_dave.find("type='error'"), std::string::npos) << to_dave;
     EXPECT_NE(to_dave.find("presence-subscription-required"), std::string::npos) << to_dave;
     EXPECT_EQ(s.t.on_shard([&] { return s.pubsub->service()->counters().roster_loads_offloaded; }), rosters_before + 1);
+}
+
+// [pubsub] max_waiting_requests: at the limit a request waits for its node; one past it is
+// answered resource-constraint at once (type wait), and the waiting one is answered in full.
+TEST(ColdPubsub, OnePastMaxWaitingRequestsIsRefusedWithResourceConstraint) {
+    ps::PubsubOptions o;
+    o.max_waiting_requests = 1;
+    ColdPubsub s(o);
+    s.give_alice_a_node("sensors", 2);
+    TestClient carol(s.t.port), dave(s.t.port);
+    login(carol, "carol", "c");
+    login(dave, "dave", "d");
+    s.make_cold();
+
+    carol.send(items_get("g1", "sensors"));
+    std::this_thread::sleep_for(50ms);
+    const auto sent = Clock::now();
+    dave.send(items_get("g2", "sensors"));
+    const auto refused = dave.read_until("</iq>", 5s);
+    EXPECT_LT(Clock::now() - sent, k_disk_latency / 2) << "the refusal waited for the disk";
+    EXPECT_NE(refused.find("id='g2'"), std::string::npos) << refused;
+    EXPECT_NE(refused.find("resource-constraint"), std::string::npos) << refused;
+    EXPECT_NE(refused.find("type='wait'"), std::string::npos) << refused;
+    const auto got = carol.read_until("</iq>", 10s);
+    EXPECT_NE(got.find("type='result'"), std::string::npos) << got;
+    EXPECT_NE(got.find("<item id='i2'"), std::string::npos) << got;
+    EXPECT_EQ(s.t.on_shard([&] { return s.pubsub->service()->counters().waiting_refused; }), 1u);
 }
 
 // Carol's connection goes away while her request waits on the disk (her input held): the
