@@ -255,7 +255,7 @@ void PubsubService::handle_node(Request& r, std::string_view node) {
         reply_error(r, StanzaError::resource_constraint);
         return;
     }
-    switch (ready(r, node)) {
+    switch (ready(r.service, node, r.env)) {
         case Ready::parked: return;
         case Ready::now: dispatch_node(r, node); return;
         case Ready::absent: {
@@ -384,35 +384,39 @@ PubsubService::Node* PubsubService::install(std::string key, std::string_view se
     return expire_items(*cache(std::move(key), std::move(n)));
 }
 
-PubsubService::Ready PubsubService::ready(Request& r, std::string_view node) {
-    const std::string key = NodeStore::node_prefix(r.service, node);
+PubsubService::Ready PubsubService::ready(std::string_view service, std::string_view node, router::Envelope& env) {
+    const std::string key = NodeStore::node_prefix(service, node);
     if (_shard.writer == nullptr) return Ready::now;  // no write path (unit fixtures): lookup reads
     if (auto parked = _loading.find(key); parked != _loading.end()) {
-        park(key, r.env);  // behind the requests already waiting for this node: in order
+        park(key, env);  // behind the requests already waiting for this node: in order
         return Ready::parked;
     }
     if (auto it = _nodes.find(key); it != _nodes.end()) {
-        return rosters_ready(key, *it->second, r) ? Ready::now : Ready::parked;
+        return rosters_ready(key, *it->second, env) ? Ready::now : Ready::parked;
     }
     if (_erasing.contains(key) || _absent.contains(key)) return Ready::now;
     // Not cached, so nothing of it is staged (a node with writes in flight stays cached):
     // RocksDB alone has it. From memory when it is there: no extra latency then.
-    auto loaded = load(_store, r.service, node, true);
+    auto loaded = load(_store, service, node, true);
     if (loaded) {
-        const Node* n = install(key, r.service, node, std::move(loaded).value());
-        return rosters_ready(key, *n, r) ? Ready::now : Ready::parked;
+        const Node* n = install(key, service, node, std::move(loaded).value());
+        return rosters_ready(key, *n, env) ? Ready::now : Ready::parked;
     }
     if (loaded.error() == storage::Errc::not_found) return Ready::absent;
     if (loaded.error() != storage::Errc::not_in_memory) return Ready::now;  // lookup reads and answers the error
-    park(key, r.env);
-    if (_loading.contains(key)) start_load(key, r.service, std::string(node));
+    park(key, env);
+    if (_loading.contains(key)) start_load(key, std::string(service), std::string(node));
     return Ready::parked;
 }
 
 void PubsubService::park(const std::string& key, router::Envelope& env) {
+    // A presence envelope is an internal request for the last PEP items (on_interests): a
+    // delivery, nobody's answer or input waits for it.
+    const bool request = env.stanza == router::StanzaKind::iq;
     if (_parked >= _options.max_waiting_requests) {
         // Bounded: past it the requester retries later (RFC 6120 §8.3.3.18, type wait).
         ++_counters.waiting_refused;
+        if (!request) return;  // those last items are not sent
         ++_counters.errors;
         send(error_envelope(env.to, env.from, env.id, StanzaError::resource_constraint, {},
                             "too many requests waiting for the disk", {}));
@@ -423,7 +427,7 @@ void PubsubService::park(const std::string& key, router::Envelope& env) {
     p.env.kind = router::Envelope::Kind::service;
     // A requester on this shard handles none of its later stanzas until this one is answered
     // (or its writes staged): its order is kept, and an XEP-0198 <a/> waits for those writes.
-    if (auto* ep = _shard.router.find(p.env.from)) {
+    if (auto* ep = request ? _shard.router.find(p.env.from) : nullptr) {
         if (auto* requester = session::as_session(*ep)) {
             p.hold = std::make_unique<session::InputHold>(*requester);
             p.hold->arm();
@@ -488,6 +492,8 @@ void PubsubService::replay(const std::string& key) {
         // A request parked again (another owner's roster to read) keeps the rest behind it.
         if (_loading.contains(key)) {
             park(key, p.env);
+        } else if (p.env.stanza == router::StanzaKind::presence) {
+            on_interests(std::move(p.env));
         } else {
             process(p.env);
         }
@@ -498,7 +504,7 @@ void PubsubService::replay(const std::string& key) {
     _shard.router.flush();
 }
 
-bool PubsubService::rosters_ready(const std::string& key, const Node& n, Request& r) {
+bool PubsubService::rosters_ready(const std::string& key, const Node& n, router::Envelope& env) {
     const AccessModel model = n.record.config.access_model;
     if (!is_pep_service(n.service) && model != AccessModel::presence && model != AccessModel::roster) return true;
     const auto writes = roster::RosterStore::writes_on_this_thread();
@@ -530,7 +536,7 @@ bool PubsubService::rosters_ready(const std::string& key, const Node& n, Request
         if (*state == 2) continue;
         *state = 1;
         ++_counters.roster_loads_offloaded;
-        park(key, r.env);
+        park(key, env);
         return false;
     }
     return true;
@@ -1027,6 +1033,18 @@ void PubsubService::on_interests(router::Envelope&& env) {
         const std::string_view node = rest.substr(0, eol);
         rest = eol == std::string_view::npos ? std::string_view() : rest.substr(eol + 1);
         if (node.empty()) continue;
+        if (_shard.writer != nullptr) {
+            // Issue 14: the node (and its owner's roster) from memory, else read off the reactor
+            // with this node's part of the request parked until then.
+            router::Envelope one;
+            one.kind = router::Envelope::Kind::service;
+            one.stanza = router::StanzaKind::presence;
+            one.to = env.to;
+            one.from = env.from;
+            one.bytes = std::string(node) + '\n';
+            const Ready readiness = ready(env.to, node, one);
+            if (readiness == Ready::parked || readiness == Ready::absent) continue;
+        }
         storage::Errc err = storage::Errc::not_found;
         Node* n = lookup(env.to, node, err);
         if (n == nullptr || n->items.empty()) continue;

@@ -251,7 +251,8 @@ private:
     // parked requests, in arrival order) and is handled again once the store's reader thread
     // has read the node; or it was refused (max_waiting_requests).
     enum class Ready : std::uint8_t { now, absent, parked };
-    Ready ready(Request& r, std::string_view node);
+    // `env` is the request (an IQ, or on_interests' presence for one node), moved from when parked.
+    Ready ready(std::string_view service, std::string_view node, router::Envelope& env);
     void park(const std::string& key, router::Envelope& env);
     // The node's records, read whole (the reader thread's work, and lookup's).
     struct Loaded {
@@ -271,7 +272,7 @@ private:
     // access, a PEP node's audience) are cached for its owners homed on this shard; each one
     // that is not is loaded (RosterStore::load_async): inline when in memory, else the request
     // is parked on `key` until it is read. Owners homed on another shard are read by roster_of.
-    bool rosters_ready(const std::string& key, const Node& n, Request& r);
+    bool rosters_ready(const std::string& key, const Node& n, router::Envelope& env);
     void remember_roster(const std::string& owner, std::vector<roster::RosterItem> items) const;
     // The node from the cache or the store; null (and the request answered) when missing.
     Node* find_node(Request& r, std::string_view node);

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include <asio/post.hpp>
 #include <rocksdb/db.h>
 
 #include "broker/src/modules/pubsub/node_store.hpp"
@@ -310,6 +311,33 @@ TEST(ColdPubsub, APepOwnersColdRosterIsReadOffTheShardBeforeAccessIsDecided) {
     EXPECT_NE(to_dave.find("type='error'"), std::string::npos) << to_dave;
     EXPECT_NE(to_dave.find("presence-subscription-required"), std::string::npos) << to_dave;
     EXPECT_EQ(s.t.on_shard([&] { return s.pubsub->service()->counters().roster_loads_offloaded; }), rosters_before + 1);
+}
+
+// XEP-0163 §4.3.4: a resource that becomes available wanting a contact's notifications gets
+// the last item of that contact's node; a node (and roster) only on the disk is read off the
+// shard first, and the item is delivered once.
+TEST(ColdPubsub, TheLastPepItemOfAColdNodeIsSentAfterTheReadWithoutStallingTheShard) {
+    ColdPubsub s;
+    s.give_alice_a_pep_node();
+    TestClient bob(s.t.port), carol(s.t.port), dave(s.t.port);
+    login(bob, "bob", "b");
+    login(carol, "carol", "c");
+    login(dave, "dave", "d");
+    s.make_cold({storage::Column::pubsub_nodes, storage::Column::pubsub_items, storage::Column::rosters,
+                 storage::Column::meta});
+
+    // What the caps module asks when carol says she wants urn:example:sensor+notify.
+    // Posted, not waited for: were the read made on the shard, the message below would wait.
+    asio::post(s.t.shards[0].io(), [&s] {
+        s.pubsub->service()->send_last_items("alice@localhost", "carol@localhost/c", {"urn:example:sensor"});
+    });
+    std::this_thread::sleep_for(50ms);
+    expect_routed_during_the_stall(dave, bob, "during-the-last-item");
+    std::string got = carol.read_until("</message>", 10s);
+    EXPECT_NE(got.find("from='alice@localhost'"), std::string::npos) << got;
+    EXPECT_NE(got.find("<item id='current'"), std::string::npos) << got;
+    got += read_for(carol, 300ms);
+    EXPECT_EQ(count_of(got, "<item id='current'"), 1u) << got;
 }
 
 // [pubsub] max_waiting_requests: at the limit a request waits for its node; one past it is
