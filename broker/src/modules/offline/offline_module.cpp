@@ -71,12 +71,16 @@ void OfflineModule::install(ModuleContext& ctx) {
             {"rejected_no_store", &_counters.rejected_no_store},
             {"rejected_no_account", &_counters.rejected_no_account},
             {"dropped_chat_state", &_counters.dropped_chat_state},
+            {"rejected_busy", &_counters.rejected_busy},
         };
         for (const auto& [outcome, value] : outcomes) {
             ctx.add_counter("starling_offline_messages_total", help, {{"outcome", outcome}}, value);
         }
         ctx.add_counter("starling_offline_storage_errors_total", "Offline store reads or writes that failed", {},
                         &_counters.storage_errors);
+        ctx.add_counter("starling_offline_store_reads_offloaded_total",
+                        "Messages to an offline user whose store waited for a read off the reactor", {},
+                        &_counters.store_reads_offloaded);
     }
     ctx.on_undeliverable([this](router::Envelope& env, ShardServices&) { return store(env); });
     ctx.on_session([this](Session& s, SessionEvent e) {
@@ -149,18 +153,72 @@ Handled OfflineModule::store(router::Envelope& env) {
         case Keep::refuse: ++_counters.rejected_no_store; return Handled::no;  // service-unavailable
         case Keep::store: break;
     }
-    const std::string_view bare = bare_of(env.to);
-    auto* cached = queue(bare);
-    if (cached == nullptr) return Handled::no;  // not stored: RFC 6121 §8.5.2.2.1 service-unavailable
+    const std::string bare(bare_of(env.to));
+    // Behind the user's messages that wait for a read: stored after them, in order.
+    if (_waiting.contains(bare)) {
+        wait_for_read(bare, env);
+        return Handled::yes;
+    }
+    switch (try_store(bare, env, nullptr)) {
+        case Outcome::stored: return Handled::yes;
+        // Not stored: RFC 6121 §8.5.2.2.1 service-unavailable (the router bounces it).
+        case Outcome::refused: return Handled::no;
+        case Outcome::cold: break;
+    }
+    // Issue 14: what the store needs is only on the disk. The store's reader thread reads it;
+    // the shard goes on routing meanwhile.
+    wait_for_read(bare, env);
+    if (_waiting.contains(bare)) start_store_read(bare);
+    return Handled::yes;
+}
+
+OfflineModule::Outcome OfflineModule::try_store(const std::string& bare, const router::Envelope& env,
+                                                const xmpp::Result<bool, storage::Errc>* exists) {
+    auto* writer = _db->writer();
+    CachedQueue* cached = nullptr;
+    if (auto it = _queues.find(bare); it != _queues.end()) {
+        cached = &it->second;
+    } else if (writer == nullptr) {
+        cached = queue(bare);  // no write path (unit fixtures): read synchronously
+        if (cached == nullptr) return Outcome::refused;
+    } else {
+        // Not cached: nothing of this queue is staged (an entry with writes in flight stays
+        // cached), so RocksDB alone knows its state; from memory if it is there.
+        auto st = _db->state(bare, true);
+        if (!st) {
+            if (st.error() == storage::Errc::not_in_memory) return Outcome::cold;
+            ++_counters.storage_errors;
+            STARLING_LOG(error, "offline: reading the queue of {} failed: {}", bare, storage::to_string(st.error()));
+            return Outcome::refused;
+        }
+        cached = &cache(bare, st.value());
+    }
     auto* q = &cached->state;
     if (q->count == 0) {
         // RFC 6121 §8.5.1: no such account gets service-unavailable, not a queue: anyone could
         // otherwise fill the disk with messages to made-up JIDs. Checked while the queue is
         // empty only (an account with messages exists, or had them stored while it did).
-        auto exists = _shard->accounts.exists(bare);
-        if (!exists || !exists.value()) {
+        xmpp::Result<bool, storage::Errc> found = false;
+        if (exists != nullptr) {
+            found = *exists;
+        } else if (writer == nullptr) {
+            found = _shard->accounts.exists(bare);
+        } else {
+            auto rec = writer->get_in_memory(storage::Column::accounts, bare);
+            if (!rec && rec.error() == storage::Errc::not_in_memory) return Outcome::cold;
+            if (!rec) {
+                found = xmpp::Unexpected(rec.error());
+            } else if (!rec->has_value()) {
+                found = false;
+            } else if (auto decoded = storage::AccountStore::decode(**rec); decoded) {
+                found = true;
+            } else {
+                found = xmpp::Unexpected(decoded.error());  // as AccountStore::exists says
+            }
+        }
+        if (!found || !found.value()) {
             ++_counters.rejected_no_account;
-            return Handled::no;
+            return Outcome::refused;
         }
     }
     if (q->count >= _options.max_messages) {
@@ -169,7 +227,7 @@ Handled OfflineModule::store(router::Envelope& env) {
         // does not store. (resource-constraint would tell the sender the recipient's server is
         // overloaded and invite a retry; service-unavailable also hides the queue's state.)
         ++_counters.rejected_full;
-        return Handled::no;  // the router bounces it with service-unavailable
+        return Outcome::refused;  // bounced with service-unavailable
     }
     offline::OfflineRecord rec;
     rec.seq = q->next_seq;
@@ -180,16 +238,105 @@ Handled OfflineModule::store(router::Envelope& env) {
         STARLING_LOG(error, "offline: storing a message for {} failed: {}", bare, storage::to_string(r.error()));
         // Unknown state now: re-read next time (once what is staged for it settles).
         cached->stale = true;
-        if (cached->unsynced == 0) _queues.erase(std::string(bare));
-        return Handled::no;
+        if (cached->unsynced == 0) _queues.erase(bare);
+        return Outcome::refused;
     }
     ++q->count;
     ++q->next_seq;
     ++_counters.stored;
     // Staged into this turn's batch (synced with the group commit), or written synchronously
-    // without a writer. Nobody is told it is stored: a bounce is the only answer a message gets.
-    track(std::string(bare), *cached);
-    return Handled::yes;
+    // without a writer. Nobody is told it is stored: a bounce is the only answer a message gets
+    // (and the XEP-0198 <a/> of a sender on this shard, which waits for this shard's writes).
+    track(bare, *cached);
+    return Outcome::stored;
+}
+
+void OfflineModule::wait_for_read(const std::string& bare, router::Envelope& env) {
+    if (_waiting_count >= _options.max_waiting) {
+        // Bounded: past it the sender is told to retry (type wait), as when a mailbox is full.
+        ++_counters.rejected_busy;
+        _shard->router.bounce_to_sender(env, xmpp::StanzaError::resource_constraint);
+        return;
+    }
+    Waiting w{std::move(env), nullptr};
+    // A sender on this shard handles none of its later stanzas (an XEP-0198 <r/> among them)
+    // until this message is stored: its <a/> then waits for the write like any other.
+    if (auto* ep = _shard->router.find(w.env.from)) {
+        if (auto* sender = session::as_session(*ep)) {
+            w.hold = std::make_unique<session::InputHold>(*sender);
+            w.hold->arm();
+        }
+    }
+    _waiting[bare].push_back(std::move(w));
+    ++_waiting_count;
+}
+
+void OfflineModule::start_store_read(const std::string& bare) {
+    // What the reader thread reads: the queue's state unless it is cached, and the account
+    // (needed while the queue is empty, which it may be again by the time the answer comes).
+    struct Read {
+        bool need_state = false;
+        xmpp::Result<offline::QueueState, storage::Errc> state = offline::QueueState{};
+        xmpp::Result<bool, storage::Errc> exists = false;
+    };
+    auto read = std::make_shared<Read>();
+    read->need_state = !_queues.contains(bare);
+    ++_counters.store_reads_offloaded;
+    storage::Store* store = _shard->store;
+    _db->writer()->run_off_reactor(
+        [store, read, bare] {
+            if (read->need_state) read->state = offline::OfflineStore(*store).state(bare);
+            read->exists = storage::AccountStore(*store).exists(bare);
+        },
+        [this, alive = std::weak_ptr<int>(_alive), read, bare] {
+            if (alive.expired()) return;
+            if (read->need_state && !read->state) {
+                ++_counters.storage_errors;
+                STARLING_LOG(error, "offline: reading the queue of {} failed: {}", bare,
+                             storage::to_string(read->state.error()));
+                store_waiting(bare, nullptr, false);  // all bounced: not stored
+            } else {
+                // A delivery read may have cached a newer state meanwhile: it wins.
+                if (read->need_state && !_queues.contains(bare)) cache(bare, read->state.value());
+                store_waiting(bare, &read->exists, true);
+            }
+            _shard->router.flush();  // bounces to senders on other shards
+        });
+}
+
+void OfflineModule::store_waiting(const std::string& bare, const xmpp::Result<bool, storage::Errc>* exists,
+                                  bool read_ok) {
+    auto it = _waiting.find(bare);
+    if (it == _waiting.end()) return;
+    bool stored = false;
+    while (!it->second.empty()) {
+        Waiting& w = it->second.front();
+        const Outcome o = read_ok ? try_store(bare, w.env, exists) : Outcome::refused;
+        if (o == Outcome::cold) {
+            // The queue's state left the cache meanwhile (the cache was full and dropped):
+            // read again, the rest still waiting in order.
+            start_store_read(bare);
+            return;
+        }
+        if (o == Outcome::stored) {
+            stored = true;
+        } else {
+            _shard->router.bounce_to_sender(w.env, xmpp::StanzaError::service_unavailable);
+        }
+        it->second.pop_front();  // releases the sender's input
+        --_waiting_count;
+    }
+    _waiting.erase(it);
+    if (!stored) return;
+    // The user became available while the messages waited: they are delivered as stored ones
+    // (XEP-0160 §2), oldest first, once their writes are durable.
+    for (auto* ep : _shard->router.sessions_of(bare)) {
+        auto* s = session::as_session(*ep);
+        if (s != nullptr && s->is_available() && s->priority() >= 0) {
+            deliver_stored(*s);
+            break;
+        }
+    }
 }
 
 void OfflineModule::BatchRead::run(const offline::OfflineStore& db, std::string_view bare, bool memory_only) {
@@ -329,10 +476,12 @@ ModuleSpec OfflineModule::spec() {
         .optional = true,
         .options = {
             OptionSpec::integer("max_messages", 1000, 1, 1'000'000, "messages kept per user while offline; one more gets <service-unavailable/>"),
+            OptionSpec::integer("max_waiting", 4096, 1, 1'000'000, "messages per shard waiting for a read from disk before they are stored; one more gets <resource-constraint/>"),
         },
         .make = [](const OptionValues& v) -> std::unique_ptr<Module> {
         OfflineOptions o;
         o.max_messages = static_cast<std::uint32_t>(v.integer("offline.max_messages"));
+        o.max_waiting = static_cast<std::size_t>(v.integer("offline.max_waiting"));
         return std::make_unique<OfflineModule>(o);
     },
     };

@@ -68,12 +68,14 @@ std::string owner_prefix(std::string_view owner) {
 }
 
 // Calls f(key, value) for each key in [prefix, upper(prefix)); returns the iterator's status.
+// `memory_only`: the memtable and block cache only (Incomplete when the disk is needed).
 template <class F>
-rocksdb::Status scan(storage::Store& store, Column column, std::string_view prefix, F&& f) {
+rocksdb::Status scan(storage::Store& store, Column column, std::string_view prefix, F&& f, bool memory_only = false) {
     const std::string upper_storage = upper_of(prefix);
     const rocksdb::Slice upper = slice(upper_storage);
     rocksdb::ReadOptions ro;
     ro.iterate_upper_bound = &upper;
+    if (memory_only) ro.read_tier = rocksdb::kBlockCacheTier;
     std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(ro, store.column(column)));
     for (it->Seek(slice(prefix)); it->Valid(); it->Next()) {
         if (!f(it->key().ToStringView(), it->value().ToStringView())) break;
@@ -294,11 +296,14 @@ xmpp::Result<Subscription, Errc> NodeStore::decode_subscription(std::string_view
     }
 }
 
-xmpp::Result<NodeRecord, Errc> NodeStore::load_node(std::string_view service, std::string_view node) const noexcept {
+xmpp::Result<NodeRecord, Errc> NodeStore::load_node(std::string_view service, std::string_view node,
+                                                   bool memory_only) const noexcept {
     try {
         const std::string k = node_prefix(service, node) + k_node_tag;
         std::string v;
-        const auto st = _store.db().Get(rocksdb::ReadOptions(), _store.column(Column::pubsub_nodes), slice(k), &v);
+        rocksdb::ReadOptions ro;
+        if (memory_only) ro.read_tier = rocksdb::kBlockCacheTier;
+        const auto st = _store.db().Get(ro, _store.column(Column::pubsub_nodes), slice(k), &v);
         if (!st.ok()) return xmpp::Unexpected(errc_of(st));
         return decode_node(v);
     } catch (...) {
@@ -306,8 +311,8 @@ xmpp::Result<NodeRecord, Errc> NodeStore::load_node(std::string_view service, st
     }
 }
 
-xmpp::Result<std::vector<Item>, Errc> NodeStore::load_items(std::string_view service,
-                                                           std::string_view node) const noexcept {
+xmpp::Result<std::vector<Item>, Errc> NodeStore::load_items(std::string_view service, std::string_view node,
+                                                           bool memory_only) const noexcept {
     try {
         const std::string p = node_prefix(service, node);
         std::vector<Item> out;
@@ -318,7 +323,7 @@ xmpp::Result<std::vector<Item>, Errc> NodeStore::load_items(std::string_view ser
             item.value().seq = seq_of(k);
             out.push_back(std::move(item).value());
             return true;
-        });
+        }, memory_only);
         if (!st.ok()) return xmpp::Unexpected(errc_of(st));
         return out;
     } catch (...) {
@@ -327,7 +332,8 @@ xmpp::Result<std::vector<Item>, Errc> NodeStore::load_items(std::string_view ser
 }
 
 xmpp::Result<std::vector<Subscription>, Errc> NodeStore::load_subscriptions(std::string_view service,
-                                                                           std::string_view node) const noexcept {
+                                                                           std::string_view node,
+                                                                           bool memory_only) const noexcept {
     try {
         const std::string p = node_prefix(service, node) + k_sub_tag;
         std::vector<Subscription> out;
@@ -336,6 +342,7 @@ xmpp::Result<std::vector<Subscription>, Errc> NodeStore::load_subscriptions(std:
         const rocksdb::Slice upper = slice(upper_storage);
         rocksdb::ReadOptions ro;
         ro.iterate_upper_bound = &upper;
+        if (memory_only) ro.read_tier = rocksdb::kBlockCacheTier;
         std::unique_ptr<rocksdb::Iterator> it(_store.db().NewIterator(ro, _store.column(Column::pubsub_nodes)));
         for (it->Seek(slice(p)); it->Valid(); it->Next()) {
             auto s = decode_subscription(it->value().ToStringView());

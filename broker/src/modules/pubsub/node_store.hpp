@@ -69,12 +69,16 @@ public:
     // True when writes are staged and need ShardWriter::when_durable before they are answered.
     bool staged() const noexcept { return _writer != nullptr; }
 
-    xmpp::Result<NodeRecord, storage::Errc> load_node(std::string_view service, std::string_view node) const noexcept;
+    // `memory_only`: from the memtable and block cache only, Errc::not_in_memory when the disk
+    // would be needed (then read again off the reactor: issue 14). Same for the two below.
+    xmpp::Result<NodeRecord, storage::Errc> load_node(std::string_view service, std::string_view node,
+                                                     bool memory_only = false) const noexcept;
     // Items in publish order.
-    xmpp::Result<std::vector<Item>, storage::Errc> load_items(std::string_view service,
-                                                             std::string_view node) const noexcept;
+    xmpp::Result<std::vector<Item>, storage::Errc> load_items(std::string_view service, std::string_view node,
+                                                             bool memory_only = false) const noexcept;
     xmpp::Result<std::vector<Subscription>, storage::Errc> load_subscriptions(std::string_view service,
-                                                                             std::string_view node) const noexcept;
+                                                                             std::string_view node,
+                                                                             bool memory_only = false) const noexcept;
 
     // A new node and the owner's index entry, in one batch.
     xmpp::Result<void, storage::Errc> create_node(std::string_view service, std::string_view node,

@@ -40,6 +40,14 @@ void PubsubModule::install(ModuleContext& ctx) {
                         "Fan-out envelopes (one per destination shard and publish), by outcome",
                         {{"outcome", "dropped_mailbox_full"}}, &c.fan_out_dropped);
         ctx.add_counter("starling_pubsub_errors_total", "Requests answered with an error", {}, &c.errors);
+        ctx.add_counter("starling_pubsub_node_loads_offloaded_total",
+                        "Node loads read on the store's reader thread (not in memory)", {}, &c.node_loads_offloaded);
+        ctx.add_counter("starling_pubsub_roster_loads_offloaded_total",
+                        "Node owners' rosters read on the store's reader thread (not in memory)", {},
+                        &c.roster_loads_offloaded);
+        ctx.add_counter("starling_pubsub_waiting_refused_total",
+                        "Requests refused because max_waiting_requests already waited for the disk", {},
+                        &c.waiting_refused);
         ctx.add_histogram("starling_pubsub_fan_out_size", "Recipients addressed per notified event",
                           {c.fan_out_size.bounds.begin(), c.fan_out_size.bounds.end()}, c.fan_out_size.counts.data(),
                           &c.fan_out_size.sum);
@@ -145,6 +153,8 @@ ModuleSpec PubsubModule::spec() {
                                 "nodes each shard keeps in memory (others are read from storage on use)"),
             OptionSpec::integer("max_publishes_per_second", 100, 0, 1'000'000,
                                 "items one account may publish per second, in bursts of twice that (0: no limit)"),
+            OptionSpec::integer("max_waiting_requests", 4'096, 1, 1'000'000,
+                                "requests per shard waiting for their node to be read from disk; one more gets <resource-constraint/>"),
             OptionSpec::boolean("pep", true,
                                 "XEP-0163: every account is a PubSub service (avatars, OMEMO device lists, user tune...)"),
         },
@@ -158,6 +168,7 @@ ModuleSpec PubsubModule::spec() {
             o.max_subscriptions_per_node = static_cast<std::uint32_t>(v.integer("pubsub.max_subscriptions_per_node"));
             o.max_nodes_cached = static_cast<std::uint32_t>(v.integer("pubsub.max_nodes_cached"));
             o.max_publishes_per_second = static_cast<std::uint32_t>(v.integer("pubsub.max_publishes_per_second"));
+            o.max_waiting_requests = static_cast<std::uint32_t>(v.integer("pubsub.max_waiting_requests"));
             o.pep = v.boolean("pubsub.pep");
             return std::make_unique<PubsubModule>(nullptr, std::move(o));
         },

@@ -128,6 +128,7 @@ void PubsubService::admin_delete(std::string_view service, std::string_view node
 }
 
 void PubsubService::forget_account(std::string_view bare) {
+    ++_forgets;  // a node load off the reactor now may have read one of its nodes: read again
     std::vector<Node*> mine;
     for (auto& [key, n] : _nodes) {
         if (n->service == bare) mine.push_back(n.get());

@@ -1,6 +1,7 @@
 // PubsubService, part 1: entry, dispatch to the node's home shard, the node cache, creation,
 // node-less requests and output (replies, fan-out). Part 2 (pubsub_items.cpp): publishing and
-// subscribing (XEP-0060 §6, §7); part 3 (pubsub_owner.cpp): owner use cases (§8).
+// subscribing (XEP-0060 §6, §7); part 3 (pubsub_owner.cpp): owner use cases (§8); part 4
+// (pubsub_cold.cpp): nodes and rosters read off the reactor (issue 14).
 #include "broker/src/modules/pubsub/pubsub_service.hpp"
 
 #include <algorithm>
@@ -42,6 +43,43 @@ constexpr std::string_view k_features[] = {
 };
 
 }  // namespace
+
+namespace detail {
+
+// An IQ reply from the service (`from`) to the requester: the envelope, its bytes holding the
+// start tag without its closing '>' (the caller adds "/>" or content and "</iq>").
+router::Envelope reply_envelope(std::string_view from, std::string_view to, std::string_view id,
+                                std::string_view type) {
+    router::Envelope back;
+    back.stanza = router::StanzaKind::iq;
+    back.to = std::string(to);
+    back.from = std::string(from);
+    back.type = std::string(type);
+    back.id = std::string(id);
+    std::string& out = back.bytes;
+    out += "<iq from='";
+    xmpp::xml::escape_attribute_into(out, from);
+    out += "' to='";
+    xmpp::xml::escape_attribute_into(out, to);
+    out += "' type='";
+    out += type;
+    out += "' id='";
+    xmpp::xml::escape_attribute_into(out, id);
+    out += '\'';
+    return back;
+}
+
+router::Envelope error_envelope(std::string_view from, std::string_view to, std::string_view id,
+                                StanzaError condition, std::string_view app_condition, std::string_view text,
+                                std::string_view feature) {
+    router::Envelope back = reply_envelope(from, to, id, "error");
+    back.bytes += '>';
+    write_pubsub_error(back.bytes, condition, app_condition, text, feature);
+    back.bytes += "</iq>";
+    return back;
+}
+
+}  // namespace detail
 
 PubsubService::PubsubService(session::ShardServices& shard, storage::Store& store, PubsubOptions options)
     : _shard(shard), _rocks(store), _store(store, shard.writer), _options(std::move(options)),
@@ -104,6 +142,10 @@ void PubsubService::receive(router::Envelope&& env) {
     // answer (RFC 6120 §8.2).
     if (env.stanza != router::StanzaKind::iq || (env.type != "get" && env.type != "set")) return;
     ++_counters.requests;
+    process(env);
+}
+
+void PubsubService::process(router::Envelope& env) {
     try {
         StanzaDom dom(env.bytes, xmpp::ns::client);
         Request r{env, dom, std::string(bare_of(env.to)), std::string(bare_of(env.from)), env.type == "get",
@@ -198,6 +240,20 @@ void PubsubService::handle_node(Request& r, std::string_view node) {
         reply_error(r, StanzaError::resource_constraint);
         return;
     }
+    switch (ready(r.service, node, r.env)) {
+        case Ready::parked: return;
+        case Ready::now: dispatch_node(r, node); return;
+        case Ready::absent: {
+            // Known missing for this request only: a create caches the node, a later request
+            // reads it again.
+            const KnownMissing missing(_absent, NodeStore::node_prefix(r.service, node), true);
+            dispatch_node(r, node);
+            return;
+        }
+    }
+}
+
+void PubsubService::dispatch_node(Request& r, std::string_view node) {
     const std::string_view a = r.action_name;
     if (r.ns == k_ns_pubsub && a == "create") {
         if (r.get) {
@@ -266,33 +322,18 @@ PubsubService::Node* PubsubService::find_node(Request& r, std::string_view node)
 PubsubService::Node* PubsubService::lookup(std::string_view service, std::string_view node, storage::Errc& err) {
     std::string key = NodeStore::node_prefix(service, node);
     if (auto it = _nodes.find(key); it != _nodes.end()) return expire_items(*it->second);
-    if (_erasing.contains(key)) {
-        err = storage::Errc::not_found;  // deleted; RocksDB will say so once that is durable
+    if (_erasing.contains(key) || _absent.contains(key)) {
+        err = storage::Errc::not_found;  // deleted (RocksDB will say so once that is durable), or just read
         return nullptr;
     }
-    auto rec = _store.load_node(service, node);
-    if (!rec) {
-        err = rec.error();
-        if (err != storage::Errc::not_found) {
-            STARLING_LOG(warn, "pubsub: loading node {} failed: {}", node, storage::to_string(err));
-        }
+    // Requests about a node reach this through ready(), which cached it; what else looks a
+    // node up (the last PEP items at available, an administrator's delete) reads it here.
+    auto loaded = load(_store, service, node, false);
+    if (!loaded) {
+        err = loaded.error();
         return nullptr;
     }
-    auto subs = _store.load_subscriptions(service, node);
-    auto items = _store.load_items(service, node);
-    if (!subs || !items) {
-        err = !subs ? subs.error() : items.error();
-        return nullptr;
-    }
-    auto n = std::make_unique<Node>();
-    n->service = std::string(service);
-    n->name = std::string(node);
-    n->record = std::move(rec).value();
-    n->subscriptions.assign(std::move(subs).value());
-    for (auto& item : items.value()) n->items.push_back(std::move(item));
-    n->next_seq = n->items.empty() ? 1 : n->items.back().seq + 1;
-    n->incarnation = _next_incarnation++;
-    return expire_items(*cache(std::move(key), std::move(n)));
+    return install(std::move(key), service, node, std::move(loaded).value());
 }
 
 // pubsub#item_expire: items older than the node allows are gone for every request from the
@@ -372,7 +413,8 @@ void PubsubService::create(Request& r, std::string node) {
         reply_error(r, StanzaError::conflict);  // §8.1: NodeID already exists
         return;
     }
-    if (auto existing = _store.load_node(r.service, node);
+    if (auto existing = _absent.contains(key) ? xmpp::Result<NodeRecord, storage::Errc>(xmpp::Unexpected(storage::Errc::not_found))
+                                              : _store.load_node(r.service, node);
         !_erasing.contains(key) && (existing || existing.error() != storage::Errc::not_found)) {
         reply_error(r, existing ? StanzaError::conflict : StanzaError::internal_server_error);
         return;
@@ -773,6 +815,18 @@ void PubsubService::on_interests(router::Envelope&& env) {
         const std::string_view node = rest.substr(0, eol);
         rest = eol == std::string_view::npos ? std::string_view() : rest.substr(eol + 1);
         if (node.empty()) continue;
+        if (_shard.writer != nullptr) {
+            // Issue 14: the node (and its owner's roster) from memory, else read off the reactor
+            // with this node's part of the request parked until then.
+            router::Envelope one;
+            one.kind = router::Envelope::Kind::service;
+            one.stanza = router::StanzaKind::presence;
+            one.to = env.to;
+            one.from = env.from;
+            one.bytes = std::string(node) + '\n';
+            const Ready readiness = ready(env.to, node, one);
+            if (readiness == Ready::parked || readiness == Ready::absent) continue;
+        }
         storage::Errc err = storage::Errc::not_found;
         Node* n = lookup(env.to, node, err);
         if (n == nullptr || n->items.empty()) continue;
@@ -782,44 +836,6 @@ void PubsubService::on_interests(router::Envelope&& env) {
         notify(*n, item_event(*n, n->items.back(), n->record.config.deliver_payloads), &only);
     }
 }
-
-// §8.6: ask the owners to approve a pending subscription (a data form in a message).
-namespace {
-
-// An IQ reply from the service (`from`) to the requester: the envelope, its bytes holding the
-// start tag without its closing '>' (the caller adds "/>" or content and "</iq>").
-router::Envelope reply_envelope(std::string_view from, std::string_view to, std::string_view id,
-                                std::string_view type) {
-    router::Envelope back;
-    back.stanza = router::StanzaKind::iq;
-    back.to = std::string(to);
-    back.from = std::string(from);
-    back.type = std::string(type);
-    back.id = std::string(id);
-    std::string& out = back.bytes;
-    out += "<iq from='";
-    xmpp::xml::escape_attribute_into(out, from);
-    out += "' to='";
-    xmpp::xml::escape_attribute_into(out, to);
-    out += "' type='";
-    out += type;
-    out += "' id='";
-    xmpp::xml::escape_attribute_into(out, id);
-    out += '\'';
-    return back;
-}
-
-router::Envelope error_envelope(std::string_view from, std::string_view to, std::string_view id,
-                                StanzaError condition, std::string_view app_condition, std::string_view text,
-                                std::string_view feature) {
-    router::Envelope back = reply_envelope(from, to, id, "error");
-    back.bytes += '>';
-    write_pubsub_error(back.bytes, condition, app_condition, text, feature);
-    back.bytes += "</iq>";
-    return back;
-}
-
-}  // namespace
 
 void PubsubService::reply_result(Request& r, std::string_view inner_xml) {
     router::Envelope back = reply_envelope(r.env.to, r.env.from, r.env.id, "result");

@@ -27,6 +27,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <pugixml.hpp>
@@ -36,6 +37,7 @@
 #include "broker/src/modules/pubsub/node_store.hpp"
 #include "broker/src/router/endpoint.hpp"
 #include "broker/src/router/router.hpp"
+#include "broker/src/session/input_hold.hpp"
 #include "broker/src/storage/move_function.hpp"
 #include "xmpp/stream_error.hpp"
 
@@ -57,6 +59,9 @@ struct PubsubOptions {
     std::size_t max_payload_bytes = 64 * 1024;
     std::uint32_t max_subscriptions_per_node = 10'000;
     std::uint32_t max_nodes_cached = 10'000;  // per shard; least recently loaded are dropped
+    // Requests per shard parked while the node they are about is read off the reactor (issue
+    // 14); one more is answered resource-constraint (type wait).
+    std::uint32_t max_waiting_requests = 4096;
     // Publishes per second per account, in bursts of up to twice that; 0: no limit.
     std::uint32_t max_publishes_per_second = 100;
     // XEP-0163: every account is a PubSub service too (nodes auto-created on first publish,
@@ -96,6 +101,9 @@ struct PubsubCounters {
     std::uint64_t fan_out_dropped = 0;  // a destination mailbox was full
     std::uint64_t errors = 0;           // requests answered with an error
     std::uint64_t rate_limited = 0;     // publishes refused: the account published too fast
+    std::uint64_t node_loads_offloaded = 0;  // node loads sent to the store's reader thread
+    std::uint64_t roster_loads_offloaded = 0;  // owners' rosters read there (roster_of's cache)
+    std::uint64_t waiting_refused = 0;  // requests refused: max_waiting_requests already parked
     // Recipients addressed per notified event (explicit subscribers, and for PEP the owner and
     // contacts before their resources are filtered by interest).
     Buckets<7> fan_out_size{{1, 10, 100, 1'000, 10'000, 100'000, 1'000'000}};
@@ -194,8 +202,11 @@ private:
     };
     struct Request;
 
+    // A request (IQ get or set) to the service, parsed and handled; `env` outlives the call.
+    void process(router::Envelope& env);
     void handle(Request& r);
     void handle_node(Request& r, std::string_view node);
+    void dispatch_node(Request& r, std::string_view node);
     void handle_serviceless(Request& r);
 
     // Node-less requests (any shard).
@@ -234,6 +245,35 @@ private:
     void owner_subscriptions(Request& r, Node& n);
     void owner_affiliations(Request& r, Node& n);
 
+    // Issue 14: whether a request about `node` (on its home shard) can be handled now: the node
+    // is cached, or read from memory (memtable, block cache) into the cache, or known missing.
+    // `parked`: its load needs the disk, the request waits for it (behind the node's other
+    // parked requests, in arrival order) and is handled again once the store's reader thread
+    // has read the node; or it was refused (max_waiting_requests).
+    enum class Ready : std::uint8_t { now, absent, parked };
+    // `env` is the request (an IQ, or on_interests' presence for one node), moved from when parked.
+    Ready ready(std::string_view service, std::string_view node, router::Envelope& env);
+    void park(const std::string& key, router::Envelope& env);
+    // The node's records, read whole (the reader thread's work, and lookup's).
+    struct Loaded {
+        NodeRecord record;
+        std::vector<Subscription> subscriptions;
+        std::vector<Item> items;
+    };
+    static xmpp::Result<Loaded, storage::Errc> load(const NodeStore& store, std::string_view service,
+                                                    std::string_view node, bool memory_only) noexcept;
+    Node* install(std::string key, std::string_view service, std::string_view node, Loaded loaded);
+    void start_load(const std::string& key, std::string service, std::string node);
+    void on_loaded(const std::string& key, std::string_view service, std::string_view node,
+                   xmpp::Result<Loaded, storage::Errc>& loaded);
+    // Handles the requests parked on `key`, in order (the node, or what it needs, is known now).
+    void replay(const std::string& key);
+    // Issue 14: whether the rosters the node's requests read (roster_of: presence and roster
+    // access, a PEP node's audience) are cached for its owners homed on this shard; each one
+    // that is not is loaded (RosterStore::load_async): inline when in memory, else the request
+    // is parked on `key` until it is read. Owners homed on another shard are read by roster_of.
+    bool rosters_ready(const std::string& key, const Node& n, router::Envelope& env);
+    void remember_roster(const std::string& owner, std::vector<roster::RosterItem> items) const;
     // The node from the cache or the store; null (and the request answered) when missing.
     Node* find_node(Request& r, std::string_view node);
     Node* cache(std::string key, std::unique_ptr<Node> node);
@@ -295,6 +335,9 @@ private:
     storage::Store& _rocks;  // for the owners' rosters (presence access, PEP audience)
     mutable std::unordered_map<std::string, std::vector<roster::RosterItem>> _rosters;  // roster_of's cache
     mutable std::uint64_t _rosters_at = 0;  // writes_on_this_thread() when the cache was valid
+    // Owners whose roster read off the reactor failed: roster_of reads them (synchronously)
+    // until a roster write on this shard; bounded by k_max_cached_rosters.
+    mutable std::unordered_set<std::string> _roster_skip;
     NodeStore _store;
     PubsubOptions _options;
     ConfigLimits _limits;
@@ -303,6 +346,20 @@ private:
     // Nodes deleted whose deletion is not durable yet (by key: pending deletions), so that a
     // lookup does not load them back from RocksDB in the meantime.
     std::unordered_map<std::string, std::uint32_t> _erasing;
+    // Requests parked on a node load off the reactor, by node key, oldest first; each holds its
+    // requester's input when the requester is on this shard (session/input_hold.hpp).
+    struct Parked {
+        router::Envelope env;
+        std::unique_ptr<session::InputHold> hold;
+    };
+    std::unordered_map<std::string, std::deque<Parked>> _loading;
+    std::size_t _parked = 0;  // requests in _loading
+    // Nodes a read just found missing, while the requests about them are handled (so that they
+    // are not read again): only for the duration of that handling.
+    std::unordered_set<std::string> _absent;
+    // forget_account() calls: a node load that saw this change read before an account's
+    // deletion and is made again.
+    std::uint64_t _forgets = 0;
     struct Bucket {
         double tokens = 0;
         std::chrono::steady_clock::time_point last;

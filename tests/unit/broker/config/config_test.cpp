@@ -452,7 +452,8 @@ INSTANTIATE_TEST_SUITE_P(
                       declared("pubsub", "max_publishes_per_second"), declared("adhoc", "max_sessions"), declared("adhoc", "session_timeout_s"),
                       declared("adhoc", "max_online_list"), declared("caps", "max_cached"),
                       declared("caps", "max_pending"), declared("roster", "max_pending_changes"),
-                      declared("presence", "max_probe_reads"), declared("blocking", "max_waiting")),
+                      declared("presence", "max_probe_reads"), declared("blocking", "max_waiting"),
+                      declared("offline", "max_waiting"), declared("pubsub", "max_waiting_requests")),
     [](const auto& p) { return std::string(p.param.table) + "_" + p.param.name; });
 
 TEST(NumericBounds, CoverEveryIntegerOption) {
@@ -467,7 +468,7 @@ TEST(NumericBounds, CoverEveryIntegerOption) {
             if (e.message() == "must be an integer (got a string)") ++numeric;
         }
     }
-    EXPECT_EQ(numeric, 54u);  // booleans such as modules.mam are not counted
+    EXPECT_EQ(numeric, 56u);  // booleans such as modules.mam are not counted
 }
 
 // --- files on disk ---
