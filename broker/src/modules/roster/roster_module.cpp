@@ -410,6 +410,26 @@ xmpp::Result<std::size_t, storage::Errc> RosterModule::visible_for(std::string_v
     return n;
 }
 
+xmpp::Result<RosterItem, storage::Errc> RosterModule::subscription_item(std::string_view owner,
+                                                                        std::string_view contact,
+                                                                        const ChangeStep& step) {
+    auto read = item_for(owner, contact, step);
+    if (!read) {
+        if (read.error() != storage::Errc::not_in_memory) {
+            ++_counters.storage_errors;
+            STARLING_LOG(warn, "roster: reading {}'s item {} failed: {}", owner, contact, storage::to_string(read.error()));
+        }
+        return xmpp::Unexpected(read.error());
+    }
+    RosterItem item;
+    if (read->item) {
+        item = std::move(*read->item);
+    } else {
+        item.jid = std::string(contact);
+    }
+    return item;
+}
+
 xmpp::Result<bool, storage::Errc> RosterModule::account_for(std::string_view owner, const ChangeStep& step) const {
     if (step.roster == nullptr || !step.account) return _store->account_in_memory(owner);
     return *step.account;
@@ -517,19 +537,9 @@ Handled RosterModule::on_outbound_subscription(OutboundEvent& ev) {
                  routable = _shard->server.serves(ev.to->domainpart()),  // no s2s yet
                  inner = std::move(inner)](const ChangeStep& step) mutable -> Attempt {
         if (step.refused) return Attempt::done;  // counted and logged: the change is not made
-        auto read = item_for(owner, contact, step);
-        if (!read) {
-            if (read.error() == storage::Errc::not_in_memory) return Attempt::cold;
-            ++_counters.storage_errors;
-            STARLING_LOG(warn, "roster: reading {}'s item {} failed: {}", owner, contact, storage::to_string(read.error()));
-            return Attempt::done;
-        }
-        RosterItem item;
-        if (read->item) {
-            item = std::move(*read->item);
-        } else {
-            item.jid = contact;
-        }
+        auto read = subscription_item(owner, contact, step);
+        if (!read) return read.error() == storage::Errc::not_in_memory ? Attempt::cold : Attempt::done;
+        RosterItem item = std::move(*read);
         const std::string before = item.visible();
         // What follows the change leaves once it is durable (captured by value: it runs later).
         auto route = [this, routable, owner, contact, id](std::string_view t, std::string_view in = {}) {
@@ -589,19 +599,9 @@ Handled RosterModule::on_inbound_subscription(InboundEvent& ev) {
             }
             return Attempt::done;
         }
-        auto read = item_for(owner, contact, step);
-        if (!read) {
-            if (read.error() == storage::Errc::not_in_memory) return Attempt::cold;
-            ++_counters.storage_errors;
-            STARLING_LOG(warn, "roster: reading {}'s item {} failed: {}", owner, contact, storage::to_string(read.error()));
-            return Attempt::done;
-        }
-        RosterItem item;
-        if (read->item) {
-            item = std::move(*read->item);
-        } else {
-            item.jid = contact;
-        }
+        auto read = subscription_item(owner, contact, step);
+        if (!read) return read.error() == storage::Errc::not_in_memory ? Attempt::cold : Attempt::done;
+        RosterItem item = std::move(*read);
         const std::string before = item.visible();
         auto deliver = [this, owner, bytes] { deliver_to_available(owner, bytes); };
         auto answer = [this, owner, contact](std::string_view t) {

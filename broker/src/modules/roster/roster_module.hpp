@@ -118,6 +118,10 @@ private:
                                                            const ChangeStep& step) const;
     xmpp::Result<std::size_t, storage::Errc> visible_for(std::string_view owner, const ChangeStep& step) const;
     xmpp::Result<bool, storage::Errc> account_for(std::string_view owner, const ChangeStep& step) const;
+    // A subscription change's item: the stored one, or a new one for `contact`. not_in_memory: the
+    // change must wait for the disk; another error is logged and counted (the change is dropped).
+    xmpp::Result<roster::RosterItem, storage::Errc> subscription_item(std::string_view owner, std::string_view contact,
+                                                                      const ChangeStep& step);
     // Runs `change` now when it can; otherwise queues it (holding `sender`'s input, if given).
     void run_change(const std::string& owner, Waiting change, Session* sender);
     // Reads off the reactor what the change at the head of `owner`'s queue needs, then drains.

@@ -22,6 +22,7 @@
 #include "broker/src/modules/vcard/vcard_store.hpp"
 #include "broker/src/storage/write_path.hpp"
 #include "tests/support/faulty_fs.hpp"
+#include "tests/unit/broker/support/cold_disk.hpp"
 #include "tests/unit/broker/support/live_shard.hpp"
 
 namespace {
@@ -31,8 +32,9 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using starling::testing::OneShard;
 using starling::testing::TestClient;
+using starling::testing::expect_routed_during_the_stall;
+using starling::testing::k_disk_latency;
 
-constexpr auto k_disk_latency = 600ms;  // per SST read while the disk is slow
 
 std::vector<std::unique_ptr<session::Module>> modules_with_a_tiny_cache() {
     std::vector<std::unique_ptr<session::Module>> mods;
@@ -82,12 +84,7 @@ struct ColdShard {
     }
 
     // The block lists go to an SST whose blocks are in no cache; its reads wait from now on.
-    void make_cold() {
-        rocksdb::FlushOptions fo;
-        fo.wait = true;
-        ASSERT_TRUE(t.store->db().Flush(fo, t.store->column(storage::Column::blocking)).ok());
-        fs->set_read_latency(k_disk_latency);
-    }
+    void make_cold() { starling::testing::make_cold(t, *fs, {storage::Column::blocking}); }
 
     std::uint64_t reads_offloaded() {
         return t.on_shard([&] { return t.writer->counters().reads_offloaded; });
@@ -96,14 +93,6 @@ struct ColdShard {
 
 std::string read_for(TestClient& c, std::chrono::milliseconds wait) { return c.read_until("\x01", wait); }
 
-// `from`'s message to bob (bound as bob@localhost/b) gets there long before the disk answers.
-void expect_routed_during_the_stall(TestClient& from, TestClient& bob, const std::string& body) {
-    const auto sent = Clock::now();
-    from.send("<message type='chat' to='bob@localhost/b' id='m-" + body + "'><body>" + body + "</body></message>");
-    const auto got = bob.read_until("</message>");
-    EXPECT_NE(got.find("<body>" + body + "</body>"), std::string::npos) << got;
-    EXPECT_LT(Clock::now() - sent, k_disk_latency / 2) << "the message waited for the disk";
-}
 
 // Carol (offline) blocks mallory; her list is on the slow disk only. Mallory's message to her
 // and alice's two after it wait for the read; bob's traffic does not. Then mallory's bounces

@@ -21,6 +21,7 @@
 #include "broker/src/modules/roster/roster_module.hpp"
 #include "broker/src/storage/write_path.hpp"
 #include "tests/support/faulty_fs.hpp"
+#include "tests/unit/broker/support/cold_disk.hpp"
 #include "tests/unit/broker/support/live_shard.hpp"
 
 namespace {
@@ -30,8 +31,9 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using starling::testing::OneShard;
 using starling::testing::TestClient;
+using starling::testing::expect_routed_during_the_stall;
+using starling::testing::k_disk_latency;
 
-constexpr auto k_disk_latency = 600ms;  // per SST read while the disk is slow
 
 struct ColdOffline {
     std::shared_ptr<test::FaultyFileSystem> fs = std::make_shared<test::FaultyFileSystem>();
@@ -72,14 +74,7 @@ struct ColdOffline {
 
     // Everything written so far goes to SSTs whose blocks are in no cache; from now on every
     // read of those files waits k_disk_latency.
-    void make_cold(std::initializer_list<storage::Column> columns) {
-        for (auto c : columns) {
-            rocksdb::FlushOptions fo;
-            fo.wait = true;
-            ASSERT_TRUE(t.store->db().Flush(fo, t.store->column(c)).ok());
-        }
-        fs->set_read_latency(k_disk_latency);
-    }
+    void make_cold(std::initializer_list<storage::Column> columns) { starling::testing::make_cold(t, *fs, columns); }
 
     std::uint64_t offloaded() {
         return t.on_shard([&] { return t.writer->counters().tasks_offloaded; });
@@ -109,18 +104,6 @@ void login(TestClient& c, const std::string& user, const std::string& resource) 
     ASSERT_NE(c.login(user, "pw-" + user, resource).find(user + "@localhost/" + resource), std::string::npos);
 }
 
-// While alice's message to bob is routed: it must get there long before the disk answers.
-void expect_routed_during_the_stall(TestClient& alice, TestClient& bob, const std::string& body) {
-    const auto sent = Clock::now();
-    alice.send("<message type='chat' to='bob@localhost/b' id='m-" + body + "'><body>" + body + "</body></message>");
-    const auto got = bob.read_until("</message>");
-    EXPECT_NE(got.find("<body>" + body + "</body>"), std::string::npos) << got;
-    const auto took = Clock::now() - sent;
-    EXPECT_LT(took, k_disk_latency / 2) << "the message waited for the disk";
-    // In the XML report (--gtest_output=xml): the routing time of a message that needs no storage.
-    ::testing::Test::RecordProperty("routed_during_stall_us",
-                                    static_cast<int>(std::chrono::duration_cast<std::chrono::microseconds>(took).count()));
-}
 
 std::string to_carol(int i) {
     return "<message type='chat' to='carol@localhost' id='n" + std::to_string(i) + "'><body>new " + std::to_string(i) +

@@ -24,6 +24,7 @@
 #include "broker/src/modules/roster/roster_store.hpp"
 #include "broker/src/storage/write_path.hpp"
 #include "tests/support/faulty_fs.hpp"
+#include "tests/unit/broker/support/cold_disk.hpp"
 #include "tests/unit/broker/support/live_shard.hpp"
 
 namespace {
@@ -33,9 +34,10 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using starling::testing::OneShard;
 using starling::testing::TestClient;
+using starling::testing::expect_routed_during_the_stall;
+using starling::testing::k_disk_latency;
 namespace ps = modules::pubsub;
 
-constexpr auto k_disk_latency = 600ms;  // per SST read while the disk is slow
 constexpr std::string_view k_service = "pubsub.localhost";
 
 struct ColdPubsub {
@@ -114,12 +116,7 @@ struct ColdPubsub {
 
     void make_cold(std::initializer_list<storage::Column> columns = {storage::Column::pubsub_nodes,
                                                                       storage::Column::pubsub_items}) {
-        for (auto c : columns) {
-            rocksdb::FlushOptions fo;
-            fo.wait = true;
-            ASSERT_TRUE(t.store->db().Flush(fo, t.store->column(c)).ok());
-        }
-        fs->set_read_latency(k_disk_latency);
+        starling::testing::make_cold(t, *fs, columns);
     }
 
     std::uint64_t loads_offloaded() {
@@ -133,18 +130,6 @@ void login(TestClient& c, const std::string& user, const std::string& resource) 
     ASSERT_NE(c.login(user, "pw-" + user, resource).find(user + "@localhost/" + resource), std::string::npos);
 }
 
-// While alice's message to bob is routed: it must get there long before the disk answers.
-void expect_routed_during_the_stall(TestClient& alice, TestClient& bob, const std::string& body) {
-    const auto sent = Clock::now();
-    alice.send("<message type='chat' to='bob@localhost/b' id='m-" + body + "'><body>" + body + "</body></message>");
-    const auto got = bob.read_until("</message>");
-    EXPECT_NE(got.find("<body>" + body + "</body>"), std::string::npos) << got;
-    const auto took = Clock::now() - sent;
-    EXPECT_LT(took, k_disk_latency / 2) << "the message waited for the disk";
-    // In the XML report (--gtest_output=xml): the routing time of a message that needs no storage.
-    ::testing::Test::RecordProperty("routed_during_stall_us",
-                                    static_cast<int>(std::chrono::duration_cast<std::chrono::microseconds>(took).count()));
-}
 
 std::string items_get(const std::string& id, const std::string& node) {
     return "<iq type='get' to='pubsub.localhost' id='" + id +

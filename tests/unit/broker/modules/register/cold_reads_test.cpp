@@ -17,6 +17,7 @@
 #include "broker/src/modules/register/register_module.hpp"
 #include "broker/src/storage/write_path.hpp"
 #include "tests/support/faulty_fs.hpp"
+#include "tests/unit/broker/support/cold_disk.hpp"
 #include "tests/unit/broker/support/live_shard.hpp"
 
 namespace {
@@ -26,8 +27,8 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using starling::testing::OneShard;
 using starling::testing::TestClient;
+using starling::testing::k_disk_latency;
 
-constexpr auto k_disk_latency = 600ms;  // per SST read while the disk is slow
 
 std::vector<std::unique_ptr<session::Module>> open_registration() {
     std::vector<std::unique_ptr<session::Module>> mods;
@@ -61,11 +62,7 @@ struct ColdShard {
     ~ColdShard() { fs->heal(); }
 
     void expect_routed_during_the_stall(const std::string& body) {
-        const auto sent = Clock::now();
-        alice.send("<message type='chat' to='bob@localhost/b' id='m-" + body + "'><body>" + body + "</body></message>");
-        const auto got = bob.read_until("</message>");
-        EXPECT_NE(got.find("<body>" + body + "</body>"), std::string::npos) << got;
-        EXPECT_LT(Clock::now() - sent, k_disk_latency / 2) << "the message waited for the disk";
+        starling::testing::expect_routed_during_the_stall(alice, bob, body);
     }
 
     std::uint64_t reads_offloaded() {

@@ -24,6 +24,7 @@
 #include "broker/src/modules/vcard/vcard_store.hpp"
 #include "broker/src/storage/write_path.hpp"
 #include "tests/support/faulty_fs.hpp"
+#include "tests/unit/broker/support/cold_disk.hpp"
 #include "tests/unit/broker/support/live_shard.hpp"
 
 namespace {
@@ -33,8 +34,9 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using starling::testing::OneShard;
 using starling::testing::TestClient;
+using starling::testing::expect_routed_during_the_stall;
+using starling::testing::k_disk_latency;
 
-constexpr auto k_disk_latency = 600ms;  // per SST read while the disk is slow
 
 std::vector<std::unique_ptr<session::Module>> im_modules() {
     std::vector<std::unique_ptr<session::Module>> mods;
@@ -77,14 +79,7 @@ struct ColdShard {
 
     // Everything written so far goes to SSTs whose blocks are in no cache; from now on every
     // read of those files waits `latency`.
-    void make_cold(std::initializer_list<storage::Column> columns) {
-        for (auto c : columns) {
-            rocksdb::FlushOptions fo;
-            fo.wait = true;
-            ASSERT_TRUE(t.store->db().Flush(fo, t.store->column(c)).ok());
-        }
-        fs->set_read_latency(k_disk_latency);
-    }
+    void make_cold(std::initializer_list<storage::Column> columns) { starling::testing::make_cold(t, *fs, columns); }
 
     std::uint64_t offloaded() {
         return t.on_shard([&] { return t.writer->counters().tasks_offloaded; });
@@ -94,14 +89,6 @@ struct ColdShard {
 // What arrives within `wait`.
 std::string read_for(TestClient& c, std::chrono::milliseconds wait) { return c.read_until("\x01", wait); }
 
-// While alice's message to bob is routed: it must get there long before the disk answers.
-void expect_routed_during_the_stall(TestClient& alice, TestClient& bob, const std::string& body) {
-    const auto sent = Clock::now();
-    alice.send("<message type='chat' to='bob@localhost/b' id='m-" + body + "'><body>" + body + "</body></message>");
-    const auto got = bob.read_until("</message>");
-    EXPECT_NE(got.find("<body>" + body + "</body>"), std::string::npos) << got;
-    EXPECT_LT(Clock::now() - sent, k_disk_latency / 2) << "the message waited for the disk";
-}
 
 TEST(ColdReads, AColdRosterAtInitialPresenceStallsOnlyThatUserAndHoldsHerNextStanzas) {
     ColdShard s;
