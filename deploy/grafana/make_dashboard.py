@@ -80,6 +80,8 @@ ROWS = [
     ("Offline messages and blocking", [
         ("Offline messages per second, by outcome", "ops", [rate("starling_offline_messages_total", "outcome")]),
         ("Offline store errors per second", "ops", [rate("starling_offline_storage_errors_total")]),
+        ("Offline messages whose storing waited for a disk read, per second", "ops",
+         [rate("starling_offline_store_reads_offloaded_total")]),
         ("Blocked stanzas per second, by outcome", "ops", [rate("starling_blocking_stanzas_total", "outcome")]),
         ("Block list store errors, and stanzas refused waiting for a list read, per second", "ops",
          [rate("starling_blocking_storage_errors_total"), rate("starling_blocking_waiting_refused_total")]),
@@ -92,6 +94,9 @@ ROWS = [
         ("Fan-out envelopes per second", "ops", [rate("starling_pubsub_fan_out_envelopes_total")]),
         ("Forwarded to the node's home shard per second", "ops", [rate("starling_pubsub_forwarded_total")]),
         ("Errors per second", "ops", [rate("starling_pubsub_errors_total")]),
+        ("Node and owner-roster loads from disk, and requests refused waiting for them, per second", "ops",
+         [rate("starling_pubsub_node_loads_offloaded_total"), rate("starling_pubsub_roster_loads_offloaded_total"),
+          rate("starling_pubsub_waiting_refused_total")]),
         ("Publishes refused by the per-account rate per second", "ops", [rate("starling_pubsub_rate_limited_total")]),
         ("Fan-out size (recipients per notified event)", "short", quantiles("starling_pubsub_fan_out_size")),
         ("Store write latency (staged to durable)", "s", quantiles("starling_pubsub_store_write_seconds")),
