@@ -13,7 +13,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <string_view>
 
+#include "broker/src/router/router.hpp"
 #include "broker/src/session/session.hpp"
 
 namespace starling::session {
@@ -48,5 +50,18 @@ private:
     bool _done = false;
     bool _held = false;
 };
+
+// The armed hold of the session that sent a stanza from `from`, when that session is bound on
+// this shard (`router`'s); null otherwise (a sender on another shard is not held). For a
+// stanza that waits for a read: the sender handles none of its later stanzas (an XEP-0198 <r/>
+// among them) until done(), so its order is kept and its <a/> counts only what was handled.
+inline std::unique_ptr<InputHold> hold_sender(const router::ShardRouter& router, std::string_view from) {
+    auto* ep = router.find(from);
+    auto* sender = ep != nullptr ? as_session(*ep) : nullptr;
+    if (sender == nullptr) return nullptr;
+    auto hold = std::make_unique<InputHold>(*sender);
+    hold->arm();
+    return hold;
+}
 
 }  // namespace starling::session

@@ -33,6 +33,13 @@ using xmpp::bare_of;
 
 const blocking::BlockList k_none;  // the list of a user known to block nobody
 
+// Whether a stanza refused on its way in is answered with an error (a message, an IQ get or
+// set) or dropped silently (presence, results, errors: XEP-0191 §3.3).
+bool gets_an_error(const router::Envelope& env) noexcept {
+    return env.type != "error" && (env.stanza == router::StanzaKind::message ||
+                                   (env.stanza == router::StanzaKind::iq && (env.type == "get" || env.type == "set")));
+}
+
 enum class ItemsError : std::uint8_t { none, malformed };
 
 // The <item jid='...'/> children of a <block/> or <unblock/>, normalised (RFC 7622).
@@ -552,9 +559,7 @@ Handled BlockingModule::on_inbound(InboundEvent& ev) {
                     STARLING_LOG(warn, "blocking: {} stanzas refused so far: {} (blocking.max_waiting) wait for the disk",
                                  n, _waiting_count);
                 }
-                const bool answer = env.type != "error" &&
-                                    (env.stanza == router::StanzaKind::message ||
-                                     (env.stanza == router::StanzaKind::iq && (env.type == "get" || env.type == "set")));
+                const bool answer = gets_an_error(env);
                 if (answer) _shard->router.bounce_to_sender(env, xmpp::StanzaError::resource_constraint);
                 return Handled::yes;
             }
@@ -571,9 +576,7 @@ Handled BlockingModule::on_inbound(InboundEvent& ev) {
         list = l.list;
     }
     if (list == nullptr || list->empty() || !list->blocks(env.from)) return Handled::no;
-    const bool answer = env.type != "error" &&
-                        (env.stanza == router::StanzaKind::message ||
-                         (env.stanza == router::StanzaKind::iq && (env.type == "get" || env.type == "set")));
+    const bool answer = gets_an_error(env);
     if (answer) {
         ++_counters.inbound_bounced;
         _shard->router.bounce_to_sender(env, xmpp::StanzaError::service_unavailable);

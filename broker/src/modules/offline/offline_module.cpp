@@ -261,12 +261,7 @@ void OfflineModule::wait_for_read(const std::string& bare, router::Envelope& env
     Waiting w{std::move(env), nullptr};
     // A sender on this shard handles none of its later stanzas (an XEP-0198 <r/> among them)
     // until this message is stored: its <a/> then waits for the write like any other.
-    if (auto* ep = _shard->router.find(w.env.from)) {
-        if (auto* sender = session::as_session(*ep)) {
-            w.hold = std::make_unique<session::InputHold>(*sender);
-            w.hold->arm();
-        }
-    }
+    w.hold = session::hold_sender(_shard->router, w.env.from);
     _waiting[bare].push_back(std::move(w));
     ++_waiting_count;
 }

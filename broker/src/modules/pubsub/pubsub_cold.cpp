@@ -92,12 +92,7 @@ void PubsubService::park(const std::string& key, router::Envelope& env) {
     p.env.kind = router::Envelope::Kind::service;
     // A requester on this shard handles none of its later stanzas until this one is answered
     // (or its writes staged): its order is kept, and an XEP-0198 <a/> waits for those writes.
-    if (auto* ep = request ? _shard.router.find(p.env.from) : nullptr) {
-        if (auto* requester = session::as_session(*ep)) {
-            p.hold = std::make_unique<session::InputHold>(*requester);
-            p.hold->arm();
-        }
-    }
+    if (request) p.hold = session::hold_sender(_shard.router, p.env.from);
     _loading[key].push_back(std::move(p));
     ++_parked;
 }
