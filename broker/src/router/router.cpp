@@ -48,6 +48,8 @@ ShardId ShardRouter::home_of(std::string_view bare_jid) const noexcept {
     return static_cast<ShardId>(std::hash<std::string_view>{}(bare_jid) % _mailboxes.shards());
 }
 
+std::size_t ShardRouter::shard_count() const noexcept { return _mailboxes.shards(); }
+
 bool ShardRouter::route(Envelope&& env) {
     if (env.routed_ns == 0) env.routed_ns = now_ns();
     if (!_services.empty()) {

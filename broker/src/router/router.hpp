@@ -98,6 +98,7 @@ public:
 
     ShardId self() const noexcept { return _self; }
     ShardId home_of(std::string_view bare_jid) const noexcept;
+    std::size_t shard_count() const noexcept;
 
     // Routes a stanza from a session of this shard (RFC 6121 §8.5 decides who gets it on the
     // home shard). False when the destination's mailbox is full: the stanza is not taken; the

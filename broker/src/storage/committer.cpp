@@ -238,6 +238,22 @@ void Committer::Impl::commit(std::vector<Sealed>& group) noexcept {
         need_sync = need_sync || s.level == Durability::synced;
     }
 
+    // The log records of each batch go first (SegmentLog): the batch's index records may name
+    // them. A batch whose records could not be written is not written either, and fails.
+    std::vector<char> skip(group.size(), 0);
+    for (std::size_t i = 0; i < group.size(); ++i) {
+        auto& s = group[i];
+        if (s.log.empty()) continue;
+        if (auto r = s.log.log->write(s.log); !r) {
+            skip[i] = 1;
+            written[i] = fail(r.error());
+            synced[i] = written[i];
+            fault(r.error() == Errc::no_space ? rocksdb::Status::NoSpace("archive log")
+                                              : rocksdb::Status::IOError("archive log write failed"),
+                  1);
+        }
+    }
+
     if (owner._options.merge_shards && group.size() > 1) {
         Durability level = Durability::memory;
         rocksdb::WriteBatch merged;
@@ -247,7 +263,9 @@ void Committer::Impl::commit(std::vector<Sealed>& group) noexcept {
             for (const auto& s : group) bytes += s.batch->GetDataSize();
             merged = rocksdb::WriteBatch(bytes);
             Appender appender(merged, by_id);
-            for (const auto& s : group) {
+            for (std::size_t i = 0; i < group.size(); ++i) {
+                const auto& s = group[i];
+                if (skip[i]) continue;
                 level = std::max(level, s.level);
                 if (s.batch->Count() == 0) continue;
                 st = s.batch->Iterate(&appender);
@@ -269,15 +287,18 @@ void Committer::Impl::commit(std::vector<Sealed>& group) noexcept {
         }
         if (!st.ok()) fault(st, group.size());
         const VoidResult r = st.ok() ? ok() : fail(errc_of(st));
-        std::fill(written.begin(), written.end(), r);
-        std::fill(synced.begin(), synced.end(), r);
+        for (std::size_t i = 0; i < group.size(); ++i) {
+            if (skip[i]) continue;
+            written[i] = r;
+            synced[i] = r;
+        }
     } else {
         // One DB::Write per shard batch; only the last one that goes through the WAL carries
         // the fsync: the WAL is one file written in order, so it syncs the ones before too.
         std::size_t carrier = group.size();
         if (need_sync) {
             for (std::size_t i = group.size(); i-- > 0;) {
-                if (group[i].level != Durability::memory && group[i].batch->Count() > 0) {
+                if (!skip[i] && group[i].level != Durability::memory && group[i].batch->Count() > 0) {
                     carrier = i;
                     break;
                 }
@@ -286,6 +307,7 @@ void Committer::Impl::commit(std::vector<Sealed>& group) noexcept {
         rocksdb::Status first_error;
         for (std::size_t i = 0; i < group.size(); ++i) {
             auto& s = group[i];
+            if (skip[i]) continue;
             if (!first_error.ok()) {
                 // After a failure RocksDB refuses writes until resumed: do not ask again.
                 written[i] = fail(errc_of(first_error));
@@ -353,10 +375,11 @@ void Committer::Impl::complete(std::vector<Sealed>& group, const std::vector<Voi
         try {
             // The batch goes back to its shard with the completion, for reuse (State::spare).
             asio::post(*s.io, [owner_state = std::move(s.owner), no = s.batch_no, w = written[i], y = synced[i],
-                               used = std::move(s.batch)]() mutable {
+                               used = std::move(s.batch), used_log = std::move(s.log.bytes)]() mutable {
                 if (auto state = owner_state.lock()) {
                     state->on_committed(no, w, y);
                     state->recycle(std::move(used));
+                    state->recycle_log(std::move(used_log));
                 }
             });
         } catch (...) {

@@ -321,7 +321,50 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
     // handles[0] is the default family; ours follow in Column order. All are ours to destroy.
     store->_default = handles[0];
     for (std::size_t i = 0; i < store->_columns.size(); ++i) store->_columns[i] = handles[i + 1];
+    // The archive's logs: each one's tail is checked (and a torn write cut) now, before any
+    // shard appends or reads.
+    const std::filesystem::path logs = store->segment_log_dir();
+    if (std::filesystem::is_directory(logs, ec)) {
+        for (const auto& entry : std::filesystem::directory_iterator(logs, ec)) {
+            const auto name = entry.path().filename().string();
+            if (name.empty() || name.size() > 5 || !std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+                continue;
+            }
+            const unsigned long n = std::stoul(name);
+            if (n > 0xffff) continue;
+            (void)store->segment_log(static_cast<std::uint16_t>(n));
+        }
+    }
     return store;
+}
+
+std::string Store::segment_log_dir() const { return (std::filesystem::path(_dir) / "archive-log").string(); }
+
+SegmentLog& Store::segment_log(std::uint16_t id) {
+    std::lock_guard lock(_logs_mutex);
+    auto& slot = _logs[id];
+    if (!slot) {
+        try {
+            slot = SegmentLog::open(std::filesystem::path(segment_log_dir()) / std::to_string(id), id);
+        } catch (const std::exception& e) {
+            _logs.erase(id);
+            throw StoreError(std::string("archive log: ") + e.what());
+        }
+    }
+    return *slot;
+}
+
+SegmentLog* Store::find_segment_log(std::uint16_t id) noexcept {
+    std::lock_guard lock(_logs_mutex);
+    auto it = _logs.find(id);
+    return it == _logs.end() ? nullptr : it->second.get();
+}
+
+std::vector<SegmentLog*> Store::segment_logs() {
+    std::lock_guard lock(_logs_mutex);
+    std::vector<SegmentLog*> out;
+    for (auto& [id, log] : _logs) out.push_back(log.get());
+    return out;
 }
 
 Store::~Store() {

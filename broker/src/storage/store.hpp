@@ -6,11 +6,16 @@
 #pragma once
 
 #include <array>
+#include <map>
+#include <mutex>
+#include <vector>
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+
+#include "broker/src/storage/segment_log.hpp"
 
 namespace rocksdb {
 class DB;
@@ -92,6 +97,15 @@ public:
     // Unclean shutdowns found at open (0 or 1 per open): a counter for the metrics exporter.
     std::uint64_t unclean_shutdowns() const noexcept { return _recovery.unclean_shutdown ? 1 : 0; }
 
+    // The message archive's segment logs (segment_log.hpp, modules/mam/README.md), one per
+    // shard, in `<dir>/archive-log/<shard>/`. Every log found is opened, and its tail recovered,
+    // at open; segment_log() creates a missing one (throws StoreError when it cannot). Any
+    // thread; a log lives as long as the store.
+    SegmentLog& segment_log(std::uint16_t id);
+    SegmentLog* find_segment_log(std::uint16_t id) noexcept;
+    std::vector<SegmentLog*> segment_logs();
+    std::string segment_log_dir() const;
+
     // The marker a running store keeps in its directory (removed by a clean close).
     static constexpr std::string_view k_open_marker = "STARLING_OPEN";
 
@@ -105,6 +119,8 @@ private:
     std::unique_ptr<rocksdb::DB> _db;
     rocksdb::ColumnFamilyHandle* _default = nullptr;
     std::array<rocksdb::ColumnFamilyHandle*, static_cast<std::size_t>(Column::count_)> _columns{};
+    std::mutex _logs_mutex;
+    std::map<std::uint16_t, std::unique_ptr<SegmentLog>> _logs;
 };
 
 }  // namespace starling::storage

@@ -49,6 +49,7 @@ void ShardWriter::State::seal() noexcept {
     sealed.owner = weak_from_this();
     sealed.io = &io;
     sealed.batch = std::move(batch);
+    sealed.log = std::move(log_buffer);
     sealed.level = level;
     sealed.batch_no = next_batch_no;
     sealed.sealed_at = Clock::now();
@@ -56,6 +57,7 @@ void ShardWriter::State::seal() noexcept {
     if (submitted == Committer::Submitted::full) {
         // Keep the batch open (it goes on growing) and try again shortly; never wait here.
         batch = std::move(sealed.batch);
+        log_buffer = std::move(sealed.log);
         ++counters.queue_full;
         if (!retry_armed) {
             try {
@@ -92,6 +94,9 @@ void ShardWriter::State::seal() noexcept {
     }
     keys.clear();
     waiters.clear();
+    log_buffer.clear();
+    log_buffer.bytes = std::move(spare_log_bytes);
+    log_buffer.bytes.clear();
     if (!spares.empty()) {
         batch = std::move(spares.back());
         spares.pop_back();
@@ -236,6 +241,30 @@ xmpp::Result<void, Errc> ShardWriter::append(Column c, std::string_view key, std
         return {};
     } catch (...) {
         return xmpp::Unexpected(Errc::io_error);
+    }
+}
+
+xmpp::Result<std::uint64_t, Errc> ShardWriter::append_log(SegmentLog& log, std::uint64_t id,
+                                                         std::string_view payload) noexcept {
+    auto& s = *_state;
+    try {
+        // One log per batch: a second log seals the first's records with the batch so far.
+        if (s.log_buffer.log != nullptr && s.log_buffer.log != &log) s.seal();
+        if (s.log_buffer.log != nullptr && s.log_buffer.log != &log) return xmpp::Unexpected(Errc::invalid_argument);
+        const std::uint64_t position = log.stage(s.log_buffer, id, payload);
+        s.level = std::max(s.level, Durability::logged);
+        s.has_work = true;
+        ++s.counters.staged_ops;
+        s.post_seal();
+        return position;
+    } catch (...) {
+        return xmpp::Unexpected(Errc::io_error);
+    }
+}
+
+void ShardWriter::State::recycle_log(std::string used) noexcept {
+    if (used.capacity() <= 2 * k_seal_batch_bytes && used.capacity() > spare_log_bytes.capacity()) {
+        spare_log_bytes = std::move(used);
     }
 }
 

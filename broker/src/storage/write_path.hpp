@@ -35,6 +35,8 @@ class io_context;
 
 namespace starling::storage {
 
+class SegmentLog;
+
 // How far a write must get before its completion runs. Each level includes the ones below.
 enum class Durability : std::uint8_t {
     memory,  // memtable only, WAL disabled: caches that can be rebuilt; lost with the process
@@ -142,6 +144,12 @@ public:
     // when_durable (the MAM archive): no copy of the key and value, no map insertion, per write.
     xmpp::Result<void, Errc> append(Column c, std::string_view key, std::string_view value,
                                     Durability at_least = Durability::logged) noexcept;
+    // Stages a record into `log` (storage/segment_log.hpp), written by the committer just
+    // before this batch goes to RocksDB; a failed log write fails the batch. Returns the
+    // record's position, which index records staged after it in the same turn may name: they
+    // are never committed without it. Not readable until committed (when_durable). One log per
+    // writer (a shard has its own). `id` must be 2 or more.
+    xmpp::Result<std::uint64_t, Errc> append_log(SegmentLog& log, std::uint64_t id, std::string_view payload) noexcept;
     // Erases [begin, end).
     xmpp::Result<void, Errc> erase_range(Column c, std::string_view begin, std::string_view end,
                                          Durability at_least = Durability::logged) noexcept;

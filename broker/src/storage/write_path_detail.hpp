@@ -22,6 +22,7 @@
 #include <asio/steady_timer.hpp>
 #include <rocksdb/write_batch.h>
 
+#include "broker/src/storage/segment_log.hpp"
 #include "broker/src/storage/write_path.hpp"
 
 namespace starling::storage::detail {
@@ -117,6 +118,10 @@ struct ShardWriter::State : std::enable_shared_from_this<ShardWriter::State> {
     // buffers are reused instead of freshly allocated (and page-faulted in) on the shard thread.
     // At most k_max_spare_batches, each of at most about 2 x k_seal_batch_bytes (capacity).
     std::vector<std::unique_ptr<rocksdb::WriteBatch>> spares;
+    // The records staged into a SegmentLog this turn (append_log), sealed with the batch; and a
+    // committed buffer's bytes, kept for the next one.
+    LogBuffer log_buffer;
+    std::string spare_log_bytes;
 
     // After a failed commit, every waiter registered before the failure reached this shard
     // (up to and including the batch that was open then) gets the error: the writes staged
@@ -143,7 +148,7 @@ struct ShardWriter::State : std::enable_shared_from_this<ShardWriter::State> {
     void post_seal() {
         // A full batch goes now (unless the committer's queue is full: the retry timer then
         // seals it, and sealing on every write until then would only ask again).
-        if (batch->GetDataSize() >= k_seal_batch_bytes && !retry_armed) seal();
+        if (batch->GetDataSize() + log_buffer.bytes.size() >= k_seal_batch_bytes && !retry_armed) seal();
         if (seal_posted) return;
         // Queued behind what this turn has already queued: runs at the end of the turn.
         asio::post(io, [weak = weak_from_this()] {
@@ -159,6 +164,7 @@ struct ShardWriter::State : std::enable_shared_from_this<ShardWriter::State> {
     void on_committed(std::uint64_t batch_no, VoidResult written, VoidResult synced) noexcept;
     // Keeps a committed batch as the spare (see `spare`), or frees it.
     void recycle(std::unique_ptr<rocksdb::WriteBatch> used) noexcept;
+    void recycle_log(std::string used) noexcept;
     void drain() noexcept;
     void forget(const InFlight& f) noexcept;
     void fail_everything(Errc e) noexcept;
@@ -184,6 +190,7 @@ struct Committer::Sealed {
     std::weak_ptr<ShardWriter::State> owner;
     asio::io_context* io = nullptr;
     std::unique_ptr<rocksdb::WriteBatch> batch;
+    LogBuffer log;  // written before the batch; a failure fails the batch
     Durability level = Durability::logged;
     std::uint64_t batch_no = 0;
     Clock::time_point sealed_at;

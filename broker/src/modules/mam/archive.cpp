@@ -13,6 +13,7 @@
 #include <rocksdb/write_batch.h>
 
 #include "broker/src/storage/rocks.hpp"
+#include "broker/src/storage/segment_log.hpp"
 #include "broker/src/util/log.hpp"
 #include "broker/src/storage/store.hpp"
 #include "broker/src/storage/write_path.hpp"
@@ -161,14 +162,20 @@ bool is_index_record(std::string_view v) noexcept {
     return v.size() >= k_index_head && v[0] == 0 && v[1] == 0 && v[2] == 0 && v[3] == 0;
 }
 
+// Flags of an index record.
+constexpr char k_flag_stamp = 1;  // a stamp other than the id follows (8 bytes big-endian)
+constexpr char k_flag_log = 2;    // the body is in a log: its position follows (8 bytes)
+
 // JIDs are at most 3071 bytes (RFC 7622 §3.1): a 2-byte length always holds one.
-bool index_into(std::string& out, char kind, std::uint64_t id, std::int64_t stamp_us, std::string_view with) {
+bool index_into(std::string& out, char kind, std::uint64_t id, std::int64_t stamp_us, std::string_view with,
+                std::optional<std::uint64_t> log_position = std::nullopt) {
     if (with.size() > 0xffff) return false;
     out.assign(4, '\0');
     out += kind;
     const bool own_stamp = stamp_us != static_cast<std::int64_t>(id);
-    out += static_cast<char>(own_stamp ? 1 : 0);
+    out += static_cast<char>((own_stamp ? k_flag_stamp : 0) | (log_position ? k_flag_log : 0));
     if (own_stamp) put_be(out, static_cast<std::uint64_t>(stamp_us), 8);
+    if (log_position) put_be(out, *log_position, 8);
     put_be(out, with.size(), 2);
     out += with;
     return true;
@@ -185,16 +192,45 @@ bool body_into(std::string& out, std::string_view peer, std::string_view stanza)
     return true;
 }
 
+// A body in the log: a version byte (2), the owner's bare JID and the other party's (each a
+// 2-byte big-endian length, then the JID; the peer may be empty), then the stanza. The owner is
+// in the record because the log has no key: the pass over the log needs both to tell whether
+// an index record still names it.
+constexpr char k_log_body_v2 = 2;
+
+bool log_body_into(std::string& out, std::string_view owner, std::string_view peer, std::string_view stanza) {
+    if (owner.size() > 0xffff || peer.size() > 0xffff) return false;
+    out.clear();
+    out.reserve(5 + owner.size() + peer.size() + stanza.size());
+    out += k_log_body_v2;
+    put_be(out, owner.size(), 2);
+    out += owner;
+    put_be(out, peer.size(), 2);
+    out += peer;
+    out += stanza;
+    return true;
+}
+
 struct Body {
     std::string_view peer;
     std::string_view stanza;
+    std::string_view owner;  // log bodies only
 };
+
+std::optional<Body> parse_log_body(std::string_view v) noexcept {
+    if (v.size() < 5 || v[0] != k_log_body_v2) return std::nullopt;
+    const auto n = static_cast<std::size_t>(get_be(v, 1, 2));
+    if (v.size() < 5 + n) return std::nullopt;
+    const auto m = static_cast<std::size_t>(get_be(v, 3 + n, 2));
+    if (v.size() < 5 + n + m) return std::nullopt;
+    return Body{v.substr(5 + n, m), v.substr(5 + n + m), v.substr(3, n)};
+}
 
 std::optional<Body> parse_body(std::string_view v) noexcept {
     if (v.size() < 3 || v[0] != k_body_v1) return std::nullopt;
     const auto n = static_cast<std::size_t>(get_be(v, 1, 2));
     if (v.size() < 3 + n) return std::nullopt;
-    return Body{v.substr(3, n), v.substr(3 + n)};
+    return Body{v.substr(3, n), v.substr(3 + n), {}};
 }
 
 
@@ -235,6 +271,17 @@ MessageArchive::MessageArchive(storage::Store* store, storage::ShardWriter* writ
       _writer(store != nullptr ? writer : nullptr),
       _pending(std::make_shared<Pending>()) {
     _pending->owner = this;
+    if (_writer != nullptr) {
+        // Bodies go to the shard's log (storage/segment_log.hpp); ids stay above every id in it,
+        // so that a log's ids grow with its offsets and whole segments expire by age.
+        try {
+            _log = &_store->segment_log(_writer->shard());
+            _last_id = std::max(_last_id, _log->max_id());
+        } catch (const std::exception& e) {
+            STARLING_LOG(warn, "mam: {}; archived bodies go to the store instead", e.what());
+            _log = nullptr;
+        }
+    }
 }
 
 MessageArchive::~MessageArchive() {
@@ -370,9 +417,15 @@ xmpp::Result<ArchivedMessage, Errc> MessageArchive::decode(std::string_view byte
             if (kind != k_own_sent && kind != k_own_received && kind != k_shared) return xmpp::Unexpected(Errc::corrupt);
             std::size_t at = k_index_head;
             m.stamp_us = static_cast<std::int64_t>(id);
-            if ((bytes[5] & 1) != 0) {
+            if ((bytes[5] & k_flag_stamp) != 0) {
                 if (bytes.size() < at + 8) return xmpp::Unexpected(Errc::corrupt);
                 m.stamp_us = static_cast<std::int64_t>(get_be(bytes, at, 8));
+                at += 8;
+            }
+            if ((bytes[5] & k_flag_log) != 0) {
+                if (bytes.size() < at + 8) return xmpp::Unexpected(Errc::corrupt);
+                m.in_log = true;
+                m.log_position = get_be(bytes, at, 8);
                 at += 8;
             }
             if (bytes.size() < at + 2) return xmpp::Unexpected(Errc::corrupt);
@@ -541,6 +594,24 @@ xmpp::Result<void, Errc> MessageArchive::append(std::string_view bare, std::uint
                                                 std::string_view with, bool sent, std::string_view stanza) noexcept {
     try {
         auto u = user(bare);
+        if (_log != nullptr) {
+            // The body into the log (written just before this turn's batch), then the index
+            // record naming its position: no memtable, flush or compaction for the stanza.
+            if (!log_body_into(_value, bare, sent ? xmpp::bare_of(with) : std::string_view(), stanza)) {
+                return xmpp::Unexpected(Errc::invalid_argument);
+            }
+            auto position = _writer->append_log(*_log, id, _value);
+            if (!position) return xmpp::Unexpected(position.error());
+            archive_key_into(_key, bare, id);
+            if (!index_into(_value, sent ? k_own_sent : k_own_received, id, stamp_us, with, *position)) {
+                return xmpp::Unexpected(Errc::invalid_argument);
+            }
+            if (auto r = put(storage::Column::mam, _key, _value); !r) return r;
+            _last_body_id = id;
+            _last_body_position = *position;
+            note_append(u, id);
+            return {};
+        }
         // The body first, then the index record: both in the same batch of the turn. A sent
         // message's body names the recipient, who may share it (append_shared).
         _key.clear();
@@ -569,8 +640,13 @@ xmpp::Result<bool, Errc> MessageArchive::append_shared(std::string_view bare, st
         if (sender_bare.empty() || sender_bare == bare || xmpp::bare_of(with) != sender_bare) return false;
         auto u = user(bare);
         if (body_id <= u->second.last_id) return false;  // the id is taken or below the newest
+        std::optional<std::uint64_t> position;
+        if (_log != nullptr) {
+            if (_last_body_id != body_id) return false;  // not the body just appended
+            position = _last_body_position;
+        }
         archive_key_into(_key, bare, body_id);
-        if (!index_into(_value, k_shared, body_id, static_cast<std::int64_t>(body_id), with)) return false;
+        if (!index_into(_value, k_shared, body_id, static_cast<std::int64_t>(body_id), with, position)) return false;
         if (auto r = put(storage::Column::mam, _key, _value); !r) return xmpp::Unexpected(r.error());
         note_append(u, body_id);
         return true;
@@ -653,6 +729,33 @@ std::vector<std::string> MessageArchive::find_orphans(std::string& cursor, std::
     }
     _store->db().ReleaseSnapshot(snap);
     return out;
+}
+
+std::optional<std::uint64_t> MessageArchive::sweep_log(storage::SegmentLog& log, std::uint64_t offset, std::size_t n,
+                                                       std::uint64_t watermark) const {
+    if (_store == nullptr) return std::nullopt;
+    const rocksdb::Snapshot* snap = _store->db().GetSnapshot();
+    rocksdb::ReadOptions ro;
+    ro.snapshot = snap;
+    std::string key;
+    auto referred = [&](std::string_view bare, std::uint64_t id) {
+        archive_key_into(key, bare, id);
+        auto r = read(storage::Column::mam, key, ro);
+        return r.has_value() || r.error() != Errc::not_found;  // a read error keeps the body
+    };
+    std::optional<std::uint64_t> next;
+    try {
+        next = log.sweep(offset, n, watermark, [&](std::uint64_t id, std::string_view payload) {
+            const auto body = parse_log_body(payload);
+            if (!body) return true;  // not ours to judge: kept
+            if (referred(body->owner, id)) return true;
+            return !body->peer.empty() && referred(body->peer, id);
+        });
+    } catch (...) {
+        next = offset;  // out of memory: try again from here
+    }
+    _store->db().ReleaseSnapshot(snap);
+    return next;
 }
 
 void MessageArchive::erase_bodies(const std::vector<std::string>& keys) noexcept {
@@ -782,6 +885,17 @@ xmpp::Result<ArchivedMessage, Errc> MessageArchive::get(std::string_view bare, s
         if (!value) return xmpp::Unexpected(value.error());
         auto m = decode(*value, id);
         if (!m || !m->stanza_in_body) return m;
+        if (m->in_log) {
+            // The log of the shard that wrote it (the user's home then), which may not be this one.
+            auto* log = _store != nullptr ? _store->find_segment_log(storage::log_of(m->log_position)) : nullptr;
+            if (log == nullptr) return xmpp::Unexpected(Errc::not_found);
+            auto payload = log->read(m->log_position, id);
+            if (!payload) return xmpp::Unexpected(payload.error());
+            const auto parsed = parse_log_body(*payload);
+            if (!parsed) return xmpp::Unexpected(Errc::corrupt);
+            m->stanza.assign(parsed->stanza);
+            return m;
+        }
         // A body gone with its age (expire_bodies) while this record is a little younger: the
         // record is expired too, as far as anyone can tell.
         auto body = read(storage::Column::mam_bodies, body_key(id, m->body_owner.empty() ? bare : m->body_owner), ro);
@@ -804,7 +918,10 @@ xmpp::Result<void, Errc> MessageArchive::remove(std::string_view bare, std::uint
         std::vector<std::uint64_t> sole;  // bodies only these records name (received, not shared)
         if (auto r = scan(bare, lo, hi - 1, [&](std::uint64_t id, std::string_view value) {
                 ids.push_back(id);
-                if (is_index_record(value) && value[4] == k_own_received) sole.push_back(id);
+                // A body in the log goes with the pass over the log (sweep_log).
+                if (is_index_record(value) && value[4] == k_own_received && (value[5] & k_flag_log) == 0) {
+                    sole.push_back(id);
+                }
                 return true;
             });
             !r) {

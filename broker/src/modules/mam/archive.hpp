@@ -50,6 +50,7 @@ namespace starling::storage {
 enum class Column : std::uint8_t;
 class Store;
 class ShardWriter;
+class SegmentLog;
 }
 
 namespace asio {
@@ -73,6 +74,10 @@ struct ArchivedMessage {
     // The stanza is the copy the sender archived: the owner's <stanza-id/> (XEP-0359) is not in
     // it and is added when the record is sent (a query result).
     bool needs_stanza_id = false;
+    // The stanza is in the shard's body log (storage/segment_log.hpp) at this position, not in
+    // the "mam_bodies" column family.
+    bool in_log = false;
+    std::uint64_t log_position = 0;
 };
 
 // Archive ids on the wire: 16 lowercase hex digits of a keyed permutation of the internal id
@@ -171,6 +176,15 @@ public:
     std::vector<std::string> find_orphans(std::string& cursor, std::size_t n, std::uint64_t watermark,
                                           const std::function<bool(std::string_view owner)>& mine) const;
     void erase_bodies(const std::vector<std::string>& keys) noexcept;
+    // The body log this shard appends to (null: bodies go to "mam_bodies": no writer, or the
+    // log could not be opened).
+    storage::SegmentLog* log() const noexcept { return _log; }
+    // The same pass over a body log: up to `n` records from `offset`, erasing those no index
+    // record names (from a snapshot; only ids up to `watermark`, as find_orphans). Returns
+    // where to go on from, nullopt at the end. Reads RocksDB and writes only the log: may run
+    // on the store's reader thread.
+    std::optional<std::uint64_t> sweep_log(storage::SegmentLog& log, std::uint64_t offset, std::size_t n,
+                                           std::uint64_t watermark) const;
     // The highest id handed out on this shard (the watermark of find_orphans).
     std::uint64_t last_id() const noexcept { return _last_id; }
 
@@ -245,6 +259,10 @@ private:
 
     storage::Store* _store;
     storage::ShardWriter* _writer;
+    storage::SegmentLog* _log = nullptr;
+    // The last body appended to the log: a recipient on this shard may share it (append_shared).
+    std::uint64_t _last_body_id = 0;
+    std::uint64_t _last_body_position = 0;
     asio::io_context* _io = nullptr;
     std::shared_ptr<Pending> _pending;  // a write-behind buffer, written through const reads too
     std::map<std::string, std::string> _memory;  // without a store

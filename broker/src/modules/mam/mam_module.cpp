@@ -11,6 +11,7 @@
 #include "broker/src/modules/carbons/forward.hpp"
 #include "broker/src/router/router.hpp"
 #include "broker/src/storage/accounts.hpp"
+#include "broker/src/storage/segment_log.hpp"
 #include "broker/src/storage/store.hpp"
 #include "broker/src/storage/write_path.hpp"
 #include "broker/src/util/dom.hpp"
@@ -212,6 +213,7 @@ void MamModule::install(ModuleContext& ctx) {
     _archive = std::make_unique<MessageArchive>(store, writer);
     _archive->defer_writes_to(ctx.shard().io);
     _archive->set_max_count(_options.max_messages_per_user);
+    _log_store = _archive->log() != nullptr ? store : nullptr;
     if (!_archive->is_durable() && ctx.shard().shard == 0) {
         STARLING_LOG(warn, "mam: no store in the shard context; archives are kept in memory only");
     }
@@ -520,8 +522,12 @@ void MamModule::arm_sweep() {
 // records are deleted, not only hidden from queries. Each shard takes the users it is home to.
 void MamModule::sweep() {
     _archive->persist_counts();
-    if (_options.retention_days > 0) _archive->expire_bodies(retention_floor(_options, now_us()));
+    if (_options.retention_days > 0) {
+        _archive->expire_bodies(retention_floor(_options, now_us()));
+        drop_log_segments(retention_floor(_options, now_us()));
+    }
     collect_bodies();
+    collect_log();
     const bool retention = _options.retention_days > 0 || _options.max_messages_per_user > 0;
     const bool idle_pass = retention && _archive->queued() == 0 && std::chrono::steady_clock::now() >= _next_idle_pass;
     if (_sweeping || (_archive->queued() == 0 && !idle_pass)) return;
@@ -589,6 +595,83 @@ void MamModule::collect_bodies() {
             work();
             done();
         }
+    });
+}
+
+std::vector<std::uint16_t> MamModule::swept_logs() const {
+    std::vector<std::uint16_t> out;
+    if (_log_store == nullptr) return out;
+    const std::size_t shards = std::max<std::size_t>(1, _shard->router.shard_count());
+    for (auto* log : _log_store->segment_logs()) {
+        if (log->id() % shards == _shard->shard) out.push_back(log->id());
+    }
+    return out;
+}
+
+// Whole segments of the body logs whose every record is older than the retention floor: at
+// most once a minute of floor, the files deleted on the store's reader thread.
+void MamModule::drop_log_segments(std::uint64_t floor) {
+    constexpr std::uint64_t k_step_us = 60'000'000;
+    auto* reader = _archive->off_reactor_writer();
+    if (reader == nullptr || _log_store == nullptr || floor == 0 || floor < _log_floor + k_step_us) return;
+    _log_floor = floor;
+    reader->run_off_reactor(
+        [store = _log_store, logs = swept_logs(), floor] {
+            for (const auto id : logs) {
+                if (auto* log = store->find_segment_log(id)) {
+                    if (const auto n = log->drop_below(floor)) STARLING_LOG(info, "mam: log {}: {} expired segments deleted", id, n);
+                }
+            }
+        },
+        [] {});
+}
+
+// The pass over the body logs (MessageArchive::sweep_log), like collect_bodies: a step per
+// tick on the store's reader thread, which erases in place the records no index record names
+// (count trimming, retention of one party, deleted accounts) and gives their blocks back.
+void MamModule::collect_log() {
+    auto* reader = _archive->off_reactor_writer();
+    if (reader == nullptr || _log_store == nullptr || _log_collecting) return;
+    if (_log_pass.empty()) {
+        if (std::chrono::steady_clock::now() < _next_log_pass) return;
+        _log_pass = swept_logs();
+        _log_offset = 0;
+        if (_log_pass.empty()) {
+            _next_log_pass = std::chrono::steady_clock::now() + k_idle_pass_interval;
+            return;
+        }
+    }
+    _log_collecting = true;
+    // This shard's own log: only what it had appended when the step began (its index records
+    // are readable once when_readable says so). Another shard's old log takes no appends.
+    const std::uint16_t id = _log_pass.front();
+    const std::uint64_t watermark = id == _shard->shard ? _archive->last_id() : UINT64_MAX;
+    _archive->when_readable([this, reader, id, watermark](bool readable) {
+        if (!readable) {
+            _log_collecting = false;
+            return;
+        }
+        struct Step {
+            std::uint64_t offset = 0;
+            std::optional<std::uint64_t> next;
+        };
+        auto step = std::make_shared<Step>();
+        step->offset = _log_offset;
+        auto work = [archive = _archive.get(), store = _log_store, step, id, watermark] {
+            auto* log = store->find_segment_log(id);
+            if (log != nullptr) step->next = archive->sweep_log(*log, step->offset, k_sweep_log_records, watermark);
+        };
+        auto done = [this, step] {
+            _log_collecting = false;
+            if (step->next) {
+                _log_offset = *step->next;
+                return;
+            }
+            if (!_log_pass.empty()) _log_pass.erase(_log_pass.begin());
+            _log_offset = 0;
+            if (_log_pass.empty()) _next_log_pass = std::chrono::steady_clock::now() + k_idle_pass_interval;
+        };
+        reader->run_off_reactor(std::move(work), std::move(done));
     });
 }
 

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <vector>
 #include <string>
 
 #include "broker/src/modules/mam/archive.hpp"
@@ -59,11 +60,18 @@ public:
     // pass over the body space, this many per tick, on the store's reader thread; a pass that
     // ends starts again after k_idle_pass_interval.
     static constexpr std::size_t k_sweep_bodies = 1024;
+    // The same pass over the body logs (storage/segment_log.hpp): records looked at per tick.
+    static constexpr std::size_t k_sweep_log_records = 4096;
 
 private:
     void arm_sweep();
     void sweep();
     void collect_bodies();
+    void collect_log();
+    void drop_log_segments(std::uint64_t floor);
+    // The logs this shard sweeps: its own, and those of shards that no longer exist (a smaller
+    // shard count than when they were written) whose number maps to it.
+    std::vector<std::uint16_t> swept_logs() const;
 
     MamOptions _options;
     session::ShardServices* _shard = nullptr;
@@ -74,6 +82,12 @@ private:
     bool _collecting = false;   // the pass over bodies: a step in flight
     std::string _body_cursor;   // where it goes on
     std::chrono::steady_clock::time_point _next_body_pass{};
+    bool _log_collecting = false;       // the pass over the body logs: a step in flight
+    std::vector<std::uint16_t> _log_pass;  // logs still to visit in this pass (front: now)
+    std::uint64_t _log_offset = 0;      // where it goes on in the front one
+    std::chrono::steady_clock::time_point _next_log_pass{};
+    std::uint64_t _log_floor = 0;       // segments below this floor were dropped
+    storage::Store* _log_store = nullptr;  // the store of the archive's logs
     storage::Store* _store;
     std::unique_ptr<mam::MessageArchive> _archive;
     std::unique_ptr<mam::IdCodec> _ids;
