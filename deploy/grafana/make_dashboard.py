@@ -119,6 +119,12 @@ ROWS = [
             q("starling_store_faults_total", "faults"), q("starling_store_failed_batches_total", "failed batches"),
             q("starling_store_recoveries_total", "recoveries")]),
         ("Unclean shutdowns found at start", "short", [q("starling_store_unclean_shutdowns_total", "unclean")]),
+        ("Archive body logs: size", "bytes", [q("starling_archive_log_bytes", "on disk (holes included)")]),
+        ("Archive body logs: bytes written, punched", "Bps", [
+            rate("starling_archive_log_written_bytes_total"), rate("starling_archive_log_punched_bytes_total")]),
+        ("Archive body logs: erased, failed writes, segments dropped", "short", [
+            rate("starling_archive_log_erased_total"), q("starling_archive_log_write_failures_total", "failed writes"),
+            q("starling_archive_log_segments_dropped_total", "segments dropped")]),
     ]),
 ]
 

@@ -6,6 +6,7 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/metric_type.h>
 
+#include "broker/src/storage/segment_log.hpp"
 #include "broker/src/storage/store.hpp"
 #include "broker/src/storage/write_path.hpp"
 
@@ -57,6 +58,33 @@ std::vector<MetricFamily> StoreCollector::Collect() const {
     out.push_back(one("starling_store_unclean_shutdowns_total",
                       "1 when this start recovered from an unclean shutdown (kill -9, power cut)", MetricType::Counter,
                       static_cast<double>(_store.unclean_shutdowns())));
+    // The message archive's body logs (storage/segment_log.hpp), all shards together.
+    std::uint64_t log_bytes = 0, written = 0, failures = 0, erased = 0, punched = 0, dropped = 0;
+    for (const auto* log : _store.segment_logs()) {
+        for (const auto& [path, bytes] : log->files()) log_bytes += bytes;
+        const auto& ls = log->stats();
+        written += ls.bytes_written.load(std::memory_order_relaxed);
+        failures += ls.write_failures.load(std::memory_order_relaxed);
+        erased += ls.erased.load(std::memory_order_relaxed);
+        punched += ls.bytes_punched.load(std::memory_order_relaxed);
+        dropped += ls.segments_dropped.load(std::memory_order_relaxed);
+    }
+    out.push_back(one("starling_archive_log_bytes", "Size of the archive's body logs (segments, holes included)",
+                      MetricType::Gauge, static_cast<double>(log_bytes)));
+    out.push_back(one("starling_archive_log_written_bytes_total", "Bytes appended to the archive's body logs",
+                      MetricType::Counter, static_cast<double>(written)));
+    out.push_back(one("starling_archive_log_write_failures_total",
+                      "Failed appends to the archive's body logs (their batches failed)", MetricType::Counter,
+                      static_cast<double>(failures)));
+    out.push_back(one("starling_archive_log_erased_total",
+                      "Archived stanzas erased from the body logs (nobody's archive named them any more)",
+                      MetricType::Counter, static_cast<double>(erased)));
+    out.push_back(one("starling_archive_log_punched_bytes_total",
+                      "Bytes of erased stanzas given back to the file system (punched holes)", MetricType::Counter,
+                      static_cast<double>(punched)));
+    out.push_back(one("starling_archive_log_segments_dropped_total",
+                      "Body log segments deleted whole by the retention by age", MetricType::Counter,
+                      static_cast<double>(dropped)));
     MetricFamily f;
     f.name = "starling_store_commit_latency_seconds";
     f.help = "From a batch sealed to committed (and synced when asked)";

@@ -648,7 +648,7 @@ std::optional<std::uint64_t> SegmentLog::sweep(std::uint64_t offset, std::size_t
                 break;
             }
             ++visited;
-            if (keep(r->id, r->payload)) {
+            if (keep(log_position(_id, offset), r->id, r->payload)) {
                 if (!close_run()) return offset;
             } else {
                 _stats.erased.fetch_add(1, std::memory_order_relaxed);

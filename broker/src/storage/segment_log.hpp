@@ -113,6 +113,9 @@ public:
     // returns its position. The id must not be 0.
     std::uint64_t stage(LogBuffer& buf, std::uint64_t id, std::string_view payload);
 
+    // Stager's thread. The offset after the last record staged (or recovered).
+    std::uint64_t staged_end() const noexcept { return _staged_end; }
+
     // Committer's thread. Writes `buf` at its offset (after padding, if an earlier buffer
     // failed and left a gap). On failure nothing of `buf` is kept: the file is cut back.
     xmpp::Result<void, Errc> write(const LogBuffer& buf) noexcept;
@@ -125,11 +128,12 @@ public:
 
     // Any one thread at a time (the reader thread). Walks up to `n` records from `offset` (0:
     // the start of the oldest segment), stopping at the first live record whose id is above
-    // `watermark`; for each other live record, `keep(id, payload)` says whether it stays.
+    // `watermark`; for each other live record, `keep(position, id, payload)` says whether it
+    // stays.
     // Records it refuses are erased; runs of dead records are merged and their whole blocks
     // punched. Returns where to go on from, or nullopt at the end of what was written (or the
     // watermark). An I/O error ends the step early (returned offset: where it stopped).
-    using Keep = std::function<bool(std::uint64_t id, std::string_view payload)>;
+    using Keep = std::function<bool(std::uint64_t position, std::uint64_t id, std::string_view payload)>;
     std::optional<std::uint64_t> sweep(std::uint64_t offset, std::size_t n, std::uint64_t watermark, const Keep& keep);
 
     // Any thread. Deletes the sealed segments whose records all have ids below `floor`.

@@ -360,7 +360,7 @@ SegmentLog* Store::find_segment_log(std::uint16_t id) noexcept {
     return it == _logs.end() ? nullptr : it->second.get();
 }
 
-std::vector<SegmentLog*> Store::segment_logs() {
+std::vector<SegmentLog*> Store::segment_logs() const {
     std::lock_guard lock(_logs_mutex);
     std::vector<SegmentLog*> out;
     for (auto& [id, log] : _logs) out.push_back(log.get());

@@ -103,7 +103,7 @@ public:
     // thread; a log lives as long as the store.
     SegmentLog& segment_log(std::uint16_t id);
     SegmentLog* find_segment_log(std::uint16_t id) noexcept;
-    std::vector<SegmentLog*> segment_logs();
+    std::vector<SegmentLog*> segment_logs() const;
     std::string segment_log_dir() const;
 
     // The marker a running store keeps in its directory (removed by a clean close).
@@ -119,7 +119,7 @@ private:
     std::unique_ptr<rocksdb::DB> _db;
     rocksdb::ColumnFamilyHandle* _default = nullptr;
     std::array<rocksdb::ColumnFamilyHandle*, static_cast<std::size_t>(Column::count_)> _columns{};
-    std::mutex _logs_mutex;
+    mutable std::mutex _logs_mutex;
     std::map<std::uint16_t, std::unique_ptr<SegmentLog>> _logs;
 };
 

@@ -192,45 +192,174 @@ bool body_into(std::string& out, std::string_view peer, std::string_view stanza)
     return true;
 }
 
-// A body in the log: a version byte (2), the owner's bare JID and the other party's (each a
-// 2-byte big-endian length, then the JID; the peer may be empty), then the stanza. The owner is
-// in the record because the log has no key: the pass over the log needs both to tell whether
-// an index record still names it.
-constexpr char k_log_body_v2 = 2;
+// Records of the body log (storage/segment_log.hpp). Self-describing, so that a restart can
+// rebuild the index entries that had not reached RocksDB yet ("The index per tick", README):
+//   body (3):   3, kind, flags, [stamp: 8 bytes], owner, with, then the stanza
+//   shared (4): 4, flags, [stamp], owner, with, then the body's position (8 bytes): the
+//               recipient's entry of a body its sender's record holds (k_shared)
+// owner and with: a 2-byte big-endian length, then the JID. The log's record id is the
+// archive id.
+constexpr char k_log_body = 3;
+constexpr char k_log_shared = 4;
 
-bool log_body_into(std::string& out, std::string_view owner, std::string_view peer, std::string_view stanza) {
-    if (owner.size() > 0xffff || peer.size() > 0xffff) return false;
+bool log_record_into(std::string& out, char type, char kind, std::uint64_t id, std::int64_t stamp_us,
+                     std::string_view owner, std::string_view with, std::string_view stanza,
+                     std::uint64_t body_position) {
+    if (owner.size() > 0xffff || with.size() > 0xffff) return false;
     out.clear();
-    out.reserve(5 + owner.size() + peer.size() + stanza.size());
-    out += k_log_body_v2;
+    out.reserve(24 + owner.size() + with.size() + stanza.size());
+    out += type;
+    if (type == k_log_body) out += kind;
+    const bool own_stamp = stamp_us != static_cast<std::int64_t>(id);
+    out += static_cast<char>(own_stamp ? k_flag_stamp : 0);
+    if (own_stamp) put_be(out, static_cast<std::uint64_t>(stamp_us), 8);
     put_be(out, owner.size(), 2);
     out += owner;
-    put_be(out, peer.size(), 2);
-    out += peer;
-    out += stanza;
+    put_be(out, with.size(), 2);
+    out += with;
+    if (type == k_log_body) out += stanza;
+    else put_be(out, body_position, 8);
     return true;
 }
+
+struct LogRecord {
+    char type = 0;
+    char kind = 0;  // of the owner's index entry
+    std::optional<std::int64_t> stamp;
+    std::string_view owner;
+    std::string_view with;
+    std::string_view stanza;         // body records
+    std::uint64_t body_position = 0;  // shared records
+    // Who else may name this body: the recipient of a sent message.
+    std::string_view peer() const noexcept {
+        return type == k_log_body && kind == k_own_sent ? xmpp::bare_of(with) : std::string_view();
+    }
+};
+
+std::optional<LogRecord> parse_log_record(std::string_view v) noexcept {
+    LogRecord r;
+    std::size_t at = 0;
+    if (v.empty() || (v[0] != k_log_body && v[0] != k_log_shared)) return std::nullopt;
+    r.type = v[at++];
+    if (r.type == k_log_body) {
+        if (v.size() < at + 1) return std::nullopt;
+        r.kind = v[at++];
+        if (r.kind != k_own_sent && r.kind != k_own_received) return std::nullopt;
+    } else {
+        r.kind = k_shared;
+    }
+    if (v.size() < at + 1) return std::nullopt;
+    const char flags = v[at++];
+    if ((flags & k_flag_stamp) != 0) {
+        if (v.size() < at + 8) return std::nullopt;
+        r.stamp = static_cast<std::int64_t>(get_be(v, at, 8));
+        at += 8;
+    }
+    for (auto* field : {&r.owner, &r.with}) {
+        if (v.size() < at + 2) return std::nullopt;
+        const auto n = static_cast<std::size_t>(get_be(v, at, 2));
+        at += 2;
+        if (v.size() < at + n) return std::nullopt;
+        *field = v.substr(at, n);
+        at += n;
+    }
+    if (r.owner.empty()) return std::nullopt;
+    if (r.type == k_log_body) {
+        r.stanza = v.substr(at);
+    } else {
+        if (v.size() != at + 8) return std::nullopt;
+        r.body_position = get_be(v, at, 8);
+    }
+    return r;
+}
+
+// Chunks ("mam", the index per tick): key bare JID, NUL, the id of its last entry; value 4 zero
+// bytes, k_chunk, then entries in id order, each: kind, flags, id (8 bytes), [stamp], [log
+// position], with (2-byte length, JID). A user's chunks cover disjoint, increasing id ranges
+// (and so do single index records: both kinds sort together).
+constexpr char k_chunk = 4;
+// A user's entries waiting in memory are written as a chunk at the sweep's tick, before any
+// read of the archive (when_readable), or once there are this many.
+constexpr std::uint32_t k_max_chunk_entries = 128;
+
+void entry_into(std::string& out, char kind, std::uint64_t id, std::int64_t stamp_us, std::string_view with,
+                std::uint64_t position) {
+    out += kind;
+    const bool own_stamp = stamp_us != static_cast<std::int64_t>(id);
+    out += static_cast<char>((own_stamp ? k_flag_stamp : 0) | k_flag_log);
+    put_be(out, id, 8);
+    if (own_stamp) put_be(out, static_cast<std::uint64_t>(stamp_us), 8);
+    put_be(out, position, 8);
+    put_be(out, with.size(), 2);
+    out += with;
+}
+
+bool is_chunk(std::string_view v) noexcept { return is_index_record(v) && v[4] == k_chunk; }
+
+struct Entry {
+    char kind = 0;
+    std::uint64_t id = 0;
+    std::int64_t stamp_us = 0;
+    std::optional<std::uint64_t> position;
+    std::string_view with;
+};
+
+// Calls f for each entry of a chunk, in order, until it returns false. False when the chunk
+// is malformed.
+template <typename F>
+bool for_each_entry(std::string_view v, F&& f) {
+    std::size_t at = 5;
+    while (at < v.size()) {
+        if (v.size() < at + 10) return false;
+        Entry e;
+        e.kind = v[at];
+        const char flags = v[at + 1];
+        if (e.kind != k_own_sent && e.kind != k_own_received && e.kind != k_shared) return false;
+        e.id = get_be(v, at + 2, 8);
+        at += 10;
+        e.stamp_us = static_cast<std::int64_t>(e.id);
+        if ((flags & k_flag_stamp) != 0) {
+            if (v.size() < at + 8) return false;
+            e.stamp_us = static_cast<std::int64_t>(get_be(v, at, 8));
+            at += 8;
+        }
+        if ((flags & k_flag_log) != 0) {
+            if (v.size() < at + 8) return false;
+            e.position = get_be(v, at, 8);
+            at += 8;
+        }
+        if (v.size() < at + 2) return false;
+        const auto n = static_cast<std::size_t>(get_be(v, at, 2));
+        at += 2;
+        if (v.size() < at + n) return false;
+        e.with = v.substr(at, n);
+        at += n;
+        if (!f(e)) return true;
+    }
+    return true;
+}
+
+// The size of the (well-formed) chunk entry at `at`.
+std::size_t entry_size(std::string_view v, std::size_t at) noexcept {
+    const char flags = v[at + 1];
+    std::size_t n = 10;
+    if ((flags & k_flag_stamp) != 0) n += 8;
+    if ((flags & k_flag_log) != 0) n += 8;
+    return n + 2 + static_cast<std::size_t>(get_be(v, at + n, 2));
+}
+
+std::string log_marker_key(std::uint16_t log) { return "\x01mam.log.indexed." + std::to_string(log); }
 
 struct Body {
     std::string_view peer;
     std::string_view stanza;
-    std::string_view owner;  // log bodies only
 };
-
-std::optional<Body> parse_log_body(std::string_view v) noexcept {
-    if (v.size() < 5 || v[0] != k_log_body_v2) return std::nullopt;
-    const auto n = static_cast<std::size_t>(get_be(v, 1, 2));
-    if (v.size() < 5 + n) return std::nullopt;
-    const auto m = static_cast<std::size_t>(get_be(v, 3 + n, 2));
-    if (v.size() < 5 + n + m) return std::nullopt;
-    return Body{v.substr(5 + n, m), v.substr(5 + n + m), v.substr(3, n)};
-}
 
 std::optional<Body> parse_body(std::string_view v) noexcept {
     if (v.size() < 3 || v[0] != k_body_v1) return std::nullopt;
     const auto n = static_cast<std::size_t>(get_be(v, 1, 2));
     if (v.size() < 3 + n) return std::nullopt;
-    return Body{v.substr(3, n), v.substr(3 + n), {}};
+    return Body{v.substr(3, n), v.substr(3 + n)};
 }
 
 
@@ -484,8 +613,17 @@ void MessageArchive::post_end_of_turn() noexcept {
 void MessageArchive::persist_counts() noexcept { stage_counts(); }
 
 void MessageArchive::forget(std::string_view bare) noexcept {
-    (void)remove(bare, 0, ~std::uint64_t{0});  // records appended and not yet committed
     auto it = _users.find(bare);
+    if (it != _users.end()) {
+        // Its entries in memory go; everyone else's are written now, with the log's marker
+        // after them: a restart's replay starts after this deletion and cannot bring them back.
+        it->second.pending.clear();
+        it->second.pending_n = 0;
+        std::erase(_pending_users, &*it);
+    }
+    flush_index();
+    (void)remove(bare, 0, ~std::uint64_t{0});  // records appended and not yet committed
+    it = _users.find(bare);
     if (it != _users.end()) {
         auto* node = &*it;
         std::erase(_queue, node);
@@ -590,25 +728,151 @@ void MessageArchive::note_append(Users::value_type* u, std::uint64_t id) {
     }
 }
 
+void MessageArchive::add_entry(Users::value_type* u, char kind, std::uint64_t id, std::int64_t stamp_us,
+                               std::string_view with, std::uint64_t position) {
+    User& ur = u->second;
+    if (ur.pending_n == 0) _pending_users.push_back(u);
+    entry_into(ur.pending, kind, id, stamp_us, with, position);
+    ++ur.pending_n;
+    ur.pending_last = id;
+    if (ur.pending_n >= k_max_chunk_entries) flush_user(u);
+}
+
+void MessageArchive::flush_user(Users::value_type* u) noexcept {
+    User& ur = u->second;
+    if (ur.pending_n == 0) return;
+    try {
+        archive_key_into(_key, u->first, ur.pending_last);
+        _value.assign(4, '\0');
+        _value += k_chunk;
+        _value += ur.pending;
+        if (auto r = put(storage::Column::mam, _key, _value); !r) {
+            STARLING_LOG(warn, "mam: writing {} index entries of {} failed: {}", ur.pending_n, u->first,
+                         storage::to_string(r.error()));
+        }
+        ++_appended;
+    } catch (...) {
+        STARLING_LOG(warn, "mam: out of memory writing the index entries of {}", u->first);
+    }
+    // Memory is given back once a user's entries were many (most users write few per tick).
+    if (ur.pending.capacity() > 4096) std::string().swap(ur.pending);
+    else ur.pending.clear();
+    ur.pending_n = 0;
+}
+
+void MessageArchive::flush_index() noexcept {
+    if (_log == nullptr) return;
+    for (auto* u : _pending_users) flush_user(u);
+    _pending_users.clear();
+    // Every log record before the staged end has its entry written now (or in an earlier
+    // batch): a restart replays from there.
+    auto mark = [&](std::uint16_t log, std::uint64_t end) {
+        (void)_writer->append(storage::Column::meta, log_marker_key(log), be64(end), storage::Durability::logged);
+    };
+    try {
+        if (_log->staged_end() != _indexed_end) {
+            _indexed_end = _log->staged_end();
+            mark(_log->id(), _indexed_end);
+        }
+        for (const auto& [log, end] : _replayed) mark(log, end);
+    } catch (...) {
+    }
+    _replayed.clear();
+}
+
+xmpp::Result<std::string, Errc> MessageArchive::lookup(std::string_view bare, std::uint64_t id,
+                                                       const rocksdb::ReadOptions& ro) const noexcept {
+    try {
+        if (_store == nullptr) return read(storage::Column::mam, archive_key(bare, id), ro);
+        // The first record at or after key(id): the single record `id`, or the chunk whose
+        // entries may hold it (a chunk's key is its last entry's id).
+        std::string upper(bare);
+        upper += '\x01';
+        rocksdb::Slice upper_slice(upper);
+        rocksdb::ReadOptions r = ro;
+        r.iterate_upper_bound = &upper_slice;
+        std::unique_ptr<rocksdb::Iterator> it(_store->db().NewIterator(r, _store->column(storage::Column::mam)));
+        it->Seek(slice(archive_key(bare, id)));
+        if (!it->Valid()) {
+            if (!it->status().ok()) return xmpp::Unexpected(errc_of(it->status()));
+            return xmpp::Unexpected(Errc::not_found);
+        }
+        const std::string_view k(it->key().data(), it->key().size());
+        const std::string_view v(it->value().data(), it->value().size());
+        if (!is_chunk(v)) {
+            if (k.size() != bare.size() + 9 || id_of_key(k) != id) return xmpp::Unexpected(Errc::not_found);
+            return std::string(v);
+        }
+        std::optional<std::string> found;
+        const bool well_formed = for_each_entry(v, [&](const Entry& e) {
+            if (e.id < id) return true;
+            if (e.id == id) {
+                std::string value;
+                index_into(value, e.kind, e.id, e.stamp_us, e.with, e.position);
+                found = std::move(value);
+            }
+            return false;
+        });
+        if (!well_formed) return xmpp::Unexpected(Errc::corrupt);
+        if (!found) return xmpp::Unexpected(Errc::not_found);
+        return std::move(*found);
+    } catch (...) {
+        return xmpp::Unexpected(Errc::io_error);
+    }
+}
+
+std::size_t MessageArchive::replay(storage::SegmentLog& log) {
+    if (_store == nullptr || _writer == nullptr || _log == nullptr) return 0;
+    std::uint64_t from = 0;
+    std::string marker;
+    const auto st = _store->db().Get(rocksdb::ReadOptions(), _store->column(storage::Column::meta),
+                                     slice(log_marker_key(log.id())), &marker);
+    if (st.ok() && marker.size() == 8) from = get_be(marker, 0, 8);
+    const std::uint64_t end = log.written_end();
+    if (from >= end) return 0;
+    std::size_t rebuilt = 0;
+    std::optional<std::uint64_t> offset = from;
+    while (offset) {
+        offset = log.sweep(*offset, 4096, UINT64_MAX, [&](std::uint64_t position, std::uint64_t id, std::string_view payload) {
+            const auto r = parse_log_record(payload);
+            if (!r) return true;
+            // The user's newest stored id (one seek, the first time): entries at or below it
+            // were written before the stop.
+            auto u = user(r->owner);
+            if (id <= u->second.last_id) return true;
+            const auto stamp = r->stamp.value_or(static_cast<std::int64_t>(id));
+            add_entry(u, r->kind, id, stamp, r->with, r->type == k_log_body ? position : r->body_position);
+            u->second.last_id = id;
+            _last_id = std::max(_last_id, id);
+            ++rebuilt;
+            return true;
+        });
+    }
+    if (&log == _log) _indexed_end = ~std::uint64_t{0};  // staged with the next flush
+    else _replayed.emplace_back(log.id(), end);
+    if (rebuilt > 0) {
+        STARLING_LOG(warn, "mam: log {}: {} index entries rebuilt from the log (the last stop did not write them)",
+                     log.id(), rebuilt);
+    }
+    return rebuilt;
+}
+
 xmpp::Result<void, Errc> MessageArchive::append(std::string_view bare, std::uint64_t id, std::int64_t stamp_us,
                                                 std::string_view with, bool sent, std::string_view stanza) noexcept {
     try {
         auto u = user(bare);
         if (_log != nullptr) {
-            // The body into the log (written just before this turn's batch), then the index
-            // record naming its position: no memtable, flush or compaction for the stanza.
-            if (!log_body_into(_value, bare, sent ? xmpp::bare_of(with) : std::string_view(), stanza)) {
+            // The body into the log (written just before this turn's batch); its index entry
+            // waits in memory for the user's next chunk. No RocksDB write per message.
+            const char kind = sent ? k_own_sent : k_own_received;
+            if (!log_record_into(_value, k_log_body, kind, id, stamp_us, bare, with, stanza, 0)) {
                 return xmpp::Unexpected(Errc::invalid_argument);
             }
             auto position = _writer->append_log(*_log, id, _value);
             if (!position) return xmpp::Unexpected(position.error());
-            archive_key_into(_key, bare, id);
-            if (!index_into(_value, sent ? k_own_sent : k_own_received, id, stamp_us, with, *position)) {
-                return xmpp::Unexpected(Errc::invalid_argument);
-            }
-            if (auto r = put(storage::Column::mam, _key, _value); !r) return r;
             _last_body_id = id;
             _last_body_position = *position;
+            add_entry(u, kind, id, stamp_us, with, *position);
             note_append(u, id);
             return {};
         }
@@ -640,11 +904,20 @@ xmpp::Result<bool, Errc> MessageArchive::append_shared(std::string_view bare, st
         if (sender_bare.empty() || sender_bare == bare || xmpp::bare_of(with) != sender_bare) return false;
         auto u = user(bare);
         if (body_id <= u->second.last_id) return false;  // the id is taken or below the newest
-        std::optional<std::uint64_t> position;
         if (_log != nullptr) {
             if (_last_body_id != body_id) return false;  // not the body just appended
-            position = _last_body_position;
+            // A small record in the log (the entry, for a restart's replay), the entry in memory.
+            if (!log_record_into(_value, k_log_shared, k_shared, body_id, static_cast<std::int64_t>(body_id), bare, with,
+                                 {}, _last_body_position)) {
+                return false;
+            }
+            auto position = _writer->append_log(*_log, body_id, _value);
+            if (!position) return xmpp::Unexpected(position.error());
+            add_entry(u, k_shared, body_id, static_cast<std::int64_t>(body_id), with, _last_body_position);
+            note_append(u, body_id);
+            return true;
         }
+        std::optional<std::uint64_t> position;
         archive_key_into(_key, bare, body_id);
         if (!index_into(_value, k_shared, body_id, static_cast<std::int64_t>(body_id), with, position)) return false;
         if (auto r = put(storage::Column::mam, _key, _value); !r) return xmpp::Unexpected(r.error());
@@ -737,19 +1010,18 @@ std::optional<std::uint64_t> MessageArchive::sweep_log(storage::SegmentLog& log,
     const rocksdb::Snapshot* snap = _store->db().GetSnapshot();
     rocksdb::ReadOptions ro;
     ro.snapshot = snap;
-    std::string key;
     auto referred = [&](std::string_view bare, std::uint64_t id) {
-        archive_key_into(key, bare, id);
-        auto r = read(storage::Column::mam, key, ro);
+        auto r = lookup(bare, id, ro);
         return r.has_value() || r.error() != Errc::not_found;  // a read error keeps the body
     };
     std::optional<std::uint64_t> next;
     try {
-        next = log.sweep(offset, n, watermark, [&](std::uint64_t id, std::string_view payload) {
-            const auto body = parse_log_body(payload);
-            if (!body) return true;  // not ours to judge: kept
-            if (referred(body->owner, id)) return true;
-            return !body->peer.empty() && referred(body->peer, id);
+        next = log.sweep(offset, n, watermark, [&](std::uint64_t, std::uint64_t id, std::string_view payload) {
+            const auto r = parse_log_record(payload);
+            if (!r) return true;  // not ours to judge: kept
+            if (referred(r->owner, id)) return true;
+            const auto peer = r->peer();
+            return !peer.empty() && referred(peer, id);
         });
     } catch (...) {
         next = offset;  // out of memory: try again from here
@@ -813,7 +1085,7 @@ std::vector<std::string> MessageArchive::users_from(std::string& cursor, std::si
 
 void MessageArchive::release(std::string_view bare) noexcept {
     auto it = _users.find(bare);
-    if (it == _users.end() || it->second.count_dirty || it->second.queued) return;
+    if (it == _users.end() || it->second.count_dirty || it->second.queued || it->second.pending_n > 0) return;
     if (_last_user == &*it) _last_user = nullptr;
     _users.erase(it);
 }
@@ -830,6 +1102,7 @@ std::vector<std::string> MessageArchive::take_queued(std::size_t n) {
 }
 
 void MessageArchive::when_readable(storage::MoveFunction<void(bool)> f) noexcept {
+    flush_index();  // the entries waiting in memory are part of the archive
     if (_writer == nullptr || _readable == _appended) {
         f(true);
         return;
@@ -850,25 +1123,47 @@ xmpp::Result<void, Errc> MessageArchive::scan(std::string_view bare, std::uint64
     try {
         flush();  // the pending batch is part of the archive
         const auto first = archive_key(bare, lo);
-        const auto last = archive_key(bare, hi);
         if (_store == nullptr) {
+            const auto last = archive_key(bare, hi);
             for (auto it = _memory.lower_bound(first); it != _memory.end() && it->first <= last; ++it) {
                 if (!f(id_of_key(it->first), it->second)) break;
             }
             return {};
         }
-        // Upper bound (exclusive): the key just after `last`.
-        std::string upper = last;
-        upper += '\0';
+        // Upper bound (exclusive): the end of the user's keys. A chunk's key is its last id, so
+        // the one holding `hi` may sort after key(hi): entries are compared, not keys.
+        std::string upper(bare);
+        upper += '\x01';
         rocksdb::Slice upper_slice(upper);
         rocksdb::ReadOptions r;
         r.iterate_upper_bound = &upper_slice;
         std::unique_ptr<rocksdb::Iterator> it(_store->db().NewIterator(r, _store->column(storage::Column::mam)));
-        for (it->Seek(slice(first)); it->Valid(); it->Next()) {
+        std::string entry_value;
+        bool stop = false;
+        for (it->Seek(slice(first)); it->Valid() && !stop; it->Next()) {
             const auto k = it->key();
             if (k.size() != bare.size() + 9) continue;  // not this user's (cannot happen: NUL ends the JID)
-            const auto v = it->value();
-            if (!f(id_of_key({k.data(), k.size()}), {v.data(), v.size()})) break;
+            const std::string_view v(it->value().data(), it->value().size());
+            if (!is_chunk(v)) {
+                const auto id = id_of_key({k.data(), k.size()});
+                if (id > hi || !f(id, v)) break;
+                continue;
+            }
+            // A chunk: each entry as the single record it stands for.
+            const bool well_formed = for_each_entry(v, [&](const Entry& e) {
+                if (e.id < lo) return true;
+                if (e.id > hi) {
+                    stop = true;
+                    return false;
+                }
+                index_into(entry_value, e.kind, e.id, e.stamp_us, e.with, e.position);
+                if (!f(e.id, entry_value)) {
+                    stop = true;
+                    return false;
+                }
+                return true;
+            });
+            if (!well_formed) return xmpp::Unexpected(Errc::corrupt);
         }
         if (!it->status().ok()) return xmpp::Unexpected(errc_of(it->status()));
         return {};
@@ -881,7 +1176,7 @@ xmpp::Result<ArchivedMessage, Errc> MessageArchive::get(std::string_view bare, s
     try {
         flush();  // the pending batch is part of the archive
         const rocksdb::ReadOptions ro;
-        auto value = read(storage::Column::mam, archive_key(bare, id), ro);
+        auto value = lookup(bare, id, ro);
         if (!value) return xmpp::Unexpected(value.error());
         auto m = decode(*value, id);
         if (!m || !m->stanza_in_body) return m;
@@ -891,8 +1186,8 @@ xmpp::Result<ArchivedMessage, Errc> MessageArchive::get(std::string_view bare, s
             if (log == nullptr) return xmpp::Unexpected(Errc::not_found);
             auto payload = log->read(m->log_position, id);
             if (!payload) return xmpp::Unexpected(payload.error());
-            const auto parsed = parse_log_body(*payload);
-            if (!parsed) return xmpp::Unexpected(Errc::corrupt);
+            const auto parsed = parse_log_record(*payload);
+            if (!parsed || parsed->type != k_log_body) return xmpp::Unexpected(Errc::corrupt);
             m->stanza.assign(parsed->stanza);
             return m;
         }
@@ -944,12 +1239,55 @@ xmpp::Result<void, Errc> MessageArchive::remove(std::string_view bare, std::uint
         } else if (_writer != nullptr) {
             if (lo == 0) {
                 if (auto r = _writer->erase_range(storage::Column::mam, first, end, storage::Durability::logged); !r) return r;
-            } else {
-                for (auto id : ids) {
-                    if (auto r = _writer->erase(storage::Column::mam, archive_key(bare, id), storage::Durability::logged); !r) {
-                        return r;
-                    }
+            }
+            // Records from lo on: single ones in [lo, hi) go (unless the range did it); chunks
+            // with entries in [lo, hi) go, or are written again with the others (a chunk's key
+            // is its last entry's id). With lo = 0 only the chunk holding hi is left to do.
+            std::string upper(bare);
+            upper += '\x01';
+            rocksdb::Slice upper_slice(upper);
+            rocksdb::ReadOptions ro;
+            ro.iterate_upper_bound = &upper_slice;
+            std::unique_ptr<rocksdb::Iterator> it(_store->db().NewIterator(ro, mam));
+            std::vector<std::pair<std::string, std::optional<std::string>>> changes;  // key, new value or erase
+            for (it->Seek(slice(lo == 0 ? end : first)); it->Valid(); it->Next()) {
+                const std::string_view k(it->key().data(), it->key().size());
+                const std::string_view v(it->value().data(), it->value().size());
+                if (k.size() != bare.size() + 9) continue;
+                if (!is_chunk(v)) {
+                    const auto id = id_of_key(k);
+                    if (id >= hi) break;
+                    if (id >= lo) changes.emplace_back(std::string(k), std::nullopt);
+                    continue;
                 }
+                std::string kept(v.substr(0, 5));
+                std::uint64_t kept_last = 0, first_id = 0;
+                bool any_removed = false, any = false;
+                std::size_t entry_at = 5;
+                const bool well_formed = for_each_entry(v, [&](const Entry& e) {
+                    const std::size_t size = entry_size(v, entry_at);
+                    if (!any) first_id = e.id;
+                    any = true;
+                    if (e.id >= lo && e.id < hi) {
+                        any_removed = true;
+                    } else {
+                        kept.append(v.substr(entry_at, size));
+                        kept_last = e.id;
+                    }
+                    entry_at += size;
+                    return true;
+                });
+                if (!well_formed) return xmpp::Unexpected(Errc::corrupt);
+                if (any && first_id >= hi) break;
+                if (!any_removed) continue;
+                changes.emplace_back(std::string(k), std::nullopt);
+                if (kept.size() > 5) changes.emplace_back(archive_key(bare, kept_last), std::move(kept));
+            }
+            if (!it->status().ok()) return xmpp::Unexpected(errc_of(it->status()));
+            for (auto& [k, v] : changes) {
+                auto r = v ? _writer->append(storage::Column::mam, k, *v, storage::Durability::logged)
+                           : _writer->erase(storage::Column::mam, k, storage::Durability::logged);
+                if (!r) return r;
             }
         } else {
             rocksdb::WriteBatch batch;

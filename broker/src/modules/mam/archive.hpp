@@ -179,6 +179,15 @@ public:
     // The body log this shard appends to (null: bodies go to "mam_bodies": no writer, or the
     // log could not be opened).
     storage::SegmentLog* log() const noexcept { return _log; }
+    // With the body log, index entries wait in memory and are written per user as one chunk
+    // (the index per tick, README): this stages every user's waiting entries, and the log
+    // position up to which they are all written (the restart's replay starts there). The
+    // sweep's tick calls it; so does when_readable(), so that a read sees every append.
+    void flush_index() noexcept;
+    // At start, before any append: rebuilds the index entries of `log`'s records after its
+    // marker that RocksDB lacks (a crash or a stop since they were appended). Its own log, and
+    // logs of shards that no longer exist. Returns how many entries it rebuilt.
+    std::size_t replay(storage::SegmentLog& log);
     // The same pass over a body log: up to `n` records from `offset`, erasing those no index
     // record names (from a snapshot; only ids up to `watermark`, as find_orphans). Returns
     // where to go on from, nullopt at the end. Reads RocksDB and writes only the log: may run
@@ -243,6 +252,11 @@ private:
         bool count_known = false;
         bool count_dirty = false;    // to be written with the next batch
         bool queued = false;         // in _queue
+        // Index entries not yet in RocksDB (with the body log): written as one chunk at the
+        // sweep's tick, before any read of the archive, or at k_max_chunk_entries.
+        std::string pending;
+        std::uint32_t pending_n = 0;
+        std::uint64_t pending_last = 0;  // id of the last one
     };
     using Users = util::StringMap<User>;
 
@@ -255,6 +269,12 @@ private:
     xmpp::Result<std::string, storage::Errc> read(storage::Column c, std::string_view key,
                                                   const rocksdb::ReadOptions& ro) const noexcept;
     void note_append(Users::value_type* u, std::uint64_t id);
+    void add_entry(Users::value_type* u, char kind, std::uint64_t id, std::int64_t stamp_us, std::string_view with,
+                   std::uint64_t position);
+    void flush_user(Users::value_type* u) noexcept;
+    // The index value of `bare`'s record `id` (a single record, or built from its chunk's entry).
+    xmpp::Result<std::string, storage::Errc> lookup(std::string_view bare, std::uint64_t id,
+                                                    const rocksdb::ReadOptions& ro) const noexcept;
     void stage_counts() noexcept;
 
     storage::Store* _store;
@@ -275,6 +295,11 @@ private:
     std::deque<Users::value_type*> _queue;  // due for retention
     std::uint64_t _max_count = 0;
     std::vector<Users::value_type*> _dirty;  // users whose count changed this turn (nodes are stable)
+    std::vector<Users::value_type*> _pending_users;  // with index entries in memory
+    // Logs whose records up to this end have their index entries written or pending here: the
+    // marker staged with the next flush_index() (its own log, and other logs replayed at start).
+    std::vector<std::pair<std::uint16_t, std::uint64_t>> _replayed;
+    std::uint64_t _indexed_end = ~std::uint64_t{0};  // own log: the marker last staged
     // when_readable: appends made, and those known committed (with a writer).
     std::uint64_t _appended = 0;
     std::uint64_t _readable = 0;

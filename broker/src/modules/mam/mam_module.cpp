@@ -214,6 +214,19 @@ void MamModule::install(ModuleContext& ctx) {
     _archive->defer_writes_to(ctx.shard().io);
     _archive->set_max_count(_options.max_messages_per_user);
     _log_store = _archive->log() != nullptr ? store : nullptr;
+    if (_log_store != nullptr) {
+        // Index entries of the last run that never reached RocksDB (they wait in memory for a
+        // tick): rebuilt from this shard's log, and from logs of shards that no longer exist.
+        const std::size_t shards = std::max<std::size_t>(1, ctx.shard().router.shard_count());
+        for (auto* log : _log_store->segment_logs()) {
+            if (log->id() % shards != ctx.shard().shard) continue;
+            try {
+                _archive->replay(*log);
+            } catch (const std::exception& e) {
+                STARLING_LOG(error, "mam: replaying log {} failed: {}", log->id(), e.what());
+            }
+        }
+    }
     if (!_archive->is_durable() && ctx.shard().shard == 0) {
         STARLING_LOG(warn, "mam: no store in the shard context; archives are kept in memory only");
     }
@@ -521,6 +534,7 @@ void MamModule::arm_sweep() {
 // the archive's keys, a few per tick when the queue is empty, once an hour: their expired
 // records are deleted, not only hidden from queries. Each shard takes the users it is home to.
 void MamModule::sweep() {
+    _archive->flush_index();  // the index entries of the last tick, one chunk per user
     _archive->persist_counts();
     if (_options.retention_days > 0) {
         _archive->expire_bodies(retention_floor(_options, now_us()));

@@ -218,7 +218,7 @@ TEST_F(SegmentLogTest, TheSweepErasesWhatItIsToldAndTheBytesAreGoneFromTheFile) 
     }
     ASSERT_NE(all_bytes().find("secret number 101<"), std::string::npos);
     // Keep the even ids and the 300s; erase the rest. Steps of 37 records.
-    auto keep = [](std::uint64_t id, std::string_view payload_seen) {
+    auto keep = [](std::uint64_t, std::uint64_t id, std::string_view payload_seen) {
         EXPECT_EQ(payload_seen, payload(id));
         return id % 2 == 0 || (id >= 300 && id < 400);
     };
@@ -252,7 +252,7 @@ TEST_F(SegmentLogTest, TheSweepErasesWhatItIsToldAndTheBytesAreGoneFromTheFile) 
     while (offset) offset = log->sweep(*offset, 1000, UINT64_MAX, keep);
     EXPECT_EQ(log->stats().erased.load(), 75u);
     offset = 0;
-    while (offset) offset = log->sweep(*offset, 1000, UINT64_MAX, [](std::uint64_t, std::string_view) { return false; });
+    while (offset) offset = log->sweep(*offset, 1000, UINT64_MAX, [](std::uint64_t, std::uint64_t, std::string_view) { return false; });
     EXPECT_EQ(log->stats().erased.load(), 200u);
     EXPECT_EQ(all_bytes().find("secret number"), std::string::npos);
     // The log still opens, and appends go on.
@@ -267,7 +267,7 @@ TEST_F(SegmentLogTest, TheSweepStopsAtTheWatermark) {
     auto log = open();
     auto at = write_batch(*log, 10, 10);
     int seen = 0;
-    auto next = log->sweep(0, 100, 14, [&](std::uint64_t id, std::string_view) {
+    auto next = log->sweep(0, 100, 14, [&](std::uint64_t, std::uint64_t id, std::string_view) {
         EXPECT_LE(id, 14u);
         ++seen;
         return false;
