@@ -851,8 +851,15 @@ std::size_t MessageArchive::replay(storage::SegmentLog& log) {
     if (&log == _log) _indexed_end = ~std::uint64_t{0};  // staged with the next flush
     else _replayed.emplace_back(log.id(), end);
     if (rebuilt > 0) {
-        STARLING_LOG(warn, "mam: log {}: {} index entries rebuilt from the log (the last stop did not write them)",
-                     log.id(), rebuilt);
+        // Normal after any stop (the last tick's entries are written only by the next start);
+        // worth a warning after a crash, with what the store's own recovery said.
+        if (_store->recovered_from_unclean_shutdown()) {
+            STARLING_LOG(warn, "mam: log {}: {} index entries rebuilt from the log after the unclean shutdown",
+                         log.id(), rebuilt);
+        } else {
+            STARLING_LOG(info, "mam: log {}: {} index entries of the last second before the stop rebuilt from the log",
+                         log.id(), rebuilt);
+        }
     }
     return rebuilt;
 }
