@@ -269,6 +269,25 @@ async def test_what_is_not_archived(t):
     assert p.bodies == ["keep me"], p.bodies
 
 
+async def test_spelling_does_not_hide_a_forged_id_nor_a_hint(t):
+    # Written by hand, as a client may: a forged <stanza-id/> whose namespace is spelled with a
+    # character reference is still removed (XEP-0359 §4), and a prefixed <no-store/> hint
+    # (XEP-0334) is still honoured.
+    s, (alice, bob) = await people(t)
+    bob.xmpp.send_raw(f"<message to='{alice.bare}' type='chat'><body>spelled</body>"
+                      f"<stanza-id xmlns='urn:xmpp:si&#x64;:0' by='{alice.bare}' id='forged'/></message>")
+    bob.xmpp.send_raw(f"<message to='{alice.bare}' type='chat'><body>not kept</body>"
+                      "<h:no-store xmlns:h='urn:xmpp:hints'/></message>")
+    bob.send_message(alice.bare, "kept")
+    got = await alice.wait_message(5, match=lambda m: m["body"] == "spelled")
+    sids = [e for e in got.xml.findall(f"{{{SID}}}stanza-id") if e.get("by") == alice.bare]
+    assert len(sids) == 1 and sids[0].get("id") != "forged", ET.tostring(got.xml)
+    await alice.wait_message(5, match=lambda m: m["body"] == "kept")  # after the others
+    p = await query(alice)
+    assert p.bodies == ["spelled", "kept"], p.bodies
+    assert p.ids[0] == sids[0].get("id"), (p.ids, sids[0].get("id"))
+
+
 async def test_query_form_fields(t):
     s, (alice,) = await people(t, names=("alice",))
     form = await alice.xmpp["xep_0313"].get_fields(jid=alice.bare)

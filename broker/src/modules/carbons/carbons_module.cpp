@@ -6,7 +6,6 @@
 #include "broker/src/session/stamp.hpp"
 #include "broker/src/modules/carbons/forward.hpp"
 #include "broker/src/router/router.hpp"
-#include "broker/src/util/dom.hpp"
 #include "xmpp/jid.hpp"
 #include "xmpp/ns.hpp"
 
@@ -94,8 +93,7 @@ void CarbonsModule::install(ModuleContext& ctx) {
             const bool any = std::any_of(sessions.begin(), sessions.end(),
                                          [&](router::Endpoint* s) { return s != &ev.session && enabled(*s); });
             if (!any) return Handled::no;
-            util::StanzaDom dom(ev.element.bytes(), xmpp::ns::client);
-            const auto facts = fwd::read_facts(dom);
+            const auto facts = fwd::read_facts(ev.element.bytes());
             if (!fwd::carbons_eligible(ev.type, facts) || facts.is_private || facts.no_copy) return Handled::no;
             // The copy carries the stamped 'from' like the original. The stream header's prefix
             // declarations are not at hand here (the session keeps them); clients do not use
@@ -127,8 +125,7 @@ void CarbonsModule::install(ModuleContext& ctx) {
             const auto& sessions = ev.shard.router.sessions_of(bare);
             if (std::none_of(sessions.begin(), sessions.end(), [](router::Endpoint* s) { return enabled(*s); }))
                 return Handled::no;
-            util::StanzaDom dom(env.bytes, xmpp::ns::client);
-            const auto facts = fwd::read_facts(dom);
+            const auto facts = fwd::read_facts(env.bytes);
             if (!fwd::carbons_eligible(env.type, facts) || facts.is_private || facts.no_copy) return Handled::no;
             const auto got = rfc6121_recipients(sessions, env.to, env.type);
             for (auto* s : sessions) {

@@ -1,16 +1,12 @@
 // Helpers shared by carbons/ and mam/: reading what an IM message is (XEP-0280 §6,
 // XEP-0334 hints, XEP-0313 §7) and wrapping a routed stanza for XEP-0297 forwarding.
-// Pure functions over bytes and a parsed DOM; no state, no I/O.
+// Pure functions over bytes; no state, no I/O, no DOM (issue 14: no parse on the hooks).
 //
 // Lives on: anywhere (stateless).
 #pragma once
 
 #include <string>
 #include <string_view>
-
-namespace starling::util {
-class StanzaDom;
-}
 
 namespace starling::modules::fwd {
 
@@ -22,7 +18,7 @@ inline constexpr std::string_view k_ns_sid = "urn:xmpp:sid:0";
 
 // What a module needs to know about a <message/> (parsed once per hook).
 struct MessageFacts {
-    bool parsed = false;       // the DOM parsed (false: treat as not eligible)
+    bool parsed = false;       // the element read as one element (false: treat as not eligible)
     bool has_body = false;     // a jabber:client <body/> child
     bool is_private = false;   // XEP-0280 §7 <private xmlns='urn:xmpp:carbons:2'/>
     bool is_carbon = false;    // already a <sent/> or <received/> carbon
@@ -33,7 +29,20 @@ struct MessageFacts {
     bool is_mam_result = false; // a <result xmlns='urn:xmpp:mam:2'/> (never archive those)
 };
 
-MessageFacts read_facts(const util::StanzaDom& dom);
+// The facts of `stanza`, one complete element (a <message/> as the tokenizer hands it over),
+// read from its bytes by walking its depth-1 children only: their local names and namespaces.
+// Namespaces resolve as util::StanzaDom::ns_of does: an unprefixed child is in its own xmlns,
+// else the element's, else jabber:client; a prefixed child's prefix is declared on the child,
+// else on the element, else the child matches nothing. Text, CDATA sections, comments, PIs and
+// grandchildren are skipped. Never reads outside `stanza`, whatever its bytes; bytes that are
+// not one element give parsed = false.
+MessageFacts read_facts(std::string_view stanza) noexcept;
+
+// read_facts and remove_children in one walk: removes the children named `name` in `ns` (only
+// those with by='<by>' when `by` is not empty) and returns the facts of what is left.
+// `removed` tells whether anything was. On parsed = false nothing is removed.
+MessageFacts read_facts_removing(std::string& stanza, std::string_view name, std::string_view ns,
+                                 std::string_view by, bool& removed);
 
 // XEP-0280 §6 (the suggested rules): chat; normal (or no type) with a body; never groupchat,
 // headline, error, MUC private messages, nor a carbon itself.
@@ -58,8 +67,9 @@ void append_as_client_ns(std::string& out, std::string_view stanza);
 bool insert_child(std::string& stanza, std::string_view child);
 
 // Removes the top element's children named `name` in namespace `ns` (only those with
-// by='<by>' when `by` is not empty). The stanza is re-serialized only when one was removed;
-// a quick substring test on `ns` skips the parse otherwise. True when something was removed.
+// by='<by>' when `by` is not empty), cutting their bytes out; every other byte stays as it was.
+// A quick substring test skips the walk when `ns` cannot be there. True when something was
+// removed.
 bool remove_children(std::string& stanza, std::string_view name, std::string_view ns, std::string_view by = {});
 
 // <message from='bare' to='full' type='T'><WRAPPER xmlns='urn:xmpp:carbons:2'><forwarded

@@ -124,10 +124,14 @@ void gather(const MessageArchive& archive, QueryRun& r) {
     }
 }
 
+// XEP-0359 §3: <stanza-id xmlns='urn:xmpp:sid:0' by='BARE' id='ID'/>, byte for byte what
+// xml::Writer wrote (fixed text around the escaped JID; `id` is hex digits, nothing to escape).
 void stanza_id_element_into(std::string& out, std::string_view by, std::string_view id) {
-    out.clear();
-    xmpp::xml::Writer w(out);
-    w.open("stanza-id").attr("xmlns", fwd::k_ns_sid).attr("by", by).attr("id", id).close();
+    out.assign("<stanza-id xmlns='urn:xmpp:sid:0' by='");
+    xmpp::xml::escape_attribute_into(out, by);
+    out.append("' id='");
+    out.append(id);
+    out.append("'/>");
 }
 
 // The page's messages to `session` (gone: nobody to send them to).
@@ -253,8 +257,7 @@ void MamModule::install(ModuleContext& ctx) {
             const xmpp::Jid& me = *ev.session.jid();
             // To the user's own account: archived once, as received, by the inbound hook.
             if (ev.to->bare_view() == me.bare_view()) return Handled::no;
-            util::StanzaDom dom(ev.element.bytes(), xmpp::ns::client);
-            if (!fwd::archive_eligible(ev.type, fwd::read_facts(dom))) return Handled::no;
+            if (!fwd::archive_eligible(ev.type, fwd::read_facts(ev.element.bytes()))) return Handled::no;
             const std::uint64_t id = fresh_id(*archive, me.bare_view());
             // Stream-level prefix declarations are the session's; messages do not use them.
             // One buffer for every message of the shard (no allocation once it has grown).
@@ -286,10 +289,10 @@ void MamModule::install(ModuleContext& ctx) {
             const std::string_view bare = bare_of(env.to);
             if (bare.find('@') == std::string_view::npos) return Handled::no;
             // XEP-0359 §4: remove <stanza-id/> claiming to be by this archive, or a sender could
-            // forge archive ids.
-            fwd::remove_children(env.bytes, "stanza-id", fwd::k_ns_sid, bare);
-            util::StanzaDom dom(env.bytes, xmpp::ns::client);
-            if (!fwd::archive_eligible(env.type, fwd::read_facts(dom))) return Handled::no;
+            // forge archive ids; the same walk over the children reads the facts.
+            bool forged = false;
+            const auto facts = fwd::read_facts_removing(env.bytes, "stanza-id", fwd::k_ns_sid, bare, forged);
+            if (!fwd::archive_eligible(env.type, facts)) return Handled::no;
             // No archive for an account that does not exist (the router bounces the message).
             if (ev.shard.router.sessions_of(bare).empty()) {
                 auto exists = ev.shard.accounts.exists(bare);
