@@ -149,7 +149,13 @@ constexpr std::size_t k_index_head = 6;
 constexpr char k_body_v1 = 1;
 
 void put_be(std::string& out, std::uint64_t v, int bytes) {
-    for (int shift = (bytes - 1) * 8; shift >= 0; shift -= 8) out += static_cast<char>((v >> shift) & 0xff);
+    // Into a small buffer, then one append: per message, this runs a few times per record.
+    char b[8];
+    for (int i = bytes - 1; i >= 0; --i) {
+        b[i] = static_cast<char>(v & 0xff);
+        v >>= 8;
+    }
+    out.append(b, static_cast<std::size_t>(bytes));
 }
 
 std::uint64_t get_be(std::string_view in, std::size_t at, int bytes) noexcept {
@@ -282,15 +288,32 @@ constexpr char k_chunk = 4;
 // read of the archive (when_readable), or once there are this many.
 constexpr std::uint32_t k_max_chunk_entries = 128;
 
+void be_into(char* out, std::uint64_t v, int bytes) noexcept {
+    for (int i = bytes - 1; i >= 0; --i) {
+        out[i] = static_cast<char>(v & 0xff);
+        v >>= 8;
+    }
+}
+
 void entry_into(std::string& out, char kind, std::uint64_t id, std::int64_t stamp_us, std::string_view with,
                 std::uint64_t position) {
-    out += kind;
+    // The fixed part in one buffer, then one append for it and one for 'with'.
+    char head[2 + 8 + 8 + 8 + 2];
     const bool own_stamp = stamp_us != static_cast<std::int64_t>(id);
-    out += static_cast<char>((own_stamp ? k_flag_stamp : 0) | k_flag_log);
-    put_be(out, id, 8);
-    if (own_stamp) put_be(out, static_cast<std::uint64_t>(stamp_us), 8);
-    put_be(out, position, 8);
-    put_be(out, with.size(), 2);
+    head[0] = kind;
+    head[1] = static_cast<char>((own_stamp ? k_flag_stamp : 0) | k_flag_log);
+    std::size_t n = 2;
+    be_into(head + n, id, 8);
+    n += 8;
+    if (own_stamp) {
+        be_into(head + n, static_cast<std::uint64_t>(stamp_us), 8);
+        n += 8;
+    }
+    be_into(head + n, position, 8);
+    n += 8;
+    be_into(head + n, with.size(), 2);
+    n += 2;
+    out.append(head, n);
     out += with;
 }
 

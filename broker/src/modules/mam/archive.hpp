@@ -158,6 +158,14 @@ public:
     std::optional<std::uint64_t> newest_in_memory(std::string_view bare) const noexcept;
     // Whether the newest id of `bare` is cached (fresh_id and queue_for_retention seek no more).
     bool knows(std::string_view bare) const noexcept { return _users.find(bare) != _users.end(); }
+    // The same, remembering the entry for the append that follows (one hash lookup for both).
+    bool touch(std::string_view bare) noexcept {
+        if (_last_user != nullptr && _last_user->first == bare) return true;
+        auto it = _users.find(bare);
+        if (it == _users.end()) return false;
+        _last_user = &*it;
+        return true;
+    }
     // Caches `newest` (from newest_stored, read off the reactor) as the newest id of `bare`,
     // unless an entry was made meanwhile: that one did its own seek and may have moved on.
     void seed_newest(std::string_view bare, std::uint64_t newest);

@@ -294,7 +294,9 @@ void MamModule::install(ModuleContext& ctx) {
             const auto facts = fwd::read_facts_removing(env.bytes, "stanza-id", fwd::k_ns_sid, bare, forged);
             if (!fwd::archive_eligible(env.type, facts)) return Handled::no;
             // No archive for an account that does not exist (the router bounces the message).
-            if (ev.shard.router.sessions_of(bare).empty()) {
+            // Known to the archive (it archived or was swept since start, and forget() drops it
+            // with its account) or bound here: it exists, no read.
+            if (!archive->touch(bare) && ev.shard.router.sessions_of(bare).empty()) {
                 auto exists = ev.shard.accounts.exists(bare);
                 if (!exists || !*exists) return Handled::no;
             }
