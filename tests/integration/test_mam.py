@@ -412,6 +412,28 @@ async def test_archive_survives_kill_9(t):
     assert (await query(bob2)).bodies == ["crash 1", "crash 2", "crash reply"]
 
 
+async def test_archive_survives_kill_9_before_any_query(t):
+    # The archive's index entries wait in memory for the sweep's tick (about a second); the
+    # stanzas are in the body log a moment after their turn. A kill -9 before any query or tick
+    # leaves entries that only the log has: the next start rebuilds them from it (unless a tick
+    # came first; the unit tests IndexPerTick.* cover the rebuild itself).
+    first = await t.server()
+    s, (alice, bob) = await people(t, server=first)
+    await converse(bob, alice, ["unqueried 1", "unqueried 2"])
+    await converse(alice, bob, ["unqueried reply"])
+    await asyncio.sleep(0.2)  # the committer's write of the turn (no tick: it is 1 s)
+    first.kill()
+    second = harness.make_server(data_dir=first.data_dir)
+    t.servers.append(second)
+    await second.start()
+    alice2 = with_mam(await t.client(second, alice.user, "pw", resource="again"))
+    bob2 = with_mam(await t.client(second, bob.user, "pw", resource="again"))
+    assert (await query(alice2)).bodies == ["unqueried 1", "unqueried 2", "unqueried reply"]
+    page = await query(bob2)
+    assert page.bodies == ["unqueried 1", "unqueried 2", "unqueried reply"], page.bodies
+    assert len(set(page.ids)) == 3, page.ids
+
+
 async def test_archive_survives_a_backup_and_its_restore(t):
     # The stanzas are in the archive's body log (archive-log/ beside RocksDB's files), not in
     # RocksDB: `starlingctl backup` must copy it, or a restored archive lists messages it cannot

@@ -377,7 +377,7 @@ void SegmentLog::recover() {
     }
 }
 
-std::uint64_t SegmentLog::stage(LogBuffer& buf, std::uint64_t id, std::string_view payload) {
+std::uint64_t SegmentLog::stage(LogBuffer& buf, std::uint64_t id, std::string_view head, std::string_view tail) {
     if (buf.log == nullptr) {
         if (!_staged_any) {
             _staged_any = true;
@@ -392,11 +392,14 @@ std::uint64_t SegmentLog::stage(LogBuffer& buf, std::uint64_t id, std::string_vi
         buf.max_id = 0;
     }
     const std::size_t at = buf.bytes.size();
+    const std::size_t len = head.size() + tail.size();
     buf.bytes.resize(at + k_log_header);
-    buf.bytes.append(payload);
-    header_into(buf.bytes.data() + at, static_cast<std::uint32_t>(payload.size()), id, payload);
+    buf.bytes.append(head);
+    buf.bytes.append(tail);
+    header_into(buf.bytes.data() + at, static_cast<std::uint32_t>(len), id,
+                std::string_view(buf.bytes.data() + at + k_log_header, len));
     const std::uint64_t position = log_position(_id, _staged_end);
-    _staged_end += k_log_header + payload.size();
+    _staged_end += k_log_header + len;
     buf.max_id = std::max(buf.max_id, id);
     _staged_max_id = std::max(_staged_max_id, id);
     return position;

@@ -111,7 +111,11 @@ public:
 
     // Stager's thread. Appends a record to `buf` (opening it on this log when empty) and
     // returns its position. The id must not be 0.
-    std::uint64_t stage(LogBuffer& buf, std::uint64_t id, std::string_view payload);
+    std::uint64_t stage(LogBuffer& buf, std::uint64_t id, std::string_view payload) {
+        return stage(buf, id, payload, {});
+    }
+    // The same with the payload in two parts (head, then tail): no copy to join them first.
+    std::uint64_t stage(LogBuffer& buf, std::uint64_t id, std::string_view head, std::string_view tail);
 
     // Stager's thread. The offset after the last record staged (or recovered).
     std::uint64_t staged_end() const noexcept { return _staged_end; }

@@ -244,14 +244,14 @@ xmpp::Result<void, Errc> ShardWriter::append(Column c, std::string_view key, std
     }
 }
 
-xmpp::Result<std::uint64_t, Errc> ShardWriter::append_log(SegmentLog& log, std::uint64_t id,
-                                                         std::string_view payload) noexcept {
+xmpp::Result<std::uint64_t, Errc> ShardWriter::append_log(SegmentLog& log, std::uint64_t id, std::string_view payload,
+                                                         std::string_view payload_tail) noexcept {
     auto& s = *_state;
     try {
         // One log per batch: a second log seals the first's records with the batch so far.
         if (s.log_buffer.log != nullptr && s.log_buffer.log != &log) s.seal();
         if (s.log_buffer.log != nullptr && s.log_buffer.log != &log) return xmpp::Unexpected(Errc::invalid_argument);
-        const std::uint64_t position = log.stage(s.log_buffer, id, payload);
+        const std::uint64_t position = log.stage(s.log_buffer, id, payload, payload_tail);
         s.level = std::max(s.level, Durability::logged);
         s.has_work = true;
         ++s.counters.staged_ops;

@@ -149,7 +149,8 @@ public:
     // record's position, which index records staged after it in the same turn may name: they
     // are never committed without it. Not readable until committed (when_durable). One log per
     // writer (a shard has its own). `id` must be 2 or more.
-    xmpp::Result<std::uint64_t, Errc> append_log(SegmentLog& log, std::uint64_t id, std::string_view payload) noexcept;
+    xmpp::Result<std::uint64_t, Errc> append_log(SegmentLog& log, std::uint64_t id, std::string_view payload,
+                                                 std::string_view payload_tail = {}) noexcept;
     // Erases [begin, end).
     xmpp::Result<void, Errc> erase_range(Column c, std::string_view begin, std::string_view end,
                                          Durability at_least = Durability::logged) noexcept;

@@ -895,10 +895,11 @@ xmpp::Result<void, Errc> MessageArchive::append(std::string_view bare, std::uint
             // The body into the log (written just before this turn's batch); its index entry
             // waits in memory for the user's next chunk. No RocksDB write per message.
             const char kind = sent ? k_own_sent : k_own_received;
-            if (!log_record_into(_value, k_log_body, kind, id, stamp_us, bare, with, stanza, 0)) {
+            // The record's head here, the stanza appended after it straight from the caller.
+            if (!log_record_into(_value, k_log_body, kind, id, stamp_us, bare, with, {}, 0)) {
                 return xmpp::Unexpected(Errc::invalid_argument);
             }
-            auto position = _writer->append_log(*_log, id, _value);
+            auto position = _writer->append_log(*_log, id, _value, stanza);
             if (!position) return xmpp::Unexpected(position.error());
             _last_body_id = id;
             _last_body_position = *position;
