@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "broker/src/util/hex.hpp"
 #include "broker/src/util/log.hpp"
 
 namespace starling::storage {
@@ -239,27 +240,12 @@ Scan scan_segment(int fd, std::uint64_t start, std::uint64_t end) {
 }
 
 std::string hex16(std::uint64_t v) {
-    static constexpr char k_hex[] = "0123456789abcdef";
-    std::string s(16, '0');
-    for (int i = 15; i >= 0; --i) {
-        s[static_cast<std::size_t>(i)] = k_hex[v & 0xf];
-        v >>= 4;
-    }
-    return s;
+    char digits[16];
+    util::hex16_into(v, digits);
+    return std::string(digits, sizeof digits);
 }
 
-std::optional<std::uint64_t> parse_hex16(std::string_view s) {
-    if (s.size() != 16) return std::nullopt;
-    std::uint64_t v = 0;
-    for (char c : s) {
-        int d;
-        if (c >= '0' && c <= '9') d = c - '0';
-        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-        else return std::nullopt;
-        v = (v << 4) | static_cast<std::uint64_t>(d);
-    }
-    return v;
-}
+using util::parse_hex16;
 
 }  // namespace
 

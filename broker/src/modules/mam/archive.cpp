@@ -14,6 +14,7 @@
 
 #include "broker/src/storage/rocks.hpp"
 #include "broker/src/storage/segment_log.hpp"
+#include "broker/src/util/hex.hpp"
 #include "broker/src/util/log.hpp"
 #include "broker/src/storage/store.hpp"
 #include "broker/src/storage/write_path.hpp"
@@ -71,12 +72,7 @@ void IdCodec::format_into(std::uint64_t id, char (&out)[16]) const noexcept {
         l = r;
         r = next;
     }
-    std::uint64_t v = (static_cast<std::uint64_t>(l) << 32) | r;
-    static constexpr char k_hex[] = "0123456789abcdef";
-    for (int i = 15; i >= 0; --i) {
-        out[i] = k_hex[v & 0xf];
-        v >>= 4;
-    }
+    util::hex16_into((static_cast<std::uint64_t>(l) << 32) | r, out);
 }
 
 std::string IdCodec::format(std::uint64_t id) const {
@@ -86,15 +82,9 @@ std::string IdCodec::format(std::uint64_t id) const {
 }
 
 std::optional<std::uint64_t> IdCodec::parse(std::string_view text) const noexcept {
-    if (text.size() != 16) return std::nullopt;
-    std::uint64_t v = 0;
-    for (char c : text) {
-        int d;
-        if (c >= '0' && c <= '9') d = c - '0';
-        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-        else return std::nullopt;
-        v = (v << 4) | static_cast<std::uint64_t>(d);
-    }
+    const auto parsed = util::parse_hex16(text);
+    if (!parsed) return std::nullopt;
+    const std::uint64_t v = *parsed;
     auto l = static_cast<std::uint32_t>(v >> 32);
     auto r = static_cast<std::uint32_t>(v);
     for (int i = 3; i >= 0; --i) {

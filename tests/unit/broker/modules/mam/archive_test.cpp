@@ -624,102 +624,6 @@ std::optional<std::uint64_t> sweep_all(const mam::MessageArchive& a) {
     return offset;
 }
 
-}  // namespace
-
-TEST(BodyLog, BodiesGoToTheLogAreReadByBothPartiesAndSurviveARestart) {
-    TempDir dir;
-    const std::uint64_t base = 1'000'000'000'000'000;
-    {
-        auto store = Store::open(dir.str());
-        asio::io_context io{1};
-        asio::executor_work_guard<asio::io_context::executor_type> guard{io.get_executor()};
-        Committer committer(*store);
-        committer.start();
-        {
-            ShardWriter writer(io, 0, committer);
-            mam::MessageArchive a(store.get(), &writer);
-            a.defer_writes_to(io);
-            ASSERT_NE(a.log(), nullptr);
-            on_shard_then_readable(io, a, [&] {
-                for (std::uint64_t i = 0; i < 20; ++i) chat_once(a, base + i, "hello " + std::to_string(i));
-                // From a remote sender: a body of bob's own.
-                ASSERT_TRUE(a.append("bob@x", base + 50, static_cast<std::int64_t>(base + 50), "dave@remote/r", false,
-                                     "<message><body>from afar</body></message>"));
-            });
-            EXPECT_EQ(bodies_in(*store), 0u) << "no body in the store: they are in the log";
-            auto theirs = a.get("bob@x", base + 3);
-            ASSERT_TRUE(theirs);
-            EXPECT_EQ(theirs->stanza, "<message from='alice@x/r' to='bob@x'><body>hello 3</body></message>");
-            EXPECT_TRUE(theirs->needs_stanza_id);
-            EXPECT_EQ(ids_of(a, "bob@x").size(), 21u);
-            writer.seal();
-        }
-        committer.stop();
-    }
-    auto store = Store::open(dir.str());
-    mam::MessageArchive a(store.get());  // no writer: reads only, from the logs found at open
-    auto mine = a.get("alice@x", base + 19);
-    ASSERT_TRUE(mine);
-    EXPECT_EQ(mine->stanza, "<message from='alice@x/r' to='bob@x'><body>hello 19</body></message>");
-    auto afar = a.get("bob@x", base + 50);
-    ASSERT_TRUE(afar);
-    EXPECT_EQ(afar->stanza, "<message><body>from afar</body></message>");
-}
-
-TEST(BodyLog, ThePassErasesFromTheLogWhatNoIndexRecordNamesAndNothingElse) {
-    TempDir dir;
-    const std::uint64_t base = 1'000'000'000'000'000;
-    auto store = Store::open(dir.str());
-    asio::io_context io{1};
-    asio::executor_work_guard<asio::io_context::executor_type> guard{io.get_executor()};
-    Committer committer(*store);
-    committer.start();
-    {
-        ShardWriter writer(io, 0, committer);
-        mam::MessageArchive a(store.get(), &writer);
-        a.defer_writes_to(io);
-        on_shard_then_readable(io, a, [&] {
-            for (std::uint64_t i = 0; i < 10; ++i) chat_once(a, base + i, "private note " + std::to_string(i));
-        });
-        ASSERT_NE(log_bytes(dir.str()).find("private note 7<"), std::string::npos);
-        sweep_all(a);
-        EXPECT_EQ(a.log()->stats().erased.load(), 0u) << "every body is named";
-
-        // Alice's account goes: bob still names the shared bodies.
-        starling::storage::AccountStore accounts(*store);
-        on_shard_then_readable(io, a, [&] {
-            ASSERT_TRUE(accounts.purge_data("alice@x"));
-            a.forget("alice@x");
-        });
-        sweep_all(a);
-        EXPECT_EQ(a.log()->stats().erased.load(), 0u);
-        ASSERT_TRUE(a.get("bob@x", base + 7));
-
-        // Bob keeps his newest 4 by count: the 6 others are named by nobody now.
-        on_shard_then_readable(io, a, [&] { ASSERT_TRUE(a.enforce("bob@x", 0, 4)); });
-        sweep_all(a);
-        // Six bodies, and bob's six records of his (shared) entries that the log keeps for a
-        // restart's replay: nobody names them now.
-        EXPECT_EQ(a.log()->stats().erased.load(), 12u);
-        const auto bytes = log_bytes(dir.str());
-        for (int i = 0; i < 6; ++i) {
-            EXPECT_EQ(bytes.find("private note " + std::to_string(i) + "<"), std::string::npos)
-                << "an erased message is still in the log's file: " << i;
-        }
-        for (int i = 6; i < 10; ++i) {
-            auto kept = a.get("bob@x", base + static_cast<std::uint64_t>(i));
-            ASSERT_TRUE(kept) << i;
-            EXPECT_NE(kept->stanza.find("private note " + std::to_string(i) + "<"), std::string::npos);
-        }
-        writer.seal();
-    }
-    committer.stop();
-}
-
-// --- the index per tick (issue 14): entries wait in memory, go as one chunk per user ---
-
-namespace {
-
 // A broker's shard for the archive: store, committer, writer; destroyed without a flush of the
 // entries in memory (what a kill -9 or a stop leaves), the log's records written.
 struct Shard {
@@ -765,6 +669,79 @@ std::vector<std::uint64_t> range(std::uint64_t first, std::uint64_t n) {
 }
 
 }  // namespace
+
+TEST(BodyLog, BodiesGoToTheLogAreReadByBothPartiesAndSurviveARestart) {
+    TempDir dir;
+    const std::uint64_t base = 1'000'000'000'000'000;
+    {
+        Shard s(dir.str());
+        auto& a = *s.archive;
+        ASSERT_NE(a.log(), nullptr);
+        on_shard_then_readable(s.io, a, [&] {
+            for (std::uint64_t i = 0; i < 20; ++i) chat_once(a, base + i, "hello " + std::to_string(i));
+            // From a remote sender: a body of bob's own.
+            ASSERT_TRUE(a.append("bob@x", base + 50, static_cast<std::int64_t>(base + 50), "dave@remote/r", false,
+                                 "<message><body>from afar</body></message>"));
+        });
+        EXPECT_EQ(bodies_in(*s.store), 0u) << "no body in the store: they are in the log";
+        auto theirs = a.get("bob@x", base + 3);
+        ASSERT_TRUE(theirs);
+        EXPECT_EQ(theirs->stanza, "<message from='alice@x/r' to='bob@x'><body>hello 3</body></message>");
+        EXPECT_TRUE(theirs->needs_stanza_id);
+        EXPECT_EQ(ids_of(a, "bob@x").size(), 21u);
+    }
+    auto store = Store::open(dir.str());
+    mam::MessageArchive a(store.get());  // no writer: reads only, from the logs found at open
+    auto mine = a.get("alice@x", base + 19);
+    ASSERT_TRUE(mine);
+    EXPECT_EQ(mine->stanza, "<message from='alice@x/r' to='bob@x'><body>hello 19</body></message>");
+    auto afar = a.get("bob@x", base + 50);
+    ASSERT_TRUE(afar);
+    EXPECT_EQ(afar->stanza, "<message><body>from afar</body></message>");
+}
+
+TEST(BodyLog, ThePassErasesFromTheLogWhatNoIndexRecordNamesAndNothingElse) {
+    TempDir dir;
+    const std::uint64_t base = 1'000'000'000'000'000;
+    Shard s(dir.str());
+    auto& a = *s.archive;
+    on_shard_then_readable(s.io, a, [&] {
+        for (std::uint64_t i = 0; i < 10; ++i) chat_once(a, base + i, "private note " + std::to_string(i));
+    });
+    ASSERT_NE(log_bytes(dir.str()).find("private note 7<"), std::string::npos);
+    sweep_all(a);
+    EXPECT_EQ(a.log()->stats().erased.load(), 0u) << "every body is named";
+
+    // Alice's account goes: bob still names the shared bodies.
+    starling::storage::AccountStore accounts(*s.store);
+    on_shard_then_readable(s.io, a, [&] {
+        ASSERT_TRUE(accounts.purge_data("alice@x"));
+        a.forget("alice@x");
+    });
+    sweep_all(a);
+    EXPECT_EQ(a.log()->stats().erased.load(), 0u);
+    ASSERT_TRUE(a.get("bob@x", base + 7));
+
+    // Bob keeps his newest 4 by count: the 6 others are named by nobody now.
+    on_shard_then_readable(s.io, a, [&] { ASSERT_TRUE(a.enforce("bob@x", 0, 4)); });
+    sweep_all(a);
+    // Six bodies, and bob's six records of his (shared) entries that the log keeps for a
+    // restart's replay: nobody names them now.
+    EXPECT_EQ(a.log()->stats().erased.load(), 12u);
+    const auto bytes = log_bytes(dir.str());
+    for (int i = 0; i < 6; ++i) {
+        EXPECT_EQ(bytes.find("private note " + std::to_string(i) + "<"), std::string::npos)
+            << "an erased message is still in the log's file: " << i;
+    }
+    for (int i = 6; i < 10; ++i) {
+        auto kept = a.get("bob@x", base + static_cast<std::uint64_t>(i));
+        ASSERT_TRUE(kept) << i;
+        EXPECT_NE(kept->stanza.find("private note " + std::to_string(i) + "<"), std::string::npos);
+    }
+}
+
+// --- the index per tick (issue 14): entries wait in memory, go as one chunk per user ---
+
 
 TEST(IndexPerTick, EntriesNotYetWrittenAreRebuiltFromTheLogAfterAStop) {
     TempDir dir;
