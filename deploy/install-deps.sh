@@ -72,7 +72,19 @@ fi
 
 echo "install-deps: installing ${#missing[@]} packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# A Debian mirror caught mid-sync answers with an index of the wrong size ("Mirror sync in
+# progress?") for a minute or so: try again a few times before giving up, and the same for
+# the install's downloads.
+retry() {
+  local n
+  for n in 1 2 3 4 5; do
+    "$@" && return 0
+    echo "install-deps: '$*' failed (attempt $n of 5); again in $((n * 15)) s" >&2
+    sleep $((n * 15))
+  done
+  "$@"
+}
+retry $SUDO apt-get update -q -o Acquire::Retries=3
+retry $SUDO apt-get install -y -q --no-install-recommends -o Acquire::Retries=3 "${missing[@]}"
 install_npm_tools "${1:-}"
 echo "install-deps: done"
