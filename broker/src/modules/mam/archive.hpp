@@ -5,6 +5,10 @@
 // index record (encode_index: direction, 'with', where the stanza is). Records written before
 // store-once (a FlatBuffers ArchivedMessage, schemas/storage/mam.fbs, with the stanza inline)
 // are read as they are: both formats coexist, nothing is migrated.
+// With the shard's writer (the broker), bodies are records of the shard's body log
+// (storage/segment_log.hpp) named by position, and index entries wait in memory until they go
+// as one chunk record per user (flush_index; README "The body log", "The index per tick");
+// what follows is the store's layout without a writer, and for records written before.
 // Bodies ("mam_bodies"): key archive id as 8 bytes big-endian, then the bare JID of the party
 // whose index record has that id; value: the stanza, and the bare JID of the other party, who
 // may hold an index record with the same id (a chat between two accounts of one shard: the
