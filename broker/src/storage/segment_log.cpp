@@ -568,35 +568,46 @@ std::optional<std::uint64_t> SegmentLog::sweep(std::uint64_t offset, std::size_t
         // needs writing (a record erased now, several to merge, a dirty one).
         std::uint64_t run_start = 0, run_end = 0, run_records = 0;
         bool run_dirty = false;
+        // Records of the run whose bytes may not be zeros yet (erased now, or dirty): only
+        // those are zeroed, so merging a record into a long clean run costs little.
+        std::vector<std::pair<std::uint64_t, std::uint64_t>> to_zero;
         auto close_run = [&]() -> bool {
             if (run_records == 0) return true;
             const bool write = run_dirty || run_records > 1;
             const std::uint64_t rs = run_start, re = run_end;
             run_records = 0;
             run_dirty = false;
+            auto ranges = std::move(to_zero);
+            to_zero.clear();
             if (!write) return true;
             const auto len = static_cast<std::uint32_t>(re - rs - k_log_header);
             char head[k_log_header];
             // 1. Mark the run dead-dirty over its whole length (a crash after this leaves a
-            //    record the next sweep zeroes again); 2. zero it, giving whole blocks back;
-            //    3. mark it clean.
+            //    record the next sweep zeroes again); 2. give its whole blocks back and zero
+            //    the rest of what may hold data; 3. mark it clean.
             header_into(head, len, k_dead_dirty, {});
             if (!pwrite_all(fd->fd, head, sizeof head, rs - start)) return false;
             const std::uint64_t zs = rs + k_log_header;
             const std::uint64_t bs = (zs - start + k_block - 1) / k_block * k_block + start;
             const std::uint64_t be = (re - start) / k_block * k_block + start;
+            const bool punched = bs < be && ::fallocate(fd->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                                        static_cast<off_t>(bs - start), static_cast<off_t>(be - bs)) == 0;
             std::string zeros;
             auto zero = [&](std::uint64_t a, std::uint64_t b) {
                 if (b <= a) return true;
                 zeros.assign(static_cast<std::size_t>(b - a), '\0');
                 return pwrite_all(fd->fd, zeros.data(), zeros.size(), a - start);
             };
-            if (bs < be && ::fallocate(fd->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(bs - start),
-                                       static_cast<off_t>(be - bs)) == 0) {
-                _stats.bytes_punched.fetch_add(be - bs, std::memory_order_relaxed);
-                if (!zero(zs, bs) || !zero(be, re)) return false;
-            } else if (!zero(zs, re)) {
-                return false;
+            for (auto [a, b] : ranges) {
+                a = std::max(a, zs);
+                if (punched) {
+                    if (a < be && b > bs) {
+                        _stats.bytes_punched.fetch_add(std::min(b, be) - std::max(a, bs), std::memory_order_relaxed);
+                    }
+                    if (!zero(a, std::min(b, bs)) || !zero(std::max(a, be), b)) return false;
+                } else if (!zero(a, b)) {
+                    return false;
+                }
             }
             header_into(head, len, k_dead_clean, {});
             return pwrite_all(fd->fd, head, sizeof head, rs - start);
@@ -610,6 +621,7 @@ std::optional<std::uint64_t> SegmentLog::sweep(std::uint64_t offset, std::size_t
             run_end = at + size;
             ++run_records;
             run_dirty = run_dirty || dirty;
+            if (dirty) to_zero.emplace_back(at, at + size);
         };
         bool stop = false;
         while (offset < end && visited < n) {
