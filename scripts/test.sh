@@ -2,7 +2,7 @@
 # Installs what is missing, builds, and runs every test Starling has:
 #   1. unit tests (GoogleTest under ctest) in the release build,
 #   2. the same under AddressSanitizer + UBSan,
-#   3. the libFuzzer harnesses for a bounded time (STARLING_FUZZ_SECONDS, default 30),
+#   3. the libFuzzer harnesses for a bounded time (STARLING_FUZZ_SECONDS, default 15),
 #   4. integration tests against the real binaries, when there are any,
 #   5. the Debian package: built, installed, run, removed and purged (tests/deploy/),
 #   6. starling-agent cross-built for arm64 and run under qemu-aarch64 against the host's
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 logs="$root/build/test-logs"
-fuzz_seconds="${STARLING_FUZZ_SECONDS:-30}"
+fuzz_seconds="${STARLING_FUZZ_SECONDS:-15}"
 jobs=$(nproc)
 
 say() { printf '\n==> %s\n' "$*"; }
