@@ -1310,6 +1310,9 @@ xmpp::Result<void, Errc> MessageArchive::remove(std::string_view bare, std::uint
                            : _writer->erase(storage::Column::mam, k, storage::Durability::logged);
                 if (!r) return r;
             }
+            // Reads wait for these too (when_readable): the next removal must not start from a
+            // chunk as it was before this one.
+            ++_appended;
         } else {
             rocksdb::WriteBatch batch;
             if (lo == 0) {
@@ -1407,6 +1410,14 @@ xmpp::Result<std::uint64_t, Errc> MessageArchive::enforce(std::string_view bare,
             const std::uint64_t before = *count(name);
             if (auto r = remove(name, 0, floor); !r) return xmpp::Unexpected(r.error());
             removed += before - *count(name);
+            // Through the writer that removal is not readable yet: the trim by count would
+            // read (and rewrite a chunk from) the archive as it was. It waits for the next
+            // sweep, whose reads wait for this one.
+            if (removed > 0 && _writer != nullptr && max_count > 0 && *count(name) > max_count) {
+                queue_for_retention(name);
+                stage_counts();
+                return removed;
+            }
         }
         const std::uint64_t n = *count(name);
         if (max_count > 0 && n > max_count) {

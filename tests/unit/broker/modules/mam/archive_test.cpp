@@ -823,3 +823,39 @@ TEST(IndexPerTick, RetentionAndRangesCutThroughChunks) {
     for (auto id : range(base + 296, 4)) left.push_back(id);
     EXPECT_EQ(ids_of(*s.archive, "bob@x"), left);
 }
+
+TEST(IndexPerTick, AgeAndCountTogetherNeverBringBackWhatTheFirstRemoved) {
+    TempDir dir;
+    const std::uint64_t base = 1'000'000'000'000'000;
+    Shard s(dir.str());
+    on_shard_then_readable(s.io, *s.archive, [&] {
+        for (std::uint64_t i = 0; i < 300; ++i) {
+            ASSERT_TRUE(s.archive->append("bob@x", base + i, static_cast<std::int64_t>(base + i), "dave@remote/r", false,
+                                          "<message><body>n" + std::to_string(i) + "</body></message>"));
+        }
+    });
+    // Older than base+200 by age, and the newest 50 by count: the age goes first; the count
+    // waits for the next sweep (it would read the chunks as they were before the first).
+    bool answered_inline = false;
+    bool answered = false;
+    asio::post(s.io, [&] {
+        ASSERT_TRUE(s.archive->enforce("bob@x", base + 200, 50));
+        bool in_call = true;
+        s.archive->when_readable([&](bool ok) {
+            EXPECT_TRUE(ok);
+            answered_inline = in_call;
+            answered = true;
+        });
+        in_call = false;
+    });
+    s.run_until([&] { return answered; });
+    ASSERT_TRUE(answered);
+    EXPECT_FALSE(answered_inline) << "a read right after a removal must wait for it to be committed";
+    EXPECT_EQ(ids_of(*s.archive, "bob@x"), range(base + 200, 100));
+    EXPECT_EQ(s.archive->queued(), 1u) << "queued again for the count";
+    on_shard_then_readable(s.io, *s.archive, [&] {
+        for (const auto& bare : s.archive->take_queued(8)) ASSERT_TRUE(s.archive->enforce(bare, base + 200, 50));
+    });
+    EXPECT_EQ(ids_of(*s.archive, "bob@x"), range(base + 250, 50));
+    EXPECT_EQ(s.archive->count("bob@x").value_or(0), 50u);
+}
