@@ -838,9 +838,10 @@ TEST(IndexPerTick, AgeAndCountTogetherNeverBringBackWhatTheFirstRemoved) {
     // waits for the next sweep (it would read the chunks as they were before the first).
     bool answered_inline = false;
     bool answered = false;
+    bool in_call = false;  // outlives the handler: the answer may come later (it should)
     asio::post(s.io, [&] {
         ASSERT_TRUE(s.archive->enforce("bob@x", base + 200, 50));
-        bool in_call = true;
+        in_call = true;
         s.archive->when_readable([&](bool ok) {
             EXPECT_TRUE(ok);
             answered_inline = in_call;
