@@ -662,6 +662,16 @@ struct Shard {
     std::unique_ptr<mam::MessageArchive> archive;
 };
 
+// `n` messages to bob@x from a remote sender (bodies of his own), ids from `first`, readable.
+void bob_gets_from_afar(Shard& s, std::uint64_t first, std::uint64_t n) {
+    on_shard_then_readable(s.io, *s.archive, [&] {
+        for (std::uint64_t i = 0; i < n; ++i) {
+            ASSERT_TRUE(s.archive->append("bob@x", first + i, static_cast<std::int64_t>(first + i), "dave@remote/r", false,
+                                          "<message><body>n" + std::to_string(i) + "</body></message>"));
+        }
+    });
+}
+
 std::vector<std::uint64_t> range(std::uint64_t first, std::uint64_t n) {
     std::vector<std::uint64_t> out;
     for (std::uint64_t i = 0; i < n; ++i) out.push_back(first + i);
@@ -796,12 +806,7 @@ TEST(IndexPerTick, RetentionAndRangesCutThroughChunks) {
     const std::uint64_t base = 1'000'000'000'000'000;
     Shard s(dir.str());
     // 300 messages from remote senders: 3 chunks of bob's (128, 128, 44).
-    on_shard_then_readable(s.io, *s.archive, [&] {
-        for (std::uint64_t i = 0; i < 300; ++i) {
-            ASSERT_TRUE(s.archive->append("bob@x", base + i, static_cast<std::int64_t>(base + i), "dave@remote/r", false,
-                                          "<message><body>n" + std::to_string(i) + "</body></message>"));
-        }
-    });
+    bob_gets_from_afar(s, base, 300);
     EXPECT_EQ(ids_of(*s.archive, "bob@x"), range(base, 300));
     // A range inside chunks, crossing a chunk's end.
     EXPECT_EQ(ids_of(*s.archive, "bob@x", base + 120, base + 140), range(base + 120, 21));
@@ -828,12 +833,7 @@ TEST(IndexPerTick, AgeAndCountTogetherNeverBringBackWhatTheFirstRemoved) {
     TempDir dir;
     const std::uint64_t base = 1'000'000'000'000'000;
     Shard s(dir.str());
-    on_shard_then_readable(s.io, *s.archive, [&] {
-        for (std::uint64_t i = 0; i < 300; ++i) {
-            ASSERT_TRUE(s.archive->append("bob@x", base + i, static_cast<std::int64_t>(base + i), "dave@remote/r", false,
-                                          "<message><body>n" + std::to_string(i) + "</body></message>"));
-        }
-    });
+    bob_gets_from_afar(s, base, 300);
     // Older than base+200 by age, and the newest 50 by count: the age goes first; the count
     // waits for the next sweep (it would read the chunks as they were before the first).
     bool answered_inline = false;
