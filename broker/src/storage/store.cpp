@@ -273,6 +273,15 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
     cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
     db_options.db_write_buffer_size = options.write_buffer_bytes;
     cf_options.write_buffer_size = options.write_buffer_bytes;
+    // Levels 0 and 1 uncompressed, the rest as RocksDB's default (Snappy when built in): as the
+    // RocksDB tuning guide advises, flushes and the first compactions then only copy. Every
+    // archived message adds index bytes (issue 14: Snappy in the flush and compaction threads
+    // cost about a tenth of the archive's CPU); the older levels, most of the data, stay
+    // compressed.
+    cf_options.compression_per_level.assign(static_cast<std::size_t>(cf_options.num_levels), cf_options.compression);
+    for (std::size_t level = 0; level < 2 && level < cf_options.compression_per_level.size(); ++level) {
+        cf_options.compression_per_level[level] = rocksdb::kNoCompression;
+    }
 
     std::vector<rocksdb::ColumnFamilyDescriptor> families;
     families.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);

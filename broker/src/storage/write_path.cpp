@@ -45,6 +45,7 @@ void ShardWriter::State::seal() noexcept {
     // The next batch starts with room for as much as this one held: no growth by doubling,
     // each time copying what is already there, on the shard thread.
     const std::size_t reserve = std::min<std::size_t>(batch->GetDataSize(), k_max_batch_reserve);
+    const std::size_t log_reserve = std::min<std::size_t>(log_buffer.bytes.size(), k_max_batch_reserve);
     Committer::Sealed sealed;
     sealed.owner = weak_from_this();
     sealed.io = &io;
@@ -95,8 +96,18 @@ void ShardWriter::State::seal() noexcept {
     keys.clear();
     waiters.clear();
     log_buffer.clear();
-    log_buffer.bytes = std::move(spare_log_bytes);
-    log_buffer.bytes.clear();
+    if (!spare_logs.empty()) {
+        log_buffer.bytes = std::move(spare_logs.back());
+        spare_logs.pop_back();
+        log_buffer.bytes.clear();
+    } else {
+        log_buffer.bytes = std::string();
+        try {
+            log_buffer.bytes.reserve(log_reserve);
+        } catch (...) {
+            // Out of memory: the buffer grows as it is filled, or the append fails then.
+        }
+    }
     if (!spares.empty()) {
         batch = std::move(spares.back());
         spares.pop_back();
@@ -263,9 +274,14 @@ xmpp::Result<std::uint64_t, Errc> ShardWriter::append_log(SegmentLog& log, std::
 }
 
 void ShardWriter::State::recycle_log(std::string used) noexcept {
-    if (used.capacity() <= 2 * k_seal_batch_bytes && used.capacity() > spare_log_bytes.capacity()) {
-        spare_log_bytes = std::move(used);
+    if (used.capacity() == 0 || used.capacity() > 2 * k_seal_batch_bytes || spare_logs.size() >= k_max_spare_batches)
+        return;
+    try {
+        spare_logs.reserve(k_max_spare_batches);
+    } catch (...) {
+        return;  // out of memory: the buffer is freed
     }
+    spare_logs.push_back(std::move(used));
 }
 
 xmpp::Result<void, Errc> ShardWriter::erase(Column c, std::string_view key, Durability at_least) noexcept {

@@ -118,10 +118,12 @@ struct ShardWriter::State : std::enable_shared_from_this<ShardWriter::State> {
     // buffers are reused instead of freshly allocated (and page-faulted in) on the shard thread.
     // At most k_max_spare_batches, each of at most about 2 x k_seal_batch_bytes (capacity).
     std::vector<std::unique_ptr<rocksdb::WriteBatch>> spares;
-    // The records staged into a SegmentLog this turn (append_log), sealed with the batch; and a
-    // committed buffer's bytes, kept for the next one.
+    // The records staged into a SegmentLog this turn (append_log), sealed with the batch; and
+    // committed buffers' bytes, kept for the next ones (at most k_max_spare_batches, like
+    // `spares`: while the committer writes one, the shard fills the next without growing a new
+    // string by doubling and page-faulting it in).
     LogBuffer log_buffer;
-    std::string spare_log_bytes;
+    std::vector<std::string> spare_logs;
 
     // After a failed commit, every waiter registered before the failure reached this shard
     // (up to and including the batch that was open then) gets the error: the writes staged
