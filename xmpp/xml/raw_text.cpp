@@ -1,5 +1,7 @@
 #include "xmpp/xml/raw_text.hpp"
 
+#include <array>
+
 #include "xmpp/xml/chars.hpp"
 
 namespace xmpp::xml {
@@ -102,11 +104,29 @@ bool RawText::equals(std::string_view text) const noexcept {
 
 namespace {
 
+// The bytes escape_into<Attribute> replaces: one table load per byte to find the first, so
+// that text with none (most JIDs and ids) is appended in one piece.
+template <bool Attribute>
+constexpr std::array<bool, 256> k_escaped = [] {
+    std::array<bool, 256> t{};
+    for (const unsigned char c : {'&', '<', '>', '\r'}) t[c] = true;
+    if (Attribute) {
+        for (const unsigned char c : {'"', '\'', '\t', '\n'}) t[c] = true;
+    }
+    return t;
+}();
+
 template <bool Attribute>
 void escape_into(std::string& out, std::string_view text) {
-    out.reserve(out.size() + text.size());
+    std::size_t first = 0;
+    while (first < text.size() && !k_escaped<Attribute>[static_cast<unsigned char>(text[first])]) ++first;
+    if (first == text.size()) {
+        out.append(text);
+        return;
+    }
+    out.reserve(out.size() + text.size() + 8);
     std::size_t run = 0;
-    for (std::size_t i = 0; i < text.size(); ++i) {
+    for (std::size_t i = first; i < text.size(); ++i) {
         const char* rep;
         switch (text[i]) {
         case '&': rep = "&amp;"; break;

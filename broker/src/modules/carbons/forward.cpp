@@ -171,6 +171,8 @@ void note(MessageFacts& f, std::string_view name, const RawText& ns) noexcept {
         f.is_muc_user = true;
     } else if (name == "result" && is_ns(ns, k_ns_mam)) {
         f.is_mam_result = true;
+    } else if (name == "stanza-id" && is_ns(ns, k_ns_sid)) {
+        f.has_stanza_id = true;
     }
 }
 
@@ -367,30 +369,37 @@ void append_as_client_ns(std::string& out, std::string_view stanza) {
 }
 
 bool insert_child(std::string& stanza, std::string_view child) {
-    const std::size_t end = start_tag_end(stanza);
-    if (end == std::string_view::npos || end == 0) return false;
-    if (stanza[end - 1] == '/') {
-        // <message .../> -> <message ...>child</message>
-        std::size_t name_end = 1;
-        while (name_end < end && stanza[name_end] != ' ' && stanza[name_end] != '\t' && stanza[name_end] != '\n' &&
-               stanza[name_end] != '\r' && stanza[name_end] != '/')
-            ++name_end;
-        const std::string name = stanza.substr(1, name_end - 1);
-        if (end + 1 != stanza.size()) return false;
-        stanza.erase(end - 1, 1);  // the '/'
+    if (stanza.size() < 4 || stanza[0] != '<' || stanza.back() != '>') return false;
+    std::size_t name_end = 1;
+    while (name_end < stanza.size() && !ends_name(stanza[name_end])) ++name_end;
+    const std::string_view name = std::string_view(stanza).substr(1, name_end - 1);
+    if (name.empty()) return false;
+    if (stanza[stanza.size() - 2] == '/') {
+        // <message .../> -> <message ...>child</message>: the '/>' must end the start tag.
+        if (start_tag_end(stanza) != stanza.size() - 1) return false;
+        const std::string closing = "</" + std::string(name) + '>';
+        stanza.erase(stanza.size() - 2, 1);  // the '/'
         stanza += child;
-        stanza += "</";
-        stanza += name;
-        stanza += '>';
+        stanza += closing;
         return true;
     }
+    // The end tag is the last '</' (an element ends with its own end tag, nothing after it): no
+    // walk over the start tag, which may be long (issue 14: this runs on every archived message).
     const std::size_t close = stanza.rfind("</");
-    if (close == std::string::npos || close <= end) return false;
+    if (close == std::string::npos || close <= name_end) return false;
+    if (std::string_view(stanza).substr(close + 2, name.size()) != name) return false;
+    const std::size_t q = skip_space(stanza, close + 2 + name.size());
+    if (q != stanza.size() - 1) return false;
     stanza.insert(close, child);
     return true;
 }
 
 bool remove_children(std::string& stanza, std::string_view name, std::string_view ns, std::string_view by) {
+    // A name is spelt as itself (no references in names, XML 1.0 §2.3): without `name` in the
+    // bytes no child has it. It runs on every message delivered (carbons' <private/>), and a
+    // name like "private" is rarer in a message than the namespace's "urn:xmpp:" (JIDs, other
+    // children's namespaces), at whose every 'u' a search for `ns` stops.
+    if (stanza.find(name) == std::string::npos) return false;
     // `ns` has none of & < > ' ", so only a character reference could spell it other than as
     // itself (xmlns='urn:xmpp:si&#x64;:0'): without both, no child can be in it.
     if (stanza.find(ns) == std::string::npos && stanza.find("&#") == std::string::npos) return false;

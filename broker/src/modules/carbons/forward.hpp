@@ -27,6 +27,7 @@ struct MessageFacts {
     bool store = false;        // XEP-0334 <store/>
     bool is_muc_user = false;  // XEP-0045 <x xmlns='http://jabber.org/protocol/muc#user'/>
     bool is_mam_result = false; // a <result xmlns='urn:xmpp:mam:2'/> (never archive those)
+    bool has_stanza_id = false; // a XEP-0359 <stanza-id xmlns='urn:xmpp:sid:0'/>, by anyone
 };
 
 // The facts of `stanza`, one complete element (a <message/> as the tokenizer hands it over),
@@ -63,7 +64,9 @@ std::size_t start_tag_end(std::string_view xml) noexcept;
 void append_as_client_ns(std::string& out, std::string_view stanza);
 
 // Inserts `child` before the closing tag of the element in `stanza`; a self-closing element is
-// opened and closed around it. False when the stanza does not look like one element.
+// opened and closed around it. Only the ends are checked (it runs on every archived message):
+// `stanza` must start with a start tag and end with that element's end tag ('</' NAME,
+// optional white space, '>'), else false. Call it on bytes read_facts parsed as one element.
 bool insert_child(std::string& stanza, std::string_view child);
 
 // Removes the top element's children named `name` in namespace `ns` (only those with

@@ -253,18 +253,19 @@ void MamModule::install(ModuleContext& ctx) {
     ctx.on_outbound(
         router::StanzaKind::message,
         [archive, scratch](OutboundEvent& ev) {
+            scratch->sent_valid = false;
             if (!type_may_be_archived(ev.type) || ev.to == nullptr || !ev.to->has_localpart()) return Handled::no;
             const xmpp::Jid& me = *ev.session.jid();
             // To the user's own account: archived once, as received, by the inbound hook.
             if (ev.to->bare_view() == me.bare_view()) return Handled::no;
-            if (!fwd::archive_eligible(ev.type, fwd::read_facts(ev.element.bytes()))) return Handled::no;
+            const auto facts = fwd::read_facts(ev.element.bytes());
+            if (!fwd::archive_eligible(ev.type, facts)) return Handled::no;
             const std::uint64_t id = fresh_id(*archive, me.bare_view());
             // Stream-level prefix declarations are the session's; messages do not use them.
             // One buffer for every message of the shard (no allocation once it has grown).
             scratch->stanza.clear();
             session::stamp_into(scratch->stanza, ev.element, me.full(), {});
             // The archive time is the id, unique: start/end compare it.
-            scratch->sent_valid = false;
             if (auto r = archive->append(me.bare_view(), id, static_cast<std::int64_t>(id), ev.to->full(), true,
                                          scratch->stanza);
                 !r) {
@@ -276,6 +277,7 @@ void MamModule::install(ModuleContext& ctx) {
             scratch->sent_id = id;
             scratch->sent_from.assign(me.full());
             scratch->sent_to.assign(ev.to->bare_view());
+            scratch->sent_facts = facts;
             return Handled::no;
         },
         k_priority);
@@ -288,10 +290,23 @@ void MamModule::install(ModuleContext& ctx) {
             if (!type_may_be_archived(env.type)) return Handled::no;
             const std::string_view bare = bare_of(env.to);
             if (bare.find('@') == std::string_view::npos) return Handled::no;
-            // XEP-0359 §4: remove <stanza-id/> claiming to be by this archive, or a sender could
-            // forge archive ids; the same walk over the children reads the facts.
-            bool forged = false;
-            const auto facts = fwd::read_facts_removing(env.bytes, "stanza-id", fwd::k_ns_sid, bare, forged);
+            // The message its sender archived just before, on this shard, byte for byte: the
+            // recipient's record names that body (stored once) and takes its id.
+            bool same = scratch->sent_valid && scratch->sent_to == bare && env.from == scratch->sent_from &&
+                        env.bytes == scratch->stanza;
+            scratch->sent_valid = false;
+            fwd::MessageFacts facts;
+            if (same && !scratch->sent_facts.has_stanza_id) {
+                // The sender's hook walked these very bytes (its copy differs only by the 'from'
+                // it stamped, which no fact depends on): no second walk.
+                facts = scratch->sent_facts;
+            } else {
+                // XEP-0359 §4: remove <stanza-id/> claiming to be by this archive, or a sender
+                // could forge archive ids; the same walk over the children reads the facts.
+                bool forged = false;
+                facts = fwd::read_facts_removing(env.bytes, "stanza-id", fwd::k_ns_sid, bare, forged);
+                if (forged) same = false;  // not the bytes the sender's archive holds
+            }
             if (!fwd::archive_eligible(env.type, facts)) return Handled::no;
             // No archive for an account that does not exist (the router bounces the message).
             // Known to the archive (it archived or was swept since start, and forget() drops it
@@ -300,11 +315,6 @@ void MamModule::install(ModuleContext& ctx) {
                 auto exists = ev.shard.accounts.exists(bare);
                 if (!exists || !*exists) return Handled::no;
             }
-            // The message its sender archived just before, on this shard, byte for byte: the
-            // recipient's record names that body (stored once) and takes its id.
-            const bool same = scratch->sent_valid && scratch->sent_to == bare && env.from == scratch->sent_from &&
-                              env.bytes == scratch->stanza;
-            scratch->sent_valid = false;
             if (same) {
                 char digits[16];
                 ids_codec->format_into(scratch->sent_id, digits);

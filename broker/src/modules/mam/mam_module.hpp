@@ -17,6 +17,7 @@
 #include "broker/src/modules/mam/archive.hpp"
 #include "broker/src/modules/mam/query.hpp"
 #include "broker/src/modules/api.hpp"
+#include "broker/src/modules/carbons/forward.hpp"
 
 #include <asio/steady_timer.hpp>
 
@@ -102,6 +103,7 @@ private:
         std::uint64_t sent_id = 0;
         std::string sent_from;  // the sender's full JID
         std::string sent_to;    // the recipient's bare JID
+        fwd::MessageFacts sent_facts;  // what the outbound walk read from it
     };
     std::unique_ptr<Scratch> _scratch = std::make_unique<Scratch>();
 };

@@ -271,8 +271,19 @@ TEST(InsertChild, BeforeTheClosingTagOrIntoASelfClosingElement) {
     s = "<cl:message xmlns:cl='jabber:client'><cl:body>x</cl:body></cl:message>";
     ASSERT_TRUE(fwd::insert_child(s, "<c/>"));
     EXPECT_EQ(s, "<cl:message xmlns:cl='jabber:client'><cl:body>x</cl:body><c/></cl:message>");
-    s = "not xml";
-    EXPECT_FALSE(fwd::insert_child(s, "<c/>"));
+    s = "<message to='a'>x</message >";
+    ASSERT_TRUE(fwd::insert_child(s, "<c/>"));
+    EXPECT_EQ(s, "<message to='a'>x<c/></message >");
+    s = "<message to='a/>'/>";  // '/>' inside a value does not end the start tag
+    ASSERT_TRUE(fwd::insert_child(s, "<c/>"));
+    EXPECT_EQ(s, "<message to='a/>'><c/></message>");
+    // Not one element, or not ending with its own end tag: untouched.
+    for (const std::string bad : {"not xml", "<message>x</body>", "<message>x</message>y", "<message a='</message>'>",
+                                  "<message a='x/>", "<>x</>", "</message>", "<message/"}) {
+        s = bad;
+        EXPECT_FALSE(fwd::insert_child(s, "<c/>")) << bad;
+        EXPECT_EQ(s, bad);
+    }
 }
 
 TEST(RemoveChildren, RemovesOnlyMatchingChildren) {
