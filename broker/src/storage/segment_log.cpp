@@ -382,8 +382,10 @@ std::uint64_t SegmentLog::stage(LogBuffer& buf, std::uint64_t id, std::string_vi
     buf.bytes.resize(at + k_log_header);
     buf.bytes.append(head);
     buf.bytes.append(tail);
-    header_into(buf.bytes.data() + at, static_cast<std::uint32_t>(len), id,
-                std::string_view(buf.bytes.data() + at + k_log_header, len));
+    // Length and id now; the CRC when the committer writes the buffer (finish_crcs): off the
+    // stager's thread, and a record stays amendable (staged_payload) until then.
+    put_le(buf.bytes.data() + at + 4, static_cast<std::uint32_t>(len), 4);
+    put_le(buf.bytes.data() + at + 8, id, 8);
     const std::uint64_t position = log_position(_id, _staged_end);
     _staged_end += k_log_header + len;
     buf.max_id = std::max(buf.max_id, id);
@@ -391,9 +393,36 @@ std::uint64_t SegmentLog::stage(LogBuffer& buf, std::uint64_t id, std::string_vi
     return position;
 }
 
-xmpp::Result<void, Errc> SegmentLog::write(const LogBuffer& buf) noexcept {
+std::span<char> SegmentLog::staged_payload(LogBuffer& buf, std::uint64_t position) const noexcept {
+    if (buf.log != this || log_of(position) != _id) return {};
+    const std::uint64_t offset = offset_of(position);
+    if (offset < buf.start || offset - buf.start + k_log_header > buf.bytes.size()) return {};
+    char* head = buf.bytes.data() + (offset - buf.start);
+    const auto len = static_cast<std::size_t>(get_le(head + 4, 4));
+    if (offset - buf.start + k_log_header + len > buf.bytes.size()) return {};
+    return {head + k_log_header, len};
+}
+
+namespace {
+
+// Each record's CRC (stage() left them out): walks the buffer record by record.
+void finish_crcs(LogBuffer& buf) noexcept {
+    std::size_t at = 0;
+    while (at + k_log_header <= buf.bytes.size()) {
+        char* head = buf.bytes.data() + at;
+        const auto len = static_cast<std::size_t>(get_le(head + 4, 4));
+        if (at + k_log_header + len > buf.bytes.size()) break;  // cannot be: stage() wrote them
+        put_le(head, record_crc(head, std::string_view(head + k_log_header, len)), 4);
+        at += k_log_header + len;
+    }
+}
+
+}  // namespace
+
+xmpp::Result<void, Errc> SegmentLog::write(LogBuffer& buf) noexcept {
     try {
         if (buf.bytes.empty()) return {};
+        finish_crcs(buf);
         if (!_has_tail || buf.segment != _tail_start) {
             if (_has_tail && buf.segment < _tail_start) return xmpp::Unexpected(Errc::invalid_argument);
             const auto path = path_of(buf.segment, std::nullopt);

@@ -36,6 +36,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -120,9 +121,15 @@ public:
     // Stager's thread. The offset after the last record staged (or recovered).
     std::uint64_t staged_end() const noexcept { return _staged_end; }
 
-    // Committer's thread. Writes `buf` at its offset (after padding, if an earlier buffer
-    // failed and left a gap). On failure nothing of `buf` is kept: the file is cut back.
-    xmpp::Result<void, Errc> write(const LogBuffer& buf) noexcept;
+    // Stager's thread. The payload of the record at `position` while it is still in `buf`
+    // (staged this turn, not yet handed to the committer), to amend in place: its CRC is
+    // computed by write(). Empty when the record is not in `buf`.
+    std::span<char> staged_payload(LogBuffer& buf, std::uint64_t position) const noexcept;
+
+    // Committer's thread. Computes the records' CRCs, then writes `buf` at its offset (after
+    // padding, if an earlier buffer failed and left a gap). On failure nothing of `buf` is
+    // kept: the file is cut back.
+    xmpp::Result<void, Errc> write(LogBuffer& buf) noexcept;
     // End of what write() has written (the offset after the last record).
     std::uint64_t written_end() const noexcept { return _written_end.load(std::memory_order_acquire); }
 

@@ -273,6 +273,10 @@ xmpp::Result<std::uint64_t, Errc> ShardWriter::append_log(SegmentLog& log, std::
     }
 }
 
+std::span<char> ShardWriter::staged_log_payload(SegmentLog& log, std::uint64_t position) noexcept {
+    return log.staged_payload(_state->log_buffer, position);
+}
+
 void ShardWriter::State::recycle_log(std::string used) noexcept {
     if (used.capacity() == 0 || used.capacity() > 2 * k_seal_batch_bytes || spare_logs.size() >= k_max_spare_batches)
         return;

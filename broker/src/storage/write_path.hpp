@@ -19,6 +19,7 @@
 #include <iterator>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -151,6 +152,9 @@ public:
     // writer (a shard has its own). `id` must be 2 or more.
     xmpp::Result<std::uint64_t, Errc> append_log(SegmentLog& log, std::uint64_t id, std::string_view payload,
                                                  std::string_view payload_tail = {}) noexcept;
+    // The payload of a record append_log staged this turn, while it can still be amended in
+    // place (see SegmentLog::staged_payload); empty once its batch is sealed.
+    std::span<char> staged_log_payload(SegmentLog& log, std::uint64_t position) noexcept;
     // Erases [begin, end).
     xmpp::Result<void, Errc> erase_range(Column c, std::string_view begin, std::string_view end,
                                          Durability at_least = Durability::logged) noexcept;

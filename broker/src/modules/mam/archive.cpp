@@ -193,10 +193,16 @@ bool body_into(std::string& out, std::string_view peer, std::string_view stanza)
 //   body (3):   3, kind, flags, [stamp: 8 bytes], owner, with, then the stanza
 //   shared (4): 4, flags, [stamp], owner, with, then the body's position (8 bytes): the
 //               recipient's entry of a body its sender's record holds (k_shared)
-// owner and with: a 2-byte big-endian length, then the JID. The log's record id is the
-// archive id.
+// owner and with: a 2-byte big-endian length, then the JID. The owner of a sent message's
+// body is the sender's full JID (a bare JID in records of earlier versions): its bare part
+// is whose archive it is. The log's record id is the archive id.
 constexpr char k_log_body = 3;
 constexpr char k_log_shared = 4;
+// Flags of a log record besides k_flag_stamp: a sent message's body whose recipient (the bare
+// part of 'with') shares it, set on the record while it is still staged (append_shared): the
+// recipient's entry (k_shared, with = the owner's full JID) is rebuilt from the body's record,
+// with no record of its own.
+constexpr char k_flag_peer = 4;
 
 bool log_record_into(std::string& out, char type, char kind, std::uint64_t id, std::int64_t stamp_us,
                      std::string_view owner, std::string_view with, std::string_view stanza,
@@ -221,6 +227,7 @@ bool log_record_into(std::string& out, char type, char kind, std::uint64_t id, s
 struct LogRecord {
     char type = 0;
     char kind = 0;  // of the owner's index entry
+    char flags = 0;
     std::optional<std::int64_t> stamp;
     std::string_view owner;
     std::string_view with;
@@ -246,6 +253,7 @@ std::optional<LogRecord> parse_log_record(std::string_view v) noexcept {
     }
     if (v.size() < at + 1) return std::nullopt;
     const char flags = v[at++];
+    r.flags = flags;
     if ((flags & k_flag_stamp) != 0) {
         if (v.size() < at + 8) return std::nullopt;
         r.stamp = static_cast<std::int64_t>(get_be(v, at, 8));
@@ -851,13 +859,21 @@ std::size_t MessageArchive::replay(storage::SegmentLog& log) {
             if (!r) return true;
             // The user's newest stored id (one seek, the first time): entries at or below it
             // were written before the stop.
-            auto u = user(r->owner);
-            if (id <= u->second.last_id) return true;
+            auto rebuild = [&](std::string_view owner, char kind, std::int64_t stamp, std::string_view with,
+                               std::uint64_t body) {
+                auto u = user(owner);
+                if (id <= u->second.last_id) return;
+                add_entry(u, kind, id, stamp, with, body);
+                u->second.last_id = id;
+                _last_id = std::max(_last_id, id);
+                ++rebuilt;
+            };
             const auto stamp = r->stamp.value_or(static_cast<std::int64_t>(id));
-            add_entry(u, r->kind, id, stamp, r->with, r->type == k_log_body ? position : r->body_position);
-            u->second.last_id = id;
-            _last_id = std::max(_last_id, id);
-            ++rebuilt;
+            rebuild(xmpp::bare_of(r->owner), r->kind, stamp, r->with,
+                    r->type == k_log_body ? position : r->body_position);
+            if (r->type == k_log_body && (r->flags & k_flag_peer) != 0 && !r->peer().empty()) {
+                rebuild(r->peer(), k_shared, static_cast<std::int64_t>(id), r->owner, position);
+            }
             return true;
         });
     }
@@ -878,7 +894,8 @@ std::size_t MessageArchive::replay(storage::SegmentLog& log) {
 }
 
 xmpp::Result<void, Errc> MessageArchive::append(std::string_view bare, std::uint64_t id, std::int64_t stamp_us,
-                                                std::string_view with, bool sent, std::string_view stanza) noexcept {
+                                                std::string_view with, bool sent, std::string_view stanza,
+                                                std::string_view sender_full) noexcept {
     try {
         auto u = user(bare);
         if (_log != nullptr) {
@@ -886,7 +903,8 @@ xmpp::Result<void, Errc> MessageArchive::append(std::string_view bare, std::uint
             // waits in memory for the user's next chunk. No RocksDB write per message.
             const char kind = sent ? k_own_sent : k_own_received;
             // The record's head here, the stanza appended after it straight from the caller.
-            if (!log_record_into(_value, k_log_body, kind, id, stamp_us, bare, with, {}, 0)) {
+            const std::string_view owner = sent && xmpp::bare_of(sender_full) == bare ? sender_full : bare;
+            if (!log_record_into(_value, k_log_body, kind, id, stamp_us, owner, with, {}, 0)) {
                 return xmpp::Unexpected(Errc::invalid_argument);
             }
             auto position = _writer->append_log(*_log, id, _value, stanza);
@@ -927,7 +945,19 @@ xmpp::Result<bool, Errc> MessageArchive::append_shared(std::string_view bare, st
         if (body_id <= u->second.last_id) return false;  // the id is taken or below the newest
         if (_log != nullptr) {
             if (_last_body_id != body_id) return false;  // not the body just appended
-            // A small record in the log (the entry, for a restart's replay), the entry in memory.
+            // The body's record still in this turn's buffer, naming the sender's full JID and
+            // this recipient: a flag on it stands for the recipient's entry in a restart's
+            // replay. No record of its own (issue 14: one log record per message).
+            if (auto staged = _writer->staged_log_payload(*_log, _last_body_position); !staged.empty()) {
+                const auto r = parse_log_record(std::string_view(staged.data(), staged.size()));
+                if (r && r->type == k_log_body && r->kind == k_own_sent && r->owner == with && r->peer() == bare) {
+                    staged[2] = static_cast<char>(staged[2] | k_flag_peer);  // 3, kind, flags
+                    add_entry(u, k_shared, body_id, static_cast<std::int64_t>(body_id), with, _last_body_position);
+                    note_append(u, body_id);
+                    return true;
+                }
+            }
+            // Else a small record in the log (the entry, for a restart's replay).
             if (!log_record_into(_value, k_log_shared, k_shared, body_id, static_cast<std::int64_t>(body_id), bare, with,
                                  {}, _last_body_position)) {
                 return false;
@@ -1040,7 +1070,7 @@ std::optional<std::uint64_t> MessageArchive::sweep_log(storage::SegmentLog& log,
         next = log.sweep(offset, n, watermark, [&](std::uint64_t, std::uint64_t id, std::string_view payload) {
             const auto r = parse_log_record(payload);
             if (!r) return true;  // not ours to judge: kept
-            if (referred(r->owner, id)) return true;
+            if (referred(xmpp::bare_of(r->owner), id)) return true;
             const auto peer = r->peer();
             return !peer.empty() && referred(peer, id);
         });

@@ -130,8 +130,12 @@ public:
     // Logged (WAL, no fsync) with a writer; otherwise synced when the store syncs writes.
     xmpp::Result<void, storage::Errc> append(std::string_view bare, const ArchivedMessage& m) noexcept;
     // The same from views: the value is built in a reused buffer, no allocation per message.
+    // `sender_full`: a sent message's sender's full JID (its bare part is `bare`), which the
+    // body's log record then names, so that the recipient's entry can ride on that record
+    // (append_shared).
     xmpp::Result<void, storage::Errc> append(std::string_view bare, std::uint64_t id, std::int64_t stamp_us,
-                                             std::string_view with, bool sent, std::string_view stanza) noexcept;
+                                             std::string_view with, bool sent, std::string_view stanza,
+                                             std::string_view sender_full = {}) noexcept;
 
     // The recipient's index record of a message its sender archived on this shard just before
     // (append with sent = true, `body_id`, owner `sender_bare`, whose full JID is `with`): no

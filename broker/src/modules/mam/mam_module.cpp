@@ -267,7 +267,7 @@ void MamModule::install(ModuleContext& ctx) {
             session::stamp_into(scratch->stanza, ev.element, me.full(), {});
             // The archive time is the id, unique: start/end compare it.
             if (auto r = archive->append(me.bare_view(), id, static_cast<std::int64_t>(id), ev.to->full(), true,
-                                         scratch->stanza);
+                                         scratch->stanza, me.full());
                 !r) {
                 STARLING_LOG(warn, "mam: archiving a sent message of {} failed: {}", me.bare_view(),
                              storage::to_string(r.error()));

@@ -424,9 +424,12 @@ std::size_t bodies_in(Store& store) {
 }
 
 // alice@x sends bob@x one message (both homed on one shard): stored once, in both archives.
-void chat_once(mam::MessageArchive& a, std::uint64_t id, std::string_view text) {
+// `sender_full` empty: appended as the previous version did (the log record names alice's bare
+// JID, and bob's entry takes a log record of its own).
+void chat_once(mam::MessageArchive& a, std::uint64_t id, std::string_view text,
+               std::string_view sender_full = "alice@x/r") {
     const std::string stanza = "<message from='alice@x/r' to='bob@x'><body>" + std::string(text) + "</body></message>";
-    ASSERT_TRUE(a.append("alice@x", id, static_cast<std::int64_t>(id), "bob@x", true, stanza));
+    ASSERT_TRUE(a.append("alice@x", id, static_cast<std::int64_t>(id), "bob@x", true, stanza, sender_full));
     auto shared = a.append_shared("bob@x", id, "alice@x/r", "alice@x");
     ASSERT_TRUE(shared);
     ASSERT_TRUE(*shared);
@@ -735,9 +738,8 @@ TEST(BodyLog, ThePassErasesFromTheLogWhatNoIndexRecordNamesAndNothingElse) {
     // Bob keeps his newest 4 by count: the 6 others are named by nobody now.
     on_shard_then_readable(s.io, a, [&] { ASSERT_TRUE(a.enforce("bob@x", 0, 4)); });
     sweep_all(a);
-    // Six bodies, and bob's six records of his (shared) entries that the log keeps for a
-    // restart's replay: nobody names them now.
-    EXPECT_EQ(a.log()->stats().erased.load(), 12u);
+    // Six bodies, which nobody names now (bob's entries rode on them: no records of their own).
+    EXPECT_EQ(a.log()->stats().erased.load(), 6u);
     const auto bytes = log_bytes(dir.str());
     for (int i = 0; i < 6; ++i) {
         EXPECT_EQ(bytes.find("private note " + std::to_string(i) + "<"), std::string::npos)
@@ -778,6 +780,52 @@ TEST(IndexPerTick, EntriesNotYetWrittenAreRebuiltFromTheLogAfterAStop) {
     EXPECT_TRUE(late->needs_stanza_id);
     // Nothing is rebuilt twice: the marker moved past them with their chunks.
     EXPECT_EQ(s.archive->replay(*s.archive->log()), 0u);
+}
+
+static std::size_t records_in(starling::storage::SegmentLog& log) {
+    std::size_t n = 0;
+    std::optional<std::uint64_t> offset = 0;
+    while (offset) offset = log.sweep(*offset, 64, UINT64_MAX, [&](std::uint64_t, std::uint64_t, std::string_view) {
+        ++n;
+        return true;
+    });
+    return n;
+}
+
+TEST(IndexPerTick, TheRecipientsEntryRidesOnTheSendersRecord) {
+    TempDir dir;
+    const std::uint64_t base = 1'000'000'000'000'000;
+    {
+        Shard s(dir.str());
+        s.turn([&] {
+            for (std::uint64_t i = 0; i < 10; ++i) chat_once(*s.archive, base + i, "now " + std::to_string(i));
+        });
+        EXPECT_EQ(records_in(*s.archive->log()), 10u) << "one log record per message, not one per party";
+        // A log the previous version wrote: a record for each party.
+        s.turn([&] {
+            for (std::uint64_t i = 10; i < 15; ++i) chat_once(*s.archive, base + i, "before " + std::to_string(i), "");
+        });
+        EXPECT_EQ(records_in(*s.archive->log()), 20u);
+    }
+    // Stopped before any tick: every entry is rebuilt from the records, bob's from the flag on
+    // alice's.
+    Shard s(dir.str());
+    EXPECT_EQ(s.archive->replay(*s.archive->log()), 30u);
+    on_shard_then_readable(s.io, *s.archive, [] {});
+    EXPECT_EQ(ids_of(*s.archive, "alice@x"), range(base, 15));
+    EXPECT_EQ(ids_of(*s.archive, "bob@x"), range(base, 15));
+    for (const std::uint64_t id : {base + 4, base + 12}) {
+        auto got = s.archive->get("bob@x", id);
+        ASSERT_TRUE(got) << id;
+        EXPECT_EQ(got->with, "alice@x/r") << "bob's entry names the sender's full JID";
+        EXPECT_FALSE(got->sent);
+        EXPECT_TRUE(got->needs_stanza_id);
+        EXPECT_NE(got->stanza.find(id == base + 4 ? "now 4<" : "before 12<"), std::string::npos);
+        auto mine = s.archive->get("alice@x", id);
+        ASSERT_TRUE(mine);
+        EXPECT_EQ(mine->with, "bob@x");
+        EXPECT_TRUE(mine->sent);
+    }
 }
 
 TEST(IndexPerTick, ADeletedAccountsEntriesAreNotRebuilt) {
