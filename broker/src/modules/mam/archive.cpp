@@ -278,44 +278,72 @@ std::optional<LogRecord> parse_log_record(std::string_view v) noexcept {
 }
 
 // Chunks ("mam", the index per tick): key bare JID, NUL, the id of its last entry; value 4 zero
-// bytes, k_chunk, then entries in id order, each: kind, flags, id (8 bytes), [stamp], [log
-// position], with (2-byte length, JID). A user's chunks cover disjoint, increasing id ranges
-// (and so do single index records: both kinds sort together).
+// bytes, the chunk's version, then entries in id order. A user's chunks cover disjoint,
+// increasing id ranges (and so do single index records: both kinds sort together).
+//   k_chunk (written by earlier versions), each entry: kind, flags, id (8 bytes), [stamp],
+//     [log position], with (2-byte length, JID);
+//   k_chunk_v2, each entry: one byte (kind | k_v2_stamp | k_v2_log), the id less the entry's
+//     before (the first: less 0) as a varint, [stamp: 8 bytes], [the log position less the
+//     last position before it (0 for the first), zigzag varint], with (varint length, JID).
+//     Ids a few milliseconds apart and positions in one log take 2-4 bytes each instead of 8:
+//     ~30% fewer bytes per entry for RocksDB's WAL, memtable and flush (issue 14).
 constexpr char k_chunk = 4;
+constexpr char k_chunk_v2 = 5;
+constexpr char k_v2_kind = 3;  // mask
+constexpr char k_v2_stamp = 4;
+constexpr char k_v2_log = 8;
 // A user's entries waiting in memory are written as a chunk at the sweep's tick, before any
 // read of the archive (when_readable), or once there are this many.
 constexpr std::uint32_t k_max_chunk_entries = 128;
 
-void be_into(char* out, std::uint64_t v, int bytes) noexcept {
-    for (int i = bytes - 1; i >= 0; --i) {
-        out[i] = static_cast<char>(v & 0xff);
-        v >>= 8;
-    }
+bool is_chunk(std::string_view v) noexcept {
+    return is_index_record(v) && (v[4] == k_chunk || v[4] == k_chunk_v2);
 }
 
-void entry_into(std::string& out, char kind, std::uint64_t id, std::int64_t stamp_us, std::string_view with,
-                std::uint64_t position) {
-    // The fixed part in one buffer, then one append for it and one for 'with'.
-    char head[2 + 8 + 8 + 8 + 2];
-    const bool own_stamp = stamp_us != static_cast<std::int64_t>(id);
-    head[0] = kind;
-    head[1] = static_cast<char>((own_stamp ? k_flag_stamp : 0) | k_flag_log);
-    std::size_t n = 2;
-    be_into(head + n, id, 8);
-    n += 8;
-    if (own_stamp) {
-        be_into(head + n, static_cast<std::uint64_t>(stamp_us), 8);
-        n += 8;
+// LEB128 varints (7 bits a byte, low first).
+void varint_into(std::string& out, std::uint64_t v) {
+    char b[10];
+    std::size_t n = 0;
+    while (v >= 0x80) {
+        b[n++] = static_cast<char>((v & 0x7f) | 0x80);
+        v >>= 7;
     }
-    be_into(head + n, position, 8);
-    n += 8;
-    be_into(head + n, with.size(), 2);
-    n += 2;
-    out.append(head, n);
+    b[n++] = static_cast<char>(v);
+    out.append(b, n);
+}
+
+bool read_varint(std::string_view v, std::size_t& at, std::uint64_t& out) noexcept {
+    out = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (at >= v.size()) return false;
+        const auto byte = static_cast<unsigned char>(v[at++]);
+        out |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
+        if ((byte & 0x80) == 0) return true;
+    }
+    return false;  // more than 10 bytes
+}
+
+std::uint64_t zigzag(std::uint64_t delta) noexcept {
+    const auto d = static_cast<std::int64_t>(delta);
+    return (static_cast<std::uint64_t>(d) << 1) ^ static_cast<std::uint64_t>(d >> 63);
+}
+std::uint64_t unzigzag(std::uint64_t z) noexcept { return (z >> 1) ^ (~(z & 1) + 1); }
+
+// A v2 entry after `prev_id` / `prev_position` (0, 0 for a chunk's first), which it updates.
+void entry_v2_into(std::string& out, char kind, std::uint64_t id, std::int64_t stamp_us, std::string_view with,
+                   std::optional<std::uint64_t> position, std::uint64_t& prev_id, std::uint64_t& prev_position) {
+    const bool own_stamp = stamp_us != static_cast<std::int64_t>(id);
+    out += static_cast<char>(kind | (own_stamp ? k_v2_stamp : 0) | (position ? k_v2_log : 0));
+    varint_into(out, id - prev_id);
+    prev_id = id;
+    if (own_stamp) put_be(out, static_cast<std::uint64_t>(stamp_us), 8);
+    if (position) {
+        varint_into(out, zigzag(*position - prev_position));
+        prev_position = *position;
+    }
+    varint_into(out, with.size());
     out += with;
 }
-
-bool is_chunk(std::string_view v) noexcept { return is_index_record(v) && v[4] == k_chunk; }
 
 struct Entry {
     char kind = 0;
@@ -330,6 +358,38 @@ struct Entry {
 template <typename F>
 bool for_each_entry(std::string_view v, F&& f) {
     std::size_t at = 5;
+    if (v[4] == k_chunk_v2) {
+        std::uint64_t prev_id = 0, prev_position = 0;
+        while (at < v.size()) {
+            Entry e;
+            const char head = v[at++];
+            e.kind = static_cast<char>(head & k_v2_kind);
+            if (e.kind != k_own_sent && e.kind != k_own_received && e.kind != k_shared) return false;
+            if ((head & ~(k_v2_kind | k_v2_stamp | k_v2_log)) != 0) return false;
+            std::uint64_t delta = 0;
+            if (!read_varint(v, at, delta) || delta == 0 || delta > ~prev_id) return false;
+            e.id = prev_id + delta;
+            prev_id = e.id;
+            e.stamp_us = static_cast<std::int64_t>(e.id);
+            if ((head & k_v2_stamp) != 0) {
+                if (v.size() < at + 8) return false;
+                e.stamp_us = static_cast<std::int64_t>(get_be(v, at, 8));
+                at += 8;
+            }
+            if ((head & k_v2_log) != 0) {
+                std::uint64_t z = 0;
+                if (!read_varint(v, at, z)) return false;
+                prev_position += unzigzag(z);
+                e.position = prev_position;
+            }
+            std::uint64_t n = 0;
+            if (!read_varint(v, at, n) || n > v.size() - at) return false;
+            e.with = v.substr(at, static_cast<std::size_t>(n));
+            at += static_cast<std::size_t>(n);
+            if (!f(e)) return true;
+        }
+        return true;
+    }
     while (at < v.size()) {
         if (v.size() < at + 10) return false;
         Entry e;
@@ -358,15 +418,6 @@ bool for_each_entry(std::string_view v, F&& f) {
         if (!f(e)) return true;
     }
     return true;
-}
-
-// The size of the (well-formed) chunk entry at `at`.
-std::size_t entry_size(std::string_view v, std::size_t at) noexcept {
-    const char flags = v[at + 1];
-    std::size_t n = 10;
-    if ((flags & k_flag_stamp) != 0) n += 8;
-    if ((flags & k_flag_log) != 0) n += 8;
-    return n + 2 + static_cast<std::size_t>(get_be(v, at + n, 2));
 }
 
 std::string log_marker_key(std::uint16_t log) { return "\x01mam.log.indexed." + std::to_string(log); }
@@ -752,8 +803,12 @@ void MessageArchive::note_append(Users::value_type* u, std::uint64_t id) {
 void MessageArchive::add_entry(Users::value_type* u, char kind, std::uint64_t id, std::int64_t stamp_us,
                                std::string_view with, std::uint64_t position) {
     User& ur = u->second;
-    if (ur.pending_n == 0) _pending_users.push_back(u);
-    entry_into(ur.pending, kind, id, stamp_us, with, position);
+    if (ur.pending_n == 0) {
+        _pending_users.push_back(u);
+        ur.pending_last = 0;
+        ur.pending_position = 0;
+    }
+    entry_v2_into(ur.pending, kind, id, stamp_us, with, position, ur.pending_last, ur.pending_position);
     ++ur.pending_n;
     ur.pending_last = id;
     if (ur.pending_n >= k_max_chunk_entries) flush_user(u);
@@ -765,7 +820,7 @@ void MessageArchive::flush_user(Users::value_type* u) noexcept {
     try {
         archive_key_into(_key, u->first, ur.pending_last);
         _value.assign(4, '\0');
-        _value += k_chunk;
+        _value += k_chunk_v2;
         _value += ur.pending;
         if (auto r = put(storage::Column::mam, _key, _value); !r) {
             STARLING_LOG(warn, "mam: writing {} index entries of {} failed: {}", ur.pending_n, u->first,
@@ -1311,21 +1366,19 @@ xmpp::Result<void, Errc> MessageArchive::remove(std::string_view bare, std::uint
                     if (id >= lo) changes.emplace_back(std::string(k), std::nullopt);
                     continue;
                 }
-                std::string kept(v.substr(0, 5));
-                std::uint64_t kept_last = 0, first_id = 0;
+                // What is kept is written again as a v2 chunk (whatever the version read).
+                std::string kept(v.substr(0, 4));
+                kept += k_chunk_v2;
+                std::uint64_t kept_last = 0, first_id = 0, kept_position = 0;
                 bool any_removed = false, any = false;
-                std::size_t entry_at = 5;
                 const bool well_formed = for_each_entry(v, [&](const Entry& e) {
-                    const std::size_t size = entry_size(v, entry_at);
                     if (!any) first_id = e.id;
                     any = true;
                     if (e.id >= lo && e.id < hi) {
                         any_removed = true;
                     } else {
-                        kept.append(v.substr(entry_at, size));
-                        kept_last = e.id;
+                        entry_v2_into(kept, e.kind, e.id, e.stamp_us, e.with, e.position, kept_last, kept_position);
                     }
-                    entry_at += size;
                     return true;
                 });
                 if (!well_formed) return xmpp::Unexpected(Errc::corrupt);

@@ -273,6 +273,7 @@ private:
         std::string pending;
         std::uint32_t pending_n = 0;
         std::uint64_t pending_last = 0;  // id of the last one
+        std::uint64_t pending_position = 0;  // log position of the last one that has one
     };
     using Users = util::StringMap<User>;
 

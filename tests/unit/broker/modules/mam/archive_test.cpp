@@ -828,6 +828,96 @@ TEST(IndexPerTick, TheRecipientsEntryRidesOnTheSendersRecord) {
     }
 }
 
+static std::string be_bytes(std::uint64_t v, int n) {
+    std::string out;
+    for (int i = n - 1; i >= 0; --i) out += static_cast<char>((v >> (8 * i)) & 0xff);
+    return out;
+}
+
+static std::vector<std::string> chunks_of(Store& store, std::string_view bare) {
+    std::vector<std::string> out;
+    std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(rocksdb::ReadOptions(), store.column(Column::mam)));
+    const std::string prefix = std::string(bare) + '\0';
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+        const auto v = it->value().ToString();
+        if (v.size() > 5 && v.compare(0, 4, std::string(4, '\0')) == 0) out.push_back(v);
+    }
+    return out;
+}
+
+TEST(IndexPerTick, ChunksAreCompactAndKeepEveryField) {
+    TempDir dir;
+    const std::uint64_t base = 1'000'000'000'000'000;
+    Shard s(dir.str());
+    on_shard_then_readable(s.io, *s.archive, [&] {
+        // 100 messages ~2 ms apart, one with a stamp of its own (an import, an offline delay).
+        for (std::uint64_t i = 0; i < 100; ++i) {
+            const std::uint64_t id = base + i * 2000;
+            const std::int64_t stamp = i == 7 ? static_cast<std::int64_t>(id) - 3'600'000'000 : static_cast<std::int64_t>(id);
+            ASSERT_TRUE(s.archive->append("bob@x", id, stamp, "dave@remote/r", false,
+                                          "<message><body>n" + std::to_string(i) + "</body></message>"));
+        }
+    });
+    const auto chunks = chunks_of(*s.store, "bob@x");
+    ASSERT_EQ(chunks.size(), 1u);
+    // Each entry: kind and flags, ~2 bytes of id, ~3 of position, 1 of length, 13 of 'with'
+    // (the earlier format took 2 + 8 + 8 + 2 + 13 = 33).
+    EXPECT_LT(chunks[0].size(), 5u + 100u * 22u + 8u) << "entries take about 20 bytes each";
+    EXPECT_EQ(chunks[0][4], '\x05');
+    std::vector<std::uint64_t> want;
+    for (std::uint64_t i = 0; i < 100; ++i) want.push_back(base + i * 2000);
+    EXPECT_EQ(ids_of(*s.archive, "bob@x"), want);
+    for (const std::uint64_t i : {0, 7, 99}) {
+        auto m = s.archive->get("bob@x", base + i * 2000);
+        ASSERT_TRUE(m) << i;
+        EXPECT_EQ(m->with, "dave@remote/r");
+        EXPECT_EQ(m->stanza, "<message><body>n" + std::to_string(i) + "</body></message>");
+        EXPECT_EQ(m->stamp_us, static_cast<std::int64_t>(base + i * 2000) - (i == 7 ? 3'600'000'000 : 0));
+    }
+}
+
+TEST(IndexPerTick, ChunksOfTheEarlierFormatAreReadAndRewrittenCompact) {
+    TempDir dir;
+    const std::uint64_t base = 1'000'000'000'000'000;
+    Shard s(dir.str());
+    // Three log records and a chunk naming them, as the previous version wrote them: body
+    // records (3, kind 2 received, no flags, owner, with, stanza), a chunk of kind 4 whose
+    // entries are kind, flags (2: a log position follows), id, position, with.
+    starling::storage::LogBuffer buf;
+    std::vector<std::uint64_t> positions;
+    for (std::uint64_t i = 0; i < 3; ++i) {
+        const std::string stanza = "<message><body>old " + std::to_string(i) + "</body></message>";
+        const std::string record = std::string("\x03\x02\x00", 3) + be_bytes(5, 2) + "bob@x" + be_bytes(13, 2) +
+                                   "dave@remote/r" + stanza;
+        positions.push_back(s.archive->log()->stage(buf, base + i, record));
+    }
+    ASSERT_TRUE(s.archive->log()->write(buf));
+    std::string chunk(4, '\0');
+    chunk += '\x04';
+    for (std::uint64_t i = 0; i < 3; ++i) {
+        chunk += std::string("\x02\x02", 2) + be_bytes(base + i, 8) + be_bytes(positions[i], 8) + be_bytes(13, 2) +
+                 "dave@remote/r";
+    }
+    ASSERT_TRUE(s.store->db()
+                    .Put(rocksdb::WriteOptions(), s.store->column(Column::mam), "bob@x" + std::string(1, '\0') + be_bytes(base + 2, 8),
+                         chunk)
+                    .ok());
+    EXPECT_EQ(ids_of(*s.archive, "bob@x"), range(base, 3));
+    auto middle = s.archive->get("bob@x", base + 1);
+    ASSERT_TRUE(middle);
+    EXPECT_EQ(middle->stanza, "<message><body>old 1</body></message>");
+    EXPECT_EQ(middle->with, "dave@remote/r");
+    // A removal cuts through it: what is kept is written again, in the compact form.
+    on_shard_then_readable(s.io, *s.archive, [&] { ASSERT_TRUE(s.archive->remove("bob@x", base + 1, base + 2)); });
+    EXPECT_EQ(ids_of(*s.archive, "bob@x"), (std::vector<std::uint64_t>{base, base + 2}));
+    auto last = s.archive->get("bob@x", base + 2);
+    ASSERT_TRUE(last);
+    EXPECT_EQ(last->stanza, "<message><body>old 2</body></message>");
+    const auto chunks = chunks_of(*s.store, "bob@x");
+    ASSERT_EQ(chunks.size(), 1u);
+    EXPECT_EQ(chunks[0][4], '\x05');
+}
+
 TEST(IndexPerTick, ADeletedAccountsEntriesAreNotRebuilt) {
     TempDir dir;
     const std::uint64_t base = 1'000'000'000'000'000;
