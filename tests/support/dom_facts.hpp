@@ -34,15 +34,22 @@ inline modules::fwd::MessageFacts dom_facts(std::string_view stanza) {
             f.is_muc_user = true;
         } else if (ns == "urn:xmpp:mam:2" && name == "result") {
             f.is_mam_result = true;
+        } else if (ns == fwd::k_ns_sid && name == "stanza-id") {
+            f.has_stanza_id = true;
         }
     }
     return f;
 }
 
-inline bool same_facts(const modules::fwd::MessageFacts& a, const modules::fwd::MessageFacts& b) noexcept {
+// Every fact but has_stanza_id: what decides where a message goes and whether it is stored.
+inline bool same_routing_facts(const modules::fwd::MessageFacts& a, const modules::fwd::MessageFacts& b) noexcept {
     return a.parsed == b.parsed && a.has_body == b.has_body && a.is_private == b.is_private &&
            a.is_carbon == b.is_carbon && a.no_copy == b.no_copy && a.no_store == b.no_store && a.store == b.store &&
            a.is_muc_user == b.is_muc_user && a.is_mam_result == b.is_mam_result;
+}
+
+inline bool same_facts(const modules::fwd::MessageFacts& a, const modules::fwd::MessageFacts& b) noexcept {
+    return same_routing_facts(a, b) && a.has_stanza_id == b.has_stanza_id;
 }
 
 }  // namespace starling::test

@@ -25,6 +25,7 @@ std::string describe(const fwd::MessageFacts& f) {
     if (f.store) s += " store";
     if (f.is_muc_user) s += " muc-user";
     if (f.is_mam_result) s += " mam-result";
+    if (f.has_stanza_id) s += " stanza-id";
     return s;
 }
 
@@ -195,7 +196,7 @@ TEST(MessageFacts, ReadsAndRemovesForgedStanzaIdsInOneWalk) {
         {"<message><stanza-id xmlns='urn:xmpp:sid:0' by='a@x' id='1'/><body>x</body><stanza-id "
          "xmlns='urn:xmpp:sid:0' by='room@m' id='2'/><stanza-id xmlns='urn:xmpp:sid:0' by='a@x' id='3'/></message>",
          "<message><body>x</body><stanza-id xmlns='urn:xmpp:sid:0' by='room@m' id='2'/></message>", true,
-         "parsed body"},
+         "parsed body stanza-id"},  // the room's is left
         // escaped, prefixed, not self-closing: the same element
         {"<message to='a@x'><stanza-id xmlns='urn:xmpp:sid:0' by='a&#64;x' id='1'/><s:stanza-id "
          "xmlns:s='urn:xmpp:sid:0' by=\"a@x\" id='2'>\n<x/></s:stanza-id><stanza-id xmlns='urn:xmpp:si&#x64;:0' "
@@ -206,7 +207,7 @@ TEST(MessageFacts, ReadsAndRemovesForgedStanzaIdsInOneWalk) {
          "xmlns='urn:xmpp:sid:0'/><x xmlns='urn:o'><stanza-id xmlns='urn:xmpp:sid:0' by='a@x'/></x></message>",
          "<message><stanza-id xmlns='urn:other' by='a@x'/><origin-id xmlns='urn:xmpp:sid:0' by='a@x'/><stanza-id "
          "xmlns='urn:xmpp:sid:0'/><x xmlns='urn:o'><stanza-id xmlns='urn:xmpp:sid:0' by='a@x'/></x></message>",
-         false, "parsed"},
+         false, "parsed stanza-id"},  // the one without 'by'
         // not one element: untouched, not parsed
         {"<message><stanza-id xmlns='urn:xmpp:sid:0' by='a@x'/>", "<message><stanza-id xmlns='urn:xmpp:sid:0' by='a@x'/>",
          false, "unparsed"},
