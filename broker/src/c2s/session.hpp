@@ -228,7 +228,9 @@ private:
     void on_own_presence(const xmpp::xml::ElementView& el, std::string_view type);
     void dispatch_iq(const xmpp::xml::ElementView& el, std::string_view to, bool to_account, bool get);
     void reply_error(const xmpp::xml::ElementView& el, xmpp::StanzaError condition);
-    void route(const xmpp::xml::ElementView& el, int kind, const xmpp::Jid& to, std::string type);
+    // `hooked`: the outbound hooks saw it (not a stanza to a local service): the routed hooks
+    // see it too.
+    void route(const xmpp::xml::ElementView& el, int kind, const xmpp::Jid& to, std::string type, bool hooked);
     bool take_token();
 
     // Output.

@@ -92,7 +92,7 @@ void C2sSession::on_stanza(const ElementView& el) {
             // A local service's domain (PubSub, DESIGN §1): the router hands the stamped stanza
             // to it. It is part of this server, so the hooks for traffic to other entities
             // (blocking, carbons, archive) are not run; its answers come back as inbound stanzas.
-            route(el, kind, *to, std::move(type));
+            route(el, kind, *to, std::move(type), false);
             return;
         }
         // Federation (s2s) is a later issue: say so rather than drop it (§10.4).
@@ -141,10 +141,10 @@ void C2sSession::on_stanza(const ElementView& el) {
         }
         return;
     }
-    route(el, kind, *to, std::move(type));
+    route(el, kind, *to, std::move(type), true);
 }
 
-void C2sSession::route(const ElementView& el, int kind, const xmpp::Jid& to, std::string type) {
+void C2sSession::route(const ElementView& el, int kind, const xmpp::Jid& to, std::string type, bool hooked) {
     router::Envelope env;
     env.kind = router::Envelope::Kind::deliver;
     env.stanza = static_cast<router::StanzaKind>(kind);
@@ -156,6 +156,10 @@ void C2sSession::route(const ElementView& el, int kind, const xmpp::Jid& to, std
     // Routing latency counts from when the bytes were read (one clock read per read, not per
     // stanza).
     env.routed_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(_last_read.time_since_epoch()).count();
+    if (hooked && _ctx->hooks != nullptr) {
+        session::RoutedEvent ev{*this, env};
+        _ctx->hooks->routed(ev);
+    }
     if (!_ctx->router.route(std::move(env))) {
         // The recipient's shard is flooded (its mailbox from us is full). Keep the stanza and
         // stop reading this client until it is taken: back-pressure, never a wait and never a

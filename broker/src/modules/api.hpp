@@ -22,6 +22,7 @@ using session::OptionSpec;
 using session::OptionValues;
 using session::OutboundEvent;
 using session::PreauthIqEvent;
+using session::RoutedEvent;
 using session::Session;
 using session::SessionEvent;
 using session::ShardServices;

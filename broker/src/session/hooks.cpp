@@ -113,6 +113,10 @@ void ModuleContext::on_inbound(router::StanzaKind kind, InboundHandler handler, 
     std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.priority > b.priority; });
 }
 
+void ModuleContext::on_routed(router::StanzaKind kind, RoutedHandler handler) {
+    _host._routed[static_cast<int>(kind)].push_back(std::move(handler));
+}
+
 void ModuleContext::on_session(SessionHandler handler) { _host._session.push_back(std::move(handler)); }
 
 void ModuleContext::on_undeliverable(UndeliverableHandler handler) {
@@ -186,6 +190,10 @@ Handled HookTable::outbound(OutboundEvent& ev) const {
         if (h.handler(ev) == Handled::yes) return Handled::yes;
     }
     return Handled::no;
+}
+
+void HookTable::routed(RoutedEvent& ev) const {
+    for (const auto& h : _routed[static_cast<int>(ev.env.stanza)]) h(ev);
 }
 
 router::Delivery HookTable::inbound(router::Envelope& env) const {

@@ -31,6 +31,7 @@ public:
     // Core entry points.
     Handled handle_iq(IqEvent& ev) const;
     Handled outbound(OutboundEvent& ev) const;
+    void routed(RoutedEvent& ev) const;
     void session_event(Session& session, SessionEvent event) const;
     void stream_features(Session& session, bool authenticated, std::string& out) const;
     Handled preauth_iq(PreauthIqEvent& ev) const;
@@ -95,6 +96,7 @@ private:
     std::vector<IqEntry> _iq;
     std::vector<Prioritised<OutboundHandler>> _outbound[3];
     std::vector<Prioritised<InboundHandler>> _inbound[3];
+    std::vector<RoutedHandler> _routed[3];
     std::vector<SessionHandler> _session;
     std::vector<UndeliverableHandler> _undeliverable;
     std::vector<FeaturesHandler> _features_handlers;

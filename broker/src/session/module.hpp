@@ -96,6 +96,15 @@ struct OutboundEvent {
     std::string_view type;  // unescaped
 };
 
+// A stanza a bound local session sent, as it is routed: the outbound hooks let it through and
+// the session stamped it (`env.bytes` are the bytes its recipients get, before their inbound
+// hooks), just before the router takes it. Read-only: it can no longer be stopped. Messages
+// to local services (DESIGN §1) do not come here, as they do not go through on_outbound.
+struct RoutedEvent {
+    Session& session;
+    const router::Envelope& env;
+};
+
 // A stanza for a local account, on the account's home shard, before the directory picks
 // sessions (probes, subscriptions, blocking, carbons, archive). Handlers may edit env.bytes.
 struct InboundEvent {
@@ -128,6 +137,7 @@ enum class SessionEvent : std::uint8_t {
 using IqHandler = std::function<Handled(IqEvent&)>;
 using OutboundHandler = std::function<Handled(OutboundEvent&)>;
 using InboundHandler = std::function<Handled(InboundEvent&)>;
+using RoutedHandler = std::function<void(RoutedEvent&)>;
 using SessionHandler = std::function<void(Session&, SessionEvent)>;
 // A stanza for an account with no session that takes it (RFC 6121 §8.5.2.2): Handled::yes when
 // kept (offline storage); otherwise the router applies the RFC's default.
@@ -166,6 +176,7 @@ public:
     void on_iq(IqType type, std::string_view ns, std::string_view name, IqHandler handler, int priority = 0);
     void on_outbound(router::StanzaKind kind, OutboundHandler handler, int priority = 0);
     void on_inbound(router::StanzaKind kind, InboundHandler handler, int priority = 0);
+    void on_routed(router::StanzaKind kind, RoutedHandler handler);
     void on_session(SessionHandler handler);
     void on_undeliverable(UndeliverableHandler handler);
     void on_stream_features(FeaturesHandler handler);

@@ -7,7 +7,6 @@
 #include <asio/post.hpp>
 
 #include "broker/src/session/shard_services.hpp"
-#include "broker/src/session/stamp.hpp"
 #include "broker/src/modules/carbons/forward.hpp"
 #include "broker/src/router/router.hpp"
 #include "broker/src/storage/accounts.hpp"
@@ -249,38 +248,59 @@ void MamModule::install(ModuleContext& ctx) {
 
     auto retention_floor = [options](std::int64_t now) -> std::uint64_t { return modules::retention_floor(options, now); };
 
-    // Sent messages: archived in the sender's archive, on the sender's home shard.
+    // Sent messages: whether to archive is decided before routing (a hint may say no); what is
+    // archived is the stanza as routed, stamped by the session (on_routed): no stamp of our own.
     ctx.on_outbound(
         router::StanzaKind::message,
-        [archive, scratch](OutboundEvent& ev) {
+        [scratch](OutboundEvent& ev) {
             scratch->sent_valid = false;
+            scratch->pending = false;
             if (!type_may_be_archived(ev.type) || ev.to == nullptr || !ev.to->has_localpart()) return Handled::no;
-            const xmpp::Jid& me = *ev.session.jid();
             // To the user's own account: archived once, as received, by the inbound hook.
-            if (ev.to->bare_view() == me.bare_view()) return Handled::no;
-            const auto facts = fwd::read_facts(ev.element.bytes());
-            if (!fwd::archive_eligible(ev.type, facts)) return Handled::no;
-            const std::uint64_t id = fresh_id(*archive, me.bare_view());
-            // Stream-level prefix declarations are the session's; messages do not use them.
-            // One buffer for every message of the shard (no allocation once it has grown).
-            scratch->stanza.clear();
-            session::stamp_into(scratch->stanza, ev.element, me.full(), {});
-            // The archive time is the id, unique: start/end compare it.
-            if (auto r = archive->append(me.bare_view(), id, static_cast<std::int64_t>(id), ev.to->full(), true,
-                                         scratch->stanza, me.full());
-                !r) {
-                STARLING_LOG(warn, "mam: archiving a sent message of {} failed: {}", me.bare_view(),
-                             storage::to_string(r.error()));
+            if (ev.to->bare_view() == ev.session.jid()->bare_view()) return Handled::no;
+            if (ev.element.depends_on_outer_prefixes()) {
+                // A prefix declared on the stream header: its children are read from the stanza
+                // as routed, which carries the declaration.
+                scratch->pending = true;
+                scratch->pending_needs_facts = true;
                 return Handled::no;
             }
-            scratch->sent_valid = true;
-            scratch->sent_id = id;
-            scratch->sent_from.assign(me.full());
-            scratch->sent_to.assign(ev.to->bare_view());
+            const auto facts = fwd::read_facts(ev.element.bytes());
+            if (!fwd::archive_eligible(ev.type, facts)) return Handled::no;
+            scratch->pending = true;
+            scratch->pending_needs_facts = false;
             scratch->sent_facts = facts;
             return Handled::no;
         },
         k_priority);
+
+    // Archived in the sender's archive, on the sender's home shard, as the recipients get it.
+    ctx.on_routed(router::StanzaKind::message, [archive, scratch](RoutedEvent& ev) {
+        if (!scratch->pending) return;
+        scratch->pending = false;
+        const auto& env = ev.env;
+        const xmpp::Jid& me = *ev.session.jid();
+        if (env.from != me.full()) return;  // not the stanza the outbound hook saw
+        if (scratch->pending_needs_facts) {
+            scratch->sent_facts = fwd::read_facts(env.bytes);
+            if (!fwd::archive_eligible(env.type, scratch->sent_facts)) return;
+        }
+        const std::uint64_t id = fresh_id(*archive, me.bare_view());
+        // The archive time is the id, unique: start/end compare it.
+        if (auto r = archive->append(me.bare_view(), id, static_cast<std::int64_t>(id), env.to, true, env.bytes, env.from);
+            !r) {
+            STARLING_LOG(warn, "mam: archiving a sent message of {} failed: {}", me.bare_view(),
+                         storage::to_string(r.error()));
+            return;
+        }
+        // For the recipient's hook, next in this same call when the recipient is homed here.
+        // One buffer for every message of the shard (no allocation once it has grown).
+        scratch->stanza.assign(env.bytes);
+        scratch->sent_valid = true;
+        scratch->sent_id = id;
+        scratch->sent_from.assign(env.from);
+        scratch->sent_to.assign(bare_of(env.to));
+    });
 
     // Received messages: archived in the recipient's archive, and stamped with the archive id.
     ctx.on_inbound(

@@ -104,6 +104,10 @@ private:
         std::string sent_from;  // the sender's full JID
         std::string sent_to;    // the recipient's bare JID
         fwd::MessageFacts sent_facts;  // what the outbound walk read from it
+        // The outbound hook's decision for the on_routed hook that follows: archive it (and
+        // whether the facts must be read from the routed stanza first).
+        bool pending = false;
+        bool pending_needs_facts = false;
     };
     std::unique_ptr<Scratch> _scratch = std::make_unique<Scratch>();
 };
