@@ -51,6 +51,21 @@ bool type_may_be_archived(std::string_view type) noexcept {
 // MessageArchive::fresh_id: never overwrite a record if the clock went back across a restart).
 std::uint64_t fresh_id(MessageArchive& archive, std::string_view bare) { return archive.fresh_id(bare, now_us()); }
 
+std::int64_t steady_now_us() noexcept {
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+// The archive time of a routed message: when its bytes were read (the steady clock the router
+// stamps on every envelope, env.routed_ns) on the system clock, through an offset the sweep
+// measures every second. No clock read per message; a message is not archived before it was
+// received. An envelope without that time reads the clock.
+std::uint64_t fresh_id(MessageArchive& archive, std::string_view bare, const router::Envelope& env,
+                       std::int64_t clock_offset_us) {
+    if (env.routed_ns <= 0) return fresh_id(archive, bare);
+    return archive.fresh_id(bare, env.routed_ns / 1000 + clock_offset_us);
+}
+
 // A MAM query's reads and their outcome (XEP-0313 §4). `gather` fills the outcome from the
 // archive; it may run on the store's reader thread (it reads RocksDB only, and touches nothing
 // of the shard); the rest runs on the shard.
@@ -236,6 +251,7 @@ void MamModule::install(ModuleContext& ctx) {
     MessageArchive* archive = _archive.get();
     ctx.on_account_deleted([archive](std::string_view bare) { archive->forget(bare); });
     Scratch* scratch = _scratch.get();
+    scratch->clock_offset_us = now_us() - steady_now_us();
     _ids = std::make_unique<mam::IdCodec>(ctx.shard().server.server_secret);
     const mam::IdCodec* ids_codec = _ids.get();
     const MamOptions options = _options;
@@ -285,7 +301,7 @@ void MamModule::install(ModuleContext& ctx) {
             scratch->sent_facts = fwd::read_facts(env.bytes);
             if (!fwd::archive_eligible(env.type, scratch->sent_facts)) return;
         }
-        const std::uint64_t id = fresh_id(*archive, me.bare_view());
+        const std::uint64_t id = fresh_id(*archive, me.bare_view(), env, scratch->clock_offset_us);
         // The archive time is the id, unique: start/end compare it.
         if (auto r = archive->append(me.bare_view(), id, static_cast<std::int64_t>(id), env.to, true, env.bytes, env.from);
             !r) {
@@ -351,7 +367,7 @@ void MamModule::install(ModuleContext& ctx) {
                 // back across a restart): a copy of its own, under a fresh id.
                 fwd::remove_children(env.bytes, "stanza-id", fwd::k_ns_sid, bare);
             }
-            const std::uint64_t id = fresh_id(*archive, bare);
+            const std::uint64_t id = fresh_id(*archive, bare, env, scratch->clock_offset_us);
             char digits[16];
             ids_codec->format_into(id, digits);
             stanza_id_element_into(scratch->sid, bare, std::string_view(digits, sizeof digits));
@@ -569,6 +585,7 @@ void MamModule::arm_sweep() {
 // the archive's keys, a few per tick when the queue is empty, once an hour: their expired
 // records are deleted, not only hidden from queries. Each shard takes the users it is home to.
 void MamModule::sweep() {
+    _scratch->clock_offset_us = now_us() - steady_now_us();
     _archive->flush_index();  // the index entries of the last tick, one chunk per user
     _archive->persist_counts();
     if (_options.retention_days > 0) {

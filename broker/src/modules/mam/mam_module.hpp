@@ -108,6 +108,9 @@ private:
         // whether the facts must be read from the routed stanza first).
         bool pending = false;
         bool pending_needs_facts = false;
+        // The system clock less the steady clock, in microseconds, measured at each sweep: an
+        // envelope's steady read time (routed_ns) plus this is its archive time.
+        std::int64_t clock_offset_us = 0;
     };
     std::unique_ptr<Scratch> _scratch = std::make_unique<Scratch>();
 };
