@@ -580,6 +580,7 @@ void MessageArchive::seed_newest(std::string_view bare, std::uint64_t newest) {
 
 std::uint64_t MessageArchive::fresh_id(std::string_view bare, std::int64_t now_us) {
     auto it = user(bare);
+    prefetch_pending(it->second);
     std::uint64_t id = next_id(now_us);
     if (id <= it->second.last_id) {
         _last_id = std::max(_last_id, it->second.last_id);

@@ -172,6 +172,7 @@ public:
         auto it = _users.find(bare);
         if (it == _users.end()) return false;
         _last_user = &*it;
+        prefetch_pending(it->second);
         return true;
     }
     // Caches `newest` (from newest_stored, read off the reactor) as the newest id of `bare`,
@@ -278,6 +279,15 @@ private:
     using Users = util::StringMap<User>;
 
     Users::value_type* user(std::string_view bare);
+    // Asks the CPU for the end of the user's waiting entries, where the next entry goes: the
+    // append that follows (after the body's record and the stanza-id) then finds it in cache.
+    // One user's buffer among thousands is rarely cached: this miss was a tenth of the
+    // archive's time on the shard (issue 14).
+    static void prefetch_pending(const User& u) noexcept {
+        const char* end = u.pending.data() + u.pending.size();
+        __builtin_prefetch(end, 1);
+        __builtin_prefetch(end + 63, 1);
+    }
     xmpp::Result<void, storage::Errc> load_count(std::string_view bare, User& u) noexcept;
     void post_end_of_turn() noexcept;
     xmpp::Result<void, storage::Errc> put(storage::Column c, std::string_view key, std::string_view value) noexcept;
