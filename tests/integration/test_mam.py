@@ -299,6 +299,30 @@ async def spelling_does_not_hide_a_forged_id_nor_a_hint(t, server):
     assert p.ids[0] == sids[0].get("id"), (p.ids, sids[0].get("id"))
 
 
+async def test_a_hint_whose_prefix_the_stream_header_declares_is_honoured(t):
+    # A client may declare a prefix once, on its stream header, and use it in every stanza
+    # (XML namespaces: a declaration holds for the element and everything in it). Alice's
+    # <h:no-store/> then means XEP-0334's no-store only through that declaration: neither her
+    # archive nor bob's may keep the message, on one shard as on several.
+    for server in (await t.shared_server(), await t.shared_server(shards=1)):
+        s, (alice_reader, bob) = await people(t, server)
+        r = await t.raw(s.tls_port, tls=True)
+        await r.open_stream()
+        assert await r.auth_plain(alice_reader.user, "pw") == "success"
+        await r.send(f"<stream:stream to='{s.domain}' version='1.0' xmlns='jabber:client' "
+                     f"xmlns:stream='http://etherx.jabber.org/streams' xmlns:h='urn:xmpp:hints'>")
+        await r.expect(harness.FEATURES_END)
+        await r.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                     "<resource>raw</resource></bind></iq>")
+        await r.expect(r"<iq[^>]*id='b'[^>]*>.*?</iq>")
+        await r.send(f"<message to='{bob.bare}' type='chat'><body>not kept</body><h:no-store/></message>"
+                     f"<message to='{bob.bare}' type='chat'><body>kept</body></message>")
+        await bob.wait_message(5, match=lambda m: m["body"] == "not kept")
+        await bob.wait_message(5, match=lambda m: m["body"] == "kept")
+        assert (await query(bob)).bodies == ["kept"]
+        assert (await query(alice_reader)).bodies == ["kept"]
+
+
 async def test_query_form_fields(t):
     s, (alice,) = await people(t, names=("alice",))
     form = await alice.xmpp["xep_0313"].get_fields(jid=alice.bare)
