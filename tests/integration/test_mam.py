@@ -319,8 +319,9 @@ async def test_a_hint_whose_prefix_the_stream_header_declares_is_honoured(t):
                      f"<message to='{bob.bare}' type='chat'><body>kept</body></message>")
         await bob.wait_message(5, match=lambda m: m["body"] == "not kept")
         await bob.wait_message(5, match=lambda m: m["body"] == "kept")
-        assert (await query(bob)).bodies == ["kept"]
-        assert (await query(alice_reader)).bodies == ["kept"]
+        theirs, mine = await query(bob), await query(alice_reader)
+        assert theirs.bodies == ["kept"], ("bob's archive", theirs.bodies)
+        assert mine.bodies == ["kept"], ("alice's archive", mine.bodies)
 
 
 async def test_query_form_fields(t):
