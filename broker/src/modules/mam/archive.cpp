@@ -353,6 +353,14 @@ struct Entry {
     std::string_view with;
 };
 
+// An entry's own stamp (8 bytes big-endian), in either version of chunk.
+bool read_own_stamp(std::string_view v, std::size_t& at, Entry& e) noexcept {
+    if (v.size() < at + 8) return false;
+    e.stamp_us = static_cast<std::int64_t>(get_be(v, at, 8));
+    at += 8;
+    return true;
+}
+
 // Calls f for each entry of a chunk, in order, until it returns false. False when the chunk
 // is malformed.
 template <typename F>
@@ -371,11 +379,7 @@ bool for_each_entry(std::string_view v, F&& f) {
             e.id = prev_id + delta;
             prev_id = e.id;
             e.stamp_us = static_cast<std::int64_t>(e.id);
-            if ((head & k_v2_stamp) != 0) {
-                if (v.size() < at + 8) return false;
-                e.stamp_us = static_cast<std::int64_t>(get_be(v, at, 8));
-                at += 8;
-            }
+            if ((head & k_v2_stamp) != 0 && !read_own_stamp(v, at, e)) return false;
             if ((head & k_v2_log) != 0) {
                 std::uint64_t z = 0;
                 if (!read_varint(v, at, z)) return false;
@@ -399,11 +403,7 @@ bool for_each_entry(std::string_view v, F&& f) {
         e.id = get_be(v, at + 2, 8);
         at += 10;
         e.stamp_us = static_cast<std::int64_t>(e.id);
-        if ((flags & k_flag_stamp) != 0) {
-            if (v.size() < at + 8) return false;
-            e.stamp_us = static_cast<std::int64_t>(get_be(v, at, 8));
-            at += 8;
-        }
+        if ((flags & k_flag_stamp) != 0 && !read_own_stamp(v, at, e)) return false;
         if ((flags & k_flag_log) != 0) {
             if (v.size() < at + 8) return false;
             e.position = get_be(v, at, 8);
