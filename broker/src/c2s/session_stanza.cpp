@@ -152,7 +152,11 @@ void C2sSession::route(const ElementView& el, int kind, const xmpp::Jid& to, std
     env.from = _jid->full();
     env.type = std::move(type);
     env.id = unescaped(el.id());
-    session::stamp_into(env.bytes, el, _jid->full(), _ns_decls);
+    // A message gets room for the recipient's archive to add its <stanza-id/> (XEP-0359: ~60
+    // bytes and the JID) without reallocating it (issue 14).
+    constexpr std::size_t k_message_room = 128;
+    session::stamp_into(env.bytes, el, _jid->full(), _ns_decls,
+                        env.stanza == router::StanzaKind::message ? k_message_room : 0);
     // Routing latency counts from when the bytes were read (one clock read per read, not per
     // stanza).
     env.routed_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(_last_read.time_since_epoch()).count();

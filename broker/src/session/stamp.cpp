@@ -5,18 +5,15 @@
 namespace starling::session {
 
 namespace {
-constexpr std::size_t k_stamp_slack = 128;
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 }  // namespace
 
 void stamp_into(std::string& out, const xmpp::xml::ElementView& el, std::string_view from,
-                std::string_view outer_ns_decls) {
+                std::string_view outer_ns_decls, std::size_t room) {
     const std::string_view bytes = el.bytes();
     const std::string_view tag = el.start_tag();
     const std::string_view qname = el.qualified_name();
-    // Room for what the recipient's hooks add, so that they do not reallocate: the archive's
-    // <stanza-id/> (XEP-0359, ~60 bytes and the JID) on every archived message (issue 14).
-    out.reserve(out.size() + bytes.size() + from.size() + 16 + k_stamp_slack);
+    out.reserve(out.size() + bytes.size() + from.size() + 16 + room);
     out += '<';
     out += qname;
     out += " from='";
