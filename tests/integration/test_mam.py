@@ -437,37 +437,42 @@ async def test_archive_survives_kill_9(t):
     assert before.bodies == ["crash 1", "crash 2", "crash reply"], before.bodies
     await alice.close()
     await bob.close()
+    alice2, bob2 = await restarted_after_kill_9(t, first, alice, bob)
+    after = await query(alice2)
+    assert after.bodies == before.bodies and after.ids == before.ids, (after.bodies, after.ids, before.ids)
+    assert (await query(bob2)).bodies == ["crash 1", "crash 2", "crash reply"]
+
+
+async def restarted_after_kill_9(t, first, alice, bob):
+    # kill -9 of `first`, a new starlingd (as many shards) on its data folder, alice and bob
+    # logged in again.
     first.kill()
-    second = harness.make_server(data_dir=first.data_dir)
+    second = harness.make_server(data_dir=first.data_dir, shards=first.shards)
     t.servers.append(second)
     await second.start()
     alice2 = with_mam(await t.client(second, alice.user, "pw", resource="again"))
     bob2 = with_mam(await t.client(second, bob.user, "pw", resource="again"))
-    after = await query(alice2)
-    assert after.bodies == before.bodies and after.ids == before.ids, (after.bodies, after.ids, before.ids)
-    assert (await query(bob2)).bodies == ["crash 1", "crash 2", "crash reply"]
+    return alice2, bob2
 
 
 async def test_archive_survives_kill_9_before_any_query(t):
     # The archive's index entries wait in memory for the sweep's tick (about a second); the
     # stanzas are in the body log a moment after their turn. A kill -9 before any query or tick
     # leaves entries that only the log has: the next start rebuilds them from it (unless a tick
-    # came first; the unit tests IndexPerTick.* cover the rebuild itself).
-    first = await t.server()
-    s, (alice, bob) = await people(t, server=first)
-    await converse(bob, alice, ["unqueried 1", "unqueried 2"])
-    await converse(alice, bob, ["unqueried reply"])
-    await asyncio.sleep(0.2)  # the committer's write of the turn (no tick: it is 1 s)
-    first.kill()
-    second = harness.make_server(data_dir=first.data_dir)
-    t.servers.append(second)
-    await second.start()
-    alice2 = with_mam(await t.client(second, alice.user, "pw", resource="again"))
-    bob2 = with_mam(await t.client(second, bob.user, "pw", resource="again"))
-    assert (await query(alice2)).bodies == ["unqueried 1", "unqueried 2", "unqueried reply"]
-    page = await query(bob2)
-    assert page.bodies == ["unqueried 1", "unqueried 2", "unqueried reply"], page.bodies
-    assert len(set(page.ids)) == 3, page.ids
+    # came first; the unit tests IndexPerTick.* cover the rebuild itself). On one shard the
+    # recipient's entries are rebuilt from a flag on the sender's record: tried too.
+    for shards in (None, 1):
+        first = await t.server(shards=shards)
+        s, (alice, bob) = await people(t, server=first)
+        await converse(bob, alice, ["unqueried 1", "unqueried 2"])
+        await converse(alice, bob, ["unqueried reply"])
+        await asyncio.sleep(0.2)  # the committer's write of the turn (no tick: it is 1 s)
+        alice2, bob2 = await restarted_after_kill_9(t, first, alice, bob)
+        mine = await query(alice2)
+        assert mine.bodies == ["unqueried 1", "unqueried 2", "unqueried reply"], (shards, mine.bodies)
+        page = await query(bob2)
+        assert page.bodies == ["unqueried 1", "unqueried 2", "unqueried reply"], (shards, page.bodies)
+        assert len(set(page.ids)) == 3, page.ids
 
 
 async def test_archive_survives_a_backup_and_its_restore(t):
