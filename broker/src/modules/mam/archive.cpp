@@ -521,7 +521,7 @@ MessageArchive::Users::value_type* MessageArchive::user(std::string_view bare) {
     // fresh_id and append ask for the same user one after the other: one hash lookup for both.
     if (_last_user != nullptr && _last_user->first == bare) return _last_user;
     auto it = _users.find(bare);
-    if (it != _users.end()) return _last_user = &*it;
+    if (it != nullptr) return _last_user = it;
     // With a writer, none of this user's records can be in flight: they would have made the
     // entry. Without one, the pending batch is written first.
     flush();
@@ -531,7 +531,7 @@ MessageArchive::Users::value_type* MessageArchive::user(std::string_view bare) {
     u.last_id = newest;
     // No record: the count is known without reading it (0; a stored one would say the same).
     if (newest == 0) u.count_known = true;
-    return _last_user = &*_users.emplace(std::string(bare), u).first;
+    return _last_user = _users.emplace(bare, u).first;
 }
 
 xmpp::Result<std::uint64_t, Errc> MessageArchive::newest_stored(std::string_view bare) const noexcept {
@@ -575,7 +575,7 @@ void MessageArchive::seed_newest(std::string_view bare, std::uint64_t newest) {
     User u;
     u.last_id = newest;
     if (newest == 0) u.count_known = true;
-    _users.emplace(std::string(bare), u);
+    _users.emplace(bare, u);
 }
 
 std::uint64_t MessageArchive::fresh_id(std::string_view bare, std::int64_t now_us) {
@@ -687,18 +687,18 @@ void MessageArchive::persist_counts() noexcept { stage_counts(); }
 
 void MessageArchive::forget(std::string_view bare) noexcept {
     auto it = _users.find(bare);
-    if (it != _users.end()) {
+    if (it != nullptr) {
         // Its entries in memory go; everyone else's are written now, with the log's marker
         // after them: a restart's replay starts after this deletion and cannot bring them back.
         it->second.pending.clear();
         it->second.pending_n = 0;
-        std::erase(_pending_users, &*it);
+        std::erase(_pending_users, it);
     }
     flush_index();
     (void)remove(bare, 0, ~std::uint64_t{0});  // records appended and not yet committed
     it = _users.find(bare);
-    if (it != _users.end()) {
-        auto* node = &*it;
+    if (it != nullptr) {
+        auto* node = it;
         std::erase(_queue, node);
         std::erase(_dirty, node);
         if (_last_user == node) _last_user = nullptr;
@@ -711,7 +711,7 @@ void MessageArchive::forget(std::string_view bare) noexcept {
 void MessageArchive::stage_counts() noexcept {
     if (_dirty.empty()) return;
     for (auto* entry : _dirty) {
-        const std::string& bare = entry->first;
+        const std::string_view bare = entry->first;
         User& u = entry->second;
         if (!u.count_dirty) continue;
         u.count_dirty = false;
@@ -812,10 +812,10 @@ void MessageArchive::add_entry(Users::value_type* u, char kind, std::uint64_t id
     entry_v2_into(ur.pending, kind, id, stamp_us, with, position, ur.pending_last, ur.pending_position);
     ++ur.pending_n;
     ur.pending_last = id;
-    if (ur.pending_n >= k_max_chunk_entries) flush_user(u);
+    if (ur.pending_n >= k_max_chunk_entries) flush_user(u, true);
 }
 
-void MessageArchive::flush_user(Users::value_type* u) noexcept {
+void MessageArchive::flush_user(Users::value_type* u, bool busy) noexcept {
     User& ur = u->second;
     if (ur.pending_n == 0) return;
     try {
@@ -831,15 +831,17 @@ void MessageArchive::flush_user(Users::value_type* u) noexcept {
     } catch (...) {
         STARLING_LOG(warn, "mam: out of memory writing the index entries of {}", u->first);
     }
-    // Memory is given back once a user's entries were many (most users write few per tick).
-    if (ur.pending.capacity() > 4096) std::string().swap(ur.pending);
+    // A user who fills a chunk before the tick keeps the buffer for the next one (it would grow
+    // again through every size up to it: copies and page faults, ~60 ns a message). At the
+    // tick, a large buffer is given back: most users write few entries per tick.
+    if (!busy && ur.pending.capacity() > 4096) std::string().swap(ur.pending);
     else ur.pending.clear();
     ur.pending_n = 0;
 }
 
 void MessageArchive::flush_index() noexcept {
     if (_log == nullptr) return;
-    for (auto* u : _pending_users) flush_user(u);
+    for (auto* u : _pending_users) flush_user(u, false);
     _pending_users.clear();
     // Every log record before the staged end has its entry written now (or in an earlier
     // batch): a restart replays from there.
@@ -1192,8 +1194,8 @@ std::vector<std::string> MessageArchive::users_from(std::string& cursor, std::si
 
 void MessageArchive::release(std::string_view bare) noexcept {
     auto it = _users.find(bare);
-    if (it == _users.end() || it->second.count_dirty || it->second.queued || it->second.pending_n > 0) return;
-    if (_last_user == &*it) _last_user = nullptr;
+    if (it == nullptr || it->second.count_dirty || it->second.queued || it->second.pending_n > 0) return;
+    if (_last_user == it) _last_user = nullptr;
     _users.erase(it);
 }
 
@@ -1203,7 +1205,7 @@ std::vector<std::string> MessageArchive::take_queued(std::size_t n) {
         auto* e = _queue.front();
         _queue.pop_front();
         e->second.queued = false;
-        out.push_back(e->first);
+        out.emplace_back(e->first);
     }
     return out;
 }
@@ -1415,11 +1417,11 @@ xmpp::Result<void, Errc> MessageArchive::remove(std::string_view bare, std::uint
         }
         if (_store != nullptr && _writer == nullptr) flush();
         auto u = _users.find(bare);
-        if (u != _users.end() && u->second.count_known) {
+        if (u != nullptr && u->second.count_known) {
             u->second.count = u->second.count > removed ? u->second.count - removed : 0;
             if (!u->second.count_dirty) {
                 u->second.count_dirty = true;
-                _dirty.push_back(&*u);
+                _dirty.push_back(u);
             }
             stage_counts();
             flush();
@@ -1465,7 +1467,7 @@ xmpp::Result<void, Errc> MessageArchive::load_count(std::string_view bare, User&
         u.count_known = true;
         if (!u.count_dirty) {
             u.count_dirty = true;
-            _dirty.push_back(&*_users.find(bare));
+            _dirty.push_back(_users.find(bare));
         }
         return {};
     } catch (...) {
@@ -1528,7 +1530,7 @@ xmpp::Result<std::uint64_t, Errc> MessageArchive::enforce(std::string_view bare,
                 u.count = seen;
                 if (!u.count_dirty) {
                     u.count_dirty = true;
-                    _dirty.push_back(&*_users.find(name));
+                    _dirty.push_back(_users.find(name));
                 }
                 stage_counts();
             }

@@ -47,7 +47,7 @@
 
 #include "broker/src/storage/errc.hpp"
 #include "broker/src/storage/move_function.hpp"
-#include "broker/src/util/string_map.hpp"
+#include "broker/src/util/node_map.hpp"
 #include "xmpp/result.hpp"
 
 namespace starling::storage {
@@ -165,13 +165,13 @@ public:
     // would need the disk (or failed), and then newest_stored() goes to the reader thread.
     std::optional<std::uint64_t> newest_in_memory(std::string_view bare) const noexcept;
     // Whether the newest id of `bare` is cached (fresh_id and queue_for_retention seek no more).
-    bool knows(std::string_view bare) const noexcept { return _users.find(bare) != _users.end(); }
+    bool knows(std::string_view bare) const noexcept { return _users.find(bare) != nullptr; }
     // The same, remembering the entry for the append that follows (one hash lookup for both).
     bool touch(std::string_view bare) noexcept {
         if (_last_user != nullptr && _last_user->first == bare) return true;
-        auto it = _users.find(bare);
-        if (it == _users.end()) return false;
-        _last_user = &*it;
+        auto* it = _users.find(bare);
+        if (it == nullptr) return false;
+        _last_user = it;
         prefetch_pending(it->second);
         return true;
     }
@@ -276,7 +276,7 @@ private:
         std::uint64_t pending_last = 0;  // id of the last one
         std::uint64_t pending_position = 0;  // log position of the last one that has one
     };
-    using Users = util::StringMap<User>;
+    using Users = util::NodeMap<User>;
 
     Users::value_type* user(std::string_view bare);
     // Asks the CPU for the end of the user's waiting entries, where the next entry goes: the
@@ -298,7 +298,9 @@ private:
     void note_append(Users::value_type* u, std::uint64_t id);
     void add_entry(Users::value_type* u, char kind, std::uint64_t id, std::int64_t stamp_us, std::string_view with,
                    std::uint64_t position);
-    void flush_user(Users::value_type* u) noexcept;
+    // Writes the user's waiting entries as one chunk. `busy`: the chunk is full (the user writes
+    // many entries per tick) and the buffer is kept for the next.
+    void flush_user(Users::value_type* u, bool busy) noexcept;
     // The index value of `bare`'s record `id` (a single record, or built from its chunk's entry).
     xmpp::Result<std::string, storage::Errc> lookup(std::string_view bare, std::uint64_t id,
                                                     const rocksdb::ReadOptions& ro) const noexcept;
