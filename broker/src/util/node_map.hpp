@@ -49,6 +49,23 @@ public:
     // The node of `key`, or null.
     Node* find(std::string_view key) const noexcept { return _size == 0 ? nullptr : find_hashed(key, hash(key)); }
 
+    // Asks the CPU for the node `key` probably has (its first slot whose hash matches; the key
+    // is not compared, and nothing is read from the node): a caller that knows which key it will
+    // look up a few hundred nanoseconds later starts the node's cache miss now.
+    void prefetch(std::string_view key) const noexcept {
+        if (_size == 0) return;
+        const std::uint64_t h = hash(key);
+        for (std::size_t i = h & _mask;; i = (i + 1) & _mask) {
+            const Slot& s = _slots[i];
+            if (s.node == nullptr) return;
+            if (s.hash == h) {
+                __builtin_prefetch(s.node, 1);
+                __builtin_prefetch(reinterpret_cast<const char*>(s.node) + 64, 1);
+                return;
+            }
+        }
+    }
+
     // The node of `key`, made with `value` when there was none; second: whether it was made.
     std::pair<Node*, bool> emplace(std::string_view key, Value value) {
         const std::uint64_t h = hash(key);

@@ -175,6 +175,9 @@ public:
         prefetch_pending(it->second);
         return true;
     }
+    // A hint: `bare` is about to be looked up (fresh_id, touch), a message's routing from now.
+    // Its entry is fetched into the cache meanwhile; one user among thousands rarely is.
+    void prefetch_user(std::string_view bare) const noexcept { _users.prefetch(bare); }
     // Caches `newest` (from newest_stored, read off the reactor) as the newest id of `bare`,
     // unless an entry was made meanwhile: that one did its own seek and may have moved on.
     void seed_newest(std::string_view bare, std::uint64_t newest);

@@ -268,7 +268,7 @@ void MamModule::install(ModuleContext& ctx) {
     // archived is the stanza as routed, stamped by the session (on_routed): no stamp of our own.
     ctx.on_outbound(
         router::StanzaKind::message,
-        [scratch](OutboundEvent& ev) {
+        [archive, scratch](OutboundEvent& ev) {
             scratch->sent_valid = false;
             scratch->pending = false;
             if (!type_may_be_archived(ev.type) || ev.to == nullptr || !ev.to->has_localpart()) return Handled::no;
@@ -283,6 +283,10 @@ void MamModule::install(ModuleContext& ctx) {
             }
             const auto facts = fwd::read_facts(ev.element.bytes());
             if (!fwd::archive_eligible(ev.type, facts)) return Handled::no;
+            // Both parties' entries are needed after routing (the sender's on_routed, the
+            // recipient's inbound hook when homed here): their cache misses start now.
+            archive->prefetch_user(ev.session.jid()->bare_view());
+            archive->prefetch_user(ev.to->bare_view());
             scratch->pending = true;
             scratch->pending_needs_facts = false;
             scratch->sent_facts = facts;

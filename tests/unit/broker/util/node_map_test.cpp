@@ -13,6 +13,7 @@ namespace {
 
 TEST(NodeMap, FindsWhatWasPutAndNothingElse) {
     NodeMap<int> m;
+    m.prefetch("alice@localhost");  // a hint: safe on an empty map
     EXPECT_EQ(m.find("alice@localhost"), nullptr);  // empty: no table yet
     auto [a, made] = m.emplace("alice@localhost", 1);
     ASSERT_TRUE(made);
@@ -22,6 +23,8 @@ TEST(NodeMap, FindsWhatWasPutAndNothingElse) {
     EXPECT_FALSE(made_again);
     EXPECT_EQ(again, a);
     EXPECT_EQ(a->second, 1);  // the first value stays
+    m.prefetch("alice@localhost");
+    m.prefetch("bob@localhost");  // absent: nothing to fetch
     EXPECT_EQ(m.find("alice@localhost"), a);
     EXPECT_EQ(m.find("alice@localhos"), nullptr);
     EXPECT_EQ(m.find("alice@localhost/phone"), nullptr);
