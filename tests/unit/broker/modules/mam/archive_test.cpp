@@ -828,6 +828,54 @@ TEST(IndexPerTick, TheRecipientsEntryRidesOnTheSendersRecord) {
     }
 }
 
+// A sent message's record leaves out its owner when the stanza starts with it as its 'from'
+// (as the session stamps it): the replay reads it from there. An owner the stanza does not
+// start with is written out and wins.
+TEST(IndexPerTick, ASentRecordReadsItsOwnerFromTheStanzasFrom) {
+    TempDir dir;
+    const std::uint64_t base = 1'000'000'000'000'000;
+    std::uint64_t compact = 0, explicit_owner = 0;
+    {
+        Shard s(dir.str());
+        auto one = [&](std::uint64_t id, std::string_view owner) {
+            const std::uint64_t before = s.archive->log()->staged_end();
+            s.turn([&] {
+                const std::string stanza = "<message from='alice@x/r' to='bob@x'><body>same size</body></message>";
+                ASSERT_TRUE(s.archive->append("alice@x", id, static_cast<std::int64_t>(id), "bob@x", true, stanza, owner));
+                auto shared = s.archive->append_shared("bob@x", id, owner, "alice@x");
+                ASSERT_TRUE(shared);
+                EXPECT_TRUE(*shared);
+            });
+            return s.archive->log()->written_end() - before;
+        };
+        compact = one(base, "alice@x/r");
+        explicit_owner = one(base + 1, "alice@x/q");  // not the stanza's 'from'
+        EXPECT_EQ(records_in(*s.archive->log()), 2u);
+    }
+    EXPECT_EQ(explicit_owner - compact, 2u + std::string_view("alice@x/q").size()) << "no owner field when the stanza has it";
+    Shard s(dir.str());
+    EXPECT_EQ(s.archive->replay(*s.archive->log()), 4u);
+    on_shard_then_readable(s.io, *s.archive, [] {});
+    auto first = s.archive->get("bob@x", base);
+    ASSERT_TRUE(first);
+    EXPECT_EQ(first->with, "alice@x/r");
+    auto second = s.archive->get("bob@x", base + 1);
+    ASSERT_TRUE(second);
+    EXPECT_EQ(second->with, "alice@x/q") << "the owner written out, not the stanza's 'from'";
+    for (const std::uint64_t id : {base, base + 1}) {
+        auto mine = s.archive->get("alice@x", id);
+        ASSERT_TRUE(mine) << id;
+        EXPECT_TRUE(mine->sent);
+        EXPECT_EQ(mine->with, "bob@x");
+        EXPECT_NE(mine->stanza.find("same size"), std::string::npos);
+    }
+    // The sweep finds both records named (by alice's and by bob's index): nothing is erased.
+    std::optional<std::uint64_t> offset = 0;
+    while (offset) offset = s.archive->sweep_log(*s.archive->log(), *offset, 16, UINT64_MAX);
+    EXPECT_TRUE(s.archive->get("bob@x", base));
+    EXPECT_TRUE(s.archive->get("alice@x", base + 1));
+}
+
 static std::string be_bytes(std::uint64_t v, int n) {
     std::string out;
     for (int i = n - 1; i >= 0; --i) out += static_cast<char>((v >> (8 * i)) & 0xff);
