@@ -169,6 +169,9 @@ private:
     };
     SegmentLog(std::filesystem::path dir, std::uint16_t id, Options options);
     void recover();
+    // After a write: starts the writeback of what the tail gained, and gives the page cache
+    // back for what lies further behind than k_cached_log_bytes (see the .cpp).
+    void release_written(int fd) noexcept;
     std::shared_ptr<Fd> fd_of(std::uint64_t offset, std::uint64_t* seg_start, std::uint64_t* seg_end) const;
     std::filesystem::path path_of(std::uint64_t start, std::optional<std::uint64_t> max_id) const;
 
@@ -187,6 +190,17 @@ private:
     // Committer's thread only (plus open()).
     std::uint64_t _tail_start = 0;
     std::uint64_t _tail_end = 0;
+    // The tail's page cache (committer's thread, release_written): writeback started up to
+    // _writeback_end, pages given back up to _dropped_end (positions in the tail segment); the
+    // pages of the segment sealed last, given back at the next step.
+    std::uint64_t _writeback_end = 0;
+    std::uint64_t _dropped_end = 0;
+    struct CachedRange {
+        std::shared_ptr<Fd> fd;
+        std::uint64_t offset = 0;  // in the file
+        std::uint64_t length = 0;
+    };
+    CachedRange _sealed_cached;
     std::uint64_t _tail_max_id = 0;
     bool _has_tail = false;
     std::atomic<std::uint64_t> _written_end{0};

@@ -12,6 +12,12 @@
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
 namespace {
 
 using starling::storage::crc32c;
@@ -235,6 +241,63 @@ TEST_F(SegmentLogTest, SegmentsRollAtTheirSizeAndWholeOnesExpireByAge) {
     log->drop_below(UINT64_MAX);
     EXPECT_EQ(names().size(), 1u);
     EXPECT_EQ(*log->read(at[1919], 1919), payload(1919));
+}
+
+// How many of a file's first `bytes` are in the page cache (mincore over a mapping of it).
+static std::size_t resident_bytes(const fs::path& file, std::size_t bytes) {
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return SIZE_MAX;
+    void* map = ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (map == MAP_FAILED) return SIZE_MAX;
+    const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    std::vector<unsigned char> in((bytes + page - 1) / page);
+    std::size_t resident = SIZE_MAX;
+    if (::mincore(map, bytes, in.data()) == 0) {
+        resident = 0;
+        for (const unsigned char b : in) resident += (b & 1) != 0 ? page : 0;
+    }
+    ::munmap(map, bytes);
+    return resident;
+}
+
+// A log is written once and read rarely: the pages more than 32 MiB behind its tail are given
+// back to the kernel once written, in the tail segment and, once sealed, in the segment before
+// it. Every record still reads back (from the disk).
+TEST_F(SegmentLogTest, PagesFarBehindTheTailLeaveThePageCacheAndTheirRecordsStillReadBack) {
+    auto log = open();  // 64 MiB segments
+    const std::string filler(8000, 'x');
+    std::map<std::uint64_t, std::uint64_t> at;
+    std::uint64_t id = 1000;
+    auto write_mib = [&](int mib) {  // batches of 128 records of ~8 KB (~1 MiB)
+        for (int b = 0; b < mib; ++b) {
+            LogBuffer buf;
+            for (int i = 0; i < 128; ++i, ++id) at[id] = log->stage(buf, id, std::to_string(id) + filler);
+            ASSERT_TRUE(log->write(buf).has_value());
+        }
+    };
+    struct statfs fs_info {};
+    ASSERT_EQ(::statfs(_dir.c_str(), &fs_info), 0);
+    const bool can_drop = fs_info.f_type != TMPFS_MAGIC;  // tmpfs cannot give pages back
+    write_mib(56);
+    ASSERT_EQ(names().size(), 1u);
+    const auto tail = _dir / names().front();
+    if (can_drop) {
+        // The kernel may keep a few pages (those still in its per-CPU batches): most go.
+        EXPECT_LT(resident_bytes(tail, 16u << 20), 4u << 20) << "the tail's oldest 16 MiB are no longer cached";
+        EXPECT_GT(resident_bytes(tail, 56u << 20), 24u << 20) << "its newest 32 MiB are";
+    }
+    write_mib(16);  // seals the first segment and goes on in a second
+    const auto files = names();
+    ASSERT_EQ(files.size(), 2u);
+    if (can_drop) {
+        EXPECT_LT(resident_bytes(_dir / files.front(), 64u << 20), 8u << 20) << "the sealed segment's pages went too";
+    }
+    for (const std::uint64_t i : {std::uint64_t{1000}, std::uint64_t{5000}, id - 1}) {
+        auto r = log->read(at[i], i);
+        ASSERT_TRUE(r.has_value()) << i;
+        EXPECT_EQ(*r, std::to_string(i) + filler);
+    }
 }
 
 TEST_F(SegmentLogTest, TheSweepErasesWhatItIsToldAndTheBytesAreGoneFromTheFile) {
