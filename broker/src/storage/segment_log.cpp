@@ -456,7 +456,8 @@ xmpp::Result<void, Errc> SegmentLog::write(LogBuffer& buf) noexcept {
                 return xmpp::Unexpected(errc_of_errno(errno));
             }
             auto handle = std::make_shared<Fd>(fd);
-            std::lock_guard lock(_mutex);
+            CachedRange sealing;
+            std::unique_lock lock(_mutex);
             if (_has_tail) {
                 auto it = _segments.find(_tail_start);
                 if (it != _segments.end()) {
@@ -467,13 +468,9 @@ xmpp::Result<void, Errc> SegmentLog::write(LogBuffer& buf) noexcept {
                         if (it->second.fd) --_open_fds;
                         _segments.erase(it);
                     } else {
-                        // Its cached pages go at the next step (their writeback starts now).
-                        if (_sealed_cached.fd) give_back(_sealed_cached.fd->fd, _sealed_cached.offset, _sealed_cached.length);
-                        _sealed_cached = {};
+                        // Its cached pages go at the next step (no system call under the lock).
                         if (it->second.fd && _tail_end > _dropped_end) {
-                            _sealed_cached = {it->second.fd, _dropped_end - _tail_start, _tail_end - _dropped_end};
-                            (void)::sync_file_range(it->second.fd->fd, static_cast<off_t>(_sealed_cached.offset),
-                                                    static_cast<off_t>(_sealed_cached.length), SYNC_FILE_RANGE_WRITE);
+                            sealing = {it->second.fd, _dropped_end - _tail_start, _tail_end - _dropped_end};
                         }
                         const auto sealed = path_of(_tail_start, _tail_max_id);
                         std::error_code ec;
@@ -497,6 +494,15 @@ xmpp::Result<void, Errc> SegmentLog::write(LogBuffer& buf) noexcept {
             _tail_end = buf.segment;
             _writeback_end = _dropped_end = buf.segment;
             _tail_max_id = 0;
+            lock.unlock();
+            if (sealing.fd) {
+                // The segment sealed before (if no step came since) goes now; this one's
+                // writeback starts, and its pages go at the next step.
+                if (_sealed_cached.fd) give_back(_sealed_cached.fd->fd, _sealed_cached.offset, _sealed_cached.length);
+                _sealed_cached = std::move(sealing);
+                (void)::sync_file_range(_sealed_cached.fd->fd, static_cast<off_t>(_sealed_cached.offset),
+                                        static_cast<off_t>(_sealed_cached.length), SYNC_FILE_RANGE_WRITE);
+            }
         }
         std::shared_ptr<Fd> fd;
         {

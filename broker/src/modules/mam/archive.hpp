@@ -41,7 +41,6 @@
 #include <map>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 #include <string_view>
 
