@@ -455,6 +455,33 @@ async def restarted_after_kill_9(t, first, alice, bob):
     return alice2, bob2
 
 
+async def test_entries_replayed_after_a_change_of_shard_count_reach_their_users(t):
+    # kill -9 of a 4-shard broker before any tick, then a start with 2 shards on the same data:
+    # the last entries of each former shard's log are rebuilt by the shard that now replays
+    # that log, which need not be their user's home shard. Every user, logged in and querying
+    # right after the start, finds both messages of its conversations. (The replaying shard
+    # writes them with its first turn; the logins here take longer than its first tick, so
+    # this does not tell the two apart.)
+    first = await t.server(shards=4)
+    names = [unique("u") for _ in range(8)]
+    first.add_users([(n, "pw") for n in names])
+    cs = [with_mam(await t.client(first, n, "pw", resource="r")) for n in names]
+    for i, c in enumerate(cs):
+        c.send_message(cs[(i + 1) % len(cs)].bare, f"{i}->{(i + 1) % len(cs)}")
+    for c in cs:
+        await c.wait_message(5)
+    await asyncio.sleep(0.2)  # the committer's write of the turn (no tick: it is 1 s)
+    first.kill()
+    second = harness.make_server(data_dir=first.data_dir, shards=2)
+    t.servers.append(second)
+    await second.start()
+    again = await asyncio.gather(*(t.client(second, n, "pw", resource="again") for n in names))
+    pages = await asyncio.gather(*(query(with_mam(c)) for c in again))
+    for i, p in enumerate(pages):
+        prev = (i - 1) % len(names)
+        assert sorted(p.bodies) == sorted([f"{i}->{(i + 1) % len(names)}", f"{prev}->{i}"]), (i, p.bodies)
+
+
 async def test_archive_survives_kill_9_before_any_query(t):
     # The archive's index entries wait in memory for the sweep's tick (about a second); the
     # stanzas are in the body log a moment after their turn. A kill -9 before any query or tick

@@ -244,6 +244,10 @@ void MamModule::install(ModuleContext& ctx) {
                 STARLING_LOG(error, "mam: replaying log {} failed: {}", log->id(), e.what());
             }
         }
+        // Written with the shard's first turn, not its first tick: entries replayed from a
+        // former shard's log may belong to users homed on another shard now, whose queries
+        // cannot flush this shard's memory.
+        _archive->flush_index();
     }
     if (!_archive->is_durable() && ctx.shard().shard == 0) {
         STARLING_LOG(warn, "mam: no store in the shard context; archives are kept in memory only");
