@@ -434,6 +434,12 @@ namespace {
 constexpr std::uint64_t k_writeback_step = 4u << 20;
 constexpr std::uint64_t k_cached_log_bytes = 32u << 20;
 
+// Starts writing [offset, offset + length) of the file out, without waiting.
+void start_writeback(int fd, std::uint64_t offset, std::uint64_t length) noexcept {
+    (void)::sync_file_range(fd, static_cast<off_t>(offset), static_cast<off_t>(length), SYNC_FILE_RANGE_WRITE);
+}
+
+// Waits until that range is written, then drops its pages from the page cache.
 void give_back(int fd, std::uint64_t offset, std::uint64_t length) noexcept {
     if (length == 0) return;
     const auto off = static_cast<off_t>(offset);
@@ -500,8 +506,7 @@ xmpp::Result<void, Errc> SegmentLog::write(LogBuffer& buf) noexcept {
                 // writeback starts, and its pages go at the next step.
                 if (_sealed_cached.fd) give_back(_sealed_cached.fd->fd, _sealed_cached.offset, _sealed_cached.length);
                 _sealed_cached = std::move(sealing);
-                (void)::sync_file_range(_sealed_cached.fd->fd, static_cast<off_t>(_sealed_cached.offset),
-                                        static_cast<off_t>(_sealed_cached.length), SYNC_FILE_RANGE_WRITE);
+                start_writeback(_sealed_cached.fd->fd, _sealed_cached.offset, _sealed_cached.length);
             }
         }
         std::shared_ptr<Fd> fd;
@@ -550,8 +555,7 @@ xmpp::Result<void, Errc> SegmentLog::write(LogBuffer& buf) noexcept {
 
 void SegmentLog::release_written(int fd) noexcept {
     if (_tail_end - _writeback_end >= k_writeback_step) {
-        (void)::sync_file_range(fd, static_cast<off_t>(_writeback_end - _tail_start),
-                                static_cast<off_t>(_tail_end - _writeback_end), SYNC_FILE_RANGE_WRITE);
+        start_writeback(fd, _writeback_end - _tail_start, _tail_end - _writeback_end);
         _writeback_end = _tail_end;
         if (_sealed_cached.fd) {
             // Its writeback began when it was sealed, a step ago.

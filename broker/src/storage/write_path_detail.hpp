@@ -88,8 +88,9 @@ inline constexpr std::size_t k_max_batch_reserve = 4u << 20;
 inline constexpr std::size_t k_seal_batch_bytes = 1u << 20;
 // Emptied batches (and log buffers) a shard keeps for reuse. Under a heavy load three or four
 // are in flight at once; a buffer freed because the spares were full came back as fresh pages,
-// page-faulted in by the shard (2 -> 4: ~50 ns less per archived message at full load). At most
-// 4 x (2 MiB + 2 MiB) kept per shard after a burst.
+// page-faulted in by the shard (perf showed SegmentLog::stage in the page-fault handler with 2;
+// the A/B pairs of 2 against 4 were within this VM's noise). At most 4 x (2 MiB + 2 MiB) kept
+// per shard after a burst.
 inline constexpr std::size_t k_max_spare_batches = 4;
 
 struct ShardWriter::State : std::enable_shared_from_this<ShardWriter::State> {
