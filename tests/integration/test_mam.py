@@ -387,21 +387,31 @@ async def test_message_for_an_offline_user_is_archived(t):
     assert p.bodies == ["while you were away"], p.bodies
 
 
+async def ring_of_messages(t, server, count):
+    # `count` new users on `server`, each sends one message to the next (the last to the
+    # first) and gets one; returns their names and clients.
+    names = [unique("u") for _ in range(count)]
+    server.add_users([(n, "pw") for n in names])
+    cs = [with_mam(await t.client(server, n, "pw", resource="r")) for n in names]
+    for i, c in enumerate(cs):
+        c.send_message(cs[(i + 1) % count].bare, f"{i}->{(i + 1) % count}")
+    for c in cs:
+        await c.wait_message(5)
+    return names, cs
+
+
+def assert_ring_archived(pages):
+    # Page i of a ring_of_messages: user i's message to the next and the one from the previous.
+    n = len(pages)
+    for i, p in enumerate(pages):
+        assert sorted(p.bodies) == sorted([f"{i}->{(i + 1) % n}", f"{(i - 1) % n}->{i}"]), (i, p.bodies)
+
+
 async def test_archives_on_several_shards(t):
     # 4 shards: every user's archive lives on its home shard; each sees its own conversation.
     s = await t.server(shards=4)
-    names = [unique("u") for _ in range(6)]
-    s.add_users([(n, "pw") for n in names])
-    cs = [with_mam(await t.client(s, n, "pw", resource="r")) for n in names]
-    for i, c in enumerate(cs):
-        nxt = cs[(i + 1) % len(cs)]
-        c.send_message(nxt.bare, f"{i}->{(i + 1) % len(cs)}")
-    for i, c in enumerate(cs):
-        await c.wait_message(5)
-    for i, c in enumerate(cs):
-        prev = (i - 1) % len(cs)
-        p = await query(c)
-        assert sorted(p.bodies) == sorted([f"{i}->{(i + 1) % len(cs)}", f"{prev}->{i}"]), (i, p.bodies)
+    _, cs = await ring_of_messages(t, s, 6)
+    assert_ring_archived([await query(c) for c in cs])
 
 
 async def test_archive_survives_restart(t):
@@ -463,23 +473,14 @@ async def test_entries_replayed_after_a_change_of_shard_count_reach_their_users(
     # writes them with its first turn; the logins here take longer than its first tick, so
     # this does not tell the two apart.)
     first = await t.server(shards=4)
-    names = [unique("u") for _ in range(8)]
-    first.add_users([(n, "pw") for n in names])
-    cs = [with_mam(await t.client(first, n, "pw", resource="r")) for n in names]
-    for i, c in enumerate(cs):
-        c.send_message(cs[(i + 1) % len(cs)].bare, f"{i}->{(i + 1) % len(cs)}")
-    for c in cs:
-        await c.wait_message(5)
+    names, _ = await ring_of_messages(t, first, 8)
     await asyncio.sleep(0.2)  # the committer's write of the turn (no tick: it is 1 s)
     first.kill()
     second = harness.make_server(data_dir=first.data_dir, shards=2)
     t.servers.append(second)
     await second.start()
     again = await asyncio.gather(*(t.client(second, n, "pw", resource="again") for n in names))
-    pages = await asyncio.gather(*(query(with_mam(c)) for c in again))
-    for i, p in enumerate(pages):
-        prev = (i - 1) % len(names)
-        assert sorted(p.bodies) == sorted([f"{i}->{(i + 1) % len(names)}", f"{prev}->{i}"]), (i, p.bodies)
+    assert_ring_archived(await asyncio.gather(*(query(with_mam(c)) for c in again)))
 
 
 async def test_archive_survives_kill_9_before_any_query(t):
