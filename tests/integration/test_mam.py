@@ -178,6 +178,29 @@ async def test_query_by_correspondent(t):
     assert p.bodies == ["b1", "a1", "b2"], p.bodies
 
 
+async def test_query_by_correspondents_whose_hashes_collide(t):
+    # The index keeps only a 32-bit hash of 'with' (the body's log record names the JID); these
+    # two JIDs have the same hash (tests/unit: TheHashOfWithIsOfTheBareJidAndNeverChanges), so
+    # a query by one must check the records and leave the other's messages out.
+    s = await t.server()
+    alice_name = unique("alice")
+    s.add_users([(alice_name, "pw"), ("twin12356", "pw"), ("twin96963", "pw")])
+    alice, one, two = [with_mam(await t.client(s, u, "pw", resource="r"))
+                       for u in (alice_name, "twin12356", "twin96963")]
+    await converse(one, alice, ["one 1"])
+    await converse(two, alice, ["two 1"])
+    await converse(alice, one, ["to one"])
+    await converse(alice, two, ["to two"])
+    p = await query(alice, with_jid=one.bare)
+    assert p.bodies == ["one 1", "to one"] and p.count == 2, p.bodies
+    p = await query(alice, with_jid=two.jid)
+    assert p.bodies == ["two 1"] and p.count == 1, p.bodies
+    p = await query(alice, with_jid=two.bare)
+    assert p.bodies == ["two 1", "to two"] and p.count == 2, p.bodies
+    p = await query(one, with_jid=alice.bare)
+    assert p.bodies == ["one 1", "to one"], p.bodies
+
+
 async def test_query_by_time(t):
     # start and end are inclusive (XEP-0313 §4.1.1): using the stamps of the archive itself,
     # start=stamp(2) end=stamp(3) gives exactly messages 2 and 3.

@@ -69,6 +69,9 @@ struct ArchivedMessage {
     std::uint64_t id = 0;          // archive id (the key suffix), also the result id
     std::int64_t stamp_us = 0;     // when archived
     std::string with;              // the other party's full JID
+    // Set when the index names 'with' only by this hash (with_hash): decode() leaves `with`
+    // empty, get() reads it from the body's log record.
+    std::optional<std::uint32_t> with_hash;
     bool sent = false;             // sent by the owner (else received)
     std::string stanza;            // the <message/> as delivered
     // Index records of the store-once format (decode() leaves `stanza` empty; get() fills it):
@@ -82,6 +85,10 @@ struct ArchivedMessage {
     bool in_log = false;
     std::uint64_t log_position = 0;
 };
+
+// The hash an index entry keeps of 'with' when the body's log record names it (k_chunk_v3):
+// of its bare JID, so that a query by a bare or a full JID tests it before reading the record.
+std::uint32_t with_hash(std::string_view with) noexcept;
 
 // Archive ids on the wire: 16 lowercase hex digits of a keyed permutation of the internal id
 // (a 4-round Feistel network on 32-bit halves), so that they are stable but opaque: XEP-0359 §3
@@ -298,8 +305,9 @@ private:
     xmpp::Result<std::string, storage::Errc> read(storage::Column c, std::string_view key,
                                                   const rocksdb::ReadOptions& ro) const noexcept;
     void note_append(Users::value_type* u, std::uint64_t id);
+    // `with_in_log`: the log record at `position` names `with` (the entry keeps only its hash).
     void add_entry(Users::value_type* u, char kind, std::uint64_t id, std::int64_t stamp_us, std::string_view with,
-                   std::uint64_t position);
+                   std::uint64_t position, bool with_in_log);
     // Writes the user's waiting entries as one chunk. `busy`: the chunk is full (the user writes
     // many entries per tick) and the buffer is kept for the next.
     void flush_user(Users::value_type* u, bool busy) noexcept;

@@ -908,10 +908,11 @@ TEST(IndexPerTick, ChunksAreCompactAndKeepEveryField) {
     });
     const auto chunks = chunks_of(*s.store, "bob@x");
     ASSERT_EQ(chunks.size(), 1u);
-    // Each entry: kind and flags, ~2 bytes of id, ~3 of position, 1 of length, 13 of 'with'
-    // (the earlier format took 2 + 8 + 8 + 2 + 13 = 33).
-    EXPECT_LT(chunks[0].size(), 5u + 100u * 22u + 8u) << "entries take about 20 bytes each";
-    EXPECT_EQ(chunks[0][4], '\x05');
+    // Each entry: kind and flags, ~2 bytes of id, ~3 of position, and the 4-byte hash of 'with'
+    // (the log record names it): version 2 took ~20 bytes with the JID, version 1 33.
+    EXPECT_LT(chunks[0].size(), 5u + 100u * 10u + 8u) << "entries take about 9 bytes each";
+    EXPECT_EQ(chunks[0].find("dave@remote"), std::string::npos) << "'with' is read from the log";
+    EXPECT_EQ(chunks[0][4], '\x06');
     std::vector<std::uint64_t> want;
     for (std::uint64_t i = 0; i < 100; ++i) want.push_back(base + i * 2000);
     EXPECT_EQ(ids_of(*s.archive, "bob@x"), want);
@@ -963,7 +964,96 @@ TEST(IndexPerTick, ChunksOfTheEarlierFormatAreReadAndRewrittenCompact) {
     EXPECT_EQ(last->stanza, "<message><body>old 2</body></message>");
     const auto chunks = chunks_of(*s.store, "bob@x");
     ASSERT_EQ(chunks.size(), 1u);
-    EXPECT_EQ(chunks[0][4], '\x05');
+    EXPECT_EQ(chunks[0][4], '\x06');
+    EXPECT_EQ(last->with, "dave@remote/r");
+}
+
+// LEB128, as the chunks write their varints.
+static std::string varint_bytes(std::uint64_t v) {
+    std::string out;
+    while (v >= 0x80) {
+        out += static_cast<char>((v & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out += static_cast<char>(v);
+    return out;
+}
+
+TEST(IndexPerTick, ChunksOfVersionTwoAreRead) {
+    TempDir dir;
+    const std::uint64_t base = 1'000'000'000'000'000;
+    Shard s(dir.str());
+    // As the previous version wrote them: body records, then a chunk of version 5 whose entries
+    // are a head (kind 2 | 8: a position follows), the id's delta, the position's delta
+    // (zigzag), then 'with' in full.
+    starling::storage::LogBuffer buf;
+    std::vector<std::uint64_t> positions;
+    for (std::uint64_t i = 0; i < 3; ++i) {
+        const std::string stanza = "<message><body>v2 " + std::to_string(i) + "</body></message>";
+        const std::string record = std::string("\x03\x02\x00", 3) + be_bytes(5, 2) + "bob@x" + be_bytes(13, 2) +
+                                   "dave@remote/r" + stanza;
+        positions.push_back(s.archive->log()->stage(buf, base + i, record));
+    }
+    ASSERT_TRUE(s.archive->log()->write(buf));
+    std::string chunk(4, '\0');
+    chunk += '\x05';
+    std::uint64_t prev_id = 0, prev_position = 0;
+    for (std::uint64_t i = 0; i < 3; ++i) {
+        const std::uint64_t delta = positions[i] - prev_position;
+        chunk += '\x0a';
+        chunk += varint_bytes(base + i - prev_id);
+        chunk += varint_bytes((delta << 1) ^ static_cast<std::uint64_t>(static_cast<std::int64_t>(delta) >> 63));
+        chunk += varint_bytes(13) + "dave@remote/r";
+        prev_id = base + i;
+        prev_position = positions[i];
+    }
+    ASSERT_TRUE(s.store->db()
+                    .Put(rocksdb::WriteOptions(), s.store->column(Column::mam), "bob@x" + std::string(1, '\0') + be_bytes(base + 2, 8),
+                         chunk)
+                    .ok());
+    EXPECT_EQ(ids_of(*s.archive, "bob@x"), range(base, 3));
+    for (std::uint64_t i = 0; i < 3; ++i) {
+        auto m = s.archive->get("bob@x", base + i);
+        ASSERT_TRUE(m) << i;
+        EXPECT_EQ(m->stanza, "<message><body>v2 " + std::to_string(i) + "</body></message>");
+        EXPECT_EQ(m->with, "dave@remote/r");
+    }
+}
+
+TEST(IndexPerTick, TheHashOfWithIsOfTheBareJidAndNeverChanges) {
+    using starling::modules::mam::with_hash;
+    // Stored in every chunk: a change would make every archived 'with' unreadable. The values
+    // come from an independent implementation (Python) of the function its comment describes.
+    EXPECT_EQ(with_hash("dave@remote/r"), 0x41aac891u);
+    EXPECT_EQ(with_hash("dave@remote"), 0x41aac891u);
+    EXPECT_EQ(with_hash("dave@remote/other"), with_hash("dave@remote"));
+    EXPECT_NE(with_hash("dave@remote"), with_hash("eve@remote"));
+    // Two JIDs with one hash (found by search; tests/integration/test_mam.py queries them).
+    EXPECT_EQ(with_hash("twin12356@localhost"), with_hash("twin96963@localhost"));
+    EXPECT_EQ(with_hash("twin12356@localhost"), 0xd35041a2u);
+}
+
+TEST(IndexPerTick, AnEntryWhoseHashDoesNotMatchItsLogRecordIsCorrupt) {
+    TempDir dir;
+    const std::uint64_t base = 1'000'000'000'000'000;
+    Shard s(dir.str());
+    on_shard_then_readable(s.io, *s.archive, [&] {
+        ASSERT_TRUE(s.archive->append("bob@x", base, static_cast<std::int64_t>(base), "dave@remote/r", false,
+                                      "<message><body>hi</body></message>"));
+    });
+    auto chunks = chunks_of(*s.store, "bob@x");
+    ASSERT_EQ(chunks.size(), 1u);
+    ASSERT_EQ(chunks[0][4], '\x06');
+    // The entry's last 4 bytes are the hash of 'with': flip one bit.
+    std::string bad = chunks[0];
+    bad.back() = static_cast<char>(bad.back() ^ 1);
+    ASSERT_TRUE(s.store->db()
+                    .Put(rocksdb::WriteOptions(), s.store->column(Column::mam), "bob@x" + std::string(1, '\0') + be_bytes(base, 8),
+                         bad)
+                    .ok());
+    auto m = s.archive->get("bob@x", base);
+    ASSERT_FALSE(m);
+    EXPECT_EQ(m.error(), starling::storage::Errc::corrupt);
 }
 
 TEST(IndexPerTick, ADeletedAccountsEntriesAreNotRebuilt) {
