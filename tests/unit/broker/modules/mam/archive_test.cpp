@@ -925,6 +925,29 @@ TEST(IndexPerTick, ChunksAreCompactAndKeepEveryField) {
     }
 }
 
+// Three body records of bob's, received from dave@remote/r (ids base..base+2, bodies
+// "<word> 0".."<word> 2"), written to the log as earlier versions wrote them (3, kind 2, no
+// flags, owner, with, stanza): their positions.
+static std::vector<std::uint64_t> log_bodies_of_bob(Shard& s, std::uint64_t base, std::string_view word) {
+    starling::storage::LogBuffer buf;
+    std::vector<std::uint64_t> positions;
+    for (std::uint64_t i = 0; i < 3; ++i) {
+        const std::string stanza = "<message><body>" + std::string(word) + " " + std::to_string(i) + "</body></message>";
+        const std::string record = std::string("\x03\x02\x00", 3) + be_bytes(5, 2) + "bob@x" + be_bytes(13, 2) +
+                                   "dave@remote/r" + stanza;
+        positions.push_back(s.archive->log()->stage(buf, base + i, record));
+    }
+    EXPECT_TRUE(s.archive->log()->write(buf));
+    return positions;
+}
+
+// Bob's chunk whose last entry is `last`, written straight to the store.
+static bool put_chunk_of_bob(Shard& s, std::uint64_t last, const std::string& chunk) {
+    return s.store->db()
+        .Put(rocksdb::WriteOptions(), s.store->column(Column::mam), "bob@x" + std::string(1, '\0') + be_bytes(last, 8), chunk)
+        .ok();
+}
+
 TEST(IndexPerTick, ChunksOfTheEarlierFormatAreReadAndRewrittenCompact) {
     TempDir dir;
     const std::uint64_t base = 1'000'000'000'000'000;
@@ -932,25 +955,14 @@ TEST(IndexPerTick, ChunksOfTheEarlierFormatAreReadAndRewrittenCompact) {
     // Three log records and a chunk naming them, as the previous version wrote them: body
     // records (3, kind 2 received, no flags, owner, with, stanza), a chunk of kind 4 whose
     // entries are kind, flags (2: a log position follows), id, position, with.
-    starling::storage::LogBuffer buf;
-    std::vector<std::uint64_t> positions;
-    for (std::uint64_t i = 0; i < 3; ++i) {
-        const std::string stanza = "<message><body>old " + std::to_string(i) + "</body></message>";
-        const std::string record = std::string("\x03\x02\x00", 3) + be_bytes(5, 2) + "bob@x" + be_bytes(13, 2) +
-                                   "dave@remote/r" + stanza;
-        positions.push_back(s.archive->log()->stage(buf, base + i, record));
-    }
-    ASSERT_TRUE(s.archive->log()->write(buf));
+    const auto positions = log_bodies_of_bob(s, base, "old");
     std::string chunk(4, '\0');
     chunk += '\x04';
     for (std::uint64_t i = 0; i < 3; ++i) {
         chunk += std::string("\x02\x02", 2) + be_bytes(base + i, 8) + be_bytes(positions[i], 8) + be_bytes(13, 2) +
                  "dave@remote/r";
     }
-    ASSERT_TRUE(s.store->db()
-                    .Put(rocksdb::WriteOptions(), s.store->column(Column::mam), "bob@x" + std::string(1, '\0') + be_bytes(base + 2, 8),
-                         chunk)
-                    .ok());
+    ASSERT_TRUE(put_chunk_of_bob(s, base + 2, chunk));
     EXPECT_EQ(ids_of(*s.archive, "bob@x"), range(base, 3));
     auto middle = s.archive->get("bob@x", base + 1);
     ASSERT_TRUE(middle);
@@ -986,15 +998,7 @@ TEST(IndexPerTick, ChunksOfVersionTwoAreRead) {
     // As the previous version wrote them: body records, then a chunk of version 5 whose entries
     // are a head (kind 2 | 8: a position follows), the id's delta, the position's delta
     // (zigzag), then 'with' in full.
-    starling::storage::LogBuffer buf;
-    std::vector<std::uint64_t> positions;
-    for (std::uint64_t i = 0; i < 3; ++i) {
-        const std::string stanza = "<message><body>v2 " + std::to_string(i) + "</body></message>";
-        const std::string record = std::string("\x03\x02\x00", 3) + be_bytes(5, 2) + "bob@x" + be_bytes(13, 2) +
-                                   "dave@remote/r" + stanza;
-        positions.push_back(s.archive->log()->stage(buf, base + i, record));
-    }
-    ASSERT_TRUE(s.archive->log()->write(buf));
+    const auto positions = log_bodies_of_bob(s, base, "v2");
     std::string chunk(4, '\0');
     chunk += '\x05';
     std::uint64_t prev_id = 0, prev_position = 0;
@@ -1007,10 +1011,7 @@ TEST(IndexPerTick, ChunksOfVersionTwoAreRead) {
         prev_id = base + i;
         prev_position = positions[i];
     }
-    ASSERT_TRUE(s.store->db()
-                    .Put(rocksdb::WriteOptions(), s.store->column(Column::mam), "bob@x" + std::string(1, '\0') + be_bytes(base + 2, 8),
-                         chunk)
-                    .ok());
+    ASSERT_TRUE(put_chunk_of_bob(s, base + 2, chunk));
     EXPECT_EQ(ids_of(*s.archive, "bob@x"), range(base, 3));
     for (std::uint64_t i = 0; i < 3; ++i) {
         auto m = s.archive->get("bob@x", base + i);
@@ -1047,10 +1048,7 @@ TEST(IndexPerTick, AnEntryWhoseHashDoesNotMatchItsLogRecordIsCorrupt) {
     // The entry's last 4 bytes are the hash of 'with': flip one bit.
     std::string bad = chunks[0];
     bad.back() = static_cast<char>(bad.back() ^ 1);
-    ASSERT_TRUE(s.store->db()
-                    .Put(rocksdb::WriteOptions(), s.store->column(Column::mam), "bob@x" + std::string(1, '\0') + be_bytes(base, 8),
-                         bad)
-                    .ok());
+    ASSERT_TRUE(put_chunk_of_bob(s, base, bad));
     auto m = s.archive->get("bob@x", base);
     ASSERT_FALSE(m);
     EXPECT_EQ(m.error(), starling::storage::Errc::corrupt);
