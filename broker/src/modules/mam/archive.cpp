@@ -1,6 +1,8 @@
 #include "broker/src/modules/mam/archive.hpp"
 
+#include <bit>
 #include <cstddef>
+#include <cstring>
 #include <vector>
 #include <memory>
 
@@ -485,9 +487,15 @@ bool for_each_entry(std::string_view v, F&& f) {
 
 std::uint32_t with_hash(std::string_view with) noexcept {
     // Of the bare JID, 8 bytes a step (a byte-wise hash cost ~25 ns per entry on the message
-    // path). Stored in the index, so it must never change, and it reads the bytes as
-    // little-endian words on any machine.
+    // path). Stored in the index, so it must never change: the bytes are read as little-endian
+    // words on any machine.
     const std::string_view bare = xmpp::bare_of(with);
+    auto word = [](const char* p, std::size_t n) {
+        std::uint64_t w = 0;
+        std::memcpy(&w, p, n);
+        if constexpr (std::endian::native == std::endian::big) w = __builtin_bswap64(w);
+        return w;
+    };
     constexpr std::uint64_t k_mul = 0x9e3779b97f4a7c15u;
     std::uint64_t h = 0x6a09e667f3bcc908u ^ (bare.size() * k_mul);
     auto mix = [&](std::uint64_t w) {
@@ -495,16 +503,8 @@ std::uint32_t with_hash(std::string_view with) noexcept {
         h ^= h >> 32;
     };
     std::size_t at = 0;
-    for (; at + 8 <= bare.size(); at += 8) {
-        std::uint64_t w = 0;
-        for (int i = 7; i >= 0; --i) w = (w << 8) | static_cast<unsigned char>(bare[at + static_cast<std::size_t>(i)]);
-        mix(w);
-    }
-    if (at < bare.size()) {
-        std::uint64_t w = 0;
-        for (std::size_t i = bare.size(); i > at; --i) w = (w << 8) | static_cast<unsigned char>(bare[i - 1]);
-        mix(w);
-    }
+    for (; at + 8 <= bare.size(); at += 8) mix(word(bare.data() + at, 8));
+    if (at < bare.size()) mix(word(bare.data() + at, bare.size() - at));
     h ^= h >> 29;
     h *= 0xbf58476d1ce4e5b9u;
     h ^= h >> 32;
