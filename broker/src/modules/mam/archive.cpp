@@ -140,7 +140,7 @@ constexpr std::size_t k_index_head = 6;
 // length, then the JID; empty: none), then the stanza.
 constexpr char k_body_v1 = 1;
 
-void put_be(std::string& out, std::uint64_t v, int bytes) {
+[[gnu::always_inline]] inline void put_be(std::string& out, std::uint64_t v, int bytes) {
     // Into a small buffer, then one append: per message, this runs a few times per record.
     char b[8];
     for (int i = bytes - 1; i >= 0; --i) {
