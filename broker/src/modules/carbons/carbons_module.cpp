@@ -93,7 +93,7 @@ void CarbonsModule::install(ModuleContext& ctx) {
             const bool any = std::any_of(sessions.begin(), sessions.end(),
                                          [&](router::Endpoint* s) { return s != &ev.session && enabled(*s); });
             if (!any) return Handled::no;
-            const auto facts = fwd::read_facts(ev.element.bytes());
+            const auto facts = fwd::read_facts(ev.element);
             if (!fwd::carbons_eligible(ev.type, facts) || facts.is_private || facts.no_copy) return Handled::no;
             // The copy carries the stamped 'from' like the original. The stream header's prefix
             // declarations are not at hand here (the session keeps them); clients do not use

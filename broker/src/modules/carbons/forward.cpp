@@ -182,13 +182,11 @@ std::size_t past(std::string_view s, std::size_t from, std::string_view close) n
     return e == std::string_view::npos ? e : e + close.size();
 }
 
-// Calls on_child(const Child&, const StartTag& top) for each child of the element in `s`, in
-// order, once its end is known. False (maybe after some calls) when `s` is not one element:
-// then the caller must drop what it learnt.
+// Calls on_child(const Child&, const StartTag& top) for each child of the element in `s` whose
+// start tag `top` is (read already), in order, once its end is known. False (maybe after some
+// calls) when `s` is not one element: then the caller must drop what it learnt.
 template <class OnChild>
-bool for_each_child(std::string_view s, OnChild&& on_child) noexcept {
-    StartTag top;
-    if (s.size() < 2 || s[0] != '<' || !read_start_tag(s, 0, top)) return false;
+bool for_each_child_after(std::string_view s, const StartTag& top, OnChild&& on_child) noexcept {
     if (top.self_closing) return skip_space(s, top.end) == s.size();
     std::size_t depth = 1;  // 1: in the top element's content; 2: in a child's
     Child child;
@@ -251,12 +249,49 @@ bool for_each_child(std::string_view s, OnChild&& on_child) noexcept {
     }
 }
 
+// The same, reading the start tag first.
+template <class OnChild>
+bool for_each_child(std::string_view s, OnChild&& on_child) noexcept {
+    StartTag top;
+    if (s.size() < 2 || s[0] != '<' || !read_start_tag(s, 0, top)) return false;
+    return for_each_child_after(s, top, std::forward<OnChild>(on_child));
+}
+
 }  // namespace
 
 MessageFacts read_facts(std::string_view stanza) noexcept {
     MessageFacts f;
     const bool ok = for_each_child(stanza, [&f](const Child& c, const StartTag& top) {
         note(f, c.local_name(), ns_of(c, top));
+    });
+    if (!ok) return {};
+    f.parsed = true;
+    return f;
+}
+
+MessageFacts read_facts(const xmpp::xml::ElementView& el) noexcept {
+    // The start tag as the tokenizer read it (well-formed, its attributes split): the walk
+    // starts at the first child. The same facts as read_facts(el.bytes()): the fuzz harness
+    // compares them.
+    const std::string_view s = el.bytes();
+    const std::string_view tag = el.start_tag();
+    const std::string_view qname = el.qualified_name();
+    if (tag.size() < qname.size() + 2 || s.size() < tag.size()) return {};
+    StartTag top;
+    top.qname = qname;
+    top.self_closing = tag.ends_with("/>");
+    const std::size_t attrs_begin = 1 + qname.size();
+    top.attrs = tag.substr(attrs_begin, tag.size() - attrs_begin - (top.self_closing ? 2 : 1));
+    top.end = tag.size();
+    for (const auto& a : el.attributes()) {
+        if (a.name == "xmlns") {
+            top.default_ns = a.value;
+            break;
+        }
+    }
+    MessageFacts f;
+    const bool ok = for_each_child_after(s, top, [&f](const Child& c, const StartTag& t) {
+        note(f, c.local_name(), ns_of(c, t));
     });
     if (!ok) return {};
     f.parsed = true;

@@ -297,7 +297,7 @@ void MamModule::install(ModuleContext& ctx) {
                 scratch->pending_needs_facts = true;
                 return Handled::no;
             }
-            const auto facts = fwd::read_facts(ev.element.bytes());
+            const auto facts = fwd::read_facts(ev.element);
             if (!fwd::archive_eligible(ev.type, facts)) return Handled::no;
             // Both parties' entries are needed after routing (the sender's on_routed, the
             // recipient's inbound hook when homed here): their cache misses start now.

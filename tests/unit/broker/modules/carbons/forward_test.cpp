@@ -7,6 +7,7 @@
 #include "broker/src/util/dom.hpp"
 #include "tests/support/dom_facts.hpp"
 #include "xmpp/ns.hpp"
+#include "xmpp/xml/tokenizer.hpp"
 
 namespace {
 
@@ -145,6 +146,23 @@ TEST(MessageFacts, ReadsOnlyTheMessagesChildrenByNamespace) {
         // The DOM reading the hooks used before (issue 14) sees the same.
         EXPECT_EQ(describe(starling::test::dom_facts(row.xml)), row.facts) << row.xml;
     }
+}
+
+TEST(MessageFacts, FromTheTokenizersViewAreTheSame) {
+    // The hooks read the facts of the stanza the tokenizer handed over, from its view (its
+    // start tag is not read again): the same facts as from the bytes.
+    std::size_t tokenized = 0;
+    for (const auto& row : k_fact_rows) {
+        xmpp::xml::Tokenizer tok{xmpp::xml::Limits{}};
+        tok.append("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='x'>");
+        tok.append(row.xml);
+        ASSERT_EQ(tok.next().kind(), xmpp::xml::EventKind::stream_open);
+        const auto ev = tok.next();
+        if (ev.kind() != xmpp::xml::EventKind::stanza) continue;  // not XML the tokenizer takes
+        ++tokenized;
+        EXPECT_EQ(describe(fwd::read_facts(ev.element())), row.facts) << row.xml;
+    }
+    EXPECT_GE(tokenized + 4, std::size(k_fact_rows)) << "most rows are well-formed XML";
 }
 
 TEST(MessageFacts, BytesThatAreNotOneElementAreNotParsed) {
