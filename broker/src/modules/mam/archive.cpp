@@ -345,17 +345,7 @@ bool is_chunk(std::string_view v) noexcept {
     return is_index_record(v) && (v[4] == k_chunk || v[4] == k_chunk_v2 || v[4] == k_chunk_v3);
 }
 
-// LEB128 varints (7 bits a byte, low first).
-void varint_into(std::string& out, std::uint64_t v) {
-    char b[10];
-    std::size_t n = 0;
-    while (v >= 0x80) {
-        b[n++] = static_cast<char>((v & 0x7f) | 0x80);
-        v >>= 7;
-    }
-    b[n++] = static_cast<char>(v);
-    out.append(b, n);
-}
+// LEB128 varints (7 bits a byte, low first): varint_at writes them, read_varint reads them.
 
 bool read_varint(std::string_view v, std::size_t& at, std::uint64_t& out) noexcept {
     out = 0;
@@ -374,27 +364,44 @@ std::uint64_t zigzag(std::uint64_t delta) noexcept {
 }
 std::uint64_t unzigzag(std::uint64_t z) noexcept { return (z >> 1) ^ (~(z & 1) + 1); }
 
+// LEB128 into `at` (room for 10 bytes); returns one past the last byte written.
+char* varint_at(char* at, std::uint64_t v) noexcept {
+    while (v >= 0x80) {
+        *at++ = static_cast<char>((v & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    *at++ = static_cast<char>(v);
+    return at;
+}
+
 // A v3 entry after `prev_id` / `prev_position` (0, 0 for a chunk's first), which it updates.
 // `hash` (only with a position): the log record names 'with', and only its hash is written.
+// Encoded on the stack, then one append: it runs twice per archived message.
 void entry_v3_into(std::string& out, char kind, std::uint64_t id, std::int64_t stamp_us, std::string_view with,
                    std::optional<std::uint64_t> position, std::optional<std::uint32_t> hash, std::uint64_t& prev_id,
                    std::uint64_t& prev_position) {
     const bool own_stamp = stamp_us != static_cast<std::int64_t>(id);
     const bool hashed = hash && position;
-    out += static_cast<char>(kind | (own_stamp ? k_v2_stamp : 0) | (position ? k_v2_log : 0) |
-                             (hashed ? k_v3_with_in_log : 0));
-    varint_into(out, id - prev_id);
+    char head[1 + 10 + 8 + 10 + 10];  // head, id delta, stamp, position delta, hash or length
+    char* at = head;
+    *at++ = static_cast<char>(kind | (own_stamp ? k_v2_stamp : 0) | (position ? k_v2_log : 0) |
+                              (hashed ? k_v3_with_in_log : 0));
+    at = varint_at(at, id - prev_id);
     prev_id = id;
-    if (own_stamp) put_be(out, static_cast<std::uint64_t>(stamp_us), 8);
+    if (own_stamp) {
+        for (int i = 7; i >= 0; --i) *at++ = static_cast<char>(static_cast<std::uint64_t>(stamp_us) >> (8 * i));
+    }
     if (position) {
-        varint_into(out, zigzag(*position - prev_position));
+        at = varint_at(at, zigzag(*position - prev_position));
         prev_position = *position;
     }
     if (hashed) {
-        put_be(out, *hash, 4);
+        for (int i = 3; i >= 0; --i) *at++ = static_cast<char>(*hash >> (8 * i));
+        out.append(head, static_cast<std::size_t>(at - head));
         return;
     }
-    varint_into(out, with.size());
+    at = varint_at(at, with.size());
+    out.append(head, static_cast<std::size_t>(at - head));
     out += with;
 }
 
