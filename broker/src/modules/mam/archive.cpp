@@ -1095,6 +1095,14 @@ xmpp::Result<void, Errc> MessageArchive::append(std::string_view bare, std::uint
             if (!position) return xmpp::Unexpected(position.error());
             _last_body_id = id;
             _last_body_position = *position;
+            // Who the record names, for append_shared: no parse of it there.
+            if (sent) {
+                _last_body_owner.assign(owner);
+                _last_body_peer.assign(xmpp::bare_of(with));
+            } else {
+                _last_body_owner.clear();
+                _last_body_peer.clear();
+            }
             add_entry(u, kind, id, stamp_us, with, *position, true);  // the record names 'with'
             note_append(u, id);
             return {};
@@ -1130,18 +1138,18 @@ xmpp::Result<bool, Errc> MessageArchive::append_shared(std::string_view bare, st
         if (_log != nullptr) {
             if (_last_body_id != body_id) return false;  // not the body just appended
             // The body's record still in this turn's buffer, naming the sender's full JID and
-            // this recipient: a flag on it stands for the recipient's entry in a restart's
-            // replay. No record of its own (issue 14: one log record per message).
-            if (auto staged = _writer->staged_log_payload(*_log, _last_body_position); !staged.empty()) {
-                const auto r = parse_log_record(std::string_view(staged.data(), staged.size()));
-                if (r && r->type == k_log_body && r->kind == k_own_sent && r->owner == with && r->peer() == bare) {
-                    staged[2] = static_cast<char>(staged[2] | k_flag_peer);  // 3, kind, flags
-                    // The body's record names 'with': its owner.
-                    add_entry(u, k_shared, body_id, static_cast<std::int64_t>(body_id), with, _last_body_position,
-                              true);
-                    note_append(u, body_id);
-                    return true;
-                }
+            // this recipient (a sent message's, whose owner is `with` and whose peer is `bare`):
+            // a flag on it stands for the recipient's entry in a restart's replay. No record of
+            // its own (issue 14: one log record per message).
+            if (auto staged = _last_body_owner == with && _last_body_peer == bare
+                                  ? _writer->staged_log_payload(*_log, _last_body_position)
+                                  : std::span<char>();
+                !staged.empty()) {
+                staged[2] = static_cast<char>(staged[2] | k_flag_peer);  // 3, kind, flags
+                // The body's record names 'with': its owner.
+                add_entry(u, k_shared, body_id, static_cast<std::int64_t>(body_id), with, _last_body_position, true);
+                note_append(u, body_id);
+                return true;
             }
             // Else a small record in the log (the entry, for a restart's replay).
             if (!log_record_into(_value, k_log_shared, k_shared, body_id, static_cast<std::int64_t>(body_id), bare, with,

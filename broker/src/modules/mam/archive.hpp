@@ -322,6 +322,8 @@ private:
     // The last body appended to the log: a recipient on this shard may share it (append_shared).
     std::uint64_t _last_body_id = 0;
     std::uint64_t _last_body_position = 0;
+    std::string _last_body_owner;  // the owner its record names when it is a sent message's
+    std::string _last_body_peer;   // and the recipient's bare JID; else both empty
     asio::io_context* _io = nullptr;
     std::shared_ptr<Pending> _pending;  // a write-behind buffer, written through const reads too
     std::map<std::string, std::string> _memory;  // without a store
