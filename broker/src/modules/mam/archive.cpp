@@ -1425,6 +1425,30 @@ xmpp::Result<void, Errc> MessageArchive::scan(std::string_view bare, std::uint64
     }
 }
 
+xmpp::Result<void, Errc> MessageArchive::read_log_record(ArchivedMessage& m, bool stanza) const noexcept {
+    try {
+        if (!m.in_log) return {};
+        // The log of the shard that wrote it (the user's home then), which may not be this one.
+        auto* log = _store != nullptr ? _store->find_segment_log(storage::log_of(m.log_position)) : nullptr;
+        if (log == nullptr) return xmpp::Unexpected(Errc::not_found);
+        auto payload = log->read(m.log_position, m.id);
+        if (!payload) return xmpp::Unexpected(payload.error());
+        const auto parsed = parse_log_record(*payload);
+        if (!parsed || parsed->type != k_log_body) return xmpp::Unexpected(Errc::corrupt);
+        if (m.with_hash) {
+            // The record names 'with': for the sender's own entries its 'with', for the
+            // recipient's (shared) its owner, the sender's full JID.
+            const std::string_view with = m.needs_stanza_id ? parsed->owner : parsed->with;
+            if (mam::with_hash(with) != *m.with_hash) return xmpp::Unexpected(Errc::corrupt);
+            m.with.assign(with);
+        }
+        if (stanza) m.stanza.assign(parsed->stanza);
+        return {};
+    } catch (...) {
+        return xmpp::Unexpected(Errc::io_error);
+    }
+}
+
 xmpp::Result<ArchivedMessage, Errc> MessageArchive::get(std::string_view bare, std::uint64_t id) const noexcept {
     try {
         flush();  // the pending batch is part of the archive
@@ -1434,21 +1458,7 @@ xmpp::Result<ArchivedMessage, Errc> MessageArchive::get(std::string_view bare, s
         auto m = decode(*value, id);
         if (!m || !m->stanza_in_body) return m;
         if (m->in_log) {
-            // The log of the shard that wrote it (the user's home then), which may not be this one.
-            auto* log = _store != nullptr ? _store->find_segment_log(storage::log_of(m->log_position)) : nullptr;
-            if (log == nullptr) return xmpp::Unexpected(Errc::not_found);
-            auto payload = log->read(m->log_position, id);
-            if (!payload) return xmpp::Unexpected(payload.error());
-            const auto parsed = parse_log_record(*payload);
-            if (!parsed || parsed->type != k_log_body) return xmpp::Unexpected(Errc::corrupt);
-            if (m->with_hash) {
-                // The record names 'with': for the sender's own entries its 'with', for the
-                // recipient's (shared) its owner, the sender's full JID.
-                const std::string_view with = m->needs_stanza_id ? parsed->owner : parsed->with;
-                if (mam::with_hash(with) != *m->with_hash) return xmpp::Unexpected(Errc::corrupt);
-                m->with.assign(with);
-            }
-            m->stanza.assign(parsed->stanza);
+            if (auto r = read_log_record(*m, true); !r) return xmpp::Unexpected(r.error());
             return m;
         }
         // A body gone with its age (expire_bodies) while this record is a little younger: the

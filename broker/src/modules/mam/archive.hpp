@@ -160,6 +160,10 @@ public:
     xmpp::Result<void, storage::Errc> scan(std::string_view bare, std::uint64_t lo, std::uint64_t hi,
                                            const Visitor& f) const noexcept;
     xmpp::Result<ArchivedMessage, storage::Errc> get(std::string_view bare, std::uint64_t id) const noexcept;
+    // For a message decode() read from the index with its body in a log: reads the body's log
+    // record (not the index again) for 'with' when the index keeps only its hash, and the
+    // stanza when `stanza` is set. Reads only: may run on the store's reader thread.
+    xmpp::Result<void, storage::Errc> read_log_record(ArchivedMessage& m, bool stanza) const noexcept;
     // An id for a new record of `bare`: next_id(now_us), and above every id `bare` already has.
     // The user's newest stored id is looked up once per user (one reverse seek), not per
     // message: after a restart with the clock gone back, ids must still not collide.

@@ -126,12 +126,11 @@ void gather(const MessageArchive& archive, QueryRun& r) {
             // Only the hash is in the index: a match of the hash is checked against the log
             // record's JID (bodies of other parties with the same hash are rare).
             if (*m->with_hash != mam::with_hash(q.with)) return true;
-            auto full = archive.get(r.bare, id);
-            if (!full) {
-                if (full.error() == storage::Errc::corrupt) r.corrupt = true;
+            if (auto read = archive.read_log_record(*m, false); !read) {
+                if (read.error() == storage::Errc::corrupt) r.corrupt = true;
                 return true;
             }
-            if (mam::with_matches(q, full->with)) r.ids.push_back(id);
+            if (mam::with_matches(q, m->with)) r.ids.push_back(id);
             return true;
         }
         if (mam::with_matches(q, m->with)) r.ids.push_back(id);
