@@ -259,14 +259,25 @@ bool for_each_child(std::string_view s, OnChild&& on_child) noexcept {
 
 }  // namespace
 
-MessageFacts read_facts(std::string_view stanza) noexcept {
+namespace {
+
+// The facts of the element in `s` whose start tag `top` is, read already.
+MessageFacts facts_after(std::string_view s, const StartTag& top) noexcept {
     MessageFacts f;
-    const bool ok = for_each_child(stanza, [&f](const Child& c, const StartTag& top) {
-        note(f, c.local_name(), ns_of(c, top));
+    const bool ok = for_each_child_after(s, top, [&f](const Child& c, const StartTag& t) {
+        note(f, c.local_name(), ns_of(c, t));
     });
     if (!ok) return {};
     f.parsed = true;
     return f;
+}
+
+}  // namespace
+
+MessageFacts read_facts(std::string_view stanza) noexcept {
+    StartTag top;
+    if (stanza.size() < 2 || stanza[0] != '<' || !read_start_tag(stanza, 0, top)) return {};
+    return facts_after(stanza, top);
 }
 
 MessageFacts read_facts(const xmpp::xml::ElementView& el) noexcept {
@@ -289,13 +300,7 @@ MessageFacts read_facts(const xmpp::xml::ElementView& el) noexcept {
             break;
         }
     }
-    MessageFacts f;
-    const bool ok = for_each_child_after(s, top, [&f](const Child& c, const StartTag& t) {
-        note(f, c.local_name(), ns_of(c, t));
-    });
-    if (!ok) return {};
-    f.parsed = true;
-    return f;
+    return facts_after(s, top);
 }
 
 namespace {
