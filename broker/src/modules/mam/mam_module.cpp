@@ -110,6 +110,8 @@ void gather(const MessageArchive& archive, QueryRun& r) {
     }
     if (r.after_id) lo = std::max(lo, *r.after_id + 1);
     if (r.before_id) hi = *r.before_id == 0 ? 0 : std::min(hi, *r.before_id - 1);
+    // Index entries may keep only a hash of 'with' (mam::with_hash): the query's, once.
+    const std::uint32_t with_hash = q.with.empty() ? 0 : mam::with_hash(q.with);
     auto scanned = archive.scan(r.bare, lo, hi, [&](std::uint64_t id, std::string_view value) {
         if (!q.ids.empty() && !std::binary_search(r.wanted.begin(), r.wanted.end(), id)) return true;
         if (r.before_id && *r.before_id == 0) return false;
@@ -125,7 +127,7 @@ void gather(const MessageArchive& archive, QueryRun& r) {
         if (m->with_hash) {
             // Only the hash is in the index: a match of the hash is checked against the log
             // record's JID (bodies of other parties with the same hash are rare).
-            if (*m->with_hash != mam::with_hash(q.with)) return true;
+            if (*m->with_hash != with_hash) return true;
             if (auto read = archive.read_log_record(*m, false); !read) {
                 if (read.error() == storage::Errc::corrupt) r.corrupt = true;
                 return true;
