@@ -293,10 +293,11 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
     families[static_cast<std::size_t>(Column::mam) + 1].options.memtable_insert_with_hint_prefix_extractor =
         std::make_shared<OwnerPrefix>();
     {
-        // The archive's index chunks (a user's entries of a tick, ~5 KiB) in blob files: written
-        // once at flush, then compactions move only their keys and references, never rewrite
-        // them (issue 14: rewriting them was a tenth of the archive's CPU). Single records and
-        // counts stay in the SSTs. Garbage collection gives back what retention deleted.
+        // The archive's index chunks of 1 KiB or more (a busy user's entries of a tick) in blob
+        // files: written once at flush, then compactions move only their keys and references,
+        // never rewrite them (issue 14: rewriting them was a tenth of the archive's CPU). Smaller
+        // chunks, single records and counts stay in the SSTs. Garbage collection gives back what
+        // retention deleted.
         auto& mam = families[static_cast<std::size_t>(Column::mam) + 1].options;
         mam.enable_blob_files = true;
         mam.min_blob_size = 1024;
