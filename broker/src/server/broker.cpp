@@ -157,6 +157,17 @@ struct Broker::Impl {
     std::unique_ptr<net::ShardSet> shards;
     std::unique_ptr<router::Mailboxes<router::Envelope>> mailboxes;
     std::vector<std::unique_ptr<ShardState>> states;
+    // Declared after the shards, so destroyed before them: when the constructor throws (a port
+    // in use), the members unwind in reverse order, and the committer's thread must not post a
+    // completion to a shard's io_context that is gone (ASan: heap-use-after-free). stop() is
+    // idempotent; stop_all() calls it first on the normal path.
+    struct CommitterStop {
+        Impl& impl;
+        ~CommitterStop() {
+            if (impl.committer) impl.committer->stop();
+        }
+    };
+    CommitterStop committer_stop{*this};
     std::unique_ptr<metrics::Heartbeats> heartbeats;  // one slot per shard (metrics/health.hpp)
     std::unique_ptr<metrics::MetricsServer> metrics_server;
     std::unique_ptr<admin::AdminServer> admin_server;
